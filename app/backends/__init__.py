@@ -1,0 +1,39 @@
+"""Choose a backend by URL scheme, importing a backend's module only when it is asked for."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from app.backends.base import Backend
+from app.settings import Settings
+
+SCHEMES = ("memory", "redis", "rediss", "unix")
+
+
+class UnknownBackend(ValueError):
+    """The URL names no backend this service has."""
+
+
+def backend_from_url(url: str, settings: Settings) -> Backend:
+    """A Backend for ``memory://``, ``redis://``, ``rediss://`` or ``unix://`` URLs."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from app.backends.memory import MemoryBackend
+
+        return MemoryBackend(
+            key_history=settings.key_history, event_retention=settings.event_retention
+        )
+    if scheme in ("redis", "rediss", "unix"):
+        from app.backends.redis import RedisBackend
+
+        return RedisBackend.from_url(
+            url,
+            timeout=settings.backend_timeout_seconds,
+            max_connections=settings.redis_max_connections,
+            key_history=settings.key_history,
+            event_retention=settings.event_retention,
+        )
+    raise UnknownBackend(
+        f"unknown backend URL {url!r}: use memory:// (embedded) or redis://host:6379/0 "
+        "(also rediss:// and unix://)"
+    )

@@ -1,0 +1,179 @@
+-- Prelude of every Corkboard script: the namespace's keys, server time, revisions,
+-- the change log, key entries and the fencing check. Prepended to each script at load.
+--
+-- Calling convention: KEYS[1] = 'cb:{<ns>}:rev' (it routes the call to the namespace's
+-- hash slot; every other key is derived from it and carries the same '{<ns>}' tag).
+-- ARGV[1] = namespace, ARGV[2] = events kept, ARGV[3] = history depth; the script's own
+-- arguments start at ARGV[4].
+--
+-- Layout under the prefix P = 'cb:{<ns>}:':
+--   P..'rev'            string   the namespace's revision counter
+--   P..'log'            stream   change events, id '<revision>-0', fields t k s d
+--   P..'k:'..key        hash     a key's entry: v r cr ver ca ma ea (ms; ea 0 = none)
+--   P..'h:'..key        list     its history, newest first, items 'r|cr|ver|ca|ma|ea|v'
+--   P..'keys'           zset     live key names (score 0), for ordered listing
+--   P..'ttl'            zset     deadlines (ms) of members 'k:<key>', 'l:<scope>|<name>', ...
+--   P..'lock:'..scope..'|'..name  hash  a lock holder: owner token acquired_at expires_at
+
+local REV = KEYS[1]
+local PFX = string.sub(REV, 1, #REV - 3)
+local NS = ARGV[1]
+local RETENTION = tonumber(ARGV[2])
+local HISTORY = tonumber(ARGV[3])
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local NOW = now_ms()
+
+-- RFC 3339 UTC with milliseconds, from epoch ms (days-from-civil, H. Hinnant).
+local function iso(ms)
+  local s = math.floor(ms / 1000)
+  local frac = ms - s * 1000
+  local days = math.floor(s / 86400)
+  local rem = s - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local y = yoe + era * 400
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  if m <= 2 then y = y + 1 end
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', y, m, d,
+    math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60, frac)
+end
+
+local function json_or_null(v)
+  if v then return v end
+  return 'null'
+end
+
+-- ',"value":V,"old_value":O' for events that carry values (raw JSON, or null).
+local function values_tail(value, old)
+  return ',"value":' .. json_or_null(value) .. ',"old_value":' .. json_or_null(old)
+end
+
+-- Take the next revision and append one event; names need no JSON escaping (their
+-- syntax allows no quote, backslash or control character). Returns the revision.
+local function emit(typ, key, session, tail)
+  local rev = redis.call('INCR', REV)
+  local d = '{"revision":' .. rev .. ',"type":"' .. typ .. '","ns":"' .. NS
+    .. '","key":"' .. key .. '"'
+  if session and session ~= '' then d = d .. ',"session":"' .. session .. '"' end
+  d = d .. ',"at":"' .. iso(NOW) .. '"' .. (tail or '') .. '}'
+  redis.call('XADD', PFX .. 'log', 'MAXLEN', RETENTION, rev .. '-0',
+    't', typ, 'k', key, 's', session or '', 'd', d)
+  return rev
+end
+
+-- Handlers for due members of P..'ttl', by kind letter; other libraries add theirs.
+local EXPIRERS = {}
+
+-- Keys -----------------------------------------------------------------------------
+
+local function kkey(key) return PFX .. 'k:' .. key end
+local function hkey(key) return PFX .. 'h:' .. key end
+
+local function load_entry(key)
+  local r = redis.call('HMGET', kkey(key), 'v', 'r', 'cr', 'ver', 'ca', 'ma', 'ea')
+  if not r[1] then return nil end
+  return {v = r[1], r = tonumber(r[2]), cr = tonumber(r[3]), ver = tonumber(r[4]),
+    ca = tonumber(r[5]), ma = tonumber(r[6]), ea = tonumber(r[7])}
+end
+
+local function is_expired(e) return e.ea > 0 and e.ea <= NOW end
+
+local function entry_reply(key, e)
+  return {key, e.v, e.r, e.cr, e.ver, e.ca, e.ma, e.ea}
+end
+
+-- status, then the entry's fields when there is one
+local function reply(status, key, e)
+  if not e then return {status} end
+  return {status, key, e.v, e.r, e.cr, e.ver, e.ca, e.ma, e.ea}
+end
+
+local function history_item(e)
+  return e.r .. '|' .. e.cr .. '|' .. e.ver .. '|' .. e.ca .. '|' .. e.ma .. '|' .. e.ea
+    .. '|' .. e.v
+end
+
+local function remove_key(key)
+  redis.call('DEL', kkey(key), hkey(key))
+  redis.call('ZREM', PFX .. 'keys', key)
+  redis.call('ZREM', PFX .. 'ttl', 'k:' .. key)
+end
+
+-- The live entry, or nil; a key past its deadline is expired here, with its event.
+local function live_entry(key)
+  local e = load_entry(key)
+  if e and is_expired(e) then
+    remove_key(key)
+    emit('kv.expire', key, nil, values_tail(nil, e.v))
+    return nil
+  end
+  return e
+end
+
+EXPIRERS['k'] = function(key)
+  local e = load_entry(key)
+  if e and is_expired(e) then
+    live_entry(key)
+    return 1
+  end
+  if not e then redis.call('ZREM', PFX .. 'ttl', 'k:' .. key) end
+  return 0
+end
+
+local function set_deadline(member, ea)
+  if ea > 0 then
+    redis.call('ZADD', PFX .. 'ttl', ea, member)
+  else
+    redis.call('ZREM', PFX .. 'ttl', member)
+  end
+end
+
+-- Store a new value (old: the live entry or nil); ea: deadline ms or 0.
+local function write_entry(key, old, value, ea)
+  local rev = emit('kv.put', key, nil, values_tail(value, old and old.v))
+  local e
+  if old then
+    e = {v = value, r = rev, cr = old.cr, ver = old.ver + 1, ca = old.ca, ma = NOW, ea = ea}
+  else
+    e = {v = value, r = rev, cr = rev, ver = 1, ca = NOW, ma = NOW, ea = ea}
+    redis.call('ZADD', PFX .. 'keys', 0, key)
+  end
+  redis.call('HSET', kkey(key), 'v', e.v, 'r', e.r, 'cr', e.cr, 'ver', e.ver,
+    'ca', e.ca, 'ma', e.ma, 'ea', e.ea)
+  redis.call('LPUSH', hkey(key), history_item(e))
+  redis.call('LTRIM', hkey(key), 0, HISTORY - 1)
+  set_deadline('k:' .. key, ea)
+  return e
+end
+
+-- A write's precondition: cond '' (none), 'match' (revision), 'exists' (If-Match: *),
+-- 'absent' (If-None-Match: *). Returns nil when it holds, else the failure status.
+local function precondition_fails(cond, expected, e)
+  if cond == 'absent' and e then return 'already_exists' end
+  if (cond == 'match' or cond == 'exists') and not e then return 'revision_mismatch' end
+  if cond == 'match' and e.r ~= tonumber(expected) then return 'revision_mismatch' end
+  return nil
+end
+
+-- Locks and fencing -----------------------------------------------------------------
+
+local function lock_key(scope, name) return PFX .. 'lock:' .. scope .. '|' .. name end
+
+-- True when no fence is asked for (name ''), or when token holds the lock right now.
+local function fence_holds(scope, name, token)
+  if name == '' then return true end
+  local r = redis.call('HMGET', lock_key(scope, name), 'token', 'expires_at')
+  if not r[1] or r[1] ~= token then return false end
+  local ea = tonumber(r[2] or '0')
+  return ea == 0 or ea > NOW
+end

@@ -1,0 +1,18 @@
+-- Store a value. ARGV[4] key, [5] value JSON, [6] ttl ms (0 none, -1 keep the current
+-- deadline), [7] condition, [8] expected revision, [9] fence scope, [10] fence lock
+-- ('' none), [11] fence token. Replies 'created' | 'replaced' | a failure, with the entry.
+local key = ARGV[4]
+if not fence_holds(ARGV[9], ARGV[10], ARGV[11]) then return {'stale_fence'} end
+local e = live_entry(key)
+local failed = precondition_fails(ARGV[7], ARGV[8], e)
+if failed then return reply(failed, key, e) end
+local ttl = tonumber(ARGV[6])
+local ea = 0
+if ttl > 0 then
+  ea = NOW + ttl
+elseif ttl < 0 and e then
+  ea = e.ea
+end
+local status = 'replaced'
+if not e then status = 'created' end
+return reply(status, key, write_entry(key, e, ARGV[5], ea))

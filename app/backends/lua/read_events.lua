@@ -1,0 +1,21 @@
+-- Events after a revision. ARGV[4] after, [5] count. Replies {current revision,
+-- first kept revision (0 when the log is empty), then revision, t, k, s, d of each
+-- event}.
+local after, count = tonumber(ARGV[4]), tonumber(ARGV[5])
+local current = tonumber(redis.call('GET', REV) or '0')
+local head = redis.call('XRANGE', PFX .. 'log', '-', '+', 'COUNT', 1)
+local first = 0
+if #head > 0 then first = tonumber(string.match(head[1][1], '^(%d+)')) end
+local out = {current, first}
+local rows = redis.call('XRANGE', PFX .. 'log', '(' .. after .. '-0', '+', 'COUNT', count)
+for i = 1, #rows do
+  local f = rows[i][2]
+  local m = {}
+  for j = 1, #f, 2 do m[f[j]] = f[j + 1] end
+  out[#out + 1] = tonumber(string.match(rows[i][1], '^(%d+)'))
+  out[#out + 1] = m['t']
+  out[#out + 1] = m['k']
+  out[#out + 1] = m['s']
+  out[#out + 1] = m['d']
+end
+return out

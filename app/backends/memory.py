@@ -1,0 +1,423 @@
+"""The embedded in-memory backend: one process, no persistence, the default.
+
+Every operation runs without awaiting between reading and writing, so on one event loop
+it is atomic. TTLs behave as on Redis: the deadline is stored beside the value, reads
+treat a passed deadline as absence, and a sweeper expires it with an event on time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import heapq
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from app.backends.base import (
+    NO_CONDITION,
+    Backend,
+    BackendInfo,
+    ChangeEvent,
+    EventBatch,
+    Fence,
+    KeyEntry,
+    KeyPage,
+    Precondition,
+    PutResult,
+    ValueUpdate,
+    apply_update,
+    check_precondition,
+)
+from app.errors import NotFound, StaleFence, Unprocessable
+from app.syntax import Pattern, iso_ms, now_ms
+
+#: Integers are exact in every backend up to 2**53 (Redis scripts compute in doubles).
+MAX_EXACT_INT = 2**53
+#: Keys examined by one listing call at most, so a sparse pattern cannot stall the loop.
+LIST_SCAN_BUDGET = 20_000
+
+
+@dataclass(slots=True)
+class LockState:
+    """The holder of a lock, as the fencing check needs it."""
+
+    owner: str
+    token: int
+    acquired_at: int
+    expires_at: int | None
+
+
+@dataclass(slots=True)
+class _Namespace:
+    retention: int
+    revision: int = 0
+    compacted: int = 0
+    events: deque[ChangeEvent] = field(default_factory=deque)
+    keys: dict[str, KeyEntry] = field(default_factory=dict)
+    history: dict[str, deque[KeyEntry]] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    locks: dict[tuple[str, str], LockState] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def build_event(
+    ns: str,
+    revision: int,
+    type_: str,
+    key: str,
+    at_ms: int,
+    *,
+    value: bytes | None = None,
+    old_value: bytes | None = None,
+    session: str | None = None,
+    extra: dict[str, Any] | None = None,
+    with_values: bool = True,
+) -> ChangeEvent:
+    """One change event, its JSON shaped exactly like the Redis scripts' events."""
+    body: dict[str, Any] = {"revision": revision, "type": type_, "ns": ns, "key": key}
+    if session is not None:
+        body["session"] = session
+    body["at"] = iso_ms(at_ms)
+    if with_values:
+        body["value"] = orjson.Fragment(value) if value is not None else None
+        body["old_value"] = orjson.Fragment(old_value) if old_value is not None else None
+    if extra:
+        body.update(extra)
+    return ChangeEvent(revision, type_, key, session, orjson.dumps(body))
+
+
+class MemoryBackend(Backend):
+    """State in this process's memory; refuses nothing, remembers nothing across restarts."""
+
+    def __init__(self, *, key_history: int = 10, event_retention: int = 100_000) -> None:
+        self.info = BackendInfo(name="memory", persistence=False, distribution=False)
+        self.key_history = key_history
+        self.event_retention = event_retention
+        self._namespaces: dict[str, _Namespace] = {}
+        # (deadline_ms, ns, member): member is "k:<key>"; stale rows are skipped on pop.
+        self._deadlines: list[tuple[int, str, str]] = []
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+    # -- internals -------------------------------------------------------------------
+
+    def _ns(self, ns: str) -> _Namespace:
+        state = self._namespaces.get(ns)
+        if state is None:
+            state = self._namespaces[ns] = _Namespace(retention=self.event_retention)
+        return state
+
+    def _append(self, st: _Namespace, event: ChangeEvent) -> None:
+        if len(st.events) >= st.retention:
+            st.compacted = st.events.popleft().revision
+        st.events.append(event)
+        st.changed.set()
+        st.changed = asyncio.Event()
+
+    def emit(
+        self,
+        ns: str,
+        type_: str,
+        key: str,
+        at_ms: int,
+        **fields: Any,
+    ) -> int:
+        """Take the namespace's next revision and append one event for it."""
+        st = self._ns(ns)
+        st.revision += 1
+        self._append(st, build_event(ns, st.revision, type_, key, at_ms, **fields))
+        return st.revision
+
+    def schedule_deadline(self, deadline_ms: int, ns: str, member: str) -> None:
+        heapq.heappush(self._deadlines, (deadline_ms, ns, member))
+
+    def fence_holds(self, ns: str, fence: Fence | None, now: int) -> None:
+        """Raise StaleFence unless ``fence`` names the current holder of its lock."""
+        if fence is None:
+            return
+        lock = self._ns(ns).locks.get((fence.scope, fence.name))
+        if (
+            lock is None
+            or lock.token != fence.token
+            or (lock.expires_at is not None and lock.expires_at <= now)
+        ):
+            raise StaleFence(
+                f"Fence token {fence.token} does not hold lock {fence.name!r}; "
+                "nothing was written."
+            )
+
+    def _live(self, st: _Namespace, key: str, now: int) -> KeyEntry | None:
+        entry = st.keys.get(key)
+        if entry is not None and entry.expires_at is not None and entry.expires_at <= now:
+            return None
+        return entry
+
+    def _expire_if_due(self, ns: str, key: str, now: int) -> None:
+        st = self._ns(ns)
+        entry = st.keys.get(key)
+        if entry is not None and entry.expires_at is not None and entry.expires_at <= now:
+            self._remove(st, key)
+            self.emit(ns, "kv.expire", key, now, value=None, old_value=entry.value)
+
+    def _remove(self, st: _Namespace, key: str) -> None:
+        del st.keys[key]
+        st.history.pop(key, None)
+        i = bisect.bisect_left(st.order, key)
+        if i < len(st.order) and st.order[i] == key:
+            del st.order[i]
+
+    def _write(
+        self, ns: str, key: str, value: bytes, expires_at: int | None, now: int
+    ) -> PutResult:
+        st = self._ns(ns)
+        old = st.keys.get(key)
+        revision = self.emit(
+            ns, "kv.put", key, now, value=value, old_value=old.value if old else None
+        )
+        if old is None:
+            entry = KeyEntry(key, value, revision, revision, 1, now, now, expires_at)
+            bisect.insort(st.order, key)
+            st.history[key] = deque(maxlen=self.key_history)
+        else:
+            entry = KeyEntry(
+                key, value, revision, old.created_revision, old.version + 1,
+                old.created_at, now, expires_at,
+            )
+        st.keys[key] = entry
+        st.history[key].appendleft(entry)
+        if expires_at is not None:
+            self.schedule_deadline(expires_at, ns, "k:" + key)
+        return PutResult(entry, old is None)
+
+    # -- keys ------------------------------------------------------------------------
+
+    async def kv_get(self, ns: str, key: str, revision: int | None = None) -> KeyEntry | None:
+        st = self._ns(ns)
+        entry = self._live(st, key, now_ms())
+        if revision is None or entry is None:
+            return entry
+        return next((e for e in st.history.get(key, ()) if e.revision <= revision), None)
+
+    async def kv_put(
+        self,
+        ns: str,
+        key: str,
+        value: bytes,
+        *,
+        ttl_ms: int = 0,
+        condition: Precondition = NO_CONDITION,
+        fence: Fence | None = None,
+    ) -> PutResult:
+        now = now_ms()
+        self.fence_holds(ns, fence, now)
+        self._expire_if_due(ns, key, now)
+        check_precondition(condition, self._ns(ns).keys.get(key))
+        return self._write(ns, key, value, now + ttl_ms if ttl_ms else None, now)
+
+    async def kv_update(
+        self,
+        ns: str,
+        key: str,
+        update: ValueUpdate,
+        *,
+        initial: bytes | None = None,
+        ttl_ms: int | None = None,
+        condition: Precondition = NO_CONDITION,
+        fence: Fence | None = None,
+    ) -> PutResult:
+        now = now_ms()
+        self.fence_holds(ns, fence, now)
+        self._expire_if_due(ns, key, now)
+        current = self._ns(ns).keys.get(key)
+        check_precondition(condition, current)
+        if current is None and initial is None:
+            raise NotFound(f"Key {key!r} does not exist and no initial value was given.")
+        base = current.value if current is not None else initial
+        assert base is not None
+        new_value = apply_update(update, base, current)
+        if ttl_ms is None:
+            expires_at = current.expires_at if current is not None else None
+        else:
+            expires_at = now + ttl_ms if ttl_ms else None
+        return self._write(ns, key, new_value, expires_at, now)
+
+    async def kv_increment(
+        self,
+        ns: str,
+        key: str,
+        by: int | float,
+        *,
+        initial: int | float = 0,
+        ttl_ms: int = 0,
+        fence: Fence | None = None,
+    ) -> PutResult:
+        now = now_ms()
+        self.fence_holds(ns, fence, now)
+        self._expire_if_due(ns, key, now)
+        current = self._ns(ns).keys.get(key)
+        start: Any = orjson.loads(current.value) if current is not None else initial
+        if isinstance(start, bool) or not isinstance(start, int | float):
+            raise Unprocessable(
+                f"Key {key!r} holds {_describe(start)}, not a number; it cannot be incremented."
+            )
+        result = add_exact(start, by)
+        if current is None:
+            expires_at = now + ttl_ms if ttl_ms else None
+        else:
+            expires_at = current.expires_at
+        return self._write(ns, key, orjson.dumps(result), expires_at, now)
+
+    async def kv_touch(
+        self, ns: str, key: str, ttl_ms: int, *, fence: Fence | None = None
+    ) -> KeyEntry:
+        now = now_ms()
+        self.fence_holds(ns, fence, now)
+        self._expire_if_due(ns, key, now)
+        st = self._ns(ns)
+        current = st.keys.get(key)
+        if current is None:
+            raise NotFound(f"Key {key!r} does not exist.")
+        expires_at = now + ttl_ms if ttl_ms else None
+        entry = KeyEntry(
+            key, current.value, current.revision, current.created_revision, current.version,
+            current.created_at, current.modified_at, expires_at,
+        )
+        st.keys[key] = entry
+        history = st.history[key]
+        history[0] = entry
+        if expires_at is not None:
+            self.schedule_deadline(expires_at, ns, "k:" + key)
+        return entry
+
+    async def kv_delete(
+        self,
+        ns: str,
+        key: str,
+        *,
+        condition: Precondition = NO_CONDITION,
+        fence: Fence | None = None,
+    ) -> KeyEntry | None:
+        now = now_ms()
+        self.fence_holds(ns, fence, now)
+        self._expire_if_due(ns, key, now)
+        st = self._ns(ns)
+        current = st.keys.get(key)
+        check_precondition(condition, current)
+        if current is None:
+            return None
+        self._remove(st, key)
+        self.emit(ns, "kv.delete", key, now, value=None, old_value=current.value)
+        return current
+
+    async def kv_history(self, ns: str, key: str) -> list[KeyEntry]:
+        st = self._ns(ns)
+        if self._live(st, key, now_ms()) is None:
+            return []
+        return list(st.history.get(key, ()))
+
+    async def kv_list(
+        self, ns: str, pattern: Pattern, *, limit: int, after: str | None
+    ) -> KeyPage:
+        st = self._ns(ns)
+        now = now_ms()
+        items: list[KeyEntry] = []
+        more = False
+        for scanned, key in enumerate(self._scan(st.order, pattern.prefix, after)):
+            if scanned >= LIST_SCAN_BUDGET:
+                more = bool(items)  # resume from the last item next time
+                break
+            if not pattern.matches(key):
+                continue
+            entry = self._live(st, key, now)
+            if entry is None:
+                continue
+            if len(items) == limit:
+                more = True
+                break
+            items.append(entry)
+        next_cursor = items[-1].key if more and items else None
+        return KeyPage(items, next_cursor, st.revision)
+
+    @staticmethod
+    def _scan(order: list[str], prefix: str, after: str | None) -> Iterator[str]:
+        start = bisect.bisect_right(order, after) if after is not None else 0
+        start = max(start, bisect.bisect_left(order, prefix))
+        for i in range(start, len(order)):
+            key = order[i]
+            if not key.startswith(prefix):
+                return
+            yield key
+
+    # -- change log ------------------------------------------------------------------
+
+    async def current_revision(self, ns: str) -> int:
+        return self._ns(ns).revision
+
+    async def read_events(
+        self, ns: str, after: int, *, limit: int = 1000, timeout: float = 0.0
+    ) -> EventBatch:
+        st = self._ns(ns)
+        if after >= st.revision and timeout > 0:
+            try:
+                await asyncio.wait_for(st.changed.wait(), timeout)
+            except TimeoutError:
+                pass
+        events = st.events
+        start = bisect.bisect_right(events, after, key=lambda e: e.revision)
+        batch = [events[i] for i in range(start, min(len(events), start + limit))]
+        return EventBatch(batch, st.revision, st.compacted)
+
+    async def expire_due(self) -> int:
+        now = now_ms()
+        count = 0
+        while self._deadlines and self._deadlines[0][0] <= now:
+            deadline, ns, member = heapq.heappop(self._deadlines)
+            kind, _, name = member.partition(":")
+            if kind == "k":
+                entry = self._ns(ns).keys.get(name)
+                if entry is not None and entry.expires_at == deadline:
+                    self._expire_if_due(ns, name, now)
+                    count += 1
+        return count
+
+
+def add_exact(start: int | float, by: int | float) -> int | float:
+    """``start + by``, refused where a backend could not represent the result exactly."""
+    if isinstance(start, int) and isinstance(by, int):
+        result: int | float = start + by
+        if abs(start) > MAX_EXACT_INT or abs(result) > MAX_EXACT_INT:
+            raise Unprocessable(
+                "The result is outside the exactly representable integer range (±2**53)."
+            )
+        return result
+    result = float(start) + float(by)
+    if result != result or result in (float("inf"), float("-inf")):
+        raise Unprocessable("The result of the increment is not a finite number.")
+    return result
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__

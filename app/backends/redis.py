@@ -1,0 +1,445 @@
+"""The Redis backend: shared, persistent state for any number of workers and replicas.
+
+Every multi-step change is one Lua script (``lua/``), prefixed by ``common.lua``, so the
+mutation, the revision, the history and the stream append cannot come apart. All keys of
+a namespace carry ``{ns}`` as a hash tag and so live on one Redis Cluster slot. Redis
+errors become ``BackendUnavailable`` (503) at one boundary, ``_mapped_errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+import orjson
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from app.backends.base import (
+    NO_CONDITION,
+    Backend,
+    BackendInfo,
+    ChangeEvent,
+    EventBatch,
+    Fence,
+    KeyEntry,
+    KeyPage,
+    Precondition,
+    PutResult,
+    ValueUpdate,
+    apply_update,
+    check_precondition,
+)
+from app.errors import (
+    BackendUnavailable,
+    NotFound,
+    PreconditionFailed,
+    StaleFence,
+    Unprocessable,
+)
+from app.syntax import Pattern
+
+logger = logging.getLogger("corkboard.redis")
+
+#: Set of namespaces that have deadlines, read by every replica's sweeper.
+NAMESPACES_KEY = "cb:namespaces"
+#: Optimistic retries of a server-side update (PATCH) racing other writers of one key.
+UPDATE_ATTEMPTS = 200
+LIST_SCAN_BUDGET = 20_000
+SWEEP_BATCH = 500
+_LUA_MAGIC = set("^$()%.[]*+-?")
+_FIRST_CHAR_KIND = {'"': "a string", "t": "a boolean", "f": "a boolean", "n": "null",
+                    "[": "an array", "{": "an object"}
+
+
+def _load_scripts() -> dict[str, str]:
+    folder = resources.files("app.backends") / "lua"
+    prelude = (folder / "common.lua").read_text()
+    libraries = sorted(
+        p.name for p in folder.iterdir() if p.name.startswith("lib_") and p.name.endswith(".lua")
+    )
+    prelude += "".join("\n" + (folder / name).read_text() for name in libraries)
+    return {
+        p.name[:-4]: prelude + "\n" + p.read_text()
+        for p in folder.iterdir()
+        if p.name.endswith(".lua") and p.name != "common.lua" and not p.name.startswith("lib_")
+    }
+
+
+def lua_pattern(pattern: Pattern) -> str:
+    """The anchored Lua pattern for a key pattern ('' when it names one key exactly)."""
+    if pattern.exact:
+        return ""
+    parts = ["".join("%" + c if c in _LUA_MAGIC else c for c in p) for p in pattern.text.split("*")]
+    return "^" + ".*".join(parts) + "$"
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entry(fields: Sequence[Any], offset: int = 1) -> KeyEntry:
+    key, v, r, cr, ver, ca, ma, ea = fields[offset : offset + 8]
+    return KeyEntry(
+        _s(key), bytes(v), int(r), int(cr), int(ver), int(ca), int(ma), int(ea) or None
+    )
+
+
+def _history_entry(key: str, item: bytes) -> KeyEntry:
+    r, cr, ver, ca, ma, ea, v = item.split(b"|", 6)
+    return KeyEntry(key, v, int(r), int(cr), int(ver), int(ca), int(ma), int(ea) or None)
+
+
+def _condition_args(condition: Precondition) -> list[str]:
+    if condition.must_not_exist:
+        return ["absent", ""]
+    if condition.match_revision is not None:
+        return ["match", str(condition.match_revision)]
+    if condition.must_exist:
+        return ["exists", ""]
+    return ["", ""]
+
+
+def _fence_args(fence: Fence | None) -> list[str]:
+    if fence is None:
+        return ["", "", ""]
+    return [fence.scope, fence.name, str(fence.token)]
+
+
+def _raise_failure(status: str, reply: Sequence[Any], key: str, fence: Fence | None) -> None:
+    """Turn a script's failure status into the domain error."""
+    if status == "stale_fence":
+        assert fence is not None
+        raise StaleFence(
+            f"Fence token {fence.token} does not hold lock {fence.name!r}; nothing was written."
+        )
+    current = _entry(reply) if len(reply) > 1 else None
+    if status == "already_exists":
+        raise PreconditionFailed(
+            "The key already exists (If-None-Match: *).", code="already_exists", current=current
+        )
+    if status == "revision_mismatch":
+        if current is None:
+            detail = "The key does not exist (If-Match)."
+        else:
+            detail = f"The key is at revision {current.revision}, which does not match If-Match."
+        raise PreconditionFailed(detail, code="revision_mismatch", current=current)
+    raise RuntimeError(f"unexpected script status {status!r} for key {key!r}")
+
+
+class RedisBackend(Backend):
+    """State in Redis, shared by every worker and replica that points at it."""
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        blocking_client: Redis | None = None,
+        key_history: int = 10,
+        event_retention: int = 100_000,
+        url: str = "",
+    ) -> None:
+        self.info = BackendInfo(name="redis", persistence=True, distribution=True)
+        self.client = client
+        self._blocking = blocking_client or client
+        self.key_history = key_history
+        self.event_retention = event_retention
+        self.url = url
+        self._scripts: dict[str, AsyncScript] = {}
+        self._registered_ns: set[str] = set()
+        self._owns_clients = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        timeout: float = 2.0,
+        max_connections: int = 64,
+        key_history: int = 10,
+        event_retention: int = 100_000,
+    ) -> RedisBackend:
+        """Build the backend with its own connection pools; closing it closes them."""
+        common: dict[str, Any] = {
+            "socket_connect_timeout": timeout,
+            # A timed-out script may have run: never send a write twice.
+            "retry": Retry(NoBackoff(), 0),
+            "health_check_interval": 30,
+        }
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=timeout, socket_timeout=timeout,
+            **common,
+        )
+        # Blocking stream reads wait longer than one call's timeout; they get their own pool.
+        blocking_pool = BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=timeout, socket_timeout=None, **common
+        )
+        backend = cls(
+            Redis(connection_pool=pool),
+            blocking_client=Redis(connection_pool=blocking_pool),
+            key_history=key_history,
+            event_retention=event_retention,
+            url=url,
+        )
+        backend._owns_clients = True
+        return backend
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for name, source in _load_scripts().items():
+            self._scripts[name] = self.client.register_script(source)
+        async with _mapped_errors(self.url):
+            await self.client.ping()
+            # Load every script once now, so a broken script fails at start, not later.
+            for script in self._scripts.values():
+                await self.client.script_load(script.script)
+
+    async def close(self) -> None:
+        if self._owns_clients:
+            await self.client.aclose()
+            if self._blocking is not self.client:
+                await self._blocking.aclose()
+
+    async def ping(self) -> None:
+        async with _mapped_errors(self.url):
+            await self.client.ping()
+
+    # -- internals -------------------------------------------------------------------
+
+    async def run(self, script: str, ns: str, *args: Any, client: Redis | None = None) -> Any:
+        """Run one Lua script against namespace ``ns``; the single way state changes."""
+        keys = [f"cb:{{{ns}}}:rev"]
+        argv = [ns, self.event_retention, self.key_history, *args]
+        async with _mapped_errors(self.url):
+            return await self._scripts[script](keys=keys, args=argv, client=client)
+
+    async def register_deadlines(self, ns: str) -> None:
+        """Make the sweepers visit ``ns``: needed once per namespace that gets a deadline."""
+        if ns in self._registered_ns:
+            return
+        async with _mapped_errors(self.url):
+            await self.client.sadd(NAMESPACES_KEY, ns)
+        self._registered_ns.add(ns)
+
+    # -- keys ------------------------------------------------------------------------
+
+    async def kv_get(self, ns: str, key: str, revision: int | None = None) -> KeyEntry | None:
+        reply = await self.run("kv_read", ns, key, "1" if revision is not None else "0")
+        if reply[0] == b"absent":
+            return None
+        if revision is None:
+            return _entry(reply)
+        for item in reply[9:]:
+            entry = _history_entry(key, item)
+            if entry.revision <= revision:
+                return entry
+        return None
+
+    async def kv_put(
+        self,
+        ns: str,
+        key: str,
+        value: bytes,
+        *,
+        ttl_ms: int = 0,
+        condition: Precondition = NO_CONDITION,
+        fence: Fence | None = None,
+    ) -> PutResult:
+        if ttl_ms > 0:
+            await self.register_deadlines(ns)
+        reply = await self.run(
+            "kv_put", ns, key, value, ttl_ms, *_condition_args(condition), *_fence_args(fence)
+        )
+        status = _s(reply[0])
+        if status not in ("created", "replaced"):
+            _raise_failure(status, reply, key, fence)
+        return PutResult(_entry(reply), status == "created")
+
+    async def kv_update(
+        self,
+        ns: str,
+        key: str,
+        update: ValueUpdate,
+        *,
+        initial: bytes | None = None,
+        ttl_ms: int | None = None,
+        condition: Precondition = NO_CONDITION,
+        fence: Fence | None = None,
+    ) -> PutResult:
+        # Compare-and-swap: read, transform here (JSON Patch is no job for Lua), write only
+        # if the key is still at the revision read; retry when another writer came between.
+        if ttl_ms:
+            await self.register_deadlines(ns)
+        for _ in range(UPDATE_ATTEMPTS):
+            current = await self.kv_get(ns, key)
+            check_precondition(condition, current)
+            if current is None and initial is None:
+                raise NotFound(f"Key {key!r} does not exist and no initial value was given.")
+            base = current.value if current is not None else initial
+            assert base is not None
+            new_value = apply_update(update, base, current)
+            cas = (
+                Precondition(match_revision=current.revision)
+                if current is not None
+                else Precondition(must_not_exist=True)
+            )
+            reply = await self.run(
+                "kv_put", ns, key, new_value, -1 if ttl_ms is None else ttl_ms,
+                *_condition_args(cas), *_fence_args(fence),
+            )
+            status = _s(reply[0])
+            if status in ("created", "replaced"):
+                return PutResult(_entry(reply), status == "created")
+            if status == "stale_fence":
+                _raise_failure(status, reply, key, fence)
+            await asyncio.sleep(0)
+        raise BackendUnavailable(
+            f"Key {key!r} changed under {UPDATE_ATTEMPTS} consecutive update attempts; retry."
+        )
+
+    async def kv_increment(
+        self,
+        ns: str,
+        key: str,
+        by: int | float,
+        *,
+        initial: int | float = 0,
+        ttl_ms: int = 0,
+        fence: Fence | None = None,
+    ) -> PutResult:
+        if ttl_ms > 0:
+            await self.register_deadlines(ns)
+        reply = await self.run(
+            "kv_increment", ns, key, orjson.dumps(by), "1" if isinstance(by, int) else "0",
+            orjson.dumps(initial), ttl_ms, *_fence_args(fence),
+        )
+        status = _s(reply[0])
+        if status == "ok":
+            return PutResult(_entry(reply), int(reply[3]) == int(reply[4]))
+        if status == "not_a_number":
+            kind = _FIRST_CHAR_KIND.get(_s(reply[1]), "a non-number")
+            raise Unprocessable(f"Key {key!r} holds {kind}, not a number; it cannot be incremented.")
+        if status == "inexact":
+            raise Unprocessable(
+                "The result is not a finite number exactly representable here "
+                "(integers are exact up to ±2**53)."
+            )
+        _raise_failure(status, reply, key, fence)
+        raise AssertionError("unreachable")
+
+    async def kv_touch(
+        self, ns: str, key: str, ttl_ms: int, *, fence: Fence | None = None
+    ) -> KeyEntry:
+        if ttl_ms > 0:
+            await self.register_deadlines(ns)
+        reply = await self.run("kv_touch", ns, key, ttl_ms, *_fence_args(fence))
+        status = _s(reply[0])
+        if status == "absent":
+            raise NotFound(f"Key {key!r} does not exist.")
+        if status != "ok":
+            _raise_failure(status, reply, key, fence)
+        return _entry(reply)
+
+    async def kv_delete(
+        self,
+        ns: str,
+        key: str,
+        *,
+        condition: Precondition = NO_CONDITION,
+        fence: Fence | None = None,
+    ) -> KeyEntry | None:
+        reply = await self.run(
+            "kv_delete", ns, key, *_condition_args(condition), *_fence_args(fence)
+        )
+        status = _s(reply[0])
+        if status == "absent":
+            return None
+        if status != "deleted":
+            _raise_failure(status, reply, key, fence)
+        return _entry(reply)
+
+    async def kv_history(self, ns: str, key: str) -> list[KeyEntry]:
+        reply = await self.run("kv_read", ns, key, "1")
+        if reply[0] == b"absent":
+            return []
+        return [_history_entry(key, item) for item in reply[9:]]
+
+    async def kv_list(
+        self, ns: str, pattern: Pattern, *, limit: int, after: str | None
+    ) -> KeyPage:
+        reply = await self.run(
+            "kv_list", ns, after or "", pattern.prefix, lua_pattern(pattern), limit,
+            LIST_SCAN_BUDGET, "1",
+        )
+        items = [_entry(reply, i) for i in range(2, len(reply), 8)]
+        more = int(reply[1]) == 1
+        return KeyPage(items, items[-1].key if more and items else None, int(reply[0]))
+
+    # -- change log ------------------------------------------------------------------
+
+    async def current_revision(self, ns: str) -> int:
+        async with _mapped_errors(self.url):
+            value = await self.client.get(f"cb:{{{ns}}}:rev")
+        return int(value or 0)
+
+    async def read_events(
+        self, ns: str, after: int, *, limit: int = 1000, timeout: float = 0.0
+    ) -> EventBatch:
+        batch = await self._read_events(ns, after, limit)
+        if batch.events or timeout <= 0:
+            return batch
+        async with _mapped_errors(self.url):
+            woke = await self._blocking.xread(
+                {f"cb:{{{ns}}}:log": f"{after}-0"}, count=1, block=max(1, int(timeout * 1000))
+            )
+        return await self._read_events(ns, after, limit) if woke else batch
+
+    async def _read_events(self, ns: str, after: int, limit: int) -> EventBatch:
+        reply = await self.run("read_events", ns, after, limit)
+        current, first = int(reply[0]), int(reply[1])
+        events = [
+            ChangeEvent(
+                int(reply[i]), _s(reply[i + 1]), _s(reply[i + 2]),
+                _s(reply[i + 3]) or None, bytes(reply[i + 4]),
+            )
+            for i in range(2, len(reply), 5)
+        ]
+        compacted = first - 1 if first else current
+        return EventBatch(events, current, compacted)
+
+    async def expire_due(self) -> int:
+        async with _mapped_errors(self.url):
+            namespaces = [_s(n) for n in await self.client.smembers(NAMESPACES_KEY)]
+        total = 0
+        for ns in namespaces:
+            total += int(await self.run("expire_due", ns, SWEEP_BATCH))
+        return total
+
+
+@asynccontextmanager
+async def _mapped_errors(url: str) -> AsyncIterator[None]:
+    """The one boundary where Redis failures become 503 backend_unavailable."""
+    try:
+        yield
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise BackendUnavailable(
+            f"The Redis backend is unavailable ({type(exc).__name__}: {exc}).".replace(
+                url, _redact(url)
+            )
+        ) from exc
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"

@@ -1,0 +1,107 @@
+"""The ``corkboard`` command: ``serve`` runs the service, ``openapi`` writes its spec."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import orjson
+from pydantic import ValidationError
+
+from app.backends import UnknownBackend, backend_from_url
+from app.errors import BackendUnavailable
+from app.settings import Settings
+
+
+def _fail(message: str) -> int:
+    print(f"corkboard: {message}", file=sys.stderr)
+    return 2
+
+
+async def _check_backend(settings: Settings) -> None:
+    backend = backend_from_url(settings.backend, settings)
+    try:
+        await backend.start()
+    finally:
+        await backend.close()
+
+
+def serve(args: argparse.Namespace) -> int:
+    overrides = {
+        "CORKBOARD_HOST": args.host,
+        "CORKBOARD_PORT": args.port,
+        "CORKBOARD_BACKEND": args.backend,
+        "CORKBOARD_ARTIFACTS": args.artifacts,
+        "CORKBOARD_WORKERS": args.workers,
+        "CORKBOARD_LOG_LEVEL": args.log_level,
+    }
+    # Workers import app.main:app in their own processes: they read the environment.
+    os.environ.update({k: str(v) for k, v in overrides.items() if v is not None})
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        return _fail(f"invalid settings: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
+    scheme = settings.backend.split("://", 1)[0]
+    if scheme == "memory" and settings.workers > 1:
+        return _fail(
+            "the memory backend lives in one process and cannot serve "
+            f"{settings.workers} workers; use --workers 1, or a shared backend: "
+            "--backend redis://host:6379/0"
+        )
+    try:
+        asyncio.run(_check_backend(settings))
+    except UnknownBackend as exc:
+        return _fail(str(exc))
+    except BackendUnavailable as exc:
+        return _fail(f"cannot start: {exc.detail}")
+
+    import uvicorn
+
+    uvicorn.run(
+        "app.main:app",
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def write_openapi(args: argparse.Namespace) -> int:
+    from app.main import create_app
+
+    spec = create_app(Settings()).openapi()
+    text = orjson.dumps(spec, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+    if args.output == "-":
+        sys.stdout.buffer.write(text)
+    else:
+        Path(args.output).write_bytes(text)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="corkboard", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="run the service")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to bind (default 8000)")
+    p.add_argument("--backend", help="memory:// (default) or redis://host:6379/0")
+    p.add_argument("--artifacts", help="artifact store URL (default: the backend)")
+    p.add_argument("--workers", type=int, help="worker processes (Redis backend for >1)")
+    p.add_argument("--log-level", help="debug, info, warning, error")
+    p.set_defaults(func=serve)
+    o = sub.add_parser("openapi", help="write the OpenAPI document")
+    o.add_argument("--output", default="openapi/openapi.json", help="file, or - for stdout")
+    o.set_defaults(func=write_openapi)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

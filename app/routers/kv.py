@@ -1,0 +1,379 @@
+"""Keys (API.md section 2): JSON values with TTL, revisions, history, listing, CAS and
+server-side updates. GET and PUT of a key are the hot path and are served directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Body, Query, Request
+from starlette.responses import Response
+
+from app.backends.base import Backend, KeyEntry, PutResult
+from app.errors import InvalidRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
+from app.models import IncrementRequest, KeyEntryModel, KeyHistory, KeyList, Problem, TouchRequest
+from app.patching import json_patch, merge_patch
+from app.routers.common import (
+    NS_PARAMETER,
+    BackendDep,
+    DirectRoute,
+    NamespaceDep,
+    SettingsDep,
+    condition_from_headers,
+    fence_from_headers,
+    get_backend,
+    get_settings,
+    is_json_media,
+    json_response,
+    media_type,
+    namespace_of,
+    parse_json,
+    read_body,
+)
+from app.syntax import KV_ACTIONS, Pattern, check_key, duration_ms, parse_duration, parse_etag
+
+router = APIRouter(prefix="/v1/kv", tags=["keys"])
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "Invalid key, namespace, TTL or body"},
+    409: {"model": Problem, "description": "stale_fence: the fencing token does not hold the lock"},
+    412: {"model": Problem, "description": "Precondition failed; `current` is the entry"},
+    413: {"model": Problem, "description": "Value over CORKBOARD_MAX_VALUE_BYTES"},
+    503: {"model": Problem, "description": "Backend unavailable; retry after Retry-After"},
+}
+_KEY_PARAM: dict[str, Any] = {
+    "name": "key", "in": "path", "required": True, "schema": {"type": "string"},
+    "description": "1-512 bytes of [A-Za-z0-9._:/@=+-]; '/' allowed unescaped",
+}
+_FENCE_PARAMS: list[dict[str, Any]] = [
+    {"name": "Fence-Lock", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "Apply the write only while Fence-Token holds this lock"},
+    {"name": "Fence-Token", "in": "header", "required": False, "schema": {"type": "integer"}},
+    {"name": "Fence-Session", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "The session of a session-scoped Fence-Lock"},
+]
+_IF_MATCH: dict[str, Any] = {
+    "name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
+    "description": 'Write only if the key is at this revision ("12"), or exists (*)',
+}
+_IF_NONE_MATCH_WRITE: dict[str, Any] = {
+    "name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"},
+    "description": "* : write only if the key does not exist",
+}
+
+
+def key_of(key: str) -> str:
+    return check_key(key, actions=KV_ACTIONS)
+
+
+def entry_response(entry: KeyEntry, status_code: int = 200) -> Response:
+    return json_response(entry.to_json(), status_code, {"ETag": entry.etag})
+
+
+def put_response(result: PutResult) -> Response:
+    return entry_response(result.entry, 201 if result.created else 200)
+
+
+def value_from_body(body: bytes, mt: str, limit: int) -> bytes:
+    """The stored JSON bytes for a PUT body: JSON as given (compacted), text as a string."""
+    if mt == "text/plain":
+        try:
+            value = orjson.dumps(body.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise InvalidRequest("A text/plain value must be valid UTF-8.") from exc
+    elif mt == "" or is_json_media(mt):
+        value = orjson.dumps(parse_json(body))
+    else:
+        raise UnsupportedMediaType(
+            f"Content-Type {mt!r} is not accepted: send application/json, or text/plain to "
+            "store the body as a string (curl: -H 'Content-Type: application/json')."
+        )
+    if len(value) > limit:
+        raise PayloadTooLarge(f"The value is {len(value)} bytes; the limit is {limit}.")
+    return value
+
+
+# -- the hot path, served at the Starlette level --------------------------------------
+
+
+async def get_key(request: Request) -> Response:
+    """Read a key; `?revision=N` reads the value it had at revision N while kept."""
+    backend = get_backend(request)
+    ns = namespace_of(request)
+    key = key_of(request.path_params["key"])
+    raw_revision = request.query_params.get("revision")
+    revision = None
+    if raw_revision is not None:
+        if not raw_revision.isdigit():
+            raise InvalidRequest("revision must be a non-negative integer.")
+        revision = int(raw_revision)
+    entry = await backend.kv_get(ns, key, revision)
+    if entry is None:
+        if revision is not None:
+            raise NotFound(f"Key {key!r} has no kept revision at or below {revision}.")
+        raise NotFound(f"Key {key!r} does not exist.")
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None and if_none_match.strip() != "*":
+        try:
+            cached = parse_etag(if_none_match, what="If-None-Match")
+        except InvalidRequest:
+            cached = None
+        if cached == entry.revision:
+            return Response(status_code=304, headers={"ETag": entry.etag})
+    return entry_response(entry)
+
+
+async def put_key(request: Request) -> Response:
+    """Store the body as the key's value: 201 created, 200 replaced."""
+    backend = get_backend(request)
+    settings = get_settings(request)
+    ns = namespace_of(request)
+    key = key_of(request.path_params["key"])
+    ttl_ms = duration_ms(parse_duration(request.query_params.get("ttl")))
+    condition = condition_from_headers(request.headers)
+    fence = fence_from_headers(request.headers)
+    limit = settings.max_value_bytes
+    body = await read_body(request, limit + 1024, what="value")
+    value = value_from_body(body, media_type(request), limit)
+    result = await backend.kv_put(ns, key, value, ttl_ms=ttl_ms, condition=condition, fence=fence)
+    return put_response(result)
+
+
+_ENTRY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No such key (or revision not kept)"},
+    **_ERRORS,
+}
+
+@router.get(
+    "/{key:path}/history",
+    response_model=KeyHistory,
+    responses={404: {"model": Problem}, 400: {"model": Problem}},
+    summary="A key's kept revisions, newest first",
+)
+async def get_key_history(key: str, ns: NamespaceDep, backend: BackendDep) -> Response:
+    items = await backend.kv_history(ns, key_of(key))
+    if not items:
+        raise NotFound(f"Key {key!r} does not exist.")
+    body = orjson.dumps({"items": [e.as_dict() for e in items]})
+    return json_response(body)
+
+
+@router.post(
+    "/{key:path}/increment",
+    response_model=KeyEntryModel,
+    responses={201: {"model": KeyEntryModel, "description": "Created"}, 422: {"model": Problem},
+               **_ERRORS},
+    summary="Add a number to a key atomically",
+)
+async def increment_key(
+    key: str,
+    request: Request,
+    ns: NamespaceDep,
+    backend: BackendDep,
+    body: Annotated[IncrementRequest, Body()] = IncrementRequest(),  # noqa: B008
+) -> Response:
+    ttl_ms = duration_ms(parse_duration(body.ttl))
+    result = await backend.kv_increment(
+        ns, key_of(key), body.by, initial=body.initial, ttl_ms=ttl_ms,
+        fence=fence_from_headers(request.headers),
+    )
+    return put_response(result)
+
+
+@router.post(
+    "/{key:path}/touch",
+    response_model=KeyEntryModel,
+    responses={404: {"model": Problem}, **_ERRORS},
+    summary="Reset a key's expiry without changing its value",
+)
+async def touch_key(
+    key: str, body: TouchRequest, request: Request, ns: NamespaceDep, backend: BackendDep
+) -> Response:
+    ttl_ms = duration_ms(parse_duration(body.ttl))
+    entry = await backend.kv_touch(ns, key_of(key), ttl_ms, fence=fence_from_headers(request.headers))
+    return entry_response(entry)
+
+
+router.add_api_route(
+    "/{key:path}",
+    get_key,
+    methods=["GET"],
+    route_class_override=DirectRoute,
+    response_model=KeyEntryModel,
+    responses={304: {"description": "Not modified (If-None-Match)"}, **_ENTRY_RESPONSES},
+    summary="Read a key",
+    openapi_extra={
+        "parameters": [
+            _KEY_PARAM, NS_PARAMETER,
+            {"name": "revision", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": 0},
+             "description": "Read the value the key had at this revision, while kept"},
+            {"name": "If-None-Match", "in": "header", "required": False,
+             "schema": {"type": "string"}, "description": 'Answer 304 if still at "<revision>"'},
+        ]
+    },
+)
+router.add_api_route(
+    "/{key:path}",
+    put_key,
+    methods=["PUT"],
+    route_class_override=DirectRoute,
+    response_model=KeyEntryModel,
+    status_code=200,
+    responses={201: {"model": KeyEntryModel, "description": "Created"},
+               415: {"model": Problem}, **_ERRORS},
+    summary="Store a value",
+    openapi_extra={
+        "parameters": [
+            _KEY_PARAM, NS_PARAMETER,
+            {"name": "ttl", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "Seconds (30, 0.25) or a duration ('250ms', '5m'); 0 = none"},
+            _IF_MATCH, _IF_NONE_MATCH_WRITE, *_FENCE_PARAMS,
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {}},
+                "text/plain": {"schema": {"type": "string"}},
+            },
+            "description": "Any JSON value; a text/plain body is stored as a JSON string",
+        },
+    },
+)
+
+
+@router.patch(
+    "/{key:path}",
+    response_model=KeyEntryModel,
+    responses={201: {"model": KeyEntryModel, "description": "Created from ?initial="},
+               404: {"model": Problem}, 415: {"model": Problem}, 422: {"model": Problem},
+               **_ERRORS},
+    summary="Update a value atomically with a merge patch or a JSON patch",
+    openapi_extra={
+        "parameters": [_IF_MATCH, *_FENCE_PARAMS],
+        "requestBody": {
+            "required": True,
+            "content": {
+                MERGE_PATCH: {"schema": {}},
+                JSON_PATCH: {"schema": {"type": "array", "items": {"type": "object"}}},
+            },
+        },
+    },
+)
+async def patch_key(
+    key: str,
+    request: Request,
+    ns: NamespaceDep,
+    backend: BackendDep,
+    settings: SettingsDep,
+    initial: Annotated[
+        str | None, Query(description="JSON starting value when the key is missing")
+    ] = None,
+    ttl: Annotated[str | None, Query(description="New expiry; absent keeps the current")] = None,
+) -> Response:
+    key = key_of(key)
+    mt = media_type(request)
+    if mt not in (MERGE_PATCH, JSON_PATCH):
+        raise UnsupportedMediaType(
+            f"PATCH takes {MERGE_PATCH} (RFC 7396) or {JSON_PATCH} (RFC 6902), not {mt!r}."
+        )
+    patch = parse_json(await read_body(request, settings.max_value_bytes + 1024), what="patch")
+    initial_value = (
+        orjson.dumps(parse_json(initial, what="initial value")) if initial is not None else None
+    )
+    ttl_ms = duration_ms(parse_duration(ttl)) if ttl is not None else None
+    limit = settings.max_value_bytes
+
+    def update(current: bytes) -> bytes:
+        document = orjson.loads(current)
+        patched = merge_patch(document, patch) if mt == MERGE_PATCH else json_patch(document, patch)
+        out = orjson.dumps(patched)
+        if len(out) > limit:
+            raise PayloadTooLarge(f"The patched value is {len(out)} bytes; the limit is {limit}.")
+        return out
+
+    result = await backend.kv_update(
+        ns, key, update, initial=initial_value, ttl_ms=ttl_ms,
+        condition=condition_from_headers(request.headers),
+        fence=fence_from_headers(request.headers),
+    )
+    return put_response(result)
+
+
+@router.delete(
+    "/{key:path}",
+    status_code=204,
+    response_class=Response,
+    responses={**_ERRORS},
+    summary="Delete a key (204 also when it did not exist)",
+    openapi_extra={"parameters": [_IF_MATCH, *_FENCE_PARAMS]},
+)
+async def delete_key(key: str, request: Request, ns: NamespaceDep, backend: BackendDep) -> Response:
+    await backend.kv_delete(
+        ns, key_of(key),
+        condition=condition_from_headers(request.headers),
+        fence=fence_from_headers(request.headers),
+    )
+    return Response(status_code=204)
+
+
+def encode_cursor(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        key = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        return check_key(key)
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRequest("The cursor is not one this service gave out.") from exc
+    except InvalidRequest as exc:
+        raise InvalidRequest("The cursor is not one this service gave out.") from exc
+
+
+async def list_page(
+    backend: Backend, ns: str, pattern: Pattern, limit: int, cursor: str | None
+) -> tuple[list[KeyEntry], str | None, int]:
+    after = decode_cursor(cursor) if cursor else None
+    page = await backend.kv_list(ns, pattern, limit=limit, after=after)
+    next_cursor = encode_cursor(page.next_cursor) if page.next_cursor else None
+    return page.items, next_cursor, page.revision
+
+
+list_router = APIRouter(prefix="/v1", tags=["keys"])
+
+
+@list_router.get(
+    "/kv",
+    response_model=KeyList,
+    responses={400: {"model": Problem}, 503: {"model": Problem}},
+    summary="List keys by pattern, in key order, with stable paging",
+)
+async def list_keys(
+    ns: NamespaceDep,
+    backend: BackendDep,
+    settings: SettingsDep,
+    pattern: Annotated[str, Query(description="'*' matches any run of characters")] = "*",
+    values: Annotated[bool, Query(description="Include values")] = True,
+    limit: Annotated[int, Query(ge=1, description="Page size (at most the configured maximum)")] = 100,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> Response:
+    if limit > settings.max_list_limit:
+        raise InvalidRequest(f"limit may be at most {settings.max_list_limit}.")
+    items, next_cursor, revision = await list_page(
+        backend, ns, Pattern.compile(pattern), limit, cursor
+    )
+    body = orjson.dumps(
+        {
+            "items": [e.as_dict(with_value=values) for e in items],
+            "next_cursor": next_cursor,
+            "revision": revision,
+        }
+    )
+    return json_response(body)

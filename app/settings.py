@@ -1,0 +1,43 @@
+"""Service settings: one pydantic-settings class read from ``CORKBOARD_*`` variables.
+
+Settings are passed into ``create_app(settings)``; nothing reads the environment later.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; the README's configuration table mirrors this class."""
+
+    model_config = SettingsConfigDict(env_prefix="CORKBOARD_", extra="ignore")
+
+    backend: str = Field("memory://", description="State backend URL: memory://, redis://, rediss://")
+    artifacts: str | None = Field(
+        None, description="Artifact store URL (memory://, redis://, file:///path); default: backend"
+    )
+    host: str = Field("127.0.0.1", description="Address `corkboard serve` binds")
+    port: int = Field(8000, ge=0, le=65535, description="Port `corkboard serve` binds")
+    workers: int = Field(1, ge=1, le=64, description="Worker processes (Redis backend only for >1)")
+
+    key_history: int = Field(10, ge=1, le=1000, description="Revisions kept per key")
+    event_retention: int = Field(
+        100_000, ge=10, le=10_000_000, description="Events kept per namespace for resume"
+    )
+    max_value_bytes: int = Field(1_048_576, ge=1, description="Largest key value, in bytes")
+    max_artifact_bytes: int = Field(67_108_864, ge=1, description="Largest artifact, in bytes")
+    max_list_limit: int = Field(1000, ge=1, le=100_000, description="Largest page for listings")
+    heartbeat_seconds: float = Field(15.0, gt=0, le=300, description="SSE heartbeat interval")
+    sweep_interval_seconds: float = Field(
+        0.25, gt=0, le=5, description="How often deadlines (TTLs) are checked"
+    )
+    backend_timeout_seconds: float = Field(
+        2.0, gt=0, le=60, description="Timeout for one backend call; then 503"
+    )
+    redis_max_connections: int = Field(64, ge=2, description="Redis connection pool size")
+    cors_origins: str = Field("", description="Comma list of origins allowed by CORS")
+    tokens: str | None = Field(None, description="JSON list of access tokens")
+    tokens_file: str | None = Field(None, description="Path to a JSON file of access tokens")
+    log_level: str = Field("info", description="Log level")

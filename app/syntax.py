@@ -1,0 +1,182 @@
+"""The shared syntax of the API (API.md section 1): namespaces, keys, names, patterns,
+durations, ETags and timestamps, parsed and checked in one place for every resource.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+
+from app.errors import InvalidKey, InvalidPattern, InvalidRequest, InvalidTTL
+
+NAMESPACE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_KEY_CHARS_RE = re.compile(r"[A-Za-z0-9._:/@=+\-]+")
+_PATTERN_CHARS_RE = re.compile(r"[A-Za-z0-9._:/@=+\-*]+")
+VARIABLE_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+MAX_KEY_BYTES = 512
+MAX_DURATION_SECONDS = 365 * 24 * 3600
+
+#: Last path segments that name an action of a resource and so cannot end a name.
+KV_ACTIONS = frozenset({"history", "increment", "touch"})
+LOCK_ACTIONS = frozenset({"refresh", "release", "force-release"})
+
+
+def check_namespace(ns: str) -> str:
+    if not NAMESPACE_RE.fullmatch(ns):
+        raise InvalidRequest(
+            f"Namespace {ns[:80]!r} is not valid: use 1-63 of [a-z0-9_-], "
+            "starting with a letter or digit.",
+            errors=[{"location": ["query", "ns"], "message": "invalid namespace"}],
+        )
+    return ns
+
+
+def check_key(key: str, *, what: str = "key", actions: frozenset[str] = frozenset()) -> str:
+    """Validate a key or resource name: 1-512 bytes of [A-Za-z0-9._:/@=+-], sane segments."""
+    if not key:
+        raise InvalidKey(f"The {what} is empty.")
+    if len(key) > MAX_KEY_BYTES:
+        raise InvalidKey(f"The {what} is {len(key)} bytes long; at most {MAX_KEY_BYTES} allowed.")
+    if not _KEY_CHARS_RE.fullmatch(key):
+        bad = next((c for c in key if not _KEY_CHARS_RE.fullmatch(c)), "?")
+        raise InvalidKey(
+            f"The {what} contains {bad!r}; only letters, digits and . _ : / @ = + - are allowed"
+            + (" (* is reserved for patterns)." if bad == "*" else ".")
+        )
+    if key.startswith("/"):
+        raise InvalidKey(f"The {what} may not start with '/'.")
+    segments = key.split("/")
+    if any(s == "" for s in segments):
+        raise InvalidKey(f"The {what} has an empty segment between '/'.")
+    if any(s == ".." for s in segments):
+        raise InvalidKey(f"The {what} has a '..' segment.")
+    if segments[-1] in actions:
+        raise InvalidKey(
+            f"The {what} may not end in the segment {segments[-1]!r}: it names an action "
+            "of this resource."
+        )
+    return key
+
+
+def check_id(value: str, *, what: str) -> str:
+    """Session, thread and channel ids: key syntax without '/'."""
+    check_key(value, what=what)
+    if "/" in value:
+        raise InvalidKey(f"The {what} may not contain '/'.")
+    return value
+
+
+def check_pattern(pattern: str) -> str:
+    if not pattern:
+        raise InvalidPattern("The pattern is empty; use '*' to match everything.")
+    if len(pattern) > MAX_KEY_BYTES or not _PATTERN_CHARS_RE.fullmatch(pattern):
+        raise InvalidPattern(
+            f"The pattern {pattern[:80]!r} is not valid: at most {MAX_KEY_BYTES} of "
+            "[A-Za-z0-9._:/@=+-] and '*'."
+        )
+    return pattern
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """A key pattern where '*' matches any run of characters; compiled once."""
+
+    text: str
+    prefix: str
+    regex: re.Pattern[str] | None
+
+    @classmethod
+    def compile(cls, text: str) -> Pattern:
+        check_pattern(text)
+        star = text.find("*")
+        if star < 0:
+            return cls(text, text, None)
+        regex = re.compile(".*".join(re.escape(p) for p in text.split("*")), re.DOTALL)
+        return cls(text, text[:star], regex)
+
+    @property
+    def exact(self) -> bool:
+        return self.regex is None
+
+    def matches(self, key: str) -> bool:
+        if self.regex is None:
+            return key == self.text
+        return key.startswith(self.prefix) and self.regex.fullmatch(key) is not None
+
+
+MATCH_ALL = Pattern.compile("*")
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {
+    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
+}
+
+
+def parse_duration(value: str | float | int | None, *, what: str = "ttl") -> float:
+    """Seconds from a number or a Go-style duration ('250ms', '1h30m'); 0 means none."""
+    if value is None or value == "":
+        return 0.0
+    if isinstance(value, bool):
+        raise InvalidTTL(f"The {what} must be a number of seconds or a duration like '30s'.")
+    seconds: float
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = value.strip()
+        try:
+            seconds = float(text)
+            if not re.fullmatch(r"[0-9.eE+\-]+", text):
+                raise ValueError(text)  # refuse 'nan', 'inf', 'infinity'
+        except ValueError:
+            seconds = _parse_go_duration(text, what)
+    if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
+        raise InvalidTTL(f"The {what} {value!r} must be a finite, non-negative duration.")
+    if seconds > MAX_DURATION_SECONDS:
+        raise InvalidTTL(f"The {what} {value!r} is over the maximum of 365 days.")
+    return seconds
+
+
+def _parse_go_duration(text: str, what: str) -> float:
+    pos, total = 0, 0.0
+    if not text:
+        raise InvalidTTL(f"The {what} is empty.")
+    while pos < len(text):
+        m = _DURATION_RE.match(text, pos)
+        if not m:
+            raise InvalidTTL(
+                f"The {what} {text[:40]!r} is not a duration: use seconds (30, 0.25) "
+                "or a string like '250ms', '30s', '5m', '1h'."
+            )
+        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        pos = m.end()
+    return total
+
+
+def duration_ms(seconds: float) -> int:
+    """Whole milliseconds for a positive duration, never rounding a real TTL to zero."""
+    return max(1, round(seconds * 1000)) if seconds > 0 else 0
+
+
+def parse_etag(header: str, *, what: str = "If-Match") -> int | None:
+    """A revision from '"12"', 'W/"12"' or '12'; None for '*'."""
+    text = header.strip()
+    if text == "*":
+        return None
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    if not text.isdigit():
+        raise InvalidRequest(f"{what} must be a quoted revision like '\"12\"' or '*'.")
+    return int(text)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def iso_ms(ms: int) -> str:
+    """RFC 3339 UTC with milliseconds: 2026-11-24T04:20:51.123Z."""
+    sec, frac = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:03d}Z"
