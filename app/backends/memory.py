@@ -98,7 +98,8 @@ class MemoryBackend(Backend):
         self.key_history = key_history
         self.event_retention = event_retention
         self._namespaces: dict[str, _Namespace] = {}
-        # (deadline_ms, ns, member): member is "k:<key>"; stale rows are skipped on pop.
+        # (deadline_ms, ns, member): member is "<kind>:<name>" ("k:<key>" for keys), handled
+        # by the method _expire_<kind>; rows made stale by later writes are skipped.
         self._deadlines: list[tuple[int, str, str]] = []
 
     # -- lifecycle -------------------------------------------------------------------
@@ -386,12 +387,18 @@ class MemoryBackend(Backend):
         while self._deadlines and self._deadlines[0][0] <= now:
             deadline, ns, member = heapq.heappop(self._deadlines)
             kind, _, name = member.partition(":")
-            if kind == "k":
-                entry = self._ns(ns).keys.get(name)
-                if entry is not None and entry.expires_at == deadline:
-                    self._expire_if_due(ns, name, now)
-                    count += 1
+            # One handler per kind of deadline: _expire_k for keys; other resources add theirs.
+            handler = getattr(self, "_expire_" + kind, None)
+            if handler is not None and handler(ns, name, deadline, now):
+                count += 1
         return count
+
+    def _expire_k(self, ns: str, key: str, deadline: int, now: int) -> bool:
+        entry = self._ns(ns).keys.get(key)
+        if entry is None or entry.expires_at != deadline:
+            return False  # deleted, rewritten or touched since this deadline was set
+        self._expire_if_due(ns, key, now)
+        return True
 
 
 def add_exact(start: int | float, by: int | float) -> int | float:

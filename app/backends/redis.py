@@ -182,8 +182,8 @@ class RedisBackend(Backend):
             url, max_connections=max_connections, timeout=timeout, socket_timeout=None, **common
         )
         backend = cls(
-            Redis(connection_pool=pool),
-            blocking_client=Redis(connection_pool=blocking_pool),
+            Redis.from_pool(pool),
+            blocking_client=Redis.from_pool(blocking_pool),
             key_history=key_history,
             event_retention=event_retention,
             url=url,

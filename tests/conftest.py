@@ -1,0 +1,91 @@
+"""One suite, every backend: the ``backend`` fixture runs each test on memory and Redis.
+
+Redis is a real ``redis-server`` started on a free port for the session (or the server at
+``CORKBOARD_TEST_REDIS_URL``), flushed before each test. With ``CORKBOARD_REQUIRE_REDIS=1``
+a missing Redis fails the run instead of skipping the Redis half.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from app.settings import Settings
+from tests.support import RedisServer, app_client
+
+BACKENDS = ["memory", "redis"]
+REQUIRE_REDIS = os.environ.get("CORKBOARD_REQUIRE_REDIS") == "1"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis URL for tests; never the developer's own Redis on 6379 unless asked."""
+    url = os.environ.get("CORKBOARD_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    if shutil.which("redis-server") is None:
+        message = "redis-server is not on PATH (install it, or set CORKBOARD_TEST_REDIS_URL)"
+        if REQUIRE_REDIS:
+            pytest.fail(message + "; CORKBOARD_REQUIRE_REDIS=1 forbids skipping")
+        pytest.skip(message)
+    server = RedisServer().start()
+    try:
+        yield server.url
+    finally:
+        server.cleanup()
+
+
+def flush(url: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The backend URL of this run of a test: memory://, or a flushed Redis."""
+    if request.param == "memory":
+        return "memory://"
+    url: str = request.getfixturevalue("redis_url")
+    flush(url)
+    return url
+
+
+@pytest.fixture
+def make_settings(backend: str) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {"backend": backend, "sweep_interval_seconds": 0.05}
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def make_client(
+    make_settings: Callable[..., Settings],
+) -> Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]:
+    """Another app on this test's backend, with setting overrides."""
+
+    def make(**overrides: Any) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+        return app_client(make_settings(**overrides))
+
+    return make
+
+
+@pytest.fixture
+async def client(
+    make_client: Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]],
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client() as c:
+        yield c
