@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 from app import __version__
 from app.backends import backend_from_url
 from app.errors import BackendUnavailable, install_error_handlers
+from app.openapi import build_openapi
 from app.routers import events, kv, service
 from app.settings import Settings
 
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=operation_id,
     )
     install_error_handlers(app)
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     app.include_router(service.router)
     app.include_router(events.router)
     app.include_router(kv.list_router)

@@ -196,7 +196,8 @@ async def touch_key(
     key: str, body: TouchRequest, request: Request, ns: NamespaceDep, backend: BackendDep
 ) -> Response:
     ttl_ms = duration_ms(parse_duration(body.ttl))
-    entry = await backend.kv_touch(ns, key_of(key), ttl_ms, fence=fence_from_headers(request.headers))
+    fence = fence_from_headers(request.headers)
+    entry = await backend.kv_touch(ns, key_of(key), ttl_ms, fence=fence)
     return entry_response(entry)
 
 
@@ -361,7 +362,7 @@ async def list_keys(
     settings: SettingsDep,
     pattern: Annotated[str, Query(description="'*' matches any run of characters")] = "*",
     values: Annotated[bool, Query(description="Include values")] = True,
-    limit: Annotated[int, Query(ge=1, description="Page size (at most the configured maximum)")] = 100,
+    limit: Annotated[int, Query(ge=1, description="Page size (at most max_list_limit)")] = 100,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> Response:
     if limit > settings.max_list_limit:
