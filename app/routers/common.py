@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Depends, Query, Request
 from fastapi.routing import APIRoute
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
@@ -135,6 +136,21 @@ def media_type(request: Request) -> str:
 def is_json_media(mt: str) -> bool:
     return mt == JSON or (mt.startswith("application/") and mt.endswith("+json"))
 
+
+class KeyPathConvertor(Convertor[str]):
+    """Like Starlette's ``path`` but matching any character, so that a key with a newline
+    reaches its route and is refused as ``invalid_key`` rather than matching no route."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("key", KeyPathConvertor())
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 

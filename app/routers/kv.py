@@ -151,7 +151,7 @@ _ENTRY_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 @router.get(
-    "/{key:path}/history",
+    "/{key:key}/history",
     response_model=KeyHistory,
     responses={404: {"model": Problem}, 400: {"model": Problem}},
     summary="A key's kept revisions, newest first",
@@ -165,7 +165,7 @@ async def get_key_history(key: str, ns: NamespaceDep, backend: BackendDep) -> Re
 
 
 @router.post(
-    "/{key:path}/increment",
+    "/{key:key}/increment",
     response_model=KeyEntryModel,
     responses={201: {"model": KeyEntryModel, "description": "Created"}, 422: {"model": Problem},
                **_ERRORS},
@@ -187,7 +187,7 @@ async def increment_key(
 
 
 @router.post(
-    "/{key:path}/touch",
+    "/{key:key}/touch",
     response_model=KeyEntryModel,
     responses={404: {"model": Problem}, **_ERRORS},
     summary="Reset a key's expiry without changing its value",
@@ -202,7 +202,7 @@ async def touch_key(
 
 
 router.add_api_route(
-    "/{key:path}",
+    "/{key:key}",
     get_key,
     methods=["GET"],
     route_class_override=DirectRoute,
@@ -221,7 +221,7 @@ router.add_api_route(
     },
 )
 router.add_api_route(
-    "/{key:path}",
+    "/{key:key}",
     put_key,
     methods=["PUT"],
     route_class_override=DirectRoute,
@@ -250,7 +250,7 @@ router.add_api_route(
 
 
 @router.patch(
-    "/{key:path}",
+    "/{key:key}",
     response_model=KeyEntryModel,
     responses={201: {"model": KeyEntryModel, "description": "Created from ?initial="},
                404: {"model": Problem}, 415: {"model": Problem}, 422: {"model": Problem},
@@ -308,7 +308,7 @@ async def patch_key(
 
 
 @router.delete(
-    "/{key:path}",
+    "/{key:key}",
     status_code=204,
     response_class=Response,
     responses={**_ERRORS},
