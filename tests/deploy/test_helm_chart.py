@@ -658,3 +658,38 @@ def test_rendering_is_pure_yaml_documents(render: Render) -> None:
             if template.endswith(".yaml") and text.strip():
                 for doc in yaml.safe_load_all(text):
                     assert doc is None or isinstance(doc, dict), template
+
+
+# --- documentation ----------------------------------------------------------------
+
+
+def test_values_table_matches_values_yaml(repo_root: Path, chart_dir: Path) -> None:
+    """docs/deploy.md documents every value, and only values that exist."""
+    table = re.findall(r"^\| `([^`]+)` \|", (repo_root / "docs/deploy.md").read_text(), re.M)
+    documented = set(table)
+    values = yaml.safe_load((chart_dir / "values.yaml").read_text())
+
+    def lookup(path: str) -> bool:
+        node: Any = values
+        for part in path.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    assert [key for key in table if not lookup(key)] == []
+
+    undocumented: list[str] = []
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if path in documented:
+                continue
+            if isinstance(value, dict) and value:
+                walk(value, path + ".")
+            else:
+                undocumented.append(path)
+
+    walk(values, "")
+    assert undocumented == []
