@@ -15,20 +15,21 @@ FROM python:3.11-slim-bookworm AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_ROOT_USER_ACTION=ignore \
-    PYTHONDONTWRITEBYTECODE=1
+    PIP_ROOT_USER_ACTION=ignore
 
 # A self-contained virtualenv that the runtime stage copies whole. Every
 # dependency ships manylinux wheels for CPython 3.11, so no compiler is needed
-# here either; pip, setuptools and wheel stay behind in this stage.
+# here either. pip and setuptools are removed from the venv once it is built,
+# so no installer ships in the image.
 RUN python -m venv /opt/venv
 ENV PATH="/opt/venv/bin:${PATH}"
 
 WORKDIR /src
 COPY pyproject.toml README* ./
 COPY app ./app
+# --compile: bytecode is written now, since the runtime root filesystem is read-only.
 RUN pip install --no-cache-dir --compile . \
-    && pip uninstall --yes pip setuptools wheel
+    && pip uninstall --yes pip setuptools
 
 ############################ runtime stage ##########################
 FROM python:3.11-slim-bookworm AS runtime
