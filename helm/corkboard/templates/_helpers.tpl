@@ -90,11 +90,6 @@ Where state lives: "memory", "bundled" (redis.enabled) or "external"
 {{- end }}
 {{- end }}
 
-{{/* The most pods the release can run at once. */}}
-{{- define "corkboard.maxReplicas" -}}
-{{- if .Values.autoscaling.enabled }}{{ int .Values.autoscaling.maxReplicas }}{{ else }}{{ int .Values.replicaCount }}{{ end }}
-{{- end }}
-
 {{/* The chart's own Secret: inline tokens and/or the external Redis URL. */}}
 {{- define "corkboard.secretName" -}}
 {{- include "corkboard.fullname" . }}
