@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 from app import __version__
 from app.backends import backend_from_url
 from app.errors import BackendUnavailable, install_error_handlers
+from app.hotpath import HotPath
 from app.openapi import build_openapi
 from app.routers import events, kv, service
 from app.settings import Settings
@@ -61,8 +62,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
+        # FastAPI's OpenTelemetry hooks check for providers on every request; Corkboard's
+        # observability is Prometheus at /metrics, so they stay off.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
+    app.add_middleware(HotPath, routes=kv.hot_routes)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     app.include_router(service.router)
     app.include_router(events.router)
