@@ -19,8 +19,9 @@ from app.routers.common import Endpoint
 
 logger = logging.getLogger("corkboard.hotpath")
 
-#: Finds the endpoint for (method, path), or None to let the app route the request.
-HotRoutes = Callable[[str, str], tuple[Endpoint, dict[str, str]] | None]
+#: Finds (endpoint, path parameters, route template) for (method, path), or None to let
+#: the app route the request.
+HotRoutes = Callable[[str, str], tuple[Endpoint, dict[str, str], str] | None]
 
 
 class HotPath:
@@ -36,8 +37,9 @@ class HotPath:
         if found is None:
             await self.app(scope, receive, send)
             return
-        endpoint, path_params = found
+        endpoint, path_params, template = found
         scope["path_params"] = path_params
+        scope["corkboard.route"] = template
         try:
             response = await endpoint(Request(scope, receive, send))
         except CorkboardError as exc:

@@ -147,7 +147,7 @@ async def put_key(request: Request) -> Response:
     return put_response(result)
 
 
-def hot_routes(method: str, path: str) -> tuple[Endpoint, dict[str, str]] | None:
+def hot_routes(method: str, path: str) -> tuple[Endpoint, dict[str, str], str] | None:
     """GET and PUT of a key, for app.hotpath; the same endpoints as the routes below.
 
     GET of '<key>/history' is the history route; a key never ends in an action word, so
@@ -156,9 +156,9 @@ def hot_routes(method: str, path: str) -> tuple[Endpoint, dict[str, str]] | None
     if not path.startswith("/v1/kv/"):
         return None
     if method == "GET" and not path.endswith("/history"):
-        return get_key, {"key": path[7:]}
+        return get_key, {"key": path[7:]}, "/v1/kv/{key}"
     if method == "PUT":
-        return put_key, {"key": path[7:]}
+        return put_key, {"key": path[7:]}, "/v1/kv/{key}"
     return None
 
 
