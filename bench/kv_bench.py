@@ -238,7 +238,10 @@ class Bench:
         env = clean_env(["CORKBOARD_"])
         env["CORKBOARD_BACKEND"] = backend
         port = self._uvicorn(name, "app.main:app", self.app_dir, workers, env)
-        desc = f"app.main:app on {backend.split(':')[0]}, uvicorn, {workers} worker(s)"
+        desc = (
+            f"app.main:app on {backend.split(':')[0]}, uvicorn, {workers} worker(s),"
+            f" {self.app_dir} at {_git_rev(self.app_dir)}"
+        )
         return Target(name, desc, port, self._kv_ops(), expect_2xx)
 
     def start_corkboard_memory(self) -> Target:
@@ -434,6 +437,18 @@ class Bench:
                         f"  p50 {sample.p50_ms:.2f} ms  p99 {sample.p99_ms:.2f} ms{err}"
                     )
         return samples
+
+
+def _git_rev(path: Path) -> str:
+    """Short commit (with "+dirty" for local changes) of the repo at ``path``, or "?"."""
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(path), "describe", "--always", "--dirty=+dirty"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return rev or "?"
 
 
 def _shm_dir() -> str | None:
