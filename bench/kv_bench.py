@@ -440,15 +440,15 @@ class Bench:
 
 
 def _git_rev(path: Path) -> str:
-    """Short commit (with "+dirty" for local changes) of the repo at ``path``, or "?"."""
+    """Short commit of the repo at ``path``, with "+dirty" for uncommitted changes."""
     try:
         rev = subprocess.run(
             ["git", "-C", str(path), "describe", "--always", "--dirty=+dirty"],
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError):
-        return "?"
-    return rev or "?"
+        return "(not a git checkout)"
+    return rev or "(not a git checkout)"
 
 
 def _shm_dir() -> str | None:
