@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from app import __version__
 from app.backends import backend_from_url
 from app.errors import BackendUnavailable, install_error_handlers
-from app.routers import events, kv, service
+from app.routers import events, kv, locks, service
 from app.settings import Settings
 
 logger = logging.getLogger("corkboard")
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(kv.list_router)
     app.include_router(kv.router)
+    app.include_router(locks.router)
     return app
 
 
