@@ -292,7 +292,12 @@ class Backend(ABC):
 
     @abstractmethod
     async def lock_acquire(
-        self, ns: str, scope: str, name: str, request: LockRequest
+        self,
+        ns: str,
+        scope: str,
+        name: str,
+        request: LockRequest,
+        gone: asyncio.Event | None = None,
     ) -> LockOutcome:
         """Acquire ``name`` for ``request.owner``, or queue/debounce its entry.
 
@@ -301,6 +306,8 @@ class Backend(ABC):
         token, pending handed over. Held by another: ``queue`` appends the entry,
         ``debounce`` replaces the pending list with it; ``exclusive`` waits up to
         ``wait_s`` in FIFO order, then raises Conflict(lock_held) with the holder.
+        ``gone`` set while waiting (the client went away) ends the wait: the waiter
+        leaves the line, gives back a lock handed to it, and gets Conflict(lock_held).
         """
 
     @abstractmethod
