@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from app.backends.locking import (
     LockInfo,
-    client_gone,
     LockOutcome,
     LockRelease,
     LockRequest,
+    client_gone,
     lock_held,
     lock_not_held,
     not_owner,
