@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from starlette.responses import Response
 
 from app.backends.locking import LockRequest
-from app.errors import InvalidTTL, NotFound, PayloadTooLarge
+from app.errors import InvalidTTL, NotFound, PayloadTooLarge, Unprocessable
 from app.models import Duration, Problem
 from app.routers.common import (
     BackendDep,
@@ -269,7 +269,13 @@ def lock_router(
         wait_s = parse_duration(body.wait, what="wait")
         if wait_s > MAX_WAIT_SECONDS:
             raise InvalidTTL(f"wait may be at most {MAX_WAIT_SECONDS:.0f}s.")
-        entry = orjson.dumps(body.entry)
+        try:
+            entry = orjson.dumps(body.entry)
+        except TypeError as exc:  # nested deeper than orjson writes, or an integer > 64 bits
+            raise Unprocessable(
+                f"The entry cannot be stored: {exc}.",
+                errors=[{"location": ["body", "entry"], "message": str(exc)}],
+            ) from exc
         if len(entry) > limit:
             raise PayloadTooLarge(f"The entry is {len(entry)} bytes; the limit is {limit}.")
         lock_request = LockRequest(
