@@ -277,6 +277,7 @@ class Backend(ABC):
 
     async def run_sweeper(self, interval: float) -> None:
         """Call ``expire_due`` every ``interval`` seconds until cancelled, surviving errors."""
+        task = asyncio.current_task()
         while True:
             try:
                 await self.expire_due()
@@ -284,6 +285,11 @@ class Backend(ABC):
                 raise
             except Exception as exc:  # a flaky backend must not end expiry for good
                 logger.warning("deadline sweep failed: %s", exc)
+            # Python 3.11's asyncio.wait_for (inside redis-py) can swallow a cancellation
+            # that lands as its operation completes; honour it here, or shutdown waits
+            # for this task forever.
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             await asyncio.sleep(interval)
 
     # -- locks -----------------------------------------------------------------------

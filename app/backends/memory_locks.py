@@ -337,6 +337,8 @@ class MemoryLocks:
 
     def _lock_end(self, ns: str, scope: str, name: str, holder: LockState | None,
                   now: int, forced: bool) -> LockRelease:
+        if holder is None and self._lock_pending_count(ns, scope, name) == 0:
+            return LockRelease(None, ())  # nothing to do (and no slot made for the name)
         info = self._lock_info(ns, scope, name, holder) if holder is not None else None
         pending = self._lock_take(ns, scope, name)
         if holder is not None:

@@ -88,8 +88,13 @@ class RedisLocks:
             )
 
         reply = await step("try")
+        task = asyncio.current_task()
         while reply[0] == b"waiting":
             item = bytes(reply[1])
+            if task is not None and task.cancelling():
+                # A cancellation swallowed inside redis-py (Python 3.11's wait_for): honour it.
+                self._lock_withdraw(step("cancel", item))
+                raise asyncio.CancelledError
             remaining = deadline - loop.time()
             woke: bool | None = False
             if remaining >= _MIN_BLOCK_SECONDS:
