@@ -22,7 +22,7 @@ from app.hotpath import HotPath
 from app.limits import BodyLimit
 from app.observability import AccessLog, Metrics, RequestObserver, configure_logging
 from app.openapi import build_openapi
-from app.routers import events, kv, service
+from app.routers import events, kv, locks, service
 from app.settings import Settings
 
 logger = logging.getLogger("corkboard")
@@ -115,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(kv.list_router)
     app.include_router(kv.router)
+    app.include_router(locks.router)
     return app
 
 

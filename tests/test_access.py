@@ -44,6 +44,12 @@ ROUTES: list[tuple[str, str, Any, str]] = [
     ("POST", "/v1/kv/k/increment", {}, "write"),
     ("POST", "/v1/kv/k/touch", {"ttl": 5}, "write"),
     ("DELETE", "/v1/kv/k", None, "write"),
+    ("GET", "/v1/locks", None, "read"),
+    ("GET", "/v1/locks/l", None, "read"),
+    ("POST", "/v1/locks/l", {"owner": "o"}, "write"),
+    ("POST", "/v1/locks/l/refresh", {"owner": "o", "token": 1}, "write"),
+    ("POST", "/v1/locks/l/release", {"owner": "o", "token": 1}, "write"),
+    ("POST", "/v1/locks/l/force-release", None, "admin"),
 ]
 
 
@@ -80,12 +86,15 @@ async def test_permission_matrix(secured: httpx.AsyncClient) -> None:
         # a token without the permission: 403
         if needed != "read":
             problem(await call(secured, method, path, body, "team-a", READER), 403, "forbidden")
+        if needed == "admin":
+            problem(await call(secured, method, path, body, "team-a", WRITER), 403, "forbidden")
         # a token of another namespace: 403, whatever its permissions
         problem(await call(secured, method, path, body, "team-a", OTHER), 403, "forbidden")
         # the granted token is served (any status but 401/403)
-        token = READER if needed == "read" else WRITER
-        r = await call(secured, method, path, body, "team-a", token)
-        assert r.status_code not in (401, 403), (method, path, r.text)
+        token = {"read": READER, "write": WRITER}.get(needed)
+        if token is not None:
+            r = await call(secured, method, path, body, "team-a", token)
+            assert r.status_code not in (401, 403), (method, path, r.text)
         r = await call(secured, method, path, body, "team-c", ADMIN)
         assert r.status_code not in (401, 403), (method, path, r.text)
 

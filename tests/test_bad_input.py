@@ -202,3 +202,19 @@ async def test_unknown_route_and_method(client: httpx.AsyncClient) -> None:
     problem(await client.get("/v1/nothing"), 404, "not_found")
     problem(await client.post("/v1/kv/k"), 405, "method_not_allowed")
     problem(await client.put("/v1/kv"), 405, "method_not_allowed")
+
+
+async def test_values_json_cannot_hold_are_422(client: httpx.AsyncClient) -> None:
+    before = await revision(client)
+    deep = "[" * 300 + "]" * 300
+    json_ct = {"content-type": "application/json"}
+    problem(await client.put("/v1/kv/k", content=deep, headers=json_ct), 422, "validation_failed")
+    # integers beyond 64 bits are read as doubles, as most JSON parsers read them
+    r = await client.put("/v1/kv/big", content=str(2**70), headers=json_ct)
+    assert r.json()["value"] == float(2**70)
+    await client.put("/v1/kv/k", json=[])
+    before = await revision(client)
+    r = await client.patch("/v1/kv/k", content="[" * 300 + "]" * 300,
+                           headers={"content-type": "application/merge-patch+json"})
+    problem(r, 422, "validation_failed")
+    assert await revision(client) == before

@@ -14,7 +14,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 
 from app.backends.base import NO_CONDITION, Backend, Fence, Precondition
-from app.errors import InvalidRequest, PayloadTooLarge
+from app.errors import InvalidRequest, PayloadTooLarge, Unprocessable
 from app.settings import Settings
 from app.syntax import check_id, check_key, check_namespace, parse_etag
 
@@ -129,6 +129,18 @@ def parse_json(raw: bytes | str, *, what: str = "body") -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"The {what} is not valid JSON: {exc}.") from exc
+
+
+def dump_json(value: Any, *, what: str = "value", location: str = "body") -> bytes:
+    """Compact JSON bytes of a client's value; 422 for what JSON storage cannot hold
+    (nesting deeper than 255 levels, integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError as exc:  # orjson.JSONEncodeError
+        raise Unprocessable(
+            f"The {what} cannot be stored: {exc}.",
+            errors=[{"location": [location], "message": str(exc)}],
+        ) from exc
 
 
 def media_type(request: Request) -> str:

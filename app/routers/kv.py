@@ -24,6 +24,7 @@ from app.routers.common import (
     NamespaceDep,
     SettingsDep,
     condition_from_headers,
+    dump_json,
     fence_from_headers,
     get_backend,
     get_settings,
@@ -89,7 +90,7 @@ def value_from_body(body: bytes, mt: str, limit: int) -> bytes:
         except UnicodeDecodeError as exc:
             raise InvalidRequest("A text/plain value must be valid UTF-8.") from exc
     elif mt == "" or is_json_media(mt):
-        value = orjson.dumps(parse_json(body))
+        value = dump_json(parse_json(body))
     else:
         raise UnsupportedMediaType(
             f"Content-Type {mt!r} is not accepted: send application/json, or text/plain to "
@@ -301,7 +302,9 @@ async def patch_key(
         )
     patch = parse_json(await read_body(request, settings.max_value_bytes + 1024), what="patch")
     initial_value = (
-        orjson.dumps(parse_json(initial, what="initial value")) if initial is not None else None
+        dump_json(parse_json(initial, what="initial value"), what="initial value", location="query")
+        if initial is not None
+        else None
     )
     ttl_ms = duration_ms(parse_duration(ttl)) if ttl is not None else None
     limit = settings.max_value_bytes
@@ -309,7 +312,7 @@ async def patch_key(
     def update(current: bytes) -> bytes:
         document = orjson.loads(current)
         patched = merge_patch(document, patch) if mt == MERGE_PATCH else json_patch(document, patch)
-        out = orjson.dumps(patched)
+        out = dump_json(patched, what="patched value")
         if len(out) > limit:
             raise PayloadTooLarge(f"The patched value is {len(out)} bytes; the limit is {limit}.")
         return out

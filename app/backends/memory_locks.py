@@ -1,0 +1,385 @@
+"""Locks for the in-memory backend: holders, fencing tokens, pending lists and FIFO waiters.
+
+Like every memory operation, each step runs without awaiting between read and write. The
+holder lives in ``_Namespace.locks`` (the fencing check reads it); the token counter,
+pending list and waiters live in a per-lock slot that is never dropped, so tokens never
+repeat. Waiters are asyncio futures, woken by the release or expiry that hands them the
+lock; a woken waiter then *claims* it (takes the pending entries), so entries are never
+handed to a waiter that is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from app.backends.locking import (
+    LockInfo,
+    LockOutcome,
+    LockRelease,
+    LockRequest,
+    client_gone,
+    lock_held,
+    lock_not_held,
+    not_owner,
+)
+from app.syntax import Pattern, iso_ms, now_ms
+
+if TYPE_CHECKING:
+    from app.backends.memory import LockState, _Namespace
+
+#: A lock handed to a waiter is held for at most this long until the waiter claims it
+#: (then for its TTL), so a waiter that vanished holds up the line only briefly.
+CLAIM_WINDOW_MS = 5000
+
+
+@dataclass(slots=True)
+class _Waiter:
+    ticket: str
+    owner: str
+    ttl_ms: int
+    granted: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _LockSlot:
+    """What a lock keeps beside its holder; never deleted (the token counter must last)."""
+
+    last_token: int = 0
+    ttl_ms: int = 0  # the holder's TTL, reused by a refresh without one
+    ticket: str = ""  # the waiter's ticket when the holder was handed the lock
+    pending: list[bytes] = field(default_factory=list)
+    waiters: deque[_Waiter] = field(default_factory=deque)
+
+
+class MemoryLocks:
+    """The lock engine of MemoryBackend (a mixin: it uses the backend's state and emit)."""
+
+    if TYPE_CHECKING:
+
+        def _ns(self, ns: str) -> _Namespace: ...
+
+        def emit(self, ns: str, type_: str, key: str, at_ms: int, **fields: Any) -> int: ...
+
+        def schedule_deadline(self, deadline_ms: int, ns: str, member: str) -> None: ...
+
+    # -- internals -------------------------------------------------------------------
+
+    def _lock_slot(self, ns: str, scope: str, name: str) -> _LockSlot:
+        slots: dict[tuple[str, str, str], _LockSlot] | None = getattr(self, "_lock_slots", None)
+        if slots is None:
+            slots = {}
+            self._lock_slots = slots
+        slot = slots.get((ns, scope, name))
+        if slot is None:
+            slot = slots[(ns, scope, name)] = _LockSlot()
+        return slot
+
+    def _lock_pending_count(self, ns: str, scope: str, name: str) -> int:
+        """Without creating a slot: a read of an unknown name must not cost memory."""
+        slots: dict[tuple[str, str, str], _LockSlot] = getattr(self, "_lock_slots", {})
+        slot = slots.get((ns, scope, name))
+        return len(slot.pending) if slot is not None else 0
+
+    def _lock_info(self, ns: str, scope: str, name: str, holder: LockState) -> LockInfo:
+        pending = self._lock_pending_count(ns, scope, name)
+        return LockInfo(
+            name, holder.owner, holder.token, holder.acquired_at, holder.expires_at, pending
+        )
+
+    def _lock_event(
+        self, ns: str, type_: str, scope: str, name: str, now: int, fields: dict[str, Any]
+    ) -> None:
+        self.emit(ns, type_, name, now, session=scope or None, extra=fields, with_values=False)
+
+    @staticmethod
+    def _holder_fields(
+        holder: LockState, pending_count: int, handed_over: int | None = None
+    ) -> dict[str, Any]:
+        """An event's fields: the holder, the pending list's length after the change and,
+        on acquired/refreshed/released, how many entries the change handed over."""
+        fields: dict[str, Any] = {
+            "owner": holder.owner,
+            "token": holder.token,
+            "expires_at": iso_ms(holder.expires_at) if holder.expires_at else None,
+            "pending_count": pending_count,
+        }
+        if handed_over is not None:
+            fields["handed_over"] = handed_over
+        return fields
+
+    def _lock_live(self, ns: str, scope: str, name: str, now: int) -> LockState | None:
+        """The live holder; one past its deadline is expired here (with its event) and
+        the lock handed to the next waiter, who is then returned as the holder."""
+        holder = self._ns(ns).locks.get((scope, name))
+        if holder is not None and holder.expires_at is not None and holder.expires_at <= now:
+            del self._ns(ns).locks[(scope, name)]
+            pending = len(self._lock_slot(ns, scope, name).pending)
+            self._lock_event(
+                ns, "lock.expired", scope, name, now,
+                self._holder_fields(holder, pending),
+            )
+            return self._lock_handoff(ns, scope, name, now)
+        return holder
+
+    def _lock_grant(
+        self, ns: str, scope: str, name: str, owner: str, ttl_ms: int, now: int, ticket: str
+    ) -> LockState:
+        from app.backends.memory import LockState  # memory.py imports this module
+
+        slot = self._lock_slot(ns, scope, name)
+        slot.last_token += 1
+        slot.ttl_ms = ttl_ms
+        slot.ticket = ticket
+        if ticket:
+            expires_at: int | None = now + min(ttl_ms or CLAIM_WINDOW_MS, CLAIM_WINDOW_MS)
+        else:
+            expires_at = now + ttl_ms if ttl_ms else None
+        holder = LockState(owner, slot.last_token, now, expires_at)
+        self._ns(ns).locks[(scope, name)] = holder
+        if expires_at is not None:
+            self.schedule_deadline(expires_at, ns, f"l:{scope}|{name}")
+        return holder
+
+    def _lock_handoff(self, ns: str, scope: str, name: str, now: int) -> LockState | None:
+        """Hand the free lock to the first waiter still waiting, and wake it."""
+        waiters = self._lock_slot(ns, scope, name).waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if waiter.granted.done():
+                continue  # gave up (cancelled) without withdrawing
+            holder = self._lock_grant(ns, scope, name, waiter.owner, waiter.ttl_ms, now,
+                                      waiter.ticket)
+            pending = len(self._lock_slot(ns, scope, name).pending)
+            self._lock_event(
+                ns, "lock.acquired", scope, name, now,
+                self._holder_fields(holder, pending, 0),
+            )
+            waiter.granted.set_result(None)
+            return holder
+        return None
+
+    def _lock_take(self, ns: str, scope: str, name: str) -> tuple[bytes, ...]:
+        slot = self._lock_slot(ns, scope, name)
+        pending = tuple(slot.pending)
+        slot.pending.clear()
+        return pending
+
+    def _lock_attempt(
+        self, ns: str, scope: str, name: str, request: LockRequest, now: int
+    ) -> tuple[LockOutcome | None, LockState | None]:
+        """Acquire, re-acquire, queue or debounce without waiting. Returns (outcome,
+        None), or (None, holder) when another owner holds it in exclusive mode."""
+        holder = self._lock_live(ns, scope, name, now)
+        slot = self._lock_slot(ns, scope, name)
+        if holder is not None and holder.owner == request.owner:
+            holder.expires_at = now + request.ttl_ms if request.ttl_ms else None
+            slot.ttl_ms = request.ttl_ms
+            if holder.expires_at is not None:
+                self.schedule_deadline(holder.expires_at, ns, f"l:{scope}|{name}")
+            pending = self._lock_take(ns, scope, name)
+            self._lock_event(
+                ns, "lock.refreshed", scope, name, now,
+                self._holder_fields(holder, 0, len(pending)),
+            )
+            return LockOutcome("acquired", self._lock_info(ns, scope, name, holder), pending), None
+        if holder is None:
+            holder = self._lock_grant(ns, scope, name, request.owner, request.ttl_ms, now, "")
+            pending = self._lock_take(ns, scope, name)
+            self._lock_event(
+                ns, "lock.acquired", scope, name, now,
+                self._holder_fields(holder, 0, len(pending)),
+            )
+            return LockOutcome("acquired", self._lock_info(ns, scope, name, holder), pending), None
+        if request.mode == "exclusive":
+            return None, holder
+        if request.mode == "queue" and len(slot.pending) >= request.max_pending:
+            raise lock_held(self._lock_info(ns, scope, name, holder), full=True)
+        if request.mode == "debounce":
+            slot.pending.clear()
+        slot.pending.append(request.entry)
+        position = len(slot.pending)
+        self._lock_event(
+            ns, "lock.queued", scope, name, now,
+            {"mode": request.mode, "owner": request.owner, "position": position,
+             "pending_count": position},
+        )
+        if request.mode == "debounce":
+            return LockOutcome("debounced"), None
+        return LockOutcome("queued", position=position), None
+
+    def _lock_claim(
+        self, ns: str, scope: str, name: str, request: LockRequest, waiter: _Waiter
+    ) -> tuple[LockOutcome | None, LockState | None]:
+        """A waiter's wait is over: claim the lock handed to it (its lease now runs for
+        its TTL, and it takes the pending entries), or try once more as ``_lock_attempt``."""
+        now = now_ms()
+        holder = self._lock_live(ns, scope, name, now)
+        slot = self._lock_slot(ns, scope, name)
+        if holder is not None and slot.ticket == waiter.ticket:
+            slot.ticket = ""
+            holder.expires_at = now + slot.ttl_ms if slot.ttl_ms else None
+            if holder.expires_at is not None:
+                self.schedule_deadline(holder.expires_at, ns, f"l:{scope}|{name}")
+            pending = self._lock_take(ns, scope, name)
+            self._lock_event(ns, "lock.refreshed", scope, name, now,
+                             self._holder_fields(holder, 0, len(pending)))
+            return LockOutcome("acquired", self._lock_info(ns, scope, name, holder), pending), None
+        if waiter in slot.waiters:
+            slot.waiters.remove(waiter)
+        return self._lock_attempt(ns, scope, name, request, now)
+
+    def _lock_withdraw(self, ns: str, scope: str, name: str, waiter: _Waiter) -> None:
+        """A waiter was cancelled (its client is gone): leave the queue, or give back a
+        lock handed to it that it never claimed; the pending entries stay pending."""
+        slot = self._lock_slot(ns, scope, name)
+        if waiter in slot.waiters:
+            slot.waiters.remove(waiter)
+        if not waiter.granted.done():
+            waiter.granted.cancel()
+            return
+        holder = self._ns(ns).locks.get((scope, name))
+        if holder is not None and slot.ticket == waiter.ticket:
+            now = now_ms()
+            slot.ticket = ""
+            del self._ns(ns).locks[(scope, name)]
+            self._lock_event(
+                ns, "lock.released", scope, name, now,
+                {**self._holder_fields(holder, len(slot.pending), 0), "abandoned": True},
+            )
+            self._lock_handoff(ns, scope, name, now)
+
+    def _lock_holding(
+        self, ns: str, scope: str, name: str, owner: str, token: int, now: int
+    ) -> LockState:
+        """The live holder if ``owner`` holds the lock with ``token``; else the 409."""
+        holder = self._lock_live(ns, scope, name, now)
+        if holder is None:
+            raise lock_not_held(name, token)
+        if holder.owner != owner:
+            raise not_owner(self._lock_info(ns, scope, name, holder), owner)
+        if holder.token != token:
+            raise lock_not_held(name, token)
+        return holder
+
+    def _expire_l(self, ns: str, member: str, deadline: int, now: int) -> bool:
+        scope, _, name = member.partition("|")
+        holder = self._ns(ns).locks.get((scope, name))
+        if holder is None or holder.expires_at != deadline:
+            return False  # released, refreshed or handed on since this deadline was set
+        self._lock_live(ns, scope, name, now)
+        return True
+
+    # -- the engine ------------------------------------------------------------------
+
+    async def lock_acquire(
+        self,
+        ns: str,
+        scope: str,
+        name: str,
+        request: LockRequest,
+        gone: asyncio.Event | None = None,
+    ) -> LockOutcome:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + request.wait_s
+        outcome, holder = self._lock_attempt(ns, scope, name, request, now_ms())
+        while outcome is None:
+            assert holder is not None
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise lock_held(self._lock_info(ns, scope, name, holder))
+            slot = self._lock_slot(ns, scope, name)
+            waiter = _Waiter(
+                secrets.token_hex(16), request.owner, request.ttl_ms, loop.create_future()
+            )
+            slot.waiters.append(waiter)
+            self._lock_event(
+                ns, "lock.queued", scope, name, now_ms(),
+                {"mode": "exclusive", "owner": request.owner, "position": len(slot.waiters),
+                 "pending_count": len(slot.pending)},
+            )
+            watched: list[asyncio.Future[Any]] = [waiter.granted]
+            if gone is not None:
+                watched.append(asyncio.ensure_future(gone.wait()))
+            try:
+                # asyncio.wait, not wait_for: it never swallows a cancellation.
+                await asyncio.wait(watched, timeout=remaining,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                self._lock_withdraw(ns, scope, name, waiter)
+                raise
+            finally:
+                for extra in watched[1:]:
+                    extra.cancel()
+            if gone is not None and gone.is_set():
+                self._lock_withdraw(ns, scope, name, waiter)
+                raise client_gone(name)
+            outcome, holder = self._lock_claim(ns, scope, name, request, waiter)
+        return outcome
+
+    async def lock_refresh(
+        self, ns: str, scope: str, name: str, owner: str, token: int, ttl_ms: int | None
+    ) -> LockInfo:
+        now = now_ms()
+        holder = self._lock_holding(ns, scope, name, owner, token, now)
+        slot = self._lock_slot(ns, scope, name)
+        if ttl_ms is not None:
+            slot.ttl_ms = ttl_ms
+        holder.expires_at = now + slot.ttl_ms if slot.ttl_ms else None
+        if holder.expires_at is not None:
+            self.schedule_deadline(holder.expires_at, ns, f"l:{scope}|{name}")
+        self._lock_event(ns, "lock.refreshed", scope, name, now,
+                         self._holder_fields(holder, len(slot.pending), 0))
+        return self._lock_info(ns, scope, name, holder)
+
+    def _lock_end(self, ns: str, scope: str, name: str, holder: LockState | None,
+                  now: int, forced: bool) -> LockRelease:
+        if holder is None and self._lock_pending_count(ns, scope, name) == 0:
+            return LockRelease(None, ())  # nothing to do (and no slot made for the name)
+        info = self._lock_info(ns, scope, name, holder) if holder is not None else None
+        pending = self._lock_take(ns, scope, name)
+        if holder is not None:
+            del self._ns(ns).locks[(scope, name)]
+            self._lock_slot(ns, scope, name).ticket = ""
+            fields = self._holder_fields(holder, 0, len(pending))
+        elif pending:
+            fields = {"owner": None, "token": None, "expires_at": None, "pending_count": 0,
+                      "handed_over": len(pending)}
+        else:
+            return LockRelease(None, ())
+        if forced:
+            fields["forced"] = True
+        self._lock_event(ns, "lock.released", scope, name, now, fields)
+        self._lock_handoff(ns, scope, name, now)
+        return LockRelease(info, pending)
+
+    async def lock_release(
+        self, ns: str, scope: str, name: str, owner: str, token: int
+    ) -> LockRelease:
+        now = now_ms()
+        holder = self._lock_holding(ns, scope, name, owner, token, now)
+        return self._lock_end(ns, scope, name, holder, now, False)
+
+    async def lock_force_release(self, ns: str, scope: str, name: str) -> LockRelease:
+        now = now_ms()
+        return self._lock_end(ns, scope, name, self._lock_live(ns, scope, name, now), now, True)
+
+    async def lock_get(self, ns: str, scope: str, name: str) -> tuple[LockInfo | None, int]:
+        holder = self._ns(ns).locks.get((scope, name))
+        pending = self._lock_pending_count(ns, scope, name)
+        if holder is None or (holder.expires_at is not None and holder.expires_at <= now_ms()):
+            return None, pending
+        return self._lock_info(ns, scope, name, holder), pending
+
+    async def lock_list(self, ns: str, scope: str, pattern: Pattern) -> list[LockInfo]:
+        now = now_ms()
+        return [
+            self._lock_info(ns, s, name, holder)
+            for (s, name), holder in sorted(self._ns(ns).locks.items(), key=lambda i: i[0])
+            if s == scope
+            and pattern.matches(name)
+            and (holder.expires_at is None or holder.expires_at > now)
+        ]
