@@ -27,7 +27,7 @@ class Problem(BaseModel):
 
 class KeyEntryModel(BaseModel):
     key: str
-    value: Any = Field(description="Any JSON value (omitted in listings with values=false)")
+    value: Any = Field(None, description="Any JSON value (omitted in listings with values=false)")
     revision: int = Field(description="Namespace revision of the key's last write; its ETag")
     created_revision: int
     version: int = Field(description="Writes since the key was created, from 1")

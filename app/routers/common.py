@@ -37,7 +37,8 @@ def get_namespace(
         str,
         Query(
             description="Namespace: the unit of ordering, atomicity and access control",
-            pattern=None,
+            # documented here, checked by check_namespace for its clearer message
+            json_schema_extra={"pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"},
         ),
     ] = "default",
 ) -> str:
