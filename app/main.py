@@ -14,9 +14,10 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from app import __version__
+from app.artifacts.collector import running_store
 from app.backends import backend_from_url
 from app.errors import BackendUnavailable, install_error_handlers
-from app.routers import events, kv, service
+from app.routers import artifacts, events, kv, service
 from app.settings import Settings
 
 logger = logging.getLogger("corkboard")
@@ -47,7 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             backend.run_sweeper(settings.sweep_interval_seconds), name="corkboard-sweeper"
         )
         try:
-            yield {"backend": backend, "settings": settings}
+            async with running_store(settings, backend) as store:
+                yield {"backend": backend, "settings": settings, "artifacts": store}
         finally:
             sweeper.cancel()
             with suppress(asyncio.CancelledError):
@@ -66,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(kv.list_router)
     app.include_router(kv.router)
+    app.include_router(artifacts.router)
     return app
 
 

@@ -41,3 +41,22 @@ class Settings(BaseSettings):
     tokens: str | None = Field(None, description="JSON list of access tokens")
     tokens_file: str | None = Field(None, description="Path to a JSON file of access tokens")
     log_level: str = Field("info", description="Log level")
+
+    # -- artifacts ---
+    artifact_chunk_bytes: int = Field(
+        262_144, ge=4096, le=8_388_608, description="Chunk size of blobs in a Redis artifact store"
+    )
+    artifact_grace_seconds: float = Field(
+        300.0, ge=0, le=86_400,
+        description="How long replaced or deleted artifact bytes stay readable for downloads "
+        "already under way (Redis artifact store; files and memory need no grace)",
+    )
+    artifact_upload_timeout_seconds: float = Field(
+        3600.0, gt=0, le=7 * 86_400,
+        description="Longest an artifact upload may take (else 408); bytes of uploads "
+        "abandoned by a crashed server are removed after twice this",
+    )
+    artifact_gc_interval_seconds: float = Field(
+        1.0, gt=0, le=300,
+        description="How often replaced, deleted and abandoned artifact bytes are removed",
+    )

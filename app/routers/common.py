@@ -4,6 +4,8 @@ conditional and fencing headers, bounded body reading, and Starlette-level route
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any
 
@@ -151,3 +153,19 @@ class DirectRoute(APIRoute):
         # FastAPI wraps whatever this returns, also for routes of included routers.
         handler: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
         return handler
+
+
+def encode_cursor(key: str) -> str:
+    """The opaque paging cursor of a listing that continues after ``key``."""
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """The key a paging cursor continues after; 400 for a cursor not given out here."""
+    try:
+        key = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        return check_key(key)
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRequest("The cursor is not one this service gave out.") from exc
+    except InvalidRequest as exc:
+        raise InvalidRequest("The cursor is not one this service gave out.") from exc

@@ -4,8 +4,6 @@ server-side updates. GET and PUT of a key are the hot path and are served direct
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Any
 
 import orjson
@@ -23,6 +21,8 @@ from app.routers.common import (
     NamespaceDep,
     SettingsDep,
     condition_from_headers,
+    decode_cursor,
+    encode_cursor,
     fence_from_headers,
     get_backend,
     get_settings,
@@ -321,20 +321,6 @@ async def delete_key(key: str, request: Request, ns: NamespaceDep, backend: Back
         fence=fence_from_headers(request.headers),
     )
     return Response(status_code=204)
-
-
-def encode_cursor(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        key = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        return check_key(key)
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidRequest("The cursor is not one this service gave out.") from exc
-    except InvalidRequest as exc:
-        raise InvalidRequest("The cursor is not one this service gave out.") from exc
 
 
 async def list_page(
