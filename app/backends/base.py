@@ -157,6 +157,18 @@ class BackendInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def raise_if_cancelled() -> None:
+    """Raise CancelledError if this task was asked to stop and the request was lost.
+
+    On Python 3.11, ``asyncio.wait_for`` (which redis-py uses to send commands) drops a
+    cancellation that arrives as the awaited call completes; a background loop that
+    carried on would then never stop, and the app's shutdown would wait forever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def apply_update(update: ValueUpdate, base: bytes, current: KeyEntry | None) -> bytes:
     """Run a server-side update; a refused precondition (a JSON Patch ``test``) carries
     the entry it was tested against as ``current``, like every 412."""
@@ -291,6 +303,7 @@ class Backend(ABC):
                 raise
             except Exception as exc:  # a flaky backend must not end expiry for good
                 logger.warning("deadline sweep failed: %s", exc)
+            raise_if_cancelled()
             await asyncio.sleep(interval)
 
     # -- artifacts -------------------------------------------------------------------
