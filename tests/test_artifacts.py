@@ -20,8 +20,8 @@ import pytest
 from app.artifacts.base import BlobMissing
 from tests.conftest import flush
 from tests.support_artifacts import (
-    MiB,
     Harness,
+    MiB,
     chunked,
     disconnecting_put,
     files_under,
