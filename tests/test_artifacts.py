@@ -663,3 +663,121 @@ async def test_capabilities_name_the_store(h: Harness, store_url: str) -> None:
     r = await h.client.get("/v1/capabilities")
     assert r.json()["artifact_store"] == store_url.split("://")[0]
     assert r.json()["limits"]["max_artifact_bytes"] == h.settings.max_artifact_bytes
+
+
+# -- life cycle of blobs and stores --------------------------------------------------
+
+
+async def test_a_lapsed_upload_cannot_commit_and_is_collected(h: Harness) -> None:
+    from app.artifacts.base import new_blob_id
+    from app.errors import RequestTimeout
+    from app.syntax import now_ms
+
+    blob = new_blob_id()
+    await h.backend.artifact_reserve("default", blob, now_ms() - 1)
+    writer = await h.store.create(blob)
+    await writer.write(b"late bytes")
+    await writer.finish()
+    assert await h.blobs() == [blob]
+    assert await h.collect() == 1  # its reservation lapsed: the bytes are garbage
+    assert await h.blobs() == []
+    with pytest.raises(RequestTimeout):
+        await h.backend.artifact_put(
+            "default", "late", blob=blob, size=10, sha256=sha(b"late bytes"),
+            content_type="text/plain",
+        )
+    assert (await h.client.get("/v1/artifacts/late")).status_code == 404
+    assert await h.revision() == 0
+
+
+async def test_an_unlapsed_reservation_is_left_alone(h: Harness) -> None:
+    from app.artifacts.base import new_blob_id
+    from app.syntax import now_ms
+
+    blob = new_blob_id()
+    await h.backend.artifact_reserve("default", blob, now_ms() + 60_000)
+    writer = await h.store.create(blob)
+    await writer.write(b"in progress")
+    assert await h.collect() == 0
+    await writer.finish()
+    put_ = await h.backend.artifact_put(
+        "default", "k", blob=blob, size=11, sha256=sha(b"in progress"), content_type="a/b"
+    )
+    assert put_.created
+    assert (await h.client.get("/v1/artifacts/k")).content == b"in progress"
+
+
+async def test_restart_keeps_or_purges_blobs_with_the_state(
+    make_harness: MakeHarness, backend: str, store_url: str
+) -> None:
+    if store_url == "memory://":
+        pytest.skip("a memory store starts empty anyway")
+    async with make_harness() as h:
+        await put(h, "doc", b"bytes of the first run")
+        assert len(await h.blobs()) == 1
+    async with make_harness() as h:
+        if backend == "memory://":
+            # The state that referenced the blob is gone, and so is the blob.
+            assert await h.blobs() == []
+            assert (await h.client.get("/v1/artifacts/doc")).status_code == 404
+        else:
+            assert len(await h.blobs()) == 1
+            assert (await h.client.get("/v1/artifacts/doc")).content == b"bytes of the first run"
+
+
+async def test_lost_bytes_are_a_503_not_a_500(h: Harness) -> None:
+    await put(h, "doc", b"bytes")
+    for blob in await h.blobs():
+        await h.store.delete(blob)  # as if the store lost them
+    r = await h.client.get("/v1/artifacts/doc")
+    assert r.status_code == 503
+    assert r.json()["code"] == "backend_unavailable"
+    assert (await h.client.head("/v1/artifacts/doc")).status_code == 200
+
+
+def test_store_urls() -> None:
+    from app.artifacts import UnknownArtifactStore, store_from_url
+    from app.artifacts.file import FileBlobStore
+    from app.settings import Settings
+
+    settings = Settings()
+    store = store_from_url("file:///var/lib/x%20y", settings)
+    assert isinstance(store, FileBlobStore)
+    assert store.root == Path("/var/lib/x y")
+    assert isinstance(store_from_url("file://localhost/srv/a", settings), FileBlobStore)
+    for url in ("s3://bucket", "file://relative/dir", "file:relative", "ftp://x", "nothing"):
+        with pytest.raises(UnknownArtifactStore):
+            store_from_url(url, settings)
+
+
+async def test_an_unusable_directory_stops_the_start(tmp_path: Path) -> None:
+    from app.settings import Settings
+
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_bytes(b"")
+    settings = Settings(backend="memory://", artifacts=(not_a_dir / "root").as_uri())
+    with pytest.raises(RuntimeError, match="startup failed"):
+        async with harness(settings):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--artifacts", "s3://bucket"], "unknown artifact store URL"),
+        (["--artifacts", "file://relative"], "must name an absolute directory"),
+        (["--backend", "redis://127.0.0.1:1/0", "--artifacts", "memory://", "--workers", "2"],
+         "memory:// artifacts live in one process"),
+    ],
+)
+def test_serve_refuses_a_bad_artifact_store(args: list[str], message: str) -> None:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORKBOARD_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve", "--port", "0", *args],
+        capture_output=True, text=True, env=env, timeout=30, check=False,
+    )
+    assert done.returncode == 2
+    assert message in done.stderr

@@ -90,6 +90,16 @@ def send_partial(port: int, path: str, declared: int, body: bytes) -> None:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
 
 
+def open_files(pid: int) -> list[str]:
+    found = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            found.append(os.readlink(fd))
+        except FileNotFoundError:  # closed meanwhile
+            pass
+    return found
+
+
 def raw_status(port: int, method: str, path: str, body: bytes = b"") -> int:
     """The status of one request whose path is sent exactly as given."""
     with socket.create_connection(("127.0.0.1", port)) as s:
@@ -236,3 +246,23 @@ def test_server_killed_mid_upload_keeps_the_previous_version(
         # The dead upload's bytes are removed once its reservation lapses (2 x timeout).
         wait_until(lambda: blob_count(store, redis_for_process, root) == 1, timeout=15)
         assert httpx.get(svc.url + "/v1/artifacts/doc").content == old
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_client_vanishing_mid_download(store: str, redis_for_process: str, tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    env = service_env(store, redis_for_process, root, CORKBOARD_MAX_ARTIFACT_BYTES=str(64 * MiB))
+    with running(ServiceProcess(env)) as (svc,), httpx.Client(base_url=svc.url) as client:
+        assert svc.proc is not None
+        data = os.urandom(24 * MiB)
+        assert client.put("/v1/artifacts/big", content=data, timeout=60).status_code == 201
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", svc.port)) as s:
+                s.sendall(b"GET /v1/artifacts/big HTTP/1.1\r\nHost: corkboard\r\n\r\n")
+                assert s.recv(65536).startswith(b"HTTP/1.1 200")
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00" + b"\x00" * 6)
+        assert client.get("/v1/artifacts/big", timeout=60).content == data
+        if store == "file":  # every reader closed its file
+            pid = svc.proc.pid
+            wait_until(lambda: not any(str(root) in f for f in open_files(pid)))
+        assert "Traceback" not in svc.output()

@@ -44,6 +44,7 @@ async def collect_garbage(backend: Backend, store: BlobStore) -> int:
 async def run_collector(backend: Backend, store: BlobStore, interval: float) -> None:
     """Collect every ``interval`` seconds until cancelled, surviving errors."""
     while True:
+        await asyncio.sleep(interval)
         try:
             await collect_garbage(backend, store)
         except asyncio.CancelledError:
@@ -51,7 +52,6 @@ async def run_collector(backend: Backend, store: BlobStore, interval: float) -> 
         except Exception as exc:  # a flaky store must not end collection for good
             logger.warning("artifact collection failed: %s", exc)
         raise_if_cancelled()
-        await asyncio.sleep(interval)
 
 
 @asynccontextmanager
