@@ -781,3 +781,23 @@ def test_serve_refuses_a_bad_artifact_store(args: list[str], message: str) -> No
     )
     assert done.returncode == 2
     assert message in done.stderr
+
+
+async def test_a_failing_directory_is_a_503_and_stores_nothing(
+    h: Harness, store_url: str, tmp_path: Path
+) -> None:
+    if not store_url.startswith("file:"):
+        pytest.skip("file store only")
+    await put(h, "doc", b"old")
+    tmp = tmp_path / "artifacts" / "tmp"
+    tmp.rmdir()
+    tmp.write_bytes(b"")  # uploads can no longer be created
+    try:
+        r = await put(h, "doc", b"new")
+        assert r.status_code == 503
+        assert r.json()["code"] == "backend_unavailable"
+    finally:
+        tmp.unlink()
+        tmp.mkdir()
+    assert (await h.client.get("/v1/artifacts/doc")).content == b"old"
+    assert len(await h.blobs()) == 1

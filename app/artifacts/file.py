@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from anyio.to_thread import run_sync
@@ -29,6 +30,8 @@ from app.errors import BackendUnavailable
 
 #: Bytes buffered before a write call, and read per read call.
 IO_BYTES = 1024 * 1024
+
+T = TypeVar("T")
 
 
 class InvalidFileStoreURL(ValueError):
@@ -44,6 +47,17 @@ def root_from_url(url: str) -> Path:
             "e.g. file:///var/lib/corkboard/artifacts"
         )
     return Path(unquote(parts.path))
+
+
+async def _io(func: Callable[..., T], *args: Any) -> T:
+    """Run a blocking file call in a worker thread; a failing disk (full, read-only,
+    permissions) is a 503 for the request, like an unreachable backend."""
+    try:
+        return await run_sync(func, *args)
+    except OSError as exc:
+        raise BackendUnavailable(
+            f"The artifact store's directory failed: {exc.strerror or exc}."
+        ) from exc
 
 
 def _write_all(fd: int, data: bytes | bytearray) -> None:
@@ -104,7 +118,7 @@ class FileBlobStore(BlobStore):
 
     async def create(self, blob: str) -> BlobWriter:
         path = self._tmp_path(blob)
-        fd = await run_sync(
+        fd = await _io(
             os.open, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
         )
         return _FileWriter(self, blob, fd)
@@ -113,24 +127,23 @@ class FileBlobStore(BlobStore):
         path = self._path(blob)
 
         def open_checked() -> int:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError as exc:
+                raise BlobMissing(blob) from exc
             if os.fstat(fd).st_size != size:
                 os.close(fd)
                 raise BlobMissing(blob)
             return fd
 
-        try:
-            fd = await run_sync(open_checked)
-        except FileNotFoundError as exc:
-            raise BlobMissing(blob) from exc
-        return _FileReader(blob, fd)
+        return _FileReader(blob, await _io(open_checked))
 
     async def delete(self, blob: str) -> None:
         def remove() -> None:
             for path in (self._path(blob), self._tmp_path(blob)):
                 path.unlink(missing_ok=True)
 
-        await run_sync(remove)
+        await _io(remove)
 
     async def blobs(self) -> list[str]:
         def scan() -> list[str]:
@@ -140,7 +153,7 @@ class FileBlobStore(BlobStore):
                     found.extend(p.name for p in sub.iterdir() if is_blob_id(p.name))
             return sorted(found)
 
-        return await run_sync(scan)
+        return await _io(scan)
 
     async def purge(self) -> int:
         count = len(await self.blobs())
@@ -150,7 +163,7 @@ class FileBlobStore(BlobStore):
                 shutil.rmtree(folder, ignore_errors=True)
                 folder.mkdir(parents=True, exist_ok=True)
 
-        await run_sync(wipe)
+        await _io(wipe)
         return count
 
 
@@ -165,7 +178,7 @@ class _FileWriter(BlobWriter):
         self._buffer += data
         if len(self._buffer) >= IO_BYTES and self._fd is not None:
             full, self._buffer = self._buffer, bytearray()
-            await run_sync(_write_all, self._fd, full)
+            await _io(_write_all, self._fd, full)
 
     async def finish(self) -> None:
         fd = self._fd
@@ -184,16 +197,16 @@ class _FileWriter(BlobWriter):
             _fsync_dir(final.parent)
 
         try:
-            await run_sync(commit)
+            await _io(commit)
         finally:
             self._fd = None
-            await run_sync(os.close, fd)
+            await _io(os.close, fd)
 
     async def abort(self) -> None:
         fd, self._fd = self._fd, None
         self._buffer = bytearray()
         if fd is not None:
-            await run_sync(os.close, fd)
+            await _io(os.close, fd)
         await self._store.delete(self.blob)
 
 
@@ -208,7 +221,7 @@ class _FileReader(BlobReader):
             fd = self._fd
             if fd is None:
                 raise BlobMissing(self._blob)
-            data = await run_sync(os.pread, fd, min(IO_BYTES, end - position), position)
+            data = await _io(os.pread, fd, min(IO_BYTES, end - position), position)
             if not data:
                 raise BlobMissing(self._blob)  # truncated under us: never send a mix
             position += len(data)
@@ -217,4 +230,4 @@ class _FileReader(BlobReader):
     async def close(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
-            await run_sync(os.close, fd)
+            await _io(os.close, fd)

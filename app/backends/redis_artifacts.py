@@ -123,6 +123,8 @@ class RedisArtifactsMixin:
         condition: ArtifactCondition | None = None,
         fence: Fence | None = None,
     ) -> ArtifactPut:
+        if ttl_ms > 0:
+            await self.register_deadlines(ns)
         reply = await self.run(
             "artifacts_put", ns, key, blob, size, sha256, content_type, ttl_ms, grace_ms,
             *_condition_args(condition or NO_ARTIFACT_CONDITION), *_fence_args(fence),
