@@ -239,6 +239,23 @@ async def test_conditional_put(h: Harness) -> None:
     assert (await h.client.get("/v1/artifacts/c")).content == b"v3"
 
 
+async def test_of_racing_create_only_uploads_exactly_one_wins(h: Harness) -> None:
+    bodies = [os.urandom(40_000) for _ in range(4)]
+    results = await asyncio.gather(*(
+        h.client.put("/v1/artifacts/race", content=chunked(b, 4096),
+                     headers={"If-None-Match": "*"})
+        for b in bodies
+    ))
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [201, 412, 412, 412]
+    winner = next(r for r in results if r.status_code == 201).json()["sha256"]
+    assert sha((await h.client.get("/v1/artifacts/race")).content) == winner
+    assert all(r.json()["current"]["sha256"] == winner for r in results if r.status_code == 412)
+    await h.collect()
+    assert len(await h.blobs()) == 1
+    assert await h.revision() == 1
+
+
 async def test_conditional_get(h: Harness) -> None:
     etag = (await put(h, "g", b"hello")).headers["etag"]
     for inm in (etag, f"W/{etag}", "*", f'"zzz", {etag}', etag.strip('"')):
