@@ -38,7 +38,9 @@ class KeyEntryModel(BaseModel):
 
 class KeyList(BaseModel):
     items: list[KeyEntryModel]
-    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at the end")
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for the next page; null at the end"
+    )
     revision: int = Field(description="The namespace's revision when the page was read")
 
 
@@ -50,7 +52,9 @@ class IncrementRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     by: StrictInt | StrictFloat = Field(1, description="Amount to add (may be negative)")
-    initial: StrictInt | StrictFloat = Field(0, description="Starting value when the key is missing")
+    initial: StrictInt | StrictFloat = Field(
+        0, description="Starting value when the key is missing"
+    )
     ttl: Duration | None = Field(None, description="Expiry applied only when the key is created")
 
 

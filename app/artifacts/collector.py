@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager, suppress
 
 from app.artifacts import artifacts_url, store_from_url
 from app.artifacts.base import BlobStore
-from app.backends.base import Backend, raise_if_cancelled
+from app.backends.base import Backend, raise_if_cancelling
 from app.errors import BackendUnavailable
 from app.settings import Settings
 
@@ -51,7 +51,7 @@ async def run_collector(backend: Backend, store: BlobStore, interval: float) -> 
             raise
         except Exception as exc:  # a flaky store must not end collection for good
             logger.warning("artifact collection failed: %s", exc)
-        raise_if_cancelled()
+        raise_if_cancelling()
 
 
 @asynccontextmanager

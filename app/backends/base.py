@@ -157,12 +157,12 @@ class BackendInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def raise_if_cancelled() -> None:
-    """Raise CancelledError if this task was asked to stop and the request was lost.
+def raise_if_cancelling() -> None:
+    """Raise CancelledError if this task was cancelled but a library swallowed it.
 
-    On Python 3.11, ``asyncio.wait_for`` (which redis-py uses to send commands) drops a
-    cancellation that arrives as the awaited call completes; a background loop that
-    carried on would then never stop, and the app's shutdown would wait forever.
+    redis-py can absorb a cancel() that lands mid-command (returning normally or raising
+    another error); a loop that survives backend errors would then run forever. Every
+    such loop calls this once per iteration.
     """
     task = asyncio.current_task()
     if task is not None and task.cancelling():
@@ -303,7 +303,7 @@ class Backend(ABC):
                 raise
             except Exception as exc:  # a flaky backend must not end expiry for good
                 logger.warning("deadline sweep failed: %s", exc)
-            raise_if_cancelled()
+            raise_if_cancelling()
             await asyncio.sleep(interval)
 
     # -- artifacts -------------------------------------------------------------------

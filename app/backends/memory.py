@@ -36,7 +36,7 @@ from app.backends.memory_artifacts import MemoryArtifactsMixin
 from app.errors import NotFound, StaleFence, Unprocessable
 from app.syntax import Pattern, iso_ms, now_ms
 
-#: Integers are exact in every backend up to 2**53 (Redis scripts compute in doubles).
+#: Integers are exact in every backend below 2**53 in magnitude (Lua computes in doubles).
 MAX_EXACT_INT = 2**53
 #: Keys examined by one listing call at most, so a sparse pattern cannot stall the loop.
 LIST_SCAN_BUDGET = 20_000
@@ -406,9 +406,10 @@ def add_exact(start: int | float, by: int | float) -> int | float:
     """``start + by``, refused where a backend could not represent the result exactly."""
     if isinstance(start, int) and isinstance(by, int):
         result: int | float = start + by
-        if abs(start) > MAX_EXACT_INT or abs(result) > MAX_EXACT_INT:
+        if abs(start) >= MAX_EXACT_INT or abs(result) >= MAX_EXACT_INT:
             raise Unprocessable(
-                "The result is outside the exactly representable integer range (±2**53)."
+                "The value or result is outside the exactly representable integer range "
+                "(|n| < 2**53)."
             )
         return result
     result = float(start) + float(by)

@@ -327,11 +327,13 @@ class RedisBackend(RedisArtifactsMixin, Backend):
             return PutResult(_entry(reply), int(reply[3]) == int(reply[4]))
         if status == "not_a_number":
             kind = _FIRST_CHAR_KIND.get(_s(reply[1]), "a non-number")
-            raise Unprocessable(f"Key {key!r} holds {kind}, not a number; it cannot be incremented.")
+            raise Unprocessable(
+                f"Key {key!r} holds {kind}, not a number; it cannot be incremented."
+            )
         if status == "inexact":
             raise Unprocessable(
                 "The result is not a finite number exactly representable here "
-                "(integers are exact up to ±2**53)."
+                "(integers are exact while |n| < 2**53)."
             )
         _raise_failure(status, reply, key, fence)
         raise AssertionError("unreachable")

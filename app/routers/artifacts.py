@@ -45,7 +45,6 @@ from app.models import ArtifactList, ArtifactModel, Problem
 from app.routers.common import (
     NS_PARAMETER,
     BackendDep,
-    DirectRoute,
     NamespaceDep,
     SettingsDep,
     decode_cursor,
@@ -75,7 +74,7 @@ _RANGE_SPEC_RE = re.compile(r"(\d*)[ \t]*-[ \t]*(\d*)")
 
 
 def get_store(request: Request) -> BlobStore:
-    store: BlobStore = request.state.artifacts
+    store: BlobStore = request.scope["state"]["artifacts"]
     return store
 
 
@@ -437,28 +436,25 @@ _READ_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 router.add_api_route(
-    "/artifacts/{key:path}",
+    "/artifacts/{key:key}",
     get_artifact,
     methods=["GET"],
-    route_class_override=DirectRoute,
     responses=_READ_RESPONSES,
     summary="Download an artifact",
     openapi_extra={"parameters": _READ_PARAMS},
 )
 router.add_api_route(
-    "/artifacts/{key:path}",
+    "/artifacts/{key:key}",
     head_artifact,
     methods=["HEAD"],
-    route_class_override=DirectRoute,
     responses=_READ_RESPONSES,
     summary="An artifact's headers, without the content",
     openapi_extra={"parameters": _READ_PARAMS},
 )
 router.add_api_route(
-    "/artifacts/{key:path}",
+    "/artifacts/{key:key}",
     put_artifact,
     methods=["PUT"],
-    route_class_override=DirectRoute,
     response_model=ArtifactModel,
     status_code=200,
     responses={
@@ -491,7 +487,7 @@ router.add_api_route(
 
 
 @router.delete(
-    "/artifacts/{key:path}",
+    "/artifacts/{key:key}",
     status_code=204,
     response_class=Response,
     responses={409: {"model": Problem, "description": "stale_fence"},

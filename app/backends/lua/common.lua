@@ -150,9 +150,11 @@ local function write_entry(key, old, value, ea)
   end
   redis.call('HSET', kkey(key), 'v', e.v, 'r', e.r, 'cr', e.cr, 'ver', e.ver,
     'ca', e.ca, 'ma', e.ma, 'ea', e.ea)
-  redis.call('LPUSH', hkey(key), history_item(e))
-  redis.call('LTRIM', hkey(key), 0, HISTORY - 1)
-  set_deadline('k:' .. key, ea)
+  if redis.call('LPUSH', hkey(key), history_item(e)) > HISTORY then
+    redis.call('LTRIM', hkey(key), 0, HISTORY - 1)
+  end
+  -- Each redis.call costs about as much as the work it does: skip the ones with no effect.
+  if ea > 0 or (old and old.ea > 0) then set_deadline('k:' .. key, ea) end
   return e
 end
 

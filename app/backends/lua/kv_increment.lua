@@ -1,6 +1,6 @@
 -- Add a number. ARGV[4] key, [5] by, [6] '1' if by is an integer, [7] initial,
 -- [8] ttl ms applied when the key is created, [9..11] fence scope, lock, token.
--- Integers stay exact up to 2^53; floats are written in their shortest exact form.
+-- Integers stay exact below 2^53 in magnitude; floats are written in their shortest exact form.
 local key = ARGV[4]
 if not fence_holds(ARGV[9], ARGV[10], ARGV[11]) then return {'stale_fence'} end
 local e = live_entry(key)
@@ -15,7 +15,7 @@ local by = tonumber(ARGV[5])
 local result = current + by
 local out
 if string.match(text, '^%-?%d+$') and ARGV[6] == '1' then
-  if math.abs(current) > 9007199254740992 or math.abs(result) > 9007199254740992 then
+  if math.abs(current) >= 9007199254740992 or math.abs(result) >= 9007199254740992 then
     return {'inexact'}
   end
   out = string.format('%d', result)
