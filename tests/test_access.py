@@ -44,6 +44,10 @@ ROUTES: list[tuple[str, str, Any, str]] = [
     ("POST", "/v1/kv/k/increment", {}, "write"),
     ("POST", "/v1/kv/k/touch", {"ttl": 5}, "write"),
     ("DELETE", "/v1/kv/k", None, "write"),
+    ("GET", "/v1/artifacts/a", None, "read"),
+    ("GET", "/v1/artifacts", None, "read"),
+    ("PUT", "/v1/artifacts/a", 1, "write"),
+    ("DELETE", "/v1/artifacts/a", None, "write"),
 ]
 
 

@@ -818,3 +818,25 @@ async def test_a_failing_directory_is_a_503_and_stores_nothing(
         tmp.mkdir()
     assert (await h.client.get("/v1/artifacts/doc")).content == b"old"
     assert len(await h.blobs()) == 1
+
+
+async def test_a_token_without_write_uploads_nothing(make_harness: MakeHarness) -> None:
+    import json
+
+    reader, writer = "reader-token-0123456789", "writer-token-0123456789"
+    tokens = json.dumps([
+        {"token": reader, "namespaces": ["*"], "permissions": ["read"]},
+        {"token": writer, "namespaces": ["*"], "permissions": ["read", "write"]},
+    ])
+    async with make_harness(tokens=tokens) as h:
+        r = await h.client.put("/v1/artifacts/a", content=chunked(os.urandom(50_000)),
+                               headers={"Authorization": f"Bearer {reader}"})
+        assert r.status_code == 403
+        assert await h.blobs() == []
+        assert await h.revision() == 0
+        r = await h.client.put("/v1/artifacts/a", content=b"ok",
+                               headers={"Authorization": f"Bearer {writer}"})
+        assert r.status_code == 201
+        r = await h.client.get("/v1/artifacts/a", headers={"Authorization": f"Bearer {reader}"})
+        assert r.content == b"ok"
+        assert (await h.client.get("/v1/artifacts/a")).status_code == 401
