@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import AsyncIterator
 from email.utils import formatdate
 from typing import Annotated, Any
 
@@ -202,7 +203,7 @@ class BlobResponse(StreamingResponse):
             await self.reader.close()
 
 
-async def _pieces(reader: BlobReader, start: int, end: int, key: str) -> Any:
+async def _pieces(reader: BlobReader, start: int, end: int, key: str) -> AsyncIterator[bytes]:
     try:
         async for piece in reader.stream(start, end):
             yield piece
