@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 from pydantic import ValidationError
 
+from app.artifacts import UnknownArtifactStore, artifacts_url, store_from_url
 from app.backends import UnknownBackend, backend_from_url
 from app.errors import BackendUnavailable
 from app.settings import Settings
@@ -25,6 +26,11 @@ async def _check_backend(settings: Settings) -> None:
     backend = backend_from_url(settings.backend, settings)
     try:
         await backend.start()
+        store = store_from_url(artifacts_url(settings), settings, backend)
+        try:
+            await store.start()
+        finally:
+            await store.close()
     finally:
         await backend.close()
 
@@ -51,9 +57,14 @@ def serve(args: argparse.Namespace) -> int:
             f"{settings.workers} workers; use --workers 1, or a shared backend: "
             "--backend redis://host:6379/0"
         )
+    if artifacts_url(settings).startswith("memory:") and settings.workers > 1:
+        return _fail(
+            f"memory:// artifacts live in one process and cannot serve {settings.workers} "
+            "workers; use --artifacts file:///shared/dir or redis://host:6379/0"
+        )
     try:
         asyncio.run(_check_backend(settings))
-    except UnknownBackend as exc:
+    except (UnknownBackend, UnknownArtifactStore) as exc:
         return _fail(str(exc))
     except BackendUnavailable as exc:
         return _fail(f"cannot start: {exc.detail}")
@@ -91,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to bind (default 8000)")
     p.add_argument("--backend", help="memory:// (default) or redis://host:6379/0")
-    p.add_argument("--artifacts", help="artifact store URL (default: the backend)")
+    p.add_argument(
+        "--artifacts", help="memory://, redis://host:6379/0 or file:///dir (default: the backend)"
+    )
     p.add_argument("--workers", type=int, help="worker processes (Redis backend for >1)")
     p.add_argument("--log-level", help="debug, info, warning, error")
     p.set_defaults(func=serve)

@@ -15,6 +15,7 @@ validation errors and Starlette's routing errors into that one shape::
      +-- NotFound                       404     not_found
      +-- Conflict                       409     (already_exists, lock_held, not_owner,
      |                                           lock_not_held, stale_fence)
+     +-- RequestTimeout                 408     request_timeout
      +-- PreconditionFailed             412     revision_mismatch | already_exists
      +-- PayloadTooLarge                413     payload_too_large
      +-- UnsupportedMediaType           415     unsupported_media_type
@@ -45,6 +46,7 @@ _TITLES = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     409: "Conflict",
     412: "Precondition Failed",
     413: "Content Too Large",
@@ -129,6 +131,12 @@ class Conflict(CorkboardError):
 
 class StaleFence(Conflict):
     code = "stale_fence"
+
+
+class RequestTimeout(CorkboardError):
+    """The request body did not arrive in time (a slow or stalled upload)."""
+
+    status, code = 408, "request_timeout"
 
 
 class PreconditionFailed(CorkboardError):

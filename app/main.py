@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from app import __version__
+from app.artifacts.collector import running_store
 from app.auth import AccessControl, load_grants
 from app.backends import backend_from_url
 from app.errors import BackendUnavailable, install_error_handlers
@@ -22,7 +23,7 @@ from app.hotpath import HotPath
 from app.limits import BodyLimit
 from app.observability import AccessLog, Metrics, RequestObserver, configure_logging
 from app.openapi import build_openapi
-from app.routers import events, kv, locks, service
+from app.routers import artifacts, events, kv, locks, service
 from app.settings import Settings
 
 logger = logging.getLogger("corkboard")
@@ -67,7 +68,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else None
         )
         try:
-            yield {"backend": backend, "settings": settings, "metrics": metrics}
+            async with running_store(settings, backend) as store:
+                yield {
+                    "backend": backend, "settings": settings, "metrics": metrics,
+                    "artifacts": store,
+                }
         finally:
             for task in (sweeper, flusher):
                 if task is not None:
@@ -105,7 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=origins,
             allow_methods=["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match",
-                           "Last-Event-ID", "Range", "X-Request-ID", "Fence-Lock",
+                           "Last-Event-ID", "Range", "If-Range", "X-Request-ID", "Fence-Lock",
                            "Fence-Token", "Fence-Session"],
             expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID",
                             "Content-Range", "Accept-Ranges"],
@@ -116,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(kv.list_router)
     app.include_router(kv.router)
     app.include_router(locks.router)
+    app.include_router(artifacts.router)
     return app
 
 

@@ -82,3 +82,21 @@ class Capabilities(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class ArtifactModel(BaseModel):
+    """An artifact's metadata: the PUT answer, a listing item, an event's value."""
+
+    key: str
+    size: int = Field(description="Length of the content in bytes")
+    sha256: str = Field(description="Lowercase hex SHA-256 of the content; the quoted ETag")
+    content_type: str = Field(description="As uploaded; application/octet-stream by default")
+    created_at: str = Field(description="When this version was stored")
+    expires_at: str | None = Field(description="When it expires (?ttl=), or null")
+    revision: int = Field(description="Namespace revision of this version's artifact.put")
+
+
+class ArtifactList(BaseModel):
+    items: list[ArtifactModel]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null at end")
+    revision: int = Field(description="The namespace's revision when the page was read")

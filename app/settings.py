@@ -51,3 +51,22 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("info", description="Log level")
     log_format: str = Field("json", pattern="^(json|text)$", description="json or text logs")
+
+    # -- artifacts ---
+    artifact_chunk_bytes: int = Field(
+        262_144, ge=4096, le=8_388_608, description="Chunk size of blobs in a Redis artifact store"
+    )
+    artifact_grace_seconds: float = Field(
+        300.0, ge=0, le=86_400,
+        description="How long replaced or deleted artifact bytes stay readable for downloads "
+        "already under way (Redis artifact store; files and memory need no grace)",
+    )
+    artifact_upload_timeout_seconds: float = Field(
+        3600.0, gt=0, le=7 * 86_400,
+        description="Longest an artifact upload may take (else 408); bytes of uploads "
+        "abandoned by a crashed server are removed after twice this",
+    )
+    artifact_gc_interval_seconds: float = Field(
+        1.0, gt=0, le=300,
+        description="How often replaced, deleted and abandoned artifact bytes are removed",
+    )

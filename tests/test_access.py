@@ -50,6 +50,10 @@ ROUTES: list[tuple[str, str, Any, str]] = [
     ("POST", "/v1/locks/l/refresh", {"owner": "o", "token": 1}, "write"),
     ("POST", "/v1/locks/l/release", {"owner": "o", "token": 1}, "write"),
     ("POST", "/v1/locks/l/force-release", None, "admin"),
+    ("GET", "/v1/artifacts/a", None, "read"),
+    ("GET", "/v1/artifacts", None, "read"),
+    ("PUT", "/v1/artifacts/a", 1, "write"),
+    ("DELETE", "/v1/artifacts/a", None, "write"),
 ]
 
 

@@ -4,6 +4,8 @@ conditional and fencing headers, bounded body reading, and Starlette-level route
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -168,3 +170,19 @@ class KeyPathConvertor(Convertor[str]):
 register_url_convertor("key", KeyPathConvertor())
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def encode_cursor(key: str) -> str:
+    """The opaque paging cursor of a listing that continues after ``key``."""
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """The key a paging cursor continues after; 400 for a cursor not given out here."""
+    try:
+        key = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        return check_key(key)
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRequest("The cursor is not one this service gave out.") from exc
+    except InvalidRequest as exc:
+        raise InvalidRequest("The cursor is not one this service gave out.") from exc

@@ -5,8 +5,6 @@ Request and return a Response, and app.hotpath serves them ahead of FastAPI's ro
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Any
 
 import orjson
@@ -24,7 +22,9 @@ from app.routers.common import (
     NamespaceDep,
     SettingsDep,
     condition_from_headers,
+    decode_cursor,
     dump_json,
+    encode_cursor,
     fence_from_headers,
     get_backend,
     get_settings,
@@ -340,20 +340,6 @@ async def delete_key(key: str, request: Request, ns: NamespaceDep, backend: Back
         fence=fence_from_headers(request.headers),
     )
     return Response(status_code=204)
-
-
-def encode_cursor(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        key = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        return check_key(key)
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidRequest("The cursor is not one this service gave out.") from exc
-    except InvalidRequest as exc:
-        raise InvalidRequest("The cursor is not one this service gave out.") from exc
 
 
 async def list_page(

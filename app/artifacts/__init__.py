@@ -1,0 +1,55 @@
+"""Artifact stores, chosen by URL scheme; a store's module is imported only when its
+scheme is asked for (``memory://``, ``redis://``/``rediss://``/``unix://``, ``file:///path``).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from app.artifacts.base import BlobStore
+from app.backends.base import Backend
+from app.settings import Settings
+
+
+class UnknownArtifactStore(ValueError):
+    """The URL names no artifact store this service has, or a bad location for one."""
+
+
+def artifacts_url(settings: Settings) -> str:
+    """The artifact store's URL: ``CORKBOARD_ARTIFACTS``, by default the backend's."""
+    return settings.artifacts or settings.backend
+
+
+def store_from_url(url: str, settings: Settings, backend: Backend | None = None) -> BlobStore:
+    """The BlobStore for ``url``. A Redis store at the backend's own URL shares the
+    backend's connection pool."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from app.artifacts.memory import MemoryBlobStore
+
+        return MemoryBlobStore()
+    if scheme in ("redis", "rediss", "unix"):
+        from app.artifacts.redis import RedisBlobStore
+        from app.backends.redis import RedisBackend
+
+        if isinstance(backend, RedisBackend) and url == backend.url:
+            return RedisBlobStore(
+                backend.client, chunk_bytes=settings.artifact_chunk_bytes, url=url
+            )
+        return RedisBlobStore.from_url(
+            url,
+            chunk_bytes=settings.artifact_chunk_bytes,
+            timeout=settings.backend_timeout_seconds,
+            max_connections=settings.redis_max_connections,
+        )
+    if scheme == "file":
+        from app.artifacts.file import FileBlobStore, InvalidFileStoreURL
+
+        try:
+            return FileBlobStore.from_url(url)
+        except InvalidFileStoreURL as exc:
+            raise UnknownArtifactStore(str(exc)) from exc
+    raise UnknownArtifactStore(
+        f"unknown artifact store URL {url!r}: use memory://, redis://host:6379/0 "
+        "(also rediss:// and unix://) or file:///absolute/directory"
+    )

@@ -1,0 +1,158 @@
+"""The Redis artifact store: each blob is a run of chunk strings plus a header.
+
+Layout (the ``{blob}`` hash tag keeps one blob on one Cluster slot while different
+blobs spread over the cluster)::
+
+    cb:blob:{<id>}      string  the chunk size the blob was written with; written last,
+                                removed first: it marks a finished, complete blob
+    cb:blob:{<id>}:<n>  string  chunk n (0-based), ``chunk_bytes`` long, the last shorter
+
+No Redis value is larger than a chunk, an upload holds at most one chunk in memory, a
+download fetches chunk by chunk (a range fetches only the chunks it needs, with GETRANGE
+at its edges), and since every upload writes a fresh id the bytes of a version are never
+changed in place: a reader sees one version or, if that version's bytes are removed
+under it after the grace period, an error, never a mix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from redis.asyncio import Redis
+
+from app.artifacts.base import BlobMissing, BlobReader, BlobStore, BlobWriter
+from app.backends.redis import _mapped_errors
+
+#: Chunks removed per UNLINK when a blob is deleted.
+DELETE_BATCH = 64
+
+
+def _header(blob: str) -> str:
+    return f"cb:blob:{{{blob}}}"
+
+
+def _chunk(blob: str, n: int) -> str:
+    return f"cb:blob:{{{blob}}}:{n}"
+
+
+class RedisBlobStore(BlobStore):
+    name = "redis"
+    needs_grace = True  # readers fetch chunk by chunk and hold nothing open
+
+    def __init__(
+        self, client: Redis, *, chunk_bytes: int = 262_144, url: str = "", owns_client: bool = False
+    ) -> None:
+        self.client = client
+        self.chunk_bytes = chunk_bytes
+        self.url = url
+        self._owns_client = owns_client
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, chunk_bytes: int, timeout: float, max_connections: int
+    ) -> RedisBlobStore:
+        """A store with its own connection pool; closing the store closes it."""
+        client = Redis.from_url(
+            url, max_connections=max_connections, socket_timeout=timeout,
+            socket_connect_timeout=timeout, health_check_interval=30,
+        )
+        return cls(client, chunk_bytes=chunk_bytes, url=url, owns_client=True)
+
+    async def start(self) -> None:
+        async with _mapped_errors(self.url):
+            await self.client.ping()
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def create(self, blob: str) -> BlobWriter:
+        return _RedisWriter(self, blob)
+
+    async def open(self, blob: str, size: int) -> BlobReader:
+        async with _mapped_errors(self.url):
+            header = await self.client.get(_header(blob))
+        if header is None:
+            raise BlobMissing(blob)
+        return _RedisReader(self, blob, size, int(header))
+
+    async def delete(self, blob: str) -> None:
+        async with _mapped_errors(self.url):
+            await self.client.unlink(_header(blob))
+            # Chunks are written in order from 0, so they are removed in order until a
+            # batch comes back short.
+            n = 0
+            while True:
+                keys = [_chunk(blob, i) for i in range(n, n + DELETE_BATCH)]
+                removed = await self.client.unlink(*keys)
+                if removed < DELETE_BATCH:
+                    return
+                n += DELETE_BATCH
+
+    async def blobs(self) -> list[str]:
+        found: set[str] = set()
+        async with _mapped_errors(self.url):
+            async for key in self.client.scan_iter(match="cb:blob:{*", count=1000):
+                text = key.decode() if isinstance(key, bytes) else str(key)
+                found.add(text[len("cb:blob:{") : text.index("}")])
+        return sorted(found)
+
+
+class _RedisWriter(BlobWriter):
+    def __init__(self, store: RedisBlobStore, blob: str) -> None:
+        self.blob = blob
+        self._store = store
+        self._buffer = bytearray()
+        self._chunks = 0
+
+    async def _put_chunk(self, data: Any) -> None:
+        async with _mapped_errors(self._store.url):
+            await self._store.client.set(_chunk(self.blob, self._chunks), data)
+        self._chunks += 1
+
+    async def write(self, data: bytes) -> None:
+        size = self._store.chunk_bytes
+        self._buffer += data
+        while len(self._buffer) >= size:
+            await self._put_chunk(bytes(self._buffer[:size]))
+            del self._buffer[:size]
+
+    async def finish(self) -> None:
+        if self._buffer:
+            await self._put_chunk(bytes(self._buffer))
+            self._buffer = bytearray()
+        async with _mapped_errors(self._store.url):
+            # The header goes last: only a complete blob has one.
+            await self._store.client.set(_header(self.blob), self._store.chunk_bytes)
+
+    async def abort(self) -> None:
+        self._buffer = bytearray()
+        await self._store.delete(self.blob)
+
+
+class _RedisReader(BlobReader):
+    def __init__(self, store: RedisBlobStore, blob: str, size: int, chunk_bytes: int) -> None:
+        self._store = store
+        self._blob = blob
+        self._size = size
+        self._chunk_bytes = chunk_bytes
+
+    async def stream(self, start: int, end: int) -> AsyncIterator[bytes]:
+        size, client = self._chunk_bytes, self._store.client
+        for n in range(start // size, (end - 1) // size + 1 if end > start else 0):
+            base = n * size
+            length = min(size, self._size - base)
+            lo, hi = max(start, base) - base, min(end, base + size) - base
+            key = _chunk(self._blob, n)
+            async with _mapped_errors(self._store.url):
+                if lo == 0 and hi == length:
+                    data = await client.get(key)
+                else:
+                    data = await client.getrange(key, lo, hi - 1)
+            if not isinstance(data, bytes) or len(data) != hi - lo:
+                raise BlobMissing(self._blob)
+            yield data
+
+    async def close(self) -> None:
+        return None

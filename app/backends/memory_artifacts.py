@@ -1,0 +1,216 @@
+"""Artifact metadata in the memory backend: the mixin ``MemoryBackend`` inherits.
+
+Like every memory operation, each method runs without awaiting between its reads and
+writes, so the metadata swap, the revision, the event and the fence check are atomic.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from app.backends.base import Fence
+from app.backends.base_artifacts import (
+    NO_ARTIFACT_CONDITION,
+    ArtifactCondition,
+    ArtifactMeta,
+    ArtifactPage,
+    ArtifactPut,
+    check_artifact_condition,
+)
+from app.errors import RequestTimeout
+from app.syntax import Pattern, now_ms
+
+if TYPE_CHECKING:
+    from app.backends.memory import _Namespace
+
+#: Artifacts examined by one listing call at most, so a sparse pattern cannot stall the loop.
+LIST_SCAN_BUDGET = 20_000
+
+
+@dataclass(slots=True)
+class _ArtifactSpace:
+    """A namespace's artifacts: metadata by key, the keys in order, and blob ids being
+    uploaded (deadline) or waiting for removal from the store (due time)."""
+
+    items: dict[str, ArtifactMeta] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    reserved: dict[str, int] = field(default_factory=dict)
+    garbage: dict[str, int] = field(default_factory=dict)
+
+
+class MemoryArtifactsMixin:
+    """Artifact metadata for ``MemoryBackend``."""
+
+    if TYPE_CHECKING:
+
+        def _ns(self, ns: str) -> _Namespace: ...
+
+        def emit(self, ns: str, type_: str, key: str, at_ms: int, **fields: Any) -> int: ...
+
+        def fence_holds(self, ns: str, fence: Fence | None, now: int) -> None: ...
+
+        def schedule_deadline(self, deadline_ms: int, ns: str, member: str) -> None: ...
+
+    @cached_property
+    def _artifact_spaces(self) -> dict[str, _ArtifactSpace]:
+        return {}
+
+    def _artifacts(self, ns: str) -> _ArtifactSpace:
+        space = self._artifact_spaces.get(ns)
+        if space is None:
+            space = self._artifact_spaces[ns] = _ArtifactSpace()
+        return space
+
+    def _live_artifact(self, ns: str, key: str, now: int) -> ArtifactMeta | None:
+        """The live artifact; one past its deadline is expired here, with its event."""
+        meta = self._artifacts(ns).items.get(key)
+        if meta is not None and meta.expires_at is not None and meta.expires_at <= now:
+            self._remove_artifact(ns, meta, now, "expired")
+            return None
+        return meta
+
+    def _remove_artifact(self, ns: str, meta: ArtifactMeta, now: int, reason: str) -> None:
+        space = self._artifacts(ns)
+        del space.items[meta.key]
+        i = bisect.bisect_left(space.order, meta.key)
+        if i < len(space.order) and space.order[i] == meta.key:
+            del space.order[i]
+        space.garbage[meta.blob] = now + meta.grace_ms
+        self.emit(
+            ns, "artifact.delete", meta.key, now,
+            value=None, old_value=meta.to_json(), extra={"reason": reason},
+        )
+
+    async def artifact_reserve(self, ns: str, blob: str, deadline_ms: int) -> None:
+        self._artifacts(ns).reserved[blob] = deadline_ms
+
+    async def artifact_discard(self, ns: str, blob: str) -> None:
+        self._artifacts(ns).reserved.pop(blob, None)
+
+    async def artifact_put(
+        self,
+        ns: str,
+        key: str,
+        *,
+        blob: str,
+        size: int,
+        sha256: str,
+        content_type: str,
+        ttl_ms: int = 0,
+        grace_ms: int = 0,
+        condition: ArtifactCondition | None = None,
+        fence: Fence | None = None,
+    ) -> ArtifactPut:
+        now = now_ms()
+        self.fence_holds(ns, fence, now)
+        space = self._artifacts(ns)
+        old = self._live_artifact(ns, key, now)
+        check_artifact_condition(condition or NO_ARTIFACT_CONDITION, old)
+        if space.reserved.pop(blob, None) is None:
+            raise RequestTimeout("The upload took too long; its bytes were discarded.")
+        expires_at = now + ttl_ms if ttl_ms else None
+        meta = ArtifactMeta(
+            key, blob, size, sha256, content_type, now, expires_at,
+            self._ns(ns).revision + 1, grace_ms,
+        )
+        revision = self.emit(
+            ns, "artifact.put", key, now,
+            value=meta.to_json(), old_value=old.to_json() if old is not None else None,
+        )
+        assert revision == meta.revision
+        space.items[key] = meta
+        if old is None:
+            bisect.insort(space.order, key)
+        else:
+            space.garbage[old.blob] = now + old.grace_ms
+        if expires_at is not None:
+            self.schedule_deadline(expires_at, ns, "a:" + key)
+        return ArtifactPut(meta, old is None)
+
+    async def artifact_get(self, ns: str, key: str) -> ArtifactMeta | None:
+        meta = self._artifacts(ns).items.get(key)
+        if meta is not None and meta.expires_at is not None and meta.expires_at <= now_ms():
+            return None
+        return meta
+
+    async def artifact_delete(
+        self,
+        ns: str,
+        key: str,
+        *,
+        condition: ArtifactCondition | None = None,
+        fence: Fence | None = None,
+    ) -> ArtifactMeta | None:
+        now = now_ms()
+        self.fence_holds(ns, fence, now)
+        current = self._live_artifact(ns, key, now)
+        check_artifact_condition(condition or NO_ARTIFACT_CONDITION, current)
+        if current is None:
+            return None
+        self._remove_artifact(ns, current, now, "deleted")
+        return current
+
+    async def artifact_list(
+        self, ns: str, pattern: Pattern, *, limit: int, after: str | None
+    ) -> ArtifactPage:
+        space = self._artifacts(ns)
+        now = now_ms()
+        items: list[ArtifactMeta] = []
+        more = False
+        for scanned, key in enumerate(_scan(space.order, pattern.prefix, after)):
+            if scanned >= LIST_SCAN_BUDGET:
+                more = bool(items)  # resume from the last item next time
+                break
+            if not pattern.matches(key):
+                continue
+            meta = space.items[key]
+            if meta.expires_at is not None and meta.expires_at <= now:
+                continue
+            if len(items) == limit:
+                more = True
+                break
+            items.append(meta)
+        next_cursor = items[-1].key if more and items else None
+        return ArtifactPage(items, next_cursor, self._ns(ns).revision)
+
+    async def artifact_garbage(self, *, limit: int, lease_ms: int) -> list[tuple[str, str]]:
+        now = now_ms()
+        claimed: list[tuple[str, str]] = []
+        for ns, space in self._artifact_spaces.items():
+            for blob, deadline in list(space.reserved.items()):
+                if deadline <= now:  # an upload that never committed: its bytes are garbage
+                    del space.reserved[blob]
+                    space.garbage[blob] = now
+            for blob, due in space.garbage.items():
+                if len(claimed) >= limit:
+                    return claimed
+                if due <= now:
+                    space.garbage[blob] = now + lease_ms
+                    claimed.append((ns, blob))
+        return claimed
+
+    async def artifact_garbage_done(self, ns: str, blobs: list[str]) -> None:
+        garbage = self._artifacts(ns).garbage
+        for blob in blobs:
+            garbage.pop(blob, None)
+
+    def _expire_a(self, ns: str, key: str, deadline: int, now: int) -> bool:
+        meta = self._artifacts(ns).items.get(key)
+        if meta is None or meta.expires_at != deadline:
+            return False  # deleted or replaced since this deadline was set
+        self._live_artifact(ns, key, now)
+        return True
+
+
+def _scan(order: list[str], prefix: str, after: str | None) -> Iterator[str]:
+    start = bisect.bisect_right(order, after) if after is not None else 0
+    start = max(start, bisect.bisect_left(order, prefix))
+    for i in range(start, len(order)):
+        key = order[i]
+        if not key.startswith(prefix):
+            return
+        yield key

@@ -1,0 +1,191 @@
+"""Artifact metadata in the Redis backend: the mixin ``RedisBackend`` inherits.
+
+Every change is one script (``lua/artifacts_*.lua`` on top of ``lib_artifacts.lua``), so
+the metadata swap, the revision, the event, the fence check and the queueing of the
+replaced blob for removal cannot come apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio import Redis
+
+from app.backends.base import Fence
+from app.backends.base_artifacts import (
+    NO_ARTIFACT_CONDITION,
+    ArtifactCondition,
+    ArtifactMeta,
+    ArtifactPage,
+    ArtifactPut,
+)
+from app.errors import PreconditionFailed, RequestTimeout, StaleFence
+from app.syntax import Pattern
+
+#: Artifacts examined by one listing call at most.
+LIST_SCAN_BUDGET = 20_000
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _meta(fields: Sequence[Any], offset: int = 1) -> ArtifactMeta:
+    key, b, n, h, ct, ca, ea, r, g = fields[offset : offset + 9]
+    return ArtifactMeta(
+        _s(key), _s(b), int(n), _s(h), _s(ct), int(ca), int(ea) or None, int(r), int(g)
+    )
+
+
+def _condition_args(condition: ArtifactCondition) -> list[str]:
+    if condition.must_not_exist:
+        return ["absent", ""]
+    if condition.etags is not None:
+        # Only strong, quoted ETags can match (If-Match uses the strong comparison).
+        shas = [t[1:-1] for t in condition.etags if len(t) >= 2 and t[0] == t[-1] == '"']
+        return ["match", ",".join(s for s in shas if "," not in s)]
+    if condition.must_exist:
+        return ["exists", ""]
+    return ["", ""]
+
+
+def _fence_args(fence: Fence | None) -> list[str]:
+    if fence is None:
+        return ["", "", ""]
+    return [fence.scope, fence.name, str(fence.token)]
+
+
+def _raise_failure(status: str, reply: Sequence[Any], key: str, fence: Fence | None) -> None:
+    if status == "stale_fence":
+        assert fence is not None
+        raise StaleFence(
+            f"Fence token {fence.token} does not hold lock {fence.name!r}; nothing was written."
+        )
+    if status == "upload_expired":
+        raise RequestTimeout("The upload took too long; its bytes were discarded.")
+    current = _meta(reply) if len(reply) > 1 else None
+    if status == "already_exists":
+        raise PreconditionFailed(
+            f"Artifact {key!r} already exists (If-None-Match: *).",
+            code="already_exists", current=current,
+        )
+    if status == "revision_mismatch":
+        if current is None:
+            raise PreconditionFailed("The artifact does not exist (If-Match).", current=None)
+        raise PreconditionFailed(
+            f"The artifact's ETag is {current.etag}, which does not match If-Match.",
+            current=current,
+        )
+    raise RuntimeError(f"unexpected script status {status!r} for artifact {key!r}")
+
+
+class RedisArtifactsMixin:
+    """Artifact metadata for ``RedisBackend``."""
+
+    if TYPE_CHECKING:
+        client: Redis
+        url: str
+
+        async def run(
+            self, script: str, ns: str, *args: Any, client: Redis | None = None
+        ) -> Any: ...
+
+        async def register_deadlines(self, ns: str) -> None: ...
+
+    def _errors(self) -> AbstractAsyncContextManager[None]:
+        """Redis failures become 503 backend_unavailable, as everywhere in the backend."""
+        from app.backends.redis import _mapped_errors
+
+        return _mapped_errors(self.url)
+
+    async def artifact_reserve(self, ns: str, blob: str, deadline_ms: int) -> None:
+        await self.register_deadlines(ns)  # so that the collectors visit this namespace
+        async with self._errors():
+            await self.client.zadd(f"cb:{{{ns}}}:apend", {blob: deadline_ms})
+
+    async def artifact_discard(self, ns: str, blob: str) -> None:
+        async with self._errors():
+            await self.client.zrem(f"cb:{{{ns}}}:apend", blob)
+
+    async def artifact_put(
+        self,
+        ns: str,
+        key: str,
+        *,
+        blob: str,
+        size: int,
+        sha256: str,
+        content_type: str,
+        ttl_ms: int = 0,
+        grace_ms: int = 0,
+        condition: ArtifactCondition | None = None,
+        fence: Fence | None = None,
+    ) -> ArtifactPut:
+        if ttl_ms > 0:
+            await self.register_deadlines(ns)
+        reply = await self.run(
+            "artifacts_put", ns, key, blob, size, sha256, content_type, ttl_ms, grace_ms,
+            *_condition_args(condition or NO_ARTIFACT_CONDITION), *_fence_args(fence),
+        )
+        status = _s(reply[0])
+        if status not in ("created", "replaced"):
+            _raise_failure(status, reply, key, fence)
+        return ArtifactPut(_meta(reply), status == "created")
+
+    async def artifact_get(self, ns: str, key: str) -> ArtifactMeta | None:
+        reply = await self.run("artifacts_get", ns, key)
+        if _s(reply[0]) == "absent":
+            return None
+        return _meta(reply)
+
+    async def artifact_delete(
+        self,
+        ns: str,
+        key: str,
+        *,
+        condition: ArtifactCondition | None = None,
+        fence: Fence | None = None,
+    ) -> ArtifactMeta | None:
+        reply = await self.run(
+            "artifacts_delete", ns, key,
+            *_condition_args(condition or NO_ARTIFACT_CONDITION), *_fence_args(fence),
+        )
+        status = _s(reply[0])
+        if status == "absent":
+            return None
+        if status != "deleted":
+            _raise_failure(status, reply, key, fence)
+        return _meta(reply)
+
+    async def artifact_list(
+        self, ns: str, pattern: Pattern, *, limit: int, after: str | None
+    ) -> ArtifactPage:
+        from app.backends.redis import lua_pattern
+
+        reply = await self.run(
+            "artifacts_list", ns, after or "", pattern.prefix, lua_pattern(pattern), limit,
+            LIST_SCAN_BUDGET,
+        )
+        items = [_meta(reply, i) for i in range(2, len(reply), 9)]
+        more = int(reply[1]) == 1
+        return ArtifactPage(items, items[-1].key if more and items else None, int(reply[0]))
+
+    async def artifact_garbage(self, *, limit: int, lease_ms: int) -> list[tuple[str, str]]:
+        from app.backends.redis import NAMESPACES_KEY
+
+        async with self._errors():
+            namespaces = sorted(_s(n) for n in await self.client.smembers(NAMESPACES_KEY))
+        claimed: list[tuple[str, str]] = []
+        for ns in namespaces:
+            if len(claimed) >= limit:
+                break
+            blobs = await self.run("artifacts_gc", ns, limit - len(claimed), lease_ms)
+            claimed.extend((ns, _s(b)) for b in blobs)
+        return claimed
+
+    async def artifact_garbage_done(self, ns: str, blobs: list[str]) -> None:
+        if blobs:
+            async with self._errors():
+                await self.client.zrem(f"cb:{{{ns}}}:agc", *blobs)
