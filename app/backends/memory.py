@@ -32,6 +32,7 @@ from app.backends.base import (
     apply_update,
     check_precondition,
 )
+from app.backends.memory_locks import MemoryLocks
 from app.errors import NotFound, StaleFence, Unprocessable
 from app.syntax import Pattern, iso_ms, now_ms
 
@@ -90,7 +91,7 @@ def build_event(
     return ChangeEvent(revision, type_, key, session, orjson.dumps(body))
 
 
-class MemoryBackend(Backend):
+class MemoryBackend(MemoryLocks, Backend):
     """State in this process's memory; refuses nothing, remembers nothing across restarts."""
 
     def __init__(self, *, key_history: int = 10, event_retention: int = 100_000) -> None:

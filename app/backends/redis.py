@@ -37,6 +37,7 @@ from app.backends.base import (
     apply_update,
     check_precondition,
 )
+from app.backends.redis_locks import RedisLocks
 from app.errors import (
     BackendUnavailable,
     NotFound,
@@ -134,7 +135,7 @@ def _raise_failure(status: str, reply: Sequence[Any], key: str, fence: Fence | N
     raise RuntimeError(f"unexpected script status {status!r} for key {key!r}")
 
 
-class RedisBackend(Backend):
+class RedisBackend(RedisLocks, Backend):
     """State in Redis, shared by every worker and replica that points at it."""
 
     def __init__(

@@ -1,0 +1,90 @@
+-- Acquire a lock, queue or debounce an entry, or wait in line. ARGV[4] scope, [5] name,
+-- [6] owner, [7] ttl ms (0 none), [8] mode, [9] entry JSON, [10] most pending entries,
+-- [11] waiter ticket ('' = no waiting), [12] wait ms, [13] step, [14] the waiter's queue
+-- item on steps after 'try'. Steps: 'try' (first call), 'wake' (the waiter's wake list
+-- was pushed), 'final' (its wait is over), 'cancel' (its client is gone).
+-- Replies {'acquired', owner, token, acquired_at, expires_at, pending_count, entries...},
+-- {'held' | 'full', owner, token, acquired_at, expires_at, pending_count},
+-- {'queued', position}, {'debounced'}, {'waiting', item} or {'withdrawn'}.
+local scope, name, owner = ARGV[4], ARGV[5], ARGV[6]
+local ttl, mode, entry, max_pending = tonumber(ARGV[7]), ARGV[8], ARGV[9], tonumber(ARGV[10])
+local ticket, wait, step, item = ARGV[11], tonumber(ARGV[12]), ARGV[13], ARGV[14]
+local sn = lk_sn(scope, name)
+
+local function acquired(h, items)
+  local out = lk_fields({'acquired'}, h, sn)
+  for i = 1, #items do out[#out + 1] = items[i] end
+  return out
+end
+
+if step == 'cancel' then
+  -- Leave the line; a lock handed over but never claimed goes to the next waiter, and
+  -- the pending entries stay for whoever claims it.
+  redis.call('LREM', lk_wait(sn), 1, item)
+  redis.call('DEL', lk_wake(ticket))
+  local h = lk_load(scope, name)
+  if h and not lk_expired(h) and h.ticket == ticket then
+    lk_vacate(scope, name)
+    lk_event('lock.released', scope, name,
+      lk_holder_tail(h) .. ',"pending_count":0,"abandoned":true')
+    lk_handoff(scope, name)
+  end
+  return {'withdrawn'}
+end
+
+local h = lk_live(scope, name)
+if step ~= 'try' then
+  redis.call('DEL', lk_wake(ticket))
+  if h and h.ticket == ticket then
+    -- This waiter was handed the lock: claim it, with the pending entries.
+    redis.call('HSET', lock_key(scope, name), 'ticket', '')
+    return acquired(h, lk_take(sn))
+  end
+  redis.call('LREM', lk_wait(sn), 1, item)
+end
+
+if h and h.owner == owner then
+  -- The same owner again: extend, keep the token, hand over the pending entries.
+  local ea = 0
+  if ttl > 0 then ea = NOW + ttl end
+  redis.call('HSET', lock_key(scope, name), 'expires_at', ea, 'ttl', ttl)
+  h.expires_at = ea
+  lk_set_deadline(sn, ea)
+  local items = lk_take(sn)
+  lk_event('lock.refreshed', scope, name, lk_holder_tail(h) .. ',"pending_count":' .. #items)
+  return acquired(h, items)
+end
+
+if not h then
+  h = lk_grant(scope, name, owner, ttl, '')
+  local items = lk_take(sn)
+  lk_event('lock.acquired', scope, name, lk_holder_tail(h) .. ',"pending_count":' .. #items)
+  return acquired(h, items)
+end
+
+if mode == 'queue' or mode == 'debounce' then
+  if mode == 'queue' and redis.call('LLEN', lk_pend(sn)) >= max_pending then
+    return lk_fields({'full'}, h, sn)
+  end
+  if mode == 'debounce' then redis.call('DEL', lk_pend(sn)) end
+  local position = redis.call('RPUSH', lk_pend(sn), entry)
+  lk_event('lock.queued', scope, name, ',"mode":"' .. mode .. '","owner":' .. cjson.encode(owner)
+    .. ',"position":' .. position .. ',"pending_count":' .. position)
+  if mode == 'debounce' then return {'debounced'} end
+  return {'queued', position}
+end
+
+-- Exclusive and held by another: wait in line, or answer with the holder.
+if ticket == '' or step == 'final' then return lk_fields({'held'}, h, sn) end
+if step == 'try' then
+  item = ticket .. ':' .. string.format('%d', NOW + wait) .. ':' .. ttl .. ':' .. owner
+else
+  -- Woken, but the lock handed over was lost before this claim (expired or forced):
+  -- back in line while the wait lasts.
+  local _, dl = lk_parse_waiter(item)
+  if dl < NOW then return lk_fields({'held'}, h, sn) end
+end
+local position = redis.call('RPUSH', lk_wait(sn), item)
+lk_event('lock.queued', scope, name, ',"mode":"exclusive","owner":' .. cjson.encode(owner)
+  .. ',"position":' .. position)
+return {'waiting', item}

@@ -1,0 +1,348 @@
+"""Locks for the in-memory backend: holders, fencing tokens, pending lists and FIFO waiters.
+
+Like every memory operation, each step runs without awaiting between read and write. The
+holder lives in ``_Namespace.locks`` (the fencing check reads it); the token counter,
+pending list and waiters live in a per-lock slot that is never dropped, so tokens never
+repeat. Waiters are asyncio futures, woken by the release or expiry that hands them the
+lock; a woken waiter then *claims* it (takes the pending entries), so entries are never
+handed to a waiter that is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from app.backends.locking import (
+    LockInfo,
+    LockOutcome,
+    LockRelease,
+    LockRequest,
+    lock_held,
+    lock_not_held,
+    not_owner,
+)
+from app.syntax import Pattern, iso_ms, now_ms
+
+if TYPE_CHECKING:
+    from app.backends.memory import LockState, _Namespace
+
+
+@dataclass(slots=True)
+class _Waiter:
+    ticket: str
+    owner: str
+    ttl_ms: int
+    granted: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _LockSlot:
+    """What a lock keeps beside its holder; never deleted (the token counter must last)."""
+
+    last_token: int = 0
+    ttl_ms: int = 0  # the holder's TTL, reused by a refresh without one
+    ticket: str = ""  # the waiter's ticket when the holder was handed the lock
+    pending: list[bytes] = field(default_factory=list)
+    waiters: deque[_Waiter] = field(default_factory=deque)
+
+
+class MemoryLocks:
+    """The lock engine of MemoryBackend (a mixin: it uses the backend's state and emit)."""
+
+    if TYPE_CHECKING:
+
+        def _ns(self, ns: str) -> _Namespace: ...
+
+        def emit(self, ns: str, type_: str, key: str, at_ms: int, **fields: Any) -> int: ...
+
+        def schedule_deadline(self, deadline_ms: int, ns: str, member: str) -> None: ...
+
+    # -- internals -------------------------------------------------------------------
+
+    def _lock_slot(self, ns: str, scope: str, name: str) -> _LockSlot:
+        slots: dict[tuple[str, str, str], _LockSlot] | None = getattr(self, "_lock_slots", None)
+        if slots is None:
+            slots = {}
+            self._lock_slots = slots
+        slot = slots.get((ns, scope, name))
+        if slot is None:
+            slot = slots[(ns, scope, name)] = _LockSlot()
+        return slot
+
+    def _lock_pending_count(self, ns: str, scope: str, name: str) -> int:
+        """Without creating a slot: a read of an unknown name must not cost memory."""
+        slots: dict[tuple[str, str, str], _LockSlot] = getattr(self, "_lock_slots", {})
+        slot = slots.get((ns, scope, name))
+        return len(slot.pending) if slot is not None else 0
+
+    def _lock_info(self, ns: str, scope: str, name: str, holder: LockState) -> LockInfo:
+        pending = self._lock_pending_count(ns, scope, name)
+        return LockInfo(
+            name, holder.owner, holder.token, holder.acquired_at, holder.expires_at, pending
+        )
+
+    def _lock_event(
+        self, ns: str, type_: str, scope: str, name: str, now: int, fields: dict[str, Any]
+    ) -> None:
+        self.emit(ns, type_, name, now, session=scope or None, extra=fields, with_values=False)
+
+    @staticmethod
+    def _holder_fields(holder: LockState) -> dict[str, Any]:
+        return {
+            "owner": holder.owner,
+            "token": holder.token,
+            "expires_at": iso_ms(holder.expires_at) if holder.expires_at else None,
+        }
+
+    def _lock_live(self, ns: str, scope: str, name: str, now: int) -> LockState | None:
+        """The live holder; one past its deadline is expired here (with its event) and
+        the lock handed to the next waiter, who is then returned as the holder."""
+        holder = self._ns(ns).locks.get((scope, name))
+        if holder is not None and holder.expires_at is not None and holder.expires_at <= now:
+            del self._ns(ns).locks[(scope, name)]
+            pending = len(self._lock_slot(ns, scope, name).pending)
+            self._lock_event(
+                ns, "lock.expired", scope, name, now,
+                {**self._holder_fields(holder), "pending_count": pending},
+            )
+            return self._lock_handoff(ns, scope, name, now)
+        return holder
+
+    def _lock_grant(
+        self, ns: str, scope: str, name: str, owner: str, ttl_ms: int, now: int, ticket: str
+    ) -> LockState:
+        from app.backends.memory import LockState  # memory.py imports this module
+
+        slot = self._lock_slot(ns, scope, name)
+        slot.last_token += 1
+        slot.ttl_ms = ttl_ms
+        slot.ticket = ticket
+        expires_at = now + ttl_ms if ttl_ms else None
+        holder = LockState(owner, slot.last_token, now, expires_at)
+        self._ns(ns).locks[(scope, name)] = holder
+        if expires_at is not None:
+            self.schedule_deadline(expires_at, ns, f"l:{scope}|{name}")
+        return holder
+
+    def _lock_handoff(self, ns: str, scope: str, name: str, now: int) -> LockState | None:
+        """Hand the free lock to the first waiter still waiting, and wake it."""
+        waiters = self._lock_slot(ns, scope, name).waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if waiter.granted.done():
+                continue  # gave up (cancelled) without withdrawing
+            holder = self._lock_grant(ns, scope, name, waiter.owner, waiter.ttl_ms, now,
+                                      waiter.ticket)
+            pending = len(self._lock_slot(ns, scope, name).pending)
+            self._lock_event(
+                ns, "lock.acquired", scope, name, now,
+                {**self._holder_fields(holder), "pending_count": pending},
+            )
+            waiter.granted.set_result(None)
+            return holder
+        return None
+
+    def _lock_take(self, ns: str, scope: str, name: str) -> tuple[bytes, ...]:
+        slot = self._lock_slot(ns, scope, name)
+        pending = tuple(slot.pending)
+        slot.pending.clear()
+        return pending
+
+    def _lock_attempt(
+        self, ns: str, scope: str, name: str, request: LockRequest, now: int
+    ) -> tuple[LockOutcome | None, LockState | None]:
+        """Acquire, re-acquire, queue or debounce without waiting. Returns (outcome,
+        None), or (None, holder) when another owner holds it in exclusive mode."""
+        holder = self._lock_live(ns, scope, name, now)
+        slot = self._lock_slot(ns, scope, name)
+        if holder is not None and holder.owner == request.owner:
+            holder.expires_at = now + request.ttl_ms if request.ttl_ms else None
+            slot.ttl_ms = request.ttl_ms
+            if holder.expires_at is not None:
+                self.schedule_deadline(holder.expires_at, ns, f"l:{scope}|{name}")
+            pending = self._lock_take(ns, scope, name)
+            self._lock_event(
+                ns, "lock.refreshed", scope, name, now,
+                {**self._holder_fields(holder), "pending_count": len(pending)},
+            )
+            return LockOutcome("acquired", self._lock_info(ns, scope, name, holder), pending), None
+        if holder is None:
+            holder = self._lock_grant(ns, scope, name, request.owner, request.ttl_ms, now, "")
+            pending = self._lock_take(ns, scope, name)
+            self._lock_event(
+                ns, "lock.acquired", scope, name, now,
+                {**self._holder_fields(holder), "pending_count": len(pending)},
+            )
+            return LockOutcome("acquired", self._lock_info(ns, scope, name, holder), pending), None
+        if request.mode == "exclusive":
+            return None, holder
+        if request.mode == "queue" and len(slot.pending) >= request.max_pending:
+            raise lock_held(self._lock_info(ns, scope, name, holder), full=True)
+        if request.mode == "debounce":
+            slot.pending.clear()
+        slot.pending.append(request.entry)
+        position = len(slot.pending)
+        self._lock_event(
+            ns, "lock.queued", scope, name, now,
+            {"mode": request.mode, "owner": request.owner, "position": position,
+             "pending_count": position},
+        )
+        if request.mode == "debounce":
+            return LockOutcome("debounced"), None
+        return LockOutcome("queued", position=position), None
+
+    def _lock_claim(
+        self, ns: str, scope: str, name: str, request: LockRequest, waiter: _Waiter
+    ) -> LockOutcome:
+        """A waiter's wait is over: take the lock handed to it, or try once more."""
+        now = now_ms()
+        holder = self._lock_live(ns, scope, name, now)
+        slot = self._lock_slot(ns, scope, name)
+        if holder is not None and slot.ticket == waiter.ticket:
+            slot.ticket = ""
+            pending = self._lock_take(ns, scope, name)
+            return LockOutcome("acquired", self._lock_info(ns, scope, name, holder), pending)
+        if waiter in slot.waiters:
+            slot.waiters.remove(waiter)
+        outcome, holder = self._lock_attempt(ns, scope, name, request, now)
+        if outcome is not None:
+            return outcome
+        assert holder is not None
+        raise lock_held(self._lock_info(ns, scope, name, holder))
+
+    def _lock_withdraw(self, ns: str, scope: str, name: str, waiter: _Waiter) -> None:
+        """A waiter was cancelled (its client is gone): leave the queue, or give back a
+        lock handed to it that it never claimed; the pending entries stay pending."""
+        slot = self._lock_slot(ns, scope, name)
+        if waiter in slot.waiters:
+            slot.waiters.remove(waiter)
+        if not waiter.granted.done():
+            waiter.granted.cancel()
+            return
+        holder = self._ns(ns).locks.get((scope, name))
+        if holder is not None and slot.ticket == waiter.ticket:
+            now = now_ms()
+            slot.ticket = ""
+            del self._ns(ns).locks[(scope, name)]
+            self._lock_event(
+                ns, "lock.released", scope, name, now,
+                {**self._holder_fields(holder), "pending_count": 0, "abandoned": True},
+            )
+            self._lock_handoff(ns, scope, name, now)
+
+    def _lock_holding(
+        self, ns: str, scope: str, name: str, owner: str, token: int, now: int
+    ) -> LockState:
+        """The live holder if ``owner`` holds the lock with ``token``; else the 409."""
+        holder = self._lock_live(ns, scope, name, now)
+        if holder is None:
+            raise lock_not_held(name, token)
+        if holder.owner != owner:
+            raise not_owner(self._lock_info(ns, scope, name, holder), owner)
+        if holder.token != token:
+            raise lock_not_held(name, token)
+        return holder
+
+    def _expire_l(self, ns: str, member: str, deadline: int, now: int) -> bool:
+        scope, _, name = member.partition("|")
+        holder = self._ns(ns).locks.get((scope, name))
+        if holder is None or holder.expires_at != deadline:
+            return False  # released, refreshed or handed on since this deadline was set
+        self._lock_live(ns, scope, name, now)
+        return True
+
+    # -- the engine ------------------------------------------------------------------
+
+    async def lock_acquire(
+        self, ns: str, scope: str, name: str, request: LockRequest
+    ) -> LockOutcome:
+        outcome, holder = self._lock_attempt(ns, scope, name, request, now_ms())
+        if outcome is not None:
+            return outcome
+        assert holder is not None
+        if request.wait_s <= 0:
+            raise lock_held(self._lock_info(ns, scope, name, holder))
+        slot = self._lock_slot(ns, scope, name)
+        waiter = _Waiter(
+            secrets.token_hex(16), request.owner, request.ttl_ms,
+            asyncio.get_running_loop().create_future(),
+        )
+        slot.waiters.append(waiter)
+        self._lock_event(
+            ns, "lock.queued", scope, name, now_ms(),
+            {"mode": "exclusive", "owner": request.owner, "position": len(slot.waiters)},
+        )
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter.granted), request.wait_s)
+        except TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            self._lock_withdraw(ns, scope, name, waiter)
+            raise
+        return self._lock_claim(ns, scope, name, request, waiter)
+
+    async def lock_refresh(
+        self, ns: str, scope: str, name: str, owner: str, token: int, ttl_ms: int | None
+    ) -> LockInfo:
+        now = now_ms()
+        holder = self._lock_holding(ns, scope, name, owner, token, now)
+        slot = self._lock_slot(ns, scope, name)
+        if ttl_ms is not None:
+            slot.ttl_ms = ttl_ms
+        holder.expires_at = now + slot.ttl_ms if slot.ttl_ms else None
+        if holder.expires_at is not None:
+            self.schedule_deadline(holder.expires_at, ns, f"l:{scope}|{name}")
+        self._lock_event(ns, "lock.refreshed", scope, name, now,
+                         {**self._holder_fields(holder), "pending_count": 0})
+        return self._lock_info(ns, scope, name, holder)
+
+    def _lock_end(self, ns: str, scope: str, name: str, holder: LockState | None,
+                  now: int, forced: bool) -> LockRelease:
+        info = self._lock_info(ns, scope, name, holder) if holder is not None else None
+        pending = self._lock_take(ns, scope, name)
+        if holder is not None:
+            del self._ns(ns).locks[(scope, name)]
+            self._lock_slot(ns, scope, name).ticket = ""
+            fields = {**self._holder_fields(holder), "pending_count": len(pending)}
+        elif pending:
+            fields = {"owner": None, "token": None, "expires_at": None,
+                      "pending_count": len(pending)}
+        else:
+            return LockRelease(None, ())
+        if forced:
+            fields["forced"] = True
+        self._lock_event(ns, "lock.released", scope, name, now, fields)
+        self._lock_handoff(ns, scope, name, now)
+        return LockRelease(info, pending)
+
+    async def lock_release(
+        self, ns: str, scope: str, name: str, owner: str, token: int
+    ) -> LockRelease:
+        now = now_ms()
+        holder = self._lock_holding(ns, scope, name, owner, token, now)
+        return self._lock_end(ns, scope, name, holder, now, False)
+
+    async def lock_force_release(self, ns: str, scope: str, name: str) -> LockRelease:
+        now = now_ms()
+        return self._lock_end(ns, scope, name, self._lock_live(ns, scope, name, now), now, True)
+
+    async def lock_get(self, ns: str, scope: str, name: str) -> tuple[LockInfo | None, int]:
+        holder = self._ns(ns).locks.get((scope, name))
+        pending = self._lock_pending_count(ns, scope, name)
+        if holder is None or (holder.expires_at is not None and holder.expires_at <= now_ms()):
+            return None, pending
+        return self._lock_info(ns, scope, name, holder), pending
+
+    async def lock_list(self, ns: str, scope: str, pattern: Pattern) -> list[LockInfo]:
+        now = now_ms()
+        return [
+            self._lock_info(ns, s, name, holder)
+            for (s, name), holder in sorted(self._ns(ns).locks.items(), key=lambda i: i[0])
+            if s == scope
+            and pattern.matches(name)
+            and (holder.expires_at is None or holder.expires_at > now)
+        ]

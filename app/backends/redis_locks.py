@@ -1,0 +1,191 @@
+"""Locks for the Redis backend: every step is one script (``lua/lock_*.lua`` on top of
+``lib_locks.lua``), so tokens, holders, pending lists and waiter lines stay consistent
+across replicas.
+
+A waiter in exclusive mode gets a random ticket and a place in the lock's FIFO line
+(``lockwait``); whoever frees the lock (a release, a force-release, the expiry run by any
+replica's sweeper) hands it to the first live ticket in the same script and pushes that
+ticket's wake list, on which the waiter blocks with BLPOP. The waiter then *claims* the
+lock, taking the pending entries; one that gives up removes itself atomically and still
+gets a lock handed to it in the meantime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from app.backends.locking import (
+    LockInfo,
+    LockOutcome,
+    LockRelease,
+    LockRequest,
+    lock_held,
+    lock_not_held,
+    not_owner,
+)
+from app.syntax import Pattern
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+#: Shortest BLPOP worth starting (Redis reads a timeout of 0 as "forever").
+_MIN_BLOCK_SECONDS = 0.001
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _info(name: str, fields: Sequence[Any], offset: int = 1) -> LockInfo:
+    owner, token, acquired_at, expires_at, pending = fields[offset : offset + 5]
+    return LockInfo(
+        name, _s(owner), int(token), int(acquired_at), int(expires_at) or None, int(pending)
+    )
+
+
+def _entries(reply: Sequence[Any], start: int) -> tuple[bytes, ...]:
+    return tuple(bytes(item) for item in reply[start:])
+
+
+class RedisLocks:
+    """The lock engine of RedisBackend (a mixin: it uses the backend's scripts)."""
+
+    if TYPE_CHECKING:
+        _blocking: Redis
+
+        async def run(
+            self, script: str, ns: str, *args: Any, client: Redis | None = None
+        ) -> Any: ...
+
+        async def register_deadlines(self, ns: str) -> None: ...
+
+        url: str
+
+    async def lock_acquire(
+        self, ns: str, scope: str, name: str, request: LockRequest
+    ) -> LockOutcome:
+        if request.ttl_ms > 0:
+            await self.register_deadlines(ns)
+        waits = request.mode == "exclusive" and request.wait_s > 0
+        ticket = secrets.token_hex(16) if waits else ""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + request.wait_s
+
+        async def step(name_of_step: str, item: bytes = b"") -> Any:
+            return await self.run(
+                "lock_acquire", ns, scope, name, request.owner, request.ttl_ms, request.mode,
+                request.entry, request.max_pending, ticket, round(request.wait_s * 1000),
+                name_of_step, item,
+            )
+
+        reply = await step("try")
+        while reply[0] == b"waiting":
+            item = bytes(reply[1])
+            remaining = deadline - loop.time()
+            woke = False
+            if remaining >= _MIN_BLOCK_SECONDS:
+                try:
+                    woke = await self._lock_block(ns, ticket, remaining)
+                except BaseException:
+                    # Cancelled (client gone, shutdown) or Redis failed: leave the line,
+                    # and give back a lock handed over meanwhile, in the background.
+                    self._lock_withdraw(step("cancel", item))
+                    raise
+            reply = await step("wake" if woke else "final", item)
+        return _outcome(name, reply)
+
+    async def _lock_block(self, ns: str, ticket: str, timeout: float) -> bool:
+        """Block until this ticket's wake list is pushed, or ``timeout`` passes."""
+        from app.backends.redis import _mapped_errors  # redis.py imports this module
+
+        key = f"cb:{{{ns}}}:lockwake:{ticket}"
+        async with _mapped_errors(self.url):
+            woke = await self._blocking.blpop([key], timeout=timeout)
+        return woke is not None
+
+    def _lock_withdraw(self, call: Any) -> None:
+        tasks: set[asyncio.Task[Any]] | None = getattr(self, "_lock_withdrawals", None)
+        if tasks is None:
+            tasks = set()
+            self._lock_withdrawals = tasks
+        task = asyncio.ensure_future(call)
+        tasks.add(task)
+        task.add_done_callback(_finish_withdrawal(tasks))
+
+    async def lock_refresh(
+        self, ns: str, scope: str, name: str, owner: str, token: int, ttl_ms: int | None
+    ) -> LockInfo:
+        if ttl_ms:
+            await self.register_deadlines(ns)
+        reply = await self.run(
+            "lock_refresh", ns, scope, name, owner, token, "" if ttl_ms is None else ttl_ms
+        )
+        status = _s(reply[0])
+        if status == "ok":
+            return _info(name, reply)
+        _raise_not_holding(status, name, reply, owner, token)
+        raise AssertionError("unreachable")
+
+    async def lock_release(
+        self, ns: str, scope: str, name: str, owner: str, token: int
+    ) -> LockRelease:
+        reply = await self.run("lock_release", ns, scope, name, owner, token, "0")
+        status = _s(reply[0])
+        if status == "released":
+            return LockRelease(_info(name, reply), _entries(reply, 6))
+        _raise_not_holding(status, name, reply, owner, token)
+        raise AssertionError("unreachable")
+
+    async def lock_force_release(self, ns: str, scope: str, name: str) -> LockRelease:
+        reply = await self.run("lock_release", ns, scope, name, "", 0, "1")
+        if _s(reply[0]) == "released":
+            return LockRelease(_info(name, reply), _entries(reply, 6))
+        return LockRelease(None, _entries(reply, 1))
+
+    async def lock_get(self, ns: str, scope: str, name: str) -> tuple[LockInfo | None, int]:
+        reply = await self.run("lock_read", ns, scope, name)
+        pending = int(reply[0])
+        if len(reply) == 1:
+            return None, pending
+        return _info(name, [*reply[1:], pending], 0), pending
+
+    async def lock_list(self, ns: str, scope: str, pattern: Pattern) -> list[LockInfo]:
+        from app.backends.redis import lua_pattern  # redis.py imports this module
+
+        reply = await self.run("lock_list", ns, scope, pattern.prefix, lua_pattern(pattern))
+        return [_info(_s(reply[i]), reply, i + 1) for i in range(0, len(reply), 6)]
+
+
+def _finish_withdrawal(tasks: set[asyncio.Task[Any]]) -> Any:
+    def done(task: asyncio.Task[Any]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a failed withdrawal is left to the wait deadline
+
+    return done
+
+
+def _outcome(name: str, reply: Sequence[Any]) -> LockOutcome:
+    status = _s(reply[0])
+    if status == "acquired":
+        return LockOutcome("acquired", _info(name, reply), _entries(reply, 6))
+    if status == "queued":
+        return LockOutcome("queued", position=int(reply[1]))
+    if status == "debounced":
+        return LockOutcome("debounced")
+    if status in ("held", "full"):
+        raise lock_held(_info(name, reply), full=status == "full")
+    raise RuntimeError(f"unexpected lock_acquire status {status!r}")
+
+
+def _raise_not_holding(
+    status: str, name: str, reply: Sequence[Any], owner: str, token: int
+) -> None:
+    if status == "not_owner":
+        raise not_owner(_info(name, reply), owner)
+    if status == "not_held":
+        raise lock_not_held(name, token)
+    raise RuntimeError(f"unexpected lock script status {status!r}")

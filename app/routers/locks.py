@@ -1,0 +1,294 @@
+"""Locks (API.md section 4): fencing tokens, exclusive/queue/debounce modes, FIFO waiting.
+
+``lock_router(prefix, scope)`` builds the same handlers for any mount point: namespace
+locks at ``/v1/locks`` (scope "") and, through the sessions router, a session's locks at
+``/v1/sessions/{sid}/locks`` (scope = the session id). The engine is the backend's.
+"""
+
+# No ``from __future__ import annotations``: the handlers are built in a factory, and
+# FastAPI must see their annotations (the scope dependency is a local) as objects.
+from collections.abc import Callable
+from enum import Enum
+from typing import Annotated, Any, Literal, TypeVar
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from starlette.responses import Response
+
+from app.backends.locking import LockRequest
+from app.errors import InvalidTTL, NotFound, PayloadTooLarge
+from app.models import Duration, Problem
+from app.routers.common import (
+    BackendDep,
+    NamespaceDep,
+    SettingsDep,
+    json_response,
+    parse_json,
+    read_body,
+)
+from app.syntax import LOCK_ACTIONS, Pattern, check_key, duration_ms, parse_duration
+
+DEFAULT_TTL_SECONDS = 30.0
+MAX_WAIT_SECONDS = 60.0
+#: Bodies of refresh and release are a few fields; acquire may carry an entry.
+SMALL_BODY_BYTES = 16 * 1024
+
+_OWNER = Field(
+    min_length=1,
+    max_length=256,
+    pattern=r"^[^\x00-\x1f\x7f]+$",
+    description="Who holds or asks for the lock (1-256 characters, no control characters)",
+)
+
+
+class LockAcquireRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    owner: str = _OWNER
+    ttl: Duration | None = Field(None, description="Lease time (default 30s; 0 = no expiry)")
+    mode: Literal["exclusive", "queue", "debounce"] = Field(
+        "exclusive",
+        description="When held by another: exclusive waits then 409, queue appends `entry` "
+        "to the pending list, debounce replaces the pending list with `entry`",
+    )
+    wait: Duration | None = Field(
+        None, description="Exclusive mode: wait in line up to this long (at most 60s)"
+    )
+    entry: Any = Field(None, description="Any JSON; queued or debounced when the lock is held")
+
+
+class LockRefreshRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    owner: str = _OWNER
+    token: StrictInt = Field(ge=1, description="The fencing token the lock was acquired with")
+    ttl: Duration | None = Field(None, description="New lease from now (default: the lock's ttl)")
+
+
+class LockReleaseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    owner: str = _OWNER
+    token: StrictInt = Field(ge=1, description="The fencing token the lock was acquired with")
+
+
+class LockHolder(BaseModel):
+    name: str
+    owner: str
+    token: int = Field(description="Fencing token: grows with every acquisition of this name")
+    acquired_at: str
+    expires_at: str | None
+    pending_count: int = Field(description="Entries waiting in the pending list")
+
+
+class LockRefreshed(LockHolder):
+    status: Literal["refreshed"]
+
+
+class LockAcquired(BaseModel):
+    status: Literal["acquired"]
+    name: str
+    owner: str
+    token: int
+    acquired_at: str
+    expires_at: str | None
+    pending: list[Any] = Field(description="Pending entries handed to the new holder")
+
+
+class LockQueued(BaseModel):
+    status: Literal["queued", "debounced"]
+    position: int | None = Field(None, description="queued: 1-based place in the pending list")
+
+
+class LockReleased(BaseModel):
+    status: Literal["released", "free"]
+    owner: str | None = None
+    token: int | None = None
+    pending: list[Any] = Field(description="The queued/debounced entries, handed over")
+
+
+class LockList(BaseModel):
+    items: list[LockHolder]
+
+
+M = TypeVar("M", bound=BaseModel)
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "invalid_key, invalid_ttl or a malformed body"},
+    422: {"model": Problem, "description": "validation_failed: a body field is wrong"},
+    503: {"model": Problem, "description": "Backend unavailable; retry after Retry-After"},
+}
+_CONFLICTS: dict[int | str, dict[str, Any]] = {
+    409: {"model": Problem, "description": "not_owner (with `holder`) or lock_not_held"},
+}
+
+
+def _validated(model: type[M], raw: bytes) -> M:
+    """The body as ``model``; errors answer like FastAPI's own body validation."""
+    data = parse_json(raw) if raw.strip() else None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from exc
+
+
+def _body_schema(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": required,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+def namespace_scope() -> str:
+    """Namespace locks have the empty scope."""
+    return ""
+
+
+def lock_name(name: str) -> str:
+    return check_key(name, what="lock name", actions=LOCK_ACTIONS)
+
+
+def lock_router(
+    prefix: str,
+    scope_of: Callable[..., str] = namespace_scope,
+    *,
+    kind: str = "lock",
+    tags: list[str] | None = None,
+) -> APIRouter:
+    """The lock API mounted at ``prefix``; ``scope_of`` is a dependency giving the scope.
+
+    ``kind`` names the operations (``acquire_<kind>``, ...) so that several mounts keep
+    unique operation ids.
+    """
+    router_tags: list[str | Enum] = [*(tags or ["locks"])]
+    router = APIRouter(prefix=prefix, tags=router_tags)
+    Scope = Annotated[str, Depends(scope_of)]
+
+    @router.get(
+        "",
+        name=f"list_{kind}s",
+        response_model=LockList,
+        responses={**_ERRORS},
+        summary="The held locks whose names match a pattern, in name order",
+    )
+    async def list_locks(
+        scope: Scope,
+        ns: NamespaceDep,
+        backend: BackendDep,
+        pattern: Annotated[str, Query(description="'*' matches any run of characters")] = "*",
+    ) -> Response:
+        items = await backend.lock_list(ns, scope, Pattern.compile(pattern))
+        return json_response(orjson.dumps({"items": [i.as_dict() for i in items]}))
+
+    @router.post(
+        "/{name:path}/refresh",
+        name=f"refresh_{kind}",
+        response_model=LockRefreshed,
+        responses={**_CONFLICTS, **_ERRORS},
+        summary="Extend a held lock's lease",
+        openapi_extra=_body_schema(LockRefreshRequest),
+    )
+    async def refresh_lock(
+        name: str, request: Request, scope: Scope, ns: NamespaceDep, backend: BackendDep
+    ) -> Response:
+        name = lock_name(name)
+        body = _validated(LockRefreshRequest, await read_body(request, SMALL_BODY_BYTES))
+        ttl_ms = duration_ms(parse_duration(body.ttl)) if body.ttl is not None else None
+        info = await backend.lock_refresh(ns, scope, name, body.owner, body.token, ttl_ms)
+        return json_response(orjson.dumps({"status": "refreshed", **info.as_dict()}))
+
+    @router.post(
+        "/{name:path}/release",
+        name=f"release_{kind}",
+        response_model=LockReleased,
+        responses={**_CONFLICTS, **_ERRORS},
+        summary="Release a lock and take its pending entries",
+        openapi_extra=_body_schema(LockReleaseRequest),
+    )
+    async def release_lock(
+        name: str, request: Request, scope: Scope, ns: NamespaceDep, backend: BackendDep
+    ) -> Response:
+        name = lock_name(name)
+        body = _validated(LockReleaseRequest, await read_body(request, SMALL_BODY_BYTES))
+        released = await backend.lock_release(ns, scope, name, body.owner, body.token)
+        return json_response(released.to_json())
+
+    @router.post(
+        "/{name:path}/force-release",
+        name=f"force_release_{kind}",
+        response_model=LockReleased,
+        responses={**_ERRORS},
+        summary="Release whatever holds a lock (admin) and take its pending entries",
+        description="On a free lock the status is `free` and only the pending entries "
+        "are taken. Needs the `admin` permission once access control is configured.",
+    )
+    async def force_release_lock(
+        name: str, scope: Scope, ns: NamespaceDep, backend: BackendDep
+    ) -> Response:
+        released = await backend.lock_force_release(ns, scope, lock_name(name))
+        return json_response(released.to_json())
+
+    @router.post(
+        "/{name:path}",
+        name=f"acquire_{kind}",
+        response_model=LockAcquired,
+        responses={
+            202: {"model": LockQueued, "description": "Held by another: entry queued/debounced"},
+            409: {"model": Problem, "description": "lock_held (with `holder`) after `wait`"},
+            413: {"model": Problem, "description": "entry over CORKBOARD_MAX_VALUE_BYTES"},
+            **_ERRORS,
+        },
+        summary="Acquire a lock, or queue/debounce an entry for its holder",
+        openapi_extra=_body_schema(LockAcquireRequest),
+    )
+    async def acquire_lock(
+        name: str,
+        request: Request,
+        scope: Scope,
+        ns: NamespaceDep,
+        backend: BackendDep,
+        settings: SettingsDep,
+    ) -> Response:
+        name = lock_name(name)
+        limit = settings.max_value_bytes
+        body = _validated(LockAcquireRequest, await read_body(request, limit + SMALL_BODY_BYTES))
+        ttl_s = parse_duration(body.ttl) if body.ttl is not None else DEFAULT_TTL_SECONDS
+        wait_s = parse_duration(body.wait, what="wait")
+        if wait_s > MAX_WAIT_SECONDS:
+            raise InvalidTTL(f"wait may be at most {MAX_WAIT_SECONDS:.0f}s.")
+        entry = orjson.dumps(body.entry)
+        if len(entry) > limit:
+            raise PayloadTooLarge(f"The entry is {len(entry)} bytes; the limit is {limit}.")
+        outcome = await backend.lock_acquire(
+            ns, scope, name,
+            LockRequest(
+                owner=body.owner, ttl_ms=duration_ms(ttl_s), mode=body.mode, entry=entry,
+                wait_s=wait_s, max_pending=settings.lock_max_pending,
+            ),
+        )
+        return json_response(outcome.to_json(), 200 if outcome.status == "acquired" else 202)
+
+    @router.get(
+        "/{name:path}",
+        name=f"get_{kind}",
+        response_model=LockHolder,
+        responses={404: {"model": Problem, "description": "Free (`pending_count` says how "
+                                                          "many entries wait)"}, **_ERRORS},
+        summary="A lock's holder; 404 when free",
+    )
+    async def get_lock(name: str, scope: Scope, ns: NamespaceDep, backend: BackendDep) -> Response:
+        name = lock_name(name)
+        holder, pending = await backend.lock_get(ns, scope, name)
+        if holder is None:
+            raise NotFound(f"Lock {name!r} is free.", pending_count=pending)
+        return json_response(orjson.dumps(holder.as_dict()))
+
+    return router
+
+
+router = lock_router("/v1/locks")
