@@ -18,7 +18,7 @@ from app.backends import backend_from_url
 from app.errors import BackendUnavailable, install_error_handlers
 from app.hotpath import HotPath
 from app.openapi import build_openapi
-from app.routers import events, kv, locks, service
+from app.routers import events, kv, locks, service, sessions
 from app.settings import Settings
 
 logger = logging.getLogger("corkboard")
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(kv.list_router)
     app.include_router(kv.router)
     app.include_router(locks.router)
+    app.include_router(sessions.router)
     return app
 
 

@@ -33,6 +33,7 @@ from app.backends.base import (
     check_precondition,
 )
 from app.backends.memory_locks import MemoryLocks
+from app.backends.memory_sessions import MemorySessions
 from app.errors import NotFound, StaleFence, Unprocessable
 from app.syntax import Pattern, iso_ms, now_ms
 
@@ -91,7 +92,7 @@ def build_event(
     return ChangeEvent(revision, type_, key, session, orjson.dumps(body))
 
 
-class MemoryBackend(MemoryLocks, Backend):
+class MemoryBackend(MemorySessions, MemoryLocks, Backend):
     """State in this process's memory; refuses nothing, remembers nothing across restarts."""
 
     def __init__(self, *, key_history: int = 10, event_retention: int = 100_000) -> None:

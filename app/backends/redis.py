@@ -38,6 +38,7 @@ from app.backends.base import (
     check_precondition,
 )
 from app.backends.redis_locks import RedisLocks
+from app.backends.redis_sessions import RedisSessions
 from app.errors import (
     BackendUnavailable,
     NotFound,
@@ -135,7 +136,7 @@ def _raise_failure(status: str, reply: Sequence[Any], key: str, fence: Fence | N
     raise RuntimeError(f"unexpected script status {status!r} for key {key!r}")
 
 
-class RedisBackend(RedisLocks, Backend):
+class RedisBackend(RedisSessions, RedisLocks, Backend):
     """State in Redis, shared by every worker and replica that points at it."""
 
     def __init__(
