@@ -68,6 +68,8 @@ def _checked(location: list[str | int], check: Any, *args: Any, **kw: Any) -> An
             raise
         errors = exc.errors if isinstance(exc.errors, list) else None
         message = errors[0]["message"] if errors and "message" in errors[0] else exc.detail
+        if errors and errors[0].get("location", [None])[0] == "body":
+            location = [*location, *errors[0]["location"][1:]]  # e.g. constraints.min
         code = exc.code if exc.code == "constraint_violation" else "validation_failed"
         raise _Malformed(location, message, code) from exc
 
@@ -132,7 +134,7 @@ def _variable(
     if not isinstance(var_id, str) or not ID_RE.fullmatch(var_id):
         raise _fail([*location, "id"], "must be an id like 'var_...' (letters, digits, _ . -)")
     name = _checked([*location, "name"], check_name, var.get("name"))
-    constraints = _checked([*location, "constraints"], check_definition, name, var.get("type"),
+    constraints = _checked(location, check_definition, name, var.get("type"),
                            var.get("constraints"))
     if "value" not in var:
         raise _fail([*location, "value"], "is missing")
