@@ -30,6 +30,10 @@ from app.syntax import Pattern, iso_ms, now_ms
 if TYPE_CHECKING:
     from app.backends.memory import LockState, _Namespace
 
+#: A lock handed to a waiter is held for at most this long until the waiter claims it
+#: (then for its TTL), so a waiter that vanished holds up the line only briefly.
+CLAIM_WINDOW_MS = 5000
+
 
 @dataclass(slots=True)
 class _Waiter:
@@ -91,12 +95,20 @@ class MemoryLocks:
         self.emit(ns, type_, name, now, session=scope or None, extra=fields, with_values=False)
 
     @staticmethod
-    def _holder_fields(holder: LockState) -> dict[str, Any]:
-        return {
+    def _holder_fields(
+        holder: LockState, pending_count: int, handed_over: int | None = None
+    ) -> dict[str, Any]:
+        """An event's fields: the holder, the pending list's length after the change and,
+        on acquired/refreshed/released, how many entries the change handed over."""
+        fields: dict[str, Any] = {
             "owner": holder.owner,
             "token": holder.token,
             "expires_at": iso_ms(holder.expires_at) if holder.expires_at else None,
+            "pending_count": pending_count,
         }
+        if handed_over is not None:
+            fields["handed_over"] = handed_over
+        return fields
 
     def _lock_live(self, ns: str, scope: str, name: str, now: int) -> LockState | None:
         """The live holder; one past its deadline is expired here (with its event) and
@@ -107,7 +119,7 @@ class MemoryLocks:
             pending = len(self._lock_slot(ns, scope, name).pending)
             self._lock_event(
                 ns, "lock.expired", scope, name, now,
-                {**self._holder_fields(holder), "pending_count": pending},
+                self._holder_fields(holder, pending),
             )
             return self._lock_handoff(ns, scope, name, now)
         return holder
@@ -121,7 +133,10 @@ class MemoryLocks:
         slot.last_token += 1
         slot.ttl_ms = ttl_ms
         slot.ticket = ticket
-        expires_at = now + ttl_ms if ttl_ms else None
+        if ticket:
+            expires_at: int | None = now + min(ttl_ms or CLAIM_WINDOW_MS, CLAIM_WINDOW_MS)
+        else:
+            expires_at = now + ttl_ms if ttl_ms else None
         holder = LockState(owner, slot.last_token, now, expires_at)
         self._ns(ns).locks[(scope, name)] = holder
         if expires_at is not None:
@@ -140,7 +155,7 @@ class MemoryLocks:
             pending = len(self._lock_slot(ns, scope, name).pending)
             self._lock_event(
                 ns, "lock.acquired", scope, name, now,
-                {**self._holder_fields(holder), "pending_count": pending},
+                self._holder_fields(holder, pending, 0),
             )
             waiter.granted.set_result(None)
             return holder
@@ -167,7 +182,7 @@ class MemoryLocks:
             pending = self._lock_take(ns, scope, name)
             self._lock_event(
                 ns, "lock.refreshed", scope, name, now,
-                {**self._holder_fields(holder), "pending_count": len(pending)},
+                self._holder_fields(holder, 0, len(pending)),
             )
             return LockOutcome("acquired", self._lock_info(ns, scope, name, holder), pending), None
         if holder is None:
@@ -175,7 +190,7 @@ class MemoryLocks:
             pending = self._lock_take(ns, scope, name)
             self._lock_event(
                 ns, "lock.acquired", scope, name, now,
-                {**self._holder_fields(holder), "pending_count": len(pending)},
+                self._holder_fields(holder, 0, len(pending)),
             )
             return LockOutcome("acquired", self._lock_info(ns, scope, name, holder), pending), None
         if request.mode == "exclusive":
@@ -197,22 +212,24 @@ class MemoryLocks:
 
     def _lock_claim(
         self, ns: str, scope: str, name: str, request: LockRequest, waiter: _Waiter
-    ) -> LockOutcome:
-        """A waiter's wait is over: take the lock handed to it, or try once more."""
+    ) -> tuple[LockOutcome | None, LockState | None]:
+        """A waiter's wait is over: claim the lock handed to it (its lease now runs for
+        its TTL, and it takes the pending entries), or try once more as ``_lock_attempt``."""
         now = now_ms()
         holder = self._lock_live(ns, scope, name, now)
         slot = self._lock_slot(ns, scope, name)
         if holder is not None and slot.ticket == waiter.ticket:
             slot.ticket = ""
+            holder.expires_at = now + slot.ttl_ms if slot.ttl_ms else None
+            if holder.expires_at is not None:
+                self.schedule_deadline(holder.expires_at, ns, f"l:{scope}|{name}")
             pending = self._lock_take(ns, scope, name)
-            return LockOutcome("acquired", self._lock_info(ns, scope, name, holder), pending)
+            self._lock_event(ns, "lock.refreshed", scope, name, now,
+                             self._holder_fields(holder, 0, len(pending)))
+            return LockOutcome("acquired", self._lock_info(ns, scope, name, holder), pending), None
         if waiter in slot.waiters:
             slot.waiters.remove(waiter)
-        outcome, holder = self._lock_attempt(ns, scope, name, request, now)
-        if outcome is not None:
-            return outcome
-        assert holder is not None
-        raise lock_held(self._lock_info(ns, scope, name, holder))
+        return self._lock_attempt(ns, scope, name, request, now)
 
     def _lock_withdraw(self, ns: str, scope: str, name: str, waiter: _Waiter) -> None:
         """A waiter was cancelled (its client is gone): leave the queue, or give back a
@@ -230,7 +247,7 @@ class MemoryLocks:
             del self._ns(ns).locks[(scope, name)]
             self._lock_event(
                 ns, "lock.released", scope, name, now,
-                {**self._holder_fields(holder), "pending_count": 0, "abandoned": True},
+                {**self._holder_fields(holder, len(slot.pending), 0), "abandoned": True},
             )
             self._lock_handoff(ns, scope, name, now)
 
@@ -260,30 +277,32 @@ class MemoryLocks:
     async def lock_acquire(
         self, ns: str, scope: str, name: str, request: LockRequest
     ) -> LockOutcome:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + request.wait_s
         outcome, holder = self._lock_attempt(ns, scope, name, request, now_ms())
-        if outcome is not None:
-            return outcome
-        assert holder is not None
-        if request.wait_s <= 0:
-            raise lock_held(self._lock_info(ns, scope, name, holder))
-        slot = self._lock_slot(ns, scope, name)
-        waiter = _Waiter(
-            secrets.token_hex(16), request.owner, request.ttl_ms,
-            asyncio.get_running_loop().create_future(),
-        )
-        slot.waiters.append(waiter)
-        self._lock_event(
-            ns, "lock.queued", scope, name, now_ms(),
-            {"mode": "exclusive", "owner": request.owner, "position": len(slot.waiters)},
-        )
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter.granted), request.wait_s)
-        except TimeoutError:
-            pass
-        except asyncio.CancelledError:
-            self._lock_withdraw(ns, scope, name, waiter)
-            raise
-        return self._lock_claim(ns, scope, name, request, waiter)
+        while outcome is None:
+            assert holder is not None
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise lock_held(self._lock_info(ns, scope, name, holder))
+            slot = self._lock_slot(ns, scope, name)
+            waiter = _Waiter(
+                secrets.token_hex(16), request.owner, request.ttl_ms, loop.create_future()
+            )
+            slot.waiters.append(waiter)
+            self._lock_event(
+                ns, "lock.queued", scope, name, now_ms(),
+                {"mode": "exclusive", "owner": request.owner, "position": len(slot.waiters),
+                 "pending_count": len(slot.pending)},
+            )
+            try:
+                # asyncio.wait, not wait_for: it never swallows a cancellation.
+                await asyncio.wait([waiter.granted], timeout=remaining)
+            except asyncio.CancelledError:
+                self._lock_withdraw(ns, scope, name, waiter)
+                raise
+            outcome, holder = self._lock_claim(ns, scope, name, request, waiter)
+        return outcome
 
     async def lock_refresh(
         self, ns: str, scope: str, name: str, owner: str, token: int, ttl_ms: int | None
@@ -297,7 +316,7 @@ class MemoryLocks:
         if holder.expires_at is not None:
             self.schedule_deadline(holder.expires_at, ns, f"l:{scope}|{name}")
         self._lock_event(ns, "lock.refreshed", scope, name, now,
-                         {**self._holder_fields(holder), "pending_count": 0})
+                         self._holder_fields(holder, len(slot.pending), 0))
         return self._lock_info(ns, scope, name, holder)
 
     def _lock_end(self, ns: str, scope: str, name: str, holder: LockState | None,
@@ -307,10 +326,10 @@ class MemoryLocks:
         if holder is not None:
             del self._ns(ns).locks[(scope, name)]
             self._lock_slot(ns, scope, name).ticket = ""
-            fields = {**self._holder_fields(holder), "pending_count": len(pending)}
+            fields = self._holder_fields(holder, 0, len(pending))
         elif pending:
-            fields = {"owner": None, "token": None, "expires_at": None,
-                      "pending_count": len(pending)}
+            fields = {"owner": None, "token": None, "expires_at": None, "pending_count": 0,
+                      "handed_over": len(pending)}
         else:
             return LockRelease(None, ())
         if forced:

@@ -67,9 +67,9 @@ class RedisLocks:
     async def lock_acquire(
         self, ns: str, scope: str, name: str, request: LockRequest
     ) -> LockOutcome:
-        if request.ttl_ms > 0:
-            await self.register_deadlines(ns)
         waits = request.mode == "exclusive" and request.wait_s > 0
+        if request.ttl_ms > 0 or waits:  # a lock handed to a waiter has a claim deadline
+            await self.register_deadlines(ns)
         ticket = secrets.token_hex(16) if waits else ""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + request.wait_s

@@ -15,6 +15,9 @@ local function lk_pend(sn) return PFX .. 'lockpend:' .. sn end
 local function lk_wait(sn) return PFX .. 'lockwait:' .. sn end
 local function lk_wake(ticket) return PFX .. 'lockwake:' .. ticket end
 local LK_WAKE_KEEP_MS = 120000
+-- A lock handed to a waiter is held at most this long until the waiter claims it (then
+-- for its TTL), so a waiter that vanished (its replica died) holds up the line briefly.
+local LK_CLAIM_MS = 5000
 
 local function lk_load(scope, name)
   local r = redis.call('HMGET', lock_key(scope, name), 'owner', 'token', 'acquired_at',
@@ -31,10 +34,13 @@ local function lk_iso_or_null(ms)
   return 'null'
 end
 
--- ',"owner":..,"token":..,"expires_at":..' for a holder's events
-local function lk_holder_tail(h)
-  return ',"owner":' .. cjson.encode(h.owner) .. ',"token":' .. string.format('%d', h.token)
-    .. ',"expires_at":' .. lk_iso_or_null(h.expires_at)
+-- An event's fields: the holder, the pending list's length after the change and, on
+-- acquired/refreshed/released, how many entries the change handed over (nil: omitted).
+local function lk_holder_tail(h, pending_count, handed_over)
+  local t = ',"owner":' .. cjson.encode(h.owner) .. ',"token":' .. string.format('%d', h.token)
+    .. ',"expires_at":' .. lk_iso_or_null(h.expires_at) .. ',"pending_count":' .. pending_count
+  if handed_over then t = t .. ',"handed_over":' .. handed_over end
+  return t
 end
 
 local function lk_event(typ, scope, name, tail)
@@ -53,12 +59,16 @@ end
 
 local function lk_set_deadline(sn, ea) set_deadline('l:' .. sn, ea) end
 
--- A new holder with the next token.
+-- A new holder with the next token; one handed to waiter 'ticket' until it claims it.
 local function lk_grant(scope, name, owner, ttl, ticket)
   local sn = lk_sn(scope, name)
   local token = redis.call('INCR', PFX .. 'locktok:' .. sn)
   local ea = 0
-  if ttl > 0 then ea = NOW + ttl end
+  if ticket ~= '' then
+    if ttl > 0 and ttl < LK_CLAIM_MS then ea = NOW + ttl else ea = NOW + LK_CLAIM_MS end
+  elseif ttl > 0 then
+    ea = NOW + ttl
+  end
   redis.call('HSET', lock_key(scope, name), 'owner', owner, 'token', token,
     'acquired_at', NOW, 'expires_at', ea, 'ttl', ttl, 'ticket', ticket)
   redis.call('ZADD', PFX .. 'locks', 0, sn)
@@ -96,8 +106,8 @@ local function lk_handoff(scope, name)
     local ticket, dl, ttl, owner = lk_parse_waiter(item)
     if ticket and dl >= NOW then
       local h = lk_grant(scope, name, owner, ttl, ticket)
-      lk_event('lock.acquired', scope, name, lk_holder_tail(h) .. ',"pending_count":'
-        .. redis.call('LLEN', lk_pend(sn)))
+      lk_event('lock.acquired', scope, name,
+        lk_holder_tail(h, redis.call('LLEN', lk_pend(sn)), 0))
       redis.call('RPUSH', lk_wake(ticket), h.token)
       redis.call('PEXPIRE', lk_wake(ticket), LK_WAKE_KEEP_MS)
       return h
@@ -112,8 +122,7 @@ local function lk_live(scope, name)
   if h and lk_expired(h) then
     local sn = lk_sn(scope, name)
     lk_vacate(scope, name)
-    lk_event('lock.expired', scope, name, lk_holder_tail(h) .. ',"pending_count":'
-      .. redis.call('LLEN', lk_pend(sn)))
+    lk_event('lock.expired', scope, name, lk_holder_tail(h, redis.call('LLEN', lk_pend(sn))))
     return lk_handoff(scope, name)
   end
   return h
@@ -126,12 +135,12 @@ local function lk_end(scope, name, h, extra)
   local items = lk_take(sn)
   if h then
     lk_vacate(scope, name)
-    lk_event('lock.released', scope, name, lk_holder_tail(h) .. ',"pending_count":' .. #items
-      .. extra)
+    lk_event('lock.released', scope, name, lk_holder_tail(h, 0, #items) .. extra)
     lk_handoff(scope, name)
   elseif #items > 0 then
     lk_event('lock.released', scope, name,
-      ',"owner":null,"token":null,"expires_at":null,"pending_count":' .. #items .. extra)
+      ',"owner":null,"token":null,"expires_at":null,"pending_count":0,"handed_over":'
+      .. #items .. extra)
   end
   return items
 end

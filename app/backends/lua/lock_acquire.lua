@@ -26,7 +26,7 @@ if step == 'cancel' then
   if h and not lk_expired(h) and h.ticket == ticket then
     lk_vacate(scope, name)
     lk_event('lock.released', scope, name,
-      lk_holder_tail(h) .. ',"pending_count":0,"abandoned":true')
+      lk_holder_tail(h, redis.call('LLEN', lk_pend(sn)), 0) .. ',"abandoned":true')
     lk_handoff(scope, name)
   end
   return {'withdrawn'}
@@ -36,9 +36,16 @@ local h = lk_live(scope, name)
 if step ~= 'try' then
   redis.call('DEL', lk_wake(ticket))
   if h and h.ticket == ticket then
-    -- This waiter was handed the lock: claim it, with the pending entries.
-    redis.call('HSET', lock_key(scope, name), 'ticket', '')
-    return acquired(h, lk_take(sn))
+    -- This waiter was handed the lock: claim it, its lease now runs for its TTL, and it
+    -- takes the pending entries.
+    local ea = 0
+    if h.ttl > 0 then ea = NOW + h.ttl end
+    redis.call('HSET', lock_key(scope, name), 'ticket', '', 'expires_at', ea)
+    h.expires_at = ea
+    lk_set_deadline(sn, ea)
+    local items = lk_take(sn)
+    lk_event('lock.refreshed', scope, name, lk_holder_tail(h, 0, #items))
+    return acquired(h, items)
   end
   redis.call('LREM', lk_wait(sn), 1, item)
 end
@@ -51,14 +58,14 @@ if h and h.owner == owner then
   h.expires_at = ea
   lk_set_deadline(sn, ea)
   local items = lk_take(sn)
-  lk_event('lock.refreshed', scope, name, lk_holder_tail(h) .. ',"pending_count":' .. #items)
+  lk_event('lock.refreshed', scope, name, lk_holder_tail(h, 0, #items))
   return acquired(h, items)
 end
 
 if not h then
   h = lk_grant(scope, name, owner, ttl, '')
   local items = lk_take(sn)
-  lk_event('lock.acquired', scope, name, lk_holder_tail(h) .. ',"pending_count":' .. #items)
+  lk_event('lock.acquired', scope, name, lk_holder_tail(h, 0, #items))
   return acquired(h, items)
 end
 
@@ -86,5 +93,5 @@ else
 end
 local position = redis.call('RPUSH', lk_wait(sn), item)
 lk_event('lock.queued', scope, name, ',"mode":"exclusive","owner":' .. cjson.encode(owner)
-  .. ',"position":' .. position)
+  .. ',"position":' .. position .. ',"pending_count":' .. redis.call('LLEN', lk_pend(sn)))
 return {'waiting', item}

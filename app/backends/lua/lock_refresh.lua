@@ -14,5 +14,5 @@ if ttl > 0 then ea = NOW + ttl end
 redis.call('HSET', lock_key(scope, name), 'expires_at', ea, 'ttl', ttl)
 h.expires_at = ea
 lk_set_deadline(sn, ea)
-lk_event('lock.refreshed', scope, name, lk_holder_tail(h) .. ',"pending_count":0')
+lk_event('lock.refreshed', scope, name, lk_holder_tail(h, redis.call('LLEN', lk_pend(sn)), 0))
 return lk_fields({'ok'}, h, sn)
