@@ -488,6 +488,21 @@ async def test_session_locks(client: httpx.AsyncClient) -> None:
     assert all(e["session"] == "s1" for e in found)
 
 
+async def test_a_refused_lock_call_creates_no_session(client: httpx.AsyncClient) -> None:
+    base = "/v1/sessions/s9/locks"
+    problem(await client.post(f"{base}/l", json={"owner": ""}), 422, "validation_failed")
+    problem(await client.post(f"{base}/l", json={"owner": "o", "ttl": "x"}), 400,
+            "invalid_ttl")
+    problem(await client.post(f"{base}/a*b", json={"owner": "o"}), 400, "invalid_key")
+    problem(await client.post(f"{base}/l/release", json={"owner": "o", "token": 1}), 409,
+            "lock_not_held")
+    assert (await client.get(f"{base}/l")).status_code == 404  # a read creates nothing
+    problem(await client.get("/v1/sessions/s9"), 404, "not_found")
+    assert (await client.get("/v1/sessions")).json()["items"] == []
+    assert (await client.post(f"{base}/l", json={"owner": "o"})).status_code == 200
+    assert (await client.get("/v1/sessions/s9")).status_code == 200
+
+
 async def test_pending_entries_of_a_free_session_lock_are_in_the_snapshot(
     client: httpx.AsyncClient,
 ) -> None:

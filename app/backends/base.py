@@ -373,7 +373,12 @@ class Backend(ABC):
     @abstractmethod
     async def session_use(self, ns: str, sid: str, lock_name: str | None = None) -> None:
         """Create the session if needed and count a write (idle TTL); ``lock_name`` is a
-        session lock about to be used, remembered so snapshots find its pending list."""
+        session lock that was used, remembered so snapshots find its pending list."""
+
+    @abstractmethod
+    async def session_lock_index(self, ns: str, sid: str, lock_name: str) -> None:
+        """Remember a session lock about to be used (before the lock call), so that no
+        snapshot misses its pending list; creates no session."""
 
     @abstractmethod
     async def var_register(

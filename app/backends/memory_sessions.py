@@ -198,6 +198,9 @@ class MemorySessions:
         now = now_ms()
         self._session_touch(ns, sid, self._session_live(ns, sid, now), now)
 
+    async def session_lock_index(self, ns: str, sid: str, lock_name: str) -> None:
+        return None  # the lock engine's slots are the index: every lock has one
+
     def _expire_s(self, ns: str, sid: str, deadline: int, now: int) -> bool:
         sess = self._sessions(ns).get(sid)
         if sess is None or sess.scheduled != deadline:

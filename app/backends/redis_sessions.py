@@ -126,7 +126,10 @@ class RedisSessions:
         return status == "deleted"
 
     async def session_use(self, ns: str, sid: str, lock_name: str | None = None) -> None:
-        await self.run("session_use", ns, sid, lock_name or "")
+        await self.run("session_use", ns, sid, lock_name or "", "1")
+
+    async def session_lock_index(self, ns: str, sid: str, lock_name: str) -> None:
+        await self.run("session_use", ns, sid, lock_name, "0")
 
     # -- variables -------------------------------------------------------------------
 

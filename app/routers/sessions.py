@@ -8,6 +8,7 @@ import document is read by ``app.snapshots``.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, TypeVar
 
 import orjson
@@ -741,22 +742,26 @@ async def put_snapshot(
 
 async def use_session_for_lock(
     sid: str, request: Request, ns: NamespaceDep, backend: BackendDep
-) -> str:
-    """A lock call (POST) counts as a write to its session: it creates the session on
-    first use and refreshes its idle TTL, and the lock's name is remembered so that the
-    snapshot finds its pending list."""
+) -> AsyncIterator[str]:
+    """A successful lock call (POST) counts as a write to its session: it creates the
+    session on first use and refreshes its idle TTL. A refused one changes nothing. The
+    lock's name is remembered before the call, so the snapshot finds its pending list."""
     sid = check_id(sid, what="session id")
-    if request.method == "POST":
-        name: str | None = request.path_params.get("name")
-        try:
-            name = check_key(name, what="lock name", actions=LOCK_ACTIONS) if name else None
-        except InvalidRequest:
-            name = None  # the lock route refuses it
+    name: str | None = request.path_params.get("name") if request.method == "POST" else None
+    try:
+        name = check_key(name, what="lock name", actions=LOCK_ACTIONS) if name else None
+    except InvalidRequest:
+        name = None  # the lock route refuses it
+    if name is not None:
+        await backend.session_lock_index(ns, sid, name)
+    yield sid
+    if name is not None:  # only reached when the lock call succeeded
         await backend.session_use(ns, sid, name)
-    return sid
 
 
-def session_lock_scope(sid: Annotated[str, Depends(use_session_for_lock)]) -> str:
+def session_lock_scope(
+    sid: Annotated[str, Depends(use_session_for_lock, scope="function")],
+) -> str:
     """A session's locks have the session id as their scope."""
     return sid
 

@@ -83,6 +83,7 @@ local function ss_touch(sid, s)
     s = {md = '{}', ca = NOW, ua = NOW, ttl = 0, ea = 0}
     redis.call('HSET', ss_key(sid), 'md', s.md, 'ca', NOW, 'ua', NOW, 'ttl', 0, 'ea', 0)
     redis.call('ZADD', PFX .. 'sess', 0, sid)
+    redis.call('PERSIST', ss_part('slk', sid))
     return s
   end
   s.ua = NOW
