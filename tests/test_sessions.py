@@ -135,7 +135,7 @@ async def test_bad_session_bodies(client: httpx.AsyncClient) -> None:
 
 
 async def test_idle_ttl_expires_the_whole_session(client: httpx.AsyncClient) -> None:
-    await client.put(S, json={"ttl": 0.4})
+    await client.put(S, json={"ttl": 1})
     await register(client, "x", "integer", 1)
     await client.put(f"{S}/threads/t/state", json={"a": 1})
     await client.post(f"{S}/locks/reply", json={"owner": "bot", "ttl": 30})
@@ -514,7 +514,7 @@ async def test_pending_entries_of_a_free_session_lock_are_in_the_snapshot(
     await client.post(f"{S}/locks/l", json={"owner": "b", "mode": "queue", "entry": 3})
     await client.post(f"{S}/locks/l/force-release")  # hands over [3]; the lock is free
     since = await revision(client)
-    await client.post(f"{S}/locks/m", json={"owner": "a", "ttl": 0.05})
+    await client.post(f"{S}/locks/m", json={"owner": "a", "ttl": 0.3})
     await client.post(f"{S}/locks/m", json={"owner": "b", "mode": "queue", "entry": "kept"})
     await wait_for(client, since, types="lock.expired", session="s1")  # its entry stays
     snap = (await client.get(f"{S}/snapshot")).json()
