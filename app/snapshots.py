@@ -20,7 +20,14 @@ import orjson
 from app.backends.sessions import LockSnapshot, SessionSnapshot, Variable
 from app.errors import CorkboardError, PayloadTooLarge, Unprocessable
 from app.syntax import LOCK_ACTIONS, check_id, check_key, duration_ms, parse_duration
-from app.variables import ID_RE, check_definition, check_name, new_variable_id, value_error
+from app.variables import (
+    ID_RE,
+    MAX_DESCRIPTION_LENGTH,
+    check_definition,
+    check_name,
+    new_variable_id,
+    value_error,
+)
 
 MAX_DEDUPE_KEY = 1024
 MAX_OWNER = 256
@@ -146,8 +153,10 @@ def _variable(
         metadata = {}
     _object(metadata, [*location, "metadata"])
     description = var.get("description")
-    if description is not None and not isinstance(description, str):
-        raise _fail([*location, "description"], "must be a string or null")
+    if description is not None and (not isinstance(description, str)
+                                    or len(description) > MAX_DESCRIPTION_LENGTH):
+        raise _fail([*location, "description"],
+                    f"must be a string of at most {MAX_DESCRIPTION_LENGTH} characters, or null")
     version = var.get("version", 1)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise _fail([*location, "version"], "must be a positive integer")

@@ -398,8 +398,12 @@ async def test_dedupe_window(client: httpx.AsyncClient) -> None:
     assert [(e["dedupe_key"], e["evicted"]) for e in found] == [
         ("m1", []), ("m2", []), ("m3", []), ("m4", ["m1"]), ("m1", ["m2"]),
         ("m5", ["m3", "m4", "m1"])]
-    weird = "ü/\"\\ x"
+    weird = "ü/\"\\ x\u0001"
+    since = await revision(client)
     assert await seen(weird) is False and await seen(weird) is True
+    (event,) = await events(client, since=since)
+    assert event["dedupe_key"] == weird
+    assert (await client.get(f"{S}/snapshot")).json()["dedupe_order"][-1] == weird
     problem(await client.post(f"{S}/dedupe", json={"key": ""}), 422, "validation_failed")
     problem(await client.post(f"{S}/dedupe", json={"key": "k", "limit": 0}), 422,
             "validation_failed")
