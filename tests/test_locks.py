@@ -314,6 +314,13 @@ async def test_list_by_pattern(client: httpx.AsyncClient) -> None:
 # -- bad input -------------------------------------------------------------------------------
 
 
+def nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 BAD_ACQUIRES: list[tuple[str, Any, int, str]] = [
     ("a", {}, 422, "validation_failed"),
     ("a", {"owner": ""}, 422, "validation_failed"),
@@ -328,6 +335,7 @@ BAD_ACQUIRES: list[tuple[str, Any, int, str]] = [
     ("a", {"owner": "o", "ttl": True}, 422, "validation_failed"),
     ("a", {"owner": "o", "wait": "61s"}, 400, "invalid_ttl"),
     ("a", {"owner": "o", "wait": "-1"}, 400, "invalid_ttl"),
+    ("a", {"owner": "o", "mode": "queue", "entry": nested(300)}, 422, "validation_failed"),
     ("bad name", {"owner": "o"}, 400, "invalid_key"),
     ("a/%2E%2E/b", {"owner": "o"}, 400, "invalid_key"),  # httpx would resolve "a/../b"
     ("refresh", {"owner": "o"}, 400, "invalid_key"),

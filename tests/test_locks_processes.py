@@ -231,3 +231,31 @@ async def test_tokens_keep_growing_across_service_restarts(redis_url: str) -> No
             tokens.append(body["token"])
             assert (await release(client, "r", "o", body["token"])).status_code == 200
     assert tokens == [1, 2, 3]
+
+
+async def test_a_waiter_whose_client_disconnects_leaves_the_line(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """The server notices the waiter's client is gone: the waiter does not claim the lock
+    (nor its entries) at the next release."""
+    if backend.startswith("memory"):
+        services = [request.getfixturevalue("memory_service")] * 2
+    else:
+        services = request.getfixturevalue("replicas")
+    ns = fresh_ns()
+    async with httpx.AsyncClient(base_url=services[0].url, timeout=30) as a:
+        holder = (await acquire(a, "l", "h", ns=ns)).json()
+        since = (await a.get("/v1/kv", params={"ns": ns, "limit": 1})).json()["revision"]
+        async with httpx.AsyncClient(base_url=services[1].url, timeout=30) as b:
+            waiter = asyncio.create_task(acquire(b, "l", "gone", ns=ns, wait=30, ttl="1h"))
+            await wait_event(a, since, "lock.queued", ns=ns, owner="gone")
+            waiter.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+        await release(a, "l", "h", holder["token"], ns=ns)
+        r = await a.get("/v1/locks/l", params={"ns": ns})
+        if r.status_code == 200:  # handed over before the server saw the disconnect
+            assert r.json()["owner"] == "gone"
+            await wait_event(a, since, "lock.released", ns=ns, owner="gone", abandoned=True)
+        assert (await a.get("/v1/locks/l", params={"ns": ns})).status_code == 404
+        assert (await acquire(a, "l", "next", ns=ns)).status_code == 200

@@ -288,6 +288,7 @@ class Backend(ABC):
 
     async def run_sweeper(self, interval: float) -> None:
         """Call ``expire_due`` every ``interval`` seconds until cancelled, surviving errors."""
+        task = asyncio.current_task()
         while True:
             try:
                 await self.expire_due()
@@ -295,6 +296,11 @@ class Backend(ABC):
                 raise
             except Exception as exc:  # a flaky backend must not end expiry for good
                 logger.warning("deadline sweep failed: %s", exc)
+            # Python 3.11's asyncio.wait_for (inside redis-py) can swallow a cancellation
+            # that lands as its operation completes; honour it here, or shutdown waits
+            # for this task forever.
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             await asyncio.sleep(interval)
 
     # -- locks -----------------------------------------------------------------------
@@ -303,7 +309,12 @@ class Backend(ABC):
 
     @abstractmethod
     async def lock_acquire(
-        self, ns: str, scope: str, name: str, request: LockRequest
+        self,
+        ns: str,
+        scope: str,
+        name: str,
+        request: LockRequest,
+        gone: asyncio.Event | None = None,
     ) -> LockOutcome:
         """Acquire ``name`` for ``request.owner``, or queue/debounce its entry.
 
@@ -312,6 +323,8 @@ class Backend(ABC):
         token, pending handed over. Held by another: ``queue`` appends the entry,
         ``debounce`` replaces the pending list with it; ``exclusive`` waits up to
         ``wait_s`` in FIFO order, then raises Conflict(lock_held) with the holder.
+        ``gone`` set while waiting (the client went away) ends the wait: the waiter
+        leaves the line, gives back a lock handed to it, and gets Conflict(lock_held).
         """
 
     @abstractmethod

@@ -118,6 +118,14 @@ def lock_held(holder: LockInfo, *, full: bool = False) -> Conflict:
     return Conflict(detail, code="lock_held", holder=holder.as_dict())
 
 
+def client_gone(name: str) -> Conflict:
+    """409 lock_held for a waiter whose client went away (nobody reads it)."""
+    return Conflict(
+        f"The client went away while waiting for lock {name!r}; it was not acquired.",
+        code="lock_held",
+    )
+
+
 def not_owner(holder: LockInfo, owner: str) -> Conflict:
     """409 not_owner: someone else holds the lock."""
     return Conflict(

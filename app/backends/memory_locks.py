@@ -21,6 +21,7 @@ from app.backends.locking import (
     LockOutcome,
     LockRelease,
     LockRequest,
+    client_gone,
     lock_held,
     lock_not_held,
     not_owner,
@@ -275,7 +276,12 @@ class MemoryLocks:
     # -- the engine ------------------------------------------------------------------
 
     async def lock_acquire(
-        self, ns: str, scope: str, name: str, request: LockRequest
+        self,
+        ns: str,
+        scope: str,
+        name: str,
+        request: LockRequest,
+        gone: asyncio.Event | None = None,
     ) -> LockOutcome:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + request.wait_s
@@ -295,12 +301,22 @@ class MemoryLocks:
                 {"mode": "exclusive", "owner": request.owner, "position": len(slot.waiters),
                  "pending_count": len(slot.pending)},
             )
+            watched: list[asyncio.Future[Any]] = [waiter.granted]
+            if gone is not None:
+                watched.append(asyncio.ensure_future(gone.wait()))
             try:
                 # asyncio.wait, not wait_for: it never swallows a cancellation.
-                await asyncio.wait([waiter.granted], timeout=remaining)
+                await asyncio.wait(watched, timeout=remaining,
+                                   return_when=asyncio.FIRST_COMPLETED)
             except asyncio.CancelledError:
                 self._lock_withdraw(ns, scope, name, waiter)
                 raise
+            finally:
+                for extra in watched[1:]:
+                    extra.cancel()
+            if gone is not None and gone.is_set():
+                self._lock_withdraw(ns, scope, name, waiter)
+                raise client_gone(name)
             outcome, holder = self._lock_claim(ns, scope, name, request, waiter)
         return outcome
 
@@ -321,6 +337,8 @@ class MemoryLocks:
 
     def _lock_end(self, ns: str, scope: str, name: str, holder: LockState | None,
                   now: int, forced: bool) -> LockRelease:
+        if holder is None and self._lock_pending_count(ns, scope, name) == 0:
+            return LockRelease(None, ())  # nothing to do (and no slot made for the name)
         info = self._lock_info(ns, scope, name, holder) if holder is not None else None
         pending = self._lock_take(ns, scope, name)
         if holder is not None:

@@ -22,6 +22,7 @@ from app.backends.locking import (
     LockOutcome,
     LockRelease,
     LockRequest,
+    client_gone,
     lock_held,
     lock_not_held,
     not_owner,
@@ -65,7 +66,12 @@ class RedisLocks:
         url: str
 
     async def lock_acquire(
-        self, ns: str, scope: str, name: str, request: LockRequest
+        self,
+        ns: str,
+        scope: str,
+        name: str,
+        request: LockRequest,
+        gone: asyncio.Event | None = None,
     ) -> LockOutcome:
         waits = request.mode == "exclusive" and request.wait_s > 0
         if request.ttl_ms > 0 or waits:  # a lock handed to a waiter has a claim deadline
@@ -82,29 +88,56 @@ class RedisLocks:
             )
 
         reply = await step("try")
+        task = asyncio.current_task()
         while reply[0] == b"waiting":
             item = bytes(reply[1])
+            if task is not None and task.cancelling():
+                # A cancellation swallowed inside redis-py (Python 3.11's wait_for): honour it.
+                self._lock_withdraw(step("cancel", item))
+                raise asyncio.CancelledError
             remaining = deadline - loop.time()
-            woke = False
+            woke: bool | None = False
             if remaining >= _MIN_BLOCK_SECONDS:
                 try:
-                    woke = await self._lock_block(ns, ticket, remaining)
+                    woke = await self._lock_block(ns, ticket, remaining, gone)
                 except BaseException:
-                    # Cancelled (client gone, shutdown) or Redis failed: leave the line,
-                    # and give back a lock handed over meanwhile, in the background.
+                    # Cancelled (shutdown) or Redis failed: leave the line, and give back
+                    # a lock handed over meanwhile, in the background.
                     self._lock_withdraw(step("cancel", item))
                     raise
+            if woke is None:  # the client went away: leave the line, give back a hand-over
+                await step("cancel", item)
+                raise client_gone(name)
             reply = await step("wake" if woke else "final", item)
         return _outcome(name, reply)
 
-    async def _lock_block(self, ns: str, ticket: str, timeout: float) -> bool:
-        """Block until this ticket's wake list is pushed, or ``timeout`` passes."""
+    async def _lock_block(
+        self, ns: str, ticket: str, timeout: float, gone: asyncio.Event | None
+    ) -> bool | None:
+        """Block until this ticket's wake list is pushed (True), ``timeout`` passes
+        (False) or ``gone`` is set (None). Scripts are never interrupted, only the BLPOP."""
         from app.backends.redis import _mapped_errors  # redis.py imports this module
 
         key = f"cb:{{{ns}}}:lockwake:{ticket}"
         async with _mapped_errors(self.url):
-            woke = await self._blocking.blpop([key], timeout=timeout)
-        return woke is not None
+            if gone is None:
+                return await self._blocking.blpop([key], timeout=timeout) is not None
+            pop = asyncio.ensure_future(self._blocking.blpop([key], timeout=timeout))
+            left = asyncio.ensure_future(gone.wait())
+            try:
+                await asyncio.wait([pop, left], return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                pop.cancel()
+                pop.add_done_callback(_retrieve)
+                raise
+            finally:
+                left.cancel()
+            if pop.done():
+                return pop.result() is not None
+            # Not awaited: awaiting here could swallow a cancellation of this task.
+            pop.cancel()
+            pop.add_done_callback(_retrieve)
+            return None
 
     def _lock_withdraw(self, call: Any) -> None:
         tasks: set[asyncio.Task[Any]] | None = getattr(self, "_lock_withdrawals", None)
@@ -157,6 +190,12 @@ class RedisLocks:
 
         reply = await self.run("lock_list", ns, scope, pattern.prefix, lua_pattern(pattern))
         return [_info(_s(reply[i]), reply, i + 1) for i in range(0, len(reply), 6)]
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark an abandoned task's outcome as seen (no 'exception never retrieved')."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _finish_withdrawal(tasks: set[asyncio.Task[Any]]) -> Any:

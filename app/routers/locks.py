@@ -7,6 +7,7 @@ locks at ``/v1/locks`` (scope "") and, through the sessions router, a session's 
 
 # No ``from __future__ import annotations``: the handlers are built in a factory, and
 # FastAPI must see their annotations (the scope dependency is a local) as objects.
+import asyncio
 from collections.abc import Callable
 from enum import Enum
 from typing import Annotated, Any, Literal, TypeVar
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from starlette.responses import Response
 
 from app.backends.locking import LockRequest
-from app.errors import InvalidTTL, NotFound, PayloadTooLarge
+from app.errors import InvalidTTL, NotFound, PayloadTooLarge, Unprocessable
 from app.models import Duration, Problem
 from app.routers.common import (
     BackendDep,
@@ -144,6 +145,13 @@ def _body_schema(model: type[BaseModel], required: bool = True) -> dict[str, Any
     }
 
 
+async def _set_when_disconnected(request: Request, gone: asyncio.Event) -> None:
+    """Set ``gone`` when the client disconnects (the body has been read already)."""
+    message = await request.receive()
+    if message["type"] == "http.disconnect":
+        gone.set()
+
+
 def namespace_scope() -> str:
     """Namespace locks have the empty scope."""
     return ""
@@ -261,16 +269,30 @@ def lock_router(
         wait_s = parse_duration(body.wait, what="wait")
         if wait_s > MAX_WAIT_SECONDS:
             raise InvalidTTL(f"wait may be at most {MAX_WAIT_SECONDS:.0f}s.")
-        entry = orjson.dumps(body.entry)
+        try:
+            entry = orjson.dumps(body.entry)
+        except TypeError as exc:  # nested deeper than orjson writes, or an integer > 64 bits
+            raise Unprocessable(
+                f"The entry cannot be stored: {exc}.",
+                errors=[{"location": ["body", "entry"], "message": str(exc)}],
+            ) from exc
         if len(entry) > limit:
             raise PayloadTooLarge(f"The entry is {len(entry)} bytes; the limit is {limit}.")
-        outcome = await backend.lock_acquire(
-            ns, scope, name,
-            LockRequest(
-                owner=body.owner, ttl_ms=duration_ms(ttl_s), mode=body.mode, entry=entry,
-                wait_s=wait_s, max_pending=settings.lock_max_pending,
-            ),
+        lock_request = LockRequest(
+            owner=body.owner, ttl_ms=duration_ms(ttl_s), mode=body.mode, entry=entry,
+            wait_s=wait_s, max_pending=settings.lock_max_pending,
         )
+        if body.mode == "exclusive" and wait_s > 0:
+            # Servers do not cancel a handler whose client left: watch for it, so a waiter
+            # that is gone leaves the line instead of claiming the lock and its entries.
+            gone = asyncio.Event()
+            watcher = asyncio.create_task(_set_when_disconnected(request, gone))
+            try:
+                outcome = await backend.lock_acquire(ns, scope, name, lock_request, gone)
+            finally:
+                watcher.cancel()
+        else:
+            outcome = await backend.lock_acquire(ns, scope, name, lock_request)
         return json_response(outcome.to_json(), 200 if outcome.status == "acquired" else 202)
 
     @router.get(
