@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PayloadTooLarge, error_response
@@ -11,24 +13,24 @@ BODY_TOO_LARGE = "corkboard.body_too_large"
 
 
 class BodyLimit:
-    """Refuses bodies over ``limit`` bytes: at once from Content-Length, else while
-    streaming (the endpoint reading the body gets PayloadTooLarge). Paths under an
-    ``exempt`` prefix enforce their own, larger limits (artifacts)."""
+    """Refuses bodies over the limit ``limit_for(path)`` gives (None: the route enforces
+    its own, e.g. artifacts): at once from Content-Length, else while streaming (the
+    endpoint reading the body gets PayloadTooLarge)."""
 
-    def __init__(self, app: ASGIApp, limit: int, exempt: tuple[str, ...] = ()) -> None:
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int | None]) -> None:
         self.app = app
-        self.limit = limit
-        self.exempt = exempt
+        self.limit_for = limit_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
+        limit = self.limit_for(scope["path"]) if scope["type"] == "http" else None
+        if limit is None:
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:
             if name == b"content-length":
-                if value.isdigit() and int(value) > self.limit:
+                if value.isdigit() and int(value) > limit:
                     exc = PayloadTooLarge(
-                        f"The request body is {int(value)} bytes; the limit is {self.limit}."
+                        f"The request body is {int(value)} bytes; the limit is {limit}."
                     )
                     await error_response(exc)(scope, receive, send)
                     return
@@ -40,9 +42,9 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
                     exc = PayloadTooLarge(
-                        f"The request body exceeds the limit of {self.limit} bytes."
+                        f"The request body exceeds the limit of {limit} bytes."
                     )
                     # FastAPI reports any error while it parses a body as a 400; this
                     # mark lets the error handler answer the 413 that happened.

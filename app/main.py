@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -23,7 +23,7 @@ from app.hotpath import HotPath
 from app.limits import BodyLimit
 from app.observability import AccessLog, Metrics, RequestObserver, configure_logging
 from app.openapi import build_openapi
-from app.routers import artifacts, events, kv, locks, service
+from app.routers import artifacts, events, kv, locks, service, sessions
 from app.settings import Settings
 
 logger = logging.getLogger("corkboard")
@@ -35,6 +35,20 @@ watchers. Every error is `application/problem+json` with a stable `code`."""
 
 def operation_id(route: APIRoute) -> str:
     return route.name
+
+
+def body_limits(settings: Settings) -> Callable[[str], int | None]:
+    """The request body limit of a path: artifacts stream under their own limit, session
+    snapshots and batch writes may be larger than other bodies."""
+
+    def limit_for(path: str) -> int | None:
+        if path.startswith("/v1/artifacts"):
+            return None
+        if path.startswith("/v1/sessions/") and path.endswith(("/snapshot", "/values")):
+            return max(settings.max_snapshot_bytes, settings.max_request_bytes)
+        return settings.max_request_bytes
+
+    return limit_for
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -97,7 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # throughput). The last added runs first: CORS, observer, access control, body
     # limit, then the hot path in front of FastAPI's router.
     app.add_middleware(HotPath, routes=kv.hot_routes)
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, exempt=("/v1/artifacts",))
+    app.add_middleware(BodyLimit, limit_for=body_limits(settings))
     if grants:
         app.add_middleware(AccessControl, grants=grants)
     else:
@@ -122,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(kv.router)
     app.include_router(locks.router)
     app.include_router(artifacts.router)
+    app.include_router(sessions.router)
     return app
 
 

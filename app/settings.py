@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     )
     max_value_bytes: int = Field(1_048_576, ge=1, description="Largest key value, in bytes")
     max_artifact_bytes: int = Field(67_108_864, ge=1, description="Largest artifact, in bytes")
+    max_snapshot_bytes: int = Field(
+        67_108_864, ge=1, description="Largest session snapshot import or batch write, in bytes"
+    )
     max_list_limit: int = Field(1000, ge=1, le=100_000, description="Largest page for listings")
     lock_max_pending: int = Field(
         10_000, ge=1, le=1_000_000, description="Most queued entries a lock's pending list holds"

@@ -90,11 +90,16 @@ def session_scope(sid: str) -> str:
 
 
 def app_with_session_locks(settings: Settings) -> FastAPI:
+    """The app with session-scoped locks: the sessions router mounts them where it is
+    merged; without it, mount the lock router the way it will."""
     app = create_app(settings)
+    if "/v1/sessions/{sid}/locks" in app.openapi()["paths"]:
+        return app
     app.include_router(
         lock_router("/v1/sessions/{sid}/locks", session_scope, kind="session_lock",
                     tags=["sessions"])
     )
+    app.openapi_schema = None
     return app
 
 

@@ -34,6 +34,7 @@ from app.backends.base import (
 )
 from app.backends.memory_artifacts import MemoryArtifactsMixin
 from app.backends.memory_locks import MemoryLocks
+from app.backends.memory_sessions import MemorySessions
 from app.errors import NotFound, StaleFence, Unprocessable
 from app.syntax import Pattern, iso_ms, now_ms
 
@@ -92,7 +93,7 @@ def build_event(
     return ChangeEvent(revision, type_, key, session, orjson.dumps(body))
 
 
-class MemoryBackend(MemoryLocks, MemoryArtifactsMixin, Backend):
+class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
     """State in this process's memory; refuses nothing, remembers nothing across restarts."""
 
     def __init__(self, *, key_history: int = 10, event_retention: int = 100_000) -> None:

@@ -39,6 +39,7 @@ from app.backends.base import (
 )
 from app.backends.redis_artifacts import RedisArtifactsMixin
 from app.backends.redis_locks import RedisLocks
+from app.backends.redis_sessions import RedisSessions
 from app.errors import (
     BackendUnavailable,
     NotFound,
@@ -136,7 +137,7 @@ def _raise_failure(status: str, reply: Sequence[Any], key: str, fence: Fence | N
     raise RuntimeError(f"unexpected script status {status!r} for key {key!r}")
 
 
-class RedisBackend(RedisLocks, RedisArtifactsMixin, Backend):
+class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
     """State in Redis, shared by every worker and replica that points at it."""
 
     def __init__(

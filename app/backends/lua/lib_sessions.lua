@@ -1,0 +1,124 @@
+-- Sessions -------------------------------------------------------------------------
+-- Layout under PFX, for a session SID (ids have no '|', '{', '}' or '/'):
+--   'sess'          zset   session ids (score 0), for listing in id order
+--   's:'..SID       hash   md (metadata JSON) ca ua ttl ea (ms; ttl/ea 0 = none)
+--                          dds (the dedupe window's sequence counter)
+--   'sv:'..SID      hash   variable id -> 'version|created_at|updated_at|' .. definition JSON
+--                          (definition: id name type constraints metadata description)
+--   'svv:'..SID     hash   variable id -> value JSON
+--   'svn:'..SID     hash   variable name -> id
+--   'ssub:'..SID    set    subscribed thread ids
+--   'sdd:'..SID     zset   dedupe keys scored by sequence number (oldest lowest)
+--   'sth:'..SID     hash   thread id -> state JSON
+--   'sch:'..SID     hash   channel id -> state JSON
+--   'slk:'..SID     set    names of session locks used (their pending lists may exist)
+-- The session's locks are the lock engine's (lib_locks.lua) in scope SID. An idle TTL
+-- puts member 's:'..SID in PFX..'ttl'.
+
+local function ss_key(sid) return PFX .. 's:' .. sid end
+local function ss_part(part, sid) return PFX .. part .. ':' .. sid end
+local SS_PARTS = {'sv', 'svv', 'svn', 'ssub', 'sdd', 'sth', 'sch', 'slk'}
+
+local function ss_load(sid)
+  local r = redis.call('HMGET', ss_key(sid), 'md', 'ca', 'ua', 'ttl', 'ea')
+  if not r[1] then return nil end
+  return {md = r[1], ca = tonumber(r[2]), ua = tonumber(r[3]), ttl = tonumber(r[4]),
+    ea = tonumber(r[5])}
+end
+
+local function ss_expired(s) return s.ea > 0 and s.ea <= NOW end
+
+-- The session for a read: nil when absent or past its deadline (nothing is written).
+local function ss_read(sid)
+  local s = ss_load(sid)
+  if s and ss_expired(s) then return nil end
+  return s
+end
+
+-- Names of the session's locks: those used through the session (slk) and those held.
+local function ss_lock_names(sid)
+  local seen, names = {}, {}
+  local base = sid .. '|'
+  local held = redis.call('ZRANGEBYLEX', PFX .. 'locks', '[' .. base, '[' .. base .. '\255')
+  for i = 1, #held do
+    local name = string.sub(held[i], #base + 1)
+    if not seen[name] then seen[name] = true names[#names + 1] = name end
+  end
+  local used = redis.call('SMEMBERS', ss_part('slk', sid))
+  for i = 1, #used do
+    if not seen[used[i]] then seen[used[i]] = true names[#names + 1] = used[i] end
+  end
+  table.sort(names)
+  return names
+end
+
+-- Remove every trace of a session: its record, variables, chat state, and its locks'
+-- holders and pending lists (their token counters stay: tokens are never reused).
+local function ss_clear(sid)
+  local names = ss_lock_names(sid)
+  for i = 1, #names do
+    lk_vacate(sid, names[i])
+    redis.call('DEL', lk_pend(lk_sn(sid, names[i])))
+  end
+  redis.call('DEL', ss_key(sid))
+  for i = 1, #SS_PARTS do redis.call('DEL', ss_part(SS_PARTS[i], sid)) end
+  redis.call('ZREM', PFX .. 'sess', sid)
+  redis.call('ZREM', PFX .. 'ttl', 's:' .. sid)
+end
+
+-- The live session or nil; one past its idle deadline is removed here, with its event.
+local function ss_live(sid)
+  local s = ss_load(sid)
+  if s and ss_expired(s) then
+    ss_clear(sid)
+    emit('session.deleted', sid, sid, ',"expired":true')
+    return nil
+  end
+  return s
+end
+
+-- Create the session on first use, or count a write: updated_at and the idle deadline.
+local function ss_touch(sid, s)
+  if not s then
+    s = {md = '{}', ca = NOW, ua = NOW, ttl = 0, ea = 0}
+    redis.call('HSET', ss_key(sid), 'md', s.md, 'ca', NOW, 'ua', NOW, 'ttl', 0, 'ea', 0)
+    redis.call('ZADD', PFX .. 'sess', 0, sid)
+    redis.call('PERSIST', ss_part('slk', sid))
+    return s
+  end
+  s.ua = NOW
+  if s.ttl > 0 then s.ea = NOW + s.ttl end
+  redis.call('HSET', ss_key(sid), 'ua', NOW, 'ea', s.ea)
+  if s.ttl > 0 then set_deadline('s:' .. sid, s.ea) end
+  return s
+end
+
+-- A 'session.updated' event: values (values_tail, or nil for none), then the change and
+-- its own fields (a JSON tail starting with ',').
+local function ss_event(sid, values, change, fields)
+  return emit('session.updated', sid, sid,
+    (values or '') .. ',"change":"' .. change .. '"' .. (fields or ''))
+end
+
+-- A JSON list of strings.
+local function ss_json_list(items)
+  local parts = {}
+  for i = 1, #items do parts[i] = cjson.encode(items[i]) end
+  return '[' .. table.concat(parts, ',') .. ']'
+end
+
+-- 'version|created_at|updated_at|definition' -> version, created_at, updated_at, definition
+local function ss_var_parts(meta)
+  local ver, ca, ua, def = string.match(meta, '^(%d+)|(%d+)|(%d+)|(.*)$')
+  return ver, ca, ua, def
+end
+
+EXPIRERS['s'] = function(sid)
+  local s = ss_load(sid)
+  if s and ss_expired(s) then
+    ss_live(sid)
+    return 1
+  end
+  if not s or s.ea == 0 then redis.call('ZREM', PFX .. 'ttl', 's:' .. sid) end
+  return 0
+end

@@ -1,0 +1,88 @@
+-- Replace a session with a normalized snapshot, atomically. ARGV[4] session id, [5..7]
+-- fence scope, lock, token, [8] metadata JSON, [9] ttl ms, [10] created_at ms (0: now),
+-- then sections from ARGV[11], each a count and its items: variables (id, name, meta,
+-- value), subscriptions (id), dedupe keys oldest first (key), thread states (id, JSON),
+-- channel states (id, JSON), locks (name, owner, token, acquired_at, expires_at, ttl),
+-- pending lists (name, count, entries...).
+-- A lock keeps its imported token unless that token was already given out here and is
+-- not the current holder's: then it gets the next one. Token counters never go down.
+-- Replies {'ok', revision, created (0/1), then name, token per held lock} or
+-- {'stale_fence'}.
+local sid = ARGV[4]
+if not fence_holds(ARGV[5], ARGV[6], ARGV[7]) then return {'stale_fence'} end
+local s = ss_live(sid)
+local created = s == nil
+
+local pos = 11
+local function take()
+  local v = ARGV[pos]
+  pos = pos + 1
+  return v
+end
+
+-- The current holders of the session's locks, before they are cleared.
+local prior = {}
+local lock_names = ss_lock_names(sid)
+for i = 1, #lock_names do
+  local h = lk_load(sid, lock_names[i])
+  if h and not lk_expired(h) then prior[lock_names[i]] = h end
+end
+ss_clear(sid)
+
+local ttl = tonumber(ARGV[9])
+local ca = tonumber(ARGV[10])
+if ca == 0 then ca = NOW end
+local ea = 0
+if ttl > 0 then ea = NOW + ttl end
+redis.call('HSET', ss_key(sid), 'md', ARGV[8], 'ca', ca, 'ua', NOW, 'ttl', ttl, 'ea', ea)
+redis.call('ZADD', PFX .. 'sess', 0, sid)
+set_deadline('s:' .. sid, ea)
+
+local sv, svv, svn = ss_part('sv', sid), ss_part('svv', sid), ss_part('svn', sid)
+for _ = 1, tonumber(take()) do
+  local id, name, meta, value = take(), take(), take(), take()
+  redis.call('HSET', sv, id, meta)
+  redis.call('HSET', svv, id, value)
+  redis.call('HSET', svn, name, id)
+end
+for _ = 1, tonumber(take()) do redis.call('SADD', ss_part('ssub', sid), take()) end
+local ndd = tonumber(take())
+for i = 1, ndd do redis.call('ZADD', ss_part('sdd', sid), i, take()) end
+redis.call('HSET', ss_key(sid), 'dds', ndd)
+for _, part in ipairs({'sth', 'sch'}) do
+  for _ = 1, tonumber(take()) do
+    local id, state = take(), take()
+    redis.call('HSET', ss_part(part, sid), id, state)
+  end
+end
+
+local out = {'ok', 0, 0}
+if created then out[3] = 1 end
+for _ = 1, tonumber(take()) do
+  local name, owner, token = take(), take(), tonumber(take())
+  local acquired_at, expires_at, lttl = tonumber(take()), tonumber(take()), tonumber(take())
+  local sn = lk_sn(sid, name)
+  local counter = tonumber(redis.call('GET', PFX .. 'locktok:' .. sn) or '0')
+  local before = prior[name]
+  local same = before and before.owner == owner and before.token == token
+  if token <= counter and not same then token = counter + 1 end
+  if token > counter then redis.call('SET', PFX .. 'locktok:' .. sn, token) end
+  redis.call('SADD', ss_part('slk', sid), name)
+  if expires_at == 0 or expires_at > NOW then
+    if acquired_at == 0 then acquired_at = NOW end
+    redis.call('HSET', lock_key(sid, name), 'owner', owner, 'token', token,
+      'acquired_at', acquired_at, 'expires_at', expires_at, 'ttl', lttl, 'ticket', '')
+    redis.call('ZADD', PFX .. 'locks', 0, sn)
+    set_deadline('l:' .. sn, expires_at)
+    out[#out + 1] = name
+    out[#out + 1] = token
+  end
+end
+for _ = 1, tonumber(take()) do
+  local name, count = take(), tonumber(take())
+  local sn = lk_sn(sid, name)
+  for _ = 1, count do redis.call('RPUSH', lk_pend(sn), take()) end
+  redis.call('SADD', ss_part('slk', sid), name)
+end
+out[2] = emit('session.imported', sid, sid, ',"created":' .. tostring(created))
+return out

@@ -1,0 +1,468 @@
+"""Sessions for the in-memory backend: variables, chat state, idle TTL and snapshots.
+
+Like every memory operation, each call runs without awaiting between its checks and its
+change, so validation (``plan_writes``) happens inside the atomic step. Session locks are
+the lock engine's (``MemoryLocks``), in scope = the session id; a session's delete,
+expiry and import reach into that engine's holders and pending lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from app.backends.base import NO_CONDITION, Fence, Precondition
+from app.backends.sessions import (
+    ImportResult,
+    LockSnapshot,
+    SessionInfo,
+    SessionSnapshot,
+    StateKind,
+    StateUpdate,
+    Variable,
+    WriteOutcome,
+    batch_event_updates,
+    check_version,
+    plan_writes,
+    seconds,
+    variable_event_fields,
+)
+from app.errors import Conflict, NotFound
+from app.syntax import Pattern, now_ms
+from app.variables import is_id, new_variable_id
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from app.backends.memory import _Namespace
+    from app.backends.memory_locks import _LockSlot
+
+
+@dataclass(slots=True)
+class _Session:
+    metadata: bytes
+    created_at: int
+    updated_at: int
+    ttl_ms: int = 0
+    expires_at: int | None = None
+    scheduled: int | None = None  # the deadline the sweeper heap holds for this session
+    variables: dict[str, Variable] = field(default_factory=dict)  # id -> variable
+    names: dict[str, str] = field(default_factory=dict)  # name -> id
+    subscriptions: set[str] = field(default_factory=set)
+    dedupe: dict[str, None] = field(default_factory=dict)  # insertion order = age
+    threads: dict[str, bytes] = field(default_factory=dict)
+    channels: dict[str, bytes] = field(default_factory=dict)
+
+    def info(self, sid: str) -> SessionInfo:
+        return SessionInfo(sid, self.metadata, self.ttl_ms, self.created_at, self.updated_at,
+                           self.expires_at, len(self.variables))
+
+    def resolve(self, ident: str) -> Variable | None:
+        var_id = ident if is_id(ident) else self.names.get(ident)
+        return self.variables.get(var_id) if var_id is not None else None
+
+    def states(self, kind: StateKind) -> dict[str, bytes]:
+        return self.threads if kind == "thread" else self.channels
+
+
+class MemorySessions:
+    """The session store of MemoryBackend (a mixin: it uses the backend's state and emit)."""
+
+    if TYPE_CHECKING:
+
+        def _ns(self, ns: str) -> _Namespace: ...
+
+        def emit(self, ns: str, type_: str, key: str, at_ms: int, **fields: Any) -> int: ...
+
+        def schedule_deadline(self, deadline_ms: int, ns: str, member: str) -> None: ...
+
+        def fence_holds(self, ns: str, fence: Fence | None, now: int) -> None: ...
+
+        def _lock_slot(self, ns: str, scope: str, name: str) -> _LockSlot: ...
+
+    # -- internals -------------------------------------------------------------------
+
+    def _sessions(self, ns: str) -> dict[str, _Session]:
+        table: dict[str, dict[str, _Session]] | None = getattr(self, "_session_table", None)
+        if table is None:
+            table = {}
+            self._session_table = table
+        sessions = table.get(ns)
+        if sessions is None:
+            sessions = table[ns] = {}
+        return sessions
+
+    def _session_live(self, ns: str, sid: str, now: int) -> _Session | None:
+        """The live session; one past its idle deadline is removed here, with its event."""
+        sess = self._sessions(ns).get(sid)
+        if sess is not None and sess.expires_at is not None and sess.expires_at <= now:
+            self._session_remove(ns, sid)
+            self.emit(ns, "session.deleted", sid, now, session=sid, extra={"expired": True},
+                      with_values=False)
+            return None
+        return sess
+
+    def _session_read(self, ns: str, sid: str) -> _Session | None:
+        """The live session for a read: one past its deadline reads as absent."""
+        sess = self._sessions(ns).get(sid)
+        if sess is None or (sess.expires_at is not None and sess.expires_at <= now_ms()):
+            return None
+        return sess
+
+    def _session_touch(self, ns: str, sid: str, sess: _Session | None, now: int) -> _Session:
+        """Create the session on first use, or count a write: updated_at, idle deadline."""
+        if sess is None:
+            sess = self._sessions(ns)[sid] = _Session(b"{}", now, now)
+            return sess
+        sess.updated_at = now
+        self._session_deadline(ns, sid, sess, now)
+        return sess
+
+    def _session_deadline(self, ns: str, sid: str, sess: _Session, now: int) -> None:
+        sess.expires_at = now + sess.ttl_ms if sess.ttl_ms else None
+        # One heap row per session: a later deadline is rescheduled when the row falls due.
+        if sess.expires_at is not None and (sess.scheduled is None
+                                            or sess.scheduled > sess.expires_at):
+            sess.scheduled = sess.expires_at
+            self.schedule_deadline(sess.expires_at, ns, "s:" + sid)
+
+    def _session_locks(self, ns: str, sid: str) -> list[tuple[str, _LockSlot]]:
+        slots: dict[tuple[str, str, str], _LockSlot] = getattr(self, "_lock_slots", {})
+        return [(name, slot) for (n, scope, name), slot in slots.items()
+                if n == ns and scope == sid]
+
+    def _session_remove(self, ns: str, sid: str) -> None:
+        """Forget the session and its locks' holders and pending entries (token counters
+        stay: tokens are never reused)."""
+        self._sessions(ns).pop(sid, None)
+        locks = self._ns(ns).locks
+        for name, slot in self._session_locks(ns, sid):
+            slot.pending.clear()
+            slot.ticket = ""
+            locks.pop((sid, name), None)
+
+    def _session_event(self, ns: str, sid: str, now: int, change: str, **fields: Any) -> int:
+        values = {k: fields.pop(k) for k in ("value", "old_value") if k in fields}
+        return self.emit(ns, "session.updated", sid, now, session=sid,
+                         extra={"change": change, **fields}, with_values=bool(values), **values)
+
+    # -- sessions --------------------------------------------------------------------
+
+    async def session_put(
+        self, ns: str, sid: str, metadata: bytes, ttl_ms: int, *, fence: Fence | None = None
+    ) -> tuple[SessionInfo, bool]:
+        now = now_ms()
+        self.fence_holds(ns, fence, now)
+        old = self._session_live(ns, sid, now)
+        old_metadata = old.metadata if old is not None else None
+        sess = self._session_touch(ns, sid, old, now)
+        sess.metadata = metadata
+        sess.ttl_ms = ttl_ms
+        self._session_deadline(ns, sid, sess, now)
+        self._session_event(ns, sid, now, "metadata", value=metadata, old_value=old_metadata,
+                            created=old is None, ttl=seconds(ttl_ms) if ttl_ms else None)
+        return sess.info(sid), old is None
+
+    async def session_get(self, ns: str, sid: str) -> SessionInfo | None:
+        sess = self._session_read(ns, sid)
+        return sess.info(sid) if sess is not None else None
+
+    async def session_list(
+        self, ns: str, pattern: Pattern, *, limit: int, after: str | None
+    ) -> tuple[list[SessionInfo], str | None]:
+        now = now_ms()
+        items: list[SessionInfo] = []
+        for sid in sorted(self._sessions(ns)):
+            if after is not None and sid <= after:
+                continue
+            sess = self._sessions(ns)[sid]
+            if not pattern.matches(sid) or (sess.expires_at is not None
+                                             and sess.expires_at <= now):
+                continue
+            if len(items) == limit:
+                return items, items[-1].id
+            items.append(sess.info(sid))
+        return items, None
+
+    async def session_delete(self, ns: str, sid: str, *, fence: Fence | None = None) -> bool:
+        now = now_ms()
+        self.fence_holds(ns, fence, now)
+        if self._session_live(ns, sid, now) is None:
+            return False
+        self._session_remove(ns, sid)
+        self.emit(ns, "session.deleted", sid, now, session=sid, extra={"expired": False},
+                  with_values=False)
+        return True
+
+    async def session_use(self, ns: str, sid: str, lock_name: str | None = None) -> None:
+        now = now_ms()
+        self._session_touch(ns, sid, self._session_live(ns, sid, now), now)
+
+    async def session_lock_index(self, ns: str, sid: str, lock_name: str) -> None:
+        return None  # the lock engine's slots are the index: every lock has one
+
+    def _expire_s(self, ns: str, sid: str, deadline: int, now: int) -> bool:
+        sess = self._sessions(ns).get(sid)
+        if sess is None or sess.scheduled != deadline:
+            return False  # gone, or this row was replaced by an earlier deadline
+        sess.scheduled = None
+        if sess.expires_at is not None and sess.expires_at > now:
+            sess.scheduled = sess.expires_at  # written since: wait for the new deadline
+            self.schedule_deadline(sess.expires_at, ns, "s:" + sid)
+            return False
+        if sess.expires_at is None:
+            return False
+        return self._session_live(ns, sid, now) is None
+
+    # -- variables -------------------------------------------------------------------
+
+    async def var_register(
+        self, ns: str, sid: str, var: Variable, *, fence: Fence | None = None
+    ) -> Variable:
+        now = now_ms()
+        self.fence_holds(ns, fence, now)
+        sess = self._session_live(ns, sid, now)
+        if sess is not None:
+            taken = sess.resolve(var.name)
+            if taken is not None:
+                raise Conflict(f"Variable {var.name!r} already exists in session {sid!r}.",
+                               code="already_exists", current=taken)
+        sess = self._session_touch(ns, sid, sess, now)
+        var_id = var.id
+        while var_id in sess.variables:
+            var_id = new_variable_id()
+        var = replace(var, id=var_id, version=1, created_at=now, updated_at=now)
+        sess.variables[var.id] = var
+        sess.names[var.name] = var.id
+        self.emit(ns, "variable.created", var.name, now, session=sid, value=var.value,
+                  old_value=None,
+                  extra={"id": var.id, "variable_type": var.type, "version": 1})
+        return var
+
+    async def var_get(self, ns: str, sid: str, ident: str) -> Variable | None:
+        sess = self._session_read(ns, sid)
+        return sess.resolve(ident) if sess is not None else None
+
+    async def var_list(self, ns: str, sid: str) -> list[Variable]:
+        sess = self._session_read(ns, sid)
+        if sess is None:
+            return []
+        return sorted(sess.variables.values(), key=lambda v: v.name)
+
+    async def var_read(self, ns: str, sid: str, idents: Sequence[str]) -> dict[str, Variable]:
+        sess = self._session_read(ns, sid)
+        if sess is None:
+            return {}
+        found = {ident: sess.resolve(ident) for ident in idents}
+        return {k: v for k, v in found.items() if v is not None}
+
+    async def var_write(
+        self,
+        ns: str,
+        sid: str,
+        updates: Sequence[tuple[str, Any]],
+        *,
+        metadata: dict[str, Any] | None = None,
+        atomic: bool = True,
+        batch: bool = False,
+        condition: Precondition = NO_CONDITION,
+        fence: Fence | None = None,
+    ) -> WriteOutcome:
+        now = now_ms()
+        self.fence_holds(ns, fence, now)
+        sess = self._session_live(ns, sid, now)
+        found = {ident: sess.resolve(ident) if sess is not None else None
+                 for ident, _ in updates}
+        plan = plan_writes(found, updates, metadata, condition, now)
+        if (atomic and plan.errors) or not plan.writes or sess is None:
+            return WriteOutcome([], plan.errors, None)
+        self._session_touch(ns, sid, sess, now)
+        for w in plan.writes:
+            sess.variables[w.new.id] = w.new
+        if batch:
+            first = min(plan.writes, key=lambda w: w.new.name)
+            revision = self.emit(
+                ns, "variable.updated", first.new.name, now, session=sid,
+                value=first.new.value, old_value=first.old.value,
+                extra={**variable_event_fields(first.new), "batch": True,
+                       "updates": batch_event_updates(plan.writes)},
+            )
+        else:
+            (w,) = plan.writes
+            revision = self.emit(ns, "variable.updated", w.new.name, now, session=sid,
+                                 value=w.new.value, old_value=w.old.value,
+                                 extra=variable_event_fields(w.new))
+        return WriteOutcome([w.new for w in plan.writes], plan.errors, revision)
+
+    async def var_delete(
+        self,
+        ns: str,
+        sid: str,
+        ident: str,
+        *,
+        condition: Precondition = NO_CONDITION,
+        fence: Fence | None = None,
+    ) -> Variable:
+        now = now_ms()
+        self.fence_holds(ns, fence, now)
+        sess = self._session_live(ns, sid, now)
+        var = sess.resolve(ident) if sess is not None else None
+        check_version(condition, var, ident)
+        if sess is None or var is None:
+            raise NotFound(f"No variable {ident!r} in session {sid!r}.")
+        self._session_touch(ns, sid, sess, now)
+        del sess.variables[var.id]
+        del sess.names[var.name]
+        self.emit(ns, "variable.deleted", var.name, now, session=sid, value=None,
+                  old_value=var.value, extra=variable_event_fields(var))
+        return var
+
+    # -- chat state ------------------------------------------------------------------
+
+    async def subscription_set(
+        self, ns: str, sid: str, thread: str, subscribed: bool, *, fence: Fence | None = None
+    ) -> bool:
+        now = now_ms()
+        self.fence_holds(ns, fence, now)
+        sess = self._session_live(ns, sid, now)
+        present = sess is not None and thread in sess.subscriptions
+        if present == subscribed:
+            if sess is not None:
+                self._session_touch(ns, sid, sess, now)
+            return False
+        sess = self._session_touch(ns, sid, sess, now)
+        if subscribed:
+            sess.subscriptions.add(thread)
+        else:
+            sess.subscriptions.discard(thread)
+        self._session_event(ns, sid, now, "subscribe" if subscribed else "unsubscribe",
+                            thread=thread)
+        return True
+
+    async def subscription_list(self, ns: str, sid: str) -> list[str]:
+        sess = self._session_read(ns, sid)
+        return sorted(sess.subscriptions) if sess is not None else []
+
+    async def subscription_get(self, ns: str, sid: str, thread: str) -> bool:
+        sess = self._session_read(ns, sid)
+        return sess is not None and thread in sess.subscriptions
+
+    async def dedupe_check(
+        self, ns: str, sid: str, key: str, limit: int, *, fence: Fence | None = None
+    ) -> bool:
+        now = now_ms()
+        self.fence_holds(ns, fence, now)
+        sess = self._session_touch(ns, sid, self._session_live(ns, sid, now), now)
+        if key in sess.dedupe:
+            return True
+        sess.dedupe[key] = None
+        evicted: list[str] = []
+        while len(sess.dedupe) > limit:
+            oldest = next(iter(sess.dedupe))
+            del sess.dedupe[oldest]
+            evicted.append(oldest)
+        self._session_event(ns, sid, now, "dedupe", dedupe_key=key, evicted=evicted)
+        return False
+
+    async def state_get(self, ns: str, sid: str, kind: StateKind, ident: str) -> bytes | None:
+        sess = self._session_read(ns, sid)
+        return sess.states(kind).get(ident) if sess is not None else None
+
+    async def state_update(
+        self,
+        ns: str,
+        sid: str,
+        kind: StateKind,
+        ident: str,
+        update: StateUpdate,
+        *,
+        fence: Fence | None = None,
+    ) -> tuple[bytes | None, bool]:
+        now = now_ms()
+        self.fence_holds(ns, fence, now)
+        sess = self._session_live(ns, sid, now)
+        old = sess.states(kind).get(ident) if sess is not None else None
+        new = update(old)
+        if new is None and old is None:
+            if sess is not None:
+                self._session_touch(ns, sid, sess, now)
+            return None, False
+        sess = self._session_touch(ns, sid, sess, now)
+        if new is None:
+            del sess.states(kind)[ident]
+        else:
+            sess.states(kind)[ident] = new
+        self._session_event(ns, sid, now, kind + "_state", value=new, old_value=old,
+                            **{kind: ident})
+        return new, old is None
+
+    # -- snapshots -------------------------------------------------------------------
+
+    async def session_snapshot(self, ns: str, sid: str) -> SessionSnapshot | None:
+        sess = self._session_read(ns, sid)
+        if sess is None:
+            return None
+        now = now_ms()
+        snap = SessionSnapshot(
+            sid, self._ns(ns).revision, sess.metadata, sess.ttl_ms, sess.created_at,
+            sess.updated_at, sess.expires_at, list(sess.variables.values()),
+            sorted(sess.subscriptions), list(sess.dedupe), dict(sess.threads),
+            dict(sess.channels),
+        )
+        holders = self._ns(ns).locks
+        for name, slot in self._session_locks(ns, sid):
+            holder = holders.get((sid, name))
+            if holder is not None and (holder.expires_at is None or holder.expires_at > now):
+                snap.locks[name] = LockSnapshot(holder.owner, holder.token, holder.acquired_at,
+                                                holder.expires_at, slot.ttl_ms)
+            if slot.pending:
+                snap.pending_locks[name] = list(slot.pending)
+        return snap
+
+    async def session_import(
+        self, ns: str, sid: str, snapshot: SessionSnapshot, *, fence: Fence | None = None
+    ) -> ImportResult:
+        from app.backends.memory import LockState  # memory.py imports this module
+
+        now = now_ms()
+        self.fence_holds(ns, fence, now)
+        old = self._session_live(ns, sid, now)
+        holders = self._ns(ns).locks
+        prior = {name: holders.get((sid, name)) for name in snapshot.locks}
+        prior = {name: h for name, h in prior.items()
+                 if h is not None and (h.expires_at is None or h.expires_at > now)}
+        self._session_remove(ns, sid)
+        sess = self._sessions(ns)[sid] = _Session(
+            snapshot.metadata, snapshot.created_at or now, now, snapshot.ttl_ms
+        )
+        self._session_deadline(ns, sid, sess, now)
+        for var in snapshot.variables:
+            sess.variables[var.id] = var
+            sess.names[var.name] = var.id
+        sess.subscriptions = set(snapshot.subscriptions)
+        sess.dedupe = dict.fromkeys(snapshot.dedupe_order)
+        sess.threads = dict(snapshot.thread_state)
+        sess.channels = dict(snapshot.channel_state)
+        tokens: dict[str, int] = {}
+        for name, lock in snapshot.locks.items():
+            slot = self._lock_slot(ns, sid, name)
+            before = prior.get(name)
+            token = lock.token
+            same_holder = (before is not None and before.owner == lock.owner
+                           and before.token == lock.token)
+            if token <= slot.last_token and not same_holder:
+                token = slot.last_token + 1
+            slot.last_token = max(slot.last_token, token)
+            if lock.expires_at is not None and lock.expires_at <= now:
+                continue  # already expired: free, its pending entries kept
+            holders[(sid, name)] = LockState(lock.owner, token, lock.acquired_at or now,
+                                             lock.expires_at)
+            slot.ttl_ms = lock.ttl_ms
+            if lock.expires_at is not None:
+                self.schedule_deadline(lock.expires_at, ns, f"l:{sid}|{name}")
+            tokens[name] = token
+        for name, entries in snapshot.pending_locks.items():
+            self._lock_slot(ns, sid, name).pending[:] = entries
+        revision = self.emit(ns, "session.imported", sid, now, session=sid,
+                             extra={"created": old is None}, with_values=False)
+        return ImportResult(revision, old is None, tokens)
