@@ -85,3 +85,13 @@ async def test_redis_outage_is_503_and_recovers() -> None:
             assert (await client.put("/v1/kv/k", json=3)).json()["version"] == 2
     finally:
         server.cleanup()
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (SPEC.parent.parent / "README.md").read_text()
+    missing = [
+        f"CORKBOARD_{name.upper()}"
+        for name in Settings.model_fields
+        if f"`CORKBOARD_{name.upper()}`" not in readme
+    ]
+    assert not missing, f"settings missing from the README's configuration table: {missing}"
