@@ -100,3 +100,11 @@ async def test_request_body_limit(make_client: ClientFactory) -> None:
                               headers={"content-type": "application/json"})
         problem(r, 413, "payload_too_large")
         assert (await client.get("/v1/kv")).json()["revision"] == 0
+
+
+async def test_lock_waits_are_measured(client: httpx.AsyncClient) -> None:
+    await client.post("/v1/locks/l", json={"owner": "a", "ttl": "30s"})
+    r = await client.post("/v1/locks/l", json={"owner": "b", "wait": "0.1s"})
+    assert r.status_code == 409
+    text = (await client.get("/metrics")).text
+    assert 'corkboard_lock_wait_seconds_count{outcome="timeout"} 1.0' in text

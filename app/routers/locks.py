@@ -8,6 +8,7 @@ locks at ``/v1/locks`` (scope "") and, through the sessions router, a session's 
 # No ``from __future__ import annotations``: the handlers are built in a factory, and
 # FastAPI must see their annotations (the scope dependency is a local) as objects.
 import asyncio
+import time
 from collections.abc import Callable
 from enum import Enum
 from typing import Annotated, Any, Literal, TypeVar
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from starlette.responses import Response
 
 from app.backends.locking import LockRequest
-from app.errors import InvalidTTL, NotFound, PayloadTooLarge
+from app.errors import Conflict, InvalidTTL, NotFound, PayloadTooLarge
 from app.models import Duration, Problem
 from app.routers.common import (
     BackendDep,
@@ -282,10 +283,18 @@ def lock_router(
             # that is gone leaves the line instead of claiming the lock and its entries.
             gone = asyncio.Event()
             watcher = asyncio.create_task(_set_when_disconnected(request, gone))
+            waits = request.scope["state"]["metrics"].lock_waits
+            started = time.monotonic()
             try:
                 outcome = await backend.lock_acquire(ns, scope, name, lock_request, gone)
+            except Conflict:
+                waits.labels("gone" if gone.is_set() else "timeout").observe(
+                    time.monotonic() - started
+                )
+                raise
             finally:
                 watcher.cancel()
+            waits.labels("acquired").observe(time.monotonic() - started)
         else:
             outcome = await backend.lock_acquire(ns, scope, name, lock_request)
         return json_response(outcome.to_json(), 200 if outcome.status == "acquired" else 202)
