@@ -95,3 +95,30 @@ def test_readme_documents_every_setting() -> None:
         if f"`CORKBOARD_{name.upper()}`" not in readme
     ]
     assert not missing, f"settings missing from the README's configuration table: {missing}"
+
+
+async def test_batched_scripts_survive_a_flushed_script_cache(redis_url: str) -> None:
+    """Concurrent calls share pipelines; after SCRIPT FLUSH (as after a Redis restart)
+    each call in a batch is re-sent once its script is loaded again, exactly once."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from tests.conftest import flush
+
+    flush(redis_url)
+    async with app_client(Settings(backend=redis_url)) as client:
+        await client.put("/v1/kv/n", json=0)
+        admin = aioredis.Redis.from_url(redis_url)
+        try:
+            await admin.script_flush()
+        finally:
+            await admin.aclose()
+        results = await asyncio.gather(
+            *(client.post("/v1/kv/n/increment", json={}) for _ in range(40)),
+            *(client.put(f"/v1/kv/k{i}", json=i) for i in range(20)),
+        )
+        assert all(r.status_code in (200, 201) for r in results), [r.text for r in results]
+        assert (await client.get("/v1/kv/n")).json()["value"] == 40
+        listing = (await client.get("/v1/kv", params={"pattern": "k*"})).json()
+        assert len(listing["items"]) == 20
