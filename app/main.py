@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 from app import __version__
 from app.backends import backend_from_url
 from app.errors import BackendUnavailable, install_error_handlers
+from app.events import Hub
 from app.openapi import build_openapi
 from app.routers import events, kv, service
 from app.settings import Settings
@@ -47,9 +48,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sweeper = asyncio.create_task(
             backend.run_sweeper(settings.sweep_interval_seconds), name="corkboard-sweeper"
         )
+        hub = Hub(
+            backend,
+            queue_size=settings.watch_queue_size,
+            progress_seconds=settings.watch_progress_seconds,
+            retry_ms=settings.watch_retry_ms,
+            snapshot_page=settings.max_list_limit,
+        )
+        await hub.start()
         try:
-            yield {"backend": backend, "settings": settings}
+            yield {"backend": backend, "settings": settings, "hub": hub}
         finally:
+            await hub.close()
             sweeper.cancel()
             with suppress(asyncio.CancelledError):
                 await sweeper

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from app.backends.base import NO_CONDITION, Backend, Fence, Precondition
 from app.errors import InvalidRequest, PayloadTooLarge
+from app.events import Hub
 from app.settings import Settings
 from app.syntax import check_id, check_key, check_namespace, parse_etag
 
@@ -31,6 +32,11 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
+def get_hub(request: Request) -> Hub:
+    hub: Hub = request.state.hub
+    return hub
+
+
 def get_namespace(
     ns: Annotated[
         str,
@@ -45,6 +51,7 @@ def get_namespace(
 
 BackendDep = Annotated[Backend, Depends(get_backend)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+HubDep = Annotated[Hub, Depends(get_hub)]
 NamespaceDep = Annotated[str, Depends(get_namespace)]
 
 NS_PARAMETER: dict[str, Any] = {
