@@ -495,6 +495,7 @@ class Hub:
             if page.next_cursor is None:
                 break
             after = page.next_cursor
+            await asyncio.sleep(0)  # let other requests in between pages
         assert first is not None
         position = first
         while position < last:

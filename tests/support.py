@@ -199,5 +199,6 @@ def running(*services: ServiceProcess) -> Iterator[list[ServiceProcess]]:
         for s in started:
             s.stop()
         for s in services:
+            s.log.close()
             with contextlib.suppress(OSError):
                 os.unlink(s.log.name)
