@@ -211,6 +211,21 @@ def _snapshot_from_event(event: ChangeEvent) -> bytes:
     return orjson.dumps(body)
 
 
+async def cancel_until_done(tasks: set[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again while any still runs.
+
+    On Python 3.11 ``asyncio.wait_for`` drops a cancellation that arrives as the awaited
+    operation completes, and redis-py sends every command through it when a socket
+    timeout is set; one ``cancel()`` can thus be lost. (anyio cancels level-triggered
+    for the same reason.)
+    """
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.05)
+
+
 # -- the hub ---------------------------------------------------------------------------
 
 
@@ -231,7 +246,9 @@ class Watcher:
         self.last_active = time.monotonic()
 
     def offer(self, frame: Frame) -> bool:
-        """Queue ``frame``; False (and the queue dropped) when the watcher overflows."""
+        """Queue ``frame``; False (and the queue dropped) when the watcher overflows now."""
+        if self.overflowed:
+            return True  # already being detached; it takes nothing more
         if len(self.frames) >= self.limit:
             self.overflowed = True
             self.frames.clear()
@@ -268,9 +285,18 @@ class Feed:
         self.position = position
         self.groups: dict[EventFilter, dict[Watcher, None]] = {}
         self.size = 0
+        self.stopped = False
         self.task = asyncio.get_running_loop().create_task(
             self._run(), name=f"corkboard-feed-{ns}"
         )
+
+    def stop(self) -> None:
+        """End the reader. From inside its own task (a watcher overflowing during dispatch)
+        it only sets the flag: a cancellation a task requests of itself while running can
+        be lost inside the Redis client, so the loop checks the flag instead."""
+        self.stopped = True
+        if asyncio.current_task() is not self.task:
+            self.task.cancel()
 
     def add(self, watcher: Watcher) -> None:
         self.groups.setdefault(watcher.filter, {})[watcher] = None
@@ -326,7 +352,7 @@ class Feed:
         loop = asyncio.get_running_loop()
         next_tick = loop.time() + hub.tick_seconds
         backoff = 0.05
-        while True:
+        while not self.stopped:
             try:
                 batch = await hub.backend.read_events(
                     self.ns, self.position, limit=LOG_PAGE,
@@ -340,6 +366,8 @@ class Feed:
                 backoff = min(MAX_READER_BACKOFF, backoff * 2)
                 continue
             backoff = 0.05
+            if self.stopped:
+                return
             if self.position < batch.compacted_revision or self.position > batch.current_revision:
                 # Fell behind retention, or the log went backwards (data loss): say so.
                 logger.warning(
@@ -377,6 +405,8 @@ class Hub:
         self.retry_ms = retry_ms
         self.snapshot_page = snapshot_page
         self.feeds: dict[str, Feed] = {}
+        #: Readers of feeds that lost their last watcher, until they have finished.
+        self._retiring: set[asyncio.Task[None]] = set()
         self.closing = False
         #: Set by sse-starlette on every stream when the server begins to shut down.
         self.shutdown_event = anyio.Event()
@@ -397,19 +427,17 @@ class Hub:
             return
         self.closing = True
         for feed in self.feeds.values():
-            feed.task.cancel()
+            feed.stop()
             for watcher in feed.watchers():
                 watcher.wake()
 
     async def close(self) -> None:
+        """End every stream and wait for every reader, so no connection is left behind."""
         self.begin_shutdown()
-        tasks = [f.task for f in self.feeds.values()]
+        tasks = {f.task for f in self.feeds.values()} | self._retiring
         if self._shutdown_task is not None:
-            tasks.append(self._shutdown_task)
-            self._shutdown_task.cancel()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            tasks.add(self._shutdown_task)
+        await cancel_until_done(tasks)
 
     def attach(self, ns: str, flt: EventFilter, last: int) -> tuple[Watcher, int]:
         """Join ``ns``'s feed; returns the watcher and the revision live delivery follows.
@@ -430,7 +458,9 @@ class Hub:
             return
         if feed.size == 0 and self.feeds.get(feed.ns) is feed:
             del self.feeds[feed.ns]
-            feed.task.cancel()
+            feed.stop()
+            self._retiring.add(feed.task)
+            feed.task.add_done_callback(self._retiring.discard)
 
     async def subscribe(
         self,
