@@ -233,6 +233,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        too_large = request.scope.get("corkboard.body_too_large")
+        if isinstance(too_large, CorkboardError):
+            return error_response(too_large)
         code = _STARLETTE_CODES.get(exc.status_code, "invalid_request")
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":

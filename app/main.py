@@ -11,12 +11,17 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from app import __version__
+from app.auth import AccessControl, load_grants
 from app.backends import backend_from_url
 from app.errors import BackendUnavailable, install_error_handlers
 from app.events import Hub
+from app.hotpath import HotPath
+from app.limits import BodyLimit
+from app.observability import AccessLog, Metrics, RequestObserver, configure_logging
 from app.openapi import build_openapi
 from app.routers import events, kv, service
 from app.settings import Settings
@@ -35,6 +40,15 @@ def operation_id(route: APIRoute) -> str:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service for ``settings`` (default: read from ``CORKBOARD_*`` variables)."""
     settings = settings or Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    grants = load_grants(settings)  # TokenConfigError: refuse to build a misconfigured app
+    metrics = Metrics()
+    # Access lines are logged at info: a higher level turns them off.
+    access_log = (
+        AccessLog(fmt=settings.log_format)
+        if logging.getLevelName(settings.log_level.upper()) <= logging.INFO
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -48,6 +62,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sweeper = asyncio.create_task(
             backend.run_sweeper(settings.sweep_interval_seconds), name="corkboard-sweeper"
         )
+        flusher = (
+            asyncio.create_task(access_log.run(), name="corkboard-access-log")
+            if access_log is not None
+            else None
+        )
         hub = Hub(
             backend,
             queue_size=settings.watch_queue_size,
@@ -57,12 +76,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         await hub.start()
         try:
-            yield {"backend": backend, "settings": settings, "hub": hub}
+            yield {"backend": backend, "settings": settings, "metrics": metrics, "hub": hub}
         finally:
             await hub.close()
-            sweeper.cancel()
-            with suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (sweeper, flusher):
+                if task is not None:
+                    task.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await task
             await backend.close()
 
     app = FastAPI(
@@ -71,9 +92,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
+        # FastAPI's OpenTelemetry hooks check for providers on every request; Corkboard's
+        # observability is Prometheus at /metrics, so they stay off.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
+    # Pure-ASGI layers only (no BaseHTTPMiddleware: it buffers streams and halves
+    # throughput). The last added runs first: CORS, observer, access control, body
+    # limit, then the hot path in front of FastAPI's router.
+    app.add_middleware(HotPath, routes=kv.hot_routes)
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, exempt=("/v1/artifacts",))
+    if grants:
+        app.add_middleware(AccessControl, grants=grants)
+    else:
+        logger.warning("no access tokens configured: every /v1 call is open to anyone")
+    app.add_middleware(RequestObserver, metrics=metrics, access_log=access_log)
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match",
+                           "Last-Event-ID", "Range", "X-Request-ID", "Fence-Lock",
+                           "Fence-Token", "Fence-Session"],
+            expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID",
+                            "Content-Range", "Accept-Ranges"],
+            max_age=600,
+        )
     app.include_router(service.router)
     app.include_router(events.router)
     app.include_router(kv.list_router)

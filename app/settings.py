@@ -56,4 +56,11 @@ class Settings(BaseSettings):
     cors_origins: str = Field("", description="Comma list of origins allowed by CORS")
     tokens: str | None = Field(None, description="JSON list of access tokens")
     tokens_file: str | None = Field(None, description="Path to a JSON file of access tokens")
+    require_tokens: bool = Field(
+        False, description="Refuse to start without tokens (for production)"
+    )
+    max_request_bytes: int = Field(
+        8 * 1_048_576, ge=1024, description="Largest request body other than an artifact"
+    )
     log_level: str = Field("info", description="Log level")
+    log_format: str = Field("json", pattern="^(json|text)$", description="json or text logs")

@@ -4,6 +4,7 @@ durations, ETags and timestamps, parsed and checked in one place for every resou
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -179,4 +180,9 @@ def now_ms() -> int:
 def iso_ms(ms: int) -> str:
     """RFC 3339 UTC with milliseconds: 2026-11-24T04:20:51.123Z."""
     sec, frac = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:03d}Z"
+    return f"{_iso_seconds(sec)}.{frac:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_seconds(sec: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))

@@ -47,11 +47,13 @@ async def test_any_json_value_round_trips(client: httpx.AsyncClient, value: obje
 
 
 async def test_text_plain_is_stored_as_a_string(client: httpx.AsyncClient) -> None:
-    r = await client.put("/v1/kv/greeting", content=b"hello", headers={"content-type": "text/plain"})
+    text = {"content-type": "text/plain"}
+    r = await client.put("/v1/kv/greeting", content=b"hello", headers=text)
     assert r.status_code == 201
     assert r.json()["value"] == "hello"
     r = await client.put(
-        "/v1/kv/greeting", content=b"{not json", headers={"content-type": "text/plain; charset=utf-8"}
+        "/v1/kv/greeting", content=b"{not json",
+        headers={"content-type": "text/plain; charset=utf-8"},
     )
     assert r.json()["value"] == "{not json"
 

@@ -149,6 +149,18 @@ class BackendInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def raise_if_cancelling() -> None:
+    """Raise CancelledError if this task was cancelled but a library swallowed it.
+
+    redis-py can absorb a cancel() that lands mid-command (returning normally or raising
+    another error); a loop that survives backend errors would then run forever. Every
+    such loop calls this once per iteration.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def apply_update(update: ValueUpdate, base: bytes, current: KeyEntry | None) -> bytes:
     """Run a server-side update; a refused precondition (a JSON Patch ``test``) carries
     the entry it was tested against as ``current``, like every 412."""
@@ -283,4 +295,5 @@ class Backend(ABC):
                 raise
             except Exception as exc:  # a flaky backend must not end expiry for good
                 logger.warning("deadline sweep failed: %s", exc)
+            raise_if_cancelling()
             await asyncio.sleep(interval)

@@ -4,12 +4,12 @@ conditional and fencing headers, bounded body reading, and Starlette-level route
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Query, Request
-from fastapi.routing import APIRoute
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
@@ -23,17 +23,18 @@ JSON = "application/json"
 
 
 def get_backend(request: Request) -> Backend:
-    backend: Backend = request.state.backend
+    # The lifespan state dict, read directly: request.state would build a State per call.
+    backend: Backend = request.scope["state"]["backend"]
     return backend
 
 
 def get_settings(request: Request) -> Settings:
-    settings: Settings = request.state.settings
+    settings: Settings = request.scope["state"]["settings"]
     return settings
 
 
 def get_hub(request: Request) -> Hub:
-    hub: Hub = request.state.hub
+    hub: Hub = request.scope["state"]["hub"]
     return hub
 
 
@@ -65,6 +66,8 @@ NS_PARAMETER: dict[str, Any] = {
 
 def namespace_of(request: Request) -> str:
     """The ``ns`` query parameter, checked, for routes served at the Starlette level."""
+    if not request.scope["query_string"]:
+        return "default"
     return check_namespace(request.query_params.get("ns", "default"))
 
 
@@ -143,18 +146,19 @@ def is_json_media(mt: str) -> bool:
     return mt == JSON or (mt.startswith("application/") and mt.endswith("+json"))
 
 
+class KeyPathConvertor(Convertor[str]):
+    """Like Starlette's ``path`` but matching any character, so that a key with a newline
+    reaches its route and is refused as ``invalid_key`` rather than matching no route."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("key", KeyPathConvertor())
+
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-class DirectRoute(APIRoute):
-    """A route documented by FastAPI but served at the Starlette level.
-
-    The endpoint takes the Request and returns a Response: no dependency solving and no
-    response re-validation, which halves the per-request cost of the hottest calls. Its
-    parameters and bodies are documented through ``openapi_extra``.
-    """
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        # FastAPI wraps whatever this returns, also for routes of included routers.
-        handler: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
-        return handler

@@ -1,5 +1,6 @@
 """Keys (API.md section 2): JSON values with TTL, revisions, history, listing, CAS and
-server-side updates. GET and PUT of a key are the hot path and are served directly.
+server-side updates. GET and PUT of a key are the hot path: their endpoints take the
+Request and return a Response, and app.hotpath serves them ahead of FastAPI's router.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from app.patching import json_patch, merge_patch
 from app.routers.common import (
     NS_PARAMETER,
     BackendDep,
-    DirectRoute,
+    Endpoint,
     NamespaceDep,
     SettingsDep,
     condition_from_headers,
@@ -99,7 +100,7 @@ def value_from_body(body: bytes, mt: str, limit: int) -> bytes:
     return value
 
 
-# -- the hot path, served at the Starlette level --------------------------------------
+# -- the hot path (see hot_routes) ------------------------------------------------------
 
 
 async def get_key(request: Request) -> Response:
@@ -107,7 +108,7 @@ async def get_key(request: Request) -> Response:
     backend = get_backend(request)
     ns = namespace_of(request)
     key = key_of(request.path_params["key"])
-    raw_revision = request.query_params.get("revision")
+    raw_revision = request.query_params.get("revision") if request.scope["query_string"] else None
     revision = None
     if raw_revision is not None:
         if not raw_revision.isdigit():
@@ -135,7 +136,8 @@ async def put_key(request: Request) -> Response:
     settings = get_settings(request)
     ns = namespace_of(request)
     key = key_of(request.path_params["key"])
-    ttl_ms = duration_ms(parse_duration(request.query_params.get("ttl")))
+    ttl = request.query_params.get("ttl") if request.scope["query_string"] else None
+    ttl_ms = duration_ms(parse_duration(ttl))
     condition = condition_from_headers(request.headers)
     fence = fence_from_headers(request.headers)
     limit = settings.max_value_bytes
@@ -145,13 +147,28 @@ async def put_key(request: Request) -> Response:
     return put_response(result)
 
 
+def hot_routes(method: str, path: str) -> tuple[Endpoint, dict[str, str], str] | None:
+    """GET and PUT of a key, for app.hotpath; the same endpoints as the routes below.
+
+    GET of '<key>/history' is the history route; a key never ends in an action word, so
+    every other GET or PUT under /v1/kv/ is a key read or write.
+    """
+    if not path.startswith("/v1/kv/"):
+        return None
+    if method == "GET" and not path.endswith("/history"):
+        return get_key, {"key": path[7:]}, "/v1/kv/{key}"
+    if method == "PUT":
+        return put_key, {"key": path[7:]}, "/v1/kv/{key}"
+    return None
+
+
 _ENTRY_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "No such key (or revision not kept)"},
     **_ERRORS,
 }
 
 @router.get(
-    "/{key:path}/history",
+    "/{key:key}/history",
     response_model=KeyHistory,
     responses={404: {"model": Problem}, 400: {"model": Problem}},
     summary="A key's kept revisions, newest first",
@@ -165,7 +182,7 @@ async def get_key_history(key: str, ns: NamespaceDep, backend: BackendDep) -> Re
 
 
 @router.post(
-    "/{key:path}/increment",
+    "/{key:key}/increment",
     response_model=KeyEntryModel,
     responses={201: {"model": KeyEntryModel, "description": "Created"}, 422: {"model": Problem},
                **_ERRORS},
@@ -187,7 +204,7 @@ async def increment_key(
 
 
 @router.post(
-    "/{key:path}/touch",
+    "/{key:key}/touch",
     response_model=KeyEntryModel,
     responses={404: {"model": Problem}, **_ERRORS},
     summary="Reset a key's expiry without changing its value",
@@ -202,10 +219,9 @@ async def touch_key(
 
 
 router.add_api_route(
-    "/{key:path}",
+    "/{key:key}",
     get_key,
     methods=["GET"],
-    route_class_override=DirectRoute,
     response_model=KeyEntryModel,
     responses={304: {"description": "Not modified (If-None-Match)"}, **_ENTRY_RESPONSES},
     summary="Read a key",
@@ -221,10 +237,9 @@ router.add_api_route(
     },
 )
 router.add_api_route(
-    "/{key:path}",
+    "/{key:key}",
     put_key,
     methods=["PUT"],
-    route_class_override=DirectRoute,
     response_model=KeyEntryModel,
     status_code=200,
     responses={201: {"model": KeyEntryModel, "description": "Created"},
@@ -250,7 +265,7 @@ router.add_api_route(
 
 
 @router.patch(
-    "/{key:path}",
+    "/{key:key}",
     response_model=KeyEntryModel,
     responses={201: {"model": KeyEntryModel, "description": "Created from ?initial="},
                404: {"model": Problem}, 415: {"model": Problem}, 422: {"model": Problem},
@@ -308,7 +323,7 @@ async def patch_key(
 
 
 @router.delete(
-    "/{key:path}",
+    "/{key:key}",
     status_code=204,
     response_class=Response,
     responses={**_ERRORS},

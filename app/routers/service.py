@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import PlainTextResponse, Response
 
 from app import __version__
 from app.errors import BackendUnavailable
@@ -31,6 +32,17 @@ async def readyz(backend: BackendDep) -> Response:
     except BackendUnavailable as exc:
         raise BackendUnavailable(f"Not ready: {exc.detail}") from exc
     return json_response(b'{"status":"ready"}')
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    summary="Prometheus metrics of this process",
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+)
+async def metrics(request: Request) -> Response:
+    registry = request.scope["state"]["metrics"].registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/v1/capabilities", response_model=Capabilities, summary="What this deployment offers")

@@ -1,0 +1,53 @@
+"""Request body limits, enforced before a body is read whole (pure ASGI)."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import PayloadTooLarge, error_response
+
+#: Scope key set when this layer refused a body while the app was reading it.
+BODY_TOO_LARGE = "corkboard.body_too_large"
+
+
+class BodyLimit:
+    """Refuses bodies over ``limit`` bytes: at once from Content-Length, else while
+    streaming (the endpoint reading the body gets PayloadTooLarge). Paths under an
+    ``exempt`` prefix enforce their own, larger limits (artifacts)."""
+
+    def __init__(self, app: ASGIApp, limit: int, exempt: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.limit = limit
+        self.exempt = exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > self.limit:
+                    exc = PayloadTooLarge(
+                        f"The request body is {int(value)} bytes; the limit is {self.limit}."
+                    )
+                    await error_response(exc)(scope, receive, send)
+                    return
+                break
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    exc = PayloadTooLarge(
+                        f"The request body exceeds the limit of {self.limit} bytes."
+                    )
+                    # FastAPI reports any error while it parses a body as a 400; this
+                    # mark lets the error handler answer the 413 that happened.
+                    scope[BODY_TOO_LARGE] = exc
+                    raise exc
+            return message
+
+        await self.app(scope, limited_receive, send)

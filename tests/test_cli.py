@@ -1,0 +1,51 @@
+"""The `corkboard` command refuses bad configurations with one clear line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.support import ROOT, free_port
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_unknown_backend_scheme() -> None:
+    r = run_cli("serve", "--backend", "postgres://localhost/x", "--port", str(free_port()))
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1, r.stderr
+    assert "unknown backend URL" in r.stderr and "memory://" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_unreachable_redis() -> None:
+    r = run_cli("serve", "--backend", f"redis://127.0.0.1:{free_port()}/0",
+                "--port", str(free_port()))
+    assert r.returncode == 2
+    assert r.stderr.startswith("corkboard: cannot start: The Redis backend is unavailable")
+    assert r.stderr.count("\n") == 1, r.stderr
+
+
+def test_memory_backend_with_several_workers_is_refused() -> None:
+    r = run_cli("serve", "--workers", "2", "--port", str(free_port()))
+    assert r.returncode == 2
+    assert "memory backend" in r.stderr and "redis://" in r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
+
+
+def test_password_is_not_printed() -> None:
+    r = run_cli("serve", "--backend", f"redis://:s3cret@127.0.0.1:{free_port()}/0",
+                "--port", str(free_port()))
+    assert r.returncode == 2
+    assert "s3cret" not in r.stderr
+
+
+def test_openapi_to_stdout() -> None:
+    r = run_cli("openapi", "--output", "-")
+    assert r.returncode == 0
+    assert '"openapi"' in r.stdout

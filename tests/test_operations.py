@@ -1,0 +1,102 @@
+"""Operations: request ids, access logs, metrics, CORS and body limits."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+import httpx
+
+from app.observability import AccessLog
+from tests.helpers import problem
+
+ClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v1/kv/k", headers={"x-request-id": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    made = {(await client.get("/healthz")).headers["x-request-id"] for _ in range(3)}
+    assert len(made) == 3
+    # an unreasonable id is replaced, not echoed
+    r = await client.get("/healthz", headers={"x-request-id": "a b" + "x" * 200})
+    assert r.headers["x-request-id"] != "a b" + "x" * 200
+
+
+def test_access_log_lines_are_json_and_redact_tokens() -> None:
+    stream = io.BytesIO()
+    log = AccessLog(stream)
+    log.write({"message": "GET /v1/events 200", "query": "ns=a&access_token=***", "status": 200})
+    assert stream.getvalue() == b""  # buffered until flushed
+    log.flush()
+    line = json.loads(stream.getvalue())
+    assert line["level"] == "info" and line["logger"] == "corkboard.access"
+    assert line["status"] == 200 and line["time"].endswith("Z")
+
+
+async def test_access_log_records_requests(make_client: ClientFactory, capfdbinary: object) -> None:
+    async with make_client() as client:
+        await client.put("/v1/kv/k", json=1, headers={"x-request-id": "req-1"})
+        await client.get("/v1/events", params={"access_token": "secret-token-value", "ns": "x"})
+    out = capfdbinary.readouterr().err  # type: ignore[attr-defined]
+    lines = [json.loads(x) for x in out.splitlines() if b"corkboard.access" in x]
+    put = next(x for x in lines if x["request_id"] == "req-1")
+    assert put["method"] == "PUT" and put["status"] == 201 and put["route"] == "/v1/kv/{key}"
+    assert put["duration_ms"] >= 0
+    assert b"secret-token-value" not in out
+    events = next(x for x in lines if x["path"] == "/v1/events")
+    assert "access_token=***" in events["query"]
+
+
+async def test_metrics_move(client: httpx.AsyncClient) -> None:
+    before = (await client.get("/metrics")).text
+    await client.put("/v1/kv/k", json=1)
+    await client.get("/v1/kv/k")
+    await client.get("/v1/kv/missing")
+    after = (await client.get("/metrics")).text
+    assert 'corkboard_http_requests_total{method="GET",route="/v1/kv/{key}",status="200"} 1.0' \
+        in after
+    assert 'corkboard_http_requests_total{method="GET",route="/v1/kv/{key}",status="404"} 1.0' \
+        in after
+    assert "corkboard_http_request_duration_seconds_bucket" in after
+    assert after != before
+
+
+async def test_cors(make_client: ClientFactory) -> None:
+    async with make_client(cors_origins="https://dash.example, https://ops.example") as client:
+        r = await client.options("/v1/kv/k", headers={
+            "origin": "https://dash.example", "access-control-request-method": "PUT",
+            "access-control-request-headers": "authorization,if-match"})
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == "https://dash.example"
+        r = await client.get("/v1/kv/k", headers={"origin": "https://ops.example"})
+        assert r.headers["access-control-allow-origin"] == "https://ops.example"
+        assert "ETag" in r.headers["access-control-expose-headers"]
+        r = await client.get("/v1/kv/k", headers={"origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in r.headers
+
+
+async def test_cors_preflight_needs_no_token(make_client: ClientFactory) -> None:
+    tokens = '[{"token": "0123456789abcdefgh", "namespaces": ["*"], "permissions": ["read"]}]'
+    async with make_client(cors_origins="https://dash.example", tokens=tokens) as client:
+        r = await client.options("/v1/kv", headers={
+            "origin": "https://dash.example", "access-control-request-method": "GET"})
+        assert r.status_code == 200
+
+
+async def test_request_body_limit(make_client: ClientFactory) -> None:
+    async with make_client(max_request_bytes=2048) as client:
+        problem(await client.post("/v1/kv/k/touch", content=b" " * 4096,
+                                  headers={"content-type": "application/json"}),
+                413, "payload_too_large")
+
+        async def chunks() -> object:
+            for _ in range(10):
+                yield b" " * 512
+
+        r = await client.post("/v1/kv/k/increment", content=chunks(),  # type: ignore[arg-type]
+                              headers={"content-type": "application/json"})
+        problem(r, 413, "payload_too_large")
+        assert (await client.get("/v1/kv")).json()["revision"] == 0

@@ -1,0 +1,87 @@
+"""Service endpoints, error shapes, backend outages and the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+
+from app.main import create_app
+from app.settings import Settings
+from tests.helpers import problem
+from tests.support import RedisServer, app_client
+
+SPEC = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
+
+
+async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    assert (await client.get("/readyz")).json() == {"status": "ready"}
+
+
+async def test_capabilities(client: httpx.AsyncClient, backend: str) -> None:
+    caps = (await client.get("/v1/capabilities")).json()
+    expected = "memory" if backend.startswith("memory") else "redis"
+    assert caps["backend"] == expected
+    assert caps["persistence"] is caps["distribution"] is (expected == "redis")
+    assert caps["atomic_updates"] is True and caps["streaming"] is True
+    assert caps["limits"]["max_value_bytes"] == 1_048_576
+    assert caps["limits"]["key_history"] == 10
+    assert caps["version"]
+
+
+async def test_docs_and_openapi_are_served(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/openapi.json")).json()["info"]["title"] == "Corkboard"
+    assert "swagger" in (await client.get("/docs")).text.lower()
+
+
+async def test_request_validation_is_problem_json(client: httpx.AsyncClient) -> None:
+    body = problem(await client.post("/v1/kv/k/increment", json={"by": "x"}), 422,
+                   "validation_failed")
+    assert body["errors"][0]["location"] == ["body", "by", "int"] or body["errors"]
+    body = problem(await client.get("/v1/kv", params={"limit": "x"}), 400, "invalid_request")
+    assert body["errors"]
+
+
+def test_openapi_document_has_not_drifted() -> None:
+    spec = create_app(Settings()).openapi()
+    committed = json.loads(SPEC.read_text())
+    assert spec == committed, (
+        "openapi/openapi.json is out of date: regenerate it with `corkboard openapi`"
+    )
+
+
+def test_every_operation_has_a_readable_id_and_problem_errors() -> None:
+    spec = create_app(Settings()).openapi()
+    ids = []
+    for path_item in spec["paths"].values():
+        for op in path_item.values():
+            ids.append(op["operationId"])
+            assert op["operationId"].replace("_", "").isalpha()
+            for status, response in op["responses"].items():
+                if int(status) >= 400:
+                    assert list(response["content"]) == ["application/problem+json"]
+    assert len(ids) == len(set(ids))
+
+
+async def test_redis_outage_is_503_and_recovers() -> None:
+    """Redis stopped: 503 with Retry-After, no hang; restarted (AOF on): served again, with
+    the Lua scripts reloaded into the new server's empty script cache."""
+    server = RedisServer(appendonly=True).start()
+    try:
+        settings = Settings(backend=server.url, backend_timeout_seconds=0.5)
+        async with app_client(settings) as client:
+            assert (await client.put("/v1/kv/k", json=1)).status_code == 201
+            server.stop()
+            for call in (client.get("/v1/kv/k"), client.put("/v1/kv/k", json=2),
+                         client.get("/readyz"), client.get("/v1/kv")):
+                r = await call
+                problem(r, 503, "backend_unavailable")
+                assert r.headers["retry-after"].isdigit()
+            server.start()
+            assert (await client.get("/readyz")).status_code == 200
+            assert (await client.get("/v1/kv/k")).json()["value"] == 1
+            assert (await client.put("/v1/kv/k", json=3)).json()["version"] == 2
+    finally:
+        server.cleanup()
