@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import anyio
 import orjson
@@ -34,6 +34,9 @@ import orjson
 from app.backends.base import Backend, ChangeEvent, KeyEntry
 from app.errors import BackendUnavailable, InvalidRequest
 from app.syntax import MATCH_ALL, Pattern, check_id, iso_ms
+
+if TYPE_CHECKING:
+    from app.observability import Metrics
 
 logger = logging.getLogger("corkboard.events")
 
@@ -331,6 +334,11 @@ class Feed:
                         overflowed.append(watcher)
         self.position = events[-1].revision
         self._detach_all(overflowed)
+        metrics = self.hub.metrics
+        if metrics is not None:
+            metrics.events_published.inc(len(events))
+            if overflowed:
+                metrics.watch_overflows.inc(len(overflowed))
 
     def broadcast(self, frame: Frame) -> None:
         self._detach_all([w for w in list(self.watchers()) if not w.offer(frame)])
@@ -375,6 +383,8 @@ class Feed:
                     self.ns, self.position, batch.compacted_revision, batch.current_revision,
                 )
                 self.position = batch.current_revision
+                if hub.metrics is not None:
+                    hub.metrics.watch_resets.inc(self.size)
                 self.broadcast(
                     reset_frame(self.ns, batch.compacted_revision, batch.current_revision)
                 )
@@ -397,8 +407,10 @@ class Hub:
         progress_seconds: float = 15.0,
         retry_ms: int = 1000,
         snapshot_page: int = 1000,
+        metrics: Metrics | None = None,
     ) -> None:
         self.backend = backend
+        self.metrics = metrics
         self.queue_size = queue_size
         self.progress_seconds = progress_seconds
         self.tick_seconds = max(0.02, min(progress_seconds / 2, 5.0))
@@ -481,8 +493,11 @@ class Hub:
             # Live from now: nothing to catch up on, join the feed at once.
             sub = Subscription(self, ns, flt, await self.backend.current_revision(ns), page=page)
             sub.attach()
-            return sub
-        return Subscription(self, ns, flt, since, page=page, from_start=since == 0, live=live)
+        else:
+            sub = Subscription(self, ns, flt, since, page=page, from_start=since == 0, live=live)
+        if self.metrics is not None:
+            self.metrics.watchers.inc()
+        return sub
 
     async def snapshot(self, ns: str, flt: EventFilter) -> tuple[list[Frame], int]:
         """The live keys ``flt`` matches as ``kv.put`` frames, consistent at one revision.
@@ -599,15 +614,16 @@ class Subscription:
         self._join_feed = live
         self._live_from = 0
         self._watcher: Watcher | None = None
-
-    @property
-    def closed(self) -> bool:
-        return self.phase == CLOSED
+        self._closed = False
 
     def close(self) -> None:
         if self._watcher is not None:
             self.hub.detach(self._watcher)
             self._watcher = None
+        if not self._closed:
+            self._closed = True
+            if self.hub.metrics is not None:
+                self.hub.metrics.watchers.dec()
         self.phase = CLOSED
 
     def _end(self, frame: Frame) -> list[Frame]:
@@ -619,6 +635,13 @@ class Subscription:
     ) -> list[Frame] | None:
         """The next frames (at most ``limit``); [] when ``timeout`` passed while live;
         None once the subscription has ended."""
+        frames = await self._next(timeout, limit)
+        metrics = self.hub.metrics
+        if frames and metrics is not None:
+            metrics.events_delivered.inc(sum(1 for f in frames if f.kind == EVENT))
+        return frames
+
+    async def _next(self, timeout: float | None, limit: int) -> list[Frame] | None:
         while True:
             if self.phase == CLOSED:
                 return None
@@ -647,6 +670,8 @@ class Subscription:
         ):
             self.last = batch.current_revision
             frame = reset_frame(self.ns, batch.compacted_revision, batch.current_revision)
+            if self.hub.metrics is not None:
+                self.hub.metrics.watch_resets.inc()
             if self.phase == BACKFILL and self.last >= self._live_from:
                 self.phase = LIVE
             return [frame]

@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             progress_seconds=settings.watch_progress_seconds,
             retry_ms=settings.watch_retry_ms,
             snapshot_page=settings.max_list_limit,
+            metrics=metrics,
         )
         await hub.start()
         try:

@@ -75,6 +75,10 @@ async def test_a_write_during_the_wait_answers_it(debug_client: httpx.AsyncClien
     assert [(e["key"], e["value"]) for e in body["events"]] == [("b", 7)]
     assert body["revision"] == rev + 1 and took < 5
     assert await watchers(c) == 0  # the poll let go of its watcher
+    text = (await c.get("/metrics")).text
+    assert "corkboard_watchers_open 0.0" in text
+    assert "corkboard_events_published_total 1.0" in text  # read once by the feed
+    assert "corkboard_events_delivered_total 1.0" in text
 
 
 async def test_unmatched_changes_advance_the_revision(debug_client: httpx.AsyncClient) -> None:
@@ -153,3 +157,20 @@ async def test_debug_endpoint_is_off_by_default(client: httpx.AsyncClient) -> No
     assert "text/event-stream" in watch["responses"]["200"]["content"]
     names = {p["name"] for p in watch["parameters"]}
     assert {"pattern", "types", "session", "since", "snapshot", "Last-Event-ID"} <= names
+
+
+async def test_watch_and_poll_honour_access_tokens(make_client: MakeClient) -> None:
+    token = "t-read-0123456789abcdef"
+    tokens = f'[{{"token": "{token}", "namespaces": ["team-*"], "permissions": ["read"]}}]'
+    async with make_client(tokens=tokens) as c:
+        problem(await c.get("/v1/watch", params={"ns": "team-a"}), 401, "unauthorized")
+        problem(await c.get("/v1/events", params={"ns": "team-a"}), 401, "unauthorized")
+        for path in ("/v1/watch", "/v1/events"):
+            r = await c.get(path, params={"ns": "other", "access_token": token})
+            problem(r, 403, "forbidden")
+        # EventSource cannot send headers: the token may come as ?access_token=.
+        r = await c.get("/v1/events", params={"ns": "team-a", "access_token": token})
+        assert r.status_code == 200 and r.json() == {"events": [], "revision": 0}
+        r = await c.get("/v1/events", params={"ns": "team-a"},
+                        headers={"authorization": f"Bearer {token}"})
+        assert r.status_code == 200

@@ -29,6 +29,7 @@ from app.events import (
     Hub,
     Subscription,
 )
+from app.observability import Metrics
 from app.settings import Settings
 from app.syntax import MATCH_ALL, Pattern, now_ms
 
@@ -134,7 +135,8 @@ async def test_one_encoding_per_event_shared_by_all_watchers(hub: Hub, store: Ba
 
 
 async def test_overflow_detaches_the_watcher_and_resume_loses_nothing(store: Backend) -> None:
-    hub = Hub(store, queue_size=16, retry_ms=700)
+    metrics = Metrics()
+    hub = Hub(store, queue_size=16, retry_ms=700, metrics=metrics)
     await hub.start()
     try:
         sub = await hub.subscribe(NS, MATCH_FILTER, None)
@@ -150,6 +152,7 @@ async def test_overflow_detaches_the_watcher_and_resume_loses_nothing(store: Bac
         assert orjson.loads(frames[0].data)["last_event_id"] == start
         assert await sub.next() is None
         assert hub.stats() == {"feeds": 0, "watchers": 0}
+        assert metrics.registry.get_sample_value("corkboard_watch_overflows_total") == 1
         again = await hub.subscribe(NS, MATCH_FILTER, start)
         assert [f.revision for f in await collect(again, start + 40)] == list(
             range(start + 1, start + 41))
