@@ -5,6 +5,7 @@ lifespan starts the backend and its deadline sweeper, yields them as state, and 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -52,6 +53,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        if settings.gc_threshold:
+            # Each open stream holds ~350 tracked objects (tasks, scopes, frames). With
+            # Python's young threshold of 700 they are promoted so fast that full
+            # collections recur, pausing every stream ~100 ms at 1,000 watchers; 10,000
+            # takes the fan-out p99 from ~100 ms to ~30 ms (bench/README-fanout.md).
+            gc.set_threshold(settings.gc_threshold, 10, 10)
         backend = backend_from_url(settings.backend, settings)
         try:
             await backend.start()

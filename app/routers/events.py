@@ -17,6 +17,7 @@ from fastapi import APIRouter, Header, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 from starlette.responses import Response
+from starlette.types import Message, Send
 
 from app.errors import InvalidRequest, InvalidTTL, NotFound
 from app.events import (
@@ -35,6 +36,24 @@ router = APIRouter(tags=["watch"])
 
 MAX_WAIT_SECONDS = 300.0
 _PING = ServerSentEvent(comment="ping", sep="\n")
+_PING_BYTES = _PING.encode()
+
+
+class FeedResponse(EventSourceResponse):
+    """sse-starlette's response, minus a cancel scope around every data send.
+
+    The library wraps each send in ``anyio.move_on_after(send_timeout)``, a tenth of the
+    cost of delivering an event. A client that stops reading blocks the heartbeat send
+    as well, so timing only heartbeats still ends a stuck stream, within
+    ``heartbeat + send_timeout`` seconds; meanwhile the hub's bounded queue has already
+    let go of its events.
+    """
+
+    async def _send_with_timeout(self, send: Send, message: Message) -> None:
+        if message.get("body") == _PING_BYTES:
+            await super()._send_with_timeout(send, message)
+        else:
+            await send(message)
 
 PatternQuery = Annotated[
     str | None, Query(description="Key pattern; '*' matches any run of characters")
@@ -142,7 +161,7 @@ async def watch(
     else:
         # No id until `synced`: a stream cut mid-snapshot starts the snapshot again.
         opening = b": corkboard watch\n\n"
-    return EventSourceResponse(
+    return FeedResponse(
         _stream(sub, opening, snapshot_frames),
         ping=settings.heartbeat_seconds,
         ping_message_factory=lambda: _PING,
