@@ -571,7 +571,8 @@ def small_queue_service(backend_url: str) -> Iterator[ServiceProcess]:
     if backend_url != "memory://":
         pytest.skip("the queue limit does not depend on the backend")
     env = {"CORKBOARD_BACKEND": backend_url, "CORKBOARD_WATCH_QUEUE_SIZE": "16",
-           "CORKBOARD_WATCH_RETRY_MS": "1500"}
+           "CORKBOARD_WATCH_RETRY_MS": "1500", "CORKBOARD_HEARTBEAT_SECONDS": "0.5",
+           "CORKBOARD_WATCH_SEND_TIMEOUT_SECONDS": "1", "CORKBOARD_DEBUG_ENDPOINTS": "1"}
     with running(ServiceProcess(env)) as [svc]:
         yield svc
 
@@ -609,6 +610,34 @@ async def test_a_slow_watcher_gets_overflow_and_resumes_without_loss(
         async with watch(c, ns=ns, last_event_id=frame.id) as s:
             rest = [f.revision for f in await s.events(60 - len(got))]
             assert got + rest == list(range(1, 61))
+
+
+async def test_a_client_that_never_reads_is_cut_off(small_queue_service: ServiceProcess) -> None:
+    """Only heartbeat sends are timed; a client that stops reading blocks them too."""
+    ns = new_ns()
+    big = "x" * 400_000
+    async with client_for(small_queue_service) as c:
+        async with watch(c, ns=ns):  # sse-starlette starts its per-process task once
+            pass
+        while (before := await _debug(c))["watchers"]:
+            await asyncio.sleep(0.02)
+        reader, writer = await asyncio.open_connection("127.0.0.1", small_queue_service.port)
+        writer.transport.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        writer.write(f"GET /v1/watch?ns={ns} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        await reader.readuntil(b"corkboard watch")
+        opened = await _debug(c)
+        assert opened["watchers"] == 1 and opened["tasks"] > before["tasks"]
+        for i in range(40):  # far more than the socket buffers and the queue hold
+            await put(c, ns, f"k{i}", big)
+        started = time.monotonic()
+        try:
+            while (now := await _debug(c)) != before:
+                assert time.monotonic() - started < 10, (before, now)
+                await asyncio.sleep(0.1)
+        finally:
+            writer.transport.abort()
+            await asyncio.sleep(0)
 
 
 async def test_shutdown_ends_streams_with_a_retry_hint(backend_url: str) -> None:

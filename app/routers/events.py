@@ -8,6 +8,7 @@ request, picks the resume point and turns frames into a response.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -15,9 +16,10 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Header, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
 from starlette.background import BackgroundTask
 from starlette.responses import Response
-from starlette.types import Message, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from app.errors import InvalidRequest, InvalidTTL, NotFound
 from app.events import (
@@ -33,6 +35,7 @@ from app.routers.common import HubDep, NamespaceDep, SettingsDep, json_response
 from app.syntax import parse_duration
 
 router = APIRouter(tags=["watch"])
+logger = logging.getLogger("corkboard.watch")
 
 MAX_WAIT_SECONDS = 300.0
 _PING = ServerSentEvent(comment="ping", sep="\n")
@@ -54,6 +57,13 @@ class FeedResponse(EventSourceResponse):
             await super()._send_with_timeout(send, message)
         else:
             await send(message)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            # Not a server error: the client stopped reading. Its stream is over.
+            logger.info("closed a watch stream whose client stopped reading")
 
 PatternQuery = Annotated[
     str | None, Query(description="Key pattern; '*' matches any run of characters")
