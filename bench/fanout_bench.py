@@ -404,13 +404,17 @@ class Session:
             self.watchers.extend(batch)
         self.connect_s = time.monotonic() - started
 
-    async def measure(self, rate: float, duration: float) -> Result:
+    async def measure(self, rate: float, duration: float, writers: int = 1) -> Result:
         t = self.target
         pid = t.proc.pid or 0
-        writer = Writer(t.port)
-        await writer.open()
+        conns = [Writer(t.port) for _ in range(writers)]
+        for conn in conns:
+            await conn.open()
+        writer = conns[0]
+        before = [w.count for w in self.watchers]
         await writer.request(*t.write(time.monotonic_ns()))  # warm the path, not measured
-        await self._drained(1, 10)
+        if not await self._drained(1, 10, before):
+            raise RuntimeError(f"{t.name}: the warm-up write did not reach every watcher")
         base = [w.count for w in self.watchers]
         disorder0 = sum(w.disorder for w in self.watchers)
         rss_watching = proc_rss(pid)
@@ -419,20 +423,26 @@ class Session:
         self.phase.active = True
         cpu0, own0 = proc_cpu_seconds(pid), own_cpu_seconds()
         start = time.monotonic()
-        for i in range(writes):
-            delay = start + i / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            status = await writer.request(*t.write(time.monotonic_ns()))
-            if status >= 300:
-                raise RuntimeError(f"{t.name}: write answered {status}")
+
+        async def write_every(conn: Writer, first: int) -> None:
+            # Connection k sends writes k, k+n, k+2n, ... each at its slot in the schedule.
+            for i in range(first, writes, len(conns)):
+                delay = start + i / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                status = await conn.request(*t.write(time.monotonic_ns()))
+                if status >= 300:
+                    raise RuntimeError(f"{t.name}: write answered {status}")
+
+        await asyncio.gather(*(write_every(c, k) for k, c in enumerate(conns)))
         elapsed = time.monotonic() - start
         achieved = writes / elapsed if elapsed > 0 else float("inf")
         delivered_all = await self._drained(writes, 10, base)
         self.phase.active = False
         cpu = proc_cpu_seconds(pid) - cpu0
         own = own_cpu_seconds() - own0
-        writer.close()
+        for conn in conns:
+            conn.close()
         delivered = sum(w.count - b for w, b in zip(self.watchers, base, strict=True))
         expected = writes * len(self.watchers)
         lat = sorted(self.phase.latencies_ns)
@@ -450,7 +460,8 @@ class Session:
             rss_watching_mib=round(rss_watching / 2**20, 1),
             rss_end_mib=round(proc_rss(pid) / 2**20, 1),
             connect_s=round(self.connect_s, 2),
-            extra={"drained": delivered_all},
+            extra={"drained": delivered_all, "writers": writers,
+                   "load_1min": round(os.getloadavg()[0], 2)},
         )
 
     async def _drained(self, n: int, timeout: float, base: list[int] | None = None) -> bool:
@@ -495,7 +506,7 @@ async def run(args: argparse.Namespace, procs: ProcessSet, workdir: Path) -> lis
             try:
                 await session.connect()
                 log(f"{name}: {count} watchers connected in {session.connect_s:.1f}s")
-                result = await session.measure(args.rate, args.duration)
+                result = await session.measure(args.rate, args.duration, args.writers)
                 results.append(result)
                 log(_line(result))
                 if args.find_max and count == max(args.watcher_counts):
@@ -511,7 +522,7 @@ async def find_max(session: Session, args: argparse.Namespace) -> list[Result]:
     out: list[Result] = []
     rate = args.rate
     while rate <= args.max_rate:
-        result = await session.measure(rate, args.find_duration)
+        result = await session.measure(rate, args.find_duration, args.writers)
         result.extra["find_max"] = True
         out.append(result)
         log("  find-max " + _line(result))
@@ -526,20 +537,22 @@ def _line(r: Result) -> str:
             f"delivered {r.delivered}/{r.expected} lost {r.lost} disorder {r.disorder} "
             f"p50 {r.p50_ms} ms p99 {r.p99_ms} ms max {r.max_ms} ms; server "
             f"{r.server_us_per_delivery} us/delivery, RSS {r.rss_idle_mib}->"
-            f"{r.rss_watching_mib}->{r.rss_end_mib} MiB; client CPU {r.client_cpu_s}s")
+            f"{r.rss_watching_mib}->{r.rss_end_mib} MiB; client CPU {r.client_cpu_s}s; "
+            f"load {r.extra.get('load_1min')}")
 
 
 def print_report(results: list[Result], header: str) -> None:
     print(f"\n{header}\n")
     print("| target | watchers | writes/s (achieved) | delivered / expected | lost | "
-          "p50 ms | p99 ms | max ms | server µs/delivery | RSS idle → watching → end MiB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+          "p50 ms | p99 ms | max ms | server µs/delivery | RSS idle → watching → end MiB | "
+          "load |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for r in results:
         tag = " (find-max)" if r.extra.get("find_max") else ""
         print(f"| {r.target}{tag} | {r.watchers} | {r.rate:g} ({r.achieved_rate:g}) | "
               f"{r.delivered} / {r.expected} | {r.lost} | {r.p50_ms} | {r.p99_ms} | "
               f"{r.max_ms} | {r.server_us_per_delivery} | {r.rss_idle_mib} → "
-              f"{r.rss_watching_mib} → {r.rss_end_mib} |")
+              f"{r.rss_watching_mib} → {r.rss_end_mib} | {r.extra.get('load_1min')} |")
     for name in {r.target for r in results if r.extra.get("find_max")}:
         passing = [r.rate for r in results
                    if r.target == name and r.extra.get("find_max") and r.ok]
@@ -554,6 +567,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--watchers", default="100,1000", help="comma list of watcher counts")
     p.add_argument("--rate", type=float, default=20.0, help="writes per second")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of writing per run")
+    p.add_argument("--writers", type=int, default=1,
+                   help="writer connections sharing the rate (the writes stay one sequence "
+                        "of revisions; more connections keep a high rate while fan-out "
+                        "delays each answer)")
     p.add_argument("--only", default="memory,redis,etcd",
                    help="targets: memory, redis, etcd (comma list)")
     p.add_argument("--find-max", action="store_true",
@@ -586,7 +603,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = RESULTS_DIR / f"fanout-{stamp}"
     load = os.getloadavg()
-    header = (f"fanout_bench: {args.duration:g}s at {args.rate:g} writes/s per run; "
+    header = (f"fanout_bench: {args.duration:g}s at {args.rate:g} writes/s per run, "
+              f"{args.writers} writer connection(s); "
               f"{os.cpu_count()} CPUs, load {load[0]:.2f} at start; "
               f"{platform.python_implementation()} {platform.python_version()}")
     log(header)
