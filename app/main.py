@@ -5,6 +5,7 @@ lifespan starts the backend and its deadline sweeper, yields them as state, and 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -19,6 +20,7 @@ from app.artifacts.collector import running_store
 from app.auth import AccessControl, load_grants
 from app.backends import backend_from_url
 from app.errors import BackendUnavailable, install_error_handlers
+from app.events import Hub
 from app.hotpath import HotPath
 from app.limits import BodyLimit
 from app.observability import AccessLog, Metrics, RequestObserver, configure_logging
@@ -66,6 +68,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        if settings.gc_threshold:
+            # Each open stream holds ~350 tracked objects (tasks, scopes, frames). With
+            # Python's young threshold of 700 they are promoted so fast that full
+            # collections recur, pausing every stream ~100 ms at 1,000 watchers; 10,000
+            # takes the fan-out p99 from ~100 ms to ~30 ms (bench/README-fanout.md).
+            gc.set_threshold(settings.gc_threshold, 10, 10)
         backend = backend_from_url(settings.backend, settings)
         try:
             await backend.start()
@@ -81,13 +89,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if access_log is not None
             else None
         )
+        hub = Hub(
+            backend,
+            queue_size=settings.watch_queue_size,
+            progress_seconds=settings.watch_progress_seconds,
+            retry_ms=settings.watch_retry_ms,
+            snapshot_page=settings.max_list_limit,
+            metrics=metrics,
+        )
+        await hub.start()
         try:
             async with running_store(settings, backend) as store:
                 yield {
                     "backend": backend, "settings": settings, "metrics": metrics,
-                    "artifacts": store,
+                    "artifacts": store, "hub": hub,
                 }
         finally:
+            await hub.close()
             for task in (sweeper, flusher):
                 if task is not None:
                     task.cancel()

@@ -127,6 +127,14 @@ class Metrics:
         self.events_delivered = Counter(
             "corkboard_events_delivered", "Events handed to watchers", registry=r
         )
+        self.watch_overflows = Counter(
+            "corkboard_watch_overflows", "Watch streams closed because they fell too far behind",
+            registry=r,
+        )
+        self.watch_resets = Counter(
+            "corkboard_watch_resets", "Reset events sent (resume point no longer retained)",
+            registry=r,
+        )
         self.lock_waits = Histogram(
             "corkboard_lock_wait_seconds", "Time acquirers waited for a lock",
             ["outcome"], buckets=(0.001, 0.01, 0.1, 0.5, 1, 5, 15, 60), registry=r,

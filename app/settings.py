@@ -36,6 +36,27 @@ class Settings(BaseSettings):
         10_000, ge=1, le=1_000_000, description="Most queued entries a lock's pending list holds"
     )
     heartbeat_seconds: float = Field(15.0, gt=0, le=300, description="SSE heartbeat interval")
+    watch_queue_size: int = Field(
+        4096, ge=16, le=1_000_000,
+        description="Events a watcher may fall behind before its stream ends with `overflow`",
+    )
+    watch_progress_seconds: float = Field(
+        15.0, gt=0, le=3600, description="Quiet time after which a stream gets `progress`"
+    )
+    watch_send_timeout_seconds: float = Field(
+        30.0, gt=0, le=600, description="Streams whose client takes longer to accept data end"
+    )
+    watch_retry_ms: int = Field(
+        1000, ge=0, le=600_000, description="`retry:` hint sent when the server ends a stream"
+    )
+    gc_threshold: int = Field(
+        10_000, ge=0, le=10_000_000,
+        description="Allocations between young garbage collections (0: Python's 700); "
+                    "higher avoids ~100 ms pauses with many open streams",
+    )
+    debug_endpoints: bool = Field(
+        False, description="Serve GET /debug/watch (task and watcher counts) for diagnostics"
+    )
     sweep_interval_seconds: float = Field(
         0.25, gt=0, le=5, description="How often deadlines (TTLs) are checked"
     )

@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from app.backends.base import NO_CONDITION, Backend, Fence, Precondition
 from app.errors import InvalidRequest, PayloadTooLarge, Unprocessable
+from app.events import Hub
 from app.settings import Settings
 from app.syntax import check_id, check_key, check_namespace, parse_etag
 
@@ -34,6 +35,11 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
+def get_hub(request: Request) -> Hub:
+    hub: Hub = request.scope["state"]["hub"]
+    return hub
+
+
 def get_namespace(
     ns: Annotated[
         str,
@@ -49,6 +55,7 @@ def get_namespace(
 
 BackendDep = Annotated[Backend, Depends(get_backend)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+HubDep = Annotated[Hub, Depends(get_hub)]
 NamespaceDep = Annotated[str, Depends(get_namespace)]
 
 NS_PARAMETER: dict[str, Any] = {

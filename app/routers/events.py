@@ -1,109 +1,238 @@
-"""The change feed as a long poll (API.md section 3, ``GET /v1/events``), for clients
-without Server-Sent Events.
+"""The change feed over HTTP (API.md section 3): ``GET /v1/watch`` streams it as
+Server-Sent Events, ``GET /v1/events`` serves the same feed as a long poll.
+
+Both go through the process's ``Hub`` (app/events.py); this module only parses the
+request, picks the resume point and turns frames into a response.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from dataclasses import dataclass
-from typing import Annotated
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
+from starlette.background import BackgroundTask
 from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
-from app.backends.base import ChangeEvent
-from app.errors import InvalidRequest, InvalidTTL
+from app.errors import InvalidRequest, InvalidTTL, NotFound
+from app.events import (
+    MAX_BATCH,
+    SHUTDOWN_GRACE_SECONDS,
+    EventFilter,
+    Frame,
+    Subscription,
+    synced_frame,
+)
 from app.models import EventList, Problem
-from app.routers.common import BackendDep, NamespaceDep, json_response
-from app.syntax import MATCH_ALL, Pattern, check_id, parse_duration
+from app.routers.common import HubDep, NamespaceDep, SettingsDep, json_response
+from app.syntax import parse_duration
 
-router = APIRouter(prefix="/v1", tags=["watch"])
+router = APIRouter(tags=["watch"])
+logger = logging.getLogger("corkboard.watch")
 
-EVENT_PREFIXES = ("kv", "variable", "lock", "session", "artifact")
 MAX_WAIT_SECONDS = 300.0
+_PING = ServerSentEvent(comment="ping", sep="\n")
+_PING_BYTES = _PING.encode()
 
 
-@dataclass(frozen=True, slots=True)
-class EventFilter:
-    """Which events a watcher wants: a key pattern, type prefixes, one session."""
+class FeedResponse(EventSourceResponse):
+    """sse-starlette's response, minus a cancel scope around every data send.
 
-    pattern: Pattern = MATCH_ALL
-    types: tuple[str, ...] = ()
-    session: str | None = None
+    The library wraps each send in ``anyio.move_on_after(send_timeout)``, a tenth of the
+    cost of delivering an event. A client that stops reading blocks the heartbeat send
+    as well, so timing only heartbeats still ends a stuck stream, within
+    ``heartbeat + send_timeout`` seconds; meanwhile the hub's bounded queue has already
+    let go of its events.
+    """
 
-    @classmethod
-    def parse(cls, pattern: str | None, types: str | None, session: str | None) -> EventFilter:
-        wanted: tuple[str, ...] = ()
-        if types:
-            wanted = tuple(t.strip() for t in types.split(",") if t.strip())
-            unknown = [t for t in wanted if t.split(".", 1)[0] not in EVENT_PREFIXES]
-            if unknown:
-                raise InvalidRequest(
-                    f"Unknown event types {unknown}: use {', '.join(EVENT_PREFIXES)} "
-                    "or full types such as kv.put."
-                )
-        return cls(
-            Pattern.compile(pattern) if pattern is not None else MATCH_ALL,
-            wanted,
-            check_id(session, what="session id") if session else None,
+    async def _send_with_timeout(self, send: Send, message: Message) -> None:
+        if message.get("body") == _PING_BYTES:
+            await super()._send_with_timeout(send, message)
+        else:
+            await send(message)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            # Not a server error: the client stopped reading. Its stream is over.
+            logger.info("closed a watch stream whose client stopped reading")
+
+PatternQuery = Annotated[
+    str | None, Query(description="Key pattern; '*' matches any run of characters")
+]
+TypesQuery = Annotated[
+    str | None,
+    Query(description="Comma list of type prefixes (kv, variable, lock, session, artifact) "
+                      "or full types (kv.put)"),
+]
+SessionQuery = Annotated[str | None, Query(description="Only events of this session")]
+
+
+def _last_event_id(header: str | None) -> int | None:
+    if header is None or header.strip() == "":
+        return None
+    text = header.strip()
+    if not text.isdigit():
+        raise InvalidRequest(
+            "Last-Event-ID must be a revision this service sent as an event id.",
+            errors=[{"location": ["header", "Last-Event-ID"], "message": "not a revision"}],
         )
-
-    def matches(self, event: ChangeEvent) -> bool:
-        if self.session is not None and event.session != self.session:
-            return False
-        if self.types and not any(
-            event.type == t or event.type.startswith(t + ".") for t in self.types
-        ):
-            return False
-        return self.pattern is MATCH_ALL or self.pattern.matches(event.key)
+    return int(text)
 
 
-def reset_event(compacted: int, current: int) -> bytes:
-    return orjson.dumps(
-        {"type": "reset", "compacted_revision": compacted, "current_revision": current}
+def _join(frames: list[Frame]) -> bytes:
+    return frames[0].sse if len(frames) == 1 else b"".join(f.sse for f in frames)
+
+
+async def _stream(
+    sub: Subscription, opening: bytes, snapshot: list[Frame] | None
+) -> AsyncIterator[bytes]:
+    """The bytes of one SSE stream; frames of live events are shared, never re-encoded."""
+    try:
+        yield opening
+        if snapshot is not None:
+            for i in range(0, len(snapshot), MAX_BATCH):
+                yield _join(snapshot[i : i + MAX_BATCH])
+            yield synced_frame(sub.ns, sub.last).sse
+        while True:
+            frames = await sub.next()
+            if frames is None:
+                return
+            if frames:
+                yield _join(frames)
+    finally:
+        sub.close()
+
+
+@router.get(
+    "/v1/watch",
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "description": (
+                "A stream of Server-Sent Events: `id` = revision, `event` = type, `data` = "
+                "the event's JSON. Control events: `synced`, `reset`, `progress`, `overflow`."
+            ),
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        400: {"model": Problem},
+        503: {"model": Problem},
+    },
+    summary="Watch changes as Server-Sent Events",
+    description=(
+        "Streams every matching change after the resume point (`Last-Event-ID`, else "
+        "`since`; `since=0` is everything retained; neither: from now) in revision order, "
+        "then live. A resume point older than the namespace retains gives `reset` first. "
+        "`snapshot=true` (without a resume point) first sends the matching keys as "
+        "`kv.put` events flagged `snapshot`, then `synced` at their revision."
+    ),
+)
+async def watch(
+    ns: NamespaceDep,
+    hub: HubDep,
+    settings: SettingsDep,
+    pattern: PatternQuery = None,
+    types: TypesQuery = None,
+    session: SessionQuery = None,
+    since: Annotated[
+        int | None, Query(ge=0, description="Revision already seen; 0 = all retained")
+    ] = None,
+    snapshot: Annotated[
+        bool, Query(description="Start with the current matching keys, then `synced`")
+    ] = False,
+    last_event_id: Annotated[
+        str | None,
+        Header(alias="Last-Event-ID", description="Resume after this revision (wins over since)"),
+    ] = None,
+) -> Response:
+    flt = EventFilter.parse(pattern, types, session)
+    resume = _last_event_id(last_event_id)
+    snapshot_frames: list[Frame] | None = None
+    if resume is not None:
+        # A reconnecting EventSource: resume where it stopped, snapshot or not.
+        since = resume
+    elif snapshot:
+        if since is not None:
+            raise InvalidRequest("Use since or snapshot=true, not both.")
+        snapshot_frames, since = await hub.snapshot(ns, flt)
+    sub = await hub.subscribe(ns, flt, since)
+    if snapshot_frames is None:
+        # The id sets the client's Last-Event-ID before any event arrives, so even a stream
+        # cut before its first event resumes from where it started, not from "now".
+        opening = b": corkboard watch\nid: %d\n\n" % sub.last
+    else:
+        # No id until `synced`: a stream cut mid-snapshot starts the snapshot again.
+        opening = b": corkboard watch\n\n"
+    return FeedResponse(
+        _stream(sub, opening, snapshot_frames),
+        ping=settings.heartbeat_seconds,
+        ping_message_factory=lambda: _PING,
+        sep="\n",
+        send_timeout=settings.watch_send_timeout_seconds,
+        shutdown_event=hub.shutdown_event,
+        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
+        # Also when the stream never started (HEAD, early disconnect).
+        background=BackgroundTask(sub.close),
     )
 
 
 @router.get(
-    "/events",
+    "/v1/events",
     response_model=EventList,
     responses={400: {"model": Problem}, 503: {"model": Problem}},
     summary="The change feed as a long poll",
     description=(
-        "Returns at once with the matching events after `since`, else waits up to `wait`. "
-        "`revision` is where to continue. If `since` is older than the namespace retains, "
-        "the only event is `reset` and the client must resync."
+        "Returns at once with the matching events after `since` (0, the default, is "
+        "everything retained), else waits up to `wait` for one. `revision` is where to "
+        "continue. If `since` is older than the namespace retains, the first event is "
+        "`reset` and the client must resync."
     ),
 )
 async def poll_events(
     ns: NamespaceDep,
-    backend: BackendDep,
+    hub: HubDep,
     since: Annotated[int, Query(ge=0, description="Revision already seen")] = 0,
     wait: Annotated[str | None, Query(description="Longest wait, e.g. 30s (at most 300s)")] = None,
-    pattern: Annotated[str | None, Query(description="Key pattern")] = None,
-    types: Annotated[str | None, Query(description="Comma list of type prefixes")] = None,
-    session: Annotated[str | None, Query(description="Only events of this session")] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    pattern: PatternQuery = None,
+    types: TypesQuery = None,
+    session: SessionQuery = None,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="Most events returned")] = 1000,
 ) -> Response:
     wait_s = parse_duration(wait, what="wait")
     if wait_s > MAX_WAIT_SECONDS:
         raise InvalidTTL(f"wait may be at most {MAX_WAIT_SECONDS:.0f}s.")
     flt = EventFilter.parse(pattern, types, session)
     deadline = time.monotonic() + wait_s
-    after = since
-    while True:
-        remaining = max(0.0, deadline - time.monotonic())
-        batch = await backend.read_events(ns, after, limit=limit, timeout=remaining)
-        if after < batch.compacted_revision:
-            reset = reset_event(batch.compacted_revision, batch.current_revision)
-            body = b'{"events":[' + reset + b'],"revision":' + str(batch.current_revision).encode()
-            return json_response(body + b"}")
-        matched = [e for e in batch.events if flt.matches(e)]
-        if batch.events:
-            after = batch.events[-1].revision
-        if matched or remaining <= 0 or time.monotonic() >= deadline:
-            events = b",".join(e.data for e in matched)
-            return json_response(
-                b'{"events":[' + events + b'],"revision":' + str(max(after, since)).encode() + b"}"
-            )
+    sub = await hub.subscribe(ns, flt, since, page=limit, live=wait_s > 0)
+    found: list[Frame] = []
+    try:
+        while not found:
+            remaining = deadline - time.monotonic()
+            frames = await sub.next(timeout=max(0.0, remaining), limit=limit)
+            if frames is None:
+                break
+            found = [f for f in frames if f.is_event]
+            if remaining <= 0:
+                break
+        revision = sub.last if found else sub.position
+    finally:
+        sub.close()
+    body = b'{"events":[' + b",".join(f.data for f in found) + b'],"revision":%d}' % revision
+    return json_response(body)
+
+
+@router.get("/debug/watch", include_in_schema=False)
+async def debug_watch(hub: HubDep, settings: SettingsDep) -> Response:
+    """Task and watcher counts of this process (only with CORKBOARD_DEBUG_ENDPOINTS)."""
+    if not settings.debug_endpoints:
+        raise NotFound("No route for GET /debug/watch.")
+    stats: dict[str, Any] = {"tasks": len(asyncio.all_tasks()), **hub.stats()}
+    return json_response(orjson.dumps(stats))
