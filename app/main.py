@@ -1,5 +1,6 @@
 """The application factory: ``create_app(settings)`` builds the app on any backend, and the
-lifespan starts the backend and its deadline sweeper, yields them as state, and closes them.
+lifespan starts the backend, its deadline sweeper and the watch hub, yields them as state,
+and closes them (the hub first, so every stream ends with a resume point).
 """
 
 from __future__ import annotations
