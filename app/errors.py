@@ -22,6 +22,7 @@ validation errors and Starlette's routing errors into that one shape::
      +-- RangeNotSatisfiable            416     range_not_satisfiable
      +-- Unprocessable                  422     validation_failed | constraint_violation
      +-- BackendUnavailable             503     backend_unavailable (+ Retry-After)
+     +-- AtCapacity                     503     too_many_watchers (+ Retry-After)
 """
 
 from __future__ import annotations
@@ -163,6 +164,15 @@ class BackendUnavailable(CorkboardError):
     """The state backend cannot be reached; clients should retry after a pause."""
 
     status, code = 503, "backend_unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 1, **kw: Any) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)}, **kw)
+
+
+class AtCapacity(CorkboardError):
+    """This process is at a configured capacity (watchers); retry, or another replica."""
+
+    status, code = 503, "too_many_watchers"
 
     def __init__(self, detail: str, *, retry_after: int = 1, **kw: Any) -> None:
         super().__init__(detail, headers={"Retry-After": str(retry_after)}, **kw)

@@ -32,7 +32,7 @@ import anyio
 import orjson
 
 from app.backends.base import Backend, ChangeEvent, KeyEntry
-from app.errors import BackendUnavailable, InvalidRequest
+from app.errors import AtCapacity, BackendUnavailable, InvalidRequest
 from app.syntax import MATCH_ALL, Pattern, check_id, iso_ms
 
 if TYPE_CHECKING:
@@ -408,9 +408,13 @@ class Hub:
         retry_ms: int = 1000,
         snapshot_page: int = 1000,
         metrics: Metrics | None = None,
+        max_watchers: int = 10_000,
     ) -> None:
         self.backend = backend
         self.metrics = metrics
+        self.max_watchers = max_watchers
+        #: Subscriptions open in this process (streams and long polls), capped.
+        self.open_subscriptions = 0
         self.queue_size = queue_size
         self.progress_seconds = progress_seconds
         self.tick_seconds = max(0.02, min(progress_seconds / 2, 5.0))
@@ -489,12 +493,18 @@ class Hub:
         """
         if self.closing:
             raise BackendUnavailable("The service is shutting down; reconnect elsewhere.")
+        if self.open_subscriptions >= self.max_watchers:
+            raise AtCapacity(
+                f"This process serves its maximum of {self.max_watchers} watchers; retry "
+                "later or through another replica (CORKBOARD_MAX_WATCHERS)."
+            )
         if since is None:
             # Live from now: nothing to catch up on, join the feed at once.
             sub = Subscription(self, ns, flt, await self.backend.current_revision(ns), page=page)
             sub.attach()
         else:
             sub = Subscription(self, ns, flt, since, page=page, from_start=since == 0, live=live)
+        self.open_subscriptions += 1
         if self.metrics is not None:
             self.metrics.watchers.inc()
         return sub
@@ -622,6 +632,7 @@ class Subscription:
             self._watcher = None
         if not self._closed:
             self._closed = True
+            self.hub.open_subscriptions -= 1
             if self.hub.metrics is not None:
                 self.hub.metrics.watchers.dec()
         self.phase = CLOSED

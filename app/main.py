@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             retry_ms=settings.watch_retry_ms,
             snapshot_page=settings.max_list_limit,
             metrics=metrics,
+            max_watchers=settings.max_watchers,
         )
         await hub.start()
         try:

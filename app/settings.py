@@ -36,6 +36,10 @@ class Settings(BaseSettings):
         10_000, ge=1, le=1_000_000, description="Most queued entries a lock's pending list holds"
     )
     heartbeat_seconds: float = Field(15.0, gt=0, le=300, description="SSE heartbeat interval")
+    max_watchers: int = Field(
+        10_000, ge=1, le=1_000_000,
+        description="Open watch streams and long polls per process; beyond, 503 too_many_watchers",
+    )
     watch_queue_size: int = Field(
         4096, ge=16, le=1_000_000,
         description="Events a watcher may fall behind before its stream ends with `overflow`",

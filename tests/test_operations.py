@@ -108,3 +108,26 @@ async def test_lock_waits_are_measured(client: httpx.AsyncClient) -> None:
     assert r.status_code == 409
     text = (await client.get("/metrics")).text
     assert 'corkboard_lock_wait_seconds_count{outcome="timeout"} 1.0' in text
+
+
+async def test_watchers_per_process_are_capped(make_client: ClientFactory) -> None:
+    import asyncio
+
+    async with make_client(max_watchers=2) as client:
+        waiting = [
+            asyncio.create_task(client.get("/v1/events", params={"since": 0, "wait": "1.5s"}))
+            for _ in range(2)
+        ]
+        # the two long polls hold their subscriptions until an event or their wait ends
+        for _ in range(200):
+            if "corkboard_watchers_open 2.0" in (await client.get("/metrics")).text:
+                break
+            await asyncio.sleep(0.005)
+        else:
+            raise AssertionError("the long polls never opened their subscriptions")
+        r = await client.get("/v1/events", params={"since": 0})
+        body = problem(r, 503, "too_many_watchers")
+        assert r.headers["retry-after"] == "1" and "CORKBOARD_MAX_WATCHERS" in body["detail"]
+        await client.put("/v1/kv/k", json=1)  # wakes both waiters
+        assert all(t.status_code == 200 for t in await asyncio.gather(*waiting))
+        assert (await client.get("/v1/events", params={"since": 0})).status_code == 200

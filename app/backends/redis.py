@@ -238,7 +238,9 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
             "socket_connect_timeout": timeout,
             # A timed-out script may have run: never send a write twice.
             "retry": Retry(NoBackoff(), 0),
-            "health_check_interval": 30,
+            # A connection idle for a second is pinged before use, so after an outage
+            # the pool's dead connections are replaced instead of failing a request.
+            "health_check_interval": 1,
         }
         pool = BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=timeout, socket_timeout=timeout,
