@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from app.backends.locking import LockInfo, LockOutcome, LockRelease, LockRequest
-from app.errors import PreconditionFailed
+from app.errors import PreconditionFailed, StaleFence
 from app.syntax import Pattern, iso_ms
 
 if TYPE_CHECKING:
@@ -152,6 +152,19 @@ class Fence:
     name: str
     token: int
     scope: str = ""
+
+    def stale(self) -> StaleFence:
+        """The 409 for a write this fence refused."""
+        return StaleFence(
+            f"Fence token {self.token} does not hold lock {self.name!r}; nothing was written."
+        )
+
+    @staticmethod
+    def script_args(fence: Fence | None) -> list[str]:
+        """The three Lua arguments fence_holds(scope, name, token) reads ('' = no fence)."""
+        if fence is None:
+            return ["", "", ""]
+        return [fence.scope, fence.name, str(fence.token)]
 
 
 #: A server-side transformation of a key's value: the current (or initial) value's JSON

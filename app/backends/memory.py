@@ -35,7 +35,7 @@ from app.backends.base import (
 from app.backends.memory_artifacts import MemoryArtifactsMixin
 from app.backends.memory_locks import MemoryLocks
 from app.backends.memory_sessions import MemorySessions
-from app.errors import NotFound, StaleFence, Unprocessable
+from app.errors import NotFound, Unprocessable
 from app.syntax import Pattern, iso_ms, now_ms
 
 #: Integers are exact in every backend below 2**53 in magnitude (Lua computes in doubles).
@@ -158,10 +158,7 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
             or lock.token != fence.token
             or (lock.expires_at is not None and lock.expires_at <= now)
         ):
-            raise StaleFence(
-                f"Fence token {fence.token} does not hold lock {fence.name!r}; "
-                "nothing was written."
-            )
+            raise fence.stale()
 
     def _live(self, st: _Namespace, key: str, now: int) -> KeyEntry | None:
         entry = st.keys.get(key)

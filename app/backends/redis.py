@@ -44,7 +44,6 @@ from app.errors import (
     BackendUnavailable,
     NotFound,
     PreconditionFailed,
-    StaleFence,
     Unprocessable,
 )
 from app.syntax import Pattern
@@ -110,19 +109,11 @@ def _condition_args(condition: Precondition) -> list[str]:
     return ["", ""]
 
 
-def _fence_args(fence: Fence | None) -> list[str]:
-    if fence is None:
-        return ["", "", ""]
-    return [fence.scope, fence.name, str(fence.token)]
-
-
 def _raise_failure(status: str, reply: Sequence[Any], key: str, fence: Fence | None) -> None:
     """Turn a script's failure status into the domain error."""
     if status == "stale_fence":
         assert fence is not None
-        raise StaleFence(
-            f"Fence token {fence.token} does not hold lock {fence.name!r}; nothing was written."
-        )
+        raise fence.stale()
     current = _entry(reply) if len(reply) > 1 else None
     if status == "already_exists":
         raise PreconditionFailed(
@@ -327,7 +318,7 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         if ttl_ms > 0:
             await self.register_deadlines(ns)
         reply = await self.run(
-            "kv_put", ns, key, value, ttl_ms, *_condition_args(condition), *_fence_args(fence)
+            "kv_put", ns, key, value, ttl_ms, *_condition_args(condition), *Fence.script_args(fence)
         )
         status = _s(reply[0])
         if status not in ("created", "replaced"):
@@ -364,7 +355,7 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
             )
             reply = await self.run(
                 "kv_put", ns, key, new_value, -1 if ttl_ms is None else ttl_ms,
-                *_condition_args(cas), *_fence_args(fence),
+                *_condition_args(cas), *Fence.script_args(fence),
             )
             status = _s(reply[0])
             if status in ("created", "replaced"):
@@ -390,7 +381,7 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
             await self.register_deadlines(ns)
         reply = await self.run(
             "kv_increment", ns, key, orjson.dumps(by), "1" if isinstance(by, int) else "0",
-            orjson.dumps(initial), ttl_ms, *_fence_args(fence),
+            orjson.dumps(initial), ttl_ms, *Fence.script_args(fence),
         )
         status = _s(reply[0])
         if status == "ok":
@@ -413,7 +404,7 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
     ) -> KeyEntry:
         if ttl_ms > 0:
             await self.register_deadlines(ns)
-        reply = await self.run("kv_touch", ns, key, ttl_ms, *_fence_args(fence))
+        reply = await self.run("kv_touch", ns, key, ttl_ms, *Fence.script_args(fence))
         status = _s(reply[0])
         if status == "absent":
             raise NotFound(f"Key {key!r} does not exist.")
@@ -430,7 +421,7 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         fence: Fence | None = None,
     ) -> KeyEntry | None:
         reply = await self.run(
-            "kv_delete", ns, key, *_condition_args(condition), *_fence_args(fence)
+            "kv_delete", ns, key, *_condition_args(condition), *Fence.script_args(fence)
         )
         status = _s(reply[0])
         if status == "absent":

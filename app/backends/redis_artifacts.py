@@ -21,7 +21,7 @@ from app.backends.base_artifacts import (
     ArtifactPage,
     ArtifactPut,
 )
-from app.errors import PreconditionFailed, RequestTimeout, StaleFence
+from app.errors import PreconditionFailed, RequestTimeout
 from app.syntax import Pattern
 
 #: Artifacts examined by one listing call at most.
@@ -51,18 +51,10 @@ def _condition_args(condition: ArtifactCondition) -> list[str]:
     return ["", ""]
 
 
-def _fence_args(fence: Fence | None) -> list[str]:
-    if fence is None:
-        return ["", "", ""]
-    return [fence.scope, fence.name, str(fence.token)]
-
-
 def _raise_failure(status: str, reply: Sequence[Any], key: str, fence: Fence | None) -> None:
     if status == "stale_fence":
         assert fence is not None
-        raise StaleFence(
-            f"Fence token {fence.token} does not hold lock {fence.name!r}; nothing was written."
-        )
+        raise fence.stale()
     if status == "upload_expired":
         raise RequestTimeout("The upload took too long; its bytes were discarded.")
     current = _meta(reply) if len(reply) > 1 else None
@@ -127,7 +119,7 @@ class RedisArtifactsMixin:
             await self.register_deadlines(ns)
         reply = await self.run(
             "artifacts_put", ns, key, blob, size, sha256, content_type, ttl_ms, grace_ms,
-            *_condition_args(condition or NO_ARTIFACT_CONDITION), *_fence_args(fence),
+            *_condition_args(condition or NO_ARTIFACT_CONDITION), *Fence.script_args(fence),
         )
         status = _s(reply[0])
         if status not in ("created", "replaced"):
@@ -150,7 +142,7 @@ class RedisArtifactsMixin:
     ) -> ArtifactMeta | None:
         reply = await self.run(
             "artifacts_delete", ns, key,
-            *_condition_args(condition or NO_ARTIFACT_CONDITION), *_fence_args(fence),
+            *_condition_args(condition or NO_ARTIFACT_CONDITION), *Fence.script_args(fence),
         )
         status = _s(reply[0])
         if status == "absent":

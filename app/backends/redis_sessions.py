@@ -48,17 +48,9 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _fence_args(fence: Fence | None) -> list[str]:
-    if fence is None:
-        return ["", "", ""]
-    return [fence.scope, fence.name, str(fence.token)]
-
-
 def _stale(fence: Fence | None) -> StaleFence:
     assert fence is not None
-    return StaleFence(
-        f"Fence token {fence.token} does not hold lock {fence.name!r}; nothing was written."
-    )
+    return fence.stale()
 
 
 def _info(sid: str, fields: Sequence[Any], offset: int = 0) -> SessionInfo:
@@ -97,7 +89,7 @@ class RedisSessions:
             await self.register_deadlines(ns)
         ttl_json = orjson.dumps(seconds(ttl_ms) if ttl_ms else None)
         reply = await self.run("session_put", ns, sid, metadata, ttl_ms, ttl_json,
-                               *_fence_args(fence))
+                               *Fence.script_args(fence))
         status = _s(reply[0])
         if status == "stale_fence":
             raise _stale(fence)
@@ -119,7 +111,7 @@ class RedisSessions:
         return items, items[-1].id if more and items else None
 
     async def session_delete(self, ns: str, sid: str, *, fence: Fence | None = None) -> bool:
-        reply = await self.run("session_delete", ns, sid, *_fence_args(fence))
+        reply = await self.run("session_delete", ns, sid, *Fence.script_args(fence))
         status = _s(reply[0])
         if status == "stale_fence":
             raise _stale(fence)
@@ -141,7 +133,7 @@ class RedisSessions:
             var = replace(var, id=var_id)
             reply = await self.run("var_create", ns, sid, var.id, var.name,
                                    var.definition_json(), var.value, var.type,
-                                   *_fence_args(fence))
+                                   *Fence.script_args(fence))
             status = _s(reply[0])
             if status == "created":
                 now = int(reply[1])
@@ -158,7 +150,7 @@ class RedisSessions:
         self, ns: str, sid: str, idents: Sequence[str] | None, fence: Fence | None = None
     ) -> dict[str, Variable]:
         which = ["*"] if idents is None else ["", *idents]
-        reply = await self.run("var_read", ns, sid, *_fence_args(fence), *which)
+        reply = await self.run("var_read", ns, sid, *Fence.script_args(fence), *which)
         if _s(reply[0]) == "stale_fence":
             raise _stale(fence)
         return {
@@ -201,7 +193,7 @@ class RedisSessions:
                 definition = w.new.definition_json() if metadata is not None else b""
                 args += [w.new.id, w.old.version, w.new.name, definition, w.new.value]
             reply = await self.run("var_write", ns, sid, "batch" if batch else "single",
-                                   *_fence_args(fence), len(writes), *args)
+                                   *Fence.script_args(fence), len(writes), *args)
             status = _s(reply[0])
             if status == "ok":
                 now = int(reply[2])
@@ -227,7 +219,7 @@ class RedisSessions:
             if var is None:
                 raise NotFound(f"No variable {ident!r} in session {sid!r}.")
             reply = await self.run("var_delete", ns, sid, var.id, var.version, var.name,
-                                   *_fence_args(fence))
+                                   *Fence.script_args(fence))
             status = _s(reply[0])
             if status == "deleted":
                 return var
@@ -242,7 +234,7 @@ class RedisSessions:
         self, ns: str, sid: str, thread: str, subscribed: bool, *, fence: Fence | None = None
     ) -> bool:
         reply = await self.run("session_subscribe", ns, sid, thread, "1" if subscribed else "0",
-                               *_fence_args(fence))
+                               *Fence.script_args(fence))
         if _s(reply[0]) == "stale_fence":
             raise _stale(fence)
         return int(reply[0]) == 1
@@ -258,7 +250,7 @@ class RedisSessions:
     async def dedupe_check(
         self, ns: str, sid: str, key: str, limit: int, *, fence: Fence | None = None
     ) -> bool:
-        reply = await self.run("session_dedupe", ns, sid, key, limit, *_fence_args(fence))
+        reply = await self.run("session_dedupe", ns, sid, key, limit, *Fence.script_args(fence))
         if _s(reply[0]) == "stale_fence":
             raise _stale(fence)
         return int(reply[0]) == 1
@@ -266,7 +258,7 @@ class RedisSessions:
     async def _state_read(
         self, ns: str, sid: str, kind: StateKind, ident: str, fence: Fence | None = None
     ) -> bytes | None:
-        reply = await self.run("session_get", ns, kind, sid, ident, *_fence_args(fence))
+        reply = await self.run("session_get", ns, kind, sid, ident, *Fence.script_args(fence))
         if _s(reply[0]) == "stale_fence":
             raise _stale(fence)
         return bytes(reply[1]) if len(reply) > 1 else None
@@ -289,7 +281,7 @@ class RedisSessions:
             new = update(old)
             reply = await self.run(
                 "session_state", ns, sid, kind, ident, "0" if old is None else "1", old or b"",
-                "delete" if new is None else "put", new or b"", *_fence_args(fence),
+                "delete" if new is None else "put", new or b"", *Fence.script_args(fence),
             )
             status = _s(reply[0])
             if status in ("created", "replaced", "deleted", "unchanged"):
@@ -357,7 +349,7 @@ class RedisSessions:
         args.append(len(snapshot.pending_locks))
         for name, entries in snapshot.pending_locks.items():
             args += [name, len(entries), *entries]
-        reply = await self.run("session_import", ns, sid, *_fence_args(fence), *args)
+        reply = await self.run("session_import", ns, sid, *Fence.script_args(fence), *args)
         if _s(reply[0]) == "stale_fence":
             raise _stale(fence)
         tokens = {_s(reply[i]): int(reply[i + 1]) for i in range(3, len(reply), 2)}

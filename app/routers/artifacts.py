@@ -44,6 +44,8 @@ from app.errors import (
 )
 from app.models import ArtifactList, ArtifactModel, Problem
 from app.routers.common import (
+    FENCE_PARAMETERS,
+    KEY_PARAMETER,
     NS_PARAMETER,
     BackendDep,
     NamespaceDep,
@@ -398,24 +400,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "Invalid key, namespace, TTL or header"},
     503: {"model": Problem, "description": "Backend or artifact store unavailable"},
 }
-_KEY_PARAM: dict[str, Any] = {
-    "name": "key", "in": "path", "required": True, "schema": {"type": "string"},
-    "description": "1-512 bytes of [A-Za-z0-9._:/@=+-]; '/' allowed unescaped",
-}
-_FENCE_PARAMS: list[dict[str, Any]] = [
-    {"name": "Fence-Lock", "in": "header", "required": False, "schema": {"type": "string"},
-     "description": "Apply the write only while Fence-Token holds this lock"},
-    {"name": "Fence-Token", "in": "header", "required": False, "schema": {"type": "integer"}},
-    {"name": "Fence-Session", "in": "header", "required": False, "schema": {"type": "string"},
-     "description": "The session of a session-scoped Fence-Lock"},
-]
 _IF_MATCH_WRITE: dict[str, Any] = {
     "name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
     "description": 'Write only if the artifact\'s ETag is this "<sha256>" (or one of a '
     "list), or with * if it exists",
 }
 _READ_PARAMS: list[dict[str, Any]] = [
-    _KEY_PARAM, NS_PARAMETER,
+    KEY_PARAMETER, NS_PARAMETER,
     {"name": "Range", "in": "header", "required": False, "schema": {"type": "string"},
      "description": "One range: bytes=first-last, bytes=first- or bytes=-suffix"},
     {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"},
@@ -469,13 +460,13 @@ router.add_api_route(
     summary="Upload an artifact (streamed)",
     openapi_extra={
         "parameters": [
-            _KEY_PARAM, NS_PARAMETER,
+            KEY_PARAMETER, NS_PARAMETER,
             {"name": "ttl", "in": "query", "required": False, "schema": {"type": "string"},
              "description": "Seconds (30, 0.25) or a duration ('250ms', '5m'); 0 = none"},
             _IF_MATCH_WRITE,
             {"name": "If-None-Match", "in": "header", "required": False,
              "schema": {"type": "string"}, "description": "* : only if it does not exist"},
-            *_FENCE_PARAMS,
+            *FENCE_PARAMETERS,
         ],
         "requestBody": {
             "required": True,
@@ -494,7 +485,7 @@ router.add_api_route(
     responses={409: {"model": Problem, "description": "stale_fence"},
                412: {"model": Problem, "description": "If-Match failed"}, **_ERRORS},
     summary="Delete an artifact (204 also when it did not exist)",
-    openapi_extra={"parameters": [_IF_MATCH_WRITE, *_FENCE_PARAMS]},
+    openapi_extra={"parameters": [_IF_MATCH_WRITE, *FENCE_PARAMETERS]},
 )
 async def delete_artifact(
     key: str, request: Request, ns: NamespaceDep, backend: BackendDep

@@ -67,6 +67,19 @@ NS_PARAMETER: dict[str, Any] = {
 }
 
 
+KEY_PARAMETER: dict[str, Any] = {
+    "name": "key", "in": "path", "required": True, "schema": {"type": "string"},
+    "description": "1-512 bytes of [A-Za-z0-9._:/@=+-]; '/' allowed unescaped",
+}
+FENCE_PARAMETERS: list[dict[str, Any]] = [
+    {"name": "Fence-Lock", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "Apply the write only while Fence-Token holds this lock"},
+    {"name": "Fence-Token", "in": "header", "required": False, "schema": {"type": "integer"}},
+    {"name": "Fence-Session", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "The session of a session-scoped Fence-Lock"},
+]
+
+
 def namespace_of(request: Request) -> str:
     """The ``ns`` query parameter, checked, for routes served at the Starlette level."""
     if not request.scope["query_string"]:

@@ -16,6 +16,8 @@ from app.errors import InvalidRequest, NotFound, PayloadTooLarge, UnsupportedMed
 from app.models import IncrementRequest, KeyEntryModel, KeyHistory, KeyList, Problem, TouchRequest
 from app.patching import json_patch, merge_patch
 from app.routers.common import (
+    FENCE_PARAMETERS,
+    KEY_PARAMETER,
     NS_PARAMETER,
     BackendDep,
     Endpoint,
@@ -49,17 +51,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": Problem, "description": "Value over CORKBOARD_MAX_VALUE_BYTES"},
     503: {"model": Problem, "description": "Backend unavailable; retry after Retry-After"},
 }
-_KEY_PARAM: dict[str, Any] = {
-    "name": "key", "in": "path", "required": True, "schema": {"type": "string"},
-    "description": "1-512 bytes of [A-Za-z0-9._:/@=+-]; '/' allowed unescaped",
-}
-_FENCE_PARAMS: list[dict[str, Any]] = [
-    {"name": "Fence-Lock", "in": "header", "required": False, "schema": {"type": "string"},
-     "description": "Apply the write only while Fence-Token holds this lock"},
-    {"name": "Fence-Token", "in": "header", "required": False, "schema": {"type": "integer"}},
-    {"name": "Fence-Session", "in": "header", "required": False, "schema": {"type": "string"},
-     "description": "The session of a session-scoped Fence-Lock"},
-]
 _IF_MATCH: dict[str, Any] = {
     "name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
     "description": 'Write only if the key is at this revision ("12"), or exists (*)',
@@ -228,7 +219,7 @@ router.add_api_route(
     summary="Read a key",
     openapi_extra={
         "parameters": [
-            _KEY_PARAM, NS_PARAMETER,
+            KEY_PARAMETER, NS_PARAMETER,
             {"name": "revision", "in": "query", "required": False,
              "schema": {"type": "integer", "minimum": 0},
              "description": "Read the value the key had at this revision, while kept"},
@@ -248,10 +239,10 @@ router.add_api_route(
     summary="Store a value",
     openapi_extra={
         "parameters": [
-            _KEY_PARAM, NS_PARAMETER,
+            KEY_PARAMETER, NS_PARAMETER,
             {"name": "ttl", "in": "query", "required": False, "schema": {"type": "string"},
              "description": "Seconds (30, 0.25) or a duration ('250ms', '5m'); 0 = none"},
-            _IF_MATCH, _IF_NONE_MATCH_WRITE, *_FENCE_PARAMS,
+            _IF_MATCH, _IF_NONE_MATCH_WRITE, *FENCE_PARAMETERS,
         ],
         "requestBody": {
             "required": True,
@@ -273,7 +264,7 @@ router.add_api_route(
                **_ERRORS},
     summary="Update a value atomically with a merge patch or a JSON patch",
     openapi_extra={
-        "parameters": [_IF_MATCH, *_FENCE_PARAMS],
+        "parameters": [_IF_MATCH, *FENCE_PARAMETERS],
         "requestBody": {
             "required": True,
             "content": {
@@ -331,7 +322,7 @@ async def patch_key(
     response_class=Response,
     responses={**_ERRORS},
     summary="Delete a key (204 also when it did not exist)",
-    openapi_extra={"parameters": [_IF_MATCH, *_FENCE_PARAMS]},
+    openapi_extra={"parameters": [_IF_MATCH, *FENCE_PARAMETERS]},
 )
 async def delete_key(key: str, request: Request, ns: NamespaceDep, backend: BackendDep) -> Response:
     await backend.kv_delete(

@@ -29,6 +29,7 @@ from app.errors import (
 from app.models import Duration, Problem
 from app.patching import merge_patch
 from app.routers.common import (
+    FENCE_PARAMETERS,
     BackendDep,
     NamespaceDep,
     SettingsDep,
@@ -77,18 +78,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
                                            "the lock"},
     503: {"model": Problem, "description": "Backend unavailable; retry after Retry-After"},
 }
-_FENCE_PARAMS: list[dict[str, Any]] = [
-    {"name": "Fence-Lock", "in": "header", "required": False, "schema": {"type": "string"},
-     "description": "Apply the write only while Fence-Token holds this lock"},
-    {"name": "Fence-Token", "in": "header", "required": False, "schema": {"type": "integer"}},
-    {"name": "Fence-Session", "in": "header", "required": False, "schema": {"type": "string"},
-     "description": "The session of a session-scoped Fence-Lock"},
-]
 _IF_MATCH: dict[str, Any] = {
     "name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
     "description": 'Write only if the variable is at this version ("3")',
 }
-_WRITE = {"parameters": _FENCE_PARAMS}
+_WRITE = {"parameters": FENCE_PARAMETERS}
 
 
 # -- models ----------------------------------------------------------------------------
@@ -409,7 +403,7 @@ async def get_variable(
                413: {"model": Problem},
                422: {"model": Problem, "description": "constraint_violation"}, **_ERRORS},
     summary="Set a variable's value (validated; version + 1)",
-    openapi_extra={"parameters": [_IF_MATCH, *_FENCE_PARAMS], "requestBody": {
+    openapi_extra={"parameters": [_IF_MATCH, *FENCE_PARAMETERS], "requestBody": {
         "required": True, "content": {
             "application/json": {"schema": VariableSetRequest.model_json_schema()}}}},
 )
@@ -436,7 +430,7 @@ async def set_variable(
     response_class=Response,
     responses={404: {"model": Problem}, 412: {"model": Problem}, **_ERRORS},
     summary="Delete a variable (404 when absent)",
-    openapi_extra={"parameters": [_IF_MATCH, *_FENCE_PARAMS]},
+    openapi_extra={"parameters": [_IF_MATCH, *FENCE_PARAMETERS]},
 )
 async def delete_variable(
     sid: SessionDep, var: str, request: Request, ns: NamespaceDep, backend: BackendDep
@@ -674,20 +668,20 @@ def _state_routes(kind: StateKind) -> None:
         path, put_state, methods=["PUT"], name=f"put_{kind}_state",
         responses={**created, 413: {"model": Problem}, 422: {"model": Problem}, **_ERRORS},
         summary=f"Replace a {kind}'s state map (a JSON object)",
-        openapi_extra={"parameters": [id_param, *_FENCE_PARAMS], "requestBody": body},
+        openapi_extra={"parameters": [id_param, *FENCE_PARAMETERS], "requestBody": body},
     )
     router.add_api_route(
         path, patch_state, methods=["PATCH"], name=f"patch_{kind}_state",
         responses={**created, 413: {"model": Problem}, 415: {"model": Problem},
                    422: {"model": Problem}, **_ERRORS},
         summary=f"Merge-patch a {kind}'s state map (RFC 7396), atomically",
-        openapi_extra={"parameters": [id_param, *_FENCE_PARAMS], "requestBody": patch_body},
+        openapi_extra={"parameters": [id_param, *FENCE_PARAMETERS], "requestBody": patch_body},
     )
     router.add_api_route(
         path, delete_state, methods=["DELETE"], name=f"delete_{kind}_state",
         status_code=204, response_class=Response, responses={**_ERRORS},
         summary=f"Delete a {kind}'s state map (204 also when it had none)",
-        openapi_extra={"parameters": [id_param, *_FENCE_PARAMS]},
+        openapi_extra={"parameters": [id_param, *FENCE_PARAMETERS]},
     )
 
 
