@@ -12,6 +12,7 @@ import orjson
 from pydantic import ValidationError
 
 from app.artifacts import UnknownArtifactStore, artifacts_url, store_from_url
+from app.auth import TokenConfigError, load_grants
 from app.backends import UnknownBackend, backend_from_url
 from app.errors import BackendUnavailable
 from app.settings import Settings
@@ -62,6 +63,10 @@ def serve(args: argparse.Namespace) -> int:
             f"memory:// artifacts live in one process and cannot serve {settings.workers} "
             "workers; use --artifacts file:///shared/dir or redis://host:6379/0"
         )
+    try:
+        load_grants(settings)
+    except TokenConfigError as exc:
+        return _fail(f"cannot start: {exc}")
     try:
         asyncio.run(_check_backend(settings))
     except (UnknownBackend, UnknownArtifactStore) as exc:

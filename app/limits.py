@@ -22,7 +22,11 @@ class BodyLimit:
         self.limit_for = limit_for
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = self.limit_for(scope["path"]) if scope["type"] == "http" else None
+        limit = (
+            self.limit_for(scope["path"])
+            if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD", "OPTIONS")
+            else None
+        )
         if limit is None:
             await self.app(scope, receive, send)
             return

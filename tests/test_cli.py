@@ -49,3 +49,15 @@ def test_openapi_to_stdout() -> None:
     r = run_cli("openapi", "--output", "-")
     assert r.returncode == 0
     assert '"openapi"' in r.stdout
+
+
+def test_required_tokens_missing_is_refused() -> None:
+    import os
+
+    env = {**os.environ, "CORKBOARD_REQUIRE_TOKENS": "true"}
+    r = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(free_port())],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert r.returncode == 2
+    assert "CORKBOARD_REQUIRE_TOKENS" in r.stderr and r.stderr.count("\n") == 1, r.stderr
