@@ -64,7 +64,8 @@ async def test_redis_outage_503s_recovery_and_no_lost_event() -> None:
                 server.start()
                 await wait_ready(client, True)
                 for i in range(30, 60):
-                    assert (await client.put(f"/v1/kv/k{i}", json=i)).status_code == 201
+                    r = await client.put(f"/v1/kv/k{i}", json=i)
+                    assert r.status_code == 201, r.text
                 await asyncio.wait_for(watcher, 60)
                 assert seen == list(range(1, 61))  # every revision, once, in order
     finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from importlib import resources
 from typing import Any
 
@@ -20,7 +20,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import ConnectionError, NoScriptError, RedisError
 
 from app.backends.base import (
     NO_CONDITION,
@@ -256,7 +256,7 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
     async def start(self) -> None:
         for name, source in _load_scripts().items():
             self._scripts[name] = self.client.register_script(source)
-        async with _mapped_errors(self.url):
+        async with self.mapped_errors():
             await self.client.ping()
             # Load every script once now, so a broken script fails at start, not later.
             for script in self._scripts.values():
@@ -269,16 +269,22 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
             if self._blocking is not self.client:
                 await self._blocking.aclose()
 
+    def mapped_errors(self) -> AbstractAsyncContextManager[None]:
+        """Map this backend's Redis failures to BackendUnavailable (see _mapped_errors)."""
+        return _mapped_errors(self.url, self.client)
+
     async def ping(self) -> None:
-        async with _mapped_errors(self.url):
-            await self.client.ping()
+        # Not PING: Redis answers it while still loading its data after a restart, when
+        # every real call fails with LOADING. EXISTS is refused then, like them.
+        async with self.mapped_errors():
+            await self.client.exists(NAMESPACES_KEY)
 
     # -- internals -------------------------------------------------------------------
 
     async def run(self, script: str, ns: str, *args: Any, client: Redis | None = None) -> Any:
         """Run one Lua script against namespace ``ns``; the single way state changes."""
         argv = [f"cb:{{{ns}}}:rev", ns, self.event_retention, self.key_history, *args]
-        async with _mapped_errors(self.url):
+        async with self.mapped_errors():
             if client is not None:
                 return await self._scripts[script](keys=argv[:1], args=argv[1:], client=client)
             return await self._batcher.submit(self._scripts[script], argv)
@@ -287,7 +293,7 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         """Make the sweepers visit ``ns``: needed once per namespace that gets a deadline."""
         if ns in self._registered_ns:
             return
-        async with _mapped_errors(self.url):
+        async with self.mapped_errors():
             await self.client.sadd(NAMESPACES_KEY, ns)
         self._registered_ns.add(ns)
 
@@ -450,7 +456,7 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
     # -- change log ------------------------------------------------------------------
 
     async def current_revision(self, ns: str) -> int:
-        async with _mapped_errors(self.url):
+        async with self.mapped_errors():
             value = await self.client.get(f"cb:{{{ns}}}:rev")
         return int(value or 0)
 
@@ -460,7 +466,7 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         batch = await self._read_events(ns, after, limit)
         if batch.events or timeout <= 0:
             return batch
-        async with _mapped_errors(self.url):
+        async with self.mapped_errors():
             woke = await self._blocking.xread(
                 {f"cb:{{{ns}}}:log": f"{after}-0"}, count=1, block=max(1, int(timeout * 1000))
             )
@@ -480,7 +486,7 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         return EventBatch(events, current, compacted)
 
     async def expire_due(self) -> int:
-        async with _mapped_errors(self.url):
+        async with self.mapped_errors():
             namespaces = [_s(n) for n in await self.client.smembers(NAMESPACES_KEY)]
         total = 0
         for ns in namespaces:
@@ -489,11 +495,20 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
 
 
 @asynccontextmanager
-async def _mapped_errors(url: str) -> AsyncIterator[None]:
-    """The one boundary where Redis failures become 503 backend_unavailable."""
+async def _mapped_errors(url: str, client: Redis | None = None) -> AsyncIterator[None]:
+    """The one boundary where Redis failures become 503 backend_unavailable.
+
+    A broken connection usually means Redis went away: then every idle pooled connection
+    is dead too. They are dropped at once, so after an outage one failed call cleans the
+    pool instead of each dead connection failing a call of its own (calls are never
+    retried, since a timed-out script may have run).
+    """
     try:
         yield
     except (RedisError, OSError, TimeoutError) as exc:
+        if client is not None and isinstance(exc, ConnectionError | OSError):
+            with suppress(Exception):
+                await client.connection_pool.disconnect(inuse_connections=False)
         raise BackendUnavailable(
             f"The Redis backend is unavailable ({type(exc).__name__}: {exc}).".replace(
                 url, _redact(url)

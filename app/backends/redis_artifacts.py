@@ -90,7 +90,7 @@ class RedisArtifactsMixin:
         """Redis failures become 503 backend_unavailable, as everywhere in the backend."""
         from app.backends.redis import _mapped_errors
 
-        return _mapped_errors(self.url)
+        return _mapped_errors(self.url, self.client)
 
     async def artifact_reserve(self, ns: str, blob: str, deadline_ms: int) -> None:
         await self.register_deadlines(ns)  # so that the collectors visit this namespace

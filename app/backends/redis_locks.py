@@ -64,6 +64,7 @@ class RedisLocks:
         async def register_deadlines(self, ns: str) -> None: ...
 
         url: str
+        client: Redis
 
     async def lock_acquire(
         self,
@@ -119,7 +120,7 @@ class RedisLocks:
         from app.backends.redis import _mapped_errors  # redis.py imports this module
 
         key = f"cb:{{{ns}}}:lockwake:{ticket}"
-        async with _mapped_errors(self.url):
+        async with _mapped_errors(self.url, self.client):
             if gone is None:
                 return await self._blocking.blpop([key], timeout=timeout) is not None
             pop = asyncio.ensure_future(self._blocking.blpop([key], timeout=timeout))
