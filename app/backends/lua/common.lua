@@ -71,6 +71,44 @@ local function emit(typ, key, session, tail)
   return rev
 end
 
+-- Ordered paging over a zset of names (all score 0), for the listing scripts: visits the
+-- names after `after` that match (the literal `prefix` plus the anchored Lua pattern
+-- `pat`, or exactly `prefix` when `pat` is ''), calling row(name), which returns the
+-- reply fields of a live name or nil to skip it. Stops after `limit` rows, or when
+-- `budget` names were examined (so a sparse pattern cannot stall Redis). Returns the
+-- fields of all rows and 1 when more may follow (the caller pages on from its last row).
+local function scan_index(index, after, prefix, pat, limit, budget, row)
+  local min = '[' .. prefix
+  if after ~= '' and after >= prefix then min = '(' .. after end
+  local max = '+'
+  if prefix ~= '' then max = '[' .. prefix .. '\255' end
+  local fields, count, scanned = {}, 0, 0
+  while true do
+    local batch = redis.call('ZRANGEBYLEX', index, min, max, 'LIMIT', 0, 256)
+    if #batch == 0 then return fields, 0 end
+    for i = 1, #batch do
+      local name = batch[i]
+      scanned = scanned + 1
+      if scanned > budget then
+        if count > 0 then return fields, 1 end
+        return fields, 0
+      end
+      local match
+      if pat == '' then match = (name == prefix) else match = string.find(name, pat) ~= nil end
+      if match then
+        local r = row(name)
+        if r then
+          if count == limit then return fields, 1 end
+          for j = 1, #r do fields[#fields + 1] = r[j] end
+          count = count + 1
+        end
+      end
+      min = '(' .. name
+    end
+    if pat == '' then return fields, 0 end
+  end
+end
+
 -- Handlers for due members of P..'ttl', by kind letter; other libraries add theirs.
 local EXPIRERS = {}
 
