@@ -21,8 +21,9 @@ validation errors and Starlette's routing errors into that one shape::
      +-- UnsupportedMediaType           415     unsupported_media_type
      +-- RangeNotSatisfiable            416     range_not_satisfiable
      +-- Unprocessable                  422     validation_failed | constraint_violation
-     +-- BackendUnavailable             503     backend_unavailable (+ Retry-After)
-     +-- AtCapacity                     503     too_many_watchers (+ Retry-After)
+     +-- RetryLater                     503     (+ Retry-After)
+          +-- BackendUnavailable        503     backend_unavailable
+          +-- AtCapacity                503     too_many_watchers
 """
 
 from __future__ import annotations
@@ -160,22 +161,25 @@ class Unprocessable(CorkboardError):
     status, code = 422, "validation_failed"
 
 
-class BackendUnavailable(CorkboardError):
+class RetryLater(CorkboardError):
+    """503 with Retry-After: the request may succeed if repeated after a pause."""
+
+    status = 503
+
+    def __init__(self, detail: str, *, retry_after: int = 1, **kw: Any) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)}, **kw)
+
+
+class BackendUnavailable(RetryLater):
     """The state backend cannot be reached; clients should retry after a pause."""
 
-    status, code = 503, "backend_unavailable"
-
-    def __init__(self, detail: str, *, retry_after: int = 1, **kw: Any) -> None:
-        super().__init__(detail, headers={"Retry-After": str(retry_after)}, **kw)
+    code = "backend_unavailable"
 
 
-class AtCapacity(CorkboardError):
+class AtCapacity(RetryLater):
     """This process is at a configured capacity (watchers); retry, or another replica."""
 
-    status, code = 503, "too_many_watchers"
-
-    def __init__(self, detail: str, *, retry_after: int = 1, **kw: Any) -> None:
-        super().__init__(detail, headers={"Retry-After": str(retry_after)}, **kw)
+    code = "too_many_watchers"
 
 
 def problem_response(
