@@ -57,6 +57,7 @@ from app.routers.common import (
     get_settings,
     json_response,
     namespace_of,
+    write_precondition,
 )
 from app.syntax import Pattern, check_key, duration_ms, now_ms, parse_duration
 
@@ -123,13 +124,8 @@ def etag_list(value: str, *, what: str) -> tuple[str, ...] | None:
 
 def artifact_condition(headers: Headers) -> ArtifactCondition:
     """If-Match ('"<sha256>"' list, or *) or If-None-Match (* only) of a write."""
-    if_match = headers.get("if-match")
-    if_none_match = headers.get("if-none-match")
-    if if_match is not None and if_none_match is not None:
-        raise InvalidRequest("Send If-Match or If-None-Match, not both.")
-    if if_none_match is not None:
-        if if_none_match.strip() != "*":
-            raise InvalidRequest("On a write, If-None-Match accepts only '*'.")
+    if_match, must_not_exist = write_precondition(headers)
+    if must_not_exist:
         return ArtifactCondition(must_not_exist=True)
     if if_match is not None:
         tags = etag_list(if_match, what="If-Match")

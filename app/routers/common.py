@@ -93,15 +93,22 @@ def json_response(
     return Response(content, status_code=status_code, media_type=JSON, headers=headers)
 
 
-def condition_from_headers(headers: Headers) -> Precondition:
-    """If-Match ("<rev>" or *) and If-None-Match (* only) of a write."""
+def write_precondition(headers: Headers) -> tuple[str | None, bool]:
+    """The precondition headers of a write, checked: (If-Match value or None, whether
+    If-None-Match: * asks that nothing exists). Each resource parses its own ETags."""
     if_match = headers.get("if-match")
     if_none_match = headers.get("if-none-match")
     if if_match is not None and if_none_match is not None:
         raise InvalidRequest("Send If-Match or If-None-Match, not both.")
-    if if_none_match is not None:
-        if if_none_match.strip() != "*":
-            raise InvalidRequest("On a write, If-None-Match accepts only '*'.")
+    if if_none_match is not None and if_none_match.strip() != "*":
+        raise InvalidRequest("On a write, If-None-Match accepts only '*'.")
+    return if_match, if_none_match is not None
+
+
+def condition_from_headers(headers: Headers) -> Precondition:
+    """If-Match ("<rev>" or *) and If-None-Match (* only) of a write."""
+    if_match, must_not_exist = write_precondition(headers)
+    if must_not_exist:
         return Precondition(must_not_exist=True)
     if if_match is not None:
         revision = parse_etag(if_match)
