@@ -61,3 +61,10 @@ def test_required_tokens_missing_is_refused() -> None:
     )
     assert r.returncode == 2
     assert "CORKBOARD_REQUIRE_TOKENS" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_invalid_setting_is_one_line() -> None:
+    r = run_cli("serve", "--port", "99999")
+    assert r.returncode == 2
+    assert r.stderr.startswith("corkboard: invalid settings: port:"), r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr

@@ -79,6 +79,12 @@ async def test_redis_outage_is_503_and_recovers() -> None:
                 r = await call
                 problem(r, 503, "backend_unavailable")
                 assert r.headers["retry-after"].isdigit()
+            # concurrent calls go out as one pipeline: each of them fails cleanly
+            import asyncio
+
+            batch = await asyncio.gather(*(client.put(f"/v1/kv/c{i}", json=i) for i in range(10)))
+            for r in batch:
+                problem(r, 503, "backend_unavailable")
             server.start()
             assert (await client.get("/readyz")).status_code == 200
             assert (await client.get("/v1/kv/k")).json()["value"] == 1
