@@ -15,10 +15,10 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from email.utils import formatdate
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
@@ -49,9 +49,7 @@ from app.routers.common import (
     NS_PARAMETER,
     BackendDep,
     NamespaceDep,
-    SettingsDep,
-    decode_cursor,
-    encode_cursor,
+    PageDep,
     fence_from_headers,
     get_backend,
     get_settings,
@@ -59,7 +57,7 @@ from app.routers.common import (
     namespace_of,
     write_precondition,
 )
-from app.syntax import Pattern, check_key, duration_ms, now_ms, parse_duration
+from app.syntax import check_key, duration_ms, now_ms, parse_duration
 
 logger = logging.getLogger("corkboard.artifacts")
 
@@ -503,20 +501,14 @@ async def delete_artifact(
 async def list_artifacts(
     ns: NamespaceDep,
     backend: BackendDep,
-    settings: SettingsDep,
-    pattern: Annotated[str, Query(description="'*' matches any run of characters")] = "*",
-    limit: Annotated[int, Query(ge=1, description="Page size (at most the maximum)")] = 100,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    page: PageDep,
 ) -> Response:
-    if limit > settings.max_list_limit:
-        raise InvalidRequest(f"limit may be at most {settings.max_list_limit}.")
-    after = decode_cursor(cursor) if cursor else None
-    page = await backend.artifact_list(ns, Pattern.compile(pattern), limit=limit, after=after)
+    found = await backend.artifact_list(ns, page.pattern, limit=page.limit, after=page.after)
     body = orjson.dumps(
         {
-            "items": [m.as_dict() for m in page.items],
-            "next_cursor": encode_cursor(page.next_cursor) if page.next_cursor else None,
-            "revision": page.revision,
+            "items": [m.as_dict() for m in found.items],
+            "next_cursor": page.next_cursor(found.next_cursor),
+            "revision": found.revision,
         }
     )
     return json_response(body)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
@@ -19,7 +20,7 @@ from app.backends.base import NO_CONDITION, Backend, Fence, Precondition
 from app.errors import InvalidRequest, PayloadTooLarge, Unprocessable
 from app.events import Hub
 from app.settings import Settings
-from app.syntax import check_id, check_key, check_namespace, parse_etag
+from app.syntax import Pattern, check_id, check_key, check_namespace, parse_etag
 
 JSON = "application/json"
 
@@ -53,10 +54,36 @@ def get_namespace(
     return check_namespace(ns)
 
 
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """A listing's page: the name pattern, the page size and where the last page ended."""
+
+    pattern: Pattern
+    limit: int
+    after: str | None
+
+    @staticmethod
+    def next_cursor(last: str | None) -> str | None:
+        return encode_cursor(last) if last else None
+
+
+def get_page_request(
+    request: Request,
+    pattern: Annotated[str, Query(description="'*' matches any run of characters")] = "*",
+    limit: Annotated[int, Query(ge=1, description="Page size (at most max_list_limit)")] = 100,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> PageRequest:
+    maximum = get_settings(request).max_list_limit
+    if limit > maximum:
+        raise InvalidRequest(f"limit may be at most {maximum}.")
+    return PageRequest(Pattern.compile(pattern), limit, decode_cursor(cursor) if cursor else None)
+
+
 BackendDep = Annotated[Backend, Depends(get_backend)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 HubDep = Annotated[Hub, Depends(get_hub)]
 NamespaceDep = Annotated[str, Depends(get_namespace)]
+PageDep = Annotated[PageRequest, Depends(get_page_request)]
 
 NS_PARAMETER: dict[str, Any] = {
     "name": "ns",

@@ -11,7 +11,7 @@ import orjson
 from fastapi import APIRouter, Body, Query, Request
 from starlette.responses import Response
 
-from app.backends.base import Backend, KeyEntry, PutResult
+from app.backends.base import KeyEntry, PutResult
 from app.errors import InvalidRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
 from app.models import IncrementRequest, KeyEntryModel, KeyHistory, KeyList, Problem, TouchRequest
 from app.patching import json_patch, merge_patch
@@ -22,11 +22,10 @@ from app.routers.common import (
     BackendDep,
     Endpoint,
     NamespaceDep,
+    PageDep,
     SettingsDep,
     condition_from_headers,
-    decode_cursor,
     dump_json,
-    encode_cursor,
     fence_from_headers,
     get_backend,
     get_settings,
@@ -37,7 +36,7 @@ from app.routers.common import (
     parse_json,
     read_body,
 )
-from app.syntax import KV_ACTIONS, Pattern, check_key, duration_ms, parse_duration, parse_etag
+from app.syntax import KV_ACTIONS, check_key, duration_ms, parse_duration, parse_etag
 
 router = APIRouter(prefix="/v1/kv", tags=["keys"])
 
@@ -333,15 +332,6 @@ async def delete_key(key: str, request: Request, ns: NamespaceDep, backend: Back
     return Response(status_code=204)
 
 
-async def list_page(
-    backend: Backend, ns: str, pattern: Pattern, limit: int, cursor: str | None
-) -> tuple[list[KeyEntry], str | None, int]:
-    after = decode_cursor(cursor) if cursor else None
-    page = await backend.kv_list(ns, pattern, limit=limit, after=after)
-    next_cursor = encode_cursor(page.next_cursor) if page.next_cursor else None
-    return page.items, next_cursor, page.revision
-
-
 list_router = APIRouter(prefix="/v1", tags=["keys"])
 
 
@@ -354,22 +344,15 @@ list_router = APIRouter(prefix="/v1", tags=["keys"])
 async def list_keys(
     ns: NamespaceDep,
     backend: BackendDep,
-    settings: SettingsDep,
-    pattern: Annotated[str, Query(description="'*' matches any run of characters")] = "*",
+    page: PageDep,
     values: Annotated[bool, Query(description="Include values")] = True,
-    limit: Annotated[int, Query(ge=1, description="Page size (at most max_list_limit)")] = 100,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> Response:
-    if limit > settings.max_list_limit:
-        raise InvalidRequest(f"limit may be at most {settings.max_list_limit}.")
-    items, next_cursor, revision = await list_page(
-        backend, ns, Pattern.compile(pattern), limit, cursor
-    )
+    found = await backend.kv_list(ns, page.pattern, limit=page.limit, after=page.after)
     body = orjson.dumps(
         {
-            "items": [e.as_dict(with_value=values) for e in items],
-            "next_cursor": next_cursor,
-            "revision": revision,
+            "items": [e.as_dict(with_value=values) for e in found.items],
+            "next_cursor": page.next_cursor(found.next_cursor),
+            "revision": found.revision,
         }
     )
     return json_response(body)

@@ -32,10 +32,9 @@ from app.routers.common import (
     FENCE_PARAMETERS,
     BackendDep,
     NamespaceDep,
+    PageDep,
     SettingsDep,
     condition_from_headers,
-    decode_cursor,
-    encode_cursor,
     fence_from_headers,
     is_json_media,
     json_response,
@@ -48,7 +47,6 @@ from app.settings import Settings
 from app.snapshots import MAX_DEDUPE_KEY, parse_snapshot
 from app.syntax import (
     LOCK_ACTIONS,
-    Pattern,
     check_id,
     check_key,
     duration_ms,
@@ -266,19 +264,13 @@ async def _body(request: Request, settings: Settings, model: type[M], *,
 async def list_sessions(
     ns: NamespaceDep,
     backend: BackendDep,
-    settings: SettingsDep,
-    pattern: Annotated[str, Query(description="'*' matches any run of characters")] = "*",
-    limit: Annotated[int, Query(ge=1, description="Page size (at most max_list_limit)")] = 100,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    page: PageDep,
 ) -> Response:
-    if limit > settings.max_list_limit:
-        raise InvalidRequest(f"limit may be at most {settings.max_list_limit}.")
-    after = decode_cursor(cursor) if cursor else None
-    items, last = await backend.session_list(ns, Pattern.compile(pattern), limit=limit,
-                                             after=after)
+    items, last = await backend.session_list(ns, page.pattern, limit=page.limit,
+                                             after=page.after)
     return json_response(orjson.dumps({
         "items": [s.as_dict() for s in items],
-        "next_cursor": encode_cursor(last) if last else None,
+        "next_cursor": page.next_cursor(last),
     }))
 
 
