@@ -21,9 +21,12 @@ validation errors and Starlette's routing errors into that one shape::
      +-- UnsupportedMediaType           415     unsupported_media_type
      +-- RangeNotSatisfiable            416     range_not_satisfiable
      +-- Unprocessable                  422     validation_failed | constraint_violation
+     |    +-- InvalidConstraint         422     invalid_constraint
+     +-- QuotaExceeded                  507     quota_exceeded
      +-- RetryLater                     503     (+ Retry-After)
           +-- BackendUnavailable        503     backend_unavailable
           +-- AtCapacity                503     too_many_watchers
+          +-- TooManyWaiters            429     too_many_waiters
 """
 
 from __future__ import annotations
@@ -55,8 +58,10 @@ _TITLES = {
     415: "Unsupported Media Type",
     416: "Range Not Satisfiable",
     422: "Unprocessable Content",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
+    507: "Insufficient Storage",
 }
 
 
@@ -161,6 +166,18 @@ class Unprocessable(CorkboardError):
     status, code = 422, "validation_failed"
 
 
+class InvalidConstraint(Unprocessable):
+    """A variable's constraint cannot be used (e.g. a pattern RE2 cannot compile)."""
+
+    code = "invalid_constraint"
+
+
+class QuotaExceeded(CorkboardError):
+    """A write would take a namespace past CORKBOARD_NAMESPACE_MAX_KEYS or _MAX_BYTES."""
+
+    status, code = 507, "quota_exceeded"
+
+
 class RetryLater(CorkboardError):
     """503 with Retry-After: the request may succeed if repeated after a pause."""
 
@@ -180,6 +197,12 @@ class AtCapacity(RetryLater):
     """This process is at a configured capacity (watchers); retry, or another replica."""
 
     code = "too_many_watchers"
+
+
+class TooManyWaiters(RetryLater):
+    """A lock already has CORKBOARD_LOCK_MAX_WAITERS callers waiting on it."""
+
+    status, code = 429, "too_many_waiters"
 
 
 def problem_response(

@@ -26,6 +26,25 @@ class Settings(BaseSettings):
     event_retention: int = Field(
         100_000, ge=10, le=10_000_000, description="Events kept per namespace for resume"
     )
+    event_retention_bytes: int = Field(
+        64 * 1_048_576, ge=65_536,
+        description="Bytes of events kept per namespace for resume (older ones are compacted)",
+    )
+    namespace_max_keys: int = Field(
+        1_000_000, ge=1, description="Live keys per namespace; beyond, 507 quota_exceeded"
+    )
+    namespace_max_bytes: int = Field(
+        1_073_741_824, ge=1024,
+        description="Bytes of values, history, variables and state maps per namespace; "
+        "beyond, 507 quota_exceeded",
+    )
+    lock_max_waiters: int = Field(
+        1000, ge=1, le=100_000,
+        description="Callers waiting on one lock at once; beyond, 429 too_many_waiters",
+    )
+    max_patch_ops: int = Field(
+        1000, ge=1, le=100_000, description="Operations in one JSON Patch"
+    )
     max_value_bytes: int = Field(1_048_576, ge=1, description="Largest key value, in bytes")
     max_artifact_bytes: int = Field(67_108_864, ge=1, description="Largest artifact, in bytes")
     max_snapshot_bytes: int = Field(
