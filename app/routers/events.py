@@ -32,7 +32,7 @@ from app.events import (
 )
 from app.models import EventList, Problem
 from app.routers.common import HubDep, NamespaceDep, SettingsDep, json_response
-from app.syntax import parse_duration
+from app.syntax import MAX_DIGITS, is_count, parse_duration
 
 router = APIRouter(tags=["watch"])
 logger = logging.getLogger("corkboard.watch")
@@ -80,9 +80,10 @@ def _last_event_id(header: str | None) -> int | None:
     if header is None or header.strip() == "":
         return None
     text = header.strip()
-    if not text.isdigit():
+    if not is_count(text):
         raise InvalidRequest(
-            "Last-Event-ID must be a revision this service sent as an event id.",
+            "Last-Event-ID must be a revision this service sent as an event id "
+            f"(at most {MAX_DIGITS} digits).",
             errors=[{"location": ["header", "Last-Event-ID"], "message": "not a revision"}],
         )
     return int(text)

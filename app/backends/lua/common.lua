@@ -71,9 +71,36 @@ local function emit(typ, key, session, tail)
   return rev
 end
 
+-- The literal runs between the stars of a key pattern (one with at least one '*').
+local function glob_parts(pat)
+  local parts = {}
+  for part in string.gmatch(pat .. '*', '([^*]*)%*') do parts[#parts + 1] = part end
+  return parts
+end
+
+-- Whether `name` matches the key pattern split into `parts` ('*' = any run), in time
+-- linear in the name: literal runs found left to right, never backtracking (a Lua pattern
+-- of '.*'s takes exponential time on 'a*a*a*...c', stalling Redis).
+local function glob_match(name, parts)
+  local first, last = parts[1], parts[#parts]
+  local n = #name
+  if n < #first + #last or string.sub(name, 1, #first) ~= first then return false end
+  if #last > 0 and string.sub(name, n - #last + 1) ~= last then return false end
+  local pos, stop = #first + 1, n - #last
+  for i = 2, #parts - 1 do
+    local part = parts[i]
+    if #part > 0 then
+      local s, e = string.find(name, part, pos, true)
+      if not s or e > stop then return false end
+      pos = e + 1
+    end
+  end
+  return true
+end
+
 -- Ordered paging over a zset of names (all score 0), for the listing scripts: visits the
--- names after `after` that match (the literal `prefix` plus the anchored Lua pattern
--- `pat`, or exactly `prefix` when `pat` is ''), calling row(name), which returns the
+-- names after `after` that match (the key pattern `pat`, whose literal start is `prefix`,
+-- or exactly `prefix` when `pat` is ''), calling row(name), which returns the
 -- reply fields of a live name or nil to skip it. Stops after `limit` rows, or when
 -- `budget` names were examined (so a sparse pattern cannot stall Redis). Returns the
 -- fields of all rows and 1 when more may follow (the caller pages on from its last row).
@@ -83,6 +110,7 @@ local function scan_index(index, after, prefix, pat, limit, budget, row)
   local max = '+'
   if prefix ~= '' then max = '[' .. prefix .. '\255' end
   local fields, count, scanned = {}, 0, 0
+  local parts = pat ~= '' and glob_parts(pat) or nil
   while true do
     local batch = redis.call('ZRANGEBYLEX', index, min, max, 'LIMIT', 0, 256)
     if #batch == 0 then return fields, 0 end
@@ -94,7 +122,7 @@ local function scan_index(index, after, prefix, pat, limit, budget, row)
         return fields, 0
       end
       local match
-      if pat == '' then match = (name == prefix) else match = string.find(name, pat) ~= nil end
+      if parts then match = glob_match(name, parts) else match = (name == prefix) end
       if match then
         local r = row(name)
         if r then
