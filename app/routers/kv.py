@@ -304,7 +304,11 @@ async def patch_key(
 
     def update(current: bytes) -> bytes:
         document = orjson.loads(current)
-        patched = merge_patch(document, patch) if mt == MERGE_PATCH else json_patch(document, patch)
+        patched = (
+            merge_patch(document, patch)
+            if mt == MERGE_PATCH
+            else json_patch(document, patch, max_ops=settings.max_patch_ops, max_bytes=limit)
+        )
         out = dump_json(patched, what="patched value")
         if len(out) > limit:
             raise PayloadTooLarge(f"The patched value is {len(out)} bytes; the limit is {limit}.")
