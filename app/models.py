@@ -6,11 +6,13 @@ them and validate the small JSON request bodies.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 Duration = StrictFloat | StrictInt | str
+#: An integer JSON storage can hold (orjson encodes 64-bit integers only).
+Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=2**64 - 1)]
 
 
 class Problem(BaseModel):
@@ -51,8 +53,8 @@ class KeyHistory(BaseModel):
 class IncrementRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    by: StrictInt | StrictFloat = Field(1, description="Amount to add (may be negative)")
-    initial: StrictInt | StrictFloat = Field(
+    by: Int64 | StrictFloat = Field(1, description="Amount to add (may be negative)")
+    initial: Int64 | StrictFloat = Field(
         0, description="Starting value when the key is missing"
     )
     ttl: Duration | None = Field(None, description="Expiry applied only when the key is created")

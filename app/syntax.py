@@ -21,6 +21,8 @@ MAX_DURATION_SECONDS = 365 * 24 * 3600
 #: Numbers in headers, paths and query parameters (revisions, tokens, sizes): at most 20
 #: digits, so no request makes the service convert an absurdly long number.
 MAX_DIGITS = 20
+#: The largest revision a resume point may name (revisions are signed 64-bit counters).
+MAX_REVISION = 2**63 - 1
 
 #: Last path segments that name an action of a resource and so cannot end a name.
 KV_ACTIONS = frozenset({"history", "increment", "touch"})

@@ -170,11 +170,38 @@ async def read_body(request: Request, limit: int, *, what: str = "request body")
     return b"".join(chunks)
 
 
+#: JSON is accepted nested at most this deep, a scalar being one level (orjson encodes at
+#: most 254 nested arrays and objects). Deeper is 422 wherever JSON is accepted.
+MAX_JSON_DEPTH = 255
+
+
+def _too_deep(what: str) -> Unprocessable:
+    message = f"nested deeper than {MAX_JSON_DEPTH} levels"
+    return Unprocessable(
+        f"The {what} is {message}.", errors=[{"location": ["body"], "message": message}]
+    )
+
+
 def parse_json(raw: bytes | str, *, what: str = "body") -> Any:
+    """The client's JSON, decoded once at the boundary: 400 if it is not JSON, 422 if it is
+    nested deeper than MAX_JSON_DEPTH levels (so no later encoding of it can fail)."""
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc):  # orjson's own limit, 1024 levels
+            raise _too_deep(what) from exc
         raise InvalidRequest(f"The {what} is not valid JSON: {exc}.") from exc
+    # Counting brackets is cheap and bounds the depth; only a document with as many
+    # brackets as the limit is measured, by encoding it (orjson refuses when too deep).
+    brackets = raw.count(b"[") + raw.count(b"{") if isinstance(raw, bytes) else (
+        raw.count("[") + raw.count("{")
+    )
+    if brackets >= MAX_JSON_DEPTH:
+        try:
+            orjson.dumps(value)
+        except TypeError as exc:
+            raise _too_deep(what) from exc
+    return value
 
 
 def dump_json(value: Any, *, what: str = "value", location: str = "body") -> bytes:

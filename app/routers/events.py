@@ -32,7 +32,7 @@ from app.events import (
 )
 from app.models import EventList, Problem
 from app.routers.common import HubDep, NamespaceDep, SettingsDep, json_response
-from app.syntax import MAX_DIGITS, is_count, parse_duration
+from app.syntax import MAX_DIGITS, MAX_REVISION, is_count, parse_duration
 
 router = APIRouter(tags=["watch"])
 logger = logging.getLogger("corkboard.watch")
@@ -80,7 +80,7 @@ def _last_event_id(header: str | None) -> int | None:
     if header is None or header.strip() == "":
         return None
     text = header.strip()
-    if not is_count(text):
+    if not is_count(text) or int(text) > MAX_REVISION:
         raise InvalidRequest(
             "Last-Event-ID must be a revision this service sent as an event id "
             f"(at most {MAX_DIGITS} digits).",
@@ -144,7 +144,8 @@ async def watch(
     types: TypesQuery = None,
     session: SessionQuery = None,
     since: Annotated[
-        int | None, Query(ge=0, description="Revision already seen; 0 = all retained")
+        int | None,
+        Query(ge=0, le=MAX_REVISION, description="Revision already seen; 0 = all retained"),
     ] = None,
     snapshot: Annotated[
         bool, Query(description="Start with the current matching keys, then `synced`")
@@ -200,7 +201,9 @@ async def watch(
 async def poll_events(
     ns: NamespaceDep,
     hub: HubDep,
-    since: Annotated[int, Query(ge=0, description="Revision already seen")] = 0,
+    since: Annotated[
+        int, Query(ge=0, le=MAX_REVISION, description="Revision already seen")
+    ] = 0,
     wait: Annotated[str | None, Query(description="Longest wait, e.g. 30s (at most 300s)")] = None,
     pattern: PatternQuery = None,
     types: TypesQuery = None,
