@@ -38,6 +38,7 @@ router = APIRouter(tags=["watch"])
 logger = logging.getLogger("corkboard.watch")
 
 MAX_WAIT_SECONDS = 300.0
+MAX_EVENTS_LIMIT = 10_000
 _PING = ServerSentEvent(comment="ping", sep="\n")
 _PING_BYTES = _PING.encode()
 
@@ -208,7 +209,9 @@ async def poll_events(
     pattern: PatternQuery = None,
     types: TypesQuery = None,
     session: SessionQuery = None,
-    limit: Annotated[int, Query(ge=1, le=10_000, description="Most events returned")] = 1000,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_EVENTS_LIMIT, description="Most events returned")
+    ] = 1000,
 ) -> Response:
     wait_s = parse_duration(wait, what="wait")
     if wait_s > MAX_WAIT_SECONDS:
