@@ -100,6 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_watchers=settings.max_watchers,
         )
         await hub.start()
+        # Built now, not by the first GET /openapi.json: building takes ~0.5 s of the loop.
+        app.openapi()
         try:
             async with running_store(settings, backend) as store:
                 yield {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from app.main import app as service
 
@@ -16,8 +16,16 @@ SLOW_CALLBACK_SECONDS = 0.1
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
-    if scope["type"] == "lifespan":
-        loop = asyncio.get_running_loop()
-        loop.set_debug(True)
-        loop.slow_callback_duration = SLOW_CALLBACK_SECONDS
-    await service(scope, receive, send)
+    if scope["type"] != "lifespan":
+        await service(scope, receive, send)
+        return
+
+    async def watched_send(message: Message) -> None:
+        # On once started: startup (imports, connecting) is not serving.
+        if message["type"] == "lifespan.startup.complete":
+            loop = asyncio.get_running_loop()
+            loop.set_debug(True)
+            loop.slow_callback_duration = SLOW_CALLBACK_SECONDS
+        await send(message)
+
+    await service(scope, receive, watched_send)
