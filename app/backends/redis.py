@@ -26,6 +26,7 @@ from app.backends.base import (
     NO_CONDITION,
     Backend,
     BackendInfo,
+    Bounds,
     ChangeEvent,
     EventBatch,
     Fence,
@@ -36,6 +37,7 @@ from app.backends.base import (
     ValueUpdate,
     apply_update,
     check_precondition,
+    quota_exceeded,
 )
 from app.backends.redis_artifacts import RedisArtifactsMixin
 from app.backends.redis_locks import RedisLocks
@@ -201,13 +203,16 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         blocking_client: Redis | None = None,
         key_history: int = 10,
         event_retention: int = 100_000,
+        bounds: Bounds | None = None,
         url: str = "",
     ) -> None:
         self.info = BackendInfo(name="redis", persistence=True, distribution=True)
         self.client = client
         self._blocking = blocking_client or client
         self.key_history = key_history
-        self.event_retention = event_retention
+        self.bounds = bounds or Bounds(event_retention=event_retention)
+        self.event_retention = self.bounds.event_retention
+        self._bounds_arg = self.bounds.script_arg()
         self.url = url
         self._scripts: dict[str, AsyncScript] = {}
         self._batcher = _ScriptBatcher(client)
@@ -223,6 +228,7 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         max_connections: int = 64,
         key_history: int = 10,
         event_retention: int = 100_000,
+        bounds: Bounds | None = None,
     ) -> RedisBackend:
         """Build the backend with its own connection pools; closing it closes them."""
         common: dict[str, Any] = {
@@ -246,6 +252,7 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
             blocking_client=Redis.from_pool(blocking_pool),
             key_history=key_history,
             event_retention=event_retention,
+            bounds=bounds,
             url=url,
         )
         backend._owns_clients = True
@@ -264,6 +271,9 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
 
     async def close(self) -> None:
         await self._batcher.close()
+        wakeups = getattr(self, "_wakeups", None)
+        if wakeups is not None:
+            await wakeups.close()
         if self._owns_clients:
             await self.client.aclose()
             if self._blocking is not self.client:
@@ -283,11 +293,15 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
 
     async def run(self, script: str, ns: str, *args: Any, client: Redis | None = None) -> Any:
         """Run one Lua script against namespace ``ns``; the single way state changes."""
-        argv = [f"cb:{{{ns}}}:rev", ns, self.event_retention, self.key_history, *args]
+        argv = [f"cb:{{{ns}}}:rev", ns, self._bounds_arg, self.key_history, *args]
         async with self.mapped_errors():
             if client is not None:
-                return await self._scripts[script](keys=argv[:1], args=argv[1:], client=client)
-            return await self._batcher.submit(self._scripts[script], argv)
+                reply = await self._scripts[script](keys=argv[:1], args=argv[1:], client=client)
+            else:
+                reply = await self._batcher.submit(self._scripts[script], argv)
+        if isinstance(reply, list) and reply and reply[0] == b"quota_exceeded":
+            raise quota_exceeded(ns, _s(reply[1]), int(reply[2]))
+        return reply
 
     async def register_deadlines(self, ns: str) -> None:
         """Make the sweepers visit ``ns``: needed once per namespace that gets a deadline."""
