@@ -14,6 +14,9 @@
 --   P..'h:'..key        list     its history, newest first, items 'r|cr|ver|ca|ma|ea|v'
 --   P..'keys'           zset     live key names (score 0), for ordered listing
 --   P..'ttl'            zset     deadlines (ms) of members 'k:<key>', 'l:<scope>|<name>', ...
+--   P..'sched'          string   the time (ms) the global deadline index 'cb:deadlines' was
+--                                last told to visit this namespace at (or earlier); absent:
+--                                not indexed. See set_deadline and redis_sweeper.py.
 --   P..'lock:'..scope..'|'..name  hash  a lock holder: owner token acquired_at expires_at
 --   P..'quota'          hash   eb: bytes of the log's events (the sum of their 'd'
 --                              lengths); b: the bytes CORKBOARD_NAMESPACE_MAX_BYTES bounds
@@ -238,9 +241,20 @@ EXPIRERS['k'] = function(key)
   return 0
 end
 
+-- The earliest deadline this script set that the global index may not know of: the
+-- script's reply is then wrapped as {'__reschedule', RESCHEDULE, reply} (see
+-- _load_scripts), and the caller updates 'cb:deadlines' in a separate call (a script
+-- may only touch its namespace's hash slot on Redis Cluster).
+local RESCHEDULE = nil
+
 local function set_deadline(member, ea)
   if ea > 0 then
     redis.call('ZADD', PFX .. 'ttl', ea, member)
+    local sched = tonumber(redis.call('GET', PFX .. 'sched') or '0')
+    if sched == 0 or ea < sched then
+      redis.call('SET', PFX .. 'sched', ea)
+      if not RESCHEDULE or ea < RESCHEDULE then RESCHEDULE = ea end
+    end
   else
     redis.call('ZREM', PFX .. 'ttl', member)
   end
