@@ -93,7 +93,7 @@ class DeadlineIndex:
         await self.schedule_script(keys=[DEADLINES_KEY], args=[ns, at_ms])
 
     async def due(self, now_ms: int) -> list[tuple[str, int]]:
-        rows = await self.client.zrangebyscore(
+        rows: list[Any] = await self.client.zrangebyscore(
             DEADLINES_KEY, "-inf", now_ms, start=0, num=SWEEP_NAMESPACES, withscores=True
         )
         return [(_s(ns), int(score)) for ns, score in rows]
