@@ -115,6 +115,8 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
         # Wakers of read_events waits on namespaces that do not exist (yet): a read
         # creates no namespace; the first write adopts the waker (see _ns).
         self._wakers: dict[str, tuple[asyncio.Event, int]] = {}
+        #: Deadline rows a sweep handled, in total: a sweep's work is what is due.
+        self.sweep_visits = 0
         # (deadline_ms, ns, member): member is "<kind>:<name>" ("k:<key>" for keys), handled
         # by the method _expire_<kind>; rows made stale by later writes are skipped.
         self._deadlines: list[tuple[int, str, str]] = []
@@ -453,6 +455,7 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
         count = 0
         while self._deadlines and self._deadlines[0][0] <= now:
             deadline, ns, member = heapq.heappop(self._deadlines)
+            self.sweep_visits += 1
             kind, _, name = member.partition(":")
             # One handler per kind of deadline: _expire_k for keys; other resources add theirs.
             handler = getattr(self, "_expire_" + kind, None)
