@@ -18,6 +18,7 @@
 --                                last told to visit this namespace at (or earlier); absent:
 --                                not indexed. See set_deadline and redis_sweeper.py.
 --   P..'lock:'..scope..'|'..name  hash  a lock holder: owner token acquired_at expires_at
+--   P..'logn'           list   the byte size of each event of the log, oldest first
 --   P..'quota'          hash   eb: bytes of the log's events (the sum of their 'd'
 --                              lengths); b: the bytes CORKBOARD_NAMESPACE_MAX_BYTES bounds
 --                              (key revisions' values, session metadata, variables'
@@ -72,27 +73,41 @@ local function values_tail(value, old)
   return ',"value":' .. json_or_null(value) .. ',"old_value":' .. json_or_null(old)
 end
 
--- Drop the oldest events while the log holds more than RETENTION events or more than
--- RETENTION_BYTES bytes (the newest event always stays). n: events, eb: their bytes.
--- Each event is read once when it is dropped: amortized O(1) per append.
-local function compact_log(n, eb)
-  local log = PFX .. 'log'
-  local dropped, last = 0, nil
-  while n > RETENTION or (eb > RETENTION_BYTES and n > 1) do
-    local rows = redis.call('XRANGE', log, '-', '+', 'COUNT', 64)
+-- The log's event sizes live beside it, oldest first, in the list P..'logn' (the stream
+-- cannot return a field without the others, and an event may be megabytes): dropping an
+-- event pops its size, never reads the event. A log written before byte accounting
+-- existed gets its sizes counted once, here.
+local function log_sizes(n)
+  if redis.call('HEXISTS', QUOTA, 'eb') == 1 or n == 0 then return end
+  local total, after = 0, '-'
+  while true do
+    local rows = redis.call('XRANGE', PFX .. 'log', after, '+', 'COUNT', 100)
     if #rows == 0 then break end
     for i = 1, #rows do
-      if not (n > RETENTION or (eb > RETENTION_BYTES and n > 1)) then break end
       local f = rows[i][2]
       local size = 0
       for j = 1, #f, 2 do if f[j] == 'd' then size = #f[j + 1] end end
-      n, eb, dropped, last = n - 1, eb - size, dropped + size, rows[i][1]
-      redis.call('XDEL', log, last)
+      redis.call('RPUSH', PFX .. 'logn', size)
+      total = total + size
+      after = '(' .. rows[i][1]
     end
   end
-  if dropped > 0 then
-    -- A log written before byte accounting existed may count less than it drops.
-    if redis.call('HINCRBY', QUOTA, 'eb', -dropped) < 0 then redis.call('HSET', QUOTA, 'eb', 0) end
+  redis.call('HSET', QUOTA, 'eb', total)
+end
+
+-- Drop the oldest events while the log holds more than RETENTION events or more than
+-- RETENTION_BYTES bytes (the newest event always stays). n: events, eb: their bytes.
+-- Each event is dropped once, by one XTRIM: amortized O(1) per append.
+local function compact_log(n, eb)
+  local drop, freed = 0, 0
+  while n - drop > RETENTION or (eb - freed > RETENTION_BYTES and n - drop > 1) do
+    local size = redis.call('LPOP', PFX .. 'logn')
+    if not size then break end
+    drop, freed = drop + 1, freed + tonumber(size)
+  end
+  if drop > 0 then
+    redis.call('XTRIM', PFX .. 'log', 'MAXLEN', n - drop)
+    redis.call('HINCRBY', QUOTA, 'eb', -freed)
   end
 end
 
@@ -104,8 +119,11 @@ local function emit(typ, key, session, tail)
     .. '","key":"' .. key .. '"'
   if session and session ~= '' then d = d .. ',"session":"' .. session .. '"' end
   d = d .. ',"at":"' .. iso(NOW) .. '"' .. (tail or '') .. '}'
-  redis.call('XADD', PFX .. 'log', rev .. '-0', 't', typ, 'k', key, 's', session or '', 'd', d)
   local n = redis.call('XLEN', PFX .. 'log')
+  log_sizes(n)
+  redis.call('XADD', PFX .. 'log', rev .. '-0', 't', typ, 'k', key, 's', session or '', 'd', d)
+  redis.call('RPUSH', PFX .. 'logn', #d)
+  n = n + 1
   local eb = redis.call('HINCRBY', QUOTA, 'eb', #d)
   if n > RETENTION or (eb > RETENTION_BYTES and n > 1) then compact_log(n, eb) end
   return rev
