@@ -131,8 +131,9 @@ async def _stream(
     summary="Watch changes as Server-Sent Events",
     description=(
         "Streams every matching change after the resume point (`Last-Event-ID`, else "
-        "`since`; `since=0` is everything retained; neither: from now) in revision order, "
-        "then live. A resume point older than the namespace retains gives `reset` first. "
+        "`since`; `since=0` is from the first event; neither: from now) in revision order, "
+        "then live. A resume point older than the namespace retains (`since=0` included, "
+        "once anything was compacted) gives `reset` first. "
         "`snapshot=true` (without a resume point) first sends the matching keys as "
         "`kv.put` events flagged `snapshot`, then `synced` at their revision."
     ),
@@ -194,9 +195,9 @@ async def watch(
     summary="The change feed as a long poll",
     description=(
         "Returns at once with the matching events after `since` (0, the default, is "
-        "everything retained), else waits up to `wait` for one. `revision` is where to "
-        "continue. If `since` is older than the namespace retains, the first event is "
-        "`reset` and the client must resync."
+        "from the first event), else waits up to `wait` for one. `revision` is where to "
+        "continue. If `since` is older than the namespace retains (0 included, once "
+        "anything was compacted), the only event is `reset` and the client must resync."
     ),
 )
 async def poll_events(
