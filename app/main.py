@@ -100,9 +100,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_watchers=settings.max_watchers,
         )
         await hub.start()
-        # Built in a thread now, not on the loop by the first GET /openapi.json (building
-        # takes ~0.5 s) and without delaying start-up.
-        openapi = asyncio.create_task(asyncio.to_thread(app.openapi), name="corkboard-openapi")
+        # Built before serving, not by the first GET /openapi.json, which held the loop
+        # ~0.5 s (not in a thread: pydantic's schema generation is not thread-safe).
+        app.openapi()
         try:
             async with running_store(settings, backend) as store:
                 yield {
@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 }
         finally:
             await hub.close()
-            for task in (sweeper, flusher, openapi):
+            for task in (sweeper, flusher):
                 if task is not None:
                     task.cancel()
                     with suppress(asyncio.CancelledError):
