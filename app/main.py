@@ -100,7 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_watchers=settings.max_watchers,
         )
         await hub.start()
-        # Built now, not by the first GET /openapi.json: building takes ~0.5 s of the loop.
+        # Built before serving, not by the first GET /openapi.json, which held the loop
+        # ~0.5 s (not in a thread: pydantic's schema generation is not thread-safe).
         app.openapi()
         try:
             async with running_store(settings, backend) as store:
