@@ -144,9 +144,10 @@ def cmd_get(client: Corkboard, args: argparse.Namespace) -> int:
 
 
 def cmd_put(client: Corkboard, args: argparse.Namespace) -> int:
-    text = read_input("-").decode() if args.value == "-" else args.value
-    if args.value == "-" and not args.string:
-        text = text.strip()
+    text = args.value
+    if args.value == "-":  # stdin, without the newline that `echo` adds
+        text = read_input("-").decode()
+        text = text.strip() if not args.string else text.removesuffix("\n")
     value = parse_value(text, args.string)
     entry = client.put(args.key, value, ttl=args.ttl, if_revision=args.if_revision)
     write_line(dumps(entry.raw) if args.json else str(entry.revision))

@@ -118,6 +118,17 @@ def test_lock_runs_a_command_with_its_fence(service: ServiceProcess, ns: str,
               env={"CORKBOARD_FENCE_LOCK": "jobs/nightly", "CORKBOARD_FENCE_TOKEN": token})
     assert run.returncode == 1
     one_error_line(run, "stale_fence: ")
+    # A lock lost while the command runs: the command is stopped, the exit code is 5.
+    with subprocess.Popen([*CLI, "lock", "short", "--ttl", "1", "--", sys.executable, "-c",
+                           "import time; print('started', flush=True); time.sleep(60)"],
+                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env={**os.environ, "CORKBOARD_URL": service.url,
+                               "CORKBOARD_NS": ns}) as proc:
+        assert proc.stdout is not None and proc.stdout.readline() == b"started\n"
+        cb.force_release("short")
+        assert proc.wait(30) == 5
+        assert proc.stderr is not None
+        assert proc.stderr.read().decode().startswith("corkboard: lock_lost: ")
     held = cb.acquire("busy", owner="someone")
     run = cli(service, ns, "lock", "busy", "--", "true")
     assert run.returncode == 1

@@ -180,14 +180,14 @@ class Lock:
         try:
             self.client.refresh_lock(self.name, self.owner, self.token, ttl=self.ttl,
                                            session=self.session)
-        except (Conflict, NotFound) as exc:  # lock_not_held, not_owner
-            self.lost = exc
-            return False
-        except Unavailable as exc:
+        except Unavailable as exc:  # no answer: still ours until the lease runs out
             if time.monotonic() >= self._deadline:
                 self.lost = exc
                 return False
             return True
+        except CorkboardError as exc:  # lock_not_held, not_owner, or refused outright
+            self.lost = exc
+            return False
         self.refreshes += 1
         self._deadline = started + self.ttl_seconds
         return True
