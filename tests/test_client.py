@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
+import time
 
 import pytest
 
@@ -228,6 +229,21 @@ def test_lock_calls(cb: Corkboard) -> None:
     assert isinstance(again, LockGrant) and again.token > grant.token
     forced = cb.force_release("jobs/nightly")
     assert forced.status == "released" and forced.owner == "w3"
+
+
+def test_lock_context_refreshes_in_a_thread_and_fences(cb: Corkboard) -> None:
+    with cb.lock("jobs/sync", ttl=0.6) as held:
+        deadline = time.monotonic() + 1.5  # well past the ttl: only refreshes keep it
+        while time.monotonic() < deadline:
+            assert cb.get_lock("jobs/sync") is not None
+            time.sleep(0.1)
+        assert held.refreshes >= 3 and held.lost is None
+        assert cb.put("out", 1).value == 1  # fenced, applied
+        other = cb.namespace(cb.ns + "-other")
+        assert other.put("out", 2).value == 2  # another namespace: not fenced
+    assert cb.get_lock("jobs/sync") is None
+    with pytest.raises(StaleFence), cb.fenced(held.fence):
+        cb.put("out", 3)
 
 
 def test_session_locks_fence_session_writes(cb: Corkboard) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ import pytest
 import redis
 
 from corkboard.client import (
+    AsyncCorkboard,
     BackendUnavailable,
     Corkboard,
     Event,
@@ -70,6 +72,35 @@ def test_watch_resumes_across_a_service_restart(redis_url: str) -> None:
         watch.close()
         assert seen == list(range(1, 41))  # every revision once, in order
         assert watch.reconnects >= 1
+
+
+async def test_watch_that_overflows_reconnects_without_loss() -> None:
+    """A watcher that falls more than its queue behind gets ``overflow`` and the stream
+    ends; the watch resumes from the last id it delivered and misses nothing."""
+    env = {**SERVICE_ENV, "CORKBOARD_BACKEND": "memory://", "CORKBOARD_WATCH_QUEUE_SIZE": "16",
+           "CORKBOARD_WATCH_RETRY_MS": "100", "CORKBOARD_MAX_VALUE_BYTES": "1048576"}
+    # A fixed receive buffer (no autotuning): the server's queue fills sooner.
+    slow = httpx.AsyncHTTPTransport(
+        socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)]
+    )
+    big = "x" * 400_000
+    with running(ServiceProcess(env)) as (service,):
+        async with AsyncCorkboard(service.url, ns="overflow") as writer, AsyncCorkboard(
+            service.url, ns="overflow", transport=slow
+        ) as reader:
+            await writer.put("k0", 0)
+            async with reader.watch(since=0, types="kv") as stream:
+                first = await anext(stream)
+                assert isinstance(first, Event) and first.revision == 1
+                for i in range(1, 60):  # while the watch reads nothing
+                    await writer.put(f"k{i}", big)
+                revisions = [1]
+                while revisions[-1] < 60:
+                    item = await anext(stream)
+                    assert isinstance(item, Event)
+                    revisions.append(item.revision)
+                assert revisions == list(range(1, 61))
+                assert stream.reconnects >= 1
 
 
 def test_safe_calls_retry_through_a_redis_outage_and_unsafe_ones_do_not() -> None:
