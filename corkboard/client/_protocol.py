@@ -165,7 +165,7 @@ class Call:
         return cls("GET", path, params or {}, headers or {}, retry=True)
 
     @classmethod
-    def write(cls, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+    def write(cls, method: str, path: str, body: Any = None, *, raw: Any = None,
               content_type: str = JSON, params: dict[str, str] | None = None,
               headers: dict[str, str] | None = None, retry: bool = False,
               fenced: bool = True) -> Call:
