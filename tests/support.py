@@ -200,7 +200,8 @@ def running(*services: ServiceProcess) -> Iterator[list[ServiceProcess]]:
             started.append(s.start())
         yield started
     finally:
-        for s in started:
+        # Every service, also one whose start failed (timed out): its process may run.
+        for s in services:
             s.stop()
         for s in services:
             s.log.close()
