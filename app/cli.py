@@ -43,8 +43,8 @@ async def _check_backend(settings: Settings) -> None:
 def serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from app.artifacts import UnknownArtifactStore, artifacts_url
     from app.access import TokenConfigError, load_grants
+    from app.artifacts import UnknownArtifactStore, artifacts_url
     from app.backends import UnknownBackend
     from app.errors import BackendUnavailable
     from app.settings import Settings
