@@ -34,14 +34,17 @@ from app.backends.base import (
     Precondition,
     PutResult,
     ValueUpdate,
+    add_exact,
     apply_update,
     check_precondition,
+    number_to_increment,
 )
 from app.backends.redis_artifacts import RedisArtifactsMixin
 from app.backends.redis_locks import RedisLocks
 from app.backends.redis_sessions import RedisSessions
 from app.errors import (
     BackendUnavailable,
+    CorkboardError,
     NotFound,
     PreconditionFailed,
     Unprocessable,
@@ -289,6 +292,15 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
                 return await self._scripts[script](keys=argv[:1], args=argv[1:], client=client)
             return await self._batcher.submit(self._scripts[script], argv)
 
+    async def check_fence(self, ns: str, fence: Fence | None) -> None:
+        """Raise StaleFence unless ``fence`` (if any) holds now. A write that failed its
+        own checks in Python asks this first: a stale fence is reported before anything
+        else, as in a backend whose whole write is one atomic step."""
+        if fence is not None:
+            reply = await self.run("fence_check", ns, *Fence.script_args(fence))
+            if _s(reply[0]) == "stale_fence":
+                raise fence.stale()
+
     async def register_deadlines(self, ns: str) -> None:
         """Make the sweepers visit ``ns``: needed once per namespace that gets a deadline."""
         if ns in self._registered_ns:
@@ -348,12 +360,16 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
             await self.register_deadlines(ns)
         for _ in range(UPDATE_ATTEMPTS):
             current = await self.kv_get(ns, key)
-            check_precondition(condition, current)
-            if current is None and initial is None:
-                raise NotFound(f"Key {key!r} does not exist and no initial value was given.")
-            base = current.value if current is not None else initial
-            assert base is not None
-            new_value = apply_update(update, base, current)
+            try:
+                check_precondition(condition, current)
+                if current is None and initial is None:
+                    raise NotFound(f"Key {key!r} does not exist and no initial value was given.")
+                base = current.value if current is not None else initial
+                assert base is not None
+                new_value = apply_update(update, base, current)
+            except CorkboardError:
+                await self.check_fence(ns, fence)  # a stale fence is the first answer
+                raise
             cas = (
                 Precondition(match_revision=current.revision)
                 if current is not None
@@ -385,9 +401,12 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
     ) -> PutResult:
         if ttl_ms > 0:
             await self.register_deadlines(ns)
+        # Integer text as Python writes it (orjson refuses integers beyond 64 bits).
+        by_text = str(by) if isinstance(by, int) else orjson.dumps(by)
+        initial_text = str(initial) if isinstance(initial, int) else orjson.dumps(initial)
         reply = await self.run(
-            "kv_increment", ns, key, orjson.dumps(by), "1" if isinstance(by, int) else "0",
-            orjson.dumps(initial), ttl_ms, *Fence.script_args(fence),
+            "kv_increment", ns, key, by_text, "1" if isinstance(by, int) else "0",
+            initial_text, ttl_ms, *Fence.script_args(fence),
         )
         status = _s(reply[0])
         if status == "ok":
@@ -398,12 +417,48 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
                 f"Key {key!r} holds {kind}, not a number; it cannot be incremented."
             )
         if status == "inexact":
-            raise Unprocessable(
-                "The result is not a finite number exactly representable here "
-                "(integers are exact while |n| < 2**53)."
-            )
+            add_exact(int(reply[1]), by)  # raises the shared refusal
+            raise AssertionError("an exact integer sum was refused by the script")
+        if status == "float":
+            return await self._increment_in_python(ns, key, by, initial, ttl_ms, fence)
         _raise_failure(status, reply, key, fence)
         raise AssertionError("unreachable")
+
+    async def _increment_in_python(
+        self, ns: str, key: str, by: int | float, initial: int | float, ttl_ms: int,
+        fence: Fence | None,
+    ) -> PutResult:
+        """A sum involving a double, computed by the shared rule (``add_exact``) and
+        written with a compare-and-swap on the revision it was computed from, so its JSON
+        text is orjson's, as on every backend."""
+        for _ in range(UPDATE_ATTEMPTS):
+            current = await self.kv_get(ns, key)
+            try:
+                start = number_to_increment(
+                    key, current.value if current is not None else initial
+                )
+                value = orjson.dumps(add_exact(start, by))
+            except CorkboardError:
+                await self.check_fence(ns, fence)
+                raise
+            cas = (
+                Precondition(match_revision=current.revision)
+                if current is not None
+                else Precondition(must_not_exist=True)
+            )
+            reply = await self.run(
+                "kv_put", ns, key, value, -1 if current is not None else ttl_ms,
+                *_condition_args(cas), *Fence.script_args(fence),
+            )
+            status = _s(reply[0])
+            if status in ("created", "replaced"):
+                return PutResult(_entry(reply), status == "created")
+            if status == "stale_fence":
+                _raise_failure(status, reply, key, fence)
+            await asyncio.sleep(0)
+        raise BackendUnavailable(
+            f"Key {key!r} changed under {UPDATE_ATTEMPTS} consecutive increment attempts; retry."
+        )
 
     async def kv_touch(
         self, ns: str, key: str, ttl_ms: int, *, fence: Fence | None = None

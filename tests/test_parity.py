@@ -1,0 +1,163 @@
+"""Regression tests for the memory/Redis differences of issue 12, each through HTTP on
+both backends: the same request gets the same answer (status, code, body) everywhere."""
+
+from __future__ import annotations
+
+import httpx
+import orjson
+import pytest
+
+from tests.helpers import events, problem
+
+S = "/v1/sessions/s1"
+
+
+# -- fencing ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("headers", [{}, {"If-Match": '"99"'}])
+async def test_a_patch_with_a_stale_fence_is_409_before_anything_else(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    fence = {"Fence-Lock": "l", "Fence-Token": "7"}
+    merge = {"Content-Type": "application/merge-patch+json"}
+    # absent key, no initial: memory and Redis both answer for the fence first
+    r = await client.patch("/v1/kv/k", content=b'{"a":1}', headers={**merge, **fence, **headers})
+    problem(r, 409, "stale_fence")
+    await client.put("/v1/kv/k", json={"a": 0})
+    r = await client.patch("/v1/kv/k", content=b'{"a":1}', headers={**merge, **fence, **headers})
+    problem(r, 409, "stale_fence")
+    patch = {"Content-Type": "application/json-patch+json"}
+    r = await client.patch("/v1/kv/k", content=b'[{"op":"test","path":"/a","value":5}]',
+                           headers={**patch, **fence})
+    problem(r, 409, "stale_fence")
+    assert (await client.get("/v1/kv/k")).json()["value"] == {"a": 0}
+
+
+# -- snapshot import -------------------------------------------------------------------
+
+
+async def test_an_imported_lock_that_expired_in_1970_is_free(
+    client: httpx.AsyncClient,
+) -> None:
+    doc = {"locks": {"l": {"owner": "o", "token": 3, "expires_at": "1970-01-01T00:00:00Z"}}}
+    r = await client.put(f"{S}/snapshot", json=doc)
+    assert r.status_code == 201 and r.json()["tokens"] == {}
+    problem(await client.get(f"{S}/locks/l"), 404, "not_found")
+    r = await client.post(f"{S}/locks/l", json={"owner": "p"})
+    assert r.status_code == 200 and r.json()["token"] == 4
+
+
+async def test_timestamps_before_1970_are_refused(client: httpx.AsyncClient) -> None:
+    doc = {"locks": {"l": {"owner": "o", "token": 3, "expires_at": "1969-12-31T23:59:59Z"}}}
+    body = problem(await client.put(f"{S}/snapshot", json=doc), 422, "validation_failed")
+    assert body["errors"][0]["location"] == ["body", "locks", "l", "expires_at"]
+    problem(await client.get(S), 404, "not_found")
+
+
+@pytest.mark.parametrize("big", [2**52, 2**53, 2**53 + 1, 2**63, 2**64 + 1])
+async def test_tokens_and_versions_that_could_not_stay_exact_are_refused(
+    client: httpx.AsyncClient, big: int
+) -> None:
+    raw = b'{"locks": {"l": {"owner": "o", "token": %d}}}' % big
+    r = await client.put(f"{S}/snapshot", content=raw,
+                         headers={"Content-Type": "application/json"})
+    body = problem(r, 422, "validation_failed")
+    assert body["errors"][0]["location"] == ["body", "locks", "l", "token"]
+    raw = (b'{"variables": {"var_a": {"name": "a", "type": "integer", "value": 1, '
+           b'"version": %d}}}' % big)
+    r = await client.put(f"{S}/snapshot", content=raw,
+                         headers={"Content-Type": "application/json"})
+    body = problem(r, 422, "validation_failed")
+    assert body["errors"][0]["location"] == ["body", "variables", "var_a", "version"]
+    problem(await client.get(S), 404, "not_found")
+
+
+async def test_the_largest_importable_token_and_version_stay_exact(
+    client: httpx.AsyncClient,
+) -> None:
+    top = 2**52 - 1
+    doc = {"locks": {"l": {"owner": "o", "token": top, "ttl": 30}},
+           "variables": {"var_a": {"name": "a", "type": "integer", "value": 1,
+                                   "version": top}}}
+    r = await client.put(f"{S}/snapshot", json=doc)
+    assert r.json()["tokens"] == {"l": top}
+    r = await client.put(f"{S}/variables/a", json={"value": 2})
+    assert r.json()["version"] == top + 1
+    r = await client.post(f"{S}/locks/l/release", json={"owner": "o", "token": top})
+    assert r.status_code == 200
+    tokens = []
+    for owner in ("p", "q"):
+        r = await client.post(f"{S}/locks/l", json={"owner": owner})
+        tokens.append(r.json()["token"])
+        await client.post(f"{S}/locks/l/release", json={"owner": owner, "token": tokens[-1]})
+    assert tokens == [top + 1, top + 2]
+    found = await events(client, session="s1", types="lock.acquired")
+    assert [e["token"] for e in found] == tokens
+
+
+# -- increment -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", [
+    {"by": 2**64}, {"by": -(2**64)}, {"by": 2**53}, {"by": 1, "initial": 2**64},
+    {"by": 2**70, "initial": 2**70}, {"by": 10**400},
+])
+async def test_an_increment_beyond_exact_integers_is_422_everywhere(
+    client: httpx.AsyncClient, body: dict[str, int]
+) -> None:
+    raw = b'{"by": %d' % body["by"] + (b', "initial": %d}' % body["initial"]
+                                        if "initial" in body else b"}")
+    r = await client.post("/v1/kv/n/increment", content=raw,
+                          headers={"Content-Type": "application/json"})
+    assert r.status_code in (400, 422), r.text
+    assert r.status_code == 422 or r.json()["code"] == "invalid_request"
+    problem(await client.get("/v1/kv/n"), 404, "not_found")
+    if "initial" in body and body["by"] == 1:
+        return  # the initial value is used only when the key is missing
+    await client.put("/v1/kv/n", json=5)
+    r2 = await client.post("/v1/kv/n/increment", content=raw,
+                           headers={"Content-Type": "application/json"})
+    assert (r2.status_code, r2.json()["code"]) == (r.status_code, r.json()["code"])
+    assert r2.json()["detail"] == r.json()["detail"]
+
+
+async def test_a_double_beside_a_huge_integer_is_a_double(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/kv/n/increment", content=b'{"by": 18446744073709551616,'
+                          b' "initial": 0.5}', headers={"Content-Type": "application/json"})
+    text = orjson.dumps(float(2**64) + 0.5)
+    assert r.status_code == 201 and r.content.count(b'"value":' + text + b",") == 1
+
+
+@pytest.mark.parametrize(("start", "by"), [
+    (0.1, 0.2), (1e15, 1), (1e16, 1.0), (1e20, 1), (0, 1e-7), (5, 0.0), (-0.5, 0.5),
+    (1.5e300, 1.5e300), (123456789, 0.125), (2**60, 0.5), (1e-320, 0), (0.1, -1e22),
+])
+async def test_the_text_of_a_double_after_increment_is_orjsons(
+    client: httpx.AsyncClient, start: float, by: float
+) -> None:
+    text = orjson.dumps(float(start) + float(by))
+    await client.put("/v1/kv/f", json=start)
+    r = await client.post("/v1/kv/f/increment", json={"by": by})
+    assert r.status_code == 200
+    assert orjson.dumps(orjson.loads(r.content)["value"]) == text
+    assert b'"value":' + text + b"," in r.content
+    stored = (await client.get("/v1/kv/f")).content
+    assert b'"value":' + text + b"," in stored
+    found = await events(client, types="kv.put", pattern="f")
+    assert found[-1]["value"] == orjson.loads(text)
+
+
+async def test_an_increment_of_a_non_number_says_what_it_holds(
+    client: httpx.AsyncClient,
+) -> None:
+    for value, kind in [("s", "a string"), (None, "null"), (True, "a boolean"),
+                        ([1], "an array"), ({"a": 1}, "an object")]:
+        await client.put("/v1/kv/x", content=orjson.dumps(value),
+                         headers={"Content-Type": "application/json"})
+        for by in (1, 0.5):
+            r = await client.post("/v1/kv/x/increment", json={"by": by})
+            body = problem(r, 422, r.json().get("code", ""))
+            assert body["detail"] == (
+                f"Key 'x' holds {kind}, not a number; it cannot be incremented."
+            )
