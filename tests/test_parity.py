@@ -161,3 +161,45 @@ async def test_an_increment_of_a_non_number_says_what_it_holds(
             assert body["detail"] == (
                 f"Key 'x' holds {kind}, not a number; it cannot be incremented."
             )
+
+
+# -- event JSON written by Lua ---------------------------------------------------------
+
+
+async def test_strings_in_events_are_written_as_orjson_writes_them(
+    client: httpx.AsyncClient,
+) -> None:
+    owner = "team/a\u2028é"
+    r = await client.post("/v1/locks/l", json={"owner": owner})
+    token = r.json()["token"]
+    await client.post("/v1/locks/l", json={"owner": "x/y", "mode": "queue", "entry": 1})
+    await client.post("/v1/locks/l/release", json={"owner": owner, "token": token})
+    key = "m/1\\/\x01\t\"é"
+    assert (await client.post(f"{S}/dedupe", json={"key": key, "limit": 1})).status_code == 200
+    await client.post(f"{S}/dedupe", json={"key": "next", "limit": 1})  # evicts ``key``
+    raw = (await client.get("/v1/events", params={"since": 0})).content
+    assert orjson.dumps(orjson.loads(raw)) == raw  # byte for byte as orjson writes it
+    assert orjson.dumps(owner) in raw and orjson.dumps(key) in raw
+    found = orjson.loads(raw)["events"]
+    assert [e["owner"] for e in found if e["type"].startswith("lock.")] == [
+        owner, "x/y", owner]
+    assert [e.get("dedupe_key") for e in found if e["type"] == "session.updated"] == [
+        key, "next"]
+    assert found[-1]["evicted"] == [key]
+
+
+async def test_a_tab_or_quote_in_an_artifact_content_type_keeps_its_events_valid(
+    client: httpx.AsyncClient,
+) -> None:
+    content_type = 'text/plain;\tname="a b"; x=\'/\''
+    r = await client.put("/v1/artifacts/a", content=b"hi",
+                         headers={"Content-Type": content_type})
+    assert r.status_code == 201, r.text
+    assert r.json()["content_type"] == content_type
+    assert (await client.delete("/v1/artifacts/a")).status_code == 204
+    raw = (await client.get("/v1/events", params={"since": 0})).content
+    found = orjson.loads(raw)["events"]  # valid JSON, on Redis too
+    assert [e["type"] for e in found] == ["artifact.put", "artifact.delete"]
+    assert found[0]["value"]["content_type"] == content_type
+    assert found[1]["old_value"]["content_type"] == content_type
+    assert orjson.dumps(orjson.loads(raw)) == raw  # byte for byte as orjson writes it

@@ -48,6 +48,17 @@ local function iso(ms)
     math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60, frac)
 end
 
+-- A string as JSON, exactly as orjson writes it (cjson would write '\/' and '\u007f'):
+-- '"' and '\' escaped, \b \f \n \r \t short, other bytes below 0x20 as \u00xx.
+local JSON_ESCAPES = {['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f',
+  ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t'}
+local function json_str(s)
+  local escaped = string.gsub(s, '[%z\1-\31"\\]', function(c)
+    return JSON_ESCAPES[c] or string.format('\\u%04x', string.byte(c))
+  end)
+  return '"' .. escaped .. '"'
+end
+
 local function json_or_null(v)
   if v then return v end
   return 'null'

@@ -103,7 +103,7 @@ end
 -- A JSON list of strings.
 local function ss_json_list(items)
   local parts = {}
-  for i = 1, #items do parts[i] = cjson.encode(items[i]) end
+  for i = 1, #items do parts[i] = json_str(items[i]) end
   return '[' .. table.concat(parts, ',') .. ']'
 end
 
