@@ -203,3 +203,71 @@ async def test_a_tab_or_quote_in_an_artifact_content_type_keeps_its_events_valid
     assert found[0]["value"]["content_type"] == content_type
     assert found[1]["old_value"]["content_type"] == content_type
     assert orjson.dumps(orjson.loads(raw)) == raw  # byte for byte as orjson writes it
+
+
+# -- listings past the scan budget -----------------------------------------------------
+
+
+async def _all_pages(client: httpx.AsyncClient, url: str, pattern: str,
+                     field: str) -> tuple[list[str], int]:
+    names: list[str] = []
+    cursor: str | None = None
+    calls = 0
+    while True:
+        params = {"pattern": pattern, "limit": "2", **({"cursor": cursor} if cursor else {})}
+        r = await client.get(url, params=params)
+        assert r.status_code == 200, r.text
+        calls += 1
+        names += [item[field] for item in r.json()["items"]]
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            return names, calls
+
+
+async def test_a_sparse_pattern_pages_on_past_the_scan_budget(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.backends import paging
+
+    monkeypatch.setattr(paging, "LIST_SCAN_BUDGET", 5)
+    for i in range(23):
+        await client.put(f"/v1/kv/n{i:02d}", json=i)
+        await client.put(f"/v1/sessions/n{i:02d}", json={})
+        await client.put(f"/v1/artifacts/n{i:02d}", content=b"x")
+    for name in ("z1x", "z2x", "z3x"):
+        await client.put(f"/v1/kv/{name}", json=0)
+        await client.put(f"/v1/sessions/{name}", json={})
+        await client.put(f"/v1/artifacts/{name}", content=b"x")
+    for url, field in (("/v1/kv", "key"), ("/v1/sessions", "session_id"),
+                       ("/v1/artifacts", "key")):
+        names, calls = await _all_pages(client, url, "*x", field)
+        assert names == ["z1x", "z2x", "z3x"], url
+        assert calls == 6  # 5 names examined per call, then the last page
+        names, _ = await _all_pages(client, url, "n*", field)
+        assert len(names) == 23
+        r = await client.get(url, params={"pattern": "n05"})  # an exact pattern: one call
+        assert [i[field] for i in r.json()["items"]] == ["n05"]
+        assert r.json()["next_cursor"] is None
+
+
+async def test_a_watch_snapshot_finds_keys_past_the_scan_budget(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.backends import backend_from_url, paging
+    from app.events import EventFilter, Hub
+    from app.settings import Settings
+
+    monkeypatch.setattr(paging, "LIST_SCAN_BUDGET", 5)
+    settings = Settings(backend=backend)
+    store = backend_from_url(backend, settings)
+    await store.start()
+    try:
+        for i in range(12):
+            await store.kv_put("default", f"n{i:02d}", b"1")
+        await store.kv_put("default", "zx", b"2")
+        hub = Hub(store, snapshot_page=2)
+        frames, revision = await hub.snapshot("default", EventFilter.parse("*x", None, None))
+        assert revision == 13
+        assert [orjson.loads(f.data)["key"] for f in frames] == ["zx"]
+    finally:
+        await store.close()

@@ -11,7 +11,6 @@ import asyncio
 import bisect
 import heapq
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,11 +36,9 @@ from app.backends.base import (
 from app.backends.memory_artifacts import MemoryArtifactsMixin
 from app.backends.memory_locks import MemoryLocks
 from app.backends.memory_sessions import MemorySessions
+from app.backends.paging import page_sorted
 from app.errors import NotFound
 from app.syntax import Pattern, iso_ms, now_ms
-
-#: Keys examined by one listing call at most, so a sparse pattern cannot stall the loop.
-LIST_SCAN_BUDGET = 20_000
 
 
 @dataclass(slots=True)
@@ -330,33 +327,9 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
     ) -> KeyPage:
         st = self._ns(ns)
         now = now_ms()
-        items: list[KeyEntry] = []
-        more = False
-        for scanned, key in enumerate(self._scan(st.order, pattern.prefix, after)):
-            if scanned >= LIST_SCAN_BUDGET:
-                more = bool(items)  # resume from the last item next time
-                break
-            if not pattern.matches(key):
-                continue
-            entry = self._live(st, key, now)
-            if entry is None:
-                continue
-            if len(items) == limit:
-                more = True
-                break
-            items.append(entry)
-        next_cursor = items[-1].key if more and items else None
-        return KeyPage(items, next_cursor, st.revision)
-
-    @staticmethod
-    def _scan(order: list[str], prefix: str, after: str | None) -> Iterator[str]:
-        start = bisect.bisect_right(order, after) if after is not None else 0
-        start = max(start, bisect.bisect_left(order, prefix))
-        for i in range(start, len(order)):
-            key = order[i]
-            if not key.startswith(prefix):
-                return
-            yield key
+        items, cursor = page_sorted(st.order, pattern, after, limit,
+                                    lambda key: self._live(st, key, now))
+        return KeyPage(items, cursor, st.revision)
 
     # -- change log ------------------------------------------------------------------
 

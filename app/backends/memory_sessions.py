@@ -8,10 +8,12 @@ expiry and import reach into that engine's holders and pending lists.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from app.backends.base import NO_CONDITION, Fence, Precondition
+from app.backends.paging import page_sorted
 from app.backends.sessions import (
     ImportResult,
     LockSnapshot,
@@ -92,6 +94,24 @@ class MemorySessions:
             sessions = table[ns] = {}
         return sessions
 
+    def _session_order(self, ns: str) -> list[str]:
+        """The namespace's session ids, sorted (for listing without sorting them all)."""
+        orders: dict[str, list[str]] | None = getattr(self, "_session_orders", None)
+        if orders is None:
+            orders = {}
+            self._session_orders = orders
+        order = orders.get(ns)
+        if order is None:
+            order = orders[ns] = []
+        return order
+
+    def _session_add(self, ns: str, sid: str, sess: _Session) -> _Session:
+        sessions = self._sessions(ns)
+        if sid not in sessions:
+            bisect.insort(self._session_order(ns), sid)
+        sessions[sid] = sess
+        return sess
+
     def _session_live(self, ns: str, sid: str, now: int) -> _Session | None:
         """The live session; one past its idle deadline is removed here, with its event."""
         sess = self._sessions(ns).get(sid)
@@ -112,7 +132,7 @@ class MemorySessions:
     def _session_touch(self, ns: str, sid: str, sess: _Session | None, now: int) -> _Session:
         """Create the session on first use, or count a write: updated_at, idle deadline."""
         if sess is None:
-            sess = self._sessions(ns)[sid] = _Session(b"{}", now, now)
+            sess = self._session_add(ns, sid, _Session(b"{}", now, now))
             return sess
         sess.updated_at = now
         self._session_deadline(ns, sid, sess, now)
@@ -128,13 +148,17 @@ class MemorySessions:
 
     def _session_locks(self, ns: str, sid: str) -> list[tuple[str, _LockSlot]]:
         slots: dict[tuple[str, str, str], _LockSlot] = getattr(self, "_lock_slots", {})
-        return [(name, slot) for (n, scope, name), slot in slots.items()
-                if n == ns and scope == sid]
+        names: dict[tuple[str, str], set[str]] = getattr(self, "_lock_names", {})
+        return [(name, slots[(ns, sid, name)]) for name in sorted(names.get((ns, sid), ()))]
 
     def _session_remove(self, ns: str, sid: str) -> None:
         """Forget the session and its locks' holders and pending entries (token counters
         stay: tokens are never reused)."""
-        self._sessions(ns).pop(sid, None)
+        if self._sessions(ns).pop(sid, None) is not None:
+            order = self._session_order(ns)
+            i = bisect.bisect_left(order, sid)
+            if i < len(order) and order[i] == sid:
+                del order[i]
         locks = self._ns(ns).locks
         for name, slot in self._session_locks(ns, sid):
             slot.pending.clear()
@@ -171,18 +195,15 @@ class MemorySessions:
         self, ns: str, pattern: Pattern, *, limit: int, after: str | None
     ) -> tuple[list[SessionInfo], str | None]:
         now = now_ms()
-        items: list[SessionInfo] = []
-        for sid in sorted(self._sessions(ns)):
-            if after is not None and sid <= after:
-                continue
-            sess = self._sessions(ns)[sid]
-            if not pattern.matches(sid) or (sess.expires_at is not None
-                                             and sess.expires_at <= now):
-                continue
-            if len(items) == limit:
-                return items, items[-1].id
-            items.append(sess.info(sid))
-        return items, None
+        sessions = self._sessions(ns)
+
+        def live(sid: str) -> SessionInfo | None:
+            sess = sessions[sid]
+            if sess.expires_at is not None and sess.expires_at <= now:
+                return None
+            return sess.info(sid)
+
+        return page_sorted(self._session_order(ns), pattern, after, limit, live)
 
     async def session_delete(self, ns: str, sid: str, *, fence: Fence | None = None) -> bool:
         now = now_ms()
@@ -432,9 +453,9 @@ class MemorySessions:
         prior = {name: h for name, h in prior.items()
                  if h is not None and (h.expires_at is None or h.expires_at > now)}
         self._session_remove(ns, sid)
-        sess = self._sessions(ns)[sid] = _Session(
+        sess = self._session_add(ns, sid, _Session(
             snapshot.metadata, snapshot.created_at or now, now, snapshot.ttl_ms
-        )
+        ))
         self._session_deadline(ns, sid, sess, now)
         for var in snapshot.variables:
             sess.variables[var.id] = var

@@ -22,6 +22,7 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError, NoScriptError, RedisError
 
+from app.backends import paging
 from app.backends.base import (
     NO_CONDITION,
     Backend,
@@ -57,7 +58,6 @@ logger = logging.getLogger("corkboard.redis")
 NAMESPACES_KEY = "cb:namespaces"
 #: Optimistic retries of a server-side update (PATCH) racing other writers of one key.
 UPDATE_ATTEMPTS = 200
-LIST_SCAN_BUDGET = 20_000
 SWEEP_BATCH = 500
 _LUA_MAGIC = set("^$()%.[]*+-?")
 _FIRST_CHAR_KIND = {'"': "a string", "t": "a boolean", "f": "a boolean", "n": "null",
@@ -502,11 +502,10 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
     ) -> KeyPage:
         reply = await self.run(
             "kv_list", ns, after or "", pattern.prefix, lua_pattern(pattern), limit,
-            LIST_SCAN_BUDGET, "1",
+            paging.LIST_SCAN_BUDGET, "1",
         )
         items = [_entry(reply, i) for i in range(2, len(reply), 8)]
-        more = int(reply[1]) == 1
-        return KeyPage(items, items[-1].key if more and items else None, int(reply[0]))
+        return KeyPage(items, _s(reply[1]) or None, int(reply[0]))
 
     # -- change log ------------------------------------------------------------------
 
