@@ -3,6 +3,8 @@ both backends: the same request gets the same answer (status, code, body) everyw
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import orjson
 import pytest
@@ -271,3 +273,70 @@ async def test_a_watch_snapshot_finds_keys_past_the_scan_budget(
         assert [orjson.loads(f.data)["key"] for f in frames] == ["zx"]
     finally:
         await store.close()
+
+
+# -- the Redis script runner -----------------------------------------------------------
+
+SLOW_SCRIPT = """
+local t = redis.call('TIME')
+local start = tonumber(t[1]) * 1000000 + tonumber(t[2])
+while true do
+  t = redis.call('TIME')
+  if tonumber(t[1]) * 1000000 + tonumber(t[2]) - start > tonumber(ARGV[1]) then break end
+end
+return 'slow'
+"""
+
+
+async def test_a_slow_script_in_a_pipeline_does_not_fail_the_others(redis_url: str) -> None:
+    """Calls pipelined with a script slower than the call timeout get their own answers
+    (Redis ran them all; it was 503 for every call of the batch); heavy scripts (the
+    listings, snapshots, sweeps) are never pipelined with others."""
+    import asyncio
+
+    from app.backends.redis import RedisBackend
+    from app.syntax import Pattern
+    from tests.conftest import flush
+
+    flush(redis_url)
+    backend = RedisBackend.from_url(redis_url, timeout=0.5)
+    await backend.start()
+    try:
+        slow = backend.client.register_script(SLOW_SCRIPT)
+        await backend.client.script_load(SLOW_SCRIPT)
+        batches: list[int] = []
+        send = backend._batcher._send
+
+        async def spy(batch: list[Any]) -> None:
+            batches.append(len(batch))
+            await send(batch)
+
+        backend._batcher._send = spy  # type: ignore[method-assign]
+
+        async def slow_call() -> Any:
+            async with backend.mapped_errors():
+                return await backend._batcher.submit(slow, ["x", "700000"])
+
+        # one loop turn: two writes, the slow script, two more writes -> one pipeline
+        calls = [backend.kv_put("default", "a", b"1"), backend.kv_put("default", "b", b"2"),
+                 slow_call(),
+                 backend.kv_put("default", "c", b"3"), backend.kv_increment("default", "n", 5)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert batches == [5]
+        assert results[2] == b"slow"
+        written = results[:2] + results[3:]
+        assert [r.entry.revision for r in written] == [1, 2, 3, 4]  # type: ignore[union-attr]
+        for key, value in (("a", b"1"), ("b", b"2"), ("c", b"3"), ("n", b"5")):
+            entry = await backend.kv_get("default", key)
+            assert entry is not None and entry.value == value
+        batches.clear()
+        listed = await asyncio.gather(
+            backend.kv_list("default", Pattern.compile("*"), limit=10, after=None),
+            backend.kv_put("default", "d", b"4"), backend.kv_put("default", "e", b"5"),
+            backend.session_snapshot("default", "s1"),
+        )
+        assert batches == [2]  # only the two writes were pipelined
+        keys = {e.key for e in listed[0].items}  # type: ignore[union-attr]
+        assert {"a", "b", "c", "n"} <= keys <= {"a", "b", "c", "d", "e", "n"}
+    finally:
+        await backend.close()

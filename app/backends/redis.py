@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from importlib import resources
@@ -20,7 +21,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError, NoScriptError, RedisError
+from redis.exceptions import ConnectionError, NoScriptError, RedisError, ResponseError
 
 from app.backends import paging
 from app.backends.base import (
@@ -59,6 +60,16 @@ NAMESPACES_KEY = "cb:namespaces"
 #: Optimistic retries of a server-side update (PATCH) racing other writers of one key.
 UPDATE_ATTEMPTS = 200
 SWEEP_BATCH = 500
+#: Scripts whose work grows with the data (listings, snapshots, imports, sweeps, log
+#: reads, deletes of whole sessions): each is sent alone, never in a pipeline, so a slow
+#: one cannot hold up (or time out) the answers of the light calls made beside it.
+HEAVY_SCRIPTS = frozenset({
+    "kv_list", "artifacts_list", "session_list", "lock_list", "session_snapshot",
+    "session_import", "session_delete", "expire_due", "read_events", "artifacts_gc",
+    "var_read",
+})
+#: Light script calls sent in one pipeline at most.
+MAX_BATCH = 64
 _LUA_MAGIC = set("^$()%.[]*+-?")
 _FIRST_CHAR_KIND = {'"': "a string", "t": "a boolean", "f": "a boolean", "n": "null",
                     "[": "an array", "{": "an object"}
@@ -138,6 +149,8 @@ class _ScriptBatcher:
     network round trip, a socket write and a timeout timer per call, which is most of
     redis-py's per-call cost. A lone call is sent as it is. Results return in order; a
     failed call fails only its own caller, and a whole-batch failure fails each of them.
+    Only light scripts are batched (``HEAVY_SCRIPTS`` go alone), at most ``MAX_BATCH``
+    per pipeline, so one call's answer never waits on, or times out with, a slow script.
     """
 
     def __init__(self, client: Redis) -> None:
@@ -154,40 +167,73 @@ class _ScriptBatcher:
         return future
 
     def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        pending, self._pending = self._pending, []
+        loop = asyncio.get_running_loop()
+        for start in range(0, len(pending), MAX_BATCH):
+            task = loop.create_task(self._send(pending[start : start + MAX_BATCH]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[tuple[AsyncScript, list[Any], asyncio.Future[Any]]]) -> None:
+        if len(batch) == 1:
+            script, args, future = batch[0]
+            try:
+                result: Any = await script(keys=args[:1], args=args[1:])
+            except BaseException as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return
+            if not future.done():
+                future.set_result(result)
+            return
+        await self._send_pipelined(batch)
+
+    async def _send_pipelined(
+        self, batch: list[tuple[AsyncScript, list[Any], asyncio.Future[Any]]]
+    ) -> None:
+        """Send the calls in one write and read their replies in order, answering each
+        caller with its own reply: an error reply fails only its caller. Redis sends a
+        pipeline's replies together once it has run all of its scripts, so the batch as
+        a whole gets twice the call timeout (not each read the call timeout, which made
+        one slow script fail every call of the batch although Redis had run them); a
+        broken connection or a Redis that never answers fails the calls not answered."""
+        pool = self.client.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        per_call = conn.socket_timeout or 5.0
+        index = 0
         try:
-            if len(batch) == 1:
-                script, args, future = batch[0]
-                results: list[Any] = [await script(keys=args[:1], args=args[1:])]
-            else:
-                pipe = self.client.pipeline(transaction=False)
-                for script, args, _ in batch:
-                    pipe.evalsha(script.sha, 1, *args)
-                results = await pipe.execute(raise_on_error=False)
+            commands = [("EVALSHA", script.sha, 1, *args) for script, args, _ in batch]
+            await conn.send_packed_command(conn.pack_commands(commands))
+            # A Redis that never answers must not hold the connection forever.
+            async with asyncio.timeout(per_call * 2):
+                for index, (script, args, future) in enumerate(batch):  # noqa: B007
+                    try:
+                        result: Any = await conn.read_response(timeout=math.inf)
+                    except ResponseError as exc:
+                        result = exc
+                    if isinstance(result, NoScriptError):  # not run: a restarted Redis lost it
+                        try:
+                            result = await script(keys=args[:1], args=args[1:])
+                        except Exception as exc:
+                            result = exc
+                    if future.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+                index = len(batch)
         except BaseException as exc:
-            for _, _, future in batch:
+            await conn.disconnect()
+            for _, _, future in batch[index:]:
                 if not future.done():
                     future.set_exception(exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            return
-        for (script, args, future), result in zip(batch, results, strict=True):
-            if isinstance(result, NoScriptError):  # not run: a restarted Redis lost it
-                try:
-                    result = await script(keys=args[:1], args=args[1:])
-                except Exception as exc:
-                    result = exc
-            if future.done():
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        finally:
+            await pool.release(conn)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -288,7 +334,7 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         """Run one Lua script against namespace ``ns``; the single way state changes."""
         argv = [f"cb:{{{ns}}}:rev", ns, self.event_retention, self.key_history, *args]
         async with self.mapped_errors():
-            if client is not None:
+            if client is not None or script in HEAVY_SCRIPTS:
                 return await self._scripts[script](keys=argv[:1], args=argv[1:], client=client)
             return await self._batcher.submit(self._scripts[script], argv)
 
