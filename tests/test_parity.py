@@ -340,3 +340,60 @@ async def test_a_slow_script_in_a_pipeline_does_not_fail_the_others(redis_url: s
         assert {"a", "b", "c", "n"} <= keys <= {"a", "b", "c", "d", "e", "n"}
     finally:
         await backend.close()
+
+
+# -- sessions and their locks ----------------------------------------------------------
+
+
+async def _waiting(client: httpx.AsyncClient, sid: str, name: str) -> None:
+    """Until the session lock has an exclusive waiter in line (its lock.queued event)."""
+    import asyncio
+
+    for _ in range(200):
+        found = await events(client, session=sid, types="lock.queued")
+        if any(e.get("mode") == "exclusive" for e in found):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("no waiter")
+
+
+@pytest.mark.parametrize("how", ["delete", "expiry"])
+async def test_a_removed_session_hands_its_locks_to_their_waiters(
+    client: httpx.AsyncClient, how: str
+) -> None:
+    import asyncio
+
+    if how == "expiry":
+        assert (await client.put(S, json={"ttl": "1s"})).status_code == 201
+    r = await client.post(f"{S}/locks/l", json={"owner": "a", "ttl": 60})
+    assert r.json()["token"] == 1
+    await client.post(f"{S}/locks/l", json={"owner": "b", "mode": "queue", "entry": {"n": 1}})
+    await client.post(f"{S}/locks/l", json={"owner": "b", "mode": "queue", "entry": {"n": 2}})
+    waiter = asyncio.ensure_future(
+        client.post(f"{S}/locks/l", json={"owner": "c", "ttl": 60, "wait": "10s"}))
+    await _waiting(client, "s1", "l")
+    if how == "delete":
+        assert (await client.delete(S)).status_code == 204
+    r = await waiter
+    assert r.status_code == 200, r.text
+    assert r.json()["owner"] == "c" and r.json()["token"] == 2
+    assert r.json()["pending"] == [{"n": 1}, {"n": 2}]  # nothing queued is lost
+    types = [(e["type"], e.get("owner")) for e in await events(client, session="s1")]
+    assert types[-4:] == [("lock.queued", "c"), ("session.deleted", None),
+                          ("lock.acquired", "c"), ("lock.refreshed", "c")]
+    held = (await client.get(f"{S}/locks/l")).json()
+    assert (held["owner"], held["token"], held["pending_count"]) == ("c", 2, 0)
+
+
+async def test_a_session_lock_call_that_changed_nothing_creates_no_session(
+    client: httpx.AsyncClient,
+) -> None:
+    r = await client.post(f"{S}/locks/l/force-release")
+    assert r.status_code == 200 and r.json()["status"] == "free"
+    problem(await client.get(S), 404, "not_found")
+    assert (await client.get("/v1/sessions")).json()["items"] == []
+    assert await events(client) == []
+    # one that changed something does
+    await client.post(f"{S}/locks/l", json={"owner": "a"})
+    assert (await client.post(f"{S}/locks/l/force-release")).json()["status"] == "released"
+    assert (await client.get(S)).status_code == 200

@@ -36,7 +36,7 @@ from app.variables import is_id, new_variable_id
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from app.backends.memory import _Namespace
+    from app.backends.memory import LockState, _Namespace
     from app.backends.memory_locks import _LockSlot
 
 
@@ -82,6 +82,9 @@ class MemorySessions:
 
         def _lock_slot(self, ns: str, scope: str, name: str) -> _LockSlot: ...
 
+        def _lock_handoff(self, ns: str, scope: str, name: str, now: int) -> LockState | None:
+            ...
+
     # -- internals -------------------------------------------------------------------
 
     def _sessions(self, ns: str) -> dict[str, _Session]:
@@ -116,9 +119,10 @@ class MemorySessions:
         """The live session; one past its idle deadline is removed here, with its event."""
         sess = self._sessions(ns).get(sid)
         if sess is not None and sess.expires_at is not None and sess.expires_at <= now:
-            self._session_remove(ns, sid)
+            waited = self._session_remove(ns, sid)
             self.emit(ns, "session.deleted", sid, now, session=sid, extra={"expired": True},
                       with_values=False)
+            self._session_hand_on(ns, sid, waited, now)
             return None
         return sess
 
@@ -151,19 +155,33 @@ class MemorySessions:
         names: dict[tuple[str, str], set[str]] = getattr(self, "_lock_names", {})
         return [(name, slots[(ns, sid, name)]) for name in sorted(names.get((ns, sid), ()))]
 
-    def _session_remove(self, ns: str, sid: str) -> None:
+    def _session_remove(self, ns: str, sid: str, *, keep_waited: bool = True) -> list[str]:
         """Forget the session and its locks' holders and pending entries (token counters
-        stay: tokens are never reused)."""
+        stay: tokens are never reused). A lock with waiters in line keeps its pending
+        entries (``keep_waited``): its names are returned, for ``_session_hand_on``."""
         if self._sessions(ns).pop(sid, None) is not None:
             order = self._session_order(ns)
             i = bisect.bisect_left(order, sid)
             if i < len(order) and order[i] == sid:
                 del order[i]
         locks = self._ns(ns).locks
+        waited: list[str] = []
         for name, slot in self._session_locks(ns, sid):
-            slot.pending.clear()
+            if keep_waited and any(not w.granted.done() for w in slot.waiters):
+                waited.append(name)
+            else:
+                slot.pending.clear()
             slot.ticket = ""
             locks.pop((sid, name), None)
+        return waited
+
+    def _session_hand_on(self, ns: str, sid: str, names: list[str], now: int) -> None:
+        """After a session's removal: hand each of ``names`` (free locks with waiters) to
+        its first waiter, who claims the pending entries, as a release or an expiry does;
+        entries no waiter is left to claim go with the session."""
+        for name in names:
+            if self._lock_handoff(ns, sid, name, now) is None:
+                self._lock_slot(ns, sid, name).pending.clear()
 
     def _session_event(self, ns: str, sid: str, now: int, change: str, **fields: Any) -> int:
         values = {k: fields.pop(k) for k in ("value", "old_value") if k in fields}
@@ -210,9 +228,10 @@ class MemorySessions:
         self.fence_holds(ns, fence, now)
         if self._session_live(ns, sid, now) is None:
             return False
-        self._session_remove(ns, sid)
+        waited = self._session_remove(ns, sid)
         self.emit(ns, "session.deleted", sid, now, session=sid, extra={"expired": False},
                   with_values=False)
+        self._session_hand_on(ns, sid, waited, now)
         return True
 
     async def session_use(self, ns: str, sid: str, lock_name: str | None = None) -> None:
@@ -452,7 +471,7 @@ class MemorySessions:
         prior = {name: holders.get((sid, name)) for name in snapshot.locks}
         prior = {name: h for name, h in prior.items()
                  if h is not None and (h.expires_at is None or h.expires_at > now)}
-        self._session_remove(ns, sid)
+        self._session_remove(ns, sid, keep_waited=False)
         sess = self._session_add(ns, sid, _Session(
             snapshot.metadata, snapshot.created_at or now, now, snapshot.ttl_ms
         ))
