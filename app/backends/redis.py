@@ -123,12 +123,18 @@ def _condition_args(condition: Precondition) -> list[str]:
     return ["", ""]
 
 
-def _raise_failure(status: str, reply: Sequence[Any], key: str, fence: Fence | None) -> None:
-    """Turn a script's failure status into the domain error."""
+def _raise_failure(
+    status: str, reply: Sequence[Any], key: str, fence: Fence | None,
+    condition: Precondition | None = None,
+) -> None:
+    """Turn a script's failure status into the domain error (the very error memory
+    raises, when the ``condition`` that failed is given)."""
     if status == "stale_fence":
         assert fence is not None
         raise fence.stale()
     current = _entry(reply) if len(reply) > 1 else None
+    if condition is not None:
+        check_precondition(condition, current)
     if status == "already_exists":
         raise PreconditionFailed(
             "The key already exists (If-None-Match: *).", code="already_exists", current=current
@@ -386,7 +392,7 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         )
         status = _s(reply[0])
         if status not in ("created", "replaced"):
-            _raise_failure(status, reply, key, fence)
+            _raise_failure(status, reply, key, fence, condition)
         return PutResult(_entry(reply), status == "created")
 
     async def kv_update(
@@ -534,7 +540,7 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         if status == "absent":
             return None
         if status != "deleted":
-            _raise_failure(status, reply, key, fence)
+            _raise_failure(status, reply, key, fence, condition)
         return _entry(reply)
 
     async def kv_history(self, ns: str, key: str) -> list[KeyEntry]:
