@@ -397,3 +397,21 @@ async def test_a_session_lock_call_that_changed_nothing_creates_no_session(
     await client.post(f"{S}/locks/l", json={"owner": "a"})
     assert (await client.post(f"{S}/locks/l/force-release")).json()["status"] == "released"
     assert (await client.get(S)).status_code == 200
+
+
+# -- found by the differential test ----------------------------------------------------
+
+
+async def test_a_failed_precondition_reads_alike(client: httpx.AsyncClient) -> None:
+    r = await client.put("/v1/kv/k", json=1, headers={"If-Match": '"3"'})
+    assert problem(r, 412, "revision_mismatch")["detail"] == "The key does not exist (If-Match)."
+    await client.put("/v1/kv/k", json=1)
+    for method in ("PUT", "DELETE"):
+        r = await client.request(method, "/v1/kv/k", content=b"2", headers={
+            "If-Match": '"3"', "Content-Type": "application/json"})
+        body = problem(r, 412, "revision_mismatch")
+        assert body["detail"] == "The key is at revision 1, not 3."
+        assert body["current"]["revision"] == 1
+    r = await client.put("/v1/kv/k", json=1, headers={"If-None-Match": "*"})
+    body = problem(r, 412, "already_exists")
+    assert body["detail"] == "The key already exists (If-None-Match: *)."
