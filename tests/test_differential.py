@@ -460,6 +460,55 @@ class Differential(RuleBasedStateMachine):
     def snapshot_import(self, sid: str, doc: dict[str, Any]) -> None:
         self.call("PUT", f"/v1/sessions/{sid}/snapshot", body=doc)
 
+    # -- expiry ----------------------------------------------------------------------
+
+    @rule(kind=st.sampled_from(["kv", "lock", "session_lock", "session", "artifact"]),
+          key=KEYS, sid=SIDS, name=LOCKS, owner=OWNERS, artifact=ARTIFACTS)
+    def short_lived(self, kind: str, key: str, sid: str, name: str, owner: str,
+                    artifact: str) -> None:
+        """Something with a short TTL, then wait until both backends have expired it:
+        nothing else happens meanwhile, so the expiry is deterministic."""
+        before = self.run(self.revisions())
+        if kind == "kv":
+            responses = self.call("PUT", f"/v1/kv/{key}", params={"ttl": "0.2s"}, body=1)
+            wanted = ("kv.expire", key)
+        elif kind in ("lock", "session_lock"):
+            base = f"/v1/sessions/{sid}/locks" if kind == "session_lock" else "/v1/locks"
+            responses = self.call("POST", f"{base}/{name}", body={"owner": owner, "ttl": 0.2})
+            wanted = ("lock.expired", name)
+        elif kind == "session":
+            responses = self.call("PUT", f"/v1/sessions/{sid}", body={"ttl": 0.2})
+            wanted = ("session.deleted", sid)
+        else:
+            responses = self.call("PUT", f"/v1/artifacts/{artifact}", params={"ttl": "0.2s"},
+                                  raw=b"x")
+            wanted = ("artifact.delete", artifact)
+        if responses[0].status_code >= 300:
+            return
+
+        async def expired(client: httpx.AsyncClient, since: int) -> None:
+            for _ in range(50):
+                r = await client.get("/v1/events", params={
+                    "ns": self.ns, "since": since, "wait": "2s", "types": wanted[0]})
+                found = r.json()["events"]
+                if any(e["key"] == wanted[1] for e in found):
+                    return
+                since = r.json()["revision"]
+            raise AssertionError(f"{wanted} never came")
+
+        async def both() -> None:
+            await asyncio.gather(*(expired(c, s) for c, s in
+                                   zip(self.clients, before, strict=True)))
+
+        self.run(both())
+
+    async def revisions(self) -> list[int]:
+        out = []
+        for client in self.clients:
+            r = await client.get("/v1/kv", params={"ns": self.ns, "pattern": "zz", "limit": 1})
+            out.append(r.json()["revision"])  # the namespace's revision
+        return out
+
     # -- artifacts -------------------------------------------------------------------
 
     @rule(key=ARTIFACTS, content=st.binary(max_size=16),
