@@ -148,6 +148,10 @@ class Differential(RuleBasedStateMachine):
         self.norms = (Normalizer(), Normalizer())
         self.since = [0, 0]
         self.last_snapshot: list[Any] = [None, None]
+        progress = os.environ.get("CORKBOARD_PARITY_PROGRESS")
+        if progress:  # a long run's examples, one line each, for whoever watches it
+            with open(progress, "a") as out:
+                out.write(self.ns + "\n")
 
     # -- plumbing --------------------------------------------------------------------
 
