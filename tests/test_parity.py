@@ -415,3 +415,49 @@ async def test_a_failed_precondition_reads_alike(client: httpx.AsyncClient) -> N
     r = await client.put("/v1/kv/k", json=1, headers={"If-None-Match": "*"})
     body = problem(r, 412, "already_exists")
     assert body["detail"] == "The key already exists (If-None-Match: *)."
+
+
+# -- memory: session listing and deletion are not O(sessions) -------------------------
+
+
+class _CountingList(list[str]):
+    reads = 0
+
+    def __getitem__(self, i: Any) -> Any:
+        _CountingList.reads += 1
+        return super().__getitem__(i)
+
+
+class _CountingDict(dict[Any, Any]):
+    scans = 0
+
+    def items(self) -> Any:
+        _CountingDict.scans += 1
+        return super().items()
+
+    def __iter__(self) -> Any:
+        _CountingDict.scans += 1
+        return super().__iter__()
+
+
+async def test_memory_session_listing_and_deletion_do_not_visit_every_session() -> None:
+    from app.backends.locking import LockRequest
+    from app.backends.memory import MemoryBackend
+    from app.syntax import Pattern
+
+    backend = MemoryBackend()
+    for i in range(3000):
+        await backend.session_put("default", f"s{i:05d}", b"{}", 0)
+        await backend.lock_acquire("default", f"s{i:05d}", "l",
+                                   LockRequest("o", 0))
+    order = _CountingList(backend._session_order("default"))
+    backend._session_orders["default"] = order
+    backend._lock_slots = _CountingDict(backend._lock_slots)
+    items, cursor = await backend.session_list("default", Pattern.compile("s01*"), limit=2,
+                                               after=None)
+    assert [i.id for i in items] == ["s01000", "s01001"] and cursor == "s01001"
+    assert _CountingList.reads <= 40  # found by bisection, not by sorting 3,000 ids
+    assert await backend.session_delete("default", "s02000")
+    assert _CountingDict.scans == 0  # its locks found by name, not by visiting every lock
+    assert (await backend.lock_get("default", "s02000", "l"))[0] is None
+    assert (await backend.lock_get("default", "s02001", "l"))[0] is not None
