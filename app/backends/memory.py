@@ -28,11 +28,10 @@ from app.backends.base import (
     Precondition,
     PutResult,
     ValueUpdate,
-    add_exact,
     apply_update,
     check_precondition,
-    number_to_increment,
 )
+from app.backends.increment import add_exact, number_to_increment
 from app.backends.memory_artifacts import MemoryArtifactsMixin
 from app.backends.memory_locks import MemoryLocks
 from app.backends.memory_sessions import MemorySessions

@@ -36,11 +36,10 @@ from app.backends.base import (
     Precondition,
     PutResult,
     ValueUpdate,
-    add_exact,
     apply_update,
     check_precondition,
-    number_to_increment,
 )
+from app.backends.increment import add_exact, number_to_increment
 from app.backends.redis_artifacts import RedisArtifactsMixin
 from app.backends.redis_locks import RedisLocks
 from app.backends.redis_sessions import RedisSessions
