@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import uuid
@@ -96,7 +97,10 @@ def json_text(value: Any) -> bytes:
     """JSON for any value, integers beyond 64 bits included (orjson refuses them)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value).encode()
-    return orjson.dumps(value)
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # a nested integer beyond 64 bits
+        return json.dumps(value, allow_nan=False).encode()
 
 
 class Normalizer:
