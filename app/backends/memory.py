@@ -11,7 +11,6 @@ import asyncio
 import bisect
 import heapq
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,16 +33,13 @@ from app.backends.base import (
     check_precondition,
     quota_exceeded,
 )
+from app.backends.increment import add_exact, number_to_increment
 from app.backends.memory_artifacts import MemoryArtifactsMixin
 from app.backends.memory_locks import MemoryLocks
 from app.backends.memory_sessions import MemorySessions
-from app.errors import NotFound, Unprocessable
+from app.backends.paging import page_sorted
+from app.errors import NotFound
 from app.syntax import Pattern, iso_ms, now_ms
-
-#: Integers are exact in every backend below 2**53 in magnitude (Lua computes in doubles).
-MAX_EXACT_INT = 2**53
-#: Keys examined by one listing call at most, so a sparse pattern cannot stall the loop.
-LIST_SCAN_BUDGET = 20_000
 
 
 @dataclass(slots=True)
@@ -319,11 +315,7 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
         self.fence_holds(ns, fence, now)
         self._expire_if_due(ns, key, now)
         current = self._view(ns).keys.get(key)
-        start: Any = orjson.loads(current.value) if current is not None else initial
-        if isinstance(start, bool) or not isinstance(start, int | float):
-            raise Unprocessable(
-                f"Key {key!r} holds {_describe(start)}, not a number; it cannot be incremented."
-            )
+        start = number_to_increment(key, current.value if current is not None else initial)
         result = add_exact(start, by)
         if current is None:
             expires_at = now + ttl_ms if ttl_ms else None
@@ -384,33 +376,9 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
     ) -> KeyPage:
         st = self._view(ns)
         now = now_ms()
-        items: list[KeyEntry] = []
-        more = False
-        for scanned, key in enumerate(self._scan(st.order, pattern.prefix, after)):
-            if scanned >= LIST_SCAN_BUDGET:
-                more = bool(items)  # resume from the last item next time
-                break
-            if not pattern.matches(key):
-                continue
-            entry = self._live(st, key, now)
-            if entry is None:
-                continue
-            if len(items) == limit:
-                more = True
-                break
-            items.append(entry)
-        next_cursor = items[-1].key if more and items else None
-        return KeyPage(items, next_cursor, st.revision)
-
-    @staticmethod
-    def _scan(order: list[str], prefix: str, after: str | None) -> Iterator[str]:
-        start = bisect.bisect_right(order, after) if after is not None else 0
-        start = max(start, bisect.bisect_left(order, prefix))
-        for i in range(start, len(order)):
-            key = order[i]
-            if not key.startswith(prefix):
-                return
-            yield key
+        items, cursor = page_sorted(st.order, pattern, after, limit,
+                                    lambda key: self._live(st, key, now))
+        return KeyPage(items, cursor, st.revision)
 
     # -- change log ------------------------------------------------------------------
 
@@ -469,33 +437,3 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
             return False  # deleted, rewritten or touched since this deadline was set
         self._expire_if_due(ns, key, now)
         return True
-
-
-def add_exact(start: int | float, by: int | float) -> int | float:
-    """``start + by``, refused where a backend could not represent the result exactly."""
-    if isinstance(start, int) and isinstance(by, int):
-        result: int | float = start + by
-        if abs(start) >= MAX_EXACT_INT or abs(result) >= MAX_EXACT_INT:
-            raise Unprocessable(
-                "The value or result is outside the exactly representable integer range "
-                "(|n| < 2**53)."
-            )
-        return result
-    result = float(start) + float(by)
-    if result != result or result in (float("inf"), float("-inf")):
-        raise Unprocessable("The result of the increment is not a finite number.")
-    return result
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__

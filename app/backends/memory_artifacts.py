@@ -7,7 +7,6 @@ writes, so the metadata swap, the revision, the event and the fence check are at
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -21,15 +20,12 @@ from app.backends.base_artifacts import (
     ArtifactPut,
     check_artifact_condition,
 )
+from app.backends.paging import page_sorted
 from app.errors import RequestTimeout
 from app.syntax import Pattern, now_ms
 
 if TYPE_CHECKING:
     from app.backends.memory import _Namespace
-
-#: Artifacts examined by one listing call at most, so a sparse pattern cannot stall the loop.
-LIST_SCAN_BUDGET = 20_000
-
 
 @dataclass(slots=True)
 class _ArtifactSpace:
@@ -166,22 +162,12 @@ class MemoryArtifactsMixin:
     ) -> ArtifactPage:
         space = self._artifacts_view(ns)
         now = now_ms()
-        items: list[ArtifactMeta] = []
-        more = False
-        for scanned, key in enumerate(_scan(space.order, pattern.prefix, after)):
-            if scanned >= LIST_SCAN_BUDGET:
-                more = bool(items)  # resume from the last item next time
-                break
-            if not pattern.matches(key):
-                continue
+
+        def live(key: str) -> ArtifactMeta | None:
             meta = space.items[key]
-            if meta.expires_at is not None and meta.expires_at <= now:
-                continue
-            if len(items) == limit:
-                more = True
-                break
-            items.append(meta)
-        next_cursor = items[-1].key if more and items else None
+            return None if meta.expires_at is not None and meta.expires_at <= now else meta
+
+        items, next_cursor = page_sorted(space.order, pattern, after, limit, live)
         return ArtifactPage(items, next_cursor, self._view(ns).revision)
 
     async def artifact_garbage(self, *, limit: int, lease_ms: int) -> list[tuple[str, str]]:
@@ -212,12 +198,3 @@ class MemoryArtifactsMixin:
         self._live_artifact(ns, key, now)
         return True
 
-
-def _scan(order: list[str], prefix: str, after: str | None) -> Iterator[str]:
-    start = bisect.bisect_right(order, after) if after is not None else 0
-    start = max(start, bisect.bisect_left(order, prefix))
-    for i in range(start, len(order)):
-        key = order[i]
-        if not key.startswith(prefix):
-            return
-        yield key

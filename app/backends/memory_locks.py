@@ -82,6 +82,12 @@ class MemoryLocks:
         slot = slots.get((ns, scope, name))
         if slot is None:
             slot = slots[(ns, scope, name)] = _LockSlot()
+            # The names of each scope's locks, so a session finds its own without a scan.
+            names: dict[tuple[str, str], set[str]] | None = getattr(self, "_lock_names", None)
+            if names is None:
+                names = {}
+                self._lock_names = names
+            names.setdefault((ns, scope), set()).add(name)
         return slot
 
     def _lock_pending_count(self, ns: str, scope: str, name: str) -> int:

@@ -8,10 +8,12 @@ expiry and import reach into that engine's holders and pending lists.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from app.backends.base import NO_CONDITION, Fence, Precondition
+from app.backends.paging import page_sorted
 from app.backends.sessions import (
     ImportResult,
     LockSnapshot,
@@ -34,7 +36,7 @@ from app.variables import is_id, new_variable_id
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from app.backends.memory import _Namespace
+    from app.backends.memory import LockState, _Namespace
     from app.backends.memory_locks import _LockSlot
 
 
@@ -99,6 +101,9 @@ class MemorySessions:
 
         def _lock_slot(self, ns: str, scope: str, name: str) -> _LockSlot: ...
 
+        def _lock_handoff(self, ns: str, scope: str, name: str, now: int) -> LockState | None:
+            ...
+
     # -- internals -------------------------------------------------------------------
 
     def _sessions(self, ns: str, *, create: bool = False) -> dict[str, _Session]:
@@ -120,13 +125,35 @@ class MemorySessions:
         self.charge(ns, 0, nbytes)
         sess.used_bytes += nbytes
 
+    def _session_order(self, ns: str, *, create: bool = False) -> list[str]:
+        """The namespace's session ids, sorted (for listing without sorting them all); an
+        unstored empty list unless ``create`` (a read creates no state)."""
+        orders: dict[str, list[str]] | None = getattr(self, "_session_orders", None)
+        if orders is None:
+            orders = {}
+            self._session_orders = orders
+        order = orders.get(ns)
+        if order is None:
+            order = []
+            if create:
+                orders[ns] = order
+        return order
+
+    def _session_add(self, ns: str, sid: str, sess: _Session) -> _Session:
+        sessions = self._sessions(ns, create=True)
+        if sid not in sessions:
+            bisect.insort(self._session_order(ns, create=True), sid)
+        sessions[sid] = sess
+        return sess
+
     def _session_live(self, ns: str, sid: str, now: int) -> _Session | None:
         """The live session; one past its idle deadline is removed here, with its event."""
         sess = self._sessions(ns).get(sid)
         if sess is not None and sess.expires_at is not None and sess.expires_at <= now:
-            self._session_remove(ns, sid)
+            waited = self._session_remove(ns, sid)
             self.emit(ns, "session.deleted", sid, now, session=sid, extra={"expired": True},
                       with_values=False)
+            self._session_hand_on(ns, sid, waited, now)
             return None
         return sess
 
@@ -141,7 +168,7 @@ class MemorySessions:
         """Create the session on first use, or count a write: updated_at, idle deadline."""
         if sess is None:
             self._ns(ns).used_bytes += 2  # its metadata '{}'; callers checked the quota
-            sess = self._sessions(ns, create=True)[sid] = _Session(b"{}", now, now, used_bytes=2)
+            sess = self._session_add(ns, sid, _Session(b"{}", now, now, used_bytes=2))
             return sess
         sess.updated_at = now
         self._session_deadline(ns, sid, sess, now)
@@ -157,23 +184,42 @@ class MemorySessions:
 
     def _session_locks(self, ns: str, sid: str) -> list[tuple[str, _LockSlot]]:
         slots: dict[tuple[str, str, str], _LockSlot] = getattr(self, "_lock_slots", {})
-        return [(name, slot) for (n, scope, name), slot in slots.items()
-                if n == ns and scope == sid]
+        names: dict[tuple[str, str], set[str]] = getattr(self, "_lock_names", {})
+        return [(name, slots[(ns, sid, name)]) for name in sorted(names.get((ns, sid), ()))]
 
-    def _session_remove(self, ns: str, sid: str) -> None:
+    def _session_remove(self, ns: str, sid: str, *, keep_waited: bool = True) -> list[str]:
         """Forget the session and its locks' holders and pending entries (token counters
-        stay: tokens are never reused)."""
+        stay: tokens are never reused). A lock with waiters in line keeps its pending
+        entries (``keep_waited``): its names are returned, for ``_session_hand_on``."""
         sessions = self._sessions(ns)
         sess = sessions.pop(sid, None)
         if sess is not None:
             self.charge(ns, 0, -sess.used_bytes)
+            order = self._session_order(ns)
+            i = bisect.bisect_left(order, sid)
+            if i < len(order) and order[i] == sid:
+                del order[i]
             if not sessions:
                 del self._session_table[ns]
+                self._session_orders.pop(ns, None)
         locks = self._view(ns).locks
+        waited: list[str] = []
         for name, slot in self._session_locks(ns, sid):
-            slot.pending.clear()
+            if keep_waited and any(not w.granted.done() for w in slot.waiters):
+                waited.append(name)
+            else:
+                slot.pending.clear()
             slot.ticket = ""
             locks.pop((sid, name), None)
+        return waited
+
+    def _session_hand_on(self, ns: str, sid: str, names: list[str], now: int) -> None:
+        """After a session's removal: hand each of ``names`` (free locks with waiters) to
+        its first waiter, who claims the pending entries, as a release or an expiry does;
+        entries no waiter is left to claim go with the session."""
+        for name in names:
+            if self._lock_handoff(ns, sid, name, now) is None:
+                self._lock_slot(ns, sid, name).pending.clear()
 
     def _session_event(self, ns: str, sid: str, now: int, change: str, **fields: Any) -> int:
         values = {k: fields.pop(k) for k in ("value", "old_value") if k in fields}
@@ -207,27 +253,25 @@ class MemorySessions:
         self, ns: str, pattern: Pattern, *, limit: int, after: str | None
     ) -> tuple[list[SessionInfo], str | None]:
         now = now_ms()
-        items: list[SessionInfo] = []
-        for sid in sorted(self._sessions(ns)):
-            if after is not None and sid <= after:
-                continue
-            sess = self._sessions(ns)[sid]
-            if not pattern.matches(sid) or (sess.expires_at is not None
-                                             and sess.expires_at <= now):
-                continue
-            if len(items) == limit:
-                return items, items[-1].id
-            items.append(sess.info(sid))
-        return items, None
+        sessions = self._sessions(ns)
+
+        def live(sid: str) -> SessionInfo | None:
+            sess = sessions[sid]
+            if sess.expires_at is not None and sess.expires_at <= now:
+                return None
+            return sess.info(sid)
+
+        return page_sorted(self._session_order(ns), pattern, after, limit, live)
 
     async def session_delete(self, ns: str, sid: str, *, fence: Fence | None = None) -> bool:
         now = now_ms()
         self.fence_holds(ns, fence, now)
         if self._session_live(ns, sid, now) is None:
             return False
-        self._session_remove(ns, sid)
+        waited = self._session_remove(ns, sid)
         self.emit(ns, "session.deleted", sid, now, session=sid, extra={"expired": False},
                   with_values=False)
+        self._session_hand_on(ns, sid, waited, now)
         return True
 
     async def session_use(self, ns: str, sid: str, lock_name: str | None = None) -> None:
@@ -478,11 +522,11 @@ class MemorySessions:
         prior = {name: holders.get((sid, name)) for name in snapshot.locks}
         prior = {name: h for name, h in prior.items()
                  if h is not None and (h.expires_at is None or h.expires_at > now)}
-        self._session_remove(ns, sid)
+        self._session_remove(ns, sid, keep_waited=False)
         self.charge(ns, 0, size)
-        sess = self._sessions(ns, create=True)[sid] = _Session(
+        sess = self._session_add(ns, sid, _Session(
             snapshot.metadata, snapshot.created_at or now, now, snapshot.ttl_ms, used_bytes=size
-        )
+        ))
         self._session_deadline(ns, sid, sess, now)
         for var in snapshot.variables:
             sess.variables[var.id] = var

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from importlib import resources
@@ -20,8 +21,9 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError, NoScriptError, RedisError
+from redis.exceptions import ConnectionError, NoScriptError, RedisError, ResponseError
 
+from app.backends import paging
 from app.backends.base import (
     NO_CONDITION,
     Backend,
@@ -39,12 +41,14 @@ from app.backends.base import (
     check_precondition,
     quota_exceeded,
 )
+from app.backends.increment import add_exact, number_to_increment
 from app.backends.redis_artifacts import RedisArtifactsMixin
 from app.backends.redis_locks import RedisLocks
 from app.backends.redis_sessions import RedisSessions
 from app.backends.redis_sweeper import DEADLINES_KEY, DeadlineIndex
 from app.errors import (
     BackendUnavailable,
+    CorkboardError,
     NotFound,
     PreconditionFailed,
     Unprocessable,
@@ -58,8 +62,18 @@ logger = logging.getLogger("corkboard.redis")
 NAMESPACES_KEY = "cb:namespaces"
 #: Optimistic retries of a server-side update (PATCH) racing other writers of one key.
 UPDATE_ATTEMPTS = 200
-LIST_SCAN_BUDGET = 20_000
 SWEEP_BATCH = 500
+#: Scripts whose work grows with the data (listings, snapshots, imports, sweeps, log
+#: reads, deletes of whole sessions): each is sent alone, never in a pipeline, so a slow
+#: one cannot hold up (or time out) the answers of the light calls made beside it.
+HEAVY_SCRIPTS = frozenset({
+    "kv_list", "artifacts_list", "session_list", "lock_list", "session_snapshot",
+    "session_import", "session_delete", "expire_due", "read_events", "artifacts_gc",
+    "var_read",
+})
+#: Light script calls sent in one pipeline at most.
+MAX_BATCH = 64
+_LUA_MAGIC = set("^$()%.[]*+-?")
 _FIRST_CHAR_KIND = {'"': "a string", "t": "a boolean", "f": "a boolean", "n": "null",
                     "[": "an array", "{": "an object"}
 
@@ -117,12 +131,18 @@ def _condition_args(condition: Precondition) -> list[str]:
     return ["", ""]
 
 
-def _raise_failure(status: str, reply: Sequence[Any], key: str, fence: Fence | None) -> None:
-    """Turn a script's failure status into the domain error."""
+def _raise_failure(
+    status: str, reply: Sequence[Any], key: str, fence: Fence | None,
+    condition: Precondition | None = None,
+) -> None:
+    """Turn a script's failure status into the domain error (the very error memory
+    raises, when the ``condition`` that failed is given)."""
     if status == "stale_fence":
         assert fence is not None
         raise fence.stale()
     current = _entry(reply) if len(reply) > 1 else None
+    if condition is not None:
+        check_precondition(condition, current)
     if status == "already_exists":
         raise PreconditionFailed(
             "The key already exists (If-None-Match: *).", code="already_exists", current=current
@@ -143,6 +163,8 @@ class _ScriptBatcher:
     network round trip, a socket write and a timeout timer per call, which is most of
     redis-py's per-call cost. A lone call is sent as it is. Results return in order; a
     failed call fails only its own caller, and a whole-batch failure fails each of them.
+    Only light scripts are batched (``HEAVY_SCRIPTS`` go alone), at most ``MAX_BATCH``
+    per pipeline, so one call's answer never waits on, or times out with, a slow script.
     """
 
     def __init__(self, client: Redis) -> None:
@@ -159,40 +181,73 @@ class _ScriptBatcher:
         return future
 
     def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        pending, self._pending = self._pending, []
+        loop = asyncio.get_running_loop()
+        for start in range(0, len(pending), MAX_BATCH):
+            task = loop.create_task(self._send(pending[start : start + MAX_BATCH]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[tuple[AsyncScript, list[Any], asyncio.Future[Any]]]) -> None:
+        if len(batch) == 1:
+            script, args, future = batch[0]
+            try:
+                result: Any = await script(keys=args[:1], args=args[1:])
+            except BaseException as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return
+            if not future.done():
+                future.set_result(result)
+            return
+        await self._send_pipelined(batch)
+
+    async def _send_pipelined(
+        self, batch: list[tuple[AsyncScript, list[Any], asyncio.Future[Any]]]
+    ) -> None:
+        """Send the calls in one write and read their replies in order, answering each
+        caller with its own reply: an error reply fails only its caller. Redis sends a
+        pipeline's replies together once it has run all of its scripts, so the batch as
+        a whole gets twice the call timeout (not each read the call timeout, which made
+        one slow script fail every call of the batch although Redis had run them); a
+        broken connection or a Redis that never answers fails the calls not answered."""
+        pool = self.client.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        per_call = conn.socket_timeout or 5.0
+        index = 0
         try:
-            if len(batch) == 1:
-                script, args, future = batch[0]
-                results: list[Any] = [await script(keys=args[:1], args=args[1:])]
-            else:
-                pipe = self.client.pipeline(transaction=False)
-                for script, args, _ in batch:
-                    pipe.evalsha(script.sha, 1, *args)
-                results = await pipe.execute(raise_on_error=False)
+            commands = [("EVALSHA", script.sha, 1, *args) for script, args, _ in batch]
+            await conn.send_packed_command(conn.pack_commands(commands))
+            # A Redis that never answers must not hold the connection forever.
+            async with asyncio.timeout(per_call * 2):
+                for index, (script, args, future) in enumerate(batch):  # noqa: B007
+                    try:
+                        result: Any = await conn.read_response(timeout=math.inf)
+                    except ResponseError as exc:
+                        result = exc
+                    if isinstance(result, NoScriptError):  # not run: a restarted Redis lost it
+                        try:
+                            result = await script(keys=args[:1], args=args[1:])
+                        except Exception as exc:
+                            result = exc
+                    if future.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+                index = len(batch)
         except BaseException as exc:
-            for _, _, future in batch:
+            await conn.disconnect()
+            for _, _, future in batch[index:]:
                 if not future.done():
                     future.set_exception(exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            return
-        for (script, args, future), result in zip(batch, results, strict=True):
-            if isinstance(result, NoScriptError):  # not run: a restarted Redis lost it
-                try:
-                    result = await script(keys=args[:1], args=args[1:])
-                except Exception as exc:
-                    result = exc
-            if future.done():
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        finally:
+            await pool.release(conn)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -307,7 +362,7 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         """Run one Lua script against namespace ``ns``; the single way state changes."""
         argv = [f"cb:{{{ns}}}:rev", ns, self._bounds_arg, self.key_history, *args]
         async with self.mapped_errors():
-            if client is not None:
+            if client is not None or script in HEAVY_SCRIPTS:
                 reply = await self._scripts[script](keys=argv[:1], args=argv[1:], client=client)
             else:
                 reply = await self._batcher.submit(self._scripts[script], argv)
@@ -319,6 +374,15 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         if isinstance(reply, list) and reply and reply[0] == b"quota_exceeded":
             raise quota_exceeded(ns, _s(reply[1]), int(reply[2]))
         return reply
+
+    async def check_fence(self, ns: str, fence: Fence | None) -> None:
+        """Raise StaleFence unless ``fence`` (if any) holds now. A write that failed its
+        own checks in Python asks this first: a stale fence is reported before anything
+        else, as in a backend whose whole write is one atomic step."""
+        if fence is not None:
+            reply = await self.run("fence_check", ns, *Fence.script_args(fence))
+            if _s(reply[0]) == "stale_fence":
+                raise fence.stale()
 
     async def register_deadlines(self, ns: str) -> None:
         """Make the sweepers visit ``ns``: needed once per namespace that gets a deadline."""
@@ -359,7 +423,7 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         )
         status = _s(reply[0])
         if status not in ("created", "replaced"):
-            _raise_failure(status, reply, key, fence)
+            _raise_failure(status, reply, key, fence, condition)
         return PutResult(_entry(reply), status == "created")
 
     async def kv_update(
@@ -379,12 +443,16 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
             await self.register_deadlines(ns)
         for _ in range(UPDATE_ATTEMPTS):
             current = await self.kv_get(ns, key)
-            check_precondition(condition, current)
-            if current is None and initial is None:
-                raise NotFound(f"Key {key!r} does not exist and no initial value was given.")
-            base = current.value if current is not None else initial
-            assert base is not None
-            new_value = apply_update(update, base, current)
+            try:
+                check_precondition(condition, current)
+                if current is None and initial is None:
+                    raise NotFound(f"Key {key!r} does not exist and no initial value was given.")
+                base = current.value if current is not None else initial
+                assert base is not None
+                new_value = apply_update(update, base, current)
+            except CorkboardError:
+                await self.check_fence(ns, fence)  # a stale fence is the first answer
+                raise
             cas = (
                 Precondition(match_revision=current.revision)
                 if current is not None
@@ -416,9 +484,12 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
     ) -> PutResult:
         if ttl_ms > 0:
             await self.register_deadlines(ns)
+        # Integer text as Python writes it (orjson refuses integers beyond 64 bits).
+        by_text = str(by) if isinstance(by, int) else orjson.dumps(by)
+        initial_text = str(initial) if isinstance(initial, int) else orjson.dumps(initial)
         reply = await self.run(
-            "kv_increment", ns, key, orjson.dumps(by), "1" if isinstance(by, int) else "0",
-            orjson.dumps(initial), ttl_ms, *Fence.script_args(fence),
+            "kv_increment", ns, key, by_text, "1" if isinstance(by, int) else "0",
+            initial_text, ttl_ms, *Fence.script_args(fence),
         )
         status = _s(reply[0])
         if status == "ok":
@@ -429,12 +500,48 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
                 f"Key {key!r} holds {kind}, not a number; it cannot be incremented."
             )
         if status == "inexact":
-            raise Unprocessable(
-                "The result is not a finite number exactly representable here "
-                "(integers are exact while |n| < 2**53)."
-            )
+            add_exact(int(reply[1]), by)  # raises the shared refusal
+            raise AssertionError("an exact integer sum was refused by the script")
+        if status == "float":
+            return await self._increment_in_python(ns, key, by, initial, ttl_ms, fence)
         _raise_failure(status, reply, key, fence)
         raise AssertionError("unreachable")
+
+    async def _increment_in_python(
+        self, ns: str, key: str, by: int | float, initial: int | float, ttl_ms: int,
+        fence: Fence | None,
+    ) -> PutResult:
+        """A sum involving a double, computed by the shared rule (``add_exact``) and
+        written with a compare-and-swap on the revision it was computed from, so its JSON
+        text is orjson's, as on every backend."""
+        for _ in range(UPDATE_ATTEMPTS):
+            current = await self.kv_get(ns, key)
+            try:
+                start = number_to_increment(
+                    key, current.value if current is not None else initial
+                )
+                value = orjson.dumps(add_exact(start, by))
+            except CorkboardError:
+                await self.check_fence(ns, fence)
+                raise
+            cas = (
+                Precondition(match_revision=current.revision)
+                if current is not None
+                else Precondition(must_not_exist=True)
+            )
+            reply = await self.run(
+                "kv_put", ns, key, value, -1 if current is not None else ttl_ms,
+                *_condition_args(cas), *Fence.script_args(fence),
+            )
+            status = _s(reply[0])
+            if status in ("created", "replaced"):
+                return PutResult(_entry(reply), status == "created")
+            if status == "stale_fence":
+                _raise_failure(status, reply, key, fence)
+            await asyncio.sleep(0)
+        raise BackendUnavailable(
+            f"Key {key!r} changed under {UPDATE_ATTEMPTS} consecutive increment attempts; retry."
+        )
 
     async def kv_touch(
         self, ns: str, key: str, ttl_ms: int, *, fence: Fence | None = None
@@ -464,7 +571,7 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         if status == "absent":
             return None
         if status != "deleted":
-            _raise_failure(status, reply, key, fence)
+            _raise_failure(status, reply, key, fence, condition)
         return _entry(reply)
 
     async def kv_history(self, ns: str, key: str) -> list[KeyEntry]:
@@ -478,11 +585,10 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
     ) -> KeyPage:
         reply = await self.run(
             "kv_list", ns, after or "", pattern.prefix, lua_pattern(pattern), limit,
-            LIST_SCAN_BUDGET, "1",
+            paging.LIST_SCAN_BUDGET, "1",
         )
         items = [_entry(reply, i) for i in range(2, len(reply), 8)]
-        more = int(reply[1]) == 1
-        return KeyPage(items, items[-1].key if more and items else None, int(reply[0]))
+        return KeyPage(items, _s(reply[1]) or None, int(reply[0]))
 
     # -- change log ------------------------------------------------------------------
 

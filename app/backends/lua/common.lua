@@ -63,6 +63,17 @@ local function iso(ms)
     math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60, frac)
 end
 
+-- A string as JSON, exactly as orjson writes it (cjson would write '\/' and '\u007f'):
+-- '"' and '\' escaped, \b \f \n \r \t short, other bytes below 0x20 as \u00xx.
+local JSON_ESCAPES = {['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f',
+  ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t'}
+local function json_str(s)
+  local escaped = string.gsub(s, '[%z\1-\31"\\]', function(c)
+    return JSON_ESCAPES[c] or string.format('\\u%04x', string.byte(c))
+  end)
+  return '"' .. escaped .. '"'
+end
+
 local function json_or_null(v)
   if v then return v end
   return 'null'
@@ -180,37 +191,38 @@ end
 -- or exactly `prefix` when `pat` is ''), calling row(name), which returns the
 -- reply fields of a live name or nil to skip it. Stops after `limit` rows, or when
 -- `budget` names were examined (so a sparse pattern cannot stall Redis). Returns the
--- fields of all rows and 1 when more may follow (the caller pages on from its last row).
+-- fields of all rows and the cursor to page on from ('' at the end): the last row when
+-- the page is full, else the last name examined, so a page stopped by the budget (even
+-- an empty one) lets the caller continue after what was already examined.
 local function scan_index(index, after, prefix, pat, limit, budget, row)
   local min = '[' .. prefix
   if after ~= '' and after >= prefix then min = '(' .. after end
   local max = '+'
   if prefix ~= '' then max = '[' .. prefix .. '\255' end
-  local fields, count, scanned = {}, 0, 0
+  local fields, count, scanned, last, last_row = {}, 0, 0, '', ''
   local parts = pat ~= '' and glob_parts(pat) or nil
   while true do
     local batch = redis.call('ZRANGEBYLEX', index, min, max, 'LIMIT', 0, 256)
-    if #batch == 0 then return fields, 0 end
+    if #batch == 0 then return fields, '' end
     for i = 1, #batch do
       local name = batch[i]
       scanned = scanned + 1
-      if scanned > budget then
-        if count > 0 then return fields, 1 end
-        return fields, 0
-      end
+      if scanned > budget then return fields, last end
       local match
       if parts then match = glob_match(name, parts) else match = (name == prefix) end
       if match then
         local r = row(name)
         if r then
-          if count == limit then return fields, 1 end
+          if count == limit then return fields, last_row end
           for j = 1, #r do fields[#fields + 1] = r[j] end
           count = count + 1
+          last_row = name
         end
       end
+      last = name
       min = '(' .. name
     end
-    if pat == '' then return fields, 0 end
+    if pat == '' then return fields, '' end
   end
 end
 

@@ -41,7 +41,7 @@ end
 -- An event's fields: the holder, the pending list's length after the change and, on
 -- acquired/refreshed/released, how many entries the change handed over (nil: omitted).
 local function lk_holder_tail(h, pending_count, handed_over)
-  local t = ',"owner":' .. cjson.encode(h.owner) .. ',"token":' .. string.format('%d', h.token)
+  local t = ',"owner":' .. json_str(h.owner) .. ',"token":' .. string.format('%d', h.token)
     .. ',"expires_at":' .. lk_iso_or_null(h.expires_at) .. ',"pending_count":' .. pending_count
   if handed_over then t = t .. ',"handed_over":' .. handed_over end
   return t

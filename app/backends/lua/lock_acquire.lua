@@ -76,7 +76,7 @@ if mode == 'queue' or mode == 'debounce' then
   end
   if mode == 'debounce' then redis.call('DEL', lk_pend(sn)) end
   local position = redis.call('RPUSH', lk_pend(sn), entry)
-  lk_event('lock.queued', scope, name, ',"mode":"' .. mode .. '","owner":' .. cjson.encode(owner)
+  lk_event('lock.queued', scope, name, ',"mode":"' .. mode .. '","owner":' .. json_str(owner)
     .. ',"position":' .. position .. ',"pending_count":' .. position)
   if mode == 'debounce' then return {'debounced'} end
   return {'queued', position}
@@ -105,6 +105,6 @@ else
   if dl < NOW then return lk_fields({'held'}, h, sn) end
 end
 local position = redis.call('RPUSH', lk_wait(sn), item)
-lk_event('lock.queued', scope, name, ',"mode":"exclusive","owner":' .. cjson.encode(owner)
+lk_event('lock.queued', scope, name, ',"mode":"exclusive","owner":' .. json_str(owner)
   .. ',"position":' .. position .. ',"pending_count":' .. redis.call('LLEN', lk_pend(sn)))
 return {'waiting', item}

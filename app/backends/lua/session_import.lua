@@ -54,7 +54,7 @@ for i = 1, #lock_names do
   local h = lk_load(sid, lock_names[i])
   if h and not lk_expired(h) then prior[lock_names[i]] = h end
 end
-ss_clear(sid)
+ss_clear(sid, false)
 
 local ttl = tonumber(ARGV[9])
 local ca = tonumber(ARGV[10])
