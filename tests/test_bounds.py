@@ -140,9 +140,10 @@ def visits(backend: Any) -> int:
 
 async def test_a_sweep_visits_only_what_is_due(make_settings: MakeSettings) -> None:
     async with service(make_settings, sweep_interval_seconds=0.05) as (c, b):
-        for i in range(2000):
-            assert (await c.put("/v1/kv/k", json=i, params={"ns": f"idle-{i}"})).status_code \
-                == 201
+        # Set up 2,000 namespaces straight through the backend (pipelined): fast.
+        for first in range(0, 2000, 500):
+            await asyncio.gather(*(b.kv_put(f"idle-{i}", "k", b"1")
+                                   for i in range(first, first + 500)))
         # A namespace whose deadline passed is visited once, then never again.
         await c.put("/v1/kv/gone", json=1, params={"ns": "idle-0", "ttl": "50ms"})
         await asyncio.sleep(0.3)
