@@ -96,10 +96,16 @@ async def test_reads_create_no_state_in_memory(make_settings: MakeSettings) -> N
         for method, path, params in READS:
             await c.request(method, path, params={**params, "ns": "warm-up"})
         before = memory_state(b)
+        for i in range(9_000):
+            method, path, params = READS[i % len(READS)]
+            r = await c.request(method, path, params={**params, "ns": f"team-{i}"})
+            assert r.status_code in (200, 404), (path, r.text)
+        assert memory_state(b) == before
+        # The last 1,000 namespaces under tracemalloc (slow): what the backend keeps.
         tracemalloc.start(12)
         try:
             snap = tracemalloc.take_snapshot()
-            for i in range(10_000):
+            for i in range(9_000, 10_000):
                 method, path, params = READS[i % len(READS)]
                 r = await c.request(method, path, params={**params, "ns": f"team-{i}"})
                 assert r.status_code in (200, 404), (path, r.text)
@@ -116,8 +122,8 @@ async def test_reads_create_no_state_in_memory(make_settings: MakeSettings) -> N
                 snap.filter_traces(backends), "filename"
             )
         )
-        # 10,000 namespaces of state would be megabytes (about 2.6 KB each before).
-        assert grown < 200_000, grown
+        # 1,000 namespaces of state would be megabytes (about 2.6 KB each before).
+        assert grown < 100_000, grown
 
 
 @pytest.mark.redis_only
@@ -125,7 +131,7 @@ async def test_reads_create_no_keys_in_redis(redis_url: str, make_settings: Make
     async with service(make_settings, backend=redis_url) as (c, b):
         await c.put("/v1/kv/warm", json=1)
         before = await b.client.dbsize()  # type: ignore[attr-defined]
-        for i in range(300):
+        for i in range(100):
             for method, path, params in READS:
                 r = await c.request(method, path, params={**params, "ns": f"team-{i}"})
                 assert r.status_code in (200, 404), (path, r.text)
