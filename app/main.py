@@ -24,6 +24,7 @@ from app.errors import BackendUnavailable, install_error_handlers
 from app.events import Hub
 from app.hotpath import HotPath
 from app.limits import BodyLimit
+from app.methods import HeadAsGet
 from app.observability import AccessLog, Metrics, RequestObserver, configure_logging
 from app.openapi import build_openapi
 from app.routers import artifacts, events, kv, locks, service, sessions
@@ -128,14 +129,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     # Pure-ASGI layers only (no BaseHTTPMiddleware: it buffers streams and halves
-    # throughput). The last added runs first: CORS, observer, access control, body
-    # limit, then the hot path in front of FastAPI's router.
+    # throughput). The last added runs first: CORS, observer, HEAD as GET, access
+    # control, body limit, then the hot path in front of FastAPI's router. HEAD becomes
+    # its path's GET before access control, so every check applies to it as to the GET.
     app.add_middleware(HotPath, routes=kv.hot_routes)
     app.add_middleware(BodyLimit, limit_for=body_limits(settings))
     if grants:
         app.add_middleware(AccessControl, grants=grants)
     else:
         logger.warning("no access tokens configured: every /v1 call is open to anyone")
+    app.add_middleware(HeadAsGet, routes=app.router.routes)
     app.add_middleware(RequestObserver, metrics=metrics, access_log=access_log)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
