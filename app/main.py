@@ -29,6 +29,7 @@ from app.observability import AccessLog, Metrics, RequestObserver, configure_log
 from app.openapi import build_openapi
 from app.routers import artifacts, events, kv, locks, service, sessions
 from app.settings import Settings
+from app.ui import install_ui
 
 logger = logging.getLogger("corkboard")
 
@@ -125,6 +126,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # FastAPI's OpenTelemetry hooks check for providers on every request; Corkboard's
         # observability is Prometheus at /metrics, so they stay off.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # /docs and /redoc are served by app.ui from packaged assets (no CDN).
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
@@ -160,6 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(locks.router)
     app.include_router(artifacts.router)
     app.include_router(sessions.router)
+    install_ui(app)
     return app
 
 
