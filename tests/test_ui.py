@@ -305,23 +305,28 @@ async def test_events_resume_without_gap_after_a_restart(browser: Any, redis_url
     try:
         await start(watched, other)
         async with httpx.AsyncClient(base_url=other.url) as api:
+
+            async def write(key: str, value: int) -> int:
+                revision: int = (await api.put(f"/v1/kv/{key}", json=value)).json()["revision"]
+                return revision
+
             context, page, console = await open_page(browser, f"{watched.url}/ui")
             try:
                 await live(page)
                 revisions: list[int] = []
                 for i in range(5):
-                    revisions.append((await api.put(f"/v1/kv/before/{i}", json=i)).json()["revision"])
+                    revisions.append(await write(f"before/{i}", i))
                 events = page.get_by_test_id("events-list").locator("li")
                 await expect(events).to_have_count(5)
 
                 await asyncio.to_thread(watched.stop)
                 await expect(page.get_by_test_id("conn")).not_to_have_text("live")
                 for i in range(5):  # missed by the page while its server is down
-                    revisions.append((await api.put(f"/v1/kv/during/{i}", json=i)).json()["revision"])
+                    revisions.append(await write(f"during/{i}", i))
                 await asyncio.to_thread(watched.start)
                 await live(page)
                 for i in range(5):
-                    revisions.append((await api.put(f"/v1/kv/after/{i}", json=i)).json()["revision"])
+                    revisions.append(await write(f"after/{i}", i))
                 await expect(events).to_have_count(15, timeout=10_000)
                 shown = [int(r) for r in await events.evaluate_all(
                     "items => items.map(li => li.dataset.revision)")]
