@@ -152,7 +152,6 @@ async def test_dashboard_shows_keys_live_locks_and_sessions(
             r = await api.post("/v1/locks/jobs/nightly",
                                json={"owner": "worker-2", "mode": "queue", "entry": {"n": 1}})
             assert r.status_code == 202
-            await shot(page, "dashboard-keys")
             await page.get_by_role("tab", name=re.compile("Locks")).click()
             lock = page.locator('#locks-table tr[data-lock="jobs/nightly"]')
             await expect(lock.locator("td.owner")).to_have_text("worker-1")
@@ -186,6 +185,9 @@ async def test_dashboard_shows_keys_live_locks_and_sessions(
             await page.get_by_test_id("events-types").select_option("")
             await page.get_by_test_id("events-pattern").fill("agents/*")
             await expect(events.locator("li")).to_have_count(2)  # the two puts of agents/coder
+            await page.get_by_test_id("events-pattern").fill("")
+            await page.get_by_role("tab", name=re.compile("Keys")).click()
+            await shot(page, "dashboard-keys")
             assert console.errors == []
         finally:
             await context.close()
@@ -194,16 +196,18 @@ async def test_dashboard_shows_keys_live_locks_and_sessions(
 async def test_many_keys_are_paged_and_many_events_stay_bounded(
     browser: Any, service: ServiceProcess
 ) -> None:
-    """10,000 keys load a page at a time; a burst of events renders in frames, capped."""
+    """Keys load a page (200) at a time, so the page's cost does not grow with the
+    namespace (1,000 here, to keep the suite fast); a burst of events is applied in
+    animation frames and the list keeps its cap."""
     ns = "ui-load"
     async with httpx.AsyncClient(base_url=service.url, params={"ns": ns}) as api:
-        sem = asyncio.Semaphore(32)
+        sem = asyncio.Semaphore(16)
 
         async def put(i: int) -> None:
             async with sem:
                 (await api.put(f"/v1/kv/load/{i:05d}", json=i)).raise_for_status()
 
-        await asyncio.gather(*(put(i) for i in range(10_000)))
+        await asyncio.gather(*(put(i) for i in range(1000)))
         context, page, console = await open_page(browser, f"{service.url}/ui#ns={ns}")
         try:
             await live(page)
@@ -212,7 +216,7 @@ async def test_many_keys_are_paged_and_many_events_stay_bounded(
             await expect(page.locator("#count-keys")).to_have_text("200+")
             await page.locator("#keys-more").click()
             await expect(rows).to_have_count(400)
-            await asyncio.gather(*(put(i) for i in range(500)))  # 500 events at once
+            await asyncio.gather(*(put(i) for i in range(400)))  # 400 events at once
             events = page.get_by_test_id("events-list").locator("li")
             await expect(events).to_have_count(300)  # the cap of rendered events
             await expect(events.first).to_have_attribute("data-revision", re.compile(r"\d+"))

@@ -502,9 +502,10 @@ function addEvents(events) {
 function eventRow(event) {
   const detail = event.type === "txn"
     ? `${(event.changes || []).length} changes`
-    : "value" in event ? brief(event.value, 120)
-      : event.owner ? `${event.owner}${event.token ? ` token ${event.token}` : ""}${event.position ? ` #${event.position}` : ""}`
-        : "";
+    : event.type === "kv.delete" || event.type === "kv.expire" ? `was ${brief(event.old_value, 110)}`
+      : "value" in event ? brief(event.value, 120)
+        : event.owner ? `${event.owner}${event.token ? ` token ${event.token}` : ""}${event.position ? ` #${event.position}` : ""}`
+          : "";
   return el("li", { class: `ev ${event.type.split(".")[0]}`, dataset: { revision: event.revision, type: event.type } },
     el("span", { class: "rev", text: event.revision }),
     el("span", { class: "type", text: event.type }),
