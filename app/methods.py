@@ -31,6 +31,9 @@ def _serves(routes: Sequence[BaseRoute], scope: Scope, method: str) -> bool:
 
 def allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> list[str]:
     """Every method some route serves at ``scope``'s path (HEAD wherever GET is)."""
+    # A mount (static files) that raised the 405 has moved the scope's root_path to
+    # itself; probe from the application's root.
+    scope = {**scope, "root_path": scope.get("app_root_path", scope.get("root_path", ""))}
     methods: set[str] = set()
     for route in routes:
         if isinstance(route, Mount):
