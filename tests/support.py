@@ -156,7 +156,8 @@ class ServiceProcess:
              "--timeout-graceful-shutdown", "5"],
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 20
+        # Generous: a cold start takes seconds on a busy 2-core machine.
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"service exited {self.proc.returncode}: {self.output()}")
@@ -166,6 +167,7 @@ class ServiceProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
+        self.kill()  # not left running for a later test to trip over
         raise TimeoutError(f"service did not start: {self.output()}")
 
     def output(self) -> str:

@@ -30,6 +30,7 @@ from app.events import (
     Subscription,
     synced_frame,
 )
+from app.methods import HEAD_AS_GET
 from app.models import EventList, Problem
 from app.routers.common import HubDep, NamespaceDep, SettingsDep, json_response
 from app.syntax import MAX_DIGITS, MAX_REVISION, is_count, parse_duration
@@ -60,6 +61,9 @@ class FeedResponse(EventSourceResponse):
             await send(message)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get(HEAD_AS_GET):
+            # HEAD served by this GET route: sse-starlette answers headers only.
+            scope = {**scope, "method": "HEAD"}
         try:
             await super().__call__(scope, receive, send)
         except SendTimeoutError:
@@ -112,6 +116,10 @@ async def _stream(
                 yield _join(frames)
     finally:
         sub.close()
+
+
+async def _close(sub: Subscription) -> None:
+    sub.close()
 
 
 @router.get(
@@ -183,8 +191,9 @@ async def watch(
         send_timeout=settings.watch_send_timeout_seconds,
         shutdown_event=hub.shutdown_event,
         shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
-        # Also when the stream never started (HEAD, early disconnect).
-        background=BackgroundTask(sub.close),
+        # Also when the stream never started (HEAD, early disconnect). A coroutine, so
+        # that it runs on the event loop (a plain function would go to a thread).
+        background=BackgroundTask(_close, sub),
     )
 
 
