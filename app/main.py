@@ -126,7 +126,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
-    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: build_openapi(  # type: ignore[method-assign]
+        app, max_list_limit=settings.max_list_limit
+    )
     # Pure-ASGI layers only (no BaseHTTPMiddleware: it buffers streams and halves
     # throughput). The last added runs first: CORS, observer, access control, body
     # limit, then the hot path in front of FastAPI's router.

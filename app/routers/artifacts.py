@@ -410,10 +410,13 @@ _READ_PARAMS: list[dict[str, Any]] = [
     {"name": "If-Range", "in": "header", "required": False, "schema": {"type": "string"},
      "description": "Honour Range only if the ETag is still this one"},
 ]
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+#: The bytes as stored, under the Content-Type they were uploaded with.
+_BYTES = {"application/octet-stream": _BINARY, "*/*": _BINARY}
 _READ_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "The content", "content": {"application/octet-stream": {}}},
-    206: {"description": "The requested range (Content-Range)",
-          "content": {"application/octet-stream": {}}},
+    200: {"description": "The content, with the Content-Type it was uploaded with",
+          "content": _BYTES},
+    206: {"description": "The requested range (Content-Range)", "content": _BYTES},
     304: {"description": "Not modified (If-None-Match)"},
     404: {"model": Problem, "description": "No such artifact"},
     412: {"model": Problem, "description": "If-Match failed; `current` is the metadata"},
@@ -425,6 +428,7 @@ router.add_api_route(
     "/artifacts/{key:key}",
     get_artifact,
     methods=["GET"],
+    response_class=Response,  # documents no JSON 200 (the endpoint returns its own)
     responses=_READ_RESPONSES,
     summary="Download an artifact",
     openapi_extra={"parameters": _READ_PARAMS},
@@ -433,7 +437,9 @@ router.add_api_route(
     "/artifacts/{key:key}",
     head_artifact,
     methods=["HEAD"],
-    responses=_READ_RESPONSES,
+    response_class=Response,
+    responses={**_READ_RESPONSES, 200: {"description": "The headers of the content"},
+               206: {"description": "The headers of the range"}},
     summary="An artifact's headers, without the content",
     openapi_extra={"parameters": _READ_PARAMS},
 )
@@ -464,7 +470,7 @@ router.add_api_route(
         ],
         "requestBody": {
             "required": True,
-            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            "content": _BYTES,
             "description": "The raw bytes; Content-Type is kept (default "
             "application/octet-stream)",
         },

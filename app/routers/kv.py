@@ -266,9 +266,19 @@ router.add_api_route(
         "parameters": [_IF_MATCH, *FENCE_PARAMETERS],
         "requestBody": {
             "required": True,
+            # One schema per media type. The JSON Patch's operations are described in
+            # prose, not as `items`: openapi-python-client dispatches a body of several
+            # media types with isinstance(), which a list[...] type breaks, so with
+            # `items` no generated PATCH call would work at all (it keeps the merge patch).
             "content": {
-                MERGE_PATCH: {"schema": {}},
-                JSON_PATCH: {"schema": {"type": "array", "items": {"type": "object"}}},
+                MERGE_PATCH: {"schema": {
+                    "description": "RFC 7396 merge patch: an object's members are merged "
+                    "(null removes one); any other JSON value replaces the value"}},
+                JSON_PATCH: {"schema": {
+                    "type": "array",
+                    "description": "RFC 6902 operations, each {op: add|remove|replace|move|"
+                    "copy|test, path, value?, from?}; a failed test is 412",
+                }},
             },
         },
     },

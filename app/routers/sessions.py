@@ -646,8 +646,11 @@ def _state_routes(kind: StateKind) -> None:
         return Response(status_code=204)
 
     body = {"required": True, "content": {"application/json": {"schema": state_schema}}}
-    patch_body = {"required": True, "content": {MERGE_PATCH: {"schema": state_schema},
-                                                "application/json": {"schema": state_schema}}}
+    # One named schema for both media types: generated clients make one model of it
+    # (two inline objects would be two models of one name).
+    state_ref = {"$ref": "#/components/schemas/StateMap"}
+    patch_body = {"required": True, "content": {MERGE_PATCH: {"schema": state_ref},
+                                                "application/json": {"schema": state_ref}}}
     created: dict[int | str, dict[str, Any]] = {201: {"description": "Created", "content": {
         "application/json": {"schema": state_schema}}}}
     router.add_api_route(
