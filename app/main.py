@@ -1,6 +1,7 @@
 """The application factory: ``create_app(settings)`` builds the app on any backend, and the
-lifespan starts the backend, its deadline sweeper and the watch hub, yields them as state,
-and closes them (the hub first, so every stream ends with a resume point).
+lifespan starts the backend, its deadline sweeper, the watch hub and the MCP session
+manager, yields them as state, and closes them (the hub first, so every stream ends with
+a resume point).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
+from starlette.routing import Route
 
 from app import __version__
 from app.artifacts.collector import running_store
@@ -24,6 +26,7 @@ from app.errors import BackendUnavailable, install_error_handlers
 from app.events import Hub
 from app.hotpath import HotPath
 from app.limits import BodyLimit
+from app.mcp import McpEndpoint, McpRuntime, Parts
 from app.observability import AccessLog, Metrics, RequestObserver, configure_logging
 from app.openapi import build_openapi
 from app.routers import artifacts, events, kv, locks, service, sessions
@@ -102,10 +105,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await hub.start()
         try:
             async with running_store(settings, backend) as store:
-                yield {
-                    "backend": backend, "settings": settings, "metrics": metrics,
-                    "artifacts": store, "hub": hub,
-                }
+                mcp = McpRuntime(Parts(backend, hub, store, settings), grants)
+                try:
+                    yield {
+                        "backend": backend, "settings": settings, "metrics": metrics,
+                        "artifacts": store, "hub": hub, "mcp": mcp,
+                    }
+                finally:
+                    await mcp.close()
         finally:
             await hub.close()
             for task in (sweeper, flusher):
@@ -159,6 +166,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(locks.router)
     app.include_router(artifacts.router)
     app.include_router(sessions.router)
+    # MCP (API.md section 12): the SDK's streamable HTTP transport, behind the same tokens.
+    app.router.routes.append(Route("/mcp", McpEndpoint(grants), methods=["GET", "POST", "DELETE"]))
     return app
 
 

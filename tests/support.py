@@ -134,6 +134,9 @@ async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 class ServiceProcess:
     """``python -m uvicorn app.main:app`` on a free port, configured by environment."""
 
+    #: Seconds to wait for /healthz (a loaded CI machine can take a while to import).
+    start_timeout: float = 20
+
     def __init__(self, env: dict[str, str], *, workers: int = 1, port: int | None = None) -> None:
         self.port = port or free_port()
         self.env = {**os.environ, **env}
@@ -152,7 +155,7 @@ class ServiceProcess:
              "--timeout-graceful-shutdown", "5"],
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"service exited {self.proc.returncode}: {self.output()}")
