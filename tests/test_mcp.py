@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import httpx2
+import mcp_types
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp.shared.subscriptions import ResourceUpdated
 
 from tests.support import ServiceProcess, running
@@ -239,3 +242,22 @@ async def test_resource_subscription_gets_updates_from_another_replica(redis_url
                     assert event == ResourceUpdated(uri=uri)
                 read = await c.read_resource(uri)
                 assert json.loads(read.contents[0].text)["value"] == "busy"  # type: ignore[union-attr]
+
+            # The 2025 protocol: resources/subscribe, then notifications on the session.
+            updated: asyncio.Queue[str] = asyncio.Queue()
+
+            async def on_message(message: Any) -> None:
+                if isinstance(message, mcp_types.ResourceUpdatedNotification):
+                    updated.put_nowait(message.params.uri)
+
+            async with mcp_client(a.url, AGENT, mode="legacy", message_handler=on_message) as c:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", MCPDeprecationWarning)
+                    await c.subscribe_resource(uri)
+                r = await http.put("/v1/kv/agents/a1/status", params={"ns": "team-a"},
+                                   json="done")
+                assert r.status_code == 200
+                assert await asyncio.wait_for(updated.get(), 10) == uri
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", MCPDeprecationWarning)
+                    await c.unsubscribe_resource(uri)
