@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 
 from app import errors
+from app.mcp import TOOL_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "API.md"
@@ -68,3 +69,10 @@ def test_every_error_code_is_explained() -> None:
     missing = sorted(c for c in codes if f"`{c}`" not in text)
     assert not missing, f"error codes not explained in docs/API.md: {missing}"
 
+
+
+def test_every_mcp_tool_is_listed() -> None:
+    section = built_part().partition("## 12. Agents over MCP")[2]
+    assert section, "docs/API.md has no MCP section"
+    listed = set(re.findall(r"^\| `([a-z_]+)` \|", section, re.MULTILINE))
+    assert listed == set(TOOL_NAMES)

@@ -204,6 +204,9 @@ async def test_a_token_is_refused_outside_its_namespace(service: ServiceProcess)
         await fails(c, "wait_for_change", "forbidden", timeout=0, ns="team-b")
         with pytest.raises(Exception, match="forbidden"):
             await c.read_resource("corkboard://team-b/kv/k")
+        with pytest.raises(Exception, match="forbidden"):
+            async with c.listen(resource_subscriptions=["corkboard://team-b/kv/k"]):
+                pass
         assert (await c.list_resources()).resources == []  # team-a has no keys yet
     async with httpx.AsyncClient(base_url=service.url,
                                  headers={"Authorization": f"Bearer {ADMIN}"}) as http:
