@@ -227,7 +227,8 @@ async def test_resource_subscription_gets_updates_from_another_replica(redis_url
 
     flush(redis_url)
     uri = "corkboard://team-a/kv/agents/a1/status"
-    with running(Service(env(redis_url)), Service(env(redis_url))) as (a, b):
+    debug_env = {"CORKBOARD_DEBUG_ENDPOINTS": "true"}
+    with running(Service(env(redis_url, **debug_env)), Service(env(redis_url))) as (a, b):
         async with httpx.AsyncClient(base_url=b.url,
                                      headers={"Authorization": f"Bearer {AGENT}"}) as http:
             r = await http.put("/v1/kv/agents/a1/status", params={"ns": "team-a"}, json="idle")
@@ -264,3 +265,12 @@ async def test_resource_subscription_gets_updates_from_another_replica(redis_url
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", MCPDeprecationWarning)
                     await c.unsubscribe_resource(uri)
+                    await c.subscribe_resource(uri)  # and leave without unsubscribing
+            # Every subscription ended with its stream or session: no watcher is left.
+            async with httpx.AsyncClient(base_url=a.url) as debug:
+                for _ in range(100):
+                    stats = (await debug.get("/debug/watch")).json()
+                    if stats["watchers"] == 0:
+                        break
+                    await asyncio.sleep(0.1)
+                assert stats["watchers"] == 0, stats

@@ -298,6 +298,14 @@ class McpService:
             task = asyncio.create_task(pump(sub, notify, lambda: None))
             self._subscribed[slot] = task
             task.add_done_callback(lambda _t: self._subscribed.pop(slot, None))
+            # Sending to a closed session does not fail (notifications are best-effort),
+            # so the subscription ends with its connection: the SDK's documented
+            # per-connection teardown, which the low-level context reaches only through
+            # the session.
+            connection = getattr(ctx.session, "_connection", None)
+            exit_stack = getattr(connection, "exit_stack", None)
+            if exit_stack is not None:
+                exit_stack.callback(task.cancel)
         return types.EmptyResult()
 
     async def unsubscribe(
