@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -27,6 +28,7 @@ from tests.support import ServiceProcess, running
 
 AGENT = "agent-token-0123456789"  # read/write on team-a only
 ADMIN = "admin-token-0123456789"  # everything
+MODERN = "2026-07-28"
 TOKENS = json.dumps([
     {"name": "agent", "token": AGENT, "namespaces": ["team-a"], "permissions": ["read", "write"]},
     {"name": "admin", "token": ADMIN, "namespaces": ["*"],
@@ -196,7 +198,7 @@ async def test_every_tool(service: ServiceProcess) -> None:
 
 
 async def test_a_token_is_refused_outside_its_namespace(service: ServiceProcess) -> None:
-    async with mcp_client(service.url, AGENT) as c:
+    async with mcp_client(service.url, AGENT, mode=MODERN) as c:
         await fails(c, "kv_put", "forbidden", key="k", value=1, ns="team-b")
         await fails(c, "kv_get", "forbidden", key="k")  # the default namespace
         await fails(c, "lock_acquire", "forbidden", name="l", owner="o", ns="team-b")
@@ -233,7 +235,9 @@ async def test_resource_subscription_gets_updates_from_another_replica(redis_url
                                      headers={"Authorization": f"Bearer {AGENT}"}) as http:
             r = await http.put("/v1/kv/agents/a1/status", params={"ns": "team-a"}, json="idle")
             assert r.status_code == 201
-            async with mcp_client(a.url, AGENT) as c:
+            # Pinned: "auto" falls back to 2025 if the discover probe times out (10 s), as
+            # it may while a loaded machine imports the SDK on the first request.
+            async with mcp_client(a.url, AGENT, mode=MODERN) as c:
                 assert uri in [str(r.uri) for r in (await c.list_resources()).resources]
                 read = await c.read_resource(uri)
                 assert json.loads(read.contents[0].text)["value"] == "idle"  # type: ignore[union-attr]
@@ -274,3 +278,20 @@ async def test_resource_subscription_gets_updates_from_another_replica(redis_url
                         break
                     await asyncio.sleep(0.1)
                 assert stats["watchers"] == 0, stats
+
+
+async def test_subscriptions_end_at_once_when_the_server_shuts_down() -> None:
+    """SIGTERM ends an open subscription stream gracefully, as it ends /v1/watch streams,
+    rather than holding the shutdown for its grace period (5 s here)."""
+    with running(Service(env("memory://"))) as (svc,):
+        async with mcp_client(svc.url, ADMIN, mode=MODERN) as c:
+            await call(c, "kv_put", key="a", value=1)
+            async with c.listen(resource_subscriptions=["corkboard://default/kv/a"]) as sub:
+                assert svc.proc is not None
+                started = time.monotonic()
+                svc.proc.terminate()
+                async with asyncio.timeout(4):
+                    async for _ in sub:  # graceful end: the loop finishes, no SubscriptionLost
+                        pass
+                await asyncio.to_thread(svc.proc.wait, 4)
+                assert time.monotonic() - started < 4

@@ -12,6 +12,7 @@ import contextlib
 import importlib
 from typing import TYPE_CHECKING
 
+from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
 from app.auth import Grant
@@ -50,7 +51,19 @@ class McpRuntime:
     async def _run(self, service: McpService, ready: asyncio.Event) -> None:
         async with service.running():
             ready.set()
-            await self._stop.wait()
+            exiting = asyncio.create_task(self._end_streams_on_exit())
+            try:
+                await self._stop.wait()
+            finally:
+                exiting.cancel()
+
+    async def _end_streams_on_exit(self) -> None:
+        """When the server begins to shut down, end the MCP subscription streams as
+        /v1/watch streams end: through the hub's shutdown event, on sse-starlette's exit
+        signal (which sets that event for watch streams; MCP's streams do not carry it).
+        Otherwise an open subscription holds the shutdown for its whole grace period."""
+        await EventSourceResponse._listen_for_exit_signal()
+        self.parts.hub.shutdown_event.set()
 
     async def close(self) -> None:
         self._stop.set()
