@@ -134,8 +134,9 @@ async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 class ServiceProcess:
     """``python -m uvicorn app.main:app`` on a free port, configured by environment."""
 
-    #: Seconds to wait for /healthz (a loaded CI machine can take a while to import).
-    start_timeout: float = 20
+    #: Seconds to wait for /healthz: a loaded machine (2 cores, several suites) can take
+    #: over 20 s to import and start; a healthy start takes about one.
+    start_timeout: float = 60
 
     def __init__(self, env: dict[str, str], *, workers: int = 1, port: int | None = None) -> None:
         self.port = port or free_port()

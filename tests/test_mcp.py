@@ -36,10 +36,6 @@ TOKENS = json.dumps([
 ])
 
 
-class Service(ServiceProcess):
-    start_timeout = 60  # this module's processes also import the MCP SDK on first use
-
-
 def env(backend: str, **extra: str) -> dict[str, str]:
     return {"CORKBOARD_BACKEND": backend, "CORKBOARD_TOKENS": TOKENS,
             "CORKBOARD_LOG_LEVEL": "warning", **extra}
@@ -76,7 +72,7 @@ async def fails(client: Client, tool: str, code: str, **arguments: Any) -> dict[
 
 @pytest.fixture
 def service(backend: str) -> Iterator[ServiceProcess]:
-    with running(Service(env(backend))) as (svc,):
+    with running(ServiceProcess(env(backend))) as (svc,):
         yield svc
 
 
@@ -229,8 +225,9 @@ async def test_resource_subscription_gets_updates_from_another_replica(redis_url
 
     flush(redis_url)
     uri = "corkboard://team-a/kv/agents/a1/status"
-    debug_env = {"CORKBOARD_DEBUG_ENDPOINTS": "true"}
-    with running(Service(env(redis_url, **debug_env)), Service(env(redis_url))) as (a, b):
+    replicas = (ServiceProcess(env(redis_url, CORKBOARD_DEBUG_ENDPOINTS="true")),
+                ServiceProcess(env(redis_url)))
+    with running(*replicas) as (a, b):
         async with httpx.AsyncClient(base_url=b.url,
                                      headers={"Authorization": f"Bearer {AGENT}"}) as http:
             r = await http.put("/v1/kv/agents/a1/status", params={"ns": "team-a"}, json="idle")
@@ -283,7 +280,7 @@ async def test_resource_subscription_gets_updates_from_another_replica(redis_url
 async def test_subscriptions_end_at_once_when_the_server_shuts_down() -> None:
     """SIGTERM ends an open subscription stream gracefully, as it ends /v1/watch streams,
     rather than holding the shutdown for its grace period (5 s here)."""
-    with running(Service(env("memory://"))) as (svc,):
+    with running(ServiceProcess(env("memory://"))) as (svc,):
         async with mcp_client(svc.url, ADMIN, mode=MODERN) as c:
             await call(c, "kv_put", key="a", value=1)
             async with c.listen(resource_subscriptions=["corkboard://default/kv/a"]) as sub:
