@@ -216,6 +216,8 @@ async def test_a_token_is_refused_outside_its_namespace(service: ServiceProcess)
         r = httpx.post(f"{service.url}/mcp", headers=headers, json={})
         assert r.status_code == 401 and r.json()["code"] == "unauthorized"
         assert r.headers["WWW-Authenticate"] == 'Bearer realm="corkboard"'
+    metrics = httpx.get(f"{service.url}/metrics").text
+    assert 'route="/mcp",method="POST",status="401"' in metrics
 
 
 

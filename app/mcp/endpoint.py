@@ -79,6 +79,7 @@ class McpEndpoint:
         self.grants = grants
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["corkboard.route"] = "/mcp"  # the access log's and metrics' route label
         if self.grants:
             grant = authenticated(self.grants, scope)
             if isinstance(grant, CorkboardError):
