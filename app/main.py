@@ -19,8 +19,8 @@ from fastapi.routing import APIRoute
 from starlette.routing import Route
 
 from app import __version__
+from app.access import Access, load_grants
 from app.artifacts.collector import running_store
-from app.auth import AccessControl, load_grants
 from app.backends import backend_from_url
 from app.errors import BackendUnavailable, install_error_handlers
 from app.events import Hub
@@ -103,9 +103,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_watchers=settings.max_watchers,
         )
         await hub.start()
+        # Built now, not by the first GET /openapi.json: building takes ~0.5 s of the loop.
+        app.openapi()
         try:
             async with running_store(settings, backend) as store:
-                mcp = McpRuntime(Parts(backend, hub, store, settings), grants)
+                mcp = McpRuntime(Parts(backend, hub, store, settings))
                 try:
                     yield {
                         "backend": backend, "settings": settings, "metrics": metrics,
@@ -141,9 +143,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # limit, then the hot path in front of FastAPI's router.
     app.add_middleware(HotPath, routes=kv.hot_routes)
     app.add_middleware(BodyLimit, limit_for=body_limits(settings))
-    if grants:
-        app.add_middleware(AccessControl, grants=grants)
-    else:
+    # Always installed: it also resolves the namespace of every call, tokens or not.
+    app.add_middleware(Access, grants=grants)
+    if not grants:
         logger.warning("no access tokens configured: every /v1 call is open to anyone")
     app.add_middleware(RequestObserver, metrics=metrics, access_log=access_log)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
@@ -166,8 +168,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(locks.router)
     app.include_router(artifacts.router)
     app.include_router(sessions.router)
-    # MCP (API.md section 12): the SDK's streamable HTTP transport, behind the same tokens.
-    app.router.routes.append(Route("/mcp", McpEndpoint(grants), methods=["GET", "POST", "DELETE"]))
+    # MCP (API.md section 12): the SDK's streamable HTTP transport; the access layer
+    # authenticates its callers as /v1's.
+    app.router.routes.append(Route("/mcp", McpEndpoint(), methods=["GET", "POST", "DELETE"]))
     return app
 
 

@@ -7,6 +7,8 @@ once for all routes: the response headers each operation sends (``ETag``,
 ``app.syntax`` enforces it, the listing ``limit`` maximum of this deployment, and the
 bearer-token security scheme. A client generated from ``openapi/openapi.json`` (see
 tests/test_generated_client.py) can therefore do compare-and-swap, ranges and retries.
+The ``ns`` parameter, resolved by the access layer for every namespaced call, is
+documented on each such operation here.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from app.access import UNSCOPED_PATHS
 from app.errors import PROBLEM_JSON
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -98,8 +101,13 @@ ERROR_HEADERS: dict[str, tuple[str, ...]] = {
     "429": ("Retry-After",),
     "503": ("Retry-After",),
 }
-#: /v1 paths callable with any valid token, whatever its namespaces.
-_UNSCOPED = frozenset({"/v1/capabilities"})
+NS_PARAMETER: dict[str, Any] = {
+    "name": "ns",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "default": "default", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"},
+    "description": "Namespace: the unit of ordering, atomicity and access control",
+}
 
 
 def _header(name: str, *, required: bool) -> dict[str, Any]:
@@ -176,6 +184,11 @@ def build_openapi(app: FastAPI, *, max_list_limit: int | None = None) -> dict[st
     seen: set[str] = set()
     for path, path_item in spec.get("paths", {}).items():
         for operation in path_item.values():
+            if path.startswith("/v1") and path not in UNSCOPED_PATHS:
+                # The access layer resolves `ns` for every call; routes take it from there.
+                parameters = operation.setdefault("parameters", [])
+                if not any(p.get("name") == "ns" and p.get("in") == "query" for p in parameters):
+                    parameters.insert(0, dict(NS_PARAMETER))
             op_id = operation.get("operationId", "")
             seen.add(op_id)
             responses: dict[str, Any] = operation.get("responses", {})
@@ -192,7 +205,7 @@ def build_openapi(app: FastAPI, *, max_list_limit: int | None = None) -> dict[st
                 operation["security"] = [{"bearer": []}, {}]
                 responses.setdefault("401", _problem(
                     "unauthorized: tokens are configured and none valid was sent"))
-                if path not in _UNSCOPED:
+                if path not in UNSCOPED_PATHS:
                     responses.setdefault("403", _problem(
                         "forbidden: the token does not grant this permission on `ns`"))
             _constrain_parameters(operation, max_list_limit)

@@ -15,9 +15,6 @@ from typing import TYPE_CHECKING
 from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
-from app.auth import Grant
-from app.errors import CorkboardError, error_response
-from app.mcp.access import GRANT_SCOPE_KEY, authenticated
 from app.mcp.tools import Parts
 
 if TYPE_CHECKING:
@@ -27,9 +24,8 @@ if TYPE_CHECKING:
 class McpRuntime:
     """The MCP service of one app: started on first use, stopped with the app."""
 
-    def __init__(self, parts: Parts, grants: list[Grant]) -> None:
+    def __init__(self, parts: Parts) -> None:
         self.parts = parts
-        self.grants = grants
         self._service: McpService | None = None
         self._starting = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -41,7 +37,7 @@ class McpRuntime:
         async with self._starting:
             if self._service is None:
                 module = await asyncio.to_thread(importlib.import_module, "app.mcp.server")
-                service: McpService = module.McpService(self.parts, self.grants)
+                service: McpService = module.McpService(self.parts)
                 ready = asyncio.Event()
                 self._task = asyncio.create_task(self._run(service, ready), name="corkboard-mcp")
                 await ready.wait()
@@ -73,19 +69,12 @@ class McpRuntime:
 
 
 class McpEndpoint:
-    """The ASGI app at /mcp: the bearer token checked as for /v1, then the SDK."""
-
-    def __init__(self, grants: list[Grant]) -> None:
-        self.grants = grants
+    """The ASGI app at /mcp (a class: Starlette would wrap a function as a request
+    handler). The access layer (app.access) has authenticated the caller and left its
+    grant in the scope, as for /v1; app.mcp.server checks each call's namespaces."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["corkboard.route"] = "/mcp"  # the access log's and metrics' route label
-        if self.grants:
-            grant = authenticated(self.grants, scope)
-            if isinstance(grant, CorkboardError):
-                await error_response(grant)(scope, receive, send)
-                return
-            scope[GRANT_SCOPE_KEY] = grant
         runtime: McpRuntime = scope["state"]["mcp"]
         service = await runtime.service()
         await service.handle(scope, receive, send)

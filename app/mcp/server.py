@@ -2,12 +2,12 @@
 over streamable HTTP, serving the tools of app.mcp.tools and the resources
 ``corkboard://{ns}/kv/{key}`` with update notifications fed by the watch hub.
 
-Access is the /v1 access layer's: ``app.mcp.endpoint.McpEndpoint`` authenticates the bearer token of
-every HTTP request (401 without a valid one when tokens are configured) and keeps the
+Access is the /v1 access layer's (app.access): it authenticates the bearer token of
+every /mcp request (401 without a valid one when tokens are configured) and leaves the
 grant in the request scope; every tool's ``ns`` and every resource's namespace is then
-checked against that grant, ``read`` for reads and ``write`` for writes, before anything
-is touched. Both protocol eras are served: 2026-07-28 ``subscriptions/listen`` and the
-2025 ``resources/subscribe``.
+checked against that grant with ``authorize``, ``read`` for reads and ``write`` for
+writes, before anything is touched. Both protocol eras are served: 2026-07-28
+``subscriptions/listen`` and the 2025 ``resources/subscribe``.
 """
 
 from __future__ import annotations
@@ -31,16 +31,14 @@ from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
 from app import __version__
-from app.auth import Grant
+from app.access import OPEN, Grant, authorize
 from app.errors import (
     CorkboardError,
-    Forbidden,
     InvalidRequest,
     Unprocessable,
     error_response,
 )
 from app.events import EventFilter, Subscription
-from app.mcp.access import GRANT_SCOPE_KEY
 from app.mcp.tools import TOOLS, Parts
 from app.routers.kv import key_of, read_key
 from app.syntax import Pattern, check_namespace
@@ -102,9 +100,8 @@ class McpService:
     """The server, its session manager (run by the app's lifespan) and the resource
     subscriptions of 2025-era sessions."""
 
-    def __init__(self, parts: Parts, grants: list[Grant]) -> None:
+    def __init__(self, parts: Parts) -> None:
         self.parts = parts
-        self.grants = grants
         self.tools = {t.name: t for t in TOOLS}
         self.server: Server[Any] = Server(
             "corkboard",
@@ -136,23 +133,24 @@ class McpService:
 
     # -- access --------------------------------------------------------------------
 
-    def check(self, ctx: ServerRequestContext[Any, Any], ns: str, permission: str) -> None:
-        """Forbidden unless the caller's token grants ``permission`` on ``ns``."""
-        if not self.grants:
-            return  # no tokens configured: open, as /v1
+    @staticmethod
+    def grant_of(ctx: ServerRequestContext[Any, Any]) -> Grant | None:
+        """The grant the access layer left in the scope of the call's HTTP request."""
         request = ctx.request
-        grant = request.scope.get(GRANT_SCOPE_KEY) if request is not None else None
-        if not isinstance(grant, Grant) or not grant.allows(ns, permission):
-            raise Forbidden(f"This token does not grant {permission!r} on namespace {ns!r}.")
+        grant = request.scope.get("corkboard.grant") if request is not None else None
+        return grant if isinstance(grant, Grant) else None
+
+    def check(self, ctx: ServerRequestContext[Any, Any], ns: str, permission: str) -> None:
+        """Forbidden unless the caller's grant allows ``permission`` on ``ns``."""
+        authorize(self.grant_of(ctx), ns, permission)
 
     def readable_namespaces(self, ctx: ServerRequestContext[Any, Any]) -> list[str]:
         """The namespaces whose keys resources/list shows: those the token names
         exactly (not by a '*' pattern) and may read; 'default' without tokens."""
-        if not self.grants:
+        grant = self.grant_of(ctx)
+        if grant is OPEN:
             return ["default"]
-        request = ctx.request
-        grant = request.scope.get(GRANT_SCOPE_KEY) if request is not None else None
-        if not isinstance(grant, Grant):
+        if grant is None:
             return []
         names = [p.pattern.replace("\\", "") for p in grant.namespaces if ".*" not in p.pattern]
         return sorted(n for n in set(names) if grant.allows(n, "read"))

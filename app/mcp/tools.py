@@ -230,7 +230,8 @@ async def kv_patch(parts: Parts, a: KvPatch) -> dict[str, Any]:
         dump_json(a.initial, what="initial value") if "initial" in a.model_fields_set else None
     )
     result = await parts.backend.kv_update(
-        a.ns, key, patch_update(media, patch, parts.settings.max_value_bytes),
+        a.ns, key,
+        patch_update(media, patch, parts.settings.max_value_bytes, parts.settings.max_patch_ops),
         initial=initial, ttl_ms=_ttl_ms(a.ttl) if a.ttl is not None else None,
         condition=_condition(a.if_revision),
     )
