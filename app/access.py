@@ -39,6 +39,9 @@ UNSCOPED_PATHS = frozenset({"/v1/capabilities"})
 #: The only calls that may carry the token in the query string (EventSource cannot set
 #: headers); everywhere else a token in a URL would end up in logs and histories.
 QUERY_TOKEN_PATHS = frozenset({"/v1/watch", "/v1/events"})
+#: Faces outside /v1 whose callers are authenticated here but whose calls name their
+#: namespaces in their own arguments, each checked with ``authorize`` (MCP's tools).
+SELF_SCOPED_PATHS = frozenset({"/mcp"})
 _NS_PATTERN_RE = re.compile(r"[a-z0-9_*-]{1,63}")
 
 
@@ -206,7 +209,8 @@ class Access:
     """For every /v1 call: the query parsed once (``corkboard.query``), the namespace
     resolved once (``corkboard.ns``; None on calls of no namespace) and, when tokens are
     configured, the bearer token checked against it (401 without a valid token, 403 outside
-    its grant); ``corkboard.grant`` is the grant (``OPEN`` without tokens)."""
+    its grant); ``corkboard.grant`` is the grant (``OPEN`` without tokens). A call to a
+    self-scoped face (/mcp) is authenticated alike and gets its ``corkboard.grant``."""
 
     def __init__(self, app: ASGIApp, grants: list[Grant]) -> None:
         self.app = app
@@ -222,7 +226,11 @@ class Access:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith("/v1") or scope["method"] == "OPTIONS":
+        if (
+            scope["type"] != "http"
+            or not (path.startswith("/v1") or path in SELF_SCOPED_PATHS)
+            or scope["method"] == "OPTIONS"
+        ):
             await self.app(scope, receive, send)
             return
         try:
@@ -252,6 +260,9 @@ class Access:
                 )
             grant = found
             scope["corkboard.token"] = grant.name
+        if path in SELF_SCOPED_PATHS:
+            scope["corkboard.grant"] = grant
+            return
         ns = None if path in UNSCOPED_PATHS else check_namespace(query.get("ns", "default"))
         authorize(grant, ns, required_permission(method, path))
         scope["corkboard.ns"] = ns

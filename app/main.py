@@ -1,6 +1,7 @@
 """The application factory: ``create_app(settings)`` builds the app on any backend, and the
-lifespan starts the backend, its deadline sweeper and the watch hub, yields them as state,
-and closes them (the hub first, so every stream ends with a resume point).
+lifespan starts the backend, its deadline sweeper, the watch hub and the MCP session
+manager, yields them as state, and closes them (the hub first, so every stream ends with
+a resume point).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
+from starlette.routing import Route
 
 from app import __version__
 from app.access import Access, load_grants
@@ -24,6 +26,7 @@ from app.errors import BackendUnavailable, install_error_handlers
 from app.events import Hub
 from app.hotpath import HotPath
 from app.limits import BodyLimit
+from app.mcp import McpEndpoint, McpRuntime, Parts
 from app.methods import HeadAsGet
 from app.observability import AccessLog, Metrics, RequestObserver, configure_logging
 from app.openapi import build_openapi
@@ -107,10 +110,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.openapi()
         try:
             async with running_store(settings, backend) as store:
-                yield {
-                    "backend": backend, "settings": settings, "metrics": metrics,
-                    "artifacts": store, "hub": hub,
-                }
+                mcp = McpRuntime(Parts(backend, hub, store, settings))
+                try:
+                    yield {
+                        "backend": backend, "settings": settings, "metrics": metrics,
+                        "artifacts": store, "hub": hub, "mcp": mcp,
+                    }
+                finally:
+                    await mcp.close()
         finally:
             await hub.close()
             for task in (sweeper, flusher):
@@ -134,7 +141,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
-    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: build_openapi(  # type: ignore[method-assign]
+        app, max_list_limit=settings.max_list_limit
+    )
     # Pure-ASGI layers only (no BaseHTTPMiddleware: it buffers streams and halves
     # throughput). The last added runs first: CORS, observer, HEAD as GET, access
     # control, body limit, then the hot path in front of FastAPI's router. HEAD becomes
@@ -168,6 +177,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(artifacts.router)
     app.include_router(sessions.router)
     install_ui(app)
+    # MCP (API.md section 12): the SDK's streamable HTTP transport; the access layer
+    # authenticates its callers as /v1's.
+    app.router.routes.append(Route("/mcp", McpEndpoint(), methods=["GET", "POST", "DELETE"]))
     return app
 
 

@@ -134,6 +134,10 @@ async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 class ServiceProcess:
     """``python -m uvicorn app.main:app`` on a free port, configured by environment."""
 
+    #: Seconds to wait for /healthz: a loaded machine (2 cores, several suites) can take
+    #: over 20 s to import and start; a healthy start takes about one.
+    start_timeout: float = 60
+
     def __init__(
         self, env: dict[str, str], *, workers: int = 1, port: int | None = None,
         app: str = "app.main:app",
@@ -156,8 +160,8 @@ class ServiceProcess:
              "--timeout-graceful-shutdown", "5"],
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
         )
-        # Generous: a cold start takes seconds on a busy 2-core machine.
-        deadline = time.monotonic() + 60
+        # Generous by default: a cold start takes seconds on a busy 2-core machine.
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"service exited {self.proc.returncode}: {self.output()}")

@@ -57,6 +57,7 @@ from app.routers.common import (
     query_param,
     write_precondition,
 )
+from app.settings import Settings
 from app.syntax import check_key, duration_ms, now_ms, parse_count, parse_duration
 
 logger = logging.getLogger("corkboard.artifacts")
@@ -215,9 +216,7 @@ async def _pieces(reader: BlobReader, start: int, end: int, key: str) -> AsyncIt
 
 async def put_artifact(request: Request) -> Response:
     """Store the body as the artifact's content: 201 created, 200 replaced."""
-    backend = get_backend(request)
     settings = get_settings(request)
-    store = get_store(request)
     ns = namespace_of(request)
     key = artifact_key(request.path_params["key"])
     ttl_ms = duration_ms(parse_duration(query_param(request, "ttl")))
@@ -229,23 +228,44 @@ async def put_artifact(request: Request) -> Response:
     if declared is not None:
         if parse_count(declared, what="Content-Length") > limit:
             raise PayloadTooLarge(f"The artifact is {declared} bytes; the limit is {limit}.")
-    if condition.any:
-        # Refuse before the upload when we already know; the commit checks again.
-        check_artifact_condition(condition, await backend.artifact_get(ns, key))
-    result = await _upload(
-        request, backend, store, ns, key,
-        timeout=settings.artifact_upload_timeout_seconds, limit=limit,
-        content_type=content_type, ttl_ms=ttl_ms,
-        grace_ms=duration_ms(settings.artifact_grace_seconds) if store.needs_grace else 0,
-        condition=condition, fence=fence,
+    result = await store_artifact(
+        get_backend(request), settings, get_store(request), ns, key, request.stream(),
+        content_type=content_type, ttl_ms=ttl_ms, condition=condition, fence=fence,
     )
     return json_response(
         result.meta.to_json(), 201 if result.created else 200, {"ETag": result.meta.etag}
     )
 
 
+async def store_artifact(
+    backend: Backend,
+    settings: Settings,
+    store: BlobStore,
+    ns: str,
+    key: str,
+    body: AsyncIterator[bytes],
+    *,
+    content_type: str,
+    ttl_ms: int,
+    condition: ArtifactCondition,
+    fence: Fence | None,
+) -> ArtifactPut:
+    """Store ``body`` as the artifact (also MCP's artifact_put_text): streamed under the
+    limit and the upload timeout, committed with its precondition and fence."""
+    if condition.any:
+        # Refuse before the upload when we already know; the commit checks again.
+        check_artifact_condition(condition, await backend.artifact_get(ns, key))
+    return await _upload(
+        body, backend, store, ns, key,
+        timeout=settings.artifact_upload_timeout_seconds, limit=settings.max_artifact_bytes,
+        content_type=content_type, ttl_ms=ttl_ms,
+        grace_ms=duration_ms(settings.artifact_grace_seconds) if store.needs_grace else 0,
+        condition=condition, fence=fence,
+    )
+
+
 async def _upload(
-    request: Request,
+    body: AsyncIterator[bytes],
     backend: Backend,
     store: BlobStore,
     ns: str,
@@ -270,7 +290,7 @@ async def _upload(
         writer = await store.create(blob)
         try:
             async with asyncio.timeout(timeout):
-                written = await write_stream(writer, request.stream(), limit)
+                written = await write_stream(writer, body, limit)
         except TimeoutError as exc:
             raise RequestTimeout(
                 f"The upload did not finish within {timeout:g}s; nothing was stored."
@@ -408,10 +428,13 @@ _READ_PARAMS: list[dict[str, Any]] = [
     {"name": "If-Range", "in": "header", "required": False, "schema": {"type": "string"},
      "description": "Honour Range only if the ETag is still this one"},
 ]
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+#: The bytes as stored, under the Content-Type they were uploaded with.
+_BYTES = {"application/octet-stream": _BINARY, "*/*": _BINARY}
 _READ_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "The content", "content": {"application/octet-stream": {}}},
-    206: {"description": "The requested range (Content-Range)",
-          "content": {"application/octet-stream": {}}},
+    200: {"description": "The content, with the Content-Type it was uploaded with",
+          "content": _BYTES},
+    206: {"description": "The requested range (Content-Range)", "content": _BYTES},
     304: {"description": "Not modified (If-None-Match)"},
     404: {"model": Problem, "description": "No such artifact"},
     412: {"model": Problem, "description": "If-Match failed; `current` is the metadata"},
@@ -423,6 +446,7 @@ router.add_api_route(
     "/artifacts/{key:key}",
     get_artifact,
     methods=["GET"],
+    response_class=Response,  # documents no JSON 200 (the endpoint returns its own)
     responses=_READ_RESPONSES,
     summary="Download an artifact",
     openapi_extra={"parameters": _READ_PARAMS},
@@ -431,7 +455,9 @@ router.add_api_route(
     "/artifacts/{key:key}",
     head_artifact,
     methods=["HEAD"],
-    responses=_READ_RESPONSES,
+    response_class=Response,
+    responses={**_READ_RESPONSES, 200: {"description": "The headers of the content"},
+               206: {"description": "The headers of the range"}},
     summary="An artifact's headers, without the content",
     openapi_extra={"parameters": _READ_PARAMS},
 )
@@ -462,7 +488,7 @@ router.add_api_route(
         ],
         "requestBody": {
             "required": True,
-            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            "content": _BYTES,
             "description": "The raw bytes; Content-Type is kept (default "
             "application/octet-stream)",
         },

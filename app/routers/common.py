@@ -58,6 +58,13 @@ class PageRequest:
     def next_cursor(last: str | None) -> str | None:
         return encode_cursor(last) if last else None
 
+    @classmethod
+    def parse(cls, pattern: str, limit: int, cursor: str | None, maximum: int) -> PageRequest:
+        """A page checked: the pattern's syntax, 1 <= limit <= maximum, a cursor given out."""
+        if not 1 <= limit <= maximum:
+            raise InvalidRequest(f"limit must be between 1 and {maximum}.")
+        return cls(Pattern.compile(pattern), limit, decode_cursor(cursor) if cursor else None)
+
 
 def get_page_request(
     request: Request,
@@ -65,10 +72,7 @@ def get_page_request(
     limit: Annotated[int, Query(ge=1, description="Page size (at most max_list_limit)")] = 100,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> PageRequest:
-    maximum = get_settings(request).max_list_limit
-    if limit > maximum:
-        raise InvalidRequest(f"limit may be at most {maximum}.")
-    return PageRequest(Pattern.compile(pattern), limit, decode_cursor(cursor) if cursor else None)
+    return PageRequest.parse(pattern, limit, cursor, get_settings(request).max_list_limit)
 
 
 BackendDep = Annotated[Backend, Depends(get_backend)]

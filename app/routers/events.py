@@ -27,6 +27,7 @@ from app.events import (
     SHUTDOWN_GRACE_SECONDS,
     EventFilter,
     Frame,
+    Hub,
     Subscription,
     synced_frame,
 )
@@ -227,6 +228,16 @@ async def poll_events(
     if wait_s > MAX_WAIT_SECONDS:
         raise InvalidTTL(f"wait may be at most {MAX_WAIT_SECONDS:.0f}s.")
     flt = EventFilter.parse(pattern, types, session)
+    found, revision = await poll(hub, ns, flt, since, wait_s, limit)
+    body = b'{"events":[' + b",".join(f.data for f in found) + b'],"revision":%d}' % revision
+    return json_response(body)
+
+
+async def poll(
+    hub: Hub, ns: str, flt: EventFilter, since: int, wait_s: float, limit: int
+) -> tuple[list[Frame], int]:
+    """The long poll (also MCP's wait_for_change): the matching events after ``since``
+    at once, else the first within ``wait_s``; and the revision to continue from."""
     deadline = time.monotonic() + wait_s
     sub = await hub.subscribe(ns, flt, since, page=limit, live=wait_s > 0)
     found: list[Frame] = []
@@ -242,8 +253,7 @@ async def poll_events(
         revision = sub.last if found else sub.position
     finally:
         sub.close()
-    body = b'{"events":[' + b",".join(f.data for f in found) + b'],"revision":%d}' % revision
-    return json_response(body)
+    return found, revision
 
 
 @router.get("/debug/watch", include_in_schema=False)

@@ -5,13 +5,14 @@ Request and return a Response, and app.hotpath serves them ahead of FastAPI's ro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Body, Query, Request
 from starlette.responses import Response
 
-from app.backends.base import KeyEntry, PutResult
+from app.backends.base import Backend, KeyEntry, PutResult
 from app.errors import InvalidRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
 from app.models import IncrementRequest, KeyEntryModel, KeyHistory, KeyList, Problem, TouchRequest
 from app.patching import json_patch, merge_patch
@@ -87,7 +88,7 @@ def value_from_body(body: bytes, mt: str, limit: int) -> bytes:
         except UnicodeDecodeError as exc:
             raise InvalidRequest("A text/plain value must be valid UTF-8.") from exc
     elif mt == "" or is_json_media(mt):
-        value = dump_json(parse_json(body))
+        return stored_value(parse_json(body), limit)
     else:
         raise UnsupportedMediaType(
             f"Content-Type {mt!r} is not accepted: send application/json, or text/plain to "
@@ -96,6 +97,45 @@ def value_from_body(body: bytes, mt: str, limit: int) -> bytes:
     if len(value) > limit:
         raise PayloadTooLarge(f"The value is {len(value)} bytes; the limit is {limit}.")
     return value
+
+
+def stored_value(value: Any, limit: int) -> bytes:
+    """The stored JSON bytes of a client's value, refused with 413 over ``limit``."""
+    encoded = dump_json(value)
+    if len(encoded) > limit:
+        raise PayloadTooLarge(f"The value is {len(encoded)} bytes; the limit is {limit}.")
+    return encoded
+
+
+async def read_key(backend: Backend, ns: str, key: str, revision: int | None) -> KeyEntry:
+    """The key's entry (at ``revision`` while kept); 404 otherwise."""
+    entry = await backend.kv_get(ns, key, revision)
+    if entry is None:
+        if revision is not None:
+            raise NotFound(f"Key {key!r} has no kept revision at or below {revision}.")
+        raise NotFound(f"Key {key!r} does not exist.")
+    return entry
+
+
+def patch_update(
+    media: str, patch: Any, limit: int, max_ops: int
+) -> Callable[[bytes], bytes]:
+    """The update applying a merge patch (MERGE_PATCH) or a JSON patch (at most
+    ``max_ops`` operations) to a stored value, refusing a result over ``limit`` bytes."""
+
+    def update(current: bytes) -> bytes:
+        document = orjson.loads(current)
+        patched = (
+            merge_patch(document, patch)
+            if media == MERGE_PATCH
+            else json_patch(document, patch, max_ops=max_ops, max_bytes=limit)
+        )
+        out = dump_json(patched, what="patched value")
+        if len(out) > limit:
+            raise PayloadTooLarge(f"The patched value is {len(out)} bytes; the limit is {limit}.")
+        return out
+
+    return update
 
 
 # -- the hot path (see hot_routes) ------------------------------------------------------
@@ -108,11 +148,7 @@ async def get_key(request: Request) -> Response:
     key = key_of(request.path_params["key"])
     raw_revision = query_param(request, "revision")
     revision = None if raw_revision is None else parse_count(raw_revision, what="revision")
-    entry = await backend.kv_get(ns, key, revision)
-    if entry is None:
-        if revision is not None:
-            raise NotFound(f"Key {key!r} has no kept revision at or below {revision}.")
-        raise NotFound(f"Key {key!r} does not exist.")
+    entry = await read_key(backend, ns, key, revision)
     if_none_match = request.headers.get("if-none-match")
     if if_none_match is not None and if_none_match.strip() != "*":
         try:
@@ -269,9 +305,19 @@ router.add_api_route(
         "parameters": [_IF_MATCH, *FENCE_PARAMETERS],
         "requestBody": {
             "required": True,
+            # One schema per media type. The JSON Patch's operations are described in
+            # prose, not as `items`: openapi-python-client dispatches a body of several
+            # media types with isinstance(), which a list[...] type breaks, so with
+            # `items` no generated PATCH call would work at all (it keeps the merge patch).
             "content": {
-                MERGE_PATCH: {"schema": {}},
-                JSON_PATCH: {"schema": {"type": "array", "items": {"type": "object"}}},
+                MERGE_PATCH: {"schema": {
+                    "description": "RFC 7396 merge patch: an object's members are merged "
+                    "(null removes one); any other JSON value replaces the value"}},
+                JSON_PATCH: {"schema": {
+                    "type": "array",
+                    "description": "RFC 6902 operations, each {op: add|remove|replace|move|"
+                    "copy|test, path, value?, from?}; a failed test is 412",
+                }},
             },
         },
     },
@@ -300,22 +346,9 @@ async def patch_key(
         else None
     )
     ttl_ms = duration_ms(parse_duration(ttl)) if ttl is not None else None
-    limit = settings.max_value_bytes
-
-    def update(current: bytes) -> bytes:
-        document = orjson.loads(current)
-        patched = (
-            merge_patch(document, patch)
-            if mt == MERGE_PATCH
-            else json_patch(document, patch, max_ops=settings.max_patch_ops, max_bytes=limit)
-        )
-        out = dump_json(patched, what="patched value")
-        if len(out) > limit:
-            raise PayloadTooLarge(f"The patched value is {len(out)} bytes; the limit is {limit}.")
-        return out
-
     result = await backend.kv_update(
-        ns, key, update, initial=initial_value, ttl_ms=ttl_ms,
+        ns, key, patch_update(mt, patch, settings.max_value_bytes, settings.max_patch_ops),
+        initial=initial_value, ttl_ms=ttl_ms,
         condition=condition_from_headers(request.headers),
         fence=fence_from_headers(request.headers),
     )

@@ -31,6 +31,7 @@ from app.routers.common import (
     parse_json,
     read_body,
 )
+from app.settings import Settings
 from app.syntax import LOCK_ACTIONS, Pattern, check_key, duration_ms, parse_duration
 
 DEFAULT_TTL_SECONDS = 30.0
@@ -154,6 +155,26 @@ async def _set_when_disconnected(request: Request, gone: asyncio.Event) -> None:
         gone.set()
 
 
+def acquire_request(body: LockAcquireRequest, settings: Settings) -> LockRequest:
+    """What the lock engine takes for an acquire body: durations and the entry checked."""
+    ttl_s = parse_duration(body.ttl) if body.ttl is not None else DEFAULT_TTL_SECONDS
+    wait_s = parse_duration(body.wait, what="wait")
+    if wait_s > MAX_WAIT_SECONDS:
+        raise InvalidTTL(f"wait may be at most {MAX_WAIT_SECONDS:.0f}s.")
+    limit = settings.max_value_bytes
+    entry = dump_json(body.entry, what="entry", location="entry")
+    if len(entry) > limit:
+        raise PayloadTooLarge(f"The entry is {len(entry)} bytes; the limit is {limit}.")
+    return LockRequest(
+        owner=body.owner, ttl_ms=duration_ms(ttl_s), mode=body.mode, entry=entry,
+        wait_s=wait_s, max_pending=settings.lock_max_pending,
+    )
+
+
+def refresh_ttl_ms(body: LockRefreshRequest) -> int | None:
+    return duration_ms(parse_duration(body.ttl)) if body.ttl is not None else None
+
+
 def namespace_scope() -> str:
     """Namespace locks have the empty scope."""
     return ""
@@ -208,8 +229,9 @@ def lock_router(
     ) -> Response:
         name = lock_name(name)
         body = _validated(LockRefreshRequest, await read_body(request, SMALL_BODY_BYTES))
-        ttl_ms = duration_ms(parse_duration(body.ttl)) if body.ttl is not None else None
-        info = await backend.lock_refresh(ns, scope, name, body.owner, body.token, ttl_ms)
+        info = await backend.lock_refresh(
+            ns, scope, name, body.owner, body.token, refresh_ttl_ms(body)
+        )
         return json_response(orjson.dumps({"status": "refreshed", **info.as_dict()}))
 
     @router.post(
@@ -269,18 +291,8 @@ def lock_router(
         name = lock_name(name)
         limit = settings.max_value_bytes
         body = _validated(LockAcquireRequest, await read_body(request, limit + SMALL_BODY_BYTES))
-        ttl_s = parse_duration(body.ttl) if body.ttl is not None else DEFAULT_TTL_SECONDS
-        wait_s = parse_duration(body.wait, what="wait")
-        if wait_s > MAX_WAIT_SECONDS:
-            raise InvalidTTL(f"wait may be at most {MAX_WAIT_SECONDS:.0f}s.")
-        entry = dump_json(body.entry, what="entry", location="entry")
-        if len(entry) > limit:
-            raise PayloadTooLarge(f"The entry is {len(entry)} bytes; the limit is {limit}.")
-        lock_request = LockRequest(
-            owner=body.owner, ttl_ms=duration_ms(ttl_s), mode=body.mode, entry=entry,
-            wait_s=wait_s, max_pending=settings.lock_max_pending,
-        )
-        if body.mode == "exclusive" and wait_s > 0:
+        lock_request = acquire_request(body, settings)
+        if body.mode == "exclusive" and lock_request.wait_s > 0:
             # Servers do not cancel a handler whose client left: watch for it, so a waiter
             # that is gone leaves the line instead of claiming the lock and its entries.
             gone = asyncio.Event()

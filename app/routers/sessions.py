@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 from starlette.responses import Response
 
-from app.backends.base import Backend
+from app.backends.base import Backend, Fence
 from app.backends.sessions import STATE_KINDS, StateKind, Variable, WriteOutcome
 from app.errors import (
     InvalidRequest,
@@ -474,12 +474,23 @@ async def patch_values(
 ) -> Response:
     check_json_body(request)
     body = validated(BatchWriteRequest, await read_body(request, settings.max_snapshot_bytes))
+    result = await write_values(
+        backend, settings, ns, sid, body, fence=fence_from_headers(request.headers)
+    )
+    return json_response(orjson.dumps(result))
+
+
+async def write_values(
+    backend: Backend, settings: Settings, ns: str, sid: str, body: BatchWriteRequest,
+    *, fence: Fence | None,
+) -> dict[str, Any]:
+    """A batch write (also MCP's session_set_variables): one revision, all or nothing
+    (422 listing each name's error) or partial; the answer of PATCH .../values."""
     updates = [(check_ident(ident), value) for ident, value in body.updates.items()]
     for ident, value in updates:
         encoded_value(value, settings.max_value_bytes, f"value of {ident!r}")
     outcome = await backend.var_write(
-        ns, sid, updates, metadata=body.metadata, atomic=body.atomic, batch=True,
-        fence=fence_from_headers(request.headers),
+        ns, sid, updates, metadata=body.metadata, atomic=body.atomic, batch=True, fence=fence,
     )
     if body.atomic and outcome.errors:
         codes = {e["code"] for e in outcome.errors.values()}
@@ -487,13 +498,13 @@ async def patch_values(
         listed = "; ".join(e["message"] for e in outcome.errors.values())
         raise Unprocessable(f"Nothing was written: {listed}", code=code, errors=outcome.errors)
     written = [ident for ident, _ in updates if ident not in outcome.errors]
-    return json_response(orjson.dumps({
+    return {
         "updated": written,
         "errors": outcome.errors,
         "revision": outcome.revision,
         "versions": {ident: v.version for ident, v in zip(written, outcome.updated,
                                                           strict=True)},
-    }))
+    }
 
 
 # -- chat state ------------------------------------------------------------------------
@@ -646,8 +657,11 @@ def _state_routes(kind: StateKind) -> None:
         return Response(status_code=204)
 
     body = {"required": True, "content": {"application/json": {"schema": state_schema}}}
-    patch_body = {"required": True, "content": {MERGE_PATCH: {"schema": state_schema},
-                                                "application/json": {"schema": state_schema}}}
+    # One named schema for both media types: generated clients make one model of it
+    # (two inline objects would be two models of one name).
+    state_ref = {"$ref": "#/components/schemas/StateMap"}
+    patch_body = {"required": True, "content": {MERGE_PATCH: {"schema": state_ref},
+                                                "application/json": {"schema": state_ref}}}
     created: dict[int | str, dict[str, Any]] = {201: {"description": "Created", "content": {
         "application/json": {"schema": state_schema}}}}
     router.add_api_route(

@@ -7,7 +7,12 @@ local head = redis.call('XRANGE', PFX .. 'log', '-', '+', 'COUNT', 1)
 local first = 0
 if #head > 0 then first = tonumber(string.match(head[1][1], '^(%d+)')) end
 local out = {current, first}
-local rows = redis.call('XRANGE', PFX .. 'log', '(' .. after .. '-0', '+', 'COUNT', count)
+-- Nothing is after a revision beyond the current one; and the ID is built from the
+-- argument's digits, as tostring() of a number past 2^53 is not an integer (503 before).
+local rows = {}
+if after <= current then
+  rows = redis.call('XRANGE', PFX .. 'log', '(' .. ARGV[4] .. '-0', '+', 'COUNT', count)
+end
 for i = 1, #rows do
   local f = rows[i][2]
   local m = {}
