@@ -26,7 +26,7 @@ from app.hotpath import HotPath
 from app.limits import BodyLimit
 from app.observability import AccessLog, Metrics, RequestObserver, configure_logging
 from app.openapi import build_openapi
-from app.routers import artifacts, events, kv, locks, service, sessions
+from app.routers import artifacts, events, kv, leases, locks, service, sessions, txn
 from app.settings import Settings
 
 logger = logging.getLogger("corkboard")
@@ -152,6 +152,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.include_router(service.router)
     app.include_router(events.router)
+    app.include_router(txn.router)
+    app.include_router(leases.router)
     app.include_router(kv.list_router)
     app.include_router(kv.router)
     app.include_router(locks.router)

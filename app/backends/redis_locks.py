@@ -17,6 +17,7 @@ import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from app.backends.base_txn import lease_not_found
 from app.backends.locking import (
     LockInfo,
     LockOutcome,
@@ -85,7 +86,7 @@ class RedisLocks:
             return await self.run(
                 "lock_acquire", ns, scope, name, request.owner, request.ttl_ms, request.mode,
                 request.entry, request.max_pending, ticket, round(request.wait_s * 1000),
-                name_of_step, item,
+                name_of_step, item, request.lease or "",
             )
 
         reply = await step("try")
@@ -110,7 +111,7 @@ class RedisLocks:
                 await step("cancel", item)
                 raise client_gone(name)
             reply = await step("wake" if woke else "final", item)
-        return _outcome(name, reply)
+        return _outcome(name, reply, request.lease)
 
     async def _lock_block(
         self, ns: str, ticket: str, timeout: float, gone: asyncio.Event | None
@@ -208,10 +209,12 @@ def _finish_withdrawal(tasks: set[asyncio.Task[Any]]) -> Any:
     return done
 
 
-def _outcome(name: str, reply: Sequence[Any]) -> LockOutcome:
+def _outcome(name: str, reply: Sequence[Any], lease: str | None = None) -> LockOutcome:
     status = _s(reply[0])
     if status == "acquired":
         return LockOutcome("acquired", _info(name, reply), _entries(reply, 6))
+    if status == "lease_not_found":
+        raise lease_not_found(lease or "")
     if status == "queued":
         return LockOutcome("queued", position=int(reply[1]))
     if status == "debounced":

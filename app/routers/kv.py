@@ -14,7 +14,6 @@ from starlette.responses import Response
 from app.backends.base import KeyEntry, PutResult
 from app.errors import InvalidRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
 from app.models import IncrementRequest, KeyEntryModel, KeyHistory, KeyList, Problem, TouchRequest
-from app.patching import json_patch, merge_patch
 from app.routers.common import (
     FENCE_PARAMETERS,
     KEY_PARAMETER,
@@ -36,7 +35,8 @@ from app.routers.common import (
     parse_json,
     read_body,
 )
-from app.syntax import KV_ACTIONS, check_key, duration_ms, parse_duration, parse_etag
+from app.syntax import KV_ACTIONS, check_id, check_key, duration_ms, parse_duration, parse_etag
+from app.txn import patched
 
 router = APIRouter(prefix="/v1/kv", tags=["keys"])
 
@@ -54,6 +54,11 @@ _IF_MATCH: dict[str, Any] = {
     "name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
     "description": 'Write only if the key is at this revision ("12"), or exists (*)',
 }
+_LEASE: dict[str, Any] = {
+    "name": "lease", "in": "query", "required": False, "schema": {"type": "string"},
+    "description": "Attach the key to this live lease (not with ttl); a write without it "
+                   "takes the key off its lease",
+}
 _IF_NONE_MATCH_WRITE: dict[str, Any] = {
     "name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"},
     "description": "* : write only if the key does not exist",
@@ -62,6 +67,17 @@ _IF_NONE_MATCH_WRITE: dict[str, Any] = {
 
 def key_of(key: str) -> str:
     return check_key(key, actions=KV_ACTIONS)
+
+
+def lease_of(lease: str | None, ttl: str | None) -> str | None:
+    """The ``?lease=`` of a write, checked; with ``?ttl=`` as well it is 400."""
+    if lease is None:
+        return None
+    if ttl is not None:
+        raise InvalidRequest(
+            "Give ttl or lease, not both: a key on a lease lives as long as the lease."
+        )
+    return check_id(lease, what="lease id")
 
 
 def entry_response(entry: KeyEntry, status_code: int = 200) -> Response:
@@ -127,14 +143,18 @@ async def put_key(request: Request) -> Response:
     settings = get_settings(request)
     ns = namespace_of(request)
     key = key_of(request.path_params["key"])
-    ttl = request.query_params.get("ttl") if request.scope["query_string"] else None
+    query = request.query_params if request.scope["query_string"] else None
+    ttl = query.get("ttl") if query is not None else None
     ttl_ms = duration_ms(parse_duration(ttl))
+    lease = lease_of(query.get("lease"), ttl) if query is not None else None
     condition = condition_from_headers(request.headers)
     fence = fence_from_headers(request.headers)
     limit = settings.max_value_bytes
     body = await read_body(request, limit + 1024, what="value")
     value = value_from_body(body, media_type(request), limit)
-    result = await backend.kv_put(ns, key, value, ttl_ms=ttl_ms, condition=condition, fence=fence)
+    result = await backend.kv_put(
+        ns, key, value, ttl_ms=ttl_ms, condition=condition, fence=fence, lease=lease
+    )
     return put_response(result)
 
 
@@ -241,7 +261,7 @@ router.add_api_route(
             KEY_PARAMETER, NS_PARAMETER,
             {"name": "ttl", "in": "query", "required": False, "schema": {"type": "string"},
              "description": "Seconds (30, 0.25) or a duration ('250ms', '5m'); 0 = none"},
-            _IF_MATCH, _IF_NONE_MATCH_WRITE, *FENCE_PARAMETERS,
+            _LEASE, _IF_MATCH, _IF_NONE_MATCH_WRITE, *FENCE_PARAMETERS,
         ],
         "requestBody": {
             "required": True,
@@ -283,8 +303,14 @@ async def patch_key(
         str | None, Query(description="JSON starting value when the key is missing")
     ] = None,
     ttl: Annotated[str | None, Query(description="New expiry; absent keeps the current")] = None,
+    lease: Annotated[
+        str | None,
+        Query(description="Attach the key to this live lease (not with ttl); absent keeps "
+                          "the key's expiry and lease"),
+    ] = None,
 ) -> Response:
     key = key_of(key)
+    lease = lease_of(lease, ttl)
     mt = media_type(request)
     if mt not in (MERGE_PATCH, JSON_PATCH):
         raise UnsupportedMediaType(
@@ -299,18 +325,15 @@ async def patch_key(
     ttl_ms = duration_ms(parse_duration(ttl)) if ttl is not None else None
     limit = settings.max_value_bytes
 
+    kind = "merge" if mt == MERGE_PATCH else "json_patch"
+
     def update(current: bytes) -> bytes:
-        document = orjson.loads(current)
-        patched = merge_patch(document, patch) if mt == MERGE_PATCH else json_patch(document, patch)
-        out = dump_json(patched, what="patched value")
-        if len(out) > limit:
-            raise PayloadTooLarge(f"The patched value is {len(out)} bytes; the limit is {limit}.")
-        return out
+        return patched(current, kind, patch, limit)
 
     result = await backend.kv_update(
         ns, key, update, initial=initial_value, ttl_ms=ttl_ms,
         condition=condition_from_headers(request.headers),
-        fence=fence_from_headers(request.headers),
+        fence=fence_from_headers(request.headers), lease=lease,
     )
     return put_response(result)
 

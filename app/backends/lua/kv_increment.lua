@@ -34,4 +34,4 @@ if e then
 elseif tonumber(ARGV[8]) > 0 then
   ea = NOW + tonumber(ARGV[8])
 end
-return reply('ok', key, write_entry(key, e, out, ea))
+return reply('ok', key, write_entry(key, e, out, ea, e and e.ls))

@@ -1,4 +1,5 @@
 -- Acquire a lock, queue or debounce an entry, or wait in line. ARGV[4] scope, [5] name,
+-- [15] a lease to hold it on ('' none; never with waiting): {'lease_not_found'} unless live;
 -- [6] owner, [7] ttl ms (0 none), [8] mode, [9] entry JSON, [10] most pending entries,
 -- [11] waiter ticket ('' = no waiting), [12] wait ms, [13] step, [14] the waiter's queue
 -- item on steps after 'try'. Steps: 'try' (first call), 'wake' (the waiter's wake list
@@ -10,8 +11,13 @@ local scope, name, owner = ARGV[4], ARGV[5], ARGV[6]
 local ttl, mode, entry, max_pending = tonumber(ARGV[7]), ARGV[8], ARGV[9], tonumber(ARGV[10])
 local ticket, wait, step, item = ARGV[11], tonumber(ARGV[12]), ARGV[13], ARGV[14]
 local sn = lk_sn(scope, name)
+local lease = ARGV[15] or ''
+if lease ~= '' and not TX.lease_live(lease) then return {'lease_not_found'} end
 
 local function acquired(h, items)
+  if lease ~= '' then
+    redis.call('SADD', PFX .. 'leasel:' .. lease, sn .. '|' .. string.format('%d', h.token))
+  end
   local out = lk_fields({'acquired'}, h, sn)
   for i = 1, #items do out[#out + 1] = items[i] end
   return out
