@@ -92,8 +92,7 @@ class MemoryLeases:
     def _held_locks(self, ns: str, lease: LeaseState) -> list[LeaseLock]:
         st = self._ns(ns)
         found = []
-        # In the order of 'scope|name|token' strings, as on Redis.
-        for scope, name, token in sorted(lease.locks, key=lambda t: f"{t[0]}|{t[1]}|{t[2]}"):
+        for scope, name, token in sorted(lease.locks):  # namespace locks, then by session
             holder = st.locks.get((scope, name))
             if holder is not None and holder.token == token:
                 found.append(LeaseLock(name, scope, holder.owner, token))

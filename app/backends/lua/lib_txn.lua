@@ -57,16 +57,19 @@ function TX.lease_keys(id)
   return keys, entries
 end
 
--- The locks held on the lease (sorted by 'scope|name|token'): {scope, name, holder}.
+-- The locks held on the lease, sorted by scope then name: {scope, name, holder}.
 function TX.lease_locks(id)
   local members = redis.call('SMEMBERS', PFX .. 'leasel:' .. id)
-  table.sort(members)
   local held = {}
   for i = 1, #members do
     local scope, name, token = string.match(members[i], '^([^|]*)|([^|]*)|(%d+)$')
     local h = scope and lk_load(scope, name)
     if h and h.token == tonumber(token) then held[#held + 1] = {scope, name, h} end
   end
+  table.sort(held, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end)
   return held
 end
 
