@@ -75,7 +75,10 @@ class MemoryTxn:
         now = now_ms()
         self.fence_holds(ns, fence, now)
         st = self._ns(ns)
-        for key in {*txn.read_keys(), *(op.key for op in (*txn.success, *txn.failure))}:
+        # Keys past their deadline expire first, each with its event, in the order the
+        # Redis script visits them: the keys read, then the ops' keys.
+        for key in dict.fromkeys([*txn.read_keys(),
+                                  *(op.key for op in (*txn.success, *txn.failure))]):
             self._expire_if_due(ns, key, now)
         entries = {key: st.keys.get(key) for key in txn.read_keys()}
         held = [self._lock_token_holds(ns, c.scope, c.name, c.token, now)
