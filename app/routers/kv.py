@@ -254,6 +254,7 @@ router.add_api_route(
     response_model=KeyEntryModel,
     status_code=200,
     responses={201: {"model": KeyEntryModel, "description": "Created"},
+               404: {"model": Problem, "description": "lease_not_found: `lease` is not live"},
                415: {"model": Problem}, **_ERRORS},
     summary="Store a value",
     openapi_extra={
