@@ -13,8 +13,10 @@ validation errors and Starlette's routing errors into that one shape::
      +-- Unauthorized                   401     unauthorized
      +-- Forbidden                      403     forbidden
      +-- NotFound                       404     not_found
+     |    +-- LeaseNotFound             404     lease_not_found
      +-- Conflict                       409     (already_exists, lock_held, not_owner,
-     |                                           lock_not_held, stale_fence)
+     |    |                                      lock_not_held, stale_fence)
+     |    +-- TooManyKeys               409     too_many_keys
      +-- RequestTimeout                 408     request_timeout
      +-- PreconditionFailed             412     revision_mismatch | already_exists
      +-- PayloadTooLarge                413     payload_too_large
@@ -140,6 +142,18 @@ class Conflict(CorkboardError):
 
 class StaleFence(Conflict):
     code = "stale_fence"
+
+
+class LeaseNotFound(NotFound):
+    """The lease does not exist: never granted, revoked, or expired."""
+
+    code = "lease_not_found"
+
+
+class TooManyKeys(Conflict):
+    """A pattern delete would remove more keys than one call may (nothing is deleted)."""
+
+    code = "too_many_keys"
 
 
 class RequestTimeout(CorkboardError):

@@ -33,6 +33,7 @@ import orjson
 
 from app.backends.base import Backend, ChangeEvent, KeyEntry
 from app.errors import AtCapacity, BackendUnavailable, InvalidRequest
+from app.event_changes import COMPOUND_TYPES, filtered_data, kv_changes
 from app.syntax import MATCH_ALL, Pattern, check_id, iso_ms
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("corkboard.events")
 
 #: The families of event types; ``types=`` accepts these or full types like ``kv.put``.
-EVENT_PREFIXES = ("kv", "variable", "lock", "session", "artifact")
+EVENT_PREFIXES = ("kv", "variable", "lock", "session", "artifact", "txn", "lease")
 #: Events read from the backend log per call.
 LOG_PAGE = 1000
 #: Frames handed to one stream per write at most (they are joined into one send).
@@ -95,6 +96,23 @@ class EventFilter:
 
     def matches(self, event: ChangeEvent) -> bool:
         return self.accepts(event.type, event.key, event.session)
+
+    def frame(self, event: ChangeEvent, shared: Frame | None = None) -> Frame | None:
+        """The event's frame as this watcher sees it, or None when it does not match.
+
+        A compound event (txn, lease end) keeps only the changes that match; ``shared``
+        is the event's unfiltered frame when one was built already.
+        """
+        if event.type not in COMPOUND_TYPES:
+            if not self.matches(event):
+                return None
+            return shared or Frame.of_event(event)
+        data = filtered_data(event, self.pattern, self.types, self.session)
+        if data is None:
+            return None
+        if data is event.data:
+            return shared or Frame.of_event(event)
+        return Frame(EVENT, event.revision, data, sse_frame(event.revision, event.type, data))
 
 
 # -- frames ----------------------------------------------------------------------------
@@ -325,12 +343,13 @@ class Feed:
         for event in events:
             frame: Frame | None = None
             for flt, group in self.groups.items():
-                if not flt.matches(event):
+                seen = flt.frame(event, frame)
+                if seen is None:
                     continue
-                if frame is None:
-                    frame = Frame.of_event(event)
+                if seen.data is event.data:
+                    frame = seen  # the unfiltered frame, shared by every group it suits
                 for watcher in group:
-                    if not watcher.offer(frame):
+                    if not watcher.offer(seen):
                         overflowed.append(watcher)
         self.position = events[-1].revision
         self._detach_all(overflowed)
@@ -561,7 +580,11 @@ class Hub:
                 if event.revision > last:
                     break
                 position = event.revision
-                if event.type.startswith("kv.") and pattern.matches(event.key):
+                if event.type in COMPOUND_TYPES:
+                    for change in kv_changes(event):
+                        if pattern.matches(change.key):
+                            _replay(entries, change)
+                elif event.type.startswith("kv.") and pattern.matches(event.key):
                     _replay(entries, event)
             if batch.events[-1].revision >= last:
                 break
@@ -690,8 +713,9 @@ class Subscription:
             if bound is not None and event.revision > bound:
                 reached = True
                 break
-            if flt.matches(event):
-                frames.append(Frame.of_event(event))
+            seen = flt.frame(event)
+            if seen is not None:
+                frames.append(seen)
             self.last = event.revision
         if self.phase == CATCHUP:
             if len(batch.events) < self.page:

@@ -30,7 +30,7 @@ from app.mcp import McpEndpoint, McpRuntime, Parts
 from app.methods import HeadAsGet
 from app.observability import AccessLog, Metrics, RequestObserver, configure_logging
 from app.openapi import build_openapi
-from app.routers import artifacts, events, kv, locks, service, sessions
+from app.routers import artifacts, events, kv, leases, locks, service, sessions, txn
 from app.settings import Settings
 from app.ui import install_ui
 
@@ -171,6 +171,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.include_router(service.router)
     app.include_router(events.router)
+    app.include_router(txn.router)
+    app.include_router(leases.router)
     app.include_router(kv.list_router)
     app.include_router(kv.router)
     app.include_router(locks.router)

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     max_patch_ops: int = Field(
         1000, ge=1, le=100_000, description="Operations in one JSON Patch"
     )
+    max_txn_ops: int = Field(
+        128, ge=1, le=10_000,
+        description="Compares, and ops per branch, in one transaction (POST /v1/txn)",
+    )
     max_value_bytes: int = Field(1_048_576, ge=1, description="Largest key value, in bytes")
     max_artifact_bytes: int = Field(67_108_864, ge=1, description="Largest artifact, in bytes")
     max_snapshot_bytes: int = Field(

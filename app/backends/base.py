@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from app.backends.base_txn import TxnStore
 from app.backends.locking import LockInfo, LockOutcome, LockRelease, LockRequest
 from app.errors import PreconditionFailed, QuotaExceeded, StaleFence
 from app.syntax import Pattern, iso_ms
@@ -237,7 +238,7 @@ def apply_update(update: ValueUpdate, base: bytes, current: KeyEntry | None) -> 
         raise
 
 
-class Backend(ABC):
+class Backend(TxnStore, ABC):
     """A state store for every resource of the API, one namespace = one ordering domain."""
 
     info: BackendInfo
@@ -272,8 +273,11 @@ class Backend(ABC):
         ttl_ms: int = 0,
         condition: Precondition = NO_CONDITION,
         fence: Fence | None = None,
+        lease: str | None = None,
     ) -> PutResult:
-        """Store ``value``; a TTL of 0 means no expiry. Raises PreconditionFailed, StaleFence."""
+        """Store ``value``; a TTL of 0 means no expiry. With ``lease`` the key lives as long
+        as that lease; without, a key on a lease leaves it. Raises PreconditionFailed,
+        StaleFence, LeaseNotFound."""
 
     @abstractmethod
     async def kv_update(
@@ -286,10 +290,12 @@ class Backend(ABC):
         ttl_ms: int | None = None,
         condition: Precondition = NO_CONDITION,
         fence: Fence | None = None,
+        lease: str | None = None,
     ) -> PutResult:
         """Apply ``update`` to the current value (or ``initial``) atomically.
 
-        Missing key without ``initial``: NotFound. ``ttl_ms`` None keeps the expiry. Errors
+        Missing key without ``initial``: NotFound. ``ttl_ms`` None and no ``lease`` keep
+        the key's expiry and lease; a ``ttl_ms`` or a ``lease`` replaces them. Errors
         raised by ``update`` propagate and nothing changes.
         """
 

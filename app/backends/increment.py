@@ -19,7 +19,7 @@ def number_to_increment(key: str, value: bytes | int | float) -> int | float:
     start: Any = orjson.loads(value) if isinstance(value, bytes) else value
     if isinstance(start, bool) or not isinstance(start, int | float):
         raise Unprocessable(
-            f"Key {key!r} holds {_describe(start)}, not a number; it cannot be incremented."
+            f"Key {key!r} holds {describe(start)}, not a number; it cannot be incremented."
         )
     return start
 
@@ -47,7 +47,7 @@ def add_exact(start: int | float, by: int | float) -> int | float:
     return result
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):

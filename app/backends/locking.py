@@ -29,6 +29,8 @@ class LockRequest:
     entry: bytes = b"null"
     wait_s: float = 0.0
     max_pending: int = 10_000
+    #: A lease the lock is held on: it is released when the lease ends (then ttl_ms is 0).
+    lease: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,11 +35,16 @@ from app.backends.base import (
 )
 from app.backends.increment import add_exact, number_to_increment
 from app.backends.memory_artifacts import MemoryArtifactsMixin
+from app.backends.memory_leases import LeaseState, MemoryLeases
 from app.backends.memory_locks import MemoryLocks
 from app.backends.memory_sessions import MemorySessions
+from app.backends.memory_txn import MemoryTxn
 from app.backends.paging import page_sorted
 from app.errors import NotFound
 from app.syntax import Pattern, iso_ms, now_ms
+
+#: Keys examined by one listing call at most, so a sparse pattern cannot stall the loop.
+LIST_SCAN_BUDGET = 20_000
 
 
 @dataclass(slots=True)
@@ -64,6 +69,9 @@ class _Namespace:
     history: dict[str, deque[KeyEntry]] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
     locks: dict[tuple[str, str], LockState] = field(default_factory=dict)
+    leases: dict[str, LeaseState] = field(default_factory=dict)
+    #: The lease each key on a lease is attached to.
+    key_leases: dict[str, str] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -93,7 +101,9 @@ def build_event(
     return ChangeEvent(revision, type_, key, session, orjson.dumps(body))
 
 
-class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
+class MemoryBackend(
+    MemoryTxn, MemoryLeases, MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend
+):
     """State in this process's memory; refuses nothing, remembers nothing across restarts."""
 
     def __init__(
@@ -217,14 +227,21 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
             self.emit(ns, "kv.expire", key, now, value=None, old_value=entry.value)
 
     def _remove(self, st: _Namespace, key: str) -> None:
+        self._detach_lease(st, key)
         del st.keys[key]
         st.used_bytes -= sum(len(e.value) for e in st.history.pop(key, ()))
         i = bisect.bisect_left(st.order, key)
         if i < len(st.order) and st.order[i] == key:
             del st.order[i]
 
+    def _detach_lease(self, st: _Namespace, key: str) -> None:
+        lease_id = st.key_leases.pop(key, None)
+        if lease_id is not None and lease_id in st.leases:
+            st.leases[lease_id].keys.discard(key)
+
     def _write(
-        self, ns: str, key: str, value: bytes, expires_at: int | None, now: int
+        self, ns: str, key: str, value: bytes, expires_at: int | None, now: int,
+        lease: str | None = None,
     ) -> PutResult:
         st = self._ns(ns)
         old = st.keys.get(key)
@@ -234,6 +251,20 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
         revision = self.emit(
             ns, "kv.put", key, now, value=value, old_value=old.value if old else None
         )
+        return self._store(ns, key, value, expires_at, now, revision, lease)
+
+    def _store(
+        self, ns: str, key: str, value: bytes, expires_at: int | None, now: int,
+        revision: int, lease: str | None,
+    ) -> PutResult:
+        """Write the entry at ``revision`` (whose event the caller appends)."""
+        st = self._ns(ns)
+        old = st.keys.get(key)
+        if st.key_leases.get(key) != lease:
+            self._detach_lease(st, key)
+            if lease is not None:
+                st.key_leases[key] = lease
+                st.leases[lease].keys.add(key)
         if old is None:
             entry = KeyEntry(key, value, revision, revision, 1, now, now, expires_at)
             bisect.insort(st.order, key)
@@ -267,12 +298,14 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
         ttl_ms: int = 0,
         condition: Precondition = NO_CONDITION,
         fence: Fence | None = None,
+        lease: str | None = None,
     ) -> PutResult:
         now = now_ms()
         self.fence_holds(ns, fence, now)
+        self.lease_live(ns, lease, now)
         self._expire_if_due(ns, key, now)
         check_precondition(condition, self._view(ns).keys.get(key))
-        return self._write(ns, key, value, now + ttl_ms if ttl_ms else None, now)
+        return self._write(ns, key, value, now + ttl_ms if ttl_ms else None, now, lease)
 
     async def kv_update(
         self,
@@ -284,9 +317,11 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
         ttl_ms: int | None = None,
         condition: Precondition = NO_CONDITION,
         fence: Fence | None = None,
+        lease: str | None = None,
     ) -> PutResult:
         now = now_ms()
         self.fence_holds(ns, fence, now)
+        self.lease_live(ns, lease, now)
         self._expire_if_due(ns, key, now)
         current = self._view(ns).keys.get(key)
         check_precondition(condition, current)
@@ -295,11 +330,14 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
         base = current.value if current is not None else initial
         assert base is not None
         new_value = apply_update(update, base, current)
-        if ttl_ms is None:
+        if lease is not None:
+            expires_at = None
+        elif ttl_ms is None:
             expires_at = current.expires_at if current is not None else None
+            lease = self._ns(ns).key_leases.get(key)  # keeps its lifetime, lease included
         else:
             expires_at = now + ttl_ms if ttl_ms else None
-        return self._write(ns, key, new_value, expires_at, now)
+        return self._write(ns, key, new_value, expires_at, now, lease)
 
     async def kv_increment(
         self,
@@ -321,7 +359,8 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
             expires_at = now + ttl_ms if ttl_ms else None
         else:
             expires_at = current.expires_at
-        return self._write(ns, key, orjson.dumps(result), expires_at, now)
+        lease = self._ns(ns).key_leases.get(key)  # an increment keeps the key's lease
+        return self._write(ns, key, orjson.dumps(result), expires_at, now, lease)
 
     async def kv_touch(
         self, ns: str, key: str, ttl_ms: int, *, fence: Fence | None = None

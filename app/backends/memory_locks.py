@@ -72,6 +72,12 @@ class MemoryLocks:
 
         def schedule_deadline(self, deadline_ms: int, ns: str, member: str) -> None: ...
 
+        def lease_live(self, ns: str, lease_id: str | None, now: int) -> None: ...
+
+        def lease_attach_lock(
+            self, ns: str, lease_id: str, scope: str, name: str, token: int
+        ) -> None: ...
+
     # -- internals -------------------------------------------------------------------
 
     def _lock_slot(self, ns: str, scope: str, name: str) -> _LockSlot:
@@ -297,7 +303,11 @@ class MemoryLocks:
     ) -> LockOutcome:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + request.wait_s
+        self.lease_live(ns, request.lease, now_ms())
         outcome, holder = self._lock_attempt(ns, scope, name, request, now_ms())
+        if request.lease is not None and outcome is not None and outcome.holder is not None:
+            # A leased acquire never waits (the router refuses `wait` with `lease`).
+            self.lease_attach_lock(ns, request.lease, scope, name, outcome.holder.token)
         while outcome is None:
             assert holder is not None
             remaining = deadline - loop.time()

@@ -41,11 +41,14 @@ from app.backends.base import (
     check_precondition,
     quota_exceeded,
 )
+from app.backends.base_txn import lease_not_found
 from app.backends.increment import add_exact, number_to_increment
 from app.backends.redis_artifacts import RedisArtifactsMixin
+from app.backends.redis_leases import RedisLeases
 from app.backends.redis_locks import RedisLocks
 from app.backends.redis_sessions import RedisSessions
 from app.backends.redis_sweeper import DEADLINES_KEY, DeadlineIndex
+from app.backends.redis_txn import RedisTxn
 from app.errors import (
     BackendUnavailable,
     CorkboardError,
@@ -133,10 +136,12 @@ def _condition_args(condition: Precondition) -> list[str]:
 
 def _raise_failure(
     status: str, reply: Sequence[Any], key: str, fence: Fence | None,
-    condition: Precondition | None = None,
+    condition: Precondition | None = None, lease: str | None = None,
 ) -> None:
     """Turn a script's failure status into the domain error (the very error memory
     raises, when the ``condition`` that failed is given)."""
+    if status == "lease_not_found":
+        raise lease_not_found(lease or "")
     if status == "stale_fence":
         assert fence is not None
         raise fence.stale()
@@ -254,7 +259,9 @@ class _ScriptBatcher:
             task.cancel()
 
 
-class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
+class RedisBackend(
+    RedisTxn, RedisLeases, RedisSessions, RedisLocks, RedisArtifactsMixin, Backend
+):
     """State in Redis, shared by every worker and replica that points at it."""
 
     def __init__(
@@ -415,15 +422,17 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         ttl_ms: int = 0,
         condition: Precondition = NO_CONDITION,
         fence: Fence | None = None,
+        lease: str | None = None,
     ) -> PutResult:
         if ttl_ms > 0:
             await self.register_deadlines(ns)
         reply = await self.run(
-            "kv_put", ns, key, value, ttl_ms, *_condition_args(condition), *Fence.script_args(fence)
+            "kv_put", ns, key, value, ttl_ms, *_condition_args(condition),
+            *Fence.script_args(fence), lease or "",
         )
         status = _s(reply[0])
         if status not in ("created", "replaced"):
-            _raise_failure(status, reply, key, fence, condition)
+            _raise_failure(status, reply, key, fence, condition, lease)
         return PutResult(_entry(reply), status == "created")
 
     async def kv_update(
@@ -436,6 +445,7 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         ttl_ms: int | None = None,
         condition: Precondition = NO_CONDITION,
         fence: Fence | None = None,
+        lease: str | None = None,
     ) -> PutResult:
         # Compare-and-swap: read, transform here (JSON Patch is no job for Lua), write only
         # if the key is still at the revision read; retry when another writer came between.
@@ -460,13 +470,13 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
             )
             reply = await self.run(
                 "kv_put", ns, key, new_value, -1 if ttl_ms is None else ttl_ms,
-                *_condition_args(cas), *Fence.script_args(fence),
+                *_condition_args(cas), *Fence.script_args(fence), lease or "",
             )
             status = _s(reply[0])
             if status in ("created", "replaced"):
                 return PutResult(_entry(reply), status == "created")
-            if status == "stale_fence":
-                _raise_failure(status, reply, key, fence)
+            if status in ("stale_fence", "lease_not_found"):
+                _raise_failure(status, reply, key, fence, lease=lease)
             await asyncio.sleep(0)
         raise BackendUnavailable(
             f"Key {key!r} changed under {UPDATE_ATTEMPTS} consecutive update attempts; retry."

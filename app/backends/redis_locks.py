@@ -19,6 +19,7 @@ import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from app.backends.base_txn import lease_not_found
 from app.backends.locking import (
     LockInfo,
     LockOutcome,
@@ -92,7 +93,7 @@ class RedisLocks:
             return await self.run(
                 "lock_acquire", ns, scope, name, request.owner, request.ttl_ms, request.mode,
                 request.entry, request.max_pending, ticket, round(request.wait_s * 1000),
-                name_of_step, item, self.bounds.lock_max_waiters,
+                name_of_step, item, self.bounds.lock_max_waiters, request.lease or "",
             )
 
         wakeups = self._lock_wakeups()
@@ -133,7 +134,7 @@ class RedisLocks:
                 wakeups.unregister(ticket)
         if reply[0] == b"too_many_waiters":
             raise too_many_waiters(name, int(reply[1]))
-        return _outcome(name, reply)
+        return _outcome(name, reply, request.lease)
 
     def _lock_wakeups(self) -> LockWakeups:
         wakeups: LockWakeups | None = getattr(self, "_wakeups", None)
@@ -230,10 +231,12 @@ def _finish_withdrawal(tasks: set[asyncio.Task[Any]]) -> Any:
     return done
 
 
-def _outcome(name: str, reply: Sequence[Any]) -> LockOutcome:
+def _outcome(name: str, reply: Sequence[Any], lease: str | None = None) -> LockOutcome:
     status = _s(reply[0])
     if status == "acquired":
         return LockOutcome("acquired", _info(name, reply), _entries(reply, 6))
+    if status == "lease_not_found":
+        raise lease_not_found(lease or "")
     if status == "queued":
         return LockOutcome("queued", position=int(reply[1]))
     if status == "debounced":

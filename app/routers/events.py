@@ -33,8 +33,9 @@ from app.events import (
 )
 from app.methods import HEAD_AS_GET
 from app.models import EventList, Problem
-from app.routers.common import HubDep, NamespaceDep, SettingsDep, json_response
-from app.syntax import MAX_DIGITS, MAX_REVISION, is_count, parse_duration
+from app.presence import LeaseKeeper, keep_alive
+from app.routers.common import BackendDep, HubDep, NamespaceDep, SettingsDep, json_response
+from app.syntax import MAX_DIGITS, MAX_REVISION, check_id, is_count, parse_duration
 
 router = APIRouter(tags=["watch"])
 logger = logging.getLogger("corkboard.watch")
@@ -100,7 +101,8 @@ def _join(frames: list[Frame]) -> bytes:
 
 
 async def _stream(
-    sub: Subscription, opening: bytes, snapshot: list[Frame] | None
+    sub: Subscription, opening: bytes, snapshot: list[Frame] | None,
+    keeper: LeaseKeeper | None = None,
 ) -> AsyncIterator[bytes]:
     """The bytes of one SSE stream; frames of live events are shared, never re-encoded."""
     try:
@@ -117,10 +119,14 @@ async def _stream(
                 yield _join(frames)
     finally:
         sub.close()
+        if keeper is not None:
+            keeper.stop()
 
 
-async def _close(sub: Subscription) -> None:
+async def _close(sub: Subscription, keeper: LeaseKeeper | None = None) -> None:
     sub.close()
+    if keeper is not None:
+        keeper.stop()
 
 
 @router.get(
@@ -135,6 +141,7 @@ async def _close(sub: Subscription) -> None:
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
         400: {"model": Problem},
+        404: {"model": Problem, "description": "lease_not_found: `lease` is not live"},
         503: {"model": Problem},
     },
     summary="Watch changes as Server-Sent Events",
@@ -144,13 +151,15 @@ async def _close(sub: Subscription) -> None:
         "then live. A resume point older than the namespace retains (`since=0` included, "
         "once anything was compacted) gives `reset` first. "
         "`snapshot=true` (without a resume point) first sends the matching keys as "
-        "`kv.put` events flagged `snapshot`, then `synced` at their revision."
+        "`kv.put` events flagged `snapshot`, then `synced` at their revision. "
+        "`lease=<id>` keeps that lease alive while the stream is open (presence)."
     ),
 )
 async def watch(
     ns: NamespaceDep,
     hub: HubDep,
     settings: SettingsDep,
+    backend: BackendDep,
     pattern: PatternQuery = None,
     types: TypesQuery = None,
     session: SessionQuery = None,
@@ -165,8 +174,13 @@ async def watch(
         str | None,
         Header(alias="Last-Event-ID", description="Resume after this revision (wins over since)"),
     ] = None,
+    lease: Annotated[
+        str | None,
+        Query(description="A live lease this stream keeps alive while it is open"),
+    ] = None,
 ) -> Response:
     flt = EventFilter.parse(pattern, types, session)
+    lease_id = check_id(lease, what="lease id") if lease is not None else None
     resume = _last_event_id(last_event_id)
     snapshot_frames: list[Frame] | None = None
     if resume is not None:
@@ -177,6 +191,13 @@ async def watch(
             raise InvalidRequest("Use since or snapshot=true, not both.")
         snapshot_frames, since = await hub.snapshot(ns, flt)
     sub = await hub.subscribe(ns, flt, since)
+    keeper: LeaseKeeper | None = None
+    if lease_id is not None:
+        try:
+            keeper = await keep_alive(backend, ns, lease_id)
+        except BaseException:
+            sub.close()
+            raise
     if snapshot_frames is None:
         # The id sets the client's Last-Event-ID before any event arrives, so even a stream
         # cut before its first event resumes from where it started, not from "now".
@@ -185,7 +206,7 @@ async def watch(
         # No id until `synced`: a stream cut mid-snapshot starts the snapshot again.
         opening = b": corkboard watch\n\n"
     return FeedResponse(
-        _stream(sub, opening, snapshot_frames),
+        _stream(sub, opening, snapshot_frames, keeper),
         ping=settings.heartbeat_seconds,
         ping_message_factory=lambda: _PING,
         sep="\n",
@@ -194,7 +215,7 @@ async def watch(
         shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
         # Also when the stream never started (HEAD, early disconnect). A coroutine, so
         # that it runs on the event loop (a plain function would go to a thread).
-        background=BackgroundTask(_close, sub),
+        background=BackgroundTask(_close, sub, keeper),
     )
 
 

@@ -39,6 +39,7 @@ from app.routers.common import (
 )
 from app.syntax import (
     KV_ACTIONS,
+    check_id,
     check_key,
     duration_ms,
     parse_count,
@@ -62,6 +63,11 @@ _IF_MATCH: dict[str, Any] = {
     "name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
     "description": 'Write only if the key is at this revision ("12"), or exists (*)',
 }
+_LEASE: dict[str, Any] = {
+    "name": "lease", "in": "query", "required": False, "schema": {"type": "string"},
+    "description": "Attach the key to this live lease (not with ttl); a write without it "
+                   "takes the key off its lease",
+}
 _IF_NONE_MATCH_WRITE: dict[str, Any] = {
     "name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"},
     "description": "* : write only if the key does not exist",
@@ -70,6 +76,17 @@ _IF_NONE_MATCH_WRITE: dict[str, Any] = {
 
 def key_of(key: str) -> str:
     return check_key(key, actions=KV_ACTIONS)
+
+
+def lease_of(lease: str | None, ttl: str | None) -> str | None:
+    """The ``?lease=`` of a write, checked; with ``?ttl=`` as well it is 400."""
+    if lease is None:
+        return None
+    if ttl is not None:
+        raise InvalidRequest(
+            "Give ttl or lease, not both: a key on a lease lives as long as the lease."
+        )
+    return check_id(lease, what="lease id")
 
 
 def entry_response(entry: KeyEntry, status_code: int = 200) -> Response:
@@ -168,12 +185,15 @@ async def put_key(request: Request) -> Response:
     key = key_of(request.path_params["key"])
     ttl = query_param(request, "ttl")
     ttl_ms = duration_ms(parse_duration(ttl))
+    lease = lease_of(query_param(request, "lease"), ttl)
     condition = condition_from_headers(request.headers)
     fence = fence_from_headers(request.headers)
     limit = settings.max_value_bytes
     body = await read_body(request, limit + 1024, what="value")
     value = value_from_body(body, media_type(request), limit)
-    result = await backend.kv_put(ns, key, value, ttl_ms=ttl_ms, condition=condition, fence=fence)
+    result = await backend.kv_put(
+        ns, key, value, ttl_ms=ttl_ms, condition=condition, fence=fence, lease=lease
+    )
     return put_response(result)
 
 
@@ -273,6 +293,7 @@ router.add_api_route(
     response_model=KeyEntryModel,
     status_code=200,
     responses={201: {"model": KeyEntryModel, "description": "Created"},
+               404: {"model": Problem, "description": "lease_not_found: `lease` is not live"},
                415: {"model": Problem}, **_ERRORS},
     summary="Store a value",
     openapi_extra={
@@ -280,7 +301,7 @@ router.add_api_route(
             KEY_PARAMETER,
             {"name": "ttl", "in": "query", "required": False, "schema": {"type": "string"},
              "description": "Seconds (30, 0.25) or a duration ('250ms', '5m'); 0 = none"},
-            _IF_MATCH, _IF_NONE_MATCH_WRITE, *FENCE_PARAMETERS,
+            _LEASE, _IF_MATCH, _IF_NONE_MATCH_WRITE, *FENCE_PARAMETERS,
         ],
         "requestBody": {
             "required": True,
@@ -332,8 +353,14 @@ async def patch_key(
         str | None, Query(description="JSON starting value when the key is missing")
     ] = None,
     ttl: Annotated[str | None, Query(description="New expiry; absent keeps the current")] = None,
+    lease: Annotated[
+        str | None,
+        Query(description="Attach the key to this live lease (not with ttl); absent keeps "
+                          "the key's expiry and lease"),
+    ] = None,
 ) -> Response:
     key = key_of(key)
+    lease = lease_of(lease, ttl)
     mt = media_type(request)
     if mt not in (MERGE_PATCH, JSON_PATCH):
         raise UnsupportedMediaType(
@@ -350,7 +377,7 @@ async def patch_key(
         ns, key, patch_update(mt, patch, settings.max_value_bytes, settings.max_patch_ops),
         initial=initial_value, ttl_ms=ttl_ms,
         condition=condition_from_headers(request.headers),
-        fence=fence_from_headers(request.headers),
+        fence=fence_from_headers(request.headers), lease=lease,
     )
     return put_response(result)
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from starlette.responses import Response
 
 from app.backends.locking import LockRequest
-from app.errors import Conflict, InvalidTTL, NotFound, PayloadTooLarge
+from app.errors import Conflict, InvalidRequest, InvalidTTL, NotFound, PayloadTooLarge
 from app.models import Duration, Problem
 from app.routers.common import (
     BackendDep,
@@ -32,7 +32,7 @@ from app.routers.common import (
     read_body,
 )
 from app.settings import Settings
-from app.syntax import LOCK_ACTIONS, Pattern, check_key, duration_ms, parse_duration
+from app.syntax import LOCK_ACTIONS, Pattern, check_id, check_key, duration_ms, parse_duration
 
 DEFAULT_TTL_SECONDS = 30.0
 MAX_WAIT_SECONDS = 60.0
@@ -61,6 +61,10 @@ class LockAcquireRequest(BaseModel):
         None, description="Exclusive mode: wait in line up to this long (at most 60s)"
     )
     entry: Any = Field(None, description="Any JSON; queued or debounced when the lock is held")
+    lease: str | None = Field(
+        None, description="Hold the lock on this live lease instead of a ttl: it is released "
+        "when the lease ends (not with `ttl` or `wait`)",
+    )
 
 
 class LockRefreshRequest(BaseModel):
@@ -159,6 +163,14 @@ def acquire_request(body: LockAcquireRequest, settings: Settings) -> LockRequest
     """What the lock engine takes for an acquire body: durations and the entry checked."""
     ttl_s = parse_duration(body.ttl) if body.ttl is not None else DEFAULT_TTL_SECONDS
     wait_s = parse_duration(body.wait, what="wait")
+    if body.lease is not None:
+        if body.ttl is not None or wait_s > 0:
+            raise InvalidRequest(
+                "A lock on a lease lives as long as the lease: give `lease` without "
+                "`ttl` or `wait`."
+            )
+        check_id(body.lease, what="lease id")
+        ttl_s = 0.0
     if wait_s > MAX_WAIT_SECONDS:
         raise InvalidTTL(f"wait may be at most {MAX_WAIT_SECONDS:.0f}s.")
     limit = settings.max_value_bytes
@@ -167,7 +179,7 @@ def acquire_request(body: LockAcquireRequest, settings: Settings) -> LockRequest
         raise PayloadTooLarge(f"The entry is {len(entry)} bytes; the limit is {limit}.")
     return LockRequest(
         owner=body.owner, ttl_ms=duration_ms(ttl_s), mode=body.mode, entry=entry,
-        wait_s=wait_s, max_pending=settings.lock_max_pending,
+        wait_s=wait_s, max_pending=settings.lock_max_pending, lease=body.lease,
     )
 
 
@@ -274,6 +286,7 @@ def lock_router(
         responses={
             202: {"model": LockQueued, "description": "Held by another: entry queued/debounced"},
             409: {"model": Problem, "description": "lock_held (with `holder`) after `wait`"},
+            404: {"model": Problem, "description": "lease_not_found: the lease is not live"},
             413: {"model": Problem, "description": "entry over CORKBOARD_MAX_VALUE_BYTES"},
             **_ERRORS,
         },

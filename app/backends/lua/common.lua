@@ -10,7 +10,8 @@
 -- Layout under the prefix P = 'cb:{<ns>}:':
 --   P..'rev'            string   the namespace's revision counter
 --   P..'log'            stream   change events, id '<revision>-0', fields t k s d
---   P..'k:'..key        hash     a key's entry: v r cr ver ca ma ea (ms; ea 0 = none)
+--   P..'k:'..key        hash     a key's entry: v r cr ver ca ma ea (ms; ea 0 = none),
+--                                and ls: the lease it is on (absent or '' = none)
 --   P..'h:'..key        list     its history, newest first, items 'r|cr|ver|ca|ma|ea|v'
 --   P..'keys'           zset     live key names (score 0), for ordered listing
 --   P..'ttl'            zset     deadlines (ms) of members 'k:<key>', 'l:<scope>|<name>', ...
@@ -122,10 +123,9 @@ local function compact_log(n, eb)
   end
 end
 
--- Take the next revision and append one event; names need no JSON escaping (their
--- syntax allows no quote, backslash or control character). Returns the revision.
-local function emit(typ, key, session, tail)
-  local rev = redis.call('INCR', REV)
+-- Append the event of revision rev (taken by the caller); names need no JSON escaping
+-- (their syntax allows no quote, backslash or control character).
+local function append_event(rev, typ, key, session, tail)
   local d = '{"revision":' .. rev .. ',"type":"' .. typ .. '","ns":"' .. NS
     .. '","key":"' .. key .. '"'
   if session and session ~= '' then d = d .. ',"session":"' .. session .. '"' end
@@ -137,6 +137,12 @@ local function emit(typ, key, session, tail)
   n = n + 1
   local eb = redis.call('HINCRBY', QUOTA, 'eb', #d)
   if n > RETENTION or (eb > RETENTION_BYTES and n > 1) then compact_log(n, eb) end
+end
+
+-- Take the next revision and append one event. Returns the revision.
+local function emit(typ, key, session, tail)
+  local rev = redis.call('INCR', REV)
+  append_event(rev, typ, key, session, tail)
   return rev
 end
 
@@ -235,10 +241,10 @@ local function kkey(key) return PFX .. 'k:' .. key end
 local function hkey(key) return PFX .. 'h:' .. key end
 
 local function load_entry(key)
-  local r = redis.call('HMGET', kkey(key), 'v', 'r', 'cr', 'ver', 'ca', 'ma', 'ea')
+  local r = redis.call('HMGET', kkey(key), 'v', 'r', 'cr', 'ver', 'ca', 'ma', 'ea', 'ls')
   if not r[1] then return nil end
   return {v = r[1], r = tonumber(r[2]), cr = tonumber(r[3]), ver = tonumber(r[4]),
-    ca = tonumber(r[5]), ma = tonumber(r[6]), ea = tonumber(r[7])}
+    ca = tonumber(r[5]), ma = tonumber(r[6]), ea = tonumber(r[7]), ls = r[8] or ''}
 end
 
 local function is_expired(e) return e.ea > 0 and e.ea <= NOW end
@@ -327,19 +333,29 @@ local function write_fails(key, old, value)
   return quota_fails(keys, #value - dropped)
 end
 
--- Store a new value (old: the live entry or nil); ea: deadline ms or 0. The caller
--- checked write_fails first.
-local function write_entry(key, old, value, ea)
-  local rev = emit('kv.put', key, nil, values_tail(value, old and old.v))
+-- Store a new value at revision rev, whose event the caller appends (old: the live entry
+-- or nil; ea: deadline ms or 0; lease: the lease id the key is on, or '' / nil for none:
+-- a key written without its lease leaves it, and the lease's key set forgets it lazily).
+local function store_entry(key, old, value, ea, rev, lease)
+  lease = lease or ''
   local e
   if old then
-    e = {v = value, r = rev, cr = old.cr, ver = old.ver + 1, ca = old.ca, ma = NOW, ea = ea}
+    e = {v = value, r = rev, cr = old.cr, ver = old.ver + 1, ca = old.ca, ma = NOW, ea = ea,
+      ls = lease}
   else
-    e = {v = value, r = rev, cr = rev, ver = 1, ca = NOW, ma = NOW, ea = ea}
+    e = {v = value, r = rev, cr = rev, ver = 1, ca = NOW, ma = NOW, ea = ea, ls = lease}
     redis.call('ZADD', PFX .. 'keys', 0, key)
   end
-  redis.call('HSET', kkey(key), 'v', e.v, 'r', e.r, 'cr', e.cr, 'ver', e.ver,
-    'ca', e.ca, 'ma', e.ma, 'ea', e.ea)
+  if lease ~= '' or (old and old.ls ~= '') then
+    redis.call('HSET', kkey(key), 'v', e.v, 'r', e.r, 'cr', e.cr, 'ver', e.ver,
+      'ca', e.ca, 'ma', e.ma, 'ea', e.ea, 'ls', lease)
+    if lease ~= '' and not (old and old.ls == lease) then
+      redis.call('SADD', PFX .. 'leasek:' .. lease, key)
+    end
+  else
+    redis.call('HSET', kkey(key), 'v', e.v, 'r', e.r, 'cr', e.cr, 'ver', e.ver,
+      'ca', e.ca, 'ma', e.ma, 'ea', e.ea)
+  end
   local kept = redis.call('LPUSH', hkey(key), history_item(e))
   local freed = 0
   if kept > HISTORY then
@@ -350,6 +366,12 @@ local function write_entry(key, old, value, ea)
   -- Each redis.call costs about as much as the work it does: skip the ones with no effect.
   if ea > 0 or (old and old.ea > 0) then set_deadline('k:' .. key, ea) end
   return e
+end
+
+-- Store a new value with its own revision and kv.put event.
+local function write_entry(key, old, value, ea, lease)
+  local rev = emit('kv.put', key, nil, values_tail(value, old and old.v))
+  return store_entry(key, old, value, ea, rev, lease)
 end
 
 -- A write's precondition: cond '' (none), 'match' (revision), 'exists' (If-Match: *),

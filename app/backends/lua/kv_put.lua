@@ -1,8 +1,12 @@
 -- Store a value. ARGV[4] key, [5] value JSON, [6] ttl ms (0 none, -1 keep the current
 -- deadline), [7] condition, [8] expected revision, [9] fence scope, [10] fence lock
--- ('' none), [11] fence token. Replies 'created' | 'replaced' | a failure, with the entry.
+-- ('' none), [11] fence token, [12] lease id ('' none: with ttl -1 the key keeps its
+-- lease, else it leaves it). Replies 'created' | 'replaced' | a failure, with the entry,
+-- or {'lease_not_found'}.
 local key = ARGV[4]
 if not fence_holds(ARGV[9], ARGV[10], ARGV[11]) then return {'stale_fence'} end
+local lease = ARGV[12] or ''
+if lease ~= '' and not TX.lease_live(lease) then return {'lease_not_found'} end
 local e = live_entry(key)
 local failed = precondition_fails(ARGV[7], ARGV[8], e)
 if failed then return reply(failed, key, e) end
@@ -10,11 +14,12 @@ local ttl = tonumber(ARGV[6])
 local ea = 0
 if ttl > 0 then
   ea = NOW + ttl
-elseif ttl < 0 and e then
+elseif ttl < 0 and e and lease == '' then
   ea = e.ea
+  lease = e.ls
 end
 local refused = write_fails(key, e, ARGV[5])
 if refused then return refused end
 local status = 'replaced'
 if not e then status = 'created' end
-return reply(status, key, write_entry(key, e, ARGV[5], ea))
+return reply(status, key, write_entry(key, e, ARGV[5], ea, lease))

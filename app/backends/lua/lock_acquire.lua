@@ -1,7 +1,9 @@
 -- Acquire a lock, queue or debounce an entry, or wait in line. ARGV[4] scope, [5] name,
 -- [6] owner, [7] ttl ms (0 none), [8] mode, [9] entry JSON, [10] most pending entries,
 -- [11] waiter ticket ('' = no waiting), [12] wait ms, [13] step, [14] the waiter's queue
--- item on steps after 'try', [15] most waiters in line (a new one beyond: 'too_many'). Steps: 'try' (first call), 'wake' (the waiter's wake list
+-- item on steps after 'try', [15] most waiters in line (a new one beyond: 'too_many'),
+-- [16] a lease to hold it on ('' none): {'lease_not_found'} unless live.
+-- Steps: 'try' (first call), 'wake' (the waiter's wake list
 -- was pushed), 'final' (its wait is over), 'cancel' (its client is gone).
 -- Replies {'acquired', owner, token, acquired_at, expires_at, pending_count, entries...},
 -- {'held' | 'full', owner, token, acquired_at, expires_at, pending_count},
@@ -11,8 +13,13 @@ local scope, name, owner = ARGV[4], ARGV[5], ARGV[6]
 local ttl, mode, entry, max_pending = tonumber(ARGV[7]), ARGV[8], ARGV[9], tonumber(ARGV[10])
 local ticket, wait, step, item = ARGV[11], tonumber(ARGV[12]), ARGV[13], ARGV[14]
 local sn = lk_sn(scope, name)
+local lease = ARGV[16] or ''
+if lease ~= '' and not TX.lease_live(lease) then return {'lease_not_found'} end
 
 local function acquired(h, items)
+  if lease ~= '' then
+    redis.call('SADD', PFX .. 'leasel:' .. lease, sn .. '|' .. string.format('%d', h.token))
+  end
   local out = lk_fields({'acquired'}, h, sn)
   for i = 1, #items do out[#out + 1] = items[i] end
   return out

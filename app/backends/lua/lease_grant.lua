@@ -1,0 +1,15 @@
+-- Grant a lease. ARGV[4] id, [5] ttl ms, [6] the ttl as JSON seconds (for the event).
+-- Replies {'ok', ttl, granted_at, expires_at} or {'exists'} while it lives.
+local id, ttl = ARGV[4], tonumber(ARGV[5])
+local l = TX.lease_load(id)
+if l and l.ea <= NOW then
+  TX.end_lease(id, 'lease.expired')
+  l = nil
+end
+if l then return {'exists'} end
+local ea = NOW + ttl
+redis.call('HSET', TX.lease_key(id), 'ttl', ttl, 'ga', NOW, 'ea', ea)
+redis.call('ZADD', PFX .. 'leases', 0, id)
+redis.call('ZADD', PFX .. 'ttl', ea, 'e:' .. id)
+emit('lease.granted', id, nil, ',"ttl":' .. ARGV[6] .. ',"expires_at":"' .. iso(ea) .. '"')
+return {'ok', ttl, NOW, ea}

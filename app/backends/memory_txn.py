@@ -1,0 +1,155 @@
+"""Transactions and pattern deletes for the in-memory backend (API.md section 10).
+
+Read, plan (app/txn.py) and apply run without an await in between, so nothing can change
+under a transaction: its writes take one revision and one ``txn`` event.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from app.backends.base_txn import (
+    MAX_PATTERN_DELETE,
+    PatternDelete,
+    TxnOutcome,
+    lease_not_found,
+)
+from app.errors import TooManyKeys
+from app.syntax import Pattern, now_ms
+from app.txn import Limits, Plan, Txn, plan
+
+if TYPE_CHECKING:
+    from app.backends.base import ChangeEvent, Fence, KeyEntry, PutResult
+    from app.backends.memory import _Namespace
+    from app.backends.memory_leases import LeaseState
+
+
+def kv_change(type_: str, key: str, value: bytes | None, old: bytes | None) -> dict[str, Any]:
+    """One key change inside a compound event, shaped like a key event's values."""
+    return {
+        "type": type_,
+        "key": key,
+        "value": orjson.Fragment(value) if value is not None else None,
+        "old_value": orjson.Fragment(old) if old is not None else None,
+    }
+
+
+class MemoryTxn:
+    """The transaction engine of MemoryBackend (a mixin: it uses the backend's state)."""
+
+    if TYPE_CHECKING:
+
+        def _ns(self, ns: str) -> _Namespace: ...
+
+        def emit(self, ns: str, type_: str, key: str, at_ms: int, **fields: Any) -> int: ...
+
+        def _append(self, st: _Namespace, event: ChangeEvent) -> None: ...
+
+        def fence_holds(self, ns: str, fence: Fence | None, now: int) -> None: ...
+
+        def _expire_if_due(self, ns: str, key: str, now: int) -> None: ...
+
+        def _remove(self, st: _Namespace, key: str) -> None: ...
+
+        def _store(
+            self, ns: str, key: str, value: bytes, expires_at: int | None, now: int,
+            revision: int, lease: str | None,
+        ) -> PutResult: ...
+
+        def _lease(self, ns: str, lease_id: str, now: int) -> LeaseState | None: ...
+
+    def _lock_token_holds(self, ns: str, scope: str, name: str, token: int, now: int) -> bool:
+        holder = self._ns(ns).locks.get((scope, name))
+        return (
+            holder is not None
+            and holder.token == token
+            and (holder.expires_at is None or holder.expires_at > now)
+        )
+
+    async def txn(
+        self, ns: str, txn: Txn, limits: Limits, *, fence: Fence | None = None
+    ) -> TxnOutcome:
+        now = now_ms()
+        self.fence_holds(ns, fence, now)
+        st = self._ns(ns)
+        # Keys past their deadline expire first, each with its event, in the order the
+        # Redis script visits them: the keys read, then the ops' keys.
+        for key in dict.fromkeys([*txn.read_keys(),
+                                  *(op.key for op in (*txn.success, *txn.failure))]):
+            self._expire_if_due(ns, key, now)
+        entries = {key: st.keys.get(key) for key in txn.read_keys()}
+        held = [self._lock_token_holds(ns, c.scope, c.name, c.token, now)
+                for c in txn.lock_compares]
+        return self._apply(ns, plan(txn, entries, held, limits), now)
+
+    def _apply(self, ns: str, p: Plan, now: int) -> TxnOutcome:
+        st = self._ns(ns)
+        for step in p.steps:
+            if step.lease is not None and self._lease(ns, step.lease, now) is None:
+                raise lease_not_found(step.lease)
+        writes = any(s.kind == "put" or (s.kind == "delete" and s.key in st.keys)
+                     for s in p.steps)
+        revision = st.revision + 1 if writes else st.revision
+        results: list[KeyEntry | bool | None] = []
+        changes: list[dict[str, Any]] = []
+        for step in p.steps:
+            old = st.keys.get(step.key)
+            if step.kind == "get":
+                results.append(old)
+            elif step.kind == "delete":
+                results.append(old is not None)
+                if old is not None:
+                    self._remove(st, step.key)
+                    changes.append(kv_change("kv.delete", step.key, None, old.value))
+            else:
+                if step.keep:
+                    expires_at = old.expires_at if old is not None else None
+                    lease = st.key_leases.get(step.key)
+                else:
+                    expires_at = now + step.ttl_ms if step.ttl_ms else None
+                    lease = step.lease
+                stored = self._store(ns, step.key, step.value, expires_at, now, revision, lease)
+                results.append(stored.entry)
+                changes.append(kv_change("kv.put", step.key, step.value,
+                                         old.value if old is not None else None))
+        if changes:
+            self._emit_txn(ns, changes, now)
+        return TxnOutcome(p.succeeded, revision, results)
+
+    def _emit_txn(self, ns: str, changes: list[dict[str, Any]], now: int) -> int:
+        return self.emit(ns, "txn", "", now, with_values=False, extra={"changes": changes})
+
+    async def kv_delete_pattern(
+        self, ns: str, pattern: Pattern, *, fence: Fence | None = None
+    ) -> PatternDelete:
+        now = now_ms()
+        self.fence_holds(ns, fence, now)
+        st = self._ns(ns)
+        start = bisect.bisect_left(st.order, pattern.prefix)
+        keys: list[str] = []
+        for i in range(start, len(st.order)):
+            key = st.order[i]
+            if not key.startswith(pattern.prefix):
+                break
+            entry = st.keys[key]
+            if not pattern.matches(key) or (
+                entry.expires_at is not None and entry.expires_at <= now
+            ):
+                continue  # a key past its deadline is left to the sweeper
+            keys.append(key)
+            if len(keys) > MAX_PATTERN_DELETE:
+                raise TooManyKeys(
+                    f"More than {MAX_PATTERN_DELETE} keys match {pattern.text!r}; one call "
+                    "deletes at most that many. Nothing was deleted: narrow the pattern."
+                )
+        if not keys:
+            return PatternDelete([], st.revision)
+        changes = []
+        for key in keys:
+            old = st.keys[key]
+            self._remove(st, key)
+            changes.append(kv_change("kv.delete", key, None, old.value))
+        return PatternDelete(keys, self._emit_txn(ns, changes, now))

@@ -1,0 +1,97 @@
+"""Leases for the Redis backend (API.md section 11): each call is one script
+(``lua/lease_*.lua`` on ``lib_txn.lua``); a lease's deadline is a member of the
+namespace's deadline set, so any replica's sweeper ends it on time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from app.backends.base_txn import (
+    LeaseDetail,
+    LeaseInfo,
+    LeaseLock,
+    lease_not_found,
+    ttl_json,
+)
+from app.errors import Conflict
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from app.syntax import Pattern
+
+LIST_SCAN_BUDGET = 20_000
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _info(lease_id: str, fields: Sequence[Any], i: int) -> LeaseInfo:
+    return LeaseInfo(lease_id, int(fields[i]), int(fields[i + 1]), int(fields[i + 2]))
+
+
+def _attachments(reply: Sequence[Any], i: int) -> tuple[list[str], list[LeaseLock]]:
+    count = int(reply[i])
+    keys = [_s(k) for k in reply[i + 1 : i + 1 + count]]
+    rest = reply[i + 1 + count :]
+    locks = [
+        LeaseLock(_s(rest[j + 1]), _s(rest[j]), _s(rest[j + 2]), int(rest[j + 3]))
+        for j in range(0, len(rest), 4)
+    ]
+    return keys, locks
+
+
+class RedisLeases:
+    """The lease engine of RedisBackend (a mixin: it uses the backend's scripts)."""
+
+    if TYPE_CHECKING:
+        client: Redis
+
+        async def run(
+            self, script: str, ns: str, *args: Any, client: Redis | None = None
+        ) -> Any: ...
+
+        async def register_deadlines(self, ns: str) -> None: ...
+
+    async def lease_grant(self, ns: str, lease_id: str, ttl_ms: int) -> LeaseInfo:
+        await self.register_deadlines(ns)
+        reply = await self.run("lease_grant", ns, lease_id, ttl_ms, ttl_json(ttl_ms))
+        if _s(reply[0]) == "exists":
+            raise Conflict(f"Lease {lease_id!r} exists and is live.", code="already_exists")
+        return _info(lease_id, reply, 1)
+
+    async def lease_keepalive(self, ns: str, lease_id: str) -> LeaseInfo:
+        reply = await self.run("lease_keepalive", ns, lease_id)
+        if _s(reply[0]) != "ok":
+            raise lease_not_found(lease_id)
+        return _info(lease_id, reply, 1)
+
+    async def lease_get(self, ns: str, lease_id: str) -> LeaseDetail | None:
+        reply = await self.run("lease_get", ns, lease_id)
+        if _s(reply[0]) != "ok":
+            return None
+        keys, locks = _attachments(reply, 4)
+        return LeaseDetail(_info(lease_id, reply, 1), keys, locks)
+
+    async def lease_list(
+        self, ns: str, pattern: Pattern, *, limit: int, after: str | None
+    ) -> tuple[list[LeaseInfo], str | None]:
+        from app.backends.redis import lua_pattern  # redis.py imports this module
+
+        reply = await self.run(
+            "lease_list", ns, after or "", pattern.prefix, lua_pattern(pattern), limit,
+            LIST_SCAN_BUDGET,
+        )
+        items = [_info(_s(reply[i]), reply, i + 1) for i in range(1, len(reply), 4)]
+        more = int(reply[0]) == 1
+        return items, items[-1].id if more and items else None
+
+    async def lease_revoke(self, ns: str, lease_id: str) -> LeaseDetail:
+        reply = await self.run("lease_revoke", ns, lease_id)
+        if _s(reply[0]) != "ok":
+            raise lease_not_found(lease_id)
+        keys, locks = _attachments(reply, 5)
+        return LeaseDetail(_info(lease_id, reply, 1), keys, locks, int(reply[4]))

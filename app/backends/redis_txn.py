@@ -1,0 +1,148 @@
+"""Transactions and pattern deletes for the Redis backend (API.md section 10).
+
+A transaction is planned in Python (app/txn.py: the same compares, JSON equality,
+patches and increments as every backend) from one atomic read (``txn_read.lua``), then
+applied by one script (``txn.lua``) that first checks that every key it read is still at
+the revision read and every compared lock still in the state read. If something changed
+in between, the read and plan run again (optimistic concurrency); a transaction made of
+blind writes needs no read and applies at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from app.backends.base_txn import (
+    MAX_PATTERN_DELETE,
+    PatternDelete,
+    TxnOutcome,
+    lease_not_found,
+)
+from app.errors import BackendUnavailable, TooManyKeys
+from app.txn import Limits, Plan, Txn, plan
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from app.backends.base import Fence, KeyEntry
+    from app.syntax import Pattern
+
+#: Optimistic attempts of a transaction racing other writers of the keys it reads.
+TXN_ATTEMPTS = 200
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _read_entry(fields: Sequence[Any], i: int) -> tuple[KeyEntry | None, int]:
+    """The entry at ``fields[i]`` ('n', or 'e' and 8 fields) and the index after it."""
+    from app.backends.redis import _entry  # redis.py imports this module
+
+    if _s(fields[i]) == "n":
+        return None, i + 1
+    return _entry(fields, i + 1), i + 9
+
+
+class RedisTxn:
+    """The transaction engine of RedisBackend (a mixin: it uses the backend's scripts)."""
+
+    if TYPE_CHECKING:
+        client: Redis
+
+        async def run(
+            self, script: str, ns: str, *args: Any, client: Redis | None = None
+        ) -> Any: ...
+
+        async def register_deadlines(self, ns: str) -> None: ...
+
+    async def txn(
+        self, ns: str, txn: Txn, limits: Limits, *, fence: Fence | None = None
+    ) -> TxnOutcome:
+        from app.backends.base import Fence
+
+        keys = txn.read_keys()
+        lock_compares = txn.lock_compares
+        if any(op.ttl_ms > 0 for op in (*txn.success, *txn.failure)):
+            await self.register_deadlines(ns)
+        for _ in range(TXN_ATTEMPTS):
+            entries: dict[str, KeyEntry | None] = {}
+            held: list[bool] = []
+            if keys or lock_compares:
+                lock_args = [a for c in lock_compares for a in (c.scope, c.name, c.token)]
+                reply = await self.run("txn_read", ns, len(keys), *keys,
+                                       len(lock_compares), *lock_args)
+                i = 0
+                for key in keys:
+                    entries[key], i = _read_entry(reply, i)
+                held = [_s(flag) == "1" for flag in reply[i:]]
+            p = plan(txn, entries, held, limits)
+            guard_args: list[Any] = []
+            for key in keys:
+                entry = entries[key]
+                guard_args += [key, entry.revision if entry is not None else 0]
+            lock_guards: list[Any] = []
+            for c, h in zip(lock_compares, held, strict=True):
+                lock_guards += [c.scope, c.name, c.token, "1" if h else "0"]
+            reply = await self.run(
+                "txn", ns, *Fence.script_args(fence),
+                len(keys), *guard_args, len(lock_compares), *lock_guards,
+                *_step_args(p),
+            )
+            status = _s(reply[0])
+            if status == "ok":
+                return _outcome(p, reply)
+            if status == "stale_fence":
+                assert fence is not None
+                raise fence.stale()
+            if status == "lease_not_found":
+                raise lease_not_found(_s(reply[1]))
+            await asyncio.sleep(0)
+        raise BackendUnavailable(
+            f"The transaction's keys changed under {TXN_ATTEMPTS} consecutive attempts; retry."
+        )
+
+    async def kv_delete_pattern(
+        self, ns: str, pattern: Pattern, *, fence: Fence | None = None
+    ) -> PatternDelete:
+        from app.backends.base import Fence
+        from app.backends.redis import lua_pattern
+
+        reply = await self.run(
+            "kv_delete_pattern", ns, *Fence.script_args(fence), pattern.prefix,
+            lua_pattern(pattern), MAX_PATTERN_DELETE,
+        )
+        status = _s(reply[0])
+        if status == "stale_fence":
+            assert fence is not None
+            raise fence.stale()
+        if status == "too_many":
+            raise TooManyKeys(
+                f"More than {MAX_PATTERN_DELETE} keys match {pattern.text!r}; one call "
+                "deletes at most that many. Nothing was deleted: narrow the pattern."
+            )
+        return PatternDelete([_s(k) for k in reply[2:]], int(reply[1]))
+
+
+def _step_args(p: Plan) -> list[Any]:
+    args: list[Any] = [len(p.steps)]
+    for step in p.steps:
+        args += [step.kind, step.key, step.value, step.ttl_ms, step.lease or "",
+                 "1" if step.keep else "0"]
+    return args
+
+
+def _outcome(p: Plan, reply: Sequence[Any]) -> TxnOutcome:
+    results: list[KeyEntry | bool | None] = []
+    i = 2
+    for _ in p.steps:
+        flag = _s(reply[i])
+        if flag in ("d0", "d1"):
+            results.append(flag == "d1")
+            i += 1
+        else:
+            entry, i = _read_entry(reply, i)
+            results.append(entry)
+    return TxnOutcome(p.succeeded, int(reply[1]), results)

@@ -1,0 +1,60 @@
+"""Presence (API.md section 11): a watch stream opened with ``lease=`` keeps that lease
+alive while it is open. This process sends the keepalives, every third of the lease's
+TTL; when the stream closes (the client went away) or the process dies, they stop and
+the lease lapses after its TTL, taking its keys with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from app.backends.base import Backend
+from app.errors import CorkboardError, LeaseNotFound
+
+logger = logging.getLogger("corkboard.presence")
+
+#: Keepalives per TTL: one may be lost (a slow backend) before the lease lapses.
+KEEPALIVES_PER_TTL = 3
+
+
+class LeaseKeeper:
+    """Keeps one lease alive until ``stop``; started once its lease is known to live."""
+
+    def __init__(self, backend: Backend, ns: str, lease_id: str, ttl_ms: int) -> None:
+        self.backend = backend
+        self.ns = ns
+        self.lease_id = lease_id
+        self.interval = max(0.01, ttl_ms / 1000 / KEEPALIVES_PER_TTL)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"corkboard-presence-{self.lease_id}"
+        )
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                info = await self.backend.lease_keepalive(self.ns, self.lease_id)
+            except LeaseNotFound:
+                logger.info("presence lease %s ended; keepalives stop", self.lease_id)
+                return
+            except CorkboardError as exc:  # e.g. a backend outage: try again next time
+                logger.warning("presence keepalive of %s failed: %s", self.lease_id, exc.detail)
+                continue
+            self.interval = max(0.01, info.ttl_ms / 1000 / KEEPALIVES_PER_TTL)
+
+
+async def keep_alive(backend: Backend, ns: str, lease_id: str) -> LeaseKeeper:
+    """A running keeper for a live lease; LeaseNotFound (404) when it is not live."""
+    info = await backend.lease_keepalive(ns, lease_id)
+    keeper = LeaseKeeper(backend, ns, lease_id, info.ttl_ms)
+    keeper.start()
+    return keeper
