@@ -11,8 +11,8 @@ from pathlib import Path
 import orjson
 from pydantic import ValidationError
 
+from app.access import TokenConfigError, load_grants
 from app.artifacts import UnknownArtifactStore, artifacts_url, store_from_url
-from app.auth import TokenConfigError, load_grants
 from app.backends import UnknownBackend, backend_from_url
 from app.errors import BackendUnavailable
 from app.settings import Settings

@@ -17,8 +17,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from app import __version__
+from app.access import Access, load_grants
 from app.artifacts.collector import running_store
-from app.auth import AccessControl, load_grants
 from app.backends import backend_from_url
 from app.errors import BackendUnavailable, install_error_handlers
 from app.events import Hub
@@ -100,6 +100,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_watchers=settings.max_watchers,
         )
         await hub.start()
+        # Built before serving, not by the first GET /openapi.json, which held the loop
+        # ~0.5 s (not in a thread: pydantic's schema generation is not thread-safe).
+        app.openapi()
         try:
             async with running_store(settings, backend) as store:
                 yield {
@@ -132,9 +135,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # limit, then the hot path in front of FastAPI's router.
     app.add_middleware(HotPath, routes=kv.hot_routes)
     app.add_middleware(BodyLimit, limit_for=body_limits(settings))
-    if grants:
-        app.add_middleware(AccessControl, grants=grants)
-    else:
+    # Always installed: it also resolves the namespace of every call, tokens or not.
+    app.add_middleware(Access, grants=grants)
+    if not grants:
         logger.warning("no access tokens configured: every /v1 call is open to anyone")
     app.add_middleware(RequestObserver, metrics=metrics, access_log=access_log)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]

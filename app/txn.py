@@ -125,6 +125,7 @@ class Plan:
 class Limits:
     max_ops: int
     max_value_bytes: int
+    max_patch_ops: int | None = None
 
 
 # -- parsing ---------------------------------------------------------------------------
@@ -316,10 +317,16 @@ def compare_holds(c: KeyCompare, entry: KeyEntry | None) -> bool:
     return entry is not None and json_equal(orjson.loads(entry.value), c.expected)
 
 
-def patched(current: bytes, kind: str, patch: Any, limit: int) -> bytes:
+def patched(
+    current: bytes, kind: str, patch: Any, limit: int, *, max_ops: int | None = None
+) -> bytes:
     """A merge patch or JSON Patch applied to JSON bytes, as PATCH /v1/kv/{key} does."""
     document = orjson.loads(current)
-    result = merge_patch(document, patch) if kind == "merge" else json_patch(document, patch)
+    result = (
+        merge_patch(document, patch)
+        if kind == "merge"
+        else json_patch(document, patch, max_ops=max_ops, max_bytes=limit)
+    )
     try:
         out = orjson.dumps(result)
     except TypeError as exc:  # orjson.JSONEncodeError
@@ -362,7 +369,8 @@ def describe(value: Any) -> str:
     return type(value).__name__
 
 
-def _step(op: Op, entry: KeyEntry | None, limit: int) -> Step:
+def _step(op: Op, entry: KeyEntry | None, limits: Limits) -> Step:
+    limit = limits.max_value_bytes
     if op.kind == "put":
         return Step("put", op.key, op.value, op.ttl_ms, op.lease)
     if op.kind in ("delete", "get"):
@@ -373,7 +381,8 @@ def _step(op: Op, entry: KeyEntry | None, limit: int) -> Step:
         base = entry.value if entry is not None else op.initial
         assert base is not None
         try:
-            return Step("put", op.key, patched(base, op.patch_kind, op.patch, limit), keep=True)
+            value = patched(base, op.patch_kind, op.patch, limit, max_ops=limits.max_patch_ops)
+            return Step("put", op.key, value, keep=True)
         except PreconditionFailed as exc:  # a failed JSON Patch test carries the entry
             exc.extra.setdefault("current", entry)
             raise
@@ -401,5 +410,5 @@ def plan(
         for c in txn.compares
     )
     ops = txn.success if succeeded else txn.failure
-    steps = tuple(_step(op, entries.get(op.key), limits.max_value_bytes) for op in ops)
+    steps = tuple(_step(op, entries.get(op.key), limits) for op in ops)
     return Plan(succeeded, steps)

@@ -134,7 +134,11 @@ async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 class ServiceProcess:
     """``python -m uvicorn app.main:app`` on a free port, configured by environment."""
 
-    def __init__(self, env: dict[str, str], *, workers: int = 1, port: int | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], *, workers: int = 1, port: int | None = None,
+        app: str = "app.main:app",
+    ) -> None:
+        self.app = app
         self.port = port or free_port()
         self.env = {**os.environ, **env}
         self.workers = workers
@@ -147,7 +151,7 @@ class ServiceProcess:
 
     def start(self) -> ServiceProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
+            [sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", str(self.workers), "--no-access-log",
              "--timeout-graceful-shutdown", "5"],
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,

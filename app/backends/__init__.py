@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from app.backends.base import Backend
+from app.backends.base import Backend, Bounds
 from app.settings import Settings
 
 SCHEMES = ("memory", "redis", "rediss", "unix")
@@ -14,15 +14,24 @@ class UnknownBackend(ValueError):
     """The URL names no backend this service has."""
 
 
+def bounds_of(settings: Settings) -> Bounds:
+    """The per-namespace bounds the settings ask for."""
+    return Bounds(
+        event_retention=settings.event_retention,
+        event_retention_bytes=settings.event_retention_bytes,
+        max_keys=settings.namespace_max_keys,
+        max_bytes=settings.namespace_max_bytes,
+        lock_max_waiters=settings.lock_max_waiters,
+    )
+
+
 def backend_from_url(url: str, settings: Settings) -> Backend:
     """A Backend for ``memory://``, ``redis://``, ``rediss://`` or ``unix://`` URLs."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         from app.backends.memory import MemoryBackend
 
-        return MemoryBackend(
-            key_history=settings.key_history, event_retention=settings.event_retention
-        )
+        return MemoryBackend(key_history=settings.key_history, bounds=bounds_of(settings))
     if scheme in ("redis", "rediss", "unix"):
         from app.backends.redis import RedisBackend
 
@@ -31,7 +40,7 @@ def backend_from_url(url: str, settings: Settings) -> Backend:
             timeout=settings.backend_timeout_seconds,
             max_connections=settings.redis_max_connections,
             key_history=settings.key_history,
-            event_retention=settings.event_retention,
+            bounds=bounds_of(settings),
         )
     raise UnknownBackend(
         f"unknown backend URL {url!r}: use memory:// (embedded) or redis://host:6379/0 "

@@ -21,6 +21,7 @@ from app.backends.base import (
     NO_CONDITION,
     Backend,
     BackendInfo,
+    Bounds,
     ChangeEvent,
     EventBatch,
     Fence,
@@ -31,6 +32,7 @@ from app.backends.base import (
     ValueUpdate,
     apply_update,
     check_precondition,
+    quota_exceeded,
 )
 from app.backends.memory_artifacts import MemoryArtifactsMixin
 from app.backends.memory_leases import LeaseState, MemoryLeases
@@ -60,6 +62,8 @@ class _Namespace:
     retention: int
     revision: int = 0
     compacted: int = 0
+    event_bytes: int = 0  # the sum of len(event.data) over ``events``
+    used_bytes: int = 0  # what CORKBOARD_NAMESPACE_MAX_BYTES bounds (see Bounds)
     events: deque[ChangeEvent] = field(default_factory=deque)
     keys: dict[str, KeyEntry] = field(default_factory=dict)
     history: dict[str, deque[KeyEntry]] = field(default_factory=dict)
@@ -102,11 +106,23 @@ class MemoryBackend(
 ):
     """State in this process's memory; refuses nothing, remembers nothing across restarts."""
 
-    def __init__(self, *, key_history: int = 10, event_retention: int = 100_000) -> None:
+    def __init__(
+        self,
+        *,
+        key_history: int = 10,
+        event_retention: int = 100_000,
+        bounds: Bounds | None = None,
+    ) -> None:
         self.info = BackendInfo(name="memory", persistence=False, distribution=False)
         self.key_history = key_history
-        self.event_retention = event_retention
+        self.bounds = bounds or Bounds(event_retention=event_retention)
+        self.event_retention = self.bounds.event_retention
         self._namespaces: dict[str, _Namespace] = {}
+        # Wakers of read_events waits on namespaces that do not exist (yet): a read
+        # creates no namespace; the first write adopts the waker (see _ns).
+        self._wakers: dict[str, tuple[asyncio.Event, int]] = {}
+        #: Deadline rows a sweep handled, in total: a sweep's work is what is due.
+        self.sweep_visits = 0
         # (deadline_ms, ns, member): member is "<kind>:<name>" ("k:<key>" for keys), handled
         # by the method _expire_<kind>; rows made stale by later writes are skipped.
         self._deadlines: list[tuple[int, str, str]] = []
@@ -125,15 +141,46 @@ class MemoryBackend(
     # -- internals -------------------------------------------------------------------
 
     def _ns(self, ns: str) -> _Namespace:
+        """The namespace's state, created for a write; reads use ``_view``."""
         state = self._namespaces.get(ns)
         if state is None:
             state = self._namespaces[ns] = _Namespace(retention=self.event_retention)
+            waker = self._wakers.get(ns)
+            if waker is not None:
+                state.changed = waker[0]
         return state
 
+    def _view(self, ns: str) -> _Namespace:
+        """The namespace's state for a read: an unstored empty one when it has none, so
+        that reading never creates state (API.md section 9)."""
+        state = self._namespaces.get(ns)
+        return state if state is not None else _Namespace(retention=self.event_retention)
+
+    def check_quota(self, ns: str, keys: int, nbytes: int) -> None:
+        """507 when a write would add keys past ``max_keys`` or bytes past ``max_bytes``
+        (a write that frees room always passes). Called before the write changes anything."""
+        st = self._view(ns)
+        if keys > 0 and len(st.keys) + keys > self.bounds.max_keys:
+            raise quota_exceeded(ns, "keys", self.bounds.max_keys)
+        if nbytes > 0 and st.used_bytes + nbytes > self.bounds.max_bytes:
+            raise quota_exceeded(ns, "bytes", self.bounds.max_bytes)
+
+    def charge(self, ns: str, keys: int, nbytes: int) -> None:
+        """``check_quota``, then count the write's bytes (negative: given back)."""
+        self.check_quota(ns, keys, nbytes)
+        if nbytes:
+            self._ns(ns).used_bytes += nbytes
+
     def _append(self, st: _Namespace, event: ChangeEvent) -> None:
-        if len(st.events) >= st.retention:
-            st.compacted = st.events.popleft().revision
         st.events.append(event)
+        st.event_bytes += len(event.data)
+        # Compact by count and by bytes; the newest event always stays (a resume point).
+        # Each event is dropped once: amortized O(1) per append.
+        limit = self.bounds.event_retention_bytes
+        while len(st.events) > st.retention or (st.event_bytes > limit and len(st.events) > 1):
+            old = st.events.popleft()
+            st.event_bytes -= len(old.data)
+            st.compacted = old.revision
         st.changed.set()
         st.changed = asyncio.Event()
 
@@ -158,7 +205,7 @@ class MemoryBackend(
         """Raise StaleFence unless ``fence`` names the current holder of its lock."""
         if fence is None:
             return
-        lock = self._ns(ns).locks.get((fence.scope, fence.name))
+        lock = self._view(ns).locks.get((fence.scope, fence.name))
         if (
             lock is None
             or lock.token != fence.token
@@ -173,7 +220,7 @@ class MemoryBackend(
         return entry
 
     def _expire_if_due(self, ns: str, key: str, now: int) -> None:
-        st = self._ns(ns)
+        st = self._view(ns)
         entry = st.keys.get(key)
         if entry is not None and entry.expires_at is not None and entry.expires_at <= now:
             self._remove(st, key)
@@ -182,7 +229,7 @@ class MemoryBackend(
     def _remove(self, st: _Namespace, key: str) -> None:
         self._detach_lease(st, key)
         del st.keys[key]
-        st.history.pop(key, None)
+        st.used_bytes -= sum(len(e.value) for e in st.history.pop(key, ()))
         i = bisect.bisect_left(st.order, key)
         if i < len(st.order) and st.order[i] == key:
             del st.order[i]
@@ -198,6 +245,9 @@ class MemoryBackend(
     ) -> PutResult:
         st = self._ns(ns)
         old = st.keys.get(key)
+        kept = st.history.get(key)
+        dropped = kept[-1].value if kept is not None and len(kept) == kept.maxlen else b""
+        self.charge(ns, 0 if old is not None else 1, len(value) - len(dropped))
         revision = self.emit(
             ns, "kv.put", key, now, value=value, old_value=old.value if old else None
         )
@@ -233,7 +283,7 @@ class MemoryBackend(
     # -- keys ------------------------------------------------------------------------
 
     async def kv_get(self, ns: str, key: str, revision: int | None = None) -> KeyEntry | None:
-        st = self._ns(ns)
+        st = self._view(ns)
         entry = self._live(st, key, now_ms())
         if revision is None or entry is None:
             return entry
@@ -254,7 +304,7 @@ class MemoryBackend(
         self.fence_holds(ns, fence, now)
         self.lease_live(ns, lease, now)
         self._expire_if_due(ns, key, now)
-        check_precondition(condition, self._ns(ns).keys.get(key))
+        check_precondition(condition, self._view(ns).keys.get(key))
         return self._write(ns, key, value, now + ttl_ms if ttl_ms else None, now, lease)
 
     async def kv_update(
@@ -273,7 +323,7 @@ class MemoryBackend(
         self.fence_holds(ns, fence, now)
         self.lease_live(ns, lease, now)
         self._expire_if_due(ns, key, now)
-        current = self._ns(ns).keys.get(key)
+        current = self._view(ns).keys.get(key)
         check_precondition(condition, current)
         if current is None and initial is None:
             raise NotFound(f"Key {key!r} does not exist and no initial value was given.")
@@ -302,7 +352,7 @@ class MemoryBackend(
         now = now_ms()
         self.fence_holds(ns, fence, now)
         self._expire_if_due(ns, key, now)
-        current = self._ns(ns).keys.get(key)
+        current = self._view(ns).keys.get(key)
         start: Any = orjson.loads(current.value) if current is not None else initial
         if isinstance(start, bool) or not isinstance(start, int | float):
             raise Unprocessable(
@@ -322,7 +372,7 @@ class MemoryBackend(
         now = now_ms()
         self.fence_holds(ns, fence, now)
         self._expire_if_due(ns, key, now)
-        st = self._ns(ns)
+        st = self._view(ns)
         current = st.keys.get(key)
         if current is None:
             raise NotFound(f"Key {key!r} does not exist.")
@@ -349,7 +399,7 @@ class MemoryBackend(
         now = now_ms()
         self.fence_holds(ns, fence, now)
         self._expire_if_due(ns, key, now)
-        st = self._ns(ns)
+        st = self._view(ns)
         current = st.keys.get(key)
         check_precondition(condition, current)
         if current is None:
@@ -359,7 +409,7 @@ class MemoryBackend(
         return current
 
     async def kv_history(self, ns: str, key: str) -> list[KeyEntry]:
-        st = self._ns(ns)
+        st = self._view(ns)
         if self._live(st, key, now_ms()) is None:
             return []
         return list(st.history.get(key, ()))
@@ -367,7 +417,7 @@ class MemoryBackend(
     async def kv_list(
         self, ns: str, pattern: Pattern, *, limit: int, after: str | None
     ) -> KeyPage:
-        st = self._ns(ns)
+        st = self._view(ns)
         now = now_ms()
         items: list[KeyEntry] = []
         more = False
@@ -400,27 +450,47 @@ class MemoryBackend(
     # -- change log ------------------------------------------------------------------
 
     async def current_revision(self, ns: str) -> int:
-        return self._ns(ns).revision
+        return self._view(ns).revision
 
     async def read_events(
         self, ns: str, after: int, *, limit: int = 1000, timeout: float = 0.0
     ) -> EventBatch:
-        st = self._ns(ns)
+        st = self._view(ns)
         if after >= st.revision and timeout > 0:
-            try:
-                await asyncio.wait_for(st.changed.wait(), timeout)
-            except TimeoutError:
-                pass
+            await self._wait_change(ns, st, timeout)
+            st = self._view(ns)
         events = st.events
         start = bisect.bisect_right(events, after, key=lambda e: e.revision)
         batch = [events[i] for i in range(start, min(len(events), start + limit))]
         return EventBatch(batch, st.revision, st.compacted)
+
+    async def _wait_change(self, ns: str, st: _Namespace, timeout: float) -> None:
+        """Wait up to ``timeout`` for the namespace's next event; for a namespace without
+        state, on a waker that exists only while someone waits."""
+        if ns in self._namespaces:
+            changed = st.changed
+        else:
+            event, count = self._wakers.get(ns, (asyncio.Event(), 0))
+            self._wakers[ns] = (event, count + 1)
+            changed = event
+        try:
+            await asyncio.wait_for(changed.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            waker = self._wakers.get(ns)
+            if waker is not None and waker[0] is changed:
+                if waker[1] <= 1:
+                    del self._wakers[ns]
+                else:
+                    self._wakers[ns] = (changed, waker[1] - 1)
 
     async def expire_due(self) -> int:
         now = now_ms()
         count = 0
         while self._deadlines and self._deadlines[0][0] <= now:
             deadline, ns, member = heapq.heappop(self._deadlines)
+            self.sweep_visits += 1
             kind, _, name = member.partition(":")
             # One handler per kind of deadline: _expire_k for keys; other resources add theirs.
             handler = getattr(self, "_expire_" + kind, None)
@@ -429,7 +499,7 @@ class MemoryBackend(
         return count
 
     def _expire_k(self, ns: str, key: str, deadline: int, now: int) -> bool:
-        entry = self._ns(ns).keys.get(key)
+        entry = self._view(ns).keys.get(key)
         if entry is None or entry.expires_at != deadline:
             return False  # deleted, rewritten or touched since this deadline was set
         self._expire_if_due(ns, key, now)

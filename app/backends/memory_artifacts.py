@@ -49,6 +49,8 @@ class MemoryArtifactsMixin:
 
         def _ns(self, ns: str) -> _Namespace: ...
 
+        def _view(self, ns: str) -> _Namespace: ...
+
         def emit(self, ns: str, type_: str, key: str, at_ms: int, **fields: Any) -> int: ...
 
         def fence_holds(self, ns: str, fence: Fence | None, now: int) -> None: ...
@@ -65,9 +67,14 @@ class MemoryArtifactsMixin:
             space = self._artifact_spaces[ns] = _ArtifactSpace()
         return space
 
+    def _artifacts_view(self, ns: str) -> _ArtifactSpace:
+        """For reads: the namespace's artifacts, or an unstored empty space."""
+        space = self._artifact_spaces.get(ns)
+        return space if space is not None else _ArtifactSpace()
+
     def _live_artifact(self, ns: str, key: str, now: int) -> ArtifactMeta | None:
         """The live artifact; one past its deadline is expired here, with its event."""
-        meta = self._artifacts(ns).items.get(key)
+        meta = self._artifacts_view(ns).items.get(key)
         if meta is not None and meta.expires_at is not None and meta.expires_at <= now:
             self._remove_artifact(ns, meta, now, "expired")
             return None
@@ -89,7 +96,7 @@ class MemoryArtifactsMixin:
         self._artifacts(ns).reserved[blob] = deadline_ms
 
     async def artifact_discard(self, ns: str, blob: str) -> None:
-        self._artifacts(ns).reserved.pop(blob, None)
+        self._artifacts_view(ns).reserved.pop(blob, None)
 
     async def artifact_put(
         self,
@@ -132,7 +139,7 @@ class MemoryArtifactsMixin:
         return ArtifactPut(meta, old is None)
 
     async def artifact_get(self, ns: str, key: str) -> ArtifactMeta | None:
-        meta = self._artifacts(ns).items.get(key)
+        meta = self._artifacts_view(ns).items.get(key)
         if meta is not None and meta.expires_at is not None and meta.expires_at <= now_ms():
             return None
         return meta
@@ -157,7 +164,7 @@ class MemoryArtifactsMixin:
     async def artifact_list(
         self, ns: str, pattern: Pattern, *, limit: int, after: str | None
     ) -> ArtifactPage:
-        space = self._artifacts(ns)
+        space = self._artifacts_view(ns)
         now = now_ms()
         items: list[ArtifactMeta] = []
         more = False
@@ -175,7 +182,7 @@ class MemoryArtifactsMixin:
                 break
             items.append(meta)
         next_cursor = items[-1].key if more and items else None
-        return ArtifactPage(items, next_cursor, self._ns(ns).revision)
+        return ArtifactPage(items, next_cursor, self._view(ns).revision)
 
     async def artifact_garbage(self, *, limit: int, lease_ms: int) -> list[tuple[str, str]]:
         now = now_ms()
@@ -194,12 +201,12 @@ class MemoryArtifactsMixin:
         return claimed
 
     async def artifact_garbage_done(self, ns: str, blobs: list[str]) -> None:
-        garbage = self._artifacts(ns).garbage
+        garbage = self._artifacts_view(ns).garbage
         for blob in blobs:
             garbage.pop(blob, None)
 
     def _expire_a(self, ns: str, key: str, deadline: int, now: int) -> bool:
-        meta = self._artifacts(ns).items.get(key)
+        meta = self._artifacts_view(ns).items.get(key)
         if meta is None or meta.expires_at != deadline:
             return False  # deleted or replaced since this deadline was set
         self._live_artifact(ns, key, now)

@@ -52,6 +52,7 @@ class _Session:
     dedupe: dict[str, None] = field(default_factory=dict)  # insertion order = age
     threads: dict[str, bytes] = field(default_factory=dict)
     channels: dict[str, bytes] = field(default_factory=dict)
+    used_bytes: int = 0  # its share of the namespace's quota bytes (see var_bytes)
 
     def info(self, sid: str) -> SessionInfo:
         return SessionInfo(sid, self.metadata, self.ttl_ms, self.created_at, self.updated_at,
@@ -65,12 +66,30 @@ class _Session:
         return self.threads if kind == "thread" else self.channels
 
 
+def var_bytes(var: Variable) -> int:
+    """A variable's quota bytes: its value's and its definition's JSON length."""
+    return len(var.value) + len(var.definition_json())
+
+
+def snapshot_bytes(snapshot: SessionSnapshot) -> int:
+    """The quota bytes of a session as ``snapshot`` holds it."""
+    return (len(snapshot.metadata) + sum(var_bytes(v) for v in snapshot.variables)
+            + sum(len(v) for v in snapshot.thread_state.values())
+            + sum(len(v) for v in snapshot.channel_state.values()))
+
+
 class MemorySessions:
     """The session store of MemoryBackend (a mixin: it uses the backend's state and emit)."""
 
     if TYPE_CHECKING:
 
         def _ns(self, ns: str) -> _Namespace: ...
+
+        def _view(self, ns: str) -> _Namespace: ...
+
+        def charge(self, ns: str, keys: int, nbytes: int) -> None: ...
+
+        def check_quota(self, ns: str, keys: int, nbytes: int) -> None: ...
 
         def emit(self, ns: str, type_: str, key: str, at_ms: int, **fields: Any) -> int: ...
 
@@ -82,15 +101,24 @@ class MemorySessions:
 
     # -- internals -------------------------------------------------------------------
 
-    def _sessions(self, ns: str) -> dict[str, _Session]:
+    def _sessions(self, ns: str, *, create: bool = False) -> dict[str, _Session]:
+        """The namespace's sessions; an unstored empty dict unless ``create`` (a read
+        creates no state)."""
         table: dict[str, dict[str, _Session]] | None = getattr(self, "_session_table", None)
         if table is None:
             table = {}
             self._session_table = table
         sessions = table.get(ns)
         if sessions is None:
-            sessions = table[ns] = {}
+            sessions = {}
+            if create:
+                table[ns] = sessions
         return sessions
+
+    def _session_charge(self, ns: str, sess: _Session, nbytes: int) -> None:
+        """Count ``nbytes`` more (or fewer) for the session; 507 before any change."""
+        self.charge(ns, 0, nbytes)
+        sess.used_bytes += nbytes
 
     def _session_live(self, ns: str, sid: str, now: int) -> _Session | None:
         """The live session; one past its idle deadline is removed here, with its event."""
@@ -112,7 +140,8 @@ class MemorySessions:
     def _session_touch(self, ns: str, sid: str, sess: _Session | None, now: int) -> _Session:
         """Create the session on first use, or count a write: updated_at, idle deadline."""
         if sess is None:
-            sess = self._sessions(ns)[sid] = _Session(b"{}", now, now)
+            self._ns(ns).used_bytes += 2  # its metadata '{}'; callers checked the quota
+            sess = self._sessions(ns, create=True)[sid] = _Session(b"{}", now, now, used_bytes=2)
             return sess
         sess.updated_at = now
         self._session_deadline(ns, sid, sess, now)
@@ -134,8 +163,13 @@ class MemorySessions:
     def _session_remove(self, ns: str, sid: str) -> None:
         """Forget the session and its locks' holders and pending entries (token counters
         stay: tokens are never reused)."""
-        self._sessions(ns).pop(sid, None)
-        locks = self._ns(ns).locks
+        sessions = self._sessions(ns)
+        sess = sessions.pop(sid, None)
+        if sess is not None:
+            self.charge(ns, 0, -sess.used_bytes)
+            if not sessions:
+                del self._session_table[ns]
+        locks = self._view(ns).locks
         for name, slot in self._session_locks(ns, sid):
             slot.pending.clear()
             slot.ticket = ""
@@ -155,7 +189,9 @@ class MemorySessions:
         self.fence_holds(ns, fence, now)
         old = self._session_live(ns, sid, now)
         old_metadata = old.metadata if old is not None else None
+        self.check_quota(ns, 0, len(metadata) - len(old_metadata or b"{}") + (0 if old else 2))
         sess = self._session_touch(ns, sid, old, now)
+        self._session_charge(ns, sess, len(metadata) - len(sess.metadata))
         sess.metadata = metadata
         sess.ttl_ms = ttl_ms
         self._session_deadline(ns, sid, sess, now)
@@ -227,11 +263,13 @@ class MemorySessions:
             if taken is not None:
                 raise Conflict(f"Variable {var.name!r} already exists in session {sid!r}.",
                                code="already_exists", current=taken)
+        self.check_quota(ns, 0, var_bytes(var) + (0 if sess else 2))
         sess = self._session_touch(ns, sid, sess, now)
         var_id = var.id
         while var_id in sess.variables:
             var_id = new_variable_id()
         var = replace(var, id=var_id, version=1, created_at=now, updated_at=now)
+        self._session_charge(ns, sess, var_bytes(var))
         sess.variables[var.id] = var
         sess.names[var.name] = var.id
         self.emit(ns, "variable.created", var.name, now, session=sid, value=var.value,
@@ -276,6 +314,9 @@ class MemorySessions:
         plan = plan_writes(found, updates, metadata, condition, now)
         if (atomic and plan.errors) or not plan.writes or sess is None:
             return WriteOutcome([], plan.errors, None)
+        self._session_charge(
+            ns, sess, sum(var_bytes(w.new) - var_bytes(w.old) for w in plan.writes)
+        )
         self._session_touch(ns, sid, sess, now)
         for w in plan.writes:
             sess.variables[w.new.id] = w.new
@@ -311,6 +352,7 @@ class MemorySessions:
         if sess is None or var is None:
             raise NotFound(f"No variable {ident!r} in session {sid!r}.")
         self._session_touch(ns, sid, sess, now)
+        self._session_charge(ns, sess, -var_bytes(var))
         del sess.variables[var.id]
         del sess.names[var.name]
         self.emit(ns, "variable.deleted", var.name, now, session=sid, value=None,
@@ -387,7 +429,10 @@ class MemorySessions:
             if sess is not None:
                 self._session_touch(ns, sid, sess, now)
             return None, False
+        grow = len(new or b"") - len(old or b"") + (0 if sess else 2)
+        self.check_quota(ns, 0, grow)
         sess = self._session_touch(ns, sid, sess, now)
+        self._session_charge(ns, sess, len(new or b"") - len(old or b""))
         if new is None:
             del sess.states(kind)[ident]
         else:
@@ -404,12 +449,12 @@ class MemorySessions:
             return None
         now = now_ms()
         snap = SessionSnapshot(
-            sid, self._ns(ns).revision, sess.metadata, sess.ttl_ms, sess.created_at,
+            sid, self._view(ns).revision, sess.metadata, sess.ttl_ms, sess.created_at,
             sess.updated_at, sess.expires_at, list(sess.variables.values()),
             sorted(sess.subscriptions), list(sess.dedupe), dict(sess.threads),
             dict(sess.channels),
         )
-        holders = self._ns(ns).locks
+        holders = self._view(ns).locks
         for name, slot in self._session_locks(ns, sid):
             holder = holders.get((sid, name))
             if holder is not None and (holder.expires_at is None or holder.expires_at > now):
@@ -427,13 +472,16 @@ class MemorySessions:
         now = now_ms()
         self.fence_holds(ns, fence, now)
         old = self._session_live(ns, sid, now)
+        size = snapshot_bytes(snapshot)
+        self.check_quota(ns, 0, size - (old.used_bytes if old is not None else 0))
         holders = self._ns(ns).locks
         prior = {name: holders.get((sid, name)) for name in snapshot.locks}
         prior = {name: h for name, h in prior.items()
                  if h is not None and (h.expires_at is None or h.expires_at > now)}
         self._session_remove(ns, sid)
-        sess = self._sessions(ns)[sid] = _Session(
-            snapshot.metadata, snapshot.created_at or now, now, snapshot.ttl_ms
+        self.charge(ns, 0, size)
+        sess = self._sessions(ns, create=True)[sid] = _Session(
+            snapshot.metadata, snapshot.created_at or now, now, snapshot.ttl_ms, used_bytes=size
         )
         self._session_deadline(ns, sid, sess, now)
         for var in snapshot.variables:

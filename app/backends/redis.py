@@ -26,6 +26,7 @@ from app.backends.base import (
     NO_CONDITION,
     Backend,
     BackendInfo,
+    Bounds,
     ChangeEvent,
     EventBatch,
     Fence,
@@ -36,12 +37,14 @@ from app.backends.base import (
     ValueUpdate,
     apply_update,
     check_precondition,
+    quota_exceeded,
 )
 from app.backends.base_txn import lease_not_found
 from app.backends.redis_artifacts import RedisArtifactsMixin
 from app.backends.redis_leases import RedisLeases
 from app.backends.redis_locks import RedisLocks
 from app.backends.redis_sessions import RedisSessions
+from app.backends.redis_sweeper import DEADLINES_KEY, DeadlineIndex
 from app.backends.redis_txn import RedisTxn
 from app.errors import (
     BackendUnavailable,
@@ -53,13 +56,13 @@ from app.syntax import Pattern
 
 logger = logging.getLogger("corkboard.redis")
 
-#: Set of namespaces that have deadlines, read by every replica's sweeper.
+#: Set of namespaces that ever had deadlines: walked slowly by the sweeper's repair pass
+#: (redis_sweeper.py) and by the artifact collectors.
 NAMESPACES_KEY = "cb:namespaces"
 #: Optimistic retries of a server-side update (PATCH) racing other writers of one key.
 UPDATE_ATTEMPTS = 200
 LIST_SCAN_BUDGET = 20_000
 SWEEP_BATCH = 500
-_LUA_MAGIC = set("^$()%.[]*+-?")
 _FIRST_CHAR_KIND = {'"': "a string", "t": "a boolean", "f": "a boolean", "n": "null",
                     "[": "an array", "{": "an object"}
 
@@ -71,19 +74,24 @@ def _load_scripts() -> dict[str, str]:
         p.name for p in folder.iterdir() if p.name.startswith("lib_") and p.name.endswith(".lua")
     )
     prelude += "".join("\n" + (folder / name).read_text() for name in libraries)
+    # Each script runs as a function so that a deadline the global index may not know of
+    # (RESCHEDULE, set by set_deadline) can be added to whatever it replies.
+    tail = (
+        "\nend\nlocal __reply = __script()\nif RESCHEDULE then\n"
+        "  return {'__reschedule', string.format('%d', RESCHEDULE), __reply}\nend\n"
+        "return __reply\n"
+    )
     return {
-        p.name[:-4]: prelude + "\n" + p.read_text()
+        p.name[:-4]: prelude + "\nlocal function __script()\n" + p.read_text() + tail
         for p in folder.iterdir()
         if p.name.endswith(".lua") and p.name != "common.lua" and not p.name.startswith("lib_")
     }
 
 
 def lua_pattern(pattern: Pattern) -> str:
-    """The anchored Lua pattern for a key pattern ('' when it names one key exactly)."""
-    if pattern.exact:
-        return ""
-    parts = ["".join("%" + c if c in _LUA_MAGIC else c for c in p) for p in pattern.text.split("*")]
-    return "^" + ".*".join(parts) + "$"
+    """The pattern argument of the listing scripts: '' when the pattern names one key
+    exactly, else its text, matched by glob_match in common.lua (linear time)."""
+    return "" if pattern.exact else pattern.text
 
 
 def _s(value: Any) -> str:
@@ -210,16 +218,20 @@ class RedisBackend(
         blocking_client: Redis | None = None,
         key_history: int = 10,
         event_retention: int = 100_000,
+        bounds: Bounds | None = None,
         url: str = "",
     ) -> None:
         self.info = BackendInfo(name="redis", persistence=True, distribution=True)
         self.client = client
         self._blocking = blocking_client or client
         self.key_history = key_history
-        self.event_retention = event_retention
+        self.bounds = bounds or Bounds(event_retention=event_retention)
+        self.event_retention = self.bounds.event_retention
+        self._bounds_arg = self.bounds.script_arg()
         self.url = url
         self._scripts: dict[str, AsyncScript] = {}
         self._batcher = _ScriptBatcher(client)
+        self.deadlines = DeadlineIndex(client)
         self._registered_ns: set[str] = set()
         self._owns_clients = False
 
@@ -232,6 +244,7 @@ class RedisBackend(
         max_connections: int = 64,
         key_history: int = 10,
         event_retention: int = 100_000,
+        bounds: Bounds | None = None,
     ) -> RedisBackend:
         """Build the backend with its own connection pools; closing it closes them."""
         common: dict[str, Any] = {
@@ -255,6 +268,7 @@ class RedisBackend(
             blocking_client=Redis.from_pool(blocking_pool),
             key_history=key_history,
             event_retention=event_retention,
+            bounds=bounds,
             url=url,
         )
         backend._owns_clients = True
@@ -270,9 +284,17 @@ class RedisBackend(
             # Load every script once now, so a broken script fails at start, not later.
             for script in self._scripts.values():
                 await self.client.script_load(script.script)
+            # Namespaces registered before the deadline index existed: visit each once.
+            if not await self.client.exists(DEADLINES_KEY):
+                legacy = [_s(n) for n in await self.client.smembers(NAMESPACES_KEY)]
+                if legacy:
+                    await self.client.zadd(DEADLINES_KEY, dict.fromkeys(legacy, 0), nx=True)
 
     async def close(self) -> None:
         await self._batcher.close()
+        wakeups = getattr(self, "_wakeups", None)
+        if wakeups is not None:
+            await wakeups.close()
         if self._owns_clients:
             await self.client.aclose()
             if self._blocking is not self.client:
@@ -292,11 +314,20 @@ class RedisBackend(
 
     async def run(self, script: str, ns: str, *args: Any, client: Redis | None = None) -> Any:
         """Run one Lua script against namespace ``ns``; the single way state changes."""
-        argv = [f"cb:{{{ns}}}:rev", ns, self.event_retention, self.key_history, *args]
+        argv = [f"cb:{{{ns}}}:rev", ns, self._bounds_arg, self.key_history, *args]
         async with self.mapped_errors():
             if client is not None:
-                return await self._scripts[script](keys=argv[:1], args=argv[1:], client=client)
-            return await self._batcher.submit(self._scripts[script], argv)
+                reply = await self._scripts[script](keys=argv[:1], args=argv[1:], client=client)
+            else:
+                reply = await self._batcher.submit(self._scripts[script], argv)
+        if isinstance(reply, list) and reply and reply[0] == b"__reschedule":
+            # Rule 1 of redis_sweeper.py: tell the index after the script, in its own call.
+            async with self.mapped_errors():
+                await self.deadlines.schedule(ns, int(reply[1]))
+            reply = reply[2] if len(reply) > 2 else None
+        if isinstance(reply, list) and reply and reply[0] == b"quota_exceeded":
+            raise quota_exceeded(ns, _s(reply[1]), int(reply[2]))
+        return reply
 
     async def register_deadlines(self, ns: str) -> None:
         """Make the sweepers visit ``ns``: needed once per namespace that gets a deadline."""
@@ -498,11 +529,25 @@ class RedisBackend(
         return EventBatch(events, current, compacted)
 
     async def expire_due(self) -> int:
+        """Visit the namespaces the deadline index says are due, and a few of the repair
+        pass (redis_sweeper.py): the cost follows what is due, not how many exist."""
         async with self.mapped_errors():
-            namespaces = [_s(n) for n in await self.client.smembers(NAMESPACES_KEY)]
+            seconds, micros = await self.client.time()
+            due = await self.deadlines.due(seconds * 1000 + micros // 1000)
+            repair = await self.deadlines.repair_batch(NAMESPACES_KEY)
         total = 0
-        for ns in namespaces:
-            total += int(await self.run("expire_due", ns, SWEEP_BATCH))
+        for ns, score in due:
+            self.deadlines.visits += 1
+            count, next_ms, _ = await self.run("expire_due", ns, SWEEP_BATCH)
+            total += int(count)
+            async with self.mapped_errors():
+                await self.deadlines.settle(ns, score, int(next_ms))
+        for ns in repair:
+            count, next_ms, _ = await self.run("expire_due", ns, SWEEP_BATCH)
+            total += int(count)
+            if int(next_ms) > 0:
+                async with self.mapped_errors():
+                    await self.deadlines.schedule(ns, int(next_ms))
         return total
 
 

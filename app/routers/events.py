@@ -33,12 +33,13 @@ from app.events import (
 from app.models import EventList, Problem
 from app.presence import LeaseKeeper, keep_alive
 from app.routers.common import BackendDep, HubDep, NamespaceDep, SettingsDep, json_response
-from app.syntax import check_id, parse_duration
+from app.syntax import MAX_DIGITS, MAX_REVISION, check_id, is_count, parse_duration
 
 router = APIRouter(tags=["watch"])
 logger = logging.getLogger("corkboard.watch")
 
 MAX_WAIT_SECONDS = 300.0
+MAX_EVENTS_LIMIT = 10_000
 _PING = ServerSentEvent(comment="ping", sep="\n")
 _PING_BYTES = _PING.encode()
 
@@ -81,9 +82,10 @@ def _last_event_id(header: str | None) -> int | None:
     if header is None or header.strip() == "":
         return None
     text = header.strip()
-    if not text.isdigit():
+    if not is_count(text) or int(text) > MAX_REVISION:
         raise InvalidRequest(
-            "Last-Event-ID must be a revision this service sent as an event id.",
+            "Last-Event-ID must be a revision this service sent as an event id "
+            f"(at most {MAX_DIGITS} digits).",
             errors=[{"location": ["header", "Last-Event-ID"], "message": "not a revision"}],
         )
     return int(text)
@@ -134,8 +136,9 @@ async def _stream(
     summary="Watch changes as Server-Sent Events",
     description=(
         "Streams every matching change after the resume point (`Last-Event-ID`, else "
-        "`since`; `since=0` is everything retained; neither: from now) in revision order, "
-        "then live. A resume point older than the namespace retains gives `reset` first. "
+        "`since`; `since=0` is from the first event; neither: from now) in revision order, "
+        "then live. A resume point older than the namespace retains (`since=0` included, "
+        "once anything was compacted) gives `reset` first. "
         "`snapshot=true` (without a resume point) first sends the matching keys as "
         "`kv.put` events flagged `snapshot`, then `synced` at their revision. "
         "`lease=<id>` keeps that lease alive while the stream is open (presence)."
@@ -150,7 +153,8 @@ async def watch(
     types: TypesQuery = None,
     session: SessionQuery = None,
     since: Annotated[
-        int | None, Query(ge=0, description="Revision already seen; 0 = all retained")
+        int | None,
+        Query(ge=0, le=MAX_REVISION, description="Revision already seen; 0 = all retained"),
     ] = None,
     snapshot: Annotated[
         bool, Query(description="Start with the current matching keys, then `synced`")
@@ -215,20 +219,24 @@ async def watch(
     summary="The change feed as a long poll",
     description=(
         "Returns at once with the matching events after `since` (0, the default, is "
-        "everything retained), else waits up to `wait` for one. `revision` is where to "
-        "continue. If `since` is older than the namespace retains, the first event is "
-        "`reset` and the client must resync."
+        "from the first event), else waits up to `wait` for one. `revision` is where to "
+        "continue. If `since` is older than the namespace retains (0 included, once "
+        "anything was compacted), the only event is `reset` and the client must resync."
     ),
 )
 async def poll_events(
     ns: NamespaceDep,
     hub: HubDep,
-    since: Annotated[int, Query(ge=0, description="Revision already seen")] = 0,
+    since: Annotated[
+        int, Query(ge=0, le=MAX_REVISION, description="Revision already seen")
+    ] = 0,
     wait: Annotated[str | None, Query(description="Longest wait, e.g. 30s (at most 300s)")] = None,
     pattern: PatternQuery = None,
     types: TypesQuery = None,
     session: SessionQuery = None,
-    limit: Annotated[int, Query(ge=1, le=10_000, description="Most events returned")] = 1000,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_EVENTS_LIMIT, description="Most events returned")
+    ] = 1000,
 ) -> Response:
     wait_s = parse_duration(wait, what="wait")
     if wait_s > MAX_WAIT_SECONDS:

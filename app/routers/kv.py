@@ -17,7 +17,6 @@ from app.models import IncrementRequest, KeyEntryModel, KeyHistory, KeyList, Pro
 from app.routers.common import (
     FENCE_PARAMETERS,
     KEY_PARAMETER,
-    NS_PARAMETER,
     BackendDep,
     Endpoint,
     NamespaceDep,
@@ -33,9 +32,18 @@ from app.routers.common import (
     media_type,
     namespace_of,
     parse_json,
+    query_param,
     read_body,
 )
-from app.syntax import KV_ACTIONS, check_id, check_key, duration_ms, parse_duration, parse_etag
+from app.syntax import (
+    KV_ACTIONS,
+    check_id,
+    check_key,
+    duration_ms,
+    parse_count,
+    parse_duration,
+    parse_etag,
+)
 from app.txn import patched
 
 router = APIRouter(prefix="/v1/kv", tags=["keys"])
@@ -115,12 +123,8 @@ async def get_key(request: Request) -> Response:
     backend = get_backend(request)
     ns = namespace_of(request)
     key = key_of(request.path_params["key"])
-    raw_revision = request.query_params.get("revision") if request.scope["query_string"] else None
-    revision = None
-    if raw_revision is not None:
-        if not raw_revision.isdigit():
-            raise InvalidRequest("revision must be a non-negative integer.")
-        revision = int(raw_revision)
+    raw_revision = query_param(request, "revision")
+    revision = None if raw_revision is None else parse_count(raw_revision, what="revision")
     entry = await backend.kv_get(ns, key, revision)
     if entry is None:
         if revision is not None:
@@ -143,10 +147,9 @@ async def put_key(request: Request) -> Response:
     settings = get_settings(request)
     ns = namespace_of(request)
     key = key_of(request.path_params["key"])
-    query = request.query_params if request.scope["query_string"] else None
-    ttl = query.get("ttl") if query is not None else None
+    ttl = query_param(request, "ttl")
+    lease = lease_of(query_param(request, "lease"), ttl)
     ttl_ms = duration_ms(parse_duration(ttl))
-    lease = lease_of(query.get("lease"), ttl) if query is not None else None
     condition = condition_from_headers(request.headers)
     fence = fence_from_headers(request.headers)
     limit = settings.max_value_bytes
@@ -238,7 +241,7 @@ router.add_api_route(
     summary="Read a key",
     openapi_extra={
         "parameters": [
-            KEY_PARAMETER, NS_PARAMETER,
+            KEY_PARAMETER,
             {"name": "revision", "in": "query", "required": False,
              "schema": {"type": "integer", "minimum": 0},
              "description": "Read the value the key had at this revision, while kept"},
@@ -259,7 +262,7 @@ router.add_api_route(
     summary="Store a value",
     openapi_extra={
         "parameters": [
-            KEY_PARAMETER, NS_PARAMETER,
+            KEY_PARAMETER,
             {"name": "ttl", "in": "query", "required": False, "schema": {"type": "string"},
              "description": "Seconds (30, 0.25) or a duration ('250ms', '5m'); 0 = none"},
             _LEASE, _IF_MATCH, _IF_NONE_MATCH_WRITE, *FENCE_PARAMETERS,
@@ -329,7 +332,7 @@ async def patch_key(
     kind = "merge" if mt == MERGE_PATCH else "json_patch"
 
     def update(current: bytes) -> bytes:
-        return patched(current, kind, patch, limit)
+        return patched(current, kind, patch, limit, max_ops=settings.max_patch_ops)
 
     result = await backend.kv_update(
         ns, key, update, initial=initial_value, ttl_ms=ttl_ms,

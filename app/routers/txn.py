@@ -94,6 +94,8 @@ class PatternDeleted(BaseModel):
         413: {"model": Problem, "description": "A value over CORKBOARD_MAX_VALUE_BYTES"},
         422: {"model": Problem, "description": "A value that cannot be stored or incremented"},
         503: {"model": Problem, "description": "Backend unavailable; retry after Retry-After"},
+        507: {"model": Problem, "description": "quota_exceeded: the puts would pass a "
+                                               "namespace quota; nothing changed"},
     },
     summary="Compare, then apply one branch of ops atomically (one revision, one event)",
     openapi_extra=_TXN_BODY,
@@ -103,7 +105,7 @@ async def transaction(
 ) -> Response:
     fence = fence_from_headers(request.headers)
     body = parse_json(await read_body(request, settings.max_request_bytes))
-    limits = Limits(settings.max_txn_ops, settings.max_value_bytes)
+    limits = Limits(settings.max_txn_ops, settings.max_value_bytes, settings.max_patch_ops)
     outcome = await backend.txn(ns, parse_txn(body, limits), limits, fence=fence)
     return json_response(outcome.to_json())
 

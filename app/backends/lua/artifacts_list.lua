@@ -1,5 +1,5 @@
 -- Live artifacts in key order, after a cursor. ARGV[4] after ('' from the start),
--- [5] literal prefix, [6] Lua pattern ('' when the prefix is the whole key), [7] limit,
+-- [5] literal prefix, [6] key pattern ('' when the prefix is the whole key), [7] limit,
 -- [8] scan budget. Replies {revision, more, then 9 fields of each artifact}.
 local fields, more = scan_index(PFX .. 'artifacts', ARGV[4], ARGV[5], ARGV[6],
   tonumber(ARGV[7]), tonumber(ARGV[8]),

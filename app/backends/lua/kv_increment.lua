@@ -28,6 +28,8 @@ else
   if tonumber(out) ~= result then out = string.format('%.17g', result) end
   if not string.find(out, '[%.eE]') then out = out .. '.0' end
 end
+local refused = write_fails(key, e, out)
+if refused then return refused end
 local ea = 0
 if e then
   ea = e.ea

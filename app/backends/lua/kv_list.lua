@@ -1,5 +1,5 @@
 -- Live keys in order, after a cursor. ARGV[4] after ('' from the start), [5] literal
--- prefix, [6] Lua pattern ('' when the prefix is the whole key), [7] limit, [8] scan
+-- prefix, [6] key pattern ('' when the prefix is the whole key), [7] limit, [8] scan
 -- budget, [9] '1' to include values. Replies {revision, more, entries (8 fields each)...}.
 local limit, budget, with_values = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9] == '1'
 local fields, more = scan_index(PFX .. 'keys', ARGV[4], ARGV[5], ARGV[6], limit, budget,

@@ -18,6 +18,8 @@ elseif ttl < 0 and e and lease == '' then
   ea = e.ea
   lease = e.ls
 end
+local refused = write_fails(key, e, ARGV[5])
+if refused then return refused end
 local status = 'replaced'
 if not e then status = 'created' end
 return reply(status, key, write_entry(key, e, ARGV[5], ea, lease))

@@ -6,7 +6,10 @@
 --   'locktok:'..SN    string  the last fencing token given out; never deleted
 --   'lockpend:'..SN   list    pending entries (JSON), oldest first; survives expiry
 --   'lockwait:'..SN   list    waiters 'ticket:wait_deadline_ms:ttl_ms:owner', FIFO
---   'lockwake:'..T    list    pushed when the lock is handed to waiter T (it BLPOPs here)
+--   'lockwake:'..T    list    pushed when the lock is handed to waiter T; the hand-off also
+--                             publishes T on channel LK_WAKE_CHANNEL, which one listener
+--                             per process hears (waiting holds no connection). The list
+--                             stays so a waiter that missed the message can check it.
 --   'locks'           zset    SN of held locks (score 0), for listing
 -- Invariant: a lock with live waiters is held; whoever frees it hands it on at once.
 
@@ -15,6 +18,7 @@ local function lk_pend(sn) return PFX .. 'lockpend:' .. sn end
 local function lk_wait(sn) return PFX .. 'lockwait:' .. sn end
 local function lk_wake(ticket) return PFX .. 'lockwake:' .. ticket end
 local LK_WAKE_KEEP_MS = 120000
+local LK_WAKE_CHANNEL = 'cb:lockwake'
 -- A lock handed to a waiter is held at most this long until the waiter claims it (then
 -- for its TTL), so a waiter that vanished (its replica died) holds up the line briefly.
 local LK_CLAIM_MS = 5000
@@ -110,6 +114,7 @@ local function lk_handoff(scope, name)
         lk_holder_tail(h, redis.call('LLEN', lk_pend(sn)), 0))
       redis.call('RPUSH', lk_wake(ticket), h.token)
       redis.call('PEXPIRE', lk_wake(ticket), LK_WAKE_KEEP_MS)
+      redis.call('PUBLISH', LK_WAKE_CHANNEL, ticket)
       return h
     end
   end

@@ -8,6 +8,8 @@
 --   'svv:'..SID     hash   variable id -> value JSON
 --   'svn:'..SID     hash   variable name -> id
 --   'ssub:'..SID    set    subscribed thread ids
+--                          qb (its quota bytes: metadata, variables' values and
+--                          definitions, state maps; counted in PFX..'quota' b too)
 --   'sdd:'..SID     zset   dedupe keys scored by sequence number (oldest lowest)
 --   'sth:'..SID     hash   thread id -> state JSON
 --   'sch:'..SID     hash   channel id -> state JSON
@@ -60,6 +62,7 @@ local function ss_clear(sid)
     lk_vacate(sid, names[i])
     redis.call('DEL', lk_pend(lk_sn(sid, names[i])))
   end
+  quota_add(-tonumber(redis.call('HGET', ss_key(sid), 'qb') or '0'))
   redis.call('DEL', ss_key(sid))
   for i = 1, #SS_PARTS do redis.call('DEL', ss_part(SS_PARTS[i], sid)) end
   redis.call('ZREM', PFX .. 'sess', sid)
@@ -81,7 +84,9 @@ end
 local function ss_touch(sid, s)
   if not s then
     s = {md = '{}', ca = NOW, ua = NOW, ttl = 0, ea = 0}
-    redis.call('HSET', ss_key(sid), 'md', s.md, 'ca', NOW, 'ua', NOW, 'ttl', 0, 'ea', 0)
+    redis.call('HSET', ss_key(sid), 'md', s.md, 'ca', NOW, 'ua', NOW, 'ttl', 0, 'ea', 0,
+      'qb', 2)
+    quota_add(2)
     redis.call('ZADD', PFX .. 'sess', 0, sid)
     redis.call('PERSIST', ss_part('slk', sid))
     return s
@@ -91,6 +96,26 @@ local function ss_touch(sid, s)
   redis.call('HSET', ss_key(sid), 'ua', NOW, 'ea', s.ea)
   if s.ttl > 0 then set_deadline('s:' .. sid, s.ea) end
   return s
+end
+
+-- nil, or the failure reply when a write adding `bytes` to session s (nil: to be created
+-- with metadata '{}', 2 bytes) would pass the namespace's byte quota.
+local function ss_quota_fails(s, bytes)
+  if not s then bytes = bytes + 2 end
+  return quota_fails(0, bytes)
+end
+
+-- Count `bytes` more (or fewer) for the live session sid.
+local function ss_charge(sid, bytes)
+  if bytes ~= 0 then
+    redis.call('HINCRBY', ss_key(sid), 'qb', bytes)
+    quota_add(bytes)
+  end
+end
+
+-- A variable's quota bytes from its stored meta ('ver|ca|ua|definition') and value.
+local function ss_var_bytes(meta, value)
+  return #string.match(meta, '^%d+|%d+|%d+|(.*)$') + #value
 end
 
 -- A 'session.updated' event: values (values_tail, or nil for none), then the change and

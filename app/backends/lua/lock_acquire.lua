@@ -1,17 +1,18 @@
 -- Acquire a lock, queue or debounce an entry, or wait in line. ARGV[4] scope, [5] name,
--- [15] a lease to hold it on ('' none; never with waiting): {'lease_not_found'} unless live;
+-- [16] a lease to hold it on ('' none; never with waiting): {'lease_not_found'} unless live;
 -- [6] owner, [7] ttl ms (0 none), [8] mode, [9] entry JSON, [10] most pending entries,
 -- [11] waiter ticket ('' = no waiting), [12] wait ms, [13] step, [14] the waiter's queue
--- item on steps after 'try'. Steps: 'try' (first call), 'wake' (the waiter's wake list
+-- item on steps after 'try', [15] most waiters in line (a new one beyond: 'too_many'). Steps: 'try' (first call), 'wake' (the waiter's wake list
 -- was pushed), 'final' (its wait is over), 'cancel' (its client is gone).
 -- Replies {'acquired', owner, token, acquired_at, expires_at, pending_count, entries...},
 -- {'held' | 'full', owner, token, acquired_at, expires_at, pending_count},
--- {'queued', position}, {'debounced'}, {'waiting', item} or {'withdrawn'}.
+-- {'queued', position}, {'debounced'}, {'waiting', item}, {'withdrawn'} or
+-- {'too_many_waiters', limit}.
 local scope, name, owner = ARGV[4], ARGV[5], ARGV[6]
 local ttl, mode, entry, max_pending = tonumber(ARGV[7]), ARGV[8], ARGV[9], tonumber(ARGV[10])
 local ticket, wait, step, item = ARGV[11], tonumber(ARGV[12]), ARGV[13], ARGV[14]
 local sn = lk_sn(scope, name)
-local lease = ARGV[15] or ''
+local lease = ARGV[16] or ''
 if lease ~= '' and not TX.lease_live(lease) then return {'lease_not_found'} end
 
 local function acquired(h, items)
@@ -90,6 +91,18 @@ end
 -- Exclusive and held by another: wait in line, or answer with the holder.
 if ticket == '' or step == 'final' then return lk_fields({'held'}, h, sn) end
 if step == 'try' then
+  local max_waiters = tonumber(ARGV[15] or '') or 1000
+  if redis.call('LLEN', lk_wait(sn)) >= max_waiters then
+    -- Full: first drop the items of waiters whose wait is over (a crashed replica's).
+    local line = redis.call('LRANGE', lk_wait(sn), 0, -1)
+    for i = 1, #line do
+      local _, dl = lk_parse_waiter(line[i])
+      if dl and dl < NOW then redis.call('LREM', lk_wait(sn), 1, line[i]) end
+    end
+    if redis.call('LLEN', lk_wait(sn)) >= max_waiters then
+      return {'too_many_waiters', max_waiters}
+    end
+  end
   item = ticket .. ':' .. string.format('%d', NOW + wait) .. ':' .. ttl .. ':' .. owner
 else
   -- Woken, but the lock handed over was lost before this claim (expired or forced):

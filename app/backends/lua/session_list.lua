@@ -1,5 +1,5 @@
 -- Live sessions in id order after a cursor. ARGV[4] after ('' from the start), [5]
--- literal prefix, [6] Lua pattern ('' when the prefix is the whole id), [7] limit, [8]
+-- literal prefix, [6] key pattern ('' when the prefix is the whole id), [7] limit, [8]
 -- scan budget. Replies {more, then per session: id, md, ca, ua, ttl, ea, variable count}.
 local fields, more = scan_index(PFX .. 'sess', ARGV[4], ARGV[5], ARGV[6],
   tonumber(ARGV[7]), tonumber(ARGV[8]),
