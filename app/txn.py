@@ -318,7 +318,9 @@ def compare_holds(c: KeyCompare, entry: KeyEntry | None) -> bool:
     return entry is not None and json_equal(orjson.loads(entry.value), c.expected)
 
 
-def patched(current: bytes, kind: str, patch: Any, limit: int, max_ops: int = 1000) -> bytes:
+def patched(
+    current: bytes, kind: str, patch: Any, limit: int, *, max_ops: int | None = None
+) -> bytes:
     """A merge patch or JSON Patch applied to JSON bytes, as PATCH /v1/kv/{key} does:
     at most ``max_ops`` operations, the size checked after every one (a patch bomb is
     refused the moment it passes ``limit``)."""
@@ -340,7 +342,8 @@ def patched(current: bytes, kind: str, patch: Any, limit: int, max_ops: int = 10
     return out
 
 
-def _step(op: Op, entry: KeyEntry | None, limit: int, max_ops: int = 1000) -> Step:
+def _step(op: Op, entry: KeyEntry | None, limits: Limits) -> Step:
+    limit = limits.max_value_bytes
     if op.kind == "put":
         return Step("put", op.key, op.value, op.ttl_ms, op.lease)
     if op.kind in ("delete", "get"):
@@ -351,7 +354,7 @@ def _step(op: Op, entry: KeyEntry | None, limit: int, max_ops: int = 1000) -> St
         base = entry.value if entry is not None else op.initial
         assert base is not None
         try:
-            value = patched(base, op.patch_kind, op.patch, limit, max_ops)
+            value = patched(base, op.patch_kind, op.patch, limit, max_ops=limits.max_patch_ops)
             return Step("put", op.key, value, keep=True)
         except PreconditionFailed as exc:  # a failed JSON Patch test carries the entry
             exc.extra.setdefault("current", entry)
@@ -380,7 +383,5 @@ def plan(
         for c in txn.compares
     )
     ops = txn.success if succeeded else txn.failure
-    steps = tuple(_step(
-        op, entries.get(op.key), limits.max_value_bytes, limits.max_patch_ops
-    ) for op in ops)
+    steps = tuple(_step(op, entries.get(op.key), limits) for op in ops)
     return Plan(succeeded, steps)

@@ -354,3 +354,27 @@ async def test_delete_by_pattern_honours_fences(client: httpx.AsyncClient) -> No
                             headers={"Fence-Lock": "l", "Fence-Token": "1"})
     problem(r, 409, "stale_fence")
     assert (await client.get("/v1/kv/p/a")).status_code == 200
+
+
+async def test_quota_reached_inside_a_transaction(make_client: Any) -> None:
+    async with make_client(namespace_max_keys=3, namespace_max_bytes=1024) as client:
+        await put(client, "a", 1)
+        await put(client, "b", 2)
+        start = await revision(client)
+        r = await client.post("/v1/txn", json={"success": [
+            {"op": "put", "key": "a", "value": 10},
+            {"op": "put", "key": "c", "value": 3},
+            {"op": "put", "key": "d", "value": 4},
+        ]})
+        problem(r, 507, "quota_exceeded")
+        r = await client.post("/v1/txn", json={"success": [
+            {"op": "put", "key": "c", "value": "x" * 1100}]})
+        problem(r, 507, "quota_exceeded")
+        assert await revision(client) == start
+        assert (await client.get("/v1/kv/a")).json()["value"] == 1
+        out = await txn(client, {"success": [{"op": "put", "key": "c", "value": 3}]})
+        assert out["succeeded"] is True
+        # Deleting by pattern gives the room back.
+        await client.delete("/v1/kv", params={"pattern": "*"})
+        await txn(client, {"success": [{"op": "put", "key": k, "value": "y" * 200}
+                                       for k in ("x", "y", "z")]})

@@ -60,6 +60,8 @@ class MemoryLeases:
 
         def _ns(self, ns: str) -> _Namespace: ...
 
+        def _view(self, ns: str) -> _Namespace: ...
+
         def _append(self, st: _Namespace, event: ChangeEvent) -> None: ...
 
         def emit(self, ns: str, type_: str, key: str, at_ms: int, **fields: Any) -> int: ...
@@ -75,7 +77,7 @@ class MemoryLeases:
     # -- internals -------------------------------------------------------------------
 
     def _lease(self, ns: str, lease_id: str, now: int) -> LeaseState | None:
-        lease = self._ns(ns).leases.get(lease_id)
+        lease = self._view(ns).leases.get(lease_id)
         if lease is None or lease.expires_at <= now:
             return None
         return lease
@@ -131,7 +133,7 @@ class MemoryLeases:
         return True
 
     def _expire_lease_if_due(self, ns: str, lease_id: str, now: int) -> None:
-        lease = self._ns(ns).leases.get(lease_id)
+        lease = self._view(ns).leases.get(lease_id)
         if lease is not None and lease.expires_at <= now:
             self._end_lease(ns, lease, "lease.expired", now)
 
@@ -168,11 +170,11 @@ class MemoryLeases:
         self, ns: str, pattern: Pattern, *, limit: int, after: str | None
     ) -> tuple[list[LeaseInfo], str | None]:
         now = now_ms()
-        ids = sorted(self._ns(ns).leases)
+        ids = sorted(self._view(ns).leases)
         start = bisect.bisect_right(ids, after) if after is not None else 0
         items: list[LeaseInfo] = []
         for lease_id in ids[start:]:
-            lease = self._ns(ns).leases[lease_id]
+            lease = self._view(ns).leases[lease_id]
             if lease.expires_at <= now or not pattern.matches(lease_id):
                 continue
             if len(items) == limit:

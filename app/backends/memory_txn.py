@@ -50,6 +50,10 @@ class MemoryTxn:
 
         def fence_holds(self, ns: str, fence: Fence | None, now: int) -> None: ...
 
+        def check_quota(self, ns: str, keys: int, nbytes: int) -> None: ...
+
+        def _view(self, ns: str) -> _Namespace: ...
+
         def _expire_if_due(self, ns: str, key: str, now: int) -> None: ...
 
         def _remove(self, st: _Namespace, key: str) -> None: ...
@@ -62,7 +66,7 @@ class MemoryTxn:
         def _lease(self, ns: str, lease_id: str, now: int) -> LeaseState | None: ...
 
     def _lock_token_holds(self, ns: str, scope: str, name: str, token: int, now: int) -> bool:
-        holder = self._ns(ns).locks.get((scope, name))
+        holder = self._view(ns).locks.get((scope, name))
         return (
             holder is not None
             and holder.token == token
@@ -92,6 +96,13 @@ class MemoryTxn:
                 raise lease_not_found(step.lease)
         writes = any(s.kind == "put" or (s.kind == "delete" and s.key in st.keys)
                      for s in p.steps)
+        # Quotas as for single writes, for all the puts at once (deletes in the same
+        # transaction are not counted as making room).
+        dropped = {s.key: self._dropped_bytes(st, s.key) for s in p.steps if s.kind == "put"}
+        self.check_quota(
+            ns, sum(1 for key in dropped if key not in st.keys),
+            sum(len(s.value) - dropped[s.key] for s in p.steps if s.kind == "put"),
+        )
         revision = st.revision + 1 if writes else st.revision
         results: list[KeyEntry | bool | None] = []
         changes: list[dict[str, Any]] = []
@@ -111,6 +122,7 @@ class MemoryTxn:
                 else:
                     expires_at = now + step.ttl_ms if step.ttl_ms else None
                     lease = step.lease
+                st.used_bytes += len(step.value) - dropped[step.key]
                 stored = self._store(ns, step.key, step.value, expires_at, now, revision, lease)
                 results.append(stored.entry)
                 changes.append(kv_change("kv.put", step.key, step.value,
@@ -118,6 +130,12 @@ class MemoryTxn:
         if changes:
             self._emit_txn(ns, changes, now)
         return TxnOutcome(p.succeeded, revision, results)
+
+    @staticmethod
+    def _dropped_bytes(st: _Namespace, key: str) -> int:
+        """The bytes of the history entry a new revision of ``key`` pushes out."""
+        kept = st.history.get(key)
+        return len(kept[-1].value) if kept is not None and len(kept) == kept.maxlen else 0
 
     def _emit_txn(self, ns: str, changes: list[dict[str, Any]], now: int) -> int:
         return self.emit(ns, "txn", "", now, with_values=False, extra={"changes": changes})

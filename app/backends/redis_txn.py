@@ -61,7 +61,7 @@ class RedisTxn:
     async def txn(
         self, ns: str, txn: Txn, limits: Limits, *, fence: Fence | None = None
     ) -> TxnOutcome:
-        from app.backends.base import Fence
+        from app.backends.base import Fence, quota_exceeded
 
         keys = txn.read_keys()
         lock_compares = txn.lock_compares
@@ -99,6 +99,8 @@ class RedisTxn:
                 raise fence.stale()
             if status == "lease_not_found":
                 raise lease_not_found(_s(reply[1]))
+            if status == "quota_exceeded":
+                raise quota_exceeded(ns, _s(reply[1]), int(reply[2]))
             await asyncio.sleep(0)
         raise BackendUnavailable(
             f"The transaction's keys changed under {TXN_ATTEMPTS} consecutive attempts; retry."

@@ -184,8 +184,8 @@ async def put_key(request: Request) -> Response:
     ns = namespace_of(request)
     key = key_of(request.path_params["key"])
     ttl = query_param(request, "ttl")
-    ttl_ms = duration_ms(parse_duration(ttl))
     lease = lease_of(query_param(request, "lease"), ttl)
+    ttl_ms = duration_ms(parse_duration(ttl))
     condition = condition_from_headers(request.headers)
     fence = fence_from_headers(request.headers)
     limit = settings.max_value_bytes

@@ -94,6 +94,8 @@ class PatternDeleted(BaseModel):
         413: {"model": Problem, "description": "A value over CORKBOARD_MAX_VALUE_BYTES"},
         422: {"model": Problem, "description": "A value that cannot be stored or incremented"},
         503: {"model": Problem, "description": "Backend unavailable; retry after Retry-After"},
+        507: {"model": Problem, "description": "quota_exceeded: the puts would pass a "
+                                               "namespace quota; nothing changed"},
     },
     summary="Compare, then apply one branch of ops atomically (one revision, one event)",
     openapi_extra=_TXN_BODY,

@@ -333,7 +333,8 @@ local function write_fails(key, old, value)
   return quota_fails(keys, #value - dropped)
 end
 
--- Store a new value at revision rev, whose event the caller appends (old: the live entry
+-- Store a new value at revision rev, whose event the caller appends; the caller
+-- checked write_fails first (old: the live entry
 -- or nil; ea: deadline ms or 0; lease: the lease id the key is on, or '' / nil for none:
 -- a key written without its lease leaves it, and the lease's key set forgets it lazily).
 local function store_entry(key, old, value, ea, rev, lease)

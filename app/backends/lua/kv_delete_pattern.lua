@@ -1,5 +1,5 @@
 -- Delete every live key matching a pattern at one revision with one 'txn' event.
--- ARGV[4..6] fence scope, lock, token; [7] literal prefix; [8] anchored Lua pattern
+-- ARGV[4..6] fence scope, lock, token; [7] literal prefix; [8] the key pattern
 -- ('' when the prefix is the whole key); [9] most keys deleted at once.
 -- Replies {'ok', revision, keys...}, {'too_many', count} (nothing deleted) or
 -- {'stale_fence'}. Keys past their deadline are left to the sweeper.
@@ -7,6 +7,7 @@ if not fence_holds(ARGV[4], ARGV[5], ARGV[6]) then return {'stale_fence'} end
 local prefix, pat, most = ARGV[7], ARGV[8], tonumber(ARGV[9])
 local min, max = '[' .. prefix, '+'
 if prefix ~= '' then max = '[' .. prefix .. '\255' end
+local parts = pat ~= '' and glob_parts(pat) or nil
 local keys, entries = {}, {}
 while true do
   local batch = redis.call('ZRANGEBYLEX', PFX .. 'keys', min, max, 'LIMIT', 0, 1000)
@@ -14,7 +15,7 @@ while true do
   for b = 1, #batch do
     local name = batch[b]
     local match
-    if pat == '' then match = (name == prefix) else match = string.find(name, pat) ~= nil end
+    if parts then match = glob_match(name, parts) else match = (name == prefix) end
     if match then
       local e = load_entry(name)
       if e and not is_expired(e) then

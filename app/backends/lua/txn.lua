@@ -6,7 +6,8 @@
 -- lease ('' none), keep '1'|'0') for each.
 -- Replies {'ok', revision, results...} with per step 'n' (get: absent), 'd0'/'d1'
 -- (delete: absent/deleted) or 'e' and the entry's 8 fields; or {'retry'} when something
--- read has changed, {'stale_fence'}, {'lease_not_found', id}.
+-- read has changed, {'stale_fence'}, {'lease_not_found', id}, {'quota_exceeded', what,
+-- limit}.
 if not fence_holds(ARGV[4], ARGV[5], ARGV[6]) then return {'stale_fence'} end
 local i = 7
 local guards, lock_guards, steps = {}, {}, {}
@@ -54,6 +55,23 @@ for s = 1, #steps do
   end
   if step.kind == 'put' or (step.kind == 'delete' and cur[step.key]) then writes = true end
 end
+
+-- Quotas as for single writes, for all the puts at once (deletes in the same
+-- transaction are not counted as making room).
+local new_keys, nbytes = 0, 0
+for s = 1, #steps do
+  local step = steps[s]
+  if step.kind == 'put' then
+    if cur[step.key] then
+      nbytes = nbytes + #step.value - history_bytes(step.key, HISTORY - 1)
+    else
+      new_keys = new_keys + 1
+      nbytes = nbytes + #step.value
+    end
+  end
+end
+local refused = quota_fails(new_keys, nbytes)
+if refused then return refused end
 
 local rev
 if writes then rev = redis.call('INCR', REV) else rev = tonumber(redis.call('GET', REV) or '0') end
