@@ -153,9 +153,11 @@ def load_grants(settings: Settings) -> list[Grant]:
     return grants
 
 
-def required_permission(method: str, path: str) -> str:
+def required_permission(method: str, path: str, query: Mapping[str, str] | None = None) -> str:
     if path.endswith("/force-release"):
         return "admin"
+    if path == "/v1/watch" and query is not None and query.get("lease"):
+        return "write"  # a stream that keeps a lease alive changes state (presence)
     return "read" if method in ("GET", "HEAD") else "write"
 
 
@@ -264,6 +266,6 @@ class Access:
             scope["corkboard.grant"] = grant
             return
         ns = None if path in UNSCOPED_PATHS else check_namespace(query.get("ns", "default"))
-        authorize(grant, ns, required_permission(method, path))
+        authorize(grant, ns, required_permission(method, path, query))
         scope["corkboard.ns"] = ns
         scope["corkboard.grant"] = grant

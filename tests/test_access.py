@@ -65,6 +65,12 @@ ROUTES: list[tuple[str, str, Any, str]] = [
     ("GET", "/v1/artifacts", None, "read"),
     ("PUT", "/v1/artifacts/a", 1, "write"),
     ("DELETE", "/v1/artifacts/a", None, "write"),
+    ("POST", "/v1/txn", {"compare": [], "success": []}, "write"),
+    ("DELETE", "/v1/kv?pattern=agents/*", None, "write"),
+    ("GET", "/v1/leases", None, "read"),
+    ("POST", "/v1/leases", {"ttl": "10s"}, "write"),
+    ("POST", "/v1/leases/l1/keepalive", None, "write"),
+    ("DELETE", "/v1/leases/l1", None, "write"),
 ]
 
 
@@ -195,3 +201,13 @@ def test_tokens_file_and_required_tokens(tmp_path: Any) -> None:
         load_grants(Settings(tokens_file=str(tmp_path / "missing.json")))
     with pytest.raises(TokenConfigError, match="CORKBOARD_REQUIRE_TOKENS"):
         load_grants(Settings(require_tokens=True))
+
+
+async def test_keeping_a_lease_alive_from_a_stream_needs_write(
+    secured: httpx.AsyncClient,
+) -> None:
+    # A watch with lease= keeps the lease alive (presence): it changes state, so a
+    # read-only token may watch but not hold a lease open.
+    r = await secured.get("/v1/watch", params={"ns": "team-a", "lease": "l1"},
+                          headers=bearer(READER))
+    problem(r, 403, "forbidden")

@@ -86,8 +86,9 @@ class RedisLeases:
             LIST_SCAN_BUDGET,
         )
         items = [_info(_s(reply[i]), reply, i + 1) for i in range(1, len(reply), 4)]
-        more = int(reply[0]) == 1
-        return items, items[-1].id if more and items else None
+        # The scan's cursor ('' at the end): a page the scan budget stopped, even an
+        # empty one, continues after what it examined.
+        return items, _s(reply[0]) or None
 
     async def lease_revoke(self, ns: str, lease_id: str) -> LeaseDetail:
         reply = await self.run("lease_revoke", ns, lease_id)
