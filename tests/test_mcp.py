@@ -84,7 +84,7 @@ async def test_every_tool(service: ServiceProcess) -> None:
             "kv_get", "kv_put", "kv_delete", "kv_list", "kv_patch", "kv_increment",
             "wait_for_change", "lock_acquire", "lock_refresh", "lock_release",
             "session_get_variables", "session_set_variables", "artifact_get_text",
-            "artifact_put_text",
+            "artifact_put_text", "txn", "lease_grant", "lease_keepalive",
         }
         assert listed["kv_put"].input_schema["properties"]["if_revision"]
 
@@ -191,6 +191,55 @@ async def test_every_tool(service: ServiceProcess) -> None:
         # arguments are validated like request bodies
         await fails(c, "kv_put", "validation_failed", key="k", **ns)  # no value
         await fails(c, "kv_get", "invalid_request", key="k", ns="Bad NS")
+
+
+async def test_txn_and_leases(service: ServiceProcess) -> None:
+    ns = {"ns": "team-a"}
+    async with mcp_client(service.url, AGENT) as c:
+        # txn: the success branch (key absent), then the failure branch (now present)
+        ops = {
+            "compare": [{"key": "job/owner", "exists": False}],
+            "success": [{"op": "put", "key": "job/owner", "value": "a1"},
+                        {"op": "increment", "key": "job/claims"}],
+            "failure": [{"op": "get", "key": "job/owner"}],
+        }
+        won = await call(c, "txn", **ops, **ns)
+        assert won["succeeded"] is True and len(won["results"]) == 2
+        assert won["results"][0]["value"] == "a1" and won["results"][1]["value"] == 1
+        assert won["results"][0]["revision"] == won["revision"]
+        lost = await call(c, "txn", **ops, **ns)
+        assert lost["succeeded"] is False and lost["revision"] == won["revision"]
+        assert lost["results"] == [won["results"][0]]
+        await fails(c, "txn", "invalid_request", success=[{"op": "nope", "key": "k"}], **ns)
+        await fails(c, "txn", "forbidden", success=[{"op": "put", "key": "k", "value": 1}],
+                    ns="team-b")
+
+        # leases: grant, keepalive, a key put on the lease, then revoke (HTTP) deletes it
+        lease = await call(c, "lease_grant", ttl="30s", id="agent-1", **ns)
+        assert lease["id"] == "agent-1" and lease["ttl"] == 30
+        generated = await call(c, "lease_grant", ttl=10, **ns)
+        assert generated["id"].startswith("lease-")
+        await fails(c, "lease_grant", "already_exists", ttl=5, id="agent-1", **ns)
+        await fails(c, "lease_grant", "invalid_ttl", ttl=0, **ns)
+        kept = await call(c, "lease_keepalive", id="agent-1", **ns)
+        assert kept["id"] == "agent-1" and kept["expires_at"] >= lease["expires_at"]
+        await fails(c, "lease_keepalive", "lease_not_found", id="nobody", **ns)
+        await fails(c, "lease_keepalive", "forbidden", id="agent-1", ns="team-b")
+        put = await call(c, "kv_put", key="agents/a1", value="up", lease="agent-1", **ns)
+        assert put["created"] is True
+        await fails(c, "kv_put", "lease_not_found", key="agents/a2", value=1, lease="nobody",
+                    **ns)
+        await fails(c, "kv_put", "invalid_request", key="agents/a2", value=1,
+                    lease="agent-1", ttl=5, **ns)
+        await fails(c, "kv_get", "not_found", key="agents/a2", **ns)
+        async with httpx.AsyncClient(base_url=service.url,
+                                     headers={"Authorization": f"Bearer {AGENT}"}) as http:
+            r = await http.get("/v1/leases/agent-1", params=ns)
+            assert r.status_code == 200 and r.json()["keys"] == ["agents/a1"]
+            r = await http.delete("/v1/leases/agent-1", params=ns)
+            assert r.status_code == 200
+        await fails(c, "kv_get", "not_found", key="agents/a1", **ns)
+        await fails(c, "lease_keepalive", "lease_not_found", id="agent-1", **ns)
 
 
 async def test_a_token_is_refused_outside_its_namespace(service: ServiceProcess) -> None:

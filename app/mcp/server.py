@@ -50,7 +50,9 @@ URI_TEMPLATE = "corkboard://{ns}/kv/{+key}"
 INSTRUCTIONS = (
     "Corkboard: shared state for agents. Keys hold JSON values with revisions (kv_*), "
     "locks give fencing tokens (lock_*), sessions hold typed variables (session_*), "
-    "artifacts hold files (artifact_*), and wait_for_change long-polls the change feed. "
+    "artifacts hold files (artifact_*), txn compares and writes keys atomically, leases "
+    "(lease_*) keep keys alive only while kept alive, and wait_for_change long-polls the "
+    "change feed. "
     "Every tool takes `ns`, the namespace (default 'default')."
 )
 #: JSON-RPC code of a resource that does not exist (MCP specification).

@@ -31,10 +31,12 @@ from app.routers.kv import (
     JSON_PATCH,
     MERGE_PATCH,
     key_of,
+    lease_of,
     patch_update,
     read_key,
     stored_value,
 )
+from app.routers.leases import LeaseGrantRequest, grant, keepalive
 from app.routers.locks import (
     LockAcquireRequest,
     LockRefreshRequest,
@@ -44,6 +46,7 @@ from app.routers.locks import (
     refresh_ttl_ms,
 )
 from app.routers.sessions import BatchWriteRequest, write_values
+from app.routers.txn import run_txn
 from app.settings import Settings
 from app.syntax import check_id, duration_ms, parse_duration
 from app.variables import check_ident
@@ -90,6 +93,9 @@ class KvPut(_Input):
     value: Any = Field(description="Any JSON value")
     if_revision: int | None = _IF_REVISION
     ttl: Duration | None = _TTL
+    lease: str | None = Field(
+        None, description="Attach the key to this live lease (not with ttl)"
+    )
 
 
 class KvDelete(_Input):
@@ -131,6 +137,30 @@ class WaitForChange(_Input):
         30.0, ge=0, le=MAX_CHANGE_WAIT_SECONDS, description="Seconds to wait (at most 60)"
     )
     types: str | None = Field(None, description="Comma list of event types or prefixes")
+
+
+class Transaction(_Input):
+    compare: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Compares, all of which must hold: {key, revision|version|value|exists} "
+        "or {lock, token, session?}",
+    )
+    success: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Ops applied when every compare holds: {op: put|delete|get|patch|"
+        "increment, key, ...} as in POST /v1/txn",
+    )
+    failure: list[dict[str, Any]] = Field(
+        default_factory=list, description="Ops applied otherwise (same shape as success)"
+    )
+
+
+class LeaseGrant(LeaseGrantRequest):
+    ns: str = _NS
+
+
+class LeaseKeepalive(_Input):
+    id: str = Field(description="The lease id")
 
 
 class LockAcquire(LockAcquireRequest):
@@ -197,8 +227,10 @@ async def kv_get(parts: Parts, a: KvGet) -> dict[str, Any]:
 async def kv_put(parts: Parts, a: KvPut) -> dict[str, Any]:
     key = key_of(a.key)
     value = stored_value(a.value, parts.settings.max_value_bytes)
+    lease = lease_of(a.lease, None if a.ttl is None else str(a.ttl))
     result = await parts.backend.kv_put(
-        a.ns, key, value, ttl_ms=_ttl_ms(a.ttl), condition=_condition(a.if_revision)
+        a.ns, key, value, ttl_ms=_ttl_ms(a.ttl), condition=_condition(a.if_revision),
+        lease=lease,
     )
     return {**_plain(result.entry.as_dict()), "created": result.created}
 
@@ -250,6 +282,23 @@ async def wait_for_change(parts: Parts, a: WaitForChange) -> dict[str, Any]:
     since = a.since if a.since is not None else await parts.backend.current_revision(a.ns)
     found, revision = await poll(parts.hub, a.ns, flt, since, a.timeout, 1000)
     return {"events": [orjson.loads(f.data) for f in found], "revision": revision}
+
+
+async def txn(parts: Parts, a: Transaction) -> dict[str, Any]:
+    body = {"compare": a.compare, "success": a.success, "failure": a.failure}
+    outcome = await run_txn(parts.backend, parts.settings, a.ns, body, fence=None)
+    result: dict[str, Any] = orjson.loads(outcome.to_json())
+    return result
+
+
+async def lease_grant(parts: Parts, a: LeaseGrant) -> dict[str, Any]:
+    info = await grant(parts.backend, a.ns, a)
+    return {**_plain(info.as_dict())}
+
+
+async def lease_keepalive(parts: Parts, a: LeaseKeepalive) -> dict[str, Any]:
+    info = await keepalive(parts.backend, a.ns, a.id)
+    return {**_plain(info.as_dict())}
 
 
 async def lock_acquire(parts: Parts, a: LockAcquire) -> dict[str, Any]:
@@ -354,7 +403,8 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec("kv_get", "Read a key's entry (value, revision, version, expiry).", KvGet,
              "read", kv_get),
     ToolSpec("kv_put", "Store a JSON value at a key; if_revision makes it a compare-and-swap "
-             "(0: only if absent).", KvPut, "write", kv_put),
+             "(0: only if absent); lease attaches it to a live lease.", KvPut, "write",
+             kv_put),
     ToolSpec("kv_delete", "Delete a key (deleted: false when it did not exist).", KvDelete,
              "write", kv_delete),
     ToolSpec("kv_list", "List keys matching a pattern, in key order, paged by cursor.", KvList,
@@ -366,6 +416,12 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec("wait_for_change", "Wait up to timeout seconds (at most 60) for changes after "
              "since (absent: now) and return them with the revision to continue from.",
              WaitForChange, "read", wait_for_change),
+    ToolSpec("txn", "Compare keys (and lock tokens), then apply the success or the failure "
+             "ops atomically, at one revision.", Transaction, "write", txn),
+    ToolSpec("lease_grant", "Grant a lease of ttl (keys put with lease=id live as long as "
+             "it is kept alive).", LeaseGrant, "write", lease_grant),
+    ToolSpec("lease_keepalive", "Keep a lease alive for another ttl.", LeaseKeepalive,
+             "write", lease_keepalive),
     ToolSpec("lock_acquire", "Acquire a lock (fencing token), or queue/debounce an entry "
              "for its holder.", LockAcquire, "write", lock_acquire),
     ToolSpec("lock_refresh", "Extend a held lock's lease.", LockRefresh, "write", lock_refresh),

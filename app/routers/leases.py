@@ -12,7 +12,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from app.backends.base_txn import lease_not_found
+from app.backends.base import Backend
+from app.backends.base_txn import LeaseInfo, lease_not_found
 from app.errors import InvalidTTL
 from app.models import Duration, Problem
 from app.routers.common import BackendDep, NamespaceDep, PageDep, json_response
@@ -79,12 +80,17 @@ def lease_id_of(lease_id: str) -> str:
     summary="Grant a lease",
 )
 async def grant_lease(body: LeaseGrantRequest, ns: NamespaceDep, backend: BackendDep) -> Response:
+    info = await grant(backend, ns, body)
+    return json_response(orjson.dumps(info.as_dict()), 201)
+
+
+async def grant(backend: Backend, ns: str, body: LeaseGrantRequest) -> LeaseInfo:
+    """Grant the lease ``body`` asks for (POST /v1/leases and the MCP ``lease_grant``)."""
     ttl_ms = duration_ms(parse_duration(body.ttl))
     if ttl_ms == 0:
         raise InvalidTTL("A lease needs a ttl above 0.")
     lease_id = lease_id_of(body.id) if body.id is not None else "lease-" + secrets.token_hex(8)
-    info = await backend.lease_grant(ns, lease_id, ttl_ms)
-    return json_response(orjson.dumps(info.as_dict()), 201)
+    return await backend.lease_grant(ns, lease_id, ttl_ms)
 
 
 @router.post(
@@ -94,8 +100,13 @@ async def grant_lease(body: LeaseGrantRequest, ns: NamespaceDep, backend: Backen
     summary="Keep a lease alive for another ttl",
 )
 async def keepalive_lease(lease_id: str, ns: NamespaceDep, backend: BackendDep) -> Response:
-    info = await backend.lease_keepalive(ns, lease_id_of(lease_id))
+    info = await keepalive(backend, ns, lease_id)
     return json_response(orjson.dumps(info.as_dict()))
+
+
+async def keepalive(backend: Backend, ns: str, lease_id: str) -> LeaseInfo:
+    """Extend a lease by its ttl (POST .../keepalive and the MCP ``lease_keepalive``)."""
+    return await backend.lease_keepalive(ns, lease_id_of(lease_id))
 
 
 @router.get(

@@ -11,6 +11,8 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from app.backends.base import Backend, Fence
+from app.backends.base_txn import TxnOutcome
 from app.models import Problem
 from app.routers.common import (
     FENCE_PARAMETERS,
@@ -22,6 +24,7 @@ from app.routers.common import (
     parse_json,
     read_body,
 )
+from app.settings import Settings
 from app.syntax import Pattern
 from app.txn import Limits, parse_txn
 
@@ -105,9 +108,17 @@ async def transaction(
 ) -> Response:
     fence = fence_from_headers(request.headers)
     body = parse_json(await read_body(request, settings.max_request_bytes))
-    limits = Limits(settings.max_txn_ops, settings.max_value_bytes, settings.max_patch_ops)
-    outcome = await backend.txn(ns, parse_txn(body, limits), limits, fence=fence)
+    outcome = await run_txn(backend, settings, ns, body, fence=fence)
     return json_response(outcome.to_json())
+
+
+async def run_txn(
+    backend: Backend, settings: Settings, ns: str, body: Any, *, fence: Fence | None
+) -> TxnOutcome:
+    """Parse a transaction body (compare/success/failure) and apply it: POST /v1/txn
+    and the MCP ``txn`` tool."""
+    limits = Limits(settings.max_txn_ops, settings.max_value_bytes, settings.max_patch_ops)
+    return await backend.txn(ns, parse_txn(body, limits), limits, fence=fence)
 
 
 @router.delete(
