@@ -1,8 +1,10 @@
-"""One suite, every backend: the ``backend`` fixture runs each test on memory and Redis.
+"""One suite, every backend: the ``backend`` fixture runs each test on memory, Redis and
+a Redis Cluster.
 
 Redis is a real ``redis-server`` started on a free port for the session (or the server at
-``CORKBOARD_TEST_REDIS_URL``), flushed before each test. With ``CORKBOARD_REQUIRE_REDIS=1``
-a missing Redis fails the run instead of skipping the Redis half.
+``CORKBOARD_TEST_REDIS_URL``), flushed before each test; the cluster is 3 masters and 3
+replicas of it (tests/redis_cluster.py), every master flushed before each test. With
+``CORKBOARD_REQUIRE_REDIS=1`` a missing Redis fails the run instead of skipping.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import pytest
 import redis
 
 from app.settings import Settings
+from tests.redis_cluster import RedisCluster
 from tests.support import RedisServer, app_client
 
-BACKENDS = ["memory", "redis"]
+BACKENDS = ["memory", "redis", "cluster"]
 REQUIRE_REDIS = os.environ.get("CORKBOARD_REQUIRE_REDIS") == "1"
 
 
@@ -43,6 +46,25 @@ def redis_url() -> Iterator[str]:
         server.cleanup()
 
 
+def _need_redis_binaries() -> None:
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        message = "redis-server or redis-cli is not on PATH"
+        if REQUIRE_REDIS:
+            pytest.fail(message + "; CORKBOARD_REQUIRE_REDIS=1 forbids skipping")
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A Redis Cluster of 3 masters and 3 replicas on loopback, for the session."""
+    _need_redis_binaries()
+    cluster = RedisCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
 def flush(url: str) -> None:
     client = redis.Redis.from_url(url)
     try:
@@ -53,9 +75,13 @@ def flush(url: str) -> None:
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
-    """The backend URL of this run of a test: memory://, or a flushed Redis."""
+    """The backend URL of this run of a test: memory://, a flushed Redis or Redis Cluster."""
     if request.param == "memory":
         return "memory://"
+    if request.param == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        return cluster.url
     url: str = request.getfixturevalue("redis_url")
     flush(url)
     return url

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from app.backends.base import Backend
 from app.settings import Settings
 
-SCHEMES = ("memory", "redis", "rediss", "unix")
+SCHEMES = ("memory", "redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 
 
 class UnknownBackend(ValueError):
@@ -15,7 +15,8 @@ class UnknownBackend(ValueError):
 
 
 def backend_from_url(url: str, settings: Settings) -> Backend:
-    """A Backend for ``memory://``, ``redis://``, ``rediss://`` or ``unix://`` URLs."""
+    """A Backend for ``memory://``, ``redis://``, ``rediss://``, ``unix://``, and Redis
+    Cluster's ``redis+cluster://h1:7000,h2:7001`` or ``rediss+cluster://`` URLs."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         from app.backends.memory import MemoryBackend
@@ -23,7 +24,7 @@ def backend_from_url(url: str, settings: Settings) -> Backend:
         return MemoryBackend(
             key_history=settings.key_history, event_retention=settings.event_retention
         )
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in SCHEMES[1:]:
         from app.backends.redis import RedisBackend
 
         return RedisBackend.from_url(
@@ -32,8 +33,10 @@ def backend_from_url(url: str, settings: Settings) -> Backend:
             max_connections=settings.redis_max_connections,
             key_history=settings.key_history,
             event_retention=settings.event_retention,
+            wait_replicas=settings.redis_wait_replicas,
         )
     raise UnknownBackend(
         f"unknown backend URL {url!r}: use memory:// (embedded) or redis://host:6379/0 "
-        "(also rediss:// and unix://)"
+        "(also rediss:// and unix://), or a Redis Cluster: redis+cluster://h1:7000,h2:7001 "
+        "(also rediss+cluster://)"
     )

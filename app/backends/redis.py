@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib import resources
 from typing import Any
 
 import orjson
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError, NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from app.backends.base import (
     NO_CONDITION,
@@ -39,6 +37,7 @@ from app.backends.base import (
 )
 from app.backends.redis_artifacts import RedisArtifactsMixin
 from app.backends.redis_locks import RedisLocks
+from app.backends.redis_nodes import Command, RedisNodes, nodes_from_url
 from app.backends.redis_sessions import RedisSessions
 from app.errors import (
     BackendUnavailable,
@@ -55,6 +54,11 @@ NAMESPACES_KEY = "cb:namespaces"
 #: Optimistic retries of a server-side update (PATCH) racing other writers of one key.
 UPDATE_ATTEMPTS = 200
 LIST_SCAN_BUDGET = 20_000
+#: Scripts that change nothing: they need no WAIT for replicas.
+READ_ONLY_SCRIPTS = frozenset({
+    "kv_read", "kv_list", "read_events", "lock_read", "lock_list", "session_get",
+    "session_list", "artifacts_get", "artifacts_list", "var_read",
+})
 SWEEP_BATCH = 500
 _LUA_MAGIC = set("^$()%.[]*+-?")
 _FIRST_CHAR_KIND = {'"': "a string", "t": "a boolean", "f": "a boolean", "n": "null",
@@ -129,7 +133,8 @@ def _raise_failure(status: str, reply: Sequence[Any], key: str, fence: Fence | N
 
 
 class _ScriptBatcher:
-    """Sends the script calls made in one turn of the event loop as one pipeline.
+    """Sends the script calls made in one turn of the event loop together: one pipeline
+    per node (see ``RedisNodes.execute``).
 
     Under concurrency many requests each need one script run; batching them saves a
     network round trip, a socket write and a timeout timer per call, which is most of
@@ -137,17 +142,17 @@ class _ScriptBatcher:
     failed call fails only its own caller, and a whole-batch failure fails each of them.
     """
 
-    def __init__(self, client: Redis) -> None:
-        self.client = client
-        self._pending: list[tuple[AsyncScript, list[Any], asyncio.Future[Any]]] = []
+    def __init__(self, nodes: RedisNodes) -> None:
+        self.nodes = nodes
+        self._pending: list[tuple[Command, asyncio.Future[Any]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def submit(self, script: AsyncScript, args: list[Any]) -> asyncio.Future[Any]:
+    def submit(self, command: Command) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if not self._pending:
             loop.call_soon(self._flush)
-        self._pending.append((script, args, future))
+        self._pending.append((command, future))
         return future
 
     def _flush(self) -> None:
@@ -156,29 +161,17 @@ class _ScriptBatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, batch: list[tuple[AsyncScript, list[Any], asyncio.Future[Any]]]) -> None:
+    async def _send(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
         try:
-            if len(batch) == 1:
-                script, args, future = batch[0]
-                results: list[Any] = [await script(keys=args[:1], args=args[1:])]
-            else:
-                pipe = self.client.pipeline(transaction=False)
-                for script, args, _ in batch:
-                    pipe.evalsha(script.sha, 1, *args)
-                results = await pipe.execute(raise_on_error=False)
+            results = await self.nodes.execute([command for command, _ in batch])
         except BaseException as exc:
-            for _, _, future in batch:
+            for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        for (script, args, future), result in zip(batch, results, strict=True):
-            if isinstance(result, NoScriptError):  # not run: a restarted Redis lost it
-                try:
-                    result = await script(keys=args[:1], args=args[1:])
-                except Exception as exc:
-                    result = exc
+        for (_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
             if isinstance(result, BaseException):
@@ -196,23 +189,29 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
 
     def __init__(
         self,
-        client: Redis,
+        client: Redis | RedisNodes,
         *,
         blocking_client: Redis | None = None,
         key_history: int = 10,
         event_retention: int = 100_000,
         url: str = "",
     ) -> None:
-        self.info = BackendInfo(name="redis", persistence=True, distribution=True)
-        self.client = client
-        self._blocking = blocking_client or client
+        self.nodes = (
+            client if isinstance(client, RedisNodes) else RedisNodes(client, blocking_client)
+        )
+        cluster = self.nodes.cluster
+        self.info = BackendInfo(
+            name="redis-cluster" if cluster else "redis", persistence=True, distribution=True
+        )
+        #: The client of a single server (on a cluster: of the first seed node).
+        self.client = self.nodes.client
         self.key_history = key_history
         self.event_retention = event_retention
         self.url = url
         self._scripts: dict[str, AsyncScript] = {}
-        self._batcher = _ScriptBatcher(client)
+        self._sources: dict[str, str] = {}
+        self._batcher = _ScriptBatcher(self.nodes)
         self._registered_ns: set[str] = set()
-        self._owns_clients = False
 
     @classmethod
     def from_url(
@@ -223,78 +222,71 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         max_connections: int = 64,
         key_history: int = 10,
         event_retention: int = 100_000,
+        wait_replicas: int = 0,
     ) -> RedisBackend:
         """Build the backend with its own connection pools; closing it closes them."""
-        common: dict[str, Any] = {
-            "socket_connect_timeout": timeout,
-            # A timed-out script may have run: never send a write twice.
-            "retry": Retry(NoBackoff(), 0),
-            # A connection idle for a second is pinged before use, so after an outage
-            # the pool's dead connections are replaced instead of failing a request.
-            "health_check_interval": 1,
-        }
-        pool = BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=timeout, socket_timeout=timeout,
-            **common,
+        nodes = nodes_from_url(
+            url, timeout=timeout, max_connections=max_connections, wait_replicas=wait_replicas
         )
-        # Blocking stream reads wait longer than one call's timeout; they get their own pool.
-        blocking_pool = BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=timeout, socket_timeout=None, **common
-        )
-        backend = cls(
-            Redis.from_pool(pool),
-            blocking_client=Redis.from_pool(blocking_pool),
-            key_history=key_history,
-            event_retention=event_retention,
-            url=url,
-        )
-        backend._owns_clients = True
-        return backend
+        return cls(nodes, key_history=key_history, event_retention=event_retention, url=url)
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        for name, source in _load_scripts().items():
+        self._sources = _load_scripts()
+        for name, source in self._sources.items():
             self._scripts[name] = self.client.register_script(source)
         async with self.mapped_errors():
-            await self.client.ping()
+            await self.nodes.start()
+            await self.nodes.ready()
             # Load every script once now, so a broken script fails at start, not later.
-            for script in self._scripts.values():
-                await self.client.script_load(script.script)
+            for client in self.nodes.masters():
+                for script in self._scripts.values():
+                    await client.script_load(script.script)
 
     async def close(self) -> None:
         await self._batcher.close()
-        if self._owns_clients:
-            await self.client.aclose()
-            if self._blocking is not self.client:
-                await self._blocking.aclose()
+        await self.nodes.close()
 
     def mapped_errors(self) -> AbstractAsyncContextManager[None]:
         """Map this backend's Redis failures to BackendUnavailable (see _mapped_errors)."""
-        return _mapped_errors(self.url, self.client)
+        return _mapped_errors(self.url)
 
     async def ping(self) -> None:
-        # Not PING: Redis answers it while still loading its data after a restart, when
-        # every real call fails with LOADING. EXISTS is refused then, like them.
         async with self.mapped_errors():
-            await self.client.exists(NAMESPACES_KEY)
+            await self.nodes.ready()
+
+    def client_for(self, key: str) -> Redis:
+        """The client of the node serving ``key`` (for tests and tools)."""
+        return self.nodes.client_for(self.nodes.node_for(key))
+
+    async def call(
+        self, key: str, queue: Callable[[Any], Any], *, write: bool, blocking: bool = False
+    ) -> Any:
+        """One command on the node serving ``key``, with Redis failures mapped to 503;
+        ``queue`` is redis-py's method, e.g. ``lambda c: c.get(key)``."""
+        async with self.mapped_errors():
+            return await self.nodes.call(Command(key, queue, write=write, blocking=blocking))
 
     # -- internals -------------------------------------------------------------------
 
     async def run(self, script: str, ns: str, *args: Any, client: Redis | None = None) -> Any:
         """Run one Lua script against namespace ``ns``; the single way state changes."""
         argv = [f"cb:{{{ns}}}:rev", ns, self.event_retention, self.key_history, *args]
+        code = self._scripts[script]
         async with self.mapped_errors():
             if client is not None:
-                return await self._scripts[script](keys=argv[:1], args=argv[1:], client=client)
-            return await self._batcher.submit(self._scripts[script], argv)
+                return await code(keys=argv[:1], args=argv[1:], client=client)
+            return await self._batcher.submit(Command(
+                argv[0], lambda c: c.evalsha(code.sha, 1, *argv),
+                write=script not in READ_ONLY_SCRIPTS, script=self._sources[script],
+            ))
 
     async def register_deadlines(self, ns: str) -> None:
         """Make the sweepers visit ``ns``: needed once per namespace that gets a deadline."""
         if ns in self._registered_ns:
             return
-        async with self.mapped_errors():
-            await self.client.sadd(NAMESPACES_KEY, ns)
+        await self.call(NAMESPACES_KEY, lambda c: c.sadd(NAMESPACES_KEY, ns), write=True)
         self._registered_ns.add(ns)
 
     # -- keys ------------------------------------------------------------------------
@@ -456,8 +448,8 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
     # -- change log ------------------------------------------------------------------
 
     async def current_revision(self, ns: str) -> int:
-        async with self.mapped_errors():
-            value = await self.client.get(f"cb:{{{ns}}}:rev")
+        key = f"cb:{{{ns}}}:rev"
+        value = await self.call(key, lambda c: c.get(key), write=False)
         return int(value or 0)
 
     async def read_events(
@@ -466,10 +458,11 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         batch = await self._read_events(ns, after, limit)
         if batch.events or timeout <= 0:
             return batch
-        async with self.mapped_errors():
-            woke = await self._blocking.xread(
-                {f"cb:{{{ns}}}:log": f"{after}-0"}, count=1, block=max(1, int(timeout * 1000))
-            )
+        log = f"cb:{{{ns}}}:log"
+        woke = await self.call(
+            log, lambda c: c.xread({log: f"{after}-0"}, count=1, block=max(1, int(timeout * 1000))),
+            write=False, blocking=True,
+        )
         return await self._read_events(ns, after, limit) if woke else batch
 
     async def _read_events(self, ns: str, after: int, limit: int) -> EventBatch:
@@ -486,8 +479,8 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         return EventBatch(events, current, compacted)
 
     async def expire_due(self) -> int:
-        async with self.mapped_errors():
-            namespaces = [_s(n) for n in await self.client.smembers(NAMESPACES_KEY)]
+        members = await self.call(NAMESPACES_KEY, lambda c: c.smembers(NAMESPACES_KEY), write=False)
+        namespaces = [_s(n) for n in members]
         total = 0
         for ns in namespaces:
             total += int(await self.run("expire_due", ns, SWEEP_BATCH))
@@ -495,20 +488,15 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
 
 
 @asynccontextmanager
-async def _mapped_errors(url: str, client: Redis | None = None) -> AsyncIterator[None]:
+async def _mapped_errors(url: str, client: Any = None) -> AsyncIterator[None]:
     """The one boundary where Redis failures become 503 backend_unavailable.
 
-    A broken connection usually means Redis went away: then every idle pooled connection
-    is dead too. They are dropped at once, so after an outage one failed call cleans the
-    pool instead of each dead connection failing a call of its own (calls are never
-    retried, since a timed-out script may have run).
+    (A broken connection's pool is cleaned where it broke: ``RedisNodes._send``. Calls
+    are never retried here, since a timed-out script may have run.)
     """
     try:
         yield
     except (RedisError, OSError, TimeoutError) as exc:
-        if client is not None and isinstance(exc, ConnectionError | OSError):
-            with suppress(Exception):
-                await client.connection_pool.disconnect(inuse_connections=False)
         raise BackendUnavailable(
             f"The Redis backend is unavailable ({type(exc).__name__}: {exc}).".replace(
                 url, _redact(url)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from app.backends.locking import (
@@ -55,7 +55,10 @@ class RedisLocks:
     """The lock engine of RedisBackend (a mixin: it uses the backend's scripts)."""
 
     if TYPE_CHECKING:
-        _blocking: Redis
+
+        async def call(
+            self, key: str, queue: Callable[[Any], Any], *, write: bool, blocking: bool = False
+        ) -> Any: ...
 
         async def run(
             self, script: str, ns: str, *args: Any, client: Redis | None = None
@@ -63,8 +66,6 @@ class RedisLocks:
 
         async def register_deadlines(self, ns: str) -> None: ...
 
-        url: str
-        client: Redis
 
     async def lock_acquire(
         self,
@@ -117,28 +118,29 @@ class RedisLocks:
     ) -> bool | None:
         """Block until this ticket's wake list is pushed (True), ``timeout`` passes
         (False) or ``gone`` is set (None). Scripts are never interrupted, only the BLPOP."""
-        from app.backends.redis import _mapped_errors  # redis.py imports this module
-
         key = f"cb:{{{ns}}}:lockwake:{ticket}"
-        async with _mapped_errors(self.url, self.client):
-            if gone is None:
-                return await self._blocking.blpop([key], timeout=timeout) is not None
-            pop = asyncio.ensure_future(self._blocking.blpop([key], timeout=timeout))
-            left = asyncio.ensure_future(gone.wait())
-            try:
-                await asyncio.wait([pop, left], return_when=asyncio.FIRST_COMPLETED)
-            except BaseException:
-                pop.cancel()
-                pop.add_done_callback(_retrieve)
-                raise
-            finally:
-                left.cancel()
-            if pop.done():
-                return pop.result() is not None
-            # Not awaited: awaiting here could swallow a cancellation of this task.
+
+        def blpop(c: Any) -> Any:
+            return c.blpop([key], timeout=timeout)
+
+        if gone is None:
+            return await self.call(key, blpop, write=False, blocking=True) is not None
+        pop = asyncio.ensure_future(self.call(key, blpop, write=False, blocking=True))
+        left = asyncio.ensure_future(gone.wait())
+        try:
+            await asyncio.wait([pop, left], return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
             pop.cancel()
             pop.add_done_callback(_retrieve)
-            return None
+            raise
+        finally:
+            left.cancel()
+        if pop.done():
+            return pop.result() is not None
+        # Not awaited: awaiting here could swallow a cancellation of this task.
+        pop.cancel()
+        pop.add_done_callback(_retrieve)
+        return None
 
     def _lock_withdraw(self, call: Any) -> None:
         tasks: set[asyncio.Task[Any]] | None = getattr(self, "_lock_withdrawals", None)
