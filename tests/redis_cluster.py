@@ -159,16 +159,24 @@ class RedisCluster:
                 c.close()
         return found
 
-    def owner(self, slot: int) -> ClusterNode:
-        """The live master serving ``slot``."""
-        c = self.alive()[0].client()
-        try:
-            for start, end, master in _raw_slots(c):
-                if start <= slot <= end:
-                    return next(n for n in self.nodes if n.port == master)
-        finally:
-            c.close()
-        raise LookupError(f"no master serves slot {slot}")
+    def slot_ranges(self) -> list[tuple[int, int, int]]:
+        """(start, end, master port) of each slot range, as the first live node says."""
+        for node in self.alive():
+            c = node.client()
+            try:
+                return _raw_slots(c)
+            except redis.RedisError:
+                continue
+            finally:
+                c.close()
+        raise LookupError("no live node answers")
+
+    def owner_port(self, slot: int) -> int | None:
+        """The port of the master serving ``slot``, as the first live node says."""
+        for start, end, port in self.slot_ranges():
+            if start <= slot <= end:
+                return port
+        return None
 
     def flush(self) -> None:
         for node in self.masters():

@@ -279,7 +279,9 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
                 return await code(keys=argv[:1], args=argv[1:], client=client)
             return await self._batcher.submit(Command(
                 argv[0], lambda c: c.evalsha(code.sha, 1, *argv),
-                write=script not in READ_ONLY_SCRIPTS, script=self._sources[script],
+                write=script not in READ_ONLY_SCRIPTS or self.nodes.wait_replicas > 0
+                and script == "read_events",  # then it writes, to be covered by WAIT
+                script=self._sources[script],
             ))
 
     async def register_deadlines(self, ns: str) -> None:
@@ -466,7 +468,8 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         return await self._read_events(ns, after, limit) if woke else batch
 
     async def _read_events(self, ns: str, after: int, limit: int) -> EventBatch:
-        reply = await self.run("read_events", ns, after, limit)
+        synced = "1" if self.nodes.wait_replicas else "0"
+        reply = await self.run("read_events", ns, after, limit, synced)
         current, first = int(reply[0]), int(reply[1])
         events = [
             ChangeEvent(
