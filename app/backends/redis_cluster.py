@@ -69,6 +69,7 @@ class ClusterNodes(RedisNodes):
         self._slots: list[str] = [""] * SLOTS
         self._refreshed_at = 0.0
         self._refresh: asyncio.Task[None] | None = None
+        self._closed = False
         first = self._client_pair(self._addr(*self._seeds[0]))
         super().__init__(
             first[0], first[1], wait_replicas=wait_replicas,
@@ -90,6 +91,8 @@ class ClusterNodes(RedisNodes):
     def _client_pair(self, addr: str) -> tuple[Redis, Redis]:
         pair = self._clients.get(addr)
         if pair is None:
+            if self._closed:
+                raise ConnectionError("the backend is closed")
             url = f"{self._scheme}://{self._userinfo}{addr}/0"
             if self._query:
                 url += "?" + self._query
@@ -144,7 +147,7 @@ class ClusterNodes(RedisNodes):
         return slots
 
     def _refresh_soon(self) -> None:
-        if self._refresh is not None and not self._refresh.done():
+        if self._closed or self._refresh is not None and not self._refresh.done():
             return
         if time.monotonic() - self._refreshed_at < REFRESH_INTERVAL:
             return
@@ -203,6 +206,7 @@ class ClusterNodes(RedisNodes):
         await asyncio.gather(*(check(a) for a in masters))
 
     async def close(self) -> None:
+        self._closed = True
         if self._refresh is not None:
             self._refresh.cancel()
             with suppress(asyncio.CancelledError, Exception):
