@@ -39,7 +39,7 @@ class ClusterNode:
     def client(self, **kw: Any) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, **kw)
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise FileNotFoundError("redis-server is not on PATH")
@@ -52,7 +52,7 @@ class ClusterNode:
              "--cluster-port", str(self.bus_port),
              "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
              # A restarted master without data must not win back its slots.
-             "--cluster-replica-validity-factor", "0"],
+             "--cluster-replica-validity-factor", "0", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port, proc=self.proc)
@@ -95,6 +95,23 @@ class RedisCluster:
     def url(self) -> str:
         return "redis+cluster://" + ",".join(n.addr for n in self.nodes[:3])
 
+    def _create(self) -> None:
+        if self.size == 1:  # redis-cli creates 3 masters at least: one takes every slot
+            c = self.nodes[0].client()
+            try:
+                c.execute_command("CLUSTER ADDSLOTSRANGE", 0, 16383)
+            finally:
+                c.close()
+            return
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise FileNotFoundError("redis-cli is not on PATH")
+        subprocess.run(
+            [cli, "--cluster", "create", *(n.addr for n in self.nodes),
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )
+
     def start(self) -> RedisCluster:
         ports: list[int] = []
         while len(ports) < 2 * self.size:
@@ -107,14 +124,7 @@ class RedisCluster:
         ]
         for node in self.nodes:
             node.start()
-        cli = shutil.which("redis-cli")
-        if cli is None:
-            raise FileNotFoundError("redis-cli is not on PATH")
-        subprocess.run(
-            [cli, "--cluster", "create", *(n.addr for n in self.nodes),
-             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
-            check=True, capture_output=True, timeout=60,
-        )
+        self._create()
         self.wait_ok()
         return self
 
