@@ -24,6 +24,15 @@ from tests.redis_cluster import RedisCluster
 from tests.support import RedisServer, app_client
 
 BACKENDS = ["memory", "redis", "cluster"]
+#: Modules whose ``backend`` tests also run on the Redis Cluster: the shared backend suite
+#: (keys, watch, locks, sessions, artifacts). Elsewhere (access control, bad input, the
+#: service's plumbing) the engine makes no difference, and a third run would only add
+#: minutes to the suite.
+CLUSTER_MODULES = {
+    "test_kv", "test_kv_listing", "test_ttl", "test_event_log", "test_events_poll",
+    "test_hub", "test_locks", "test_locks_backend", "test_sessions",
+    "test_session_snapshots", "test_variable_types", "test_artifacts",
+}
 REQUIRE_REDIS = os.environ.get("CORKBOARD_REQUIRE_REDIS") == "1"
 
 
@@ -44,6 +53,26 @@ def redis_url() -> Iterator[str]:
         yield server.url
     finally:
         server.cleanup()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the cluster runs of tests outside CLUSTER_MODULES."""
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+        if (
+            callspec is not None
+            and callspec.params.get("backend") == "cluster"
+            and module not in CLUSTER_MODULES
+        ):
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 def _need_redis_binaries() -> None:

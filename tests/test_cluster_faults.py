@@ -174,6 +174,15 @@ async def until(condition: Any, timeout: float, what: str) -> float:
     return time.monotonic() - start
 
 
+async def until_ready_is(client: httpx.AsyncClient, status: int, timeout: float) -> None:
+    start = time.monotonic()
+    while (r := await client.get("/readyz")).status_code != status:
+        assert r.status_code in (200, 503), r.text
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"/readyz stayed {r.status_code}: {r.text}")
+        await asyncio.sleep(0.02)
+
+
 async def more_writes(load: Load, count: int, timeout: float, what: str) -> float:
     target = load.ok_count() + count
     return await until(lambda: load.ok_count() >= target, timeout, what)
@@ -208,8 +217,10 @@ async def test_failover_of_the_namespace_master_loses_no_acknowledged_write(
     ns = namespace_on_slot(first_slot_of(cluster, victim), "fo")
     async with load_running(services, ns) as (load, clients):
         await more_writes(load, 100, 20, "writes before the fault")
+        assert (await clients[0].get("/readyz")).status_code == 200
         victim.kill()
         killed_at = time.monotonic()
+        await until_ready_is(clients[0], 503, 5)  # a master is gone: not ready
         # Its replica takes over; then the dead node comes back (as an orchestrator
         # would restart it) and rejoins as the new master's replica, so that writes can
         # have WAIT 1 confirmed again.
@@ -221,6 +232,7 @@ async def test_failover_of_the_namespace_master_loses_no_acknowledged_write(
         recovered = time.monotonic() - killed_at
         assert recovered <= RECOVERY_SECONDS, recovered
         await more_writes(load, 100, 20, "writes after recovery")
+        await until_ready_is(clients[0], 200, 15)
         await load.stop_writers()
         assert load.statuses[503] > 0, "the fault went unnoticed: was the right master killed?"
         await check_everything(load, clients[1])

@@ -27,14 +27,17 @@ def backend_from_url(url: str, settings: Settings) -> Backend:
     if scheme in SCHEMES[1:]:
         from app.backends.redis import RedisBackend
 
-        return RedisBackend.from_url(
-            url,
-            timeout=settings.backend_timeout_seconds,
-            max_connections=settings.redis_max_connections,
-            key_history=settings.key_history,
-            event_retention=settings.event_retention,
-            wait_replicas=settings.redis_wait_replicas,
-        )
+        try:
+            return RedisBackend.from_url(
+                url,
+                timeout=settings.backend_timeout_seconds,
+                max_connections=settings.redis_max_connections,
+                key_history=settings.key_history,
+                event_retention=settings.event_retention,
+                wait_replicas=settings.redis_wait_replicas,
+            )
+        except ValueError as exc:  # a malformed URL (redis-py's or a cluster's)
+            raise UnknownBackend(f"invalid backend URL: {exc}") from exc
     raise UnknownBackend(
         f"unknown backend URL {url!r}: use memory:// (embedded) or redis://host:6379/0 "
         "(also rediss:// and unix://), or a Redis Cluster: redis+cluster://h1:7000,h2:7001 "

@@ -274,14 +274,16 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         """Run one Lua script against namespace ``ns``; the single way state changes."""
         argv = [f"cb:{{{ns}}}:rev", ns, self.event_retention, self.key_history, *args]
         code = self._scripts[script]
+        # With WAIT, read_events writes a marker, so that WAIT covers what it read.
+        write = script not in READ_ONLY_SCRIPTS or (
+            script == "read_events" and self.nodes.wait_replicas > 0
+        )
         async with self.mapped_errors():
             if client is not None:
                 return await code(keys=argv[:1], args=argv[1:], client=client)
             return await self._batcher.submit(Command(
                 argv[0], lambda c: c.evalsha(code.sha, 1, *argv),
-                write=script not in READ_ONLY_SCRIPTS or self.nodes.wait_replicas > 0
-                and script == "read_events",  # then it writes, to be covered by WAIT
-                script=self._sources[script],
+                write=write, script=self._sources[script],
             ))
 
     async def register_deadlines(self, ns: str) -> None:

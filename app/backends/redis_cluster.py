@@ -147,7 +147,7 @@ class ClusterNodes(RedisNodes):
         return slots
 
     def _refresh_soon(self) -> None:
-        if self._closed or self._refresh is not None and not self._refresh.done():
+        if self._closed or (self._refresh is not None and not self._refresh.done()):
             return
         if time.monotonic() - self._refreshed_at < REFRESH_INTERVAL:
             return

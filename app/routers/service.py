@@ -64,6 +64,8 @@ async def capabilities(request: Request, backend: BackendDep, settings: Settings
             "key_history": settings.key_history,
             "event_retention": settings.event_retention,
             "max_ttl_seconds": 365 * 24 * 3600,
+            # Writes are acknowledged once this many Redis replicas have them.
+            "redis_wait_replicas": settings.redis_wait_replicas if info.name != "memory" else 0,
         },
         "version": __version__,
     }
