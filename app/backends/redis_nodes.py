@@ -27,6 +27,7 @@ from redis.exceptions import (
     MovedError,
     NoScriptError,
     RedisError,
+    ResponseError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -176,6 +177,8 @@ class RedisNodes:
             for (indices, _), group_answers in zip(sent, answers, strict=True):
                 for i, answer in zip(indices, group_answers, strict=True):
                     results[i] = answer
+                    if not isinstance(answer, ResponseError):  # (every refusal is one)
+                        continue
                     retry, wait = await self._refused(i, commands[i], answer, asking)
                     if retry:
                         todo.append(i)
