@@ -75,7 +75,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
-def _need_redis_binaries() -> None:
+def need_redis_binaries() -> None:
     if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
         message = "redis-server or redis-cli is not on PATH"
         if REQUIRE_REDIS:
@@ -86,7 +86,7 @@ def _need_redis_binaries() -> None:
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[RedisCluster]:
     """A Redis Cluster of 3 masters and 3 replicas on loopback, for the session."""
-    _need_redis_binaries()
+    need_redis_binaries()
     cluster = RedisCluster().start()
     try:
         yield cluster

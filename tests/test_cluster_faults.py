@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import need_redis_binaries
 from tests.redis_cluster import ClusterNode, RedisCluster, slot_of_namespace
 from tests.sse import Parser
 from tests.support import ServiceProcess, running
@@ -36,8 +37,7 @@ RECOVERY_SECONDS = 10.0
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RedisCluster]:
     """A cluster of its own: these tests kill and move its nodes' slots."""
-    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        pytest.skip("redis-server or redis-cli is not on PATH")
+    need_redis_binaries()  # a skip, or a failure under CORKBOARD_REQUIRE_REDIS=1
     c = RedisCluster().start()
     try:
         yield c
