@@ -165,6 +165,8 @@ class ServiceProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
+        # Never leave it running: its sweeper would keep changing the shared test Redis.
+        self.kill()
         raise TimeoutError(f"service did not start: {self.output()}")
 
     def output(self) -> str:
