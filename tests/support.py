@@ -166,7 +166,7 @@ class ServiceProcess:
                 pass
             time.sleep(0.05)
         # Never leave it running: its sweeper would keep changing the shared test Redis.
-        self.kill()
+        self.stop(timeout=5)
         raise TimeoutError(f"service did not start: {self.output()}")
 
     def output(self) -> str:
