@@ -129,7 +129,7 @@ def main() -> None:
     finally:
         for c in clusters.values():
             c.cleanup()
-    print(f"cores: {os.cpu_count()}, load average before/after: {os.getloadavg()}")
+    print(f"cores: {os.cpu_count()}, load average (1, 5, 15 min) at the end: {os.getloadavg()}")
     print(f"{args.procs} client processes x {args.tasks} writers over {args.namespaces} "
           f"namespaces, {args.duration:g} s per run, median of {args.rounds} rounds\n")
     print("| target | writes/s | p50 ms | p99 ms | errors |")
