@@ -1,4 +1,5 @@
-"""The ``corkboard`` command: ``serve`` runs the service, ``openapi`` writes its spec."""
+"""The ``corkboard`` command: ``serve`` runs the service, ``openapi`` writes its spec;
+the client commands (get, put, ls, watch, lock, ...) live in ``corkboard.cli``."""
 
 from __future__ import annotations
 
@@ -7,15 +8,15 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import orjson
-from pydantic import ValidationError
+from corkboard.cli import add_commands, split_command
 
-from app.artifacts import UnknownArtifactStore, artifacts_url, store_from_url
-from app.auth import TokenConfigError, load_grants
-from app.backends import UnknownBackend, backend_from_url
-from app.errors import BackendUnavailable
-from app.settings import Settings
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+# The service's modules are imported by the commands that need them, so that the client
+# commands start without loading the server.
 
 
 def _fail(message: str) -> int:
@@ -24,6 +25,9 @@ def _fail(message: str) -> int:
 
 
 async def _check_backend(settings: Settings) -> None:
+    from app.artifacts import artifacts_url, store_from_url
+    from app.backends import backend_from_url
+
     backend = backend_from_url(settings.backend, settings)
     try:
         await backend.start()
@@ -37,6 +41,14 @@ async def _check_backend(settings: Settings) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from app.access import TokenConfigError, load_grants
+    from app.artifacts import UnknownArtifactStore, artifacts_url
+    from app.backends import UnknownBackend
+    from app.errors import BackendUnavailable
+    from app.settings import Settings
+
     overrides = {
         "CORKBOARD_HOST": args.host,
         "CORKBOARD_PORT": args.port,
@@ -89,7 +101,10 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def write_openapi(args: argparse.Namespace) -> int:
+    import orjson
+
     from app.main import create_app
+    from app.settings import Settings
 
     spec = create_app(Settings()).openapi()
     text = orjson.dumps(spec, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
@@ -116,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     o = sub.add_parser("openapi", help="write the OpenAPI document")
     o.add_argument("--output", default="openapi/openapi.json", help="file, or - for stdout")
     o.set_defaults(func=write_openapi)
+    add_commands(sub, parser)
+    argv, command = split_command(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if command is not None:
+        args.cmd = command
     result: int = args.func(args)
     return result
 

@@ -41,6 +41,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.methods import allowed_methods
+
 logger = logging.getLogger("corkboard.errors")
 
 PROBLEM_JSON = "application/problem+json"
@@ -283,9 +285,17 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(too_large)
         code = _STARLETTE_CODES.get(exc.status_code, "invalid_request")
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        headers = dict(exc.headers or {})
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"No route for {request.method} {request.url.path}."
-        return problem_response(exc.status_code, code, detail, headers=dict(exc.headers or {}))
+        elif exc.status_code == 405:
+            # Starlette names only the first matching route's method; every route of the
+            # path counts.
+            allow = allowed_methods(request.app.router.routes, request.scope)
+            headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+            headers["Allow"] = ", ".join(allow)
+            detail = f"{request.method} is not allowed here; allowed: {', '.join(allow)}."
+        return problem_response(exc.status_code, code, detail, headers=headers)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)

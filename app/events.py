@@ -503,7 +503,7 @@ class Hub:
             sub = Subscription(self, ns, flt, await self.backend.current_revision(ns), page=page)
             sub.attach()
         else:
-            sub = Subscription(self, ns, flt, since, page=page, from_start=since == 0, live=live)
+            sub = Subscription(self, ns, flt, since, page=page, live=live)
         self.open_subscriptions += 1
         if self.metrics is not None:
             self.metrics.watchers.inc()
@@ -611,7 +611,6 @@ class Subscription:
         since: int,
         *,
         page: int = LOG_PAGE,
-        from_start: bool = False,
         live: bool = True,
     ) -> None:
         self.hub = hub
@@ -620,7 +619,6 @@ class Subscription:
         self.last = since
         self.page = page
         self.phase = CATCHUP
-        self._from_start = from_start
         self._join_feed = live
         self._live_from = 0
         self._watcher: Watcher | None = None
@@ -675,10 +673,8 @@ class Subscription:
     async def _read_log(self) -> list[Frame]:
         """One page of the log after ``last`` (up to the live start while backfilling)."""
         batch = await self.hub.backend.read_events(self.ns, self.last, limit=self.page)
-        from_start, self._from_start = self._from_start, False
-        if not from_start and (
-            self.last < batch.compacted_revision or self.last > batch.current_revision
-        ):
+        # Older than the log (since=0 included, once anything was compacted): reset.
+        if self.last < batch.compacted_revision or self.last > batch.current_revision:
             self.last = batch.current_revision
             frame = reset_frame(self.ns, batch.compacted_revision, batch.current_revision)
             if self.hub.metrics is not None:

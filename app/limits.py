@@ -32,9 +32,10 @@ class BodyLimit:
             return
         for name, value in scope["headers"]:
             if name == b"content-length":
-                if value.isdigit() and int(value) > limit:
+                # bytes.isdigit() is ASCII only; a 21-digit length exceeds any limit.
+                if value.isdigit() and (len(value) > 20 or int(value) > limit):
                     exc = PayloadTooLarge(
-                        f"The request body is {int(value)} bytes; the limit is {limit}."
+                        f"The request body is {value[:24].decode()} bytes; the limit is {limit}."
                     )
                     await error_response(exc)(scope, receive, send)
                     return

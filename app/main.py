@@ -17,17 +17,19 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from app import __version__
+from app.access import Access, load_grants
 from app.artifacts.collector import running_store
-from app.auth import AccessControl, load_grants
 from app.backends import backend_from_url
 from app.errors import BackendUnavailable, install_error_handlers
 from app.events import Hub
 from app.hotpath import HotPath
 from app.limits import BodyLimit
+from app.methods import HeadAsGet
 from app.observability import AccessLog, Metrics, RequestObserver, configure_logging
 from app.openapi import build_openapi
 from app.routers import artifacts, events, kv, locks, service, sessions
 from app.settings import Settings
+from app.ui import install_ui
 
 logger = logging.getLogger("corkboard")
 
@@ -100,6 +102,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_watchers=settings.max_watchers,
         )
         await hub.start()
+        # Built before serving, not by the first GET /openapi.json, which held the loop
+        # ~0.5 s (not in a thread: pydantic's schema generation is not thread-safe).
+        app.openapi()
         try:
             async with running_store(settings, backend) as store:
                 yield {
@@ -124,18 +129,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # FastAPI's OpenTelemetry hooks check for providers on every request; Corkboard's
         # observability is Prometheus at /metrics, so they stay off.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # /docs and /redoc are served by app.ui from packaged assets (no CDN).
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     # Pure-ASGI layers only (no BaseHTTPMiddleware: it buffers streams and halves
-    # throughput). The last added runs first: CORS, observer, access control, body
-    # limit, then the hot path in front of FastAPI's router.
+    # throughput). The last added runs first: CORS, observer, HEAD as GET, access
+    # control, body limit, then the hot path in front of FastAPI's router. HEAD becomes
+    # its path's GET before access control, so every check applies to it as to the GET.
     app.add_middleware(HotPath, routes=kv.hot_routes)
     app.add_middleware(BodyLimit, limit_for=body_limits(settings))
-    if grants:
-        app.add_middleware(AccessControl, grants=grants)
-    else:
+    # Always installed: it also resolves the namespace of every call, tokens or not.
+    app.add_middleware(Access, grants=grants)
+    if not grants:
         logger.warning("no access tokens configured: every /v1 call is open to anyone")
+    app.add_middleware(HeadAsGet, routes=app.router.routes)
     app.add_middleware(RequestObserver, metrics=metrics, access_log=access_log)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
@@ -157,6 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(locks.router)
     app.include_router(artifacts.router)
     app.include_router(sessions.router)
+    install_ui(app)
     return app
 
 

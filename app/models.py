@@ -6,11 +6,13 @@ them and validate the small JSON request bodies.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 Duration = StrictFloat | StrictInt | str
+#: An integer JSON storage can hold (orjson encodes 64-bit integers only).
+Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=2**64 - 1)]
 
 
 class Problem(BaseModel):
@@ -51,8 +53,8 @@ class KeyHistory(BaseModel):
 class IncrementRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    by: StrictInt | StrictFloat = Field(1, description="Amount to add (may be negative)")
-    initial: StrictInt | StrictFloat = Field(
+    by: Int64 | StrictFloat = Field(1, description="Amount to add (may be negative)")
+    initial: Int64 | StrictFloat = Field(
         0, description="Starting value when the key is missing"
     )
     ttl: Duration | None = Field(None, description="Expiry applied only when the key is created")
@@ -69,6 +71,40 @@ class EventList(BaseModel):
     revision: int = Field(description="Pass as ?since= to continue")
 
 
+class Limits(BaseModel):
+    """Every limit a caller meets (API.md section 9), as configured for this deployment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_value_bytes: int = Field(description="Largest key value, variable value or state map")
+    max_request_bytes: int = Field(description="Largest request body (other than below)")
+    max_snapshot_bytes: int = Field(description="Largest session snapshot or batch write body")
+    max_artifact_bytes: int = Field(description="Largest artifact")
+    max_key_bytes: int = Field(description="Longest key, lock, artifact or id")
+    max_ttl_seconds: int = Field(description="Longest ttl")
+    max_list_limit: int = Field(description="Largest page of a listing (`limit`)")
+    max_events_limit: int = Field(description="Largest `limit` of GET /v1/events")
+    max_poll_wait_seconds: float = Field(description="Longest `wait` of GET /v1/events")
+    max_lock_wait_seconds: float = Field(description="Longest `wait` of a lock acquire")
+    key_history: int = Field(description="Revisions kept per key")
+    event_retention: int = Field(description="Events kept per namespace")
+    event_retention_bytes: int = Field(description="Bytes of events kept per namespace")
+    namespace_max_keys: int = Field(description="Live keys per namespace (507 beyond)")
+    namespace_max_bytes: int = Field(description="Stored bytes per namespace (507 beyond)")
+    lock_max_waiters: int = Field(description="Waiters per lock (429 beyond)")
+    lock_max_pending: int = Field(description="Pending entries per lock")
+    max_watchers: int = Field(description="Open watch streams per process (503 beyond)")
+    max_patch_ops: int = Field(description="Operations of a JSON Patch")
+    max_json_depth: int = Field(description="Levels of nesting of any JSON accepted (422 beyond)")
+    max_number_digits: int = Field(
+        description="Digits of a number in a header, path or query parameter (400 beyond)"
+    )
+    max_pattern_length: int = Field(description="Longest string `pattern` constraint (RE2)")
+    redis_wait_replicas: int = Field(
+        description="Redis replicas that acknowledge each write before it is answered (0: none)"
+    )
+
+
 class Capabilities(BaseModel):
     backend: str
     artifact_store: str
@@ -76,7 +112,7 @@ class Capabilities(BaseModel):
     streaming: bool
     persistence: bool
     distribution: bool
-    limits: dict[str, Any]
+    limits: Limits
     version: str
 
 

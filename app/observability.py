@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from typing import Any, BinaryIO
+from urllib.parse import unquote_plus
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -24,8 +25,44 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.syntax import iso_ms, now_ms
 
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_SECRET_QUERY_RE = re.compile(r"(^|&)(access_token)=[^&]*")
+#: Query parameters whose values are secrets (matched after percent-decoding the name).
+SECRET_QUERY_PARAMS = frozenset({"access_token"})
+#: Control characters (C0, DEL, C1) and Unicode line separators, as visible escapes.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {
+    0x2028: "\\u2028", 0x2029: "\\u2029",
+}
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character escaped (a newline becomes ``\\x0a``), so
+    nothing a client sends can start a log line of its own. Printable text is returned
+    as is, checked in one C call."""
+    return text if text.isprintable() else text.translate(_ESCAPES)
+
+
+def redact_query(raw: bytes) -> str:
+    """The query string for a log line: the value of every secret parameter replaced by
+    ``***``, whatever the encoding of its name (``access%5Ftoken`` included), control
+    characters escaped. A query with no '%' and no 'token' is returned as is."""
+    query = raw.decode("latin-1")
+    if "%" in query or "token" in query:
+        parts = query.split("&")
+        for i, part in enumerate(parts):
+            name, sep, _ = part.partition("=")
+            if sep and unquote_plus(name) in SECRET_QUERY_PARAMS:
+                parts[i] = f"{name}=***"
+        query = "&".join(parts)
+    return escape_controls(query)
+
+
+class TextFormatter(logging.Formatter):
+    """``level logger: message``, the message's control characters escaped (a traceback
+    keeps its lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
 
 
 class JsonFormatter(logging.Formatter):
@@ -51,7 +88,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str, fmt: str) -> None:
     """Route the service's loggers to stderr, as JSON or text, at ``level``."""
     handler = logging.StreamHandler(sys.stderr)
-    text = logging.Formatter("%(levelname)s %(name)s: %(message)s")
+    text = TextFormatter("%(levelname)s %(name)s: %(message)s")
     handler.setFormatter(JsonFormatter() if fmt == "json" else text)
     root = logging.getLogger("corkboard")
     root.handlers[:] = [handler]
@@ -75,6 +112,7 @@ class AccessLog:
         if self.fmt == "json":
             line = orjson.dumps(entry) + b"\n"
         else:
+            # Values are escaped by the caller (escape_controls): one entry, one line.
             line = " ".join(f"{k}={v}" for k, v in entry.items()).encode() + b"\n"
         self._lines.append(line)
         self._size += len(line)
@@ -214,10 +252,11 @@ class RequestObserver:
             if status == 503:
                 self.metrics.backend_errors.inc()
             if self.access_log is not None:
-                query = _SECRET_QUERY_RE.sub(r"\1\2=***", scope["query_string"].decode("latin-1"))
+                path = escape_controls(scope["path"])
+                query = redact_query(scope["query_string"])
                 self.access_log.write({
-                    "message": f"{scope['method']} {scope['path']} {status}",
-                    "request_id": request_id, "method": scope["method"], "path": scope["path"],
+                    "message": f"{scope['method']} {path} {status}",
+                    "request_id": request_id, "method": scope["method"], "path": path,
                     "query": query, "route": route, "status": status,
                     "duration_ms": round(elapsed * 1000, 3), "bytes_sent": sent,
                     "token": scope.get("corkboard.token"),

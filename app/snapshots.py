@@ -31,6 +31,11 @@ from app.variables import (
 
 MAX_DEDUPE_KEY = 1024
 MAX_OWNER = 256
+#: Imported fencing tokens and variable versions must be below this. Lua computes in
+#: doubles (exact below 2**53) and the counters grow from the imported value, so the
+#: bound leaves 2**52 acquisitions or writes of headroom before exactness could end:
+#: on every backend a token is exact and never repeats.
+MAX_IMPORTED_COUNTER = 2**52
 
 
 class _Malformed(Exception):
@@ -63,7 +68,10 @@ def parse_time(value: Any, location: list[str | int]) -> int | None:
         raise _fail(location, f"{value[:40]!r} is not an RFC 3339 timestamp") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+    ms = int(parsed.timestamp() * 1000)
+    if ms < 0:
+        raise _fail(location, "must not be before 1970-01-01T00:00:00Z")
+    return ms
 
 
 def _checked(location: list[str | int], check: Any, *args: Any, **kw: Any) -> Any:
@@ -158,8 +166,9 @@ def _variable(
         raise _fail([*location, "description"],
                     f"must be a string of at most {MAX_DESCRIPTION_LENGTH} characters, or null")
     version = var.get("version", 1)
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise _fail([*location, "version"], "must be a positive integer")
+    if not isinstance(version, int) or isinstance(version, bool) \
+            or not 1 <= version < MAX_IMPORTED_COUNTER:
+        raise _fail([*location, "version"], "must be a positive integer below 2**52")
     created = parse_time(var.get("created_at"), [*location, "created_at"]) or now
     updated = parse_time(var.get("updated_at"), [*location, "updated_at"]) or created
     value = _size_checked(orjson.dumps(var["value"]), limit, [*location, "value"])
@@ -227,10 +236,14 @@ def _locks(doc: dict[str, Any], now: int) -> dict[str, LockSnapshot]:
             raise _fail([*where, "owner"], f"must be 1-{MAX_OWNER} characters without control "
                                            "characters")
         token = lock.get("token")
-        if not isinstance(token, int) or isinstance(token, bool) or token < 1:
-            raise _fail([*where, "token"], "must be a positive integer (the fencing token)")
+        if not isinstance(token, int) or isinstance(token, bool) \
+                or not 1 <= token < MAX_IMPORTED_COUNTER:
+            raise _fail([*where, "token"],
+                        "must be a positive integer below 2**52 (the fencing token)")
         acquired = parse_time(lock.get("acquired_at"), [*where, "acquired_at"]) or now
         expires = parse_time(lock.get("expires_at"), [*where, "expires_at"])
+        if expires is not None:
+            expires = max(1, expires)  # 0 means "no deadline" to a backend: 1970 has passed
         ttl = lock.get("ttl")
         if ttl is None:
             ttl_ms = max(1, expires - now) if expires is not None else 0

@@ -18,6 +18,11 @@ _PATTERN_CHARS_RE = re.compile(r"[A-Za-z0-9._:/@=+\-*]+")
 VARIABLE_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 MAX_KEY_BYTES = 512
 MAX_DURATION_SECONDS = 365 * 24 * 3600
+#: Numbers in headers, paths and query parameters (revisions, tokens, sizes): at most 20
+#: digits, so no request makes the service convert an absurdly long number.
+MAX_DIGITS = 20
+#: The largest revision a resume point may name (revisions are signed 64-bit counters).
+MAX_REVISION = 2**63 - 1
 
 #: Last path segments that name an action of a resource and so cannot end a name.
 KV_ACTIONS = frozenset({"history", "increment", "touch"})
@@ -82,11 +87,17 @@ def check_pattern(pattern: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Pattern:
-    """A key pattern where '*' matches any run of characters; compiled once."""
+    """A key pattern where '*' matches any run of characters; compiled once.
+
+    Matching takes time linear in the key whatever the pattern: the literal runs between
+    stars are found left to right (no backtracking regex: ``a*a*a*...c`` against a long
+    key would take exponential time). The Redis scripts match the same way.
+    """
 
     text: str
     prefix: str
-    regex: re.Pattern[str] | None
+    #: The literal runs between the stars; None for a pattern without '*'.
+    parts: tuple[str, ...] | None
 
     @classmethod
     def compile(cls, text: str) -> Pattern:
@@ -94,17 +105,31 @@ class Pattern:
         star = text.find("*")
         if star < 0:
             return cls(text, text, None)
-        regex = re.compile(".*".join(re.escape(p) for p in text.split("*")), re.DOTALL)
-        return cls(text, text[:star], regex)
+        return cls(text, text[:star], tuple(text.split("*")))
 
     @property
     def exact(self) -> bool:
-        return self.regex is None
+        return self.parts is None
 
     def matches(self, key: str) -> bool:
-        if self.regex is None:
+        parts = self.parts
+        if parts is None:
             return key == self.text
-        return key.startswith(self.prefix) and self.regex.fullmatch(key) is not None
+        first, last = parts[0], parts[-1]
+        if (
+            len(key) < len(first) + len(last)
+            or not key.startswith(first)
+            or not key.endswith(last)
+        ):
+            return False
+        pos, end = len(first), len(key) - len(last)
+        for part in parts[1:-1]:
+            if part:
+                found = key.find(part, pos, end)
+                if found < 0:
+                    return False
+                pos = found + len(part)
+        return True
 
 
 MATCH_ALL = Pattern.compile("*")
@@ -168,8 +193,26 @@ def parse_etag(header: str, *, what: str = "If-Match") -> int | None:
     if text.startswith("W/"):
         text = text[2:]
     text = text.strip('"')
-    if not text.isdigit():
-        raise InvalidRequest(f"{what} must be a quoted revision like '\"12\"' or '*'.")
+    if not is_count(text):
+        raise InvalidRequest(
+            f"{what} must be a quoted revision like '\"12\"' (at most {MAX_DIGITS} digits) "
+            "or '*'."
+        )
+    return int(text)
+
+
+def is_count(text: str) -> bool:
+    """Whether ``text`` is a whole number of 1 to MAX_DIGITS ASCII digits."""
+    return 0 < len(text) <= MAX_DIGITS and text.isascii() and text.isdigit()
+
+
+def parse_count(text: str, *, what: str) -> int:
+    """A non-negative integer of at most MAX_DIGITS ASCII digits, else 400."""
+    text = text.strip()
+    if not is_count(text):
+        raise InvalidRequest(
+            f"{what} must be a non-negative integer of at most {MAX_DIGITS} digits."
+        )
     return int(text)
 
 

@@ -10,6 +10,7 @@ plain words. Values are stored exactly as given (a float variable keeps an integ
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import secrets
@@ -18,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import re2
 
-from app.errors import InvalidKey, Unprocessable
+from app.errors import InvalidConstraint, InvalidKey, Unprocessable
 from app.patching import json_equal
 from app.syntax import VARIABLE_NAME_RE
 
@@ -42,6 +44,18 @@ ID_RE = re.compile(r"var_[A-Za-z0-9_.\-]{1,124}")
 MAX_PATTERN_LENGTH = 1000
 MAX_DESCRIPTION_LENGTH = 4096
 _TENSOR_KEYS = frozenset({"shape", "data", "dtype"})
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_pattern(pattern: str) -> Any:
+    """A string constraint's pattern compiled by RE2: matching takes time linear in the
+    value, whatever the pattern (no backtracking; no backreferences or lookaround).
+    Raises ``re2.error`` for a pattern RE2 cannot compile."""
+    return re2.compile(pattern, _RE2_OPTIONS)
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a client's bad pattern is its answer, not a log line
 
 
 def check_name(name: str) -> str:
@@ -145,9 +159,20 @@ def check_definition(name: str, type_: Any, constraints: Any) -> dict[str, Any]:
             if len(pattern) > MAX_PATTERN_LENGTH:
                 raise bad("pattern", f"at most {MAX_PATTERN_LENGTH} characters long")
             try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise bad("pattern", f"a valid regular expression ({exc})") from exc
+                compile_pattern(pattern)
+            except re2.error as exc:
+                reason = exc.args[0] if exc.args else "cannot compile"
+                if isinstance(reason, bytes):
+                    reason = reason.decode(errors="replace")
+                message = (
+                    f"constraint pattern must be a regular expression in RE2 syntax "
+                    f"(https://github.com/google/re2/wiki/Syntax): {reason}."
+                )
+                raise InvalidConstraint(
+                    f"Variable {name!r}: {message}",
+                    errors=[{"variable": name, "location": ["body", "constraints", "pattern"],
+                             "message": message}],
+                ) from exc
     elif type_ == "choice":
         choices = constraints.get("choices")
         if choices is None:
@@ -261,7 +286,7 @@ def value_error(
             return broke("max_length", f"be at most {hi} characters long (its max_length)", hi,
                          f"{shown} has {n}")
         pattern = constraints.get("pattern")
-        if pattern is not None and re.search(pattern, value) is None:
+        if pattern is not None and compile_pattern(pattern).search(value) is None:
             return broke("pattern", f"match the pattern {pattern!r} (its pattern)", pattern)
     elif type_ == "boolean":
         if not isinstance(value, bool):

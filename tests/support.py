@@ -137,7 +137,11 @@ async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 class ServiceProcess:
     """``python -m uvicorn app.main:app`` on a free port, configured by environment."""
 
-    def __init__(self, env: dict[str, str], *, workers: int = 1, port: int | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], *, workers: int = 1, port: int | None = None,
+        app: str = "app.main:app",
+    ) -> None:
+        self.app = app
         self.port = port or free_port()
         self.env = {**os.environ, **env}
         self.workers = workers
@@ -150,12 +154,13 @@ class ServiceProcess:
 
     def start(self) -> ServiceProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
+            [sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", str(self.workers), "--no-access-log",
              "--timeout-graceful-shutdown", "5"],
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 20
+        # Generous: a cold start takes seconds on a busy 2-core machine.
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"service exited {self.proc.returncode}: {self.output()}")
@@ -165,8 +170,7 @@ class ServiceProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        # Never leave it running: its sweeper would keep changing the shared test Redis.
-        self.stop(timeout=5)
+        self.kill()  # not left running for a later test to trip over
         raise TimeoutError(f"service did not start: {self.output()}")
 
     def output(self) -> str:
@@ -201,7 +205,8 @@ def running(*services: ServiceProcess) -> Iterator[list[ServiceProcess]]:
             started.append(s.start())
         yield started
     finally:
-        for s in started:
+        # Every service, also one whose start failed (timed out): its process may run.
+        for s in services:
             s.stop()
         for s in services:
             s.log.close()

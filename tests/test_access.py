@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.auth import TokenConfigError, load_grants
+from app.access import TokenConfigError, load_grants
 from app.settings import Settings
 from tests.helpers import problem
 

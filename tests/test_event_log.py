@@ -14,9 +14,13 @@ async def test_retention_caps_the_log_and_resume_says_reset(make_client: ClientF
     async with make_client(event_retention=10) as client:
         for i in range(25):
             await client.put(f"/v1/kv/k{i % 3}", json=i)
-        # since=0 means "from the oldest event retained" (docs/watch.md): no reset.
+        # since=0 is older than the log once anything was compacted: reset, like any
+        # resume point the log no longer covers (API.md section 9).
         r = (await client.get("/v1/events", params={"since": 0})).json()
-        assert [e["revision"] for e in r["events"]] == list(range(16, 26))
+        assert r["events"] == [
+            {"type": "reset", "ns": "default", "revision": 25,
+             "compacted_revision": 15, "current_revision": 25}
+        ]
         assert r["revision"] == 25
         r = (await client.get("/v1/events", params={"since": 3})).json()
         assert r["events"] == [

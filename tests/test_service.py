@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import httpx
@@ -29,6 +31,28 @@ async def test_capabilities(client: httpx.AsyncClient, backend: str) -> None:
     assert caps["limits"]["max_value_bytes"] == 1_048_576
     assert caps["limits"]["key_history"] == 10
     assert caps["version"]
+
+
+async def test_capabilities_list_every_limit(
+    make_client: Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]],
+) -> None:
+    """Each configured limit a caller meets is listed with its configured value, and the
+    fixed ones (JSON depth, digits) too; the schema names exactly these fields."""
+    configured = {
+        "max_value_bytes": 2000, "max_request_bytes": 3000, "max_snapshot_bytes": 4000,
+        "max_artifact_bytes": 5000, "max_list_limit": 77, "key_history": 7,
+        "event_retention": 1234, "event_retention_bytes": 99_999, "namespace_max_keys": 55,
+        "namespace_max_bytes": 66_666, "lock_max_waiters": 9, "lock_max_pending": 8,
+        "max_watchers": 12, "max_patch_ops": 33,
+    }
+    async with make_client(**configured) as c:
+        limits = (await c.get("/v1/capabilities")).json()["limits"]
+    assert {k: limits[k] for k in configured} == configured
+    assert limits["max_json_depth"] == 255 and limits["max_number_digits"] == 20
+    assert limits["max_key_bytes"] == 512 and limits["max_events_limit"] == 10_000
+    assert limits["max_poll_wait_seconds"] == 300 and limits["max_lock_wait_seconds"] == 60
+    schema = json.loads(SPEC.read_text())["components"]["schemas"]["Limits"]
+    assert set(schema["properties"]) == set(limits) == set(schema["required"])
 
 
 async def test_docs_and_openapi_are_served(client: httpx.AsyncClient) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from app.backends.base import Backend
+from app.backends.base import Backend, Bounds
 from app.settings import Settings
 
 SCHEMES = ("memory", "redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
@@ -14,6 +14,17 @@ class UnknownBackend(ValueError):
     """The URL names no backend this service has."""
 
 
+def bounds_of(settings: Settings) -> Bounds:
+    """The per-namespace bounds the settings ask for."""
+    return Bounds(
+        event_retention=settings.event_retention,
+        event_retention_bytes=settings.event_retention_bytes,
+        max_keys=settings.namespace_max_keys,
+        max_bytes=settings.namespace_max_bytes,
+        lock_max_waiters=settings.lock_max_waiters,
+    )
+
+
 def backend_from_url(url: str, settings: Settings) -> Backend:
     """A Backend for ``memory://``, ``redis://``, ``rediss://``, ``unix://``, and Redis
     Cluster's ``redis+cluster://h1:7000,h2:7001`` or ``rediss+cluster://`` URLs."""
@@ -21,9 +32,7 @@ def backend_from_url(url: str, settings: Settings) -> Backend:
     if scheme == "memory":
         from app.backends.memory import MemoryBackend
 
-        return MemoryBackend(
-            key_history=settings.key_history, event_retention=settings.event_retention
-        )
+        return MemoryBackend(key_history=settings.key_history, bounds=bounds_of(settings))
     if scheme in SCHEMES[1:]:
         from app.backends.redis import RedisBackend
 
@@ -33,7 +42,7 @@ def backend_from_url(url: str, settings: Settings) -> Backend:
                 timeout=settings.backend_timeout_seconds,
                 max_connections=settings.redis_max_connections,
                 key_history=settings.key_history,
-                event_retention=settings.event_retention,
+                bounds=bounds_of(settings),
                 wait_replicas=settings.redis_wait_replicas,
             )
         except ValueError as exc:  # a malformed URL (redis-py's or a cluster's)

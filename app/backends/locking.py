@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import orjson
 
-from app.errors import Conflict
+from app.errors import Conflict, TooManyWaiters
 from app.syntax import iso_ms
 
 LockMode = Literal["exclusive", "queue", "debounce"]
@@ -140,4 +140,13 @@ def lock_not_held(name: str, token: int) -> Conflict:
     return Conflict(
         f"Token {token} no longer holds lock {name!r}: it was released or expired.",
         code="lock_not_held",
+    )
+
+
+def too_many_waiters(name: str, limit: int) -> TooManyWaiters:
+    """The 429 for a waiter beyond CORKBOARD_LOCK_MAX_WAITERS; it did not join the line."""
+    return TooManyWaiters(
+        f"Lock {name!r} already has {limit} callers waiting (CORKBOARD_LOCK_MAX_WAITERS); "
+        "retry later.",
+        limit=limit,
     )

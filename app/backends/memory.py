@@ -11,7 +11,6 @@ import asyncio
 import bisect
 import heapq
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +20,7 @@ from app.backends.base import (
     NO_CONDITION,
     Backend,
     BackendInfo,
+    Bounds,
     ChangeEvent,
     EventBatch,
     Fence,
@@ -31,17 +31,15 @@ from app.backends.base import (
     ValueUpdate,
     apply_update,
     check_precondition,
+    quota_exceeded,
 )
+from app.backends.increment import add_exact, number_to_increment
 from app.backends.memory_artifacts import MemoryArtifactsMixin
 from app.backends.memory_locks import MemoryLocks
 from app.backends.memory_sessions import MemorySessions
-from app.errors import NotFound, Unprocessable
+from app.backends.paging import page_sorted
+from app.errors import NotFound
 from app.syntax import Pattern, iso_ms, now_ms
-
-#: Integers are exact in every backend below 2**53 in magnitude (Lua computes in doubles).
-MAX_EXACT_INT = 2**53
-#: Keys examined by one listing call at most, so a sparse pattern cannot stall the loop.
-LIST_SCAN_BUDGET = 20_000
 
 
 @dataclass(slots=True)
@@ -59,6 +57,8 @@ class _Namespace:
     retention: int
     revision: int = 0
     compacted: int = 0
+    event_bytes: int = 0  # the sum of len(event.data) over ``events``
+    used_bytes: int = 0  # what CORKBOARD_NAMESPACE_MAX_BYTES bounds (see Bounds)
     events: deque[ChangeEvent] = field(default_factory=deque)
     keys: dict[str, KeyEntry] = field(default_factory=dict)
     history: dict[str, deque[KeyEntry]] = field(default_factory=dict)
@@ -96,11 +96,23 @@ def build_event(
 class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
     """State in this process's memory; refuses nothing, remembers nothing across restarts."""
 
-    def __init__(self, *, key_history: int = 10, event_retention: int = 100_000) -> None:
+    def __init__(
+        self,
+        *,
+        key_history: int = 10,
+        event_retention: int = 100_000,
+        bounds: Bounds | None = None,
+    ) -> None:
         self.info = BackendInfo(name="memory", persistence=False, distribution=False)
         self.key_history = key_history
-        self.event_retention = event_retention
+        self.bounds = bounds or Bounds(event_retention=event_retention)
+        self.event_retention = self.bounds.event_retention
         self._namespaces: dict[str, _Namespace] = {}
+        # Wakers of read_events waits on namespaces that do not exist (yet): a read
+        # creates no namespace; the first write adopts the waker (see _ns).
+        self._wakers: dict[str, tuple[asyncio.Event, int]] = {}
+        #: Deadline rows a sweep handled, in total: a sweep's work is what is due.
+        self.sweep_visits = 0
         # (deadline_ms, ns, member): member is "<kind>:<name>" ("k:<key>" for keys), handled
         # by the method _expire_<kind>; rows made stale by later writes are skipped.
         self._deadlines: list[tuple[int, str, str]] = []
@@ -119,15 +131,46 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
     # -- internals -------------------------------------------------------------------
 
     def _ns(self, ns: str) -> _Namespace:
+        """The namespace's state, created for a write; reads use ``_view``."""
         state = self._namespaces.get(ns)
         if state is None:
             state = self._namespaces[ns] = _Namespace(retention=self.event_retention)
+            waker = self._wakers.get(ns)
+            if waker is not None:
+                state.changed = waker[0]
         return state
 
+    def _view(self, ns: str) -> _Namespace:
+        """The namespace's state for a read: an unstored empty one when it has none, so
+        that reading never creates state (API.md section 9)."""
+        state = self._namespaces.get(ns)
+        return state if state is not None else _Namespace(retention=self.event_retention)
+
+    def check_quota(self, ns: str, keys: int, nbytes: int) -> None:
+        """507 when a write would add keys past ``max_keys`` or bytes past ``max_bytes``
+        (a write that frees room always passes). Called before the write changes anything."""
+        st = self._view(ns)
+        if keys > 0 and len(st.keys) + keys > self.bounds.max_keys:
+            raise quota_exceeded(ns, "keys", self.bounds.max_keys)
+        if nbytes > 0 and st.used_bytes + nbytes > self.bounds.max_bytes:
+            raise quota_exceeded(ns, "bytes", self.bounds.max_bytes)
+
+    def charge(self, ns: str, keys: int, nbytes: int) -> None:
+        """``check_quota``, then count the write's bytes (negative: given back)."""
+        self.check_quota(ns, keys, nbytes)
+        if nbytes:
+            self._ns(ns).used_bytes += nbytes
+
     def _append(self, st: _Namespace, event: ChangeEvent) -> None:
-        if len(st.events) >= st.retention:
-            st.compacted = st.events.popleft().revision
         st.events.append(event)
+        st.event_bytes += len(event.data)
+        # Compact by count and by bytes; the newest event always stays (a resume point).
+        # Each event is dropped once: amortized O(1) per append.
+        limit = self.bounds.event_retention_bytes
+        while len(st.events) > st.retention or (st.event_bytes > limit and len(st.events) > 1):
+            old = st.events.popleft()
+            st.event_bytes -= len(old.data)
+            st.compacted = old.revision
         st.changed.set()
         st.changed = asyncio.Event()
 
@@ -152,7 +195,7 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
         """Raise StaleFence unless ``fence`` names the current holder of its lock."""
         if fence is None:
             return
-        lock = self._ns(ns).locks.get((fence.scope, fence.name))
+        lock = self._view(ns).locks.get((fence.scope, fence.name))
         if (
             lock is None
             or lock.token != fence.token
@@ -167,7 +210,7 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
         return entry
 
     def _expire_if_due(self, ns: str, key: str, now: int) -> None:
-        st = self._ns(ns)
+        st = self._view(ns)
         entry = st.keys.get(key)
         if entry is not None and entry.expires_at is not None and entry.expires_at <= now:
             self._remove(st, key)
@@ -175,7 +218,7 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
 
     def _remove(self, st: _Namespace, key: str) -> None:
         del st.keys[key]
-        st.history.pop(key, None)
+        st.used_bytes -= sum(len(e.value) for e in st.history.pop(key, ()))
         i = bisect.bisect_left(st.order, key)
         if i < len(st.order) and st.order[i] == key:
             del st.order[i]
@@ -185,6 +228,9 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
     ) -> PutResult:
         st = self._ns(ns)
         old = st.keys.get(key)
+        kept = st.history.get(key)
+        dropped = kept[-1].value if kept is not None and len(kept) == kept.maxlen else b""
+        self.charge(ns, 0 if old is not None else 1, len(value) - len(dropped))
         revision = self.emit(
             ns, "kv.put", key, now, value=value, old_value=old.value if old else None
         )
@@ -206,7 +252,7 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
     # -- keys ------------------------------------------------------------------------
 
     async def kv_get(self, ns: str, key: str, revision: int | None = None) -> KeyEntry | None:
-        st = self._ns(ns)
+        st = self._view(ns)
         entry = self._live(st, key, now_ms())
         if revision is None or entry is None:
             return entry
@@ -225,7 +271,7 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
         now = now_ms()
         self.fence_holds(ns, fence, now)
         self._expire_if_due(ns, key, now)
-        check_precondition(condition, self._ns(ns).keys.get(key))
+        check_precondition(condition, self._view(ns).keys.get(key))
         return self._write(ns, key, value, now + ttl_ms if ttl_ms else None, now)
 
     async def kv_update(
@@ -242,7 +288,7 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
         now = now_ms()
         self.fence_holds(ns, fence, now)
         self._expire_if_due(ns, key, now)
-        current = self._ns(ns).keys.get(key)
+        current = self._view(ns).keys.get(key)
         check_precondition(condition, current)
         if current is None and initial is None:
             raise NotFound(f"Key {key!r} does not exist and no initial value was given.")
@@ -268,12 +314,8 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
         now = now_ms()
         self.fence_holds(ns, fence, now)
         self._expire_if_due(ns, key, now)
-        current = self._ns(ns).keys.get(key)
-        start: Any = orjson.loads(current.value) if current is not None else initial
-        if isinstance(start, bool) or not isinstance(start, int | float):
-            raise Unprocessable(
-                f"Key {key!r} holds {_describe(start)}, not a number; it cannot be incremented."
-            )
+        current = self._view(ns).keys.get(key)
+        start = number_to_increment(key, current.value if current is not None else initial)
         result = add_exact(start, by)
         if current is None:
             expires_at = now + ttl_ms if ttl_ms else None
@@ -287,7 +329,7 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
         now = now_ms()
         self.fence_holds(ns, fence, now)
         self._expire_if_due(ns, key, now)
-        st = self._ns(ns)
+        st = self._view(ns)
         current = st.keys.get(key)
         if current is None:
             raise NotFound(f"Key {key!r} does not exist.")
@@ -314,7 +356,7 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
         now = now_ms()
         self.fence_holds(ns, fence, now)
         self._expire_if_due(ns, key, now)
-        st = self._ns(ns)
+        st = self._view(ns)
         current = st.keys.get(key)
         check_precondition(condition, current)
         if current is None:
@@ -324,7 +366,7 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
         return current
 
     async def kv_history(self, ns: str, key: str) -> list[KeyEntry]:
-        st = self._ns(ns)
+        st = self._view(ns)
         if self._live(st, key, now_ms()) is None:
             return []
         return list(st.history.get(key, ()))
@@ -332,60 +374,56 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
     async def kv_list(
         self, ns: str, pattern: Pattern, *, limit: int, after: str | None
     ) -> KeyPage:
-        st = self._ns(ns)
+        st = self._view(ns)
         now = now_ms()
-        items: list[KeyEntry] = []
-        more = False
-        for scanned, key in enumerate(self._scan(st.order, pattern.prefix, after)):
-            if scanned >= LIST_SCAN_BUDGET:
-                more = bool(items)  # resume from the last item next time
-                break
-            if not pattern.matches(key):
-                continue
-            entry = self._live(st, key, now)
-            if entry is None:
-                continue
-            if len(items) == limit:
-                more = True
-                break
-            items.append(entry)
-        next_cursor = items[-1].key if more and items else None
-        return KeyPage(items, next_cursor, st.revision)
-
-    @staticmethod
-    def _scan(order: list[str], prefix: str, after: str | None) -> Iterator[str]:
-        start = bisect.bisect_right(order, after) if after is not None else 0
-        start = max(start, bisect.bisect_left(order, prefix))
-        for i in range(start, len(order)):
-            key = order[i]
-            if not key.startswith(prefix):
-                return
-            yield key
+        items, cursor = page_sorted(st.order, pattern, after, limit,
+                                    lambda key: self._live(st, key, now))
+        return KeyPage(items, cursor, st.revision)
 
     # -- change log ------------------------------------------------------------------
 
     async def current_revision(self, ns: str) -> int:
-        return self._ns(ns).revision
+        return self._view(ns).revision
 
     async def read_events(
         self, ns: str, after: int, *, limit: int = 1000, timeout: float = 0.0
     ) -> EventBatch:
-        st = self._ns(ns)
+        st = self._view(ns)
         if after >= st.revision and timeout > 0:
-            try:
-                await asyncio.wait_for(st.changed.wait(), timeout)
-            except TimeoutError:
-                pass
+            await self._wait_change(ns, st, timeout)
+            st = self._view(ns)
         events = st.events
         start = bisect.bisect_right(events, after, key=lambda e: e.revision)
         batch = [events[i] for i in range(start, min(len(events), start + limit))]
         return EventBatch(batch, st.revision, st.compacted)
+
+    async def _wait_change(self, ns: str, st: _Namespace, timeout: float) -> None:
+        """Wait up to ``timeout`` for the namespace's next event; for a namespace without
+        state, on a waker that exists only while someone waits."""
+        if ns in self._namespaces:
+            changed = st.changed
+        else:
+            event, count = self._wakers.get(ns, (asyncio.Event(), 0))
+            self._wakers[ns] = (event, count + 1)
+            changed = event
+        try:
+            await asyncio.wait_for(changed.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            waker = self._wakers.get(ns)
+            if waker is not None and waker[0] is changed:
+                if waker[1] <= 1:
+                    del self._wakers[ns]
+                else:
+                    self._wakers[ns] = (changed, waker[1] - 1)
 
     async def expire_due(self) -> int:
         now = now_ms()
         count = 0
         while self._deadlines and self._deadlines[0][0] <= now:
             deadline, ns, member = heapq.heappop(self._deadlines)
+            self.sweep_visits += 1
             kind, _, name = member.partition(":")
             # One handler per kind of deadline: _expire_k for keys; other resources add theirs.
             handler = getattr(self, "_expire_" + kind, None)
@@ -394,38 +432,8 @@ class MemoryBackend(MemorySessions, MemoryLocks, MemoryArtifactsMixin, Backend):
         return count
 
     def _expire_k(self, ns: str, key: str, deadline: int, now: int) -> bool:
-        entry = self._ns(ns).keys.get(key)
+        entry = self._view(ns).keys.get(key)
         if entry is None or entry.expires_at != deadline:
             return False  # deleted, rewritten or touched since this deadline was set
         self._expire_if_due(ns, key, now)
         return True
-
-
-def add_exact(start: int | float, by: int | float) -> int | float:
-    """``start + by``, refused where a backend could not represent the result exactly."""
-    if isinstance(start, int) and isinstance(by, int):
-        result: int | float = start + by
-        if abs(start) >= MAX_EXACT_INT or abs(result) >= MAX_EXACT_INT:
-            raise Unprocessable(
-                "The value or result is outside the exactly representable integer range "
-                "(|n| < 2**53)."
-            )
-        return result
-    result = float(start) + float(by)
-    if result != result or result in (float("inf"), float("-inf")):
-        raise Unprocessable("The result of the increment is not a finite number.")
-    return result
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__

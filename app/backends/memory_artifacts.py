@@ -7,7 +7,6 @@ writes, so the metadata swap, the revision, the event and the fence check are at
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -21,15 +20,12 @@ from app.backends.base_artifacts import (
     ArtifactPut,
     check_artifact_condition,
 )
+from app.backends.paging import page_sorted
 from app.errors import RequestTimeout
 from app.syntax import Pattern, now_ms
 
 if TYPE_CHECKING:
     from app.backends.memory import _Namespace
-
-#: Artifacts examined by one listing call at most, so a sparse pattern cannot stall the loop.
-LIST_SCAN_BUDGET = 20_000
-
 
 @dataclass(slots=True)
 class _ArtifactSpace:
@@ -49,6 +45,8 @@ class MemoryArtifactsMixin:
 
         def _ns(self, ns: str) -> _Namespace: ...
 
+        def _view(self, ns: str) -> _Namespace: ...
+
         def emit(self, ns: str, type_: str, key: str, at_ms: int, **fields: Any) -> int: ...
 
         def fence_holds(self, ns: str, fence: Fence | None, now: int) -> None: ...
@@ -65,9 +63,14 @@ class MemoryArtifactsMixin:
             space = self._artifact_spaces[ns] = _ArtifactSpace()
         return space
 
+    def _artifacts_view(self, ns: str) -> _ArtifactSpace:
+        """For reads: the namespace's artifacts, or an unstored empty space."""
+        space = self._artifact_spaces.get(ns)
+        return space if space is not None else _ArtifactSpace()
+
     def _live_artifact(self, ns: str, key: str, now: int) -> ArtifactMeta | None:
         """The live artifact; one past its deadline is expired here, with its event."""
-        meta = self._artifacts(ns).items.get(key)
+        meta = self._artifacts_view(ns).items.get(key)
         if meta is not None and meta.expires_at is not None and meta.expires_at <= now:
             self._remove_artifact(ns, meta, now, "expired")
             return None
@@ -89,7 +92,7 @@ class MemoryArtifactsMixin:
         self._artifacts(ns).reserved[blob] = deadline_ms
 
     async def artifact_discard(self, ns: str, blob: str) -> None:
-        self._artifacts(ns).reserved.pop(blob, None)
+        self._artifacts_view(ns).reserved.pop(blob, None)
 
     async def artifact_put(
         self,
@@ -132,7 +135,7 @@ class MemoryArtifactsMixin:
         return ArtifactPut(meta, old is None)
 
     async def artifact_get(self, ns: str, key: str) -> ArtifactMeta | None:
-        meta = self._artifacts(ns).items.get(key)
+        meta = self._artifacts_view(ns).items.get(key)
         if meta is not None and meta.expires_at is not None and meta.expires_at <= now_ms():
             return None
         return meta
@@ -157,25 +160,15 @@ class MemoryArtifactsMixin:
     async def artifact_list(
         self, ns: str, pattern: Pattern, *, limit: int, after: str | None
     ) -> ArtifactPage:
-        space = self._artifacts(ns)
+        space = self._artifacts_view(ns)
         now = now_ms()
-        items: list[ArtifactMeta] = []
-        more = False
-        for scanned, key in enumerate(_scan(space.order, pattern.prefix, after)):
-            if scanned >= LIST_SCAN_BUDGET:
-                more = bool(items)  # resume from the last item next time
-                break
-            if not pattern.matches(key):
-                continue
+
+        def live(key: str) -> ArtifactMeta | None:
             meta = space.items[key]
-            if meta.expires_at is not None and meta.expires_at <= now:
-                continue
-            if len(items) == limit:
-                more = True
-                break
-            items.append(meta)
-        next_cursor = items[-1].key if more and items else None
-        return ArtifactPage(items, next_cursor, self._ns(ns).revision)
+            return None if meta.expires_at is not None and meta.expires_at <= now else meta
+
+        items, next_cursor = page_sorted(space.order, pattern, after, limit, live)
+        return ArtifactPage(items, next_cursor, self._view(ns).revision)
 
     async def artifact_garbage(self, *, limit: int, lease_ms: int) -> list[tuple[str, str]]:
         now = now_ms()
@@ -194,23 +187,14 @@ class MemoryArtifactsMixin:
         return claimed
 
     async def artifact_garbage_done(self, ns: str, blobs: list[str]) -> None:
-        garbage = self._artifacts(ns).garbage
+        garbage = self._artifacts_view(ns).garbage
         for blob in blobs:
             garbage.pop(blob, None)
 
     def _expire_a(self, ns: str, key: str, deadline: int, now: int) -> bool:
-        meta = self._artifacts(ns).items.get(key)
+        meta = self._artifacts_view(ns).items.get(key)
         if meta is None or meta.expires_at != deadline:
             return False  # deleted or replaced since this deadline was set
         self._live_artifact(ns, key, now)
         return True
 
-
-def _scan(order: list[str], prefix: str, after: str | None) -> Iterator[str]:
-    start = bisect.bisect_right(order, after) if after is not None else 0
-    start = max(start, bisect.bisect_left(order, prefix))
-    for i in range(start, len(order)):
-        key = order[i]
-        if not key.startswith(prefix):
-            return
-        yield key

@@ -25,10 +25,12 @@ from app.backends.locking import (
     lock_held,
     lock_not_held,
     not_owner,
+    too_many_waiters,
 )
 from app.syntax import Pattern, iso_ms, now_ms
 
 if TYPE_CHECKING:
+    from app.backends.base import Bounds
     from app.backends.memory import LockState, _Namespace
 
 #: A lock handed to a waiter is held for at most this long until the waiter claims it
@@ -60,7 +62,11 @@ class MemoryLocks:
 
     if TYPE_CHECKING:
 
+        bounds: Bounds
+
         def _ns(self, ns: str) -> _Namespace: ...
+
+        def _view(self, ns: str) -> _Namespace: ...
 
         def emit(self, ns: str, type_: str, key: str, at_ms: int, **fields: Any) -> int: ...
 
@@ -76,6 +82,12 @@ class MemoryLocks:
         slot = slots.get((ns, scope, name))
         if slot is None:
             slot = slots[(ns, scope, name)] = _LockSlot()
+            # The names of each scope's locks, so a session finds its own without a scan.
+            names: dict[tuple[str, str], set[str]] | None = getattr(self, "_lock_names", None)
+            if names is None:
+                names = {}
+                self._lock_names = names
+            names.setdefault((ns, scope), set()).add(name)
         return slot
 
     def _lock_pending_count(self, ns: str, scope: str, name: str) -> int:
@@ -114,7 +126,7 @@ class MemoryLocks:
     def _lock_live(self, ns: str, scope: str, name: str, now: int) -> LockState | None:
         """The live holder; one past its deadline is expired here (with its event) and
         the lock handed to the next waiter, who is then returned as the holder."""
-        holder = self._ns(ns).locks.get((scope, name))
+        holder = self._view(ns).locks.get((scope, name))
         if holder is not None and holder.expires_at is not None and holder.expires_at <= now:
             del self._ns(ns).locks[(scope, name)]
             pending = len(self._lock_slot(ns, scope, name).pending)
@@ -292,6 +304,8 @@ class MemoryLocks:
             if remaining <= 0:
                 raise lock_held(self._lock_info(ns, scope, name, holder))
             slot = self._lock_slot(ns, scope, name)
+            if len(slot.waiters) >= self.bounds.lock_max_waiters:
+                raise too_many_waiters(name, self.bounds.lock_max_waiters)
             waiter = _Waiter(
                 secrets.token_hex(16), request.owner, request.ttl_ms, loop.create_future()
             )
@@ -368,7 +382,7 @@ class MemoryLocks:
         return self._lock_end(ns, scope, name, self._lock_live(ns, scope, name, now), now, True)
 
     async def lock_get(self, ns: str, scope: str, name: str) -> tuple[LockInfo | None, int]:
-        holder = self._ns(ns).locks.get((scope, name))
+        holder = self._view(ns).locks.get((scope, name))
         pending = self._lock_pending_count(ns, scope, name)
         if holder is None or (holder.expires_at is not None and holder.expires_at <= now_ms()):
             return None, pending
@@ -378,7 +392,7 @@ class MemoryLocks:
         now = now_ms()
         return [
             self._lock_info(ns, s, name, holder)
-            for (s, name), holder in sorted(self._ns(ns).locks.items(), key=lambda i: i[0])
+            for (s, name), holder in sorted(self._view(ns).locks.items(), key=lambda i: i[0])
             if s == scope
             and pattern.matches(name)
             and (holder.expires_at is None or holder.expires_at > now)

@@ -8,10 +8,12 @@ expiry and import reach into that engine's holders and pending lists.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from app.backends.base import NO_CONDITION, Fence, Precondition
+from app.backends.paging import page_sorted
 from app.backends.sessions import (
     ImportResult,
     LockSnapshot,
@@ -34,7 +36,7 @@ from app.variables import is_id, new_variable_id
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from app.backends.memory import _Namespace
+    from app.backends.memory import LockState, _Namespace
     from app.backends.memory_locks import _LockSlot
 
 
@@ -52,6 +54,7 @@ class _Session:
     dedupe: dict[str, None] = field(default_factory=dict)  # insertion order = age
     threads: dict[str, bytes] = field(default_factory=dict)
     channels: dict[str, bytes] = field(default_factory=dict)
+    used_bytes: int = 0  # its share of the namespace's quota bytes (see var_bytes)
 
     def info(self, sid: str) -> SessionInfo:
         return SessionInfo(sid, self.metadata, self.ttl_ms, self.created_at, self.updated_at,
@@ -65,12 +68,30 @@ class _Session:
         return self.threads if kind == "thread" else self.channels
 
 
+def var_bytes(var: Variable) -> int:
+    """A variable's quota bytes: its value's and its definition's JSON length."""
+    return len(var.value) + len(var.definition_json())
+
+
+def snapshot_bytes(snapshot: SessionSnapshot) -> int:
+    """The quota bytes of a session as ``snapshot`` holds it."""
+    return (len(snapshot.metadata) + sum(var_bytes(v) for v in snapshot.variables)
+            + sum(len(v) for v in snapshot.thread_state.values())
+            + sum(len(v) for v in snapshot.channel_state.values()))
+
+
 class MemorySessions:
     """The session store of MemoryBackend (a mixin: it uses the backend's state and emit)."""
 
     if TYPE_CHECKING:
 
         def _ns(self, ns: str) -> _Namespace: ...
+
+        def _view(self, ns: str) -> _Namespace: ...
+
+        def charge(self, ns: str, keys: int, nbytes: int) -> None: ...
+
+        def check_quota(self, ns: str, keys: int, nbytes: int) -> None: ...
 
         def emit(self, ns: str, type_: str, key: str, at_ms: int, **fields: Any) -> int: ...
 
@@ -80,25 +101,59 @@ class MemorySessions:
 
         def _lock_slot(self, ns: str, scope: str, name: str) -> _LockSlot: ...
 
+        def _lock_handoff(self, ns: str, scope: str, name: str, now: int) -> LockState | None:
+            ...
+
     # -- internals -------------------------------------------------------------------
 
-    def _sessions(self, ns: str) -> dict[str, _Session]:
+    def _sessions(self, ns: str, *, create: bool = False) -> dict[str, _Session]:
+        """The namespace's sessions; an unstored empty dict unless ``create`` (a read
+        creates no state)."""
         table: dict[str, dict[str, _Session]] | None = getattr(self, "_session_table", None)
         if table is None:
             table = {}
             self._session_table = table
         sessions = table.get(ns)
         if sessions is None:
-            sessions = table[ns] = {}
+            sessions = {}
+            if create:
+                table[ns] = sessions
         return sessions
+
+    def _session_charge(self, ns: str, sess: _Session, nbytes: int) -> None:
+        """Count ``nbytes`` more (or fewer) for the session; 507 before any change."""
+        self.charge(ns, 0, nbytes)
+        sess.used_bytes += nbytes
+
+    def _session_order(self, ns: str, *, create: bool = False) -> list[str]:
+        """The namespace's session ids, sorted (for listing without sorting them all); an
+        unstored empty list unless ``create`` (a read creates no state)."""
+        orders: dict[str, list[str]] | None = getattr(self, "_session_orders", None)
+        if orders is None:
+            orders = {}
+            self._session_orders = orders
+        order = orders.get(ns)
+        if order is None:
+            order = []
+            if create:
+                orders[ns] = order
+        return order
+
+    def _session_add(self, ns: str, sid: str, sess: _Session) -> _Session:
+        sessions = self._sessions(ns, create=True)
+        if sid not in sessions:
+            bisect.insort(self._session_order(ns, create=True), sid)
+        sessions[sid] = sess
+        return sess
 
     def _session_live(self, ns: str, sid: str, now: int) -> _Session | None:
         """The live session; one past its idle deadline is removed here, with its event."""
         sess = self._sessions(ns).get(sid)
         if sess is not None and sess.expires_at is not None and sess.expires_at <= now:
-            self._session_remove(ns, sid)
+            waited = self._session_remove(ns, sid)
             self.emit(ns, "session.deleted", sid, now, session=sid, extra={"expired": True},
                       with_values=False)
+            self._session_hand_on(ns, sid, waited, now)
             return None
         return sess
 
@@ -112,7 +167,8 @@ class MemorySessions:
     def _session_touch(self, ns: str, sid: str, sess: _Session | None, now: int) -> _Session:
         """Create the session on first use, or count a write: updated_at, idle deadline."""
         if sess is None:
-            sess = self._sessions(ns)[sid] = _Session(b"{}", now, now)
+            self._ns(ns).used_bytes += 2  # its metadata '{}'; callers checked the quota
+            sess = self._session_add(ns, sid, _Session(b"{}", now, now, used_bytes=2))
             return sess
         sess.updated_at = now
         self._session_deadline(ns, sid, sess, now)
@@ -128,18 +184,42 @@ class MemorySessions:
 
     def _session_locks(self, ns: str, sid: str) -> list[tuple[str, _LockSlot]]:
         slots: dict[tuple[str, str, str], _LockSlot] = getattr(self, "_lock_slots", {})
-        return [(name, slot) for (n, scope, name), slot in slots.items()
-                if n == ns and scope == sid]
+        names: dict[tuple[str, str], set[str]] = getattr(self, "_lock_names", {})
+        return [(name, slots[(ns, sid, name)]) for name in sorted(names.get((ns, sid), ()))]
 
-    def _session_remove(self, ns: str, sid: str) -> None:
+    def _session_remove(self, ns: str, sid: str, *, keep_waited: bool = True) -> list[str]:
         """Forget the session and its locks' holders and pending entries (token counters
-        stay: tokens are never reused)."""
-        self._sessions(ns).pop(sid, None)
-        locks = self._ns(ns).locks
+        stay: tokens are never reused). A lock with waiters in line keeps its pending
+        entries (``keep_waited``): its names are returned, for ``_session_hand_on``."""
+        sessions = self._sessions(ns)
+        sess = sessions.pop(sid, None)
+        if sess is not None:
+            self.charge(ns, 0, -sess.used_bytes)
+            order = self._session_order(ns)
+            i = bisect.bisect_left(order, sid)
+            if i < len(order) and order[i] == sid:
+                del order[i]
+            if not sessions:
+                del self._session_table[ns]
+                self._session_orders.pop(ns, None)
+        locks = self._view(ns).locks
+        waited: list[str] = []
         for name, slot in self._session_locks(ns, sid):
-            slot.pending.clear()
+            if keep_waited and any(not w.granted.done() for w in slot.waiters):
+                waited.append(name)
+            else:
+                slot.pending.clear()
             slot.ticket = ""
             locks.pop((sid, name), None)
+        return waited
+
+    def _session_hand_on(self, ns: str, sid: str, names: list[str], now: int) -> None:
+        """After a session's removal: hand each of ``names`` (free locks with waiters) to
+        its first waiter, who claims the pending entries, as a release or an expiry does;
+        entries no waiter is left to claim go with the session."""
+        for name in names:
+            if self._lock_handoff(ns, sid, name, now) is None:
+                self._lock_slot(ns, sid, name).pending.clear()
 
     def _session_event(self, ns: str, sid: str, now: int, change: str, **fields: Any) -> int:
         values = {k: fields.pop(k) for k in ("value", "old_value") if k in fields}
@@ -155,7 +235,9 @@ class MemorySessions:
         self.fence_holds(ns, fence, now)
         old = self._session_live(ns, sid, now)
         old_metadata = old.metadata if old is not None else None
+        self.check_quota(ns, 0, len(metadata) - len(old_metadata or b"{}") + (0 if old else 2))
         sess = self._session_touch(ns, sid, old, now)
+        self._session_charge(ns, sess, len(metadata) - len(sess.metadata))
         sess.metadata = metadata
         sess.ttl_ms = ttl_ms
         self._session_deadline(ns, sid, sess, now)
@@ -171,27 +253,25 @@ class MemorySessions:
         self, ns: str, pattern: Pattern, *, limit: int, after: str | None
     ) -> tuple[list[SessionInfo], str | None]:
         now = now_ms()
-        items: list[SessionInfo] = []
-        for sid in sorted(self._sessions(ns)):
-            if after is not None and sid <= after:
-                continue
-            sess = self._sessions(ns)[sid]
-            if not pattern.matches(sid) or (sess.expires_at is not None
-                                             and sess.expires_at <= now):
-                continue
-            if len(items) == limit:
-                return items, items[-1].id
-            items.append(sess.info(sid))
-        return items, None
+        sessions = self._sessions(ns)
+
+        def live(sid: str) -> SessionInfo | None:
+            sess = sessions[sid]
+            if sess.expires_at is not None and sess.expires_at <= now:
+                return None
+            return sess.info(sid)
+
+        return page_sorted(self._session_order(ns), pattern, after, limit, live)
 
     async def session_delete(self, ns: str, sid: str, *, fence: Fence | None = None) -> bool:
         now = now_ms()
         self.fence_holds(ns, fence, now)
         if self._session_live(ns, sid, now) is None:
             return False
-        self._session_remove(ns, sid)
+        waited = self._session_remove(ns, sid)
         self.emit(ns, "session.deleted", sid, now, session=sid, extra={"expired": False},
                   with_values=False)
+        self._session_hand_on(ns, sid, waited, now)
         return True
 
     async def session_use(self, ns: str, sid: str, lock_name: str | None = None) -> None:
@@ -227,11 +307,13 @@ class MemorySessions:
             if taken is not None:
                 raise Conflict(f"Variable {var.name!r} already exists in session {sid!r}.",
                                code="already_exists", current=taken)
+        self.check_quota(ns, 0, var_bytes(var) + (0 if sess else 2))
         sess = self._session_touch(ns, sid, sess, now)
         var_id = var.id
         while var_id in sess.variables:
             var_id = new_variable_id()
         var = replace(var, id=var_id, version=1, created_at=now, updated_at=now)
+        self._session_charge(ns, sess, var_bytes(var))
         sess.variables[var.id] = var
         sess.names[var.name] = var.id
         self.emit(ns, "variable.created", var.name, now, session=sid, value=var.value,
@@ -276,6 +358,9 @@ class MemorySessions:
         plan = plan_writes(found, updates, metadata, condition, now)
         if (atomic and plan.errors) or not plan.writes or sess is None:
             return WriteOutcome([], plan.errors, None)
+        self._session_charge(
+            ns, sess, sum(var_bytes(w.new) - var_bytes(w.old) for w in plan.writes)
+        )
         self._session_touch(ns, sid, sess, now)
         for w in plan.writes:
             sess.variables[w.new.id] = w.new
@@ -311,6 +396,7 @@ class MemorySessions:
         if sess is None or var is None:
             raise NotFound(f"No variable {ident!r} in session {sid!r}.")
         self._session_touch(ns, sid, sess, now)
+        self._session_charge(ns, sess, -var_bytes(var))
         del sess.variables[var.id]
         del sess.names[var.name]
         self.emit(ns, "variable.deleted", var.name, now, session=sid, value=None,
@@ -387,7 +473,10 @@ class MemorySessions:
             if sess is not None:
                 self._session_touch(ns, sid, sess, now)
             return None, False
+        grow = len(new or b"") - len(old or b"") + (0 if sess else 2)
+        self.check_quota(ns, 0, grow)
         sess = self._session_touch(ns, sid, sess, now)
+        self._session_charge(ns, sess, len(new or b"") - len(old or b""))
         if new is None:
             del sess.states(kind)[ident]
         else:
@@ -404,12 +493,12 @@ class MemorySessions:
             return None
         now = now_ms()
         snap = SessionSnapshot(
-            sid, self._ns(ns).revision, sess.metadata, sess.ttl_ms, sess.created_at,
+            sid, self._view(ns).revision, sess.metadata, sess.ttl_ms, sess.created_at,
             sess.updated_at, sess.expires_at, list(sess.variables.values()),
             sorted(sess.subscriptions), list(sess.dedupe), dict(sess.threads),
             dict(sess.channels),
         )
-        holders = self._ns(ns).locks
+        holders = self._view(ns).locks
         for name, slot in self._session_locks(ns, sid):
             holder = holders.get((sid, name))
             if holder is not None and (holder.expires_at is None or holder.expires_at > now):
@@ -427,14 +516,17 @@ class MemorySessions:
         now = now_ms()
         self.fence_holds(ns, fence, now)
         old = self._session_live(ns, sid, now)
+        size = snapshot_bytes(snapshot)
+        self.check_quota(ns, 0, size - (old.used_bytes if old is not None else 0))
         holders = self._ns(ns).locks
         prior = {name: holders.get((sid, name)) for name in snapshot.locks}
         prior = {name: h for name, h in prior.items()
                  if h is not None and (h.expires_at is None or h.expires_at > now)}
-        self._session_remove(ns, sid)
-        sess = self._sessions(ns)[sid] = _Session(
-            snapshot.metadata, snapshot.created_at or now, now, snapshot.ttl_ms
-        )
+        self._session_remove(ns, sid, keep_waited=False)
+        self.charge(ns, 0, size)
+        sess = self._session_add(ns, sid, _Session(
+            snapshot.metadata, snapshot.created_at or now, now, snapshot.ttl_ms, used_bytes=size
+        ))
         self._session_deadline(ns, sid, sess, now)
         for var in snapshot.variables:
             sess.variables[var.id] = var

@@ -20,10 +20,12 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from app.backends import paging
 from app.backends.base import (
     NO_CONDITION,
     Backend,
     BackendInfo,
+    Bounds,
     ChangeEvent,
     EventBatch,
     Fence,
@@ -34,13 +36,17 @@ from app.backends.base import (
     ValueUpdate,
     apply_update,
     check_precondition,
+    quota_exceeded,
 )
+from app.backends.increment import add_exact, number_to_increment
 from app.backends.redis_artifacts import RedisArtifactsMixin
 from app.backends.redis_locks import RedisLocks
 from app.backends.redis_nodes import Command, RedisNodes, nodes_from_url
 from app.backends.redis_sessions import RedisSessions
+from app.backends.redis_sweeper import DEADLINES_KEY, DeadlineIndex
 from app.errors import (
     BackendUnavailable,
+    CorkboardError,
     NotFound,
     PreconditionFailed,
     Unprocessable,
@@ -49,17 +55,27 @@ from app.syntax import Pattern
 
 logger = logging.getLogger("corkboard.redis")
 
-#: Set of namespaces that have deadlines, read by every replica's sweeper.
+#: Set of namespaces that ever had deadlines: walked slowly by the sweeper's repair pass
+#: (redis_sweeper.py) and by the artifact collectors.
 NAMESPACES_KEY = "cb:namespaces"
 #: Optimistic retries of a server-side update (PATCH) racing other writers of one key.
 UPDATE_ATTEMPTS = 200
-LIST_SCAN_BUDGET = 20_000
 #: Scripts that change nothing: they need no WAIT for replicas.
 READ_ONLY_SCRIPTS = frozenset({
     "kv_read", "kv_list", "read_events", "lock_read", "lock_list", "session_get",
-    "session_list", "artifacts_get", "artifacts_list", "var_read",
+    "session_list", "artifacts_get", "artifacts_list", "var_read", "fence_check",
 })
 SWEEP_BATCH = 500
+#: Scripts whose work grows with the data (listings, snapshots, imports, sweeps, log
+#: reads, deletes of whole sessions): each is sent alone, never in a pipeline, so a slow
+#: one cannot hold up (or time out) the answers of the light calls made beside it.
+HEAVY_SCRIPTS = frozenset({
+    "kv_list", "artifacts_list", "session_list", "lock_list", "session_snapshot",
+    "session_import", "session_delete", "expire_due", "read_events", "artifacts_gc",
+    "var_read",
+})
+#: Light script calls sent in one pipeline at most.
+MAX_BATCH = 64
 _LUA_MAGIC = set("^$()%.[]*+-?")
 _FIRST_CHAR_KIND = {'"': "a string", "t": "a boolean", "f": "a boolean", "n": "null",
                     "[": "an array", "{": "an object"}
@@ -72,19 +88,24 @@ def _load_scripts() -> dict[str, str]:
         p.name for p in folder.iterdir() if p.name.startswith("lib_") and p.name.endswith(".lua")
     )
     prelude += "".join("\n" + (folder / name).read_text() for name in libraries)
+    # Each script runs as a function so that a deadline the global index may not know of
+    # (RESCHEDULE, set by set_deadline) can be added to whatever it replies.
+    tail = (
+        "\nend\nlocal __reply = __script()\nif RESCHEDULE then\n"
+        "  return {'__reschedule', string.format('%d', RESCHEDULE), __reply}\nend\n"
+        "return __reply\n"
+    )
     return {
-        p.name[:-4]: prelude + "\n" + p.read_text()
+        p.name[:-4]: prelude + "\nlocal function __script()\n" + p.read_text() + tail
         for p in folder.iterdir()
         if p.name.endswith(".lua") and p.name != "common.lua" and not p.name.startswith("lib_")
     }
 
 
 def lua_pattern(pattern: Pattern) -> str:
-    """The anchored Lua pattern for a key pattern ('' when it names one key exactly)."""
-    if pattern.exact:
-        return ""
-    parts = ["".join("%" + c if c in _LUA_MAGIC else c for c in p) for p in pattern.text.split("*")]
-    return "^" + ".*".join(parts) + "$"
+    """The pattern argument of the listing scripts: '' when the pattern names one key
+    exactly, else its text, matched by glob_match in common.lua (linear time)."""
+    return "" if pattern.exact else pattern.text
 
 
 def _s(value: Any) -> str:
@@ -113,12 +134,18 @@ def _condition_args(condition: Precondition) -> list[str]:
     return ["", ""]
 
 
-def _raise_failure(status: str, reply: Sequence[Any], key: str, fence: Fence | None) -> None:
-    """Turn a script's failure status into the domain error."""
+def _raise_failure(
+    status: str, reply: Sequence[Any], key: str, fence: Fence | None,
+    condition: Precondition | None = None,
+) -> None:
+    """Turn a script's failure status into the domain error (the very error memory
+    raises, when the ``condition`` that failed is given)."""
     if status == "stale_fence":
         assert fence is not None
         raise fence.stale()
     current = _entry(reply) if len(reply) > 1 else None
+    if condition is not None:
+        check_precondition(condition, current)
     if status == "already_exists":
         raise PreconditionFailed(
             "The key already exists (If-None-Match: *).", code="already_exists", current=current
@@ -140,6 +167,8 @@ class _ScriptBatcher:
     network round trip, a socket write and a timeout timer per call, which is most of
     redis-py's per-call cost. A lone call is sent as it is. Results return in order; a
     failed call fails only its own caller, and a whole-batch failure fails each of them.
+    Only light scripts are batched (``HEAVY_SCRIPTS`` go alone), at most ``MAX_BATCH``
+    per pipeline, so one call's answer never waits on, or times out with, a slow script.
     """
 
     def __init__(self, nodes: RedisNodes) -> None:
@@ -156,10 +185,12 @@ class _ScriptBatcher:
         return future
 
     def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        pending, self._pending = self._pending, []
+        loop = asyncio.get_running_loop()
+        for start in range(0, len(pending), MAX_BATCH):
+            task = loop.create_task(self._send(pending[start : start + MAX_BATCH]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
         try:
@@ -194,6 +225,7 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         blocking_client: Redis | None = None,
         key_history: int = 10,
         event_retention: int = 100_000,
+        bounds: Bounds | None = None,
         url: str = "",
     ) -> None:
         self.nodes = (
@@ -206,11 +238,14 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         #: The client of a single server (on a cluster: of the first seed node).
         self.client = self.nodes.client
         self.key_history = key_history
-        self.event_retention = event_retention
+        self.bounds = bounds or Bounds(event_retention=event_retention)
+        self.event_retention = self.bounds.event_retention
+        self._bounds_arg = self.bounds.script_arg()
         self.url = url
         self._scripts: dict[str, AsyncScript] = {}
         self._sources: dict[str, str] = {}
         self._batcher = _ScriptBatcher(self.nodes)
+        self.deadlines = DeadlineIndex(self.nodes)
         self._registered_ns: set[str] = set()
 
     @classmethod
@@ -222,13 +257,17 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         max_connections: int = 64,
         key_history: int = 10,
         event_retention: int = 100_000,
+        bounds: Bounds | None = None,
         wait_replicas: int = 0,
     ) -> RedisBackend:
         """Build the backend with its own connection pools; closing it closes them."""
         nodes = nodes_from_url(
             url, timeout=timeout, max_connections=max_connections, wait_replicas=wait_replicas
         )
-        return cls(nodes, key_history=key_history, event_retention=event_retention, url=url)
+        return cls(
+            nodes, key_history=key_history, event_retention=event_retention, bounds=bounds,
+            url=url,
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -243,9 +282,24 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
             for client in self.nodes.masters():
                 for script in self._scripts.values():
                     await client.script_load(script.script)
+            # Namespaces registered before the deadline index existed: visit each once.
+            if not await self.nodes.call(
+                Command(DEADLINES_KEY, lambda c: c.exists(DEADLINES_KEY), write=False)
+            ):
+                legacy = [_s(n) for n in await self.nodes.call(
+                    Command(NAMESPACES_KEY, lambda c: c.smembers(NAMESPACES_KEY), write=False)
+                )]
+                if legacy:
+                    await self.nodes.call(Command(
+                        DEADLINES_KEY,
+                        lambda c: c.zadd(DEADLINES_KEY, dict.fromkeys(legacy, 0), nx=True),
+                    ))
 
     async def close(self) -> None:
         await self._batcher.close()
+        wakeups = getattr(self, "_wakeups", None)
+        if wakeups is not None:
+            await wakeups.close()
         await self.nodes.close()
 
     def mapped_errors(self) -> AbstractAsyncContextManager[None]:
@@ -272,19 +326,41 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
 
     async def run(self, script: str, ns: str, *args: Any, client: Redis | None = None) -> Any:
         """Run one Lua script against namespace ``ns``; the single way state changes."""
-        argv = [f"cb:{{{ns}}}:rev", ns, self.event_retention, self.key_history, *args]
+        argv = [f"cb:{{{ns}}}:rev", ns, self._bounds_arg, self.key_history, *args]
         code = self._scripts[script]
         # With WAIT, read_events writes a marker, so that WAIT covers what it read.
         write = script not in READ_ONLY_SCRIPTS or (
             script == "read_events" and self.nodes.wait_replicas > 0
         )
+        command = Command(
+            argv[0], lambda c: c.evalsha(code.sha, 1, *argv),
+            write=write, script=self._sources[script],
+        )
         async with self.mapped_errors():
             if client is not None:
-                return await code(keys=argv[:1], args=argv[1:], client=client)
-            return await self._batcher.submit(Command(
-                argv[0], lambda c: c.evalsha(code.sha, 1, *argv),
-                write=write, script=self._sources[script],
-            ))
+                reply = await code(keys=argv[:1], args=argv[1:], client=client)
+            elif script in HEAVY_SCRIPTS:
+                # Alone, never in a pipeline: a slow one holds up no light call.
+                reply = await self.nodes.call(command)
+            else:
+                reply = await self._batcher.submit(command)
+        if isinstance(reply, list) and reply and reply[0] == b"__reschedule":
+            # Rule 1 of redis_sweeper.py: tell the index after the script, in its own call.
+            async with self.mapped_errors():
+                await self.deadlines.schedule(ns, int(reply[1]))
+            reply = reply[2] if len(reply) > 2 else None
+        if isinstance(reply, list) and reply and reply[0] == b"quota_exceeded":
+            raise quota_exceeded(ns, _s(reply[1]), int(reply[2]))
+        return reply
+
+    async def check_fence(self, ns: str, fence: Fence | None) -> None:
+        """Raise StaleFence unless ``fence`` (if any) holds now. A write that failed its
+        own checks in Python asks this first: a stale fence is reported before anything
+        else, as in a backend whose whole write is one atomic step."""
+        if fence is not None:
+            reply = await self.run("fence_check", ns, *Fence.script_args(fence))
+            if _s(reply[0]) == "stale_fence":
+                raise fence.stale()
 
     async def register_deadlines(self, ns: str) -> None:
         """Make the sweepers visit ``ns``: needed once per namespace that gets a deadline."""
@@ -324,7 +400,7 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         )
         status = _s(reply[0])
         if status not in ("created", "replaced"):
-            _raise_failure(status, reply, key, fence)
+            _raise_failure(status, reply, key, fence, condition)
         return PutResult(_entry(reply), status == "created")
 
     async def kv_update(
@@ -344,12 +420,16 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
             await self.register_deadlines(ns)
         for _ in range(UPDATE_ATTEMPTS):
             current = await self.kv_get(ns, key)
-            check_precondition(condition, current)
-            if current is None and initial is None:
-                raise NotFound(f"Key {key!r} does not exist and no initial value was given.")
-            base = current.value if current is not None else initial
-            assert base is not None
-            new_value = apply_update(update, base, current)
+            try:
+                check_precondition(condition, current)
+                if current is None and initial is None:
+                    raise NotFound(f"Key {key!r} does not exist and no initial value was given.")
+                base = current.value if current is not None else initial
+                assert base is not None
+                new_value = apply_update(update, base, current)
+            except CorkboardError:
+                await self.check_fence(ns, fence)  # a stale fence is the first answer
+                raise
             cas = (
                 Precondition(match_revision=current.revision)
                 if current is not None
@@ -381,9 +461,12 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
     ) -> PutResult:
         if ttl_ms > 0:
             await self.register_deadlines(ns)
+        # Integer text as Python writes it (orjson refuses integers beyond 64 bits).
+        by_text = str(by) if isinstance(by, int) else orjson.dumps(by)
+        initial_text = str(initial) if isinstance(initial, int) else orjson.dumps(initial)
         reply = await self.run(
-            "kv_increment", ns, key, orjson.dumps(by), "1" if isinstance(by, int) else "0",
-            orjson.dumps(initial), ttl_ms, *Fence.script_args(fence),
+            "kv_increment", ns, key, by_text, "1" if isinstance(by, int) else "0",
+            initial_text, ttl_ms, *Fence.script_args(fence),
         )
         status = _s(reply[0])
         if status == "ok":
@@ -394,12 +477,48 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
                 f"Key {key!r} holds {kind}, not a number; it cannot be incremented."
             )
         if status == "inexact":
-            raise Unprocessable(
-                "The result is not a finite number exactly representable here "
-                "(integers are exact while |n| < 2**53)."
-            )
+            add_exact(int(reply[1]), by)  # raises the shared refusal
+            raise AssertionError("an exact integer sum was refused by the script")
+        if status == "float":
+            return await self._increment_in_python(ns, key, by, initial, ttl_ms, fence)
         _raise_failure(status, reply, key, fence)
         raise AssertionError("unreachable")
+
+    async def _increment_in_python(
+        self, ns: str, key: str, by: int | float, initial: int | float, ttl_ms: int,
+        fence: Fence | None,
+    ) -> PutResult:
+        """A sum involving a double, computed by the shared rule (``add_exact``) and
+        written with a compare-and-swap on the revision it was computed from, so its JSON
+        text is orjson's, as on every backend."""
+        for _ in range(UPDATE_ATTEMPTS):
+            current = await self.kv_get(ns, key)
+            try:
+                start = number_to_increment(
+                    key, current.value if current is not None else initial
+                )
+                value = orjson.dumps(add_exact(start, by))
+            except CorkboardError:
+                await self.check_fence(ns, fence)
+                raise
+            cas = (
+                Precondition(match_revision=current.revision)
+                if current is not None
+                else Precondition(must_not_exist=True)
+            )
+            reply = await self.run(
+                "kv_put", ns, key, value, -1 if current is not None else ttl_ms,
+                *_condition_args(cas), *Fence.script_args(fence),
+            )
+            status = _s(reply[0])
+            if status in ("created", "replaced"):
+                return PutResult(_entry(reply), status == "created")
+            if status == "stale_fence":
+                _raise_failure(status, reply, key, fence)
+            await asyncio.sleep(0)
+        raise BackendUnavailable(
+            f"Key {key!r} changed under {UPDATE_ATTEMPTS} consecutive increment attempts; retry."
+        )
 
     async def kv_touch(
         self, ns: str, key: str, ttl_ms: int, *, fence: Fence | None = None
@@ -429,7 +548,7 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         if status == "absent":
             return None
         if status != "deleted":
-            _raise_failure(status, reply, key, fence)
+            _raise_failure(status, reply, key, fence, condition)
         return _entry(reply)
 
     async def kv_history(self, ns: str, key: str) -> list[KeyEntry]:
@@ -443,11 +562,10 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
     ) -> KeyPage:
         reply = await self.run(
             "kv_list", ns, after or "", pattern.prefix, lua_pattern(pattern), limit,
-            LIST_SCAN_BUDGET, "1",
+            paging.LIST_SCAN_BUDGET, "1",
         )
         items = [_entry(reply, i) for i in range(2, len(reply), 8)]
-        more = int(reply[1]) == 1
-        return KeyPage(items, items[-1].key if more and items else None, int(reply[0]))
+        return KeyPage(items, _s(reply[1]) or None, int(reply[0]))
 
     # -- change log ------------------------------------------------------------------
 
@@ -484,11 +602,27 @@ class RedisBackend(RedisSessions, RedisLocks, RedisArtifactsMixin, Backend):
         return EventBatch(events, current, compacted)
 
     async def expire_due(self) -> int:
-        members = await self.call(NAMESPACES_KEY, lambda c: c.smembers(NAMESPACES_KEY), write=False)
-        namespaces = [_s(n) for n in members]
+        """Visit the namespaces the deadline index says are due, and a few of the repair
+        pass (redis_sweeper.py): the cost follows what is due, not how many exist."""
+        async with self.mapped_errors():
+            seconds, micros = await self.nodes.call(
+                Command(DEADLINES_KEY, lambda c: c.time(), write=False)
+            )
+            due = await self.deadlines.due(seconds * 1000 + micros // 1000)
+            repair = await self.deadlines.repair_batch(NAMESPACES_KEY)
         total = 0
-        for ns in namespaces:
-            total += int(await self.run("expire_due", ns, SWEEP_BATCH))
+        for ns, score in due:
+            self.deadlines.visits += 1
+            count, next_ms, _ = await self.run("expire_due", ns, SWEEP_BATCH)
+            total += int(count)
+            async with self.mapped_errors():
+                await self.deadlines.settle(ns, score, int(next_ms))
+        for ns in repair:
+            count, next_ms, _ = await self.run("expire_due", ns, SWEEP_BATCH)
+            total += int(count)
+            if int(next_ms) > 0:
+                async with self.mapped_errors():
+                    await self.deadlines.schedule(ns, int(next_ms))
         return total
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
+from app.backends import paging
 from app.backends.base import Fence
 from app.backends.base_artifacts import (
     NO_ARTIFACT_CONDITION,
@@ -22,9 +23,6 @@ from app.backends.base_artifacts import (
 )
 from app.errors import PreconditionFailed, RequestTimeout
 from app.syntax import Pattern
-
-#: Artifacts examined by one listing call at most.
-LIST_SCAN_BUDGET = 20_000
 
 
 def _s(value: Any) -> str:
@@ -154,11 +152,10 @@ class RedisArtifactsMixin:
 
         reply = await self.run(
             "artifacts_list", ns, after or "", pattern.prefix, lua_pattern(pattern), limit,
-            LIST_SCAN_BUDGET,
+            paging.LIST_SCAN_BUDGET,
         )
         items = [_meta(reply, i) for i in range(2, len(reply), 9)]
-        more = int(reply[1]) == 1
-        return ArtifactPage(items, items[-1].key if more and items else None, int(reply[0]))
+        return ArtifactPage(items, _s(reply[1]) or None, int(reply[0]))
 
     async def artifact_garbage(self, *, limit: int, lease_ms: int) -> list[tuple[str, str]]:
         from app.backends.redis import NAMESPACES_KEY

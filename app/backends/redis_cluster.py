@@ -170,6 +170,12 @@ class ClusterNodes(RedisNodes):
     def masters(self) -> list[Redis]:
         return [self._client_pair(a)[0] for a in dict.fromkeys(self._slots) if a]
 
+    def listener(self, attempt: int) -> Redis:
+        if attempt:
+            self._refresh_soon()  # the last one failed: perhaps its master is gone
+        addrs = [a for a in dict.fromkeys(self._slots) if a] or [self._addr(*self._seeds[0])]
+        return self._client_pair(addrs[attempt % len(addrs)])[1]
+
     async def moved(self, error: MovedError) -> None:
         self._slots[error.slot_id] = self._addr(error.host, error.port)
         self._refresh_soon()  # a failover or a reshard usually moves more than one slot

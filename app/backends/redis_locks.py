@@ -3,11 +3,13 @@
 across replicas.
 
 A waiter in exclusive mode gets a random ticket and a place in the lock's FIFO line
-(``lockwait``); whoever frees the lock (a release, a force-release, the expiry run by any
-replica's sweeper) hands it to the first live ticket in the same script and pushes that
-ticket's wake list, on which the waiter blocks with BLPOP. The waiter then *claims* the
-lock, taking the pending entries; one that gives up removes itself atomically and still
-gets a lock handed to it in the meantime.
+(``lockwait``, at most ``Bounds.lock_max_waiters`` long: beyond, 429); whoever frees the
+lock (a release, a force-release, the expiry run by any replica's sweeper) hands it to
+the first live ticket in the same script, pushes that ticket's wake list and publishes
+the ticket, which the process's one listener (``redis_wakeups``) turns into the waiter's
+wake-up: waiting holds no connection. The waiter then *claims* the lock, taking the
+pending entries; one that gives up removes itself atomically and still gets a lock
+handed to it in the meantime.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from app.backends.locking import (
     LockInfo,
@@ -26,13 +28,18 @@ from app.backends.locking import (
     lock_held,
     lock_not_held,
     not_owner,
+    too_many_waiters,
 )
+from app.backends.redis_wakeups import RESYNC, LockWakeups, Wake
 from app.syntax import Pattern
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-#: Shortest BLPOP worth starting (Redis reads a timeout of 0 as "forever").
+    from app.backends.base import Bounds
+    from app.backends.redis_nodes import RedisNodes
+
+#: Shortest wait worth starting.
 _MIN_BLOCK_SECONDS = 0.001
 
 
@@ -55,6 +62,8 @@ class RedisLocks:
     """The lock engine of RedisBackend (a mixin: it uses the backend's scripts)."""
 
     if TYPE_CHECKING:
+        bounds: Bounds
+        nodes: RedisNodes
 
         async def call(
             self, key: str, queue: Callable[[Any], Any], *, write: bool, blocking: bool = False
@@ -65,7 +74,6 @@ class RedisLocks:
         ) -> Any: ...
 
         async def register_deadlines(self, ns: str) -> None: ...
-
 
     async def lock_acquire(
         self,
@@ -86,61 +94,59 @@ class RedisLocks:
             return await self.run(
                 "lock_acquire", ns, scope, name, request.owner, request.ttl_ms, request.mode,
                 request.entry, request.max_pending, ticket, round(request.wait_s * 1000),
-                name_of_step, item,
+                name_of_step, item, self.bounds.lock_max_waiters,
             )
 
-        reply = await step("try")
-        task = asyncio.current_task()
-        while reply[0] == b"waiting":
-            item = bytes(reply[1])
-            if task is not None and task.cancelling():
-                # A cancellation swallowed inside redis-py (Python 3.11's wait_for): honour it.
-                self._lock_withdraw(step("cancel", item))
-                raise asyncio.CancelledError
-            remaining = deadline - loop.time()
-            woke: bool | None = False
-            if remaining >= _MIN_BLOCK_SECONDS:
-                try:
-                    woke = await self._lock_block(ns, ticket, remaining, gone)
-                except BaseException:
-                    # Cancelled (shutdown) or Redis failed: leave the line, and give back
-                    # a lock handed over meanwhile, in the background.
+        wakeups = self._lock_wakeups()
+        woken = wakeups.register(ticket) if waits else None  # before joining the line
+        try:
+            reply = await step("try")
+            task = asyncio.current_task()
+            while reply[0] == b"waiting":
+                assert woken is not None
+                item = bytes(reply[1])
+                if task is not None and task.cancelling():
+                    # A cancellation swallowed inside redis-py: honour it.
                     self._lock_withdraw(step("cancel", item))
-                    raise
-            if woke is None:  # the client went away: leave the line, give back a hand-over
-                await step("cancel", item)
-                raise client_gone(name)
-            reply = await step("wake" if woke else "final", item)
+                    raise asyncio.CancelledError
+                remaining = deadline - loop.time()
+                woke: Wake | Literal["timeout"] | None = "timeout"
+                if remaining >= _MIN_BLOCK_SECONDS:
+                    try:
+                        woke = await _first_of(woken, gone, remaining)
+                    except BaseException:
+                        # Cancelled (shutdown): leave the line, and give back a lock
+                        # handed over meanwhile, in the background.
+                        self._lock_withdraw(step("cancel", item))
+                        raise
+                if woke is None:  # the client went away: leave the line, give back a hand-over
+                    await step("cancel", item)
+                    raise client_gone(name)
+                if woke == RESYNC and loop.time() < deadline - _MIN_BLOCK_SECONDS:
+                    # A message may have been lost: was the lock handed to this ticket?
+                    woken = wakeups.register(ticket)
+                    if not await self._lock_handed(ns, ticket):
+                        continue
+                reply = await step("final" if woke == "timeout" else "wake", item)
+                if reply[0] == b"waiting":
+                    woken = wakeups.register(ticket)  # back in line: a fresh wake-up
+        finally:
+            if waits:
+                wakeups.unregister(ticket)
+        if reply[0] == b"too_many_waiters":
+            raise too_many_waiters(name, int(reply[1]))
         return _outcome(name, reply)
 
-    async def _lock_block(
-        self, ns: str, ticket: str, timeout: float, gone: asyncio.Event | None
-    ) -> bool | None:
-        """Block until this ticket's wake list is pushed (True), ``timeout`` passes
-        (False) or ``gone`` is set (None). Scripts are never interrupted, only the BLPOP."""
+    def _lock_wakeups(self) -> LockWakeups:
+        wakeups: LockWakeups | None = getattr(self, "_wakeups", None)
+        if wakeups is None:
+            wakeups = self._wakeups = LockWakeups(self.nodes.listener)
+        return wakeups
+
+    async def _lock_handed(self, ns: str, ticket: str) -> bool:
+        """Whether the lock was handed to ``ticket`` (its wake list was pushed)."""
         key = f"cb:{{{ns}}}:lockwake:{ticket}"
-
-        def blpop(c: Any) -> Any:
-            return c.blpop([key], timeout=timeout)
-
-        if gone is None:
-            return await self.call(key, blpop, write=False, blocking=True) is not None
-        pop = asyncio.ensure_future(self.call(key, blpop, write=False, blocking=True))
-        left = asyncio.ensure_future(gone.wait())
-        try:
-            await asyncio.wait([pop, left], return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            pop.cancel()
-            pop.add_done_callback(_retrieve)
-            raise
-        finally:
-            left.cancel()
-        if pop.done():
-            return pop.result() is not None
-        # Not awaited: awaiting here could swallow a cancellation of this task.
-        pop.cancel()
-        pop.add_done_callback(_retrieve)
-        return None
+        return bool(await self.call(key, lambda c: c.exists(key), write=False))
 
     def _lock_withdraw(self, call: Any) -> None:
         tasks: set[asyncio.Task[Any]] | None = getattr(self, "_lock_withdrawals", None)
@@ -195,10 +201,24 @@ class RedisLocks:
         return [_info(_s(reply[i]), reply, i + 1) for i in range(0, len(reply), 6)]
 
 
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    """Mark an abandoned task's outcome as seen (no 'exception never retrieved')."""
-    if not task.cancelled():
-        task.exception()
+async def _first_of(
+    woken: asyncio.Future[Wake], gone: asyncio.Event | None, timeout: float
+) -> Wake | Literal["timeout"] | None:
+    """The wake-up (WAKE or RESYNC), "timeout" when ``timeout`` passed, or None when
+    ``gone`` was set first. asyncio.wait, not wait_for: it never swallows a cancel."""
+    watched: list[asyncio.Future[Any]] = [woken]
+    if gone is not None:
+        watched.append(asyncio.ensure_future(gone.wait()))
+    try:
+        await asyncio.wait(watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for extra in watched[1:]:
+            extra.cancel()
+    if gone is not None and gone.is_set():
+        return None
+    if woken.done() and not woken.cancelled():
+        return woken.result()
+    return "timeout"
 
 
 def _finish_withdrawal(tasks: set[asyncio.Task[Any]]) -> Any:

@@ -126,6 +126,12 @@ class RedisNodes:
         """A client for each master (scans visit them all)."""
         return [self.client]
 
+    def listener(self, attempt: int) -> Redis:
+        """The client a pub/sub listener subscribes with (``attempt``: how many times it
+        subscribed before). Classic PUBLISH reaches every node of a cluster, so any
+        master will do; a cluster moves on to the next one after a failure."""
+        return self.blocking
+
     async def moved(self, error: MovedError) -> None:
         """A slot moved: remember its new owner."""
 

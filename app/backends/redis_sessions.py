@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from app.backends import paging
 from app.backends.base import NO_CONDITION, Fence, Precondition
 from app.backends.sessions import (
     ImportResult,
@@ -40,8 +41,6 @@ if TYPE_CHECKING:
 
 #: Compare-and-swap rounds of one write racing other writers of the same variables.
 WRITE_ATTEMPTS = 200
-#: Session ids examined by one listing call at most.
-LIST_SCAN_BUDGET = 20_000
 
 
 def _s(value: Any) -> str:
@@ -105,10 +104,9 @@ class RedisSessions:
         from app.backends.redis import lua_pattern  # redis.py imports this module
 
         reply = await self.run("session_list", ns, after or "", pattern.prefix,
-                               lua_pattern(pattern), limit, LIST_SCAN_BUDGET)
+                               lua_pattern(pattern), limit, paging.LIST_SCAN_BUDGET)
         items = [_info(_s(reply[i]), reply, i + 1) for i in range(1, len(reply), 7)]
-        more = int(reply[0]) == 1
-        return items, items[-1].id if more and items else None
+        return items, _s(reply[0]) or None
 
     async def session_delete(self, ns: str, sid: str, *, fence: Fence | None = None) -> bool:
         reply = await self.run("session_delete", ns, sid, *Fence.script_args(fence))

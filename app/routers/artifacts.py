@@ -46,7 +46,6 @@ from app.models import ArtifactList, ArtifactModel, Problem
 from app.routers.common import (
     FENCE_PARAMETERS,
     KEY_PARAMETER,
-    NS_PARAMETER,
     BackendDep,
     NamespaceDep,
     PageDep,
@@ -55,9 +54,10 @@ from app.routers.common import (
     get_settings,
     json_response,
     namespace_of,
+    query_param,
     write_precondition,
 )
-from app.syntax import check_key, duration_ms, now_ms, parse_duration
+from app.syntax import check_key, duration_ms, now_ms, parse_count, parse_duration
 
 logger = logging.getLogger("corkboard.artifacts")
 
@@ -220,16 +220,14 @@ async def put_artifact(request: Request) -> Response:
     store = get_store(request)
     ns = namespace_of(request)
     key = artifact_key(request.path_params["key"])
-    ttl_ms = duration_ms(parse_duration(request.query_params.get("ttl")))
+    ttl_ms = duration_ms(parse_duration(query_param(request, "ttl")))
     condition = artifact_condition(request.headers)
     fence = fence_from_headers(request.headers)
     content_type = content_type_of(request.headers)
     limit = settings.max_artifact_bytes
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.strip().isdigit():
-            raise InvalidRequest("Content-Length must be a whole number.")
-        if int(declared) > limit:
+        if parse_count(declared, what="Content-Length") > limit:
             raise PayloadTooLarge(f"The artifact is {declared} bytes; the limit is {limit}.")
     if condition.any:
         # Refuse before the upload when we already know; the commit checks again.
@@ -400,7 +398,7 @@ _IF_MATCH_WRITE: dict[str, Any] = {
     "list), or with * if it exists",
 }
 _READ_PARAMS: list[dict[str, Any]] = [
-    KEY_PARAMETER, NS_PARAMETER,
+    KEY_PARAMETER,
     {"name": "Range", "in": "header", "required": False, "schema": {"type": "string"},
      "description": "One range: bytes=first-last, bytes=first- or bytes=-suffix"},
     {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"},
@@ -454,7 +452,7 @@ router.add_api_route(
     summary="Upload an artifact (streamed)",
     openapi_extra={
         "parameters": [
-            KEY_PARAMETER, NS_PARAMETER,
+            KEY_PARAMETER,
             {"name": "ttl", "in": "query", "required": False, "schema": {"type": "string"},
              "description": "Seconds (30, 0.25) or a duration ('250ms', '5m'); 0 = none"},
             _IF_MATCH_WRITE,

@@ -20,7 +20,7 @@ from app.backends.base import NO_CONDITION, Backend, Fence, Precondition
 from app.errors import InvalidRequest, PayloadTooLarge, Unprocessable
 from app.events import Hub
 from app.settings import Settings
-from app.syntax import Pattern, check_id, check_key, check_namespace, parse_etag
+from app.syntax import MAX_DIGITS, Pattern, check_id, check_key, is_count, parse_count, parse_etag
 
 JSON = "application/json"
 
@@ -41,17 +41,9 @@ def get_hub(request: Request) -> Hub:
     return hub
 
 
-def get_namespace(
-    ns: Annotated[
-        str,
-        Query(
-            description="Namespace: the unit of ordering, atomicity and access control",
-            # documented here, checked by check_namespace for its clearer message
-            json_schema_extra={"pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"},
-        ),
-    ] = "default",
-) -> str:
-    return check_namespace(ns)
+def get_namespace(request: Request) -> str:
+    """The namespace of the call, as the access layer resolved and authorized it."""
+    return namespace_of(request)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,15 +77,6 @@ HubDep = Annotated[Hub, Depends(get_hub)]
 NamespaceDep = Annotated[str, Depends(get_namespace)]
 PageDep = Annotated[PageRequest, Depends(get_page_request)]
 
-NS_PARAMETER: dict[str, Any] = {
-    "name": "ns",
-    "in": "query",
-    "required": False,
-    "schema": {"type": "string", "default": "default", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"},
-    "description": "Namespace: the unit of ordering, atomicity and access control",
-}
-
-
 KEY_PARAMETER: dict[str, Any] = {
     "name": "key", "in": "path", "required": True, "schema": {"type": "string"},
     "description": "1-512 bytes of [A-Za-z0-9._:/@=+-]; '/' allowed unescaped",
@@ -108,10 +91,16 @@ FENCE_PARAMETERS: list[dict[str, Any]] = [
 
 
 def namespace_of(request: Request) -> str:
-    """The ``ns`` query parameter, checked, for routes served at the Starlette level."""
-    if not request.scope["query_string"]:
-        return "default"
-    return check_namespace(request.query_params.get("ns", "default"))
+    """The namespace the access layer (app.access) resolved, checked and authorized for
+    this call: the only namespace it may read or write. Never read from the query again."""
+    ns: str = request.scope["corkboard.ns"]
+    return ns
+
+
+def query_param(request: Request, name: str) -> str | None:
+    """A query parameter from the access layer's single parse of the query string."""
+    query: dict[str, str] = request.scope["corkboard.query"]
+    return query.get(name)
 
 
 def json_response(
@@ -157,8 +146,10 @@ def fence_from_headers(headers: Headers) -> Fence | None:
     if name is None or token is None:
         raise InvalidRequest("Fenced writes need both Fence-Lock and Fence-Token.")
     check_key(name, what="Fence-Lock lock name")
-    if not token.strip().isdigit():
-        raise InvalidRequest("Fence-Token must be a lock's integer fencing token.")
+    if not is_count(token.strip()):
+        raise InvalidRequest(
+            f"Fence-Token must be a lock's integer fencing token (at most {MAX_DIGITS} digits)."
+        )
     scope = check_id(session, what="Fence-Session session id") if session else ""
     return Fence(name=name, token=int(token), scope=scope)
 
@@ -167,9 +158,7 @@ async def read_body(request: Request, limit: int, *, what: str = "request body")
     """The whole body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
-            raise InvalidRequest("Content-Length must be a whole number.")
-        if int(declared) > limit:
+        if parse_count(declared, what="Content-Length") > limit:
             raise PayloadTooLarge(f"The {what} is {declared} bytes; the limit is {limit}.")
     chunks: list[bytes] = []
     size = 0
@@ -181,11 +170,38 @@ async def read_body(request: Request, limit: int, *, what: str = "request body")
     return b"".join(chunks)
 
 
+#: JSON is accepted nested at most this deep, a scalar being one level (orjson encodes at
+#: most 254 nested arrays and objects). Deeper is 422 wherever JSON is accepted.
+MAX_JSON_DEPTH = 255
+
+
+def _too_deep(what: str) -> Unprocessable:
+    message = f"nested deeper than {MAX_JSON_DEPTH} levels"
+    return Unprocessable(
+        f"The {what} is {message}.", errors=[{"location": ["body"], "message": message}]
+    )
+
+
 def parse_json(raw: bytes | str, *, what: str = "body") -> Any:
+    """The client's JSON, decoded once at the boundary: 400 if it is not JSON, 422 if it is
+    nested deeper than MAX_JSON_DEPTH levels (so no later encoding of it can fail)."""
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc):  # orjson's own limit, 1024 levels
+            raise _too_deep(what) from exc
         raise InvalidRequest(f"The {what} is not valid JSON: {exc}.") from exc
+    # Counting brackets is cheap and bounds the depth; only a document with as many
+    # brackets as the limit is measured, by encoding it (orjson refuses when too deep).
+    brackets = raw.count(b"[") + raw.count(b"{") if isinstance(raw, bytes) else (
+        raw.count("[") + raw.count("{")
+    )
+    if brackets >= MAX_JSON_DEPTH:
+        try:
+            orjson.dumps(value)
+        except TypeError as exc:
+            raise _too_deep(what) from exc
+    return value
 
 
 def dump_json(value: Any, *, what: str = "value", location: str = "body") -> bytes:

@@ -30,14 +30,16 @@ from app.events import (
     Subscription,
     synced_frame,
 )
+from app.methods import HEAD_AS_GET
 from app.models import EventList, Problem
 from app.routers.common import HubDep, NamespaceDep, SettingsDep, json_response
-from app.syntax import parse_duration
+from app.syntax import MAX_DIGITS, MAX_REVISION, is_count, parse_duration
 
 router = APIRouter(tags=["watch"])
 logger = logging.getLogger("corkboard.watch")
 
 MAX_WAIT_SECONDS = 300.0
+MAX_EVENTS_LIMIT = 10_000
 _PING = ServerSentEvent(comment="ping", sep="\n")
 _PING_BYTES = _PING.encode()
 
@@ -59,6 +61,9 @@ class FeedResponse(EventSourceResponse):
             await send(message)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get(HEAD_AS_GET):
+            # HEAD served by this GET route: sse-starlette answers headers only.
+            scope = {**scope, "method": "HEAD"}
         try:
             await super().__call__(scope, receive, send)
         except SendTimeoutError:
@@ -80,9 +85,10 @@ def _last_event_id(header: str | None) -> int | None:
     if header is None or header.strip() == "":
         return None
     text = header.strip()
-    if not text.isdigit():
+    if not is_count(text) or int(text) > MAX_REVISION:
         raise InvalidRequest(
-            "Last-Event-ID must be a revision this service sent as an event id.",
+            "Last-Event-ID must be a revision this service sent as an event id "
+            f"(at most {MAX_DIGITS} digits).",
             errors=[{"location": ["header", "Last-Event-ID"], "message": "not a revision"}],
         )
     return int(text)
@@ -112,6 +118,10 @@ async def _stream(
         sub.close()
 
 
+async def _close(sub: Subscription) -> None:
+    sub.close()
+
+
 @router.get(
     "/v1/watch",
     response_class=EventSourceResponse,
@@ -129,8 +139,9 @@ async def _stream(
     summary="Watch changes as Server-Sent Events",
     description=(
         "Streams every matching change after the resume point (`Last-Event-ID`, else "
-        "`since`; `since=0` is everything retained; neither: from now) in revision order, "
-        "then live. A resume point older than the namespace retains gives `reset` first. "
+        "`since`; `since=0` is from the first event; neither: from now) in revision order, "
+        "then live. A resume point older than the namespace retains (`since=0` included, "
+        "once anything was compacted) gives `reset` first. "
         "`snapshot=true` (without a resume point) first sends the matching keys as "
         "`kv.put` events flagged `snapshot`, then `synced` at their revision."
     ),
@@ -143,7 +154,8 @@ async def watch(
     types: TypesQuery = None,
     session: SessionQuery = None,
     since: Annotated[
-        int | None, Query(ge=0, description="Revision already seen; 0 = all retained")
+        int | None,
+        Query(ge=0, le=MAX_REVISION, description="Revision already seen; 0 = all retained"),
     ] = None,
     snapshot: Annotated[
         bool, Query(description="Start with the current matching keys, then `synced`")
@@ -179,8 +191,9 @@ async def watch(
         send_timeout=settings.watch_send_timeout_seconds,
         shutdown_event=hub.shutdown_event,
         shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
-        # Also when the stream never started (HEAD, early disconnect).
-        background=BackgroundTask(sub.close),
+        # Also when the stream never started (HEAD, early disconnect). A coroutine, so
+        # that it runs on the event loop (a plain function would go to a thread).
+        background=BackgroundTask(_close, sub),
     )
 
 
@@ -191,20 +204,24 @@ async def watch(
     summary="The change feed as a long poll",
     description=(
         "Returns at once with the matching events after `since` (0, the default, is "
-        "everything retained), else waits up to `wait` for one. `revision` is where to "
-        "continue. If `since` is older than the namespace retains, the first event is "
-        "`reset` and the client must resync."
+        "from the first event), else waits up to `wait` for one. `revision` is where to "
+        "continue. If `since` is older than the namespace retains (0 included, once "
+        "anything was compacted), the only event is `reset` and the client must resync."
     ),
 )
 async def poll_events(
     ns: NamespaceDep,
     hub: HubDep,
-    since: Annotated[int, Query(ge=0, description="Revision already seen")] = 0,
+    since: Annotated[
+        int, Query(ge=0, le=MAX_REVISION, description="Revision already seen")
+    ] = 0,
     wait: Annotated[str | None, Query(description="Longest wait, e.g. 30s (at most 300s)")] = None,
     pattern: PatternQuery = None,
     types: TypesQuery = None,
     session: SessionQuery = None,
-    limit: Annotated[int, Query(ge=1, le=10_000, description="Most events returned")] = 1000,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_EVENTS_LIMIT, description="Most events returned")
+    ] = 1000,
 ) -> Response:
     wait_s = parse_duration(wait, what="wait")
     if wait_s > MAX_WAIT_SECONDS:

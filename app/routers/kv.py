@@ -18,7 +18,6 @@ from app.patching import json_patch, merge_patch
 from app.routers.common import (
     FENCE_PARAMETERS,
     KEY_PARAMETER,
-    NS_PARAMETER,
     BackendDep,
     Endpoint,
     NamespaceDep,
@@ -34,9 +33,17 @@ from app.routers.common import (
     media_type,
     namespace_of,
     parse_json,
+    query_param,
     read_body,
 )
-from app.syntax import KV_ACTIONS, check_key, duration_ms, parse_duration, parse_etag
+from app.syntax import (
+    KV_ACTIONS,
+    check_key,
+    duration_ms,
+    parse_count,
+    parse_duration,
+    parse_etag,
+)
 
 router = APIRouter(prefix="/v1/kv", tags=["keys"])
 
@@ -99,12 +106,8 @@ async def get_key(request: Request) -> Response:
     backend = get_backend(request)
     ns = namespace_of(request)
     key = key_of(request.path_params["key"])
-    raw_revision = request.query_params.get("revision") if request.scope["query_string"] else None
-    revision = None
-    if raw_revision is not None:
-        if not raw_revision.isdigit():
-            raise InvalidRequest("revision must be a non-negative integer.")
-        revision = int(raw_revision)
+    raw_revision = query_param(request, "revision")
+    revision = None if raw_revision is None else parse_count(raw_revision, what="revision")
     entry = await backend.kv_get(ns, key, revision)
     if entry is None:
         if revision is not None:
@@ -127,7 +130,7 @@ async def put_key(request: Request) -> Response:
     settings = get_settings(request)
     ns = namespace_of(request)
     key = key_of(request.path_params["key"])
-    ttl = request.query_params.get("ttl") if request.scope["query_string"] else None
+    ttl = query_param(request, "ttl")
     ttl_ms = duration_ms(parse_duration(ttl))
     condition = condition_from_headers(request.headers)
     fence = fence_from_headers(request.headers)
@@ -218,7 +221,7 @@ router.add_api_route(
     summary="Read a key",
     openapi_extra={
         "parameters": [
-            KEY_PARAMETER, NS_PARAMETER,
+            KEY_PARAMETER,
             {"name": "revision", "in": "query", "required": False,
              "schema": {"type": "integer", "minimum": 0},
              "description": "Read the value the key had at this revision, while kept"},
@@ -238,7 +241,7 @@ router.add_api_route(
     summary="Store a value",
     openapi_extra={
         "parameters": [
-            KEY_PARAMETER, NS_PARAMETER,
+            KEY_PARAMETER,
             {"name": "ttl", "in": "query", "required": False, "schema": {"type": "string"},
              "description": "Seconds (30, 0.25) or a duration ('250ms', '5m'); 0 = none"},
             _IF_MATCH, _IF_NONE_MATCH_WRITE, *FENCE_PARAMETERS,
@@ -301,7 +304,11 @@ async def patch_key(
 
     def update(current: bytes) -> bytes:
         document = orjson.loads(current)
-        patched = merge_patch(document, patch) if mt == MERGE_PATCH else json_patch(document, patch)
+        patched = (
+            merge_patch(document, patch)
+            if mt == MERGE_PATCH
+            else json_patch(document, patch, max_ops=settings.max_patch_ops, max_bytes=limit)
+        )
         out = dump_json(patched, what="patched value")
         if len(out) > limit:
             raise PayloadTooLarge(f"The patched value is {len(out)} bytes; the limit is {limit}.")

@@ -238,9 +238,11 @@ def lock_router(
         "are taken. Needs the `admin` permission once access control is configured.",
     )
     async def force_release_lock(
-        name: str, scope: Scope, ns: NamespaceDep, backend: BackendDep
+        name: str, request: Request, scope: Scope, ns: NamespaceDep, backend: BackendDep
     ) -> Response:
         released = await backend.lock_force_release(ns, scope, lock_name(name))
+        if released.holder is None and not released.pending:
+            request.state.lock_changed_nothing = True  # a session scope is not used
         return json_response(released.to_json())
 
     @router.post(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -10,7 +12,13 @@ from starlette.responses import PlainTextResponse, Response
 from app import __version__
 from app.errors import BackendUnavailable
 from app.models import Capabilities, Health, Problem
-from app.routers.common import BackendDep, SettingsDep, json_response
+from app.routers.common import MAX_JSON_DEPTH, BackendDep, SettingsDep, json_response
+from app.routers.events import MAX_EVENTS_LIMIT
+from app.routers.events import MAX_WAIT_SECONDS as POLL_WAIT_SECONDS
+from app.routers.locks import MAX_WAIT_SECONDS as LOCK_WAIT_SECONDS
+from app.settings import Settings
+from app.syntax import MAX_DIGITS, MAX_DURATION_SECONDS, MAX_KEY_BYTES
+from app.variables import MAX_PATTERN_LENGTH
 
 router = APIRouter(tags=["service"])
 
@@ -45,6 +53,34 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
+def limits_of(settings: Settings) -> dict[str, Any]:
+    """Every limit in force; the Limits model documents each (a test checks they agree)."""
+    return {
+        "max_value_bytes": settings.max_value_bytes,
+        "max_request_bytes": settings.max_request_bytes,
+        "max_snapshot_bytes": settings.max_snapshot_bytes,
+        "max_artifact_bytes": settings.max_artifact_bytes,
+        "max_key_bytes": MAX_KEY_BYTES,
+        "max_ttl_seconds": MAX_DURATION_SECONDS,
+        "max_list_limit": settings.max_list_limit,
+        "max_events_limit": MAX_EVENTS_LIMIT,
+        "max_poll_wait_seconds": POLL_WAIT_SECONDS,
+        "max_lock_wait_seconds": LOCK_WAIT_SECONDS,
+        "key_history": settings.key_history,
+        "event_retention": settings.event_retention,
+        "event_retention_bytes": settings.event_retention_bytes,
+        "namespace_max_keys": settings.namespace_max_keys,
+        "namespace_max_bytes": settings.namespace_max_bytes,
+        "lock_max_waiters": settings.lock_max_waiters,
+        "lock_max_pending": settings.lock_max_pending,
+        "max_watchers": settings.max_watchers,
+        "max_patch_ops": settings.max_patch_ops,
+        "max_json_depth": MAX_JSON_DEPTH,
+        "max_number_digits": MAX_DIGITS,
+        "max_pattern_length": MAX_PATTERN_LENGTH,
+    }
+
+
 @router.get("/v1/capabilities", response_model=Capabilities, summary="What this deployment offers")
 async def capabilities(request: Request, backend: BackendDep, settings: SettingsDep) -> Response:
     info = backend.info
@@ -57,13 +93,7 @@ async def capabilities(request: Request, backend: BackendDep, settings: Settings
         "persistence": info.persistence,
         "distribution": info.distribution,
         "limits": {
-            "max_value_bytes": settings.max_value_bytes,
-            "max_artifact_bytes": settings.max_artifact_bytes,
-            "max_key_bytes": 512,
-            "max_list_limit": settings.max_list_limit,
-            "key_history": settings.key_history,
-            "event_retention": settings.event_retention,
-            "max_ttl_seconds": 365 * 24 * 3600,
+            **limits_of(settings),
             # Writes are acknowledged once this many Redis replicas have them.
             "redis_wait_replicas": settings.redis_wait_replicas if info.name != "memory" else 0,
         },

@@ -742,7 +742,9 @@ async def use_session_for_lock(
     if name is not None:
         await backend.session_lock_index(ns, sid, name)
     yield sid
-    if name is not None:  # only reached when the lock call succeeded
+    # Only reached when the lock call succeeded; a force-release of a free lock with
+    # nothing pending changed nothing, so it creates no session either.
+    if name is not None and not getattr(request.state, "lock_changed_nothing", False):
         await backend.session_use(ns, sid, name)
 
 

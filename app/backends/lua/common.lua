@@ -3,8 +3,9 @@
 --
 -- Calling convention: KEYS[1] = 'cb:{<ns>}:rev' (it routes the call to the namespace's
 -- hash slot; every other key is derived from it and carries the same '{<ns>}' tag).
--- ARGV[1] = namespace, ARGV[2] = events kept, ARGV[3] = history depth; the script's own
--- arguments start at ARGV[4].
+-- ARGV[1] = namespace, ARGV[2] = the bounds 'events:event_bytes:max_keys:max_bytes'
+-- (Bounds.script_arg; a lone number is the events kept), ARGV[3] = history depth; the
+-- script's own arguments start at ARGV[4].
 --
 -- Layout under the prefix P = 'cb:{<ns>}:':
 --   P..'rev'            string   the namespace's revision counter
@@ -13,13 +14,27 @@
 --   P..'h:'..key        list     its history, newest first, items 'r|cr|ver|ca|ma|ea|v'
 --   P..'keys'           zset     live key names (score 0), for ordered listing
 --   P..'ttl'            zset     deadlines (ms) of members 'k:<key>', 'l:<scope>|<name>', ...
+--   P..'sched'          string   the time (ms) the global deadline index 'cb:deadlines' was
+--                                last told to visit this namespace at (or earlier); absent:
+--                                not indexed. See set_deadline and redis_sweeper.py.
 --   P..'lock:'..scope..'|'..name  hash  a lock holder: owner token acquired_at expires_at
+--   P..'logn'           list   the byte size of each event of the log, oldest first
+--   P..'quota'          hash   eb: bytes of the log's events (the sum of their 'd'
+--                              lengths); b: the bytes CORKBOARD_NAMESPACE_MAX_BYTES bounds
+--                              (key revisions' values, session metadata, variables'
+--                              values and definitions, state maps; see Bounds)
 
 local REV = KEYS[1]
 local PFX = string.sub(REV, 1, #REV - 3)
 local NS = ARGV[1]
-local RETENTION = tonumber(ARGV[2])
+local BOUNDS = {}
+for n in string.gmatch(ARGV[2] or '', '[^:]+') do BOUNDS[#BOUNDS + 1] = tonumber(n) end
+local RETENTION = BOUNDS[1] or 100000
+local RETENTION_BYTES = BOUNDS[2] or 67108864
+local MAX_KEYS = BOUNDS[3] or 1000000
+local MAX_BYTES = BOUNDS[4] or 1073741824
 local HISTORY = tonumber(ARGV[3])
+local QUOTA = PFX .. 'quota'
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -48,6 +63,17 @@ local function iso(ms)
     math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60, frac)
 end
 
+-- A string as JSON, exactly as orjson writes it (cjson would write '\/' and '\u007f'):
+-- '"' and '\' escaped, \b \f \n \r \t short, other bytes below 0x20 as \u00xx.
+local JSON_ESCAPES = {['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f',
+  ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t'}
+local function json_str(s)
+  local escaped = string.gsub(s, '[%z\1-\31"\\]', function(c)
+    return JSON_ESCAPES[c] or string.format('\\u%04x', string.byte(c))
+  end)
+  return '"' .. escaped .. '"'
+end
+
 local function json_or_null(v)
   if v then return v end
   return 'null'
@@ -58,6 +84,44 @@ local function values_tail(value, old)
   return ',"value":' .. json_or_null(value) .. ',"old_value":' .. json_or_null(old)
 end
 
+-- The log's event sizes live beside it, oldest first, in the list P..'logn' (the stream
+-- cannot return a field without the others, and an event may be megabytes): dropping an
+-- event pops its size, never reads the event. A log written before byte accounting
+-- existed gets its sizes counted once, here.
+local function log_sizes(n)
+  if redis.call('HEXISTS', QUOTA, 'eb') == 1 or n == 0 then return end
+  local total, after = 0, '-'
+  while true do
+    local rows = redis.call('XRANGE', PFX .. 'log', after, '+', 'COUNT', 100)
+    if #rows == 0 then break end
+    for i = 1, #rows do
+      local f = rows[i][2]
+      local size = 0
+      for j = 1, #f, 2 do if f[j] == 'd' then size = #f[j + 1] end end
+      redis.call('RPUSH', PFX .. 'logn', size)
+      total = total + size
+      after = '(' .. rows[i][1]
+    end
+  end
+  redis.call('HSET', QUOTA, 'eb', total)
+end
+
+-- Drop the oldest events while the log holds more than RETENTION events or more than
+-- RETENTION_BYTES bytes (the newest event always stays). n: events, eb: their bytes.
+-- Each event is dropped once, by one XTRIM: amortized O(1) per append.
+local function compact_log(n, eb)
+  local drop, freed = 0, 0
+  while n - drop > RETENTION or (eb - freed > RETENTION_BYTES and n - drop > 1) do
+    local size = redis.call('LPOP', PFX .. 'logn')
+    if not size then break end
+    drop, freed = drop + 1, freed + tonumber(size)
+  end
+  if drop > 0 then
+    redis.call('XTRIM', PFX .. 'log', 'MAXLEN', n - drop)
+    redis.call('HINCRBY', QUOTA, 'eb', -freed)
+  end
+end
+
 -- Take the next revision and append one event; names need no JSON escaping (their
 -- syntax allows no quote, backslash or control character). Returns the revision.
 local function emit(typ, key, session, tail)
@@ -66,46 +130,99 @@ local function emit(typ, key, session, tail)
     .. '","key":"' .. key .. '"'
   if session and session ~= '' then d = d .. ',"session":"' .. session .. '"' end
   d = d .. ',"at":"' .. iso(NOW) .. '"' .. (tail or '') .. '}'
-  redis.call('XADD', PFX .. 'log', 'MAXLEN', RETENTION, rev .. '-0',
-    't', typ, 'k', key, 's', session or '', 'd', d)
+  local n = redis.call('XLEN', PFX .. 'log')
+  log_sizes(n)
+  redis.call('XADD', PFX .. 'log', rev .. '-0', 't', typ, 'k', key, 's', session or '', 'd', d)
+  redis.call('RPUSH', PFX .. 'logn', #d)
+  n = n + 1
+  local eb = redis.call('HINCRBY', QUOTA, 'eb', #d)
+  if n > RETENTION or (eb > RETENTION_BYTES and n > 1) then compact_log(n, eb) end
   return rev
 end
 
+-- The literal runs between the stars of a key pattern (one with at least one '*').
+local function glob_parts(pat)
+  local parts = {}
+  for part in string.gmatch(pat .. '*', '([^*]*)%*') do parts[#parts + 1] = part end
+  return parts
+end
+
+-- Whether `name` matches the key pattern split into `parts` ('*' = any run), in time
+-- linear in the name: literal runs found left to right, never backtracking (a Lua pattern
+-- of '.*'s takes exponential time on 'a*a*a*...c', stalling Redis).
+local function glob_match(name, parts)
+  local first, last = parts[1], parts[#parts]
+  local n = #name
+  if n < #first + #last or string.sub(name, 1, #first) ~= first then return false end
+  if #last > 0 and string.sub(name, n - #last + 1) ~= last then return false end
+  local pos, stop = #first + 1, n - #last
+  for i = 2, #parts - 1 do
+    local part = parts[i]
+    if #part > 0 then
+      local s, e = string.find(name, part, pos, true)
+      if not s or e > stop then return false end
+      pos = e + 1
+    end
+  end
+  return true
+end
+
+-- Quotas ----------------------------------------------------------------------------
+
+-- nil when a write adding `keys` live keys and `bytes` bytes stays within the quotas (a
+-- write that frees room always does); else the failure reply, checked before the write
+-- changes anything.
+local function quota_fails(keys, bytes)
+  if keys > 0 and redis.call('ZCARD', PFX .. 'keys') + keys > MAX_KEYS then
+    return {'quota_exceeded', 'keys', MAX_KEYS}
+  end
+  if bytes > 0 and tonumber(redis.call('HGET', QUOTA, 'b') or '0') + bytes > MAX_BYTES then
+    return {'quota_exceeded', 'bytes', MAX_BYTES}
+  end
+  return nil
+end
+
+local function quota_add(bytes)
+  if bytes ~= 0 then redis.call('HINCRBY', QUOTA, 'b', bytes) end
+end
+
 -- Ordered paging over a zset of names (all score 0), for the listing scripts: visits the
--- names after `after` that match (the literal `prefix` plus the anchored Lua pattern
--- `pat`, or exactly `prefix` when `pat` is ''), calling row(name), which returns the
+-- names after `after` that match (the key pattern `pat`, whose literal start is `prefix`,
+-- or exactly `prefix` when `pat` is ''), calling row(name), which returns the
 -- reply fields of a live name or nil to skip it. Stops after `limit` rows, or when
 -- `budget` names were examined (so a sparse pattern cannot stall Redis). Returns the
--- fields of all rows and 1 when more may follow (the caller pages on from its last row).
+-- fields of all rows and the cursor to page on from ('' at the end): the last row when
+-- the page is full, else the last name examined, so a page stopped by the budget (even
+-- an empty one) lets the caller continue after what was already examined.
 local function scan_index(index, after, prefix, pat, limit, budget, row)
   local min = '[' .. prefix
   if after ~= '' and after >= prefix then min = '(' .. after end
   local max = '+'
   if prefix ~= '' then max = '[' .. prefix .. '\255' end
-  local fields, count, scanned = {}, 0, 0
+  local fields, count, scanned, last, last_row = {}, 0, 0, '', ''
+  local parts = pat ~= '' and glob_parts(pat) or nil
   while true do
     local batch = redis.call('ZRANGEBYLEX', index, min, max, 'LIMIT', 0, 256)
-    if #batch == 0 then return fields, 0 end
+    if #batch == 0 then return fields, '' end
     for i = 1, #batch do
       local name = batch[i]
       scanned = scanned + 1
-      if scanned > budget then
-        if count > 0 then return fields, 1 end
-        return fields, 0
-      end
+      if scanned > budget then return fields, last end
       local match
-      if pat == '' then match = (name == prefix) else match = string.find(name, pat) ~= nil end
+      if parts then match = glob_match(name, parts) else match = (name == prefix) end
       if match then
         local r = row(name)
         if r then
-          if count == limit then return fields, 1 end
+          if count == limit then return fields, last_row end
           for j = 1, #r do fields[#fields + 1] = r[j] end
           count = count + 1
+          last_row = name
         end
       end
+      last = name
       min = '(' .. name
     end
-    if pat == '' then return fields, 0 end
+    if pat == '' then return fields, '' end
   end
 end
 
@@ -141,7 +258,21 @@ local function history_item(e)
     .. '|' .. e.v
 end
 
+-- The value's length in a history item ('r|cr|ver|ca|ma|ea|v').
+local function item_value_bytes(item)
+  return #item - #string.match(item, '^[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|')
+end
+
+-- The quota bytes of the history items from index `from` to the end.
+local function history_bytes(key, from)
+  local items = redis.call('LRANGE', hkey(key), from, -1)
+  local total = 0
+  for i = 1, #items do total = total + item_value_bytes(items[i]) end
+  return total
+end
+
 local function remove_key(key)
+  quota_add(-history_bytes(key, 0))
   redis.call('DEL', kkey(key), hkey(key))
   redis.call('ZREM', PFX .. 'keys', key)
   redis.call('ZREM', PFX .. 'ttl', 'k:' .. key)
@@ -168,15 +299,36 @@ EXPIRERS['k'] = function(key)
   return 0
 end
 
+-- The earliest deadline this script set that the global index may not know of: the
+-- script's reply is then wrapped as {'__reschedule', RESCHEDULE, reply} (see
+-- _load_scripts), and the caller updates 'cb:deadlines' in a separate call (a script
+-- may only touch its namespace's hash slot on Redis Cluster).
+local RESCHEDULE = nil
+
 local function set_deadline(member, ea)
   if ea > 0 then
     redis.call('ZADD', PFX .. 'ttl', ea, member)
+    local sched = tonumber(redis.call('GET', PFX .. 'sched') or '0')
+    if sched == 0 or ea < sched then
+      redis.call('SET', PFX .. 'sched', ea)
+      if not RESCHEDULE or ea < RESCHEDULE then RESCHEDULE = ea end
+    end
   else
     redis.call('ZREM', PFX .. 'ttl', member)
   end
 end
 
--- Store a new value (old: the live entry or nil); ea: deadline ms or 0.
+-- nil, or the failure reply when storing `value` (old: the live entry or nil) would pass
+-- a quota: a new key counts one key; the bytes are the new revision's value less the
+-- revisions its history push drops.
+local function write_fails(key, old, value)
+  local keys, dropped = 1, 0
+  if old then keys, dropped = 0, history_bytes(key, HISTORY - 1) end
+  return quota_fails(keys, #value - dropped)
+end
+
+-- Store a new value (old: the live entry or nil); ea: deadline ms or 0. The caller
+-- checked write_fails first.
 local function write_entry(key, old, value, ea)
   local rev = emit('kv.put', key, nil, values_tail(value, old and old.v))
   local e
@@ -188,9 +340,13 @@ local function write_entry(key, old, value, ea)
   end
   redis.call('HSET', kkey(key), 'v', e.v, 'r', e.r, 'cr', e.cr, 'ver', e.ver,
     'ca', e.ca, 'ma', e.ma, 'ea', e.ea)
-  if redis.call('LPUSH', hkey(key), history_item(e)) > HISTORY then
+  local kept = redis.call('LPUSH', hkey(key), history_item(e))
+  local freed = 0
+  if kept > HISTORY then
+    freed = history_bytes(key, HISTORY)
     redis.call('LTRIM', hkey(key), 0, HISTORY - 1)
   end
+  quota_add(#value - freed)
   -- Each redis.call costs about as much as the work it does: skip the ones with no effect.
   if ea > 0 or (old and old.ea > 0) then set_deadline('k:' .. key, ea) end
   return e

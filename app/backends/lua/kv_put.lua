@@ -13,6 +13,8 @@ if ttl > 0 then
 elseif ttl < 0 and e then
   ea = e.ea
 end
+local refused = write_fails(key, e, ARGV[5])
+if refused then return refused end
 local status = 'replaced'
 if not e then status = 'created' end
 return reply(status, key, write_entry(key, e, ARGV[5], ea))

@@ -17,13 +17,12 @@ local function load_artifact(key)
 end
 
 -- The metadata document of events; the content type is the only field that may need
--- escaping (the service admits no backslash or control character in it).
+-- escaping (a tab, a quote).
 local function artifact_json(key, a)
   local ea = 'null'
   if a.ea > 0 then ea = '"' .. iso(a.ea) .. '"' end
-  local ct = string.gsub(a.ct, '"', '\\"')
   return '{"key":"' .. key .. '","size":' .. string.format('%d', a.n) .. ',"sha256":"' .. a.h
-    .. '","content_type":"' .. ct .. '","created_at":"' .. iso(a.ca) .. '","expires_at":'
+    .. '","content_type":' .. json_str(a.ct) .. ',"created_at":"' .. iso(a.ca) .. '","expires_at":'
     .. ea .. ',"revision":' .. string.format('%d', a.r) .. '}'
 end
 

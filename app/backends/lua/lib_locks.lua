@@ -6,7 +6,10 @@
 --   'locktok:'..SN    string  the last fencing token given out; never deleted
 --   'lockpend:'..SN   list    pending entries (JSON), oldest first; survives expiry
 --   'lockwait:'..SN   list    waiters 'ticket:wait_deadline_ms:ttl_ms:owner', FIFO
---   'lockwake:'..T    list    pushed when the lock is handed to waiter T (it BLPOPs here)
+--   'lockwake:'..T    list    pushed when the lock is handed to waiter T; the hand-off also
+--                             publishes T on channel LK_WAKE_CHANNEL, which one listener
+--                             per process hears (waiting holds no connection). The list
+--                             stays so a waiter that missed the message can check it.
 --   'locks'           zset    SN of held locks (score 0), for listing
 -- Invariant: a lock with live waiters is held; whoever frees it hands it on at once.
 
@@ -15,6 +18,7 @@ local function lk_pend(sn) return PFX .. 'lockpend:' .. sn end
 local function lk_wait(sn) return PFX .. 'lockwait:' .. sn end
 local function lk_wake(ticket) return PFX .. 'lockwake:' .. ticket end
 local LK_WAKE_KEEP_MS = 120000
+local LK_WAKE_CHANNEL = 'cb:lockwake'
 -- A lock handed to a waiter is held at most this long until the waiter claims it (then
 -- for its TTL), so a waiter that vanished (its replica died) holds up the line briefly.
 local LK_CLAIM_MS = 5000
@@ -37,7 +41,7 @@ end
 -- An event's fields: the holder, the pending list's length after the change and, on
 -- acquired/refreshed/released, how many entries the change handed over (nil: omitted).
 local function lk_holder_tail(h, pending_count, handed_over)
-  local t = ',"owner":' .. cjson.encode(h.owner) .. ',"token":' .. string.format('%d', h.token)
+  local t = ',"owner":' .. json_str(h.owner) .. ',"token":' .. string.format('%d', h.token)
     .. ',"expires_at":' .. lk_iso_or_null(h.expires_at) .. ',"pending_count":' .. pending_count
   if handed_over then t = t .. ',"handed_over":' .. handed_over end
   return t
@@ -110,6 +114,7 @@ local function lk_handoff(scope, name)
         lk_holder_tail(h, redis.call('LLEN', lk_pend(sn)), 0))
       redis.call('RPUSH', lk_wake(ticket), h.token)
       redis.call('PEXPIRE', lk_wake(ticket), LK_WAKE_KEEP_MS)
+      redis.call('PUBLISH', LK_WAKE_CHANNEL, ticket)
       return h
     end
   end

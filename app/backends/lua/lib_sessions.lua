@@ -8,6 +8,8 @@
 --   'svv:'..SID     hash   variable id -> value JSON
 --   'svn:'..SID     hash   variable name -> id
 --   'ssub:'..SID    set    subscribed thread ids
+--                          qb (its quota bytes: metadata, variables' values and
+--                          definitions, state maps; counted in PFX..'quota' b too)
 --   'sdd:'..SID     zset   dedupe keys scored by sequence number (oldest lowest)
 --   'sth:'..SID     hash   thread id -> state JSON
 --   'sch:'..SID     hash   channel id -> state JSON
@@ -53,25 +55,45 @@ local function ss_lock_names(sid)
 end
 
 -- Remove every trace of a session: its record, variables, chat state, and its locks'
--- holders and pending lists (their token counters stay: tokens are never reused).
-local function ss_clear(sid)
+-- holders and pending lists (their token counters stay: tokens are never reused). A lock
+-- with waiters in line keeps its pending list when keep_waited is true: the names of
+-- those locks are returned, for ss_hand_on.
+local function ss_clear(sid, keep_waited)
   local names = ss_lock_names(sid)
+  local waited = {}
   for i = 1, #names do
     lk_vacate(sid, names[i])
-    redis.call('DEL', lk_pend(lk_sn(sid, names[i])))
+    local sn = lk_sn(sid, names[i])
+    if keep_waited and redis.call('LLEN', lk_wait(sn)) > 0 then
+      waited[#waited + 1] = names[i]
+    else
+      redis.call('DEL', lk_pend(sn))
+    end
   end
+  quota_add(-tonumber(redis.call('HGET', ss_key(sid), 'qb') or '0'))
   redis.call('DEL', ss_key(sid))
   for i = 1, #SS_PARTS do redis.call('DEL', ss_part(SS_PARTS[i], sid)) end
   redis.call('ZREM', PFX .. 'sess', sid)
   redis.call('ZREM', PFX .. 'ttl', 's:' .. sid)
+  return waited
+end
+
+-- After a session's removal: hand each lock of `names` (free, with waiters) to its first
+-- waiter, who claims the pending entries, as a release or an expiry does; entries no
+-- waiter is left to claim go with the session.
+local function ss_hand_on(sid, names)
+  for i = 1, #names do
+    if not lk_handoff(sid, names[i]) then redis.call('DEL', lk_pend(lk_sn(sid, names[i]))) end
+  end
 end
 
 -- The live session or nil; one past its idle deadline is removed here, with its event.
 local function ss_live(sid)
   local s = ss_load(sid)
   if s and ss_expired(s) then
-    ss_clear(sid)
+    local waited = ss_clear(sid, true)
     emit('session.deleted', sid, sid, ',"expired":true')
+    ss_hand_on(sid, waited)
     return nil
   end
   return s
@@ -81,7 +103,9 @@ end
 local function ss_touch(sid, s)
   if not s then
     s = {md = '{}', ca = NOW, ua = NOW, ttl = 0, ea = 0}
-    redis.call('HSET', ss_key(sid), 'md', s.md, 'ca', NOW, 'ua', NOW, 'ttl', 0, 'ea', 0)
+    redis.call('HSET', ss_key(sid), 'md', s.md, 'ca', NOW, 'ua', NOW, 'ttl', 0, 'ea', 0,
+      'qb', 2)
+    quota_add(2)
     redis.call('ZADD', PFX .. 'sess', 0, sid)
     redis.call('PERSIST', ss_part('slk', sid))
     return s
@@ -91,6 +115,26 @@ local function ss_touch(sid, s)
   redis.call('HSET', ss_key(sid), 'ua', NOW, 'ea', s.ea)
   if s.ttl > 0 then set_deadline('s:' .. sid, s.ea) end
   return s
+end
+
+-- nil, or the failure reply when a write adding `bytes` to session s (nil: to be created
+-- with metadata '{}', 2 bytes) would pass the namespace's byte quota.
+local function ss_quota_fails(s, bytes)
+  if not s then bytes = bytes + 2 end
+  return quota_fails(0, bytes)
+end
+
+-- Count `bytes` more (or fewer) for the live session sid.
+local function ss_charge(sid, bytes)
+  if bytes ~= 0 then
+    redis.call('HINCRBY', ss_key(sid), 'qb', bytes)
+    quota_add(bytes)
+  end
+end
+
+-- A variable's quota bytes from its stored meta ('ver|ca|ua|definition') and value.
+local function ss_var_bytes(meta, value)
+  return #string.match(meta, '^%d+|%d+|%d+|(.*)$') + #value
 end
 
 -- A 'session.updated' event: values (values_tail, or nil for none), then the change and
@@ -103,7 +147,7 @@ end
 -- A JSON list of strings.
 local function ss_json_list(items)
   local parts = {}
-  for i = 1, #items do parts[i] = cjson.encode(items[i]) end
+  for i = 1, #items do parts[i] = json_str(items[i]) end
   return '[' .. table.concat(parts, ',') .. ']'
 end
 

@@ -1,11 +1,12 @@
 -- Acquire a lock, queue or debounce an entry, or wait in line. ARGV[4] scope, [5] name,
 -- [6] owner, [7] ttl ms (0 none), [8] mode, [9] entry JSON, [10] most pending entries,
 -- [11] waiter ticket ('' = no waiting), [12] wait ms, [13] step, [14] the waiter's queue
--- item on steps after 'try'. Steps: 'try' (first call), 'wake' (the waiter's wake list
+-- item on steps after 'try', [15] most waiters in line (a new one beyond: 'too_many'). Steps: 'try' (first call), 'wake' (the waiter's wake list
 -- was pushed), 'final' (its wait is over), 'cancel' (its client is gone).
 -- Replies {'acquired', owner, token, acquired_at, expires_at, pending_count, entries...},
 -- {'held' | 'full', owner, token, acquired_at, expires_at, pending_count},
--- {'queued', position}, {'debounced'}, {'waiting', item} or {'withdrawn'}.
+-- {'queued', position}, {'debounced'}, {'waiting', item}, {'withdrawn'} or
+-- {'too_many_waiters', limit}.
 local scope, name, owner = ARGV[4], ARGV[5], ARGV[6]
 local ttl, mode, entry, max_pending = tonumber(ARGV[7]), ARGV[8], ARGV[9], tonumber(ARGV[10])
 local ticket, wait, step, item = ARGV[11], tonumber(ARGV[12]), ARGV[13], ARGV[14]
@@ -75,7 +76,7 @@ if mode == 'queue' or mode == 'debounce' then
   end
   if mode == 'debounce' then redis.call('DEL', lk_pend(sn)) end
   local position = redis.call('RPUSH', lk_pend(sn), entry)
-  lk_event('lock.queued', scope, name, ',"mode":"' .. mode .. '","owner":' .. cjson.encode(owner)
+  lk_event('lock.queued', scope, name, ',"mode":"' .. mode .. '","owner":' .. json_str(owner)
     .. ',"position":' .. position .. ',"pending_count":' .. position)
   if mode == 'debounce' then return {'debounced'} end
   return {'queued', position}
@@ -84,6 +85,18 @@ end
 -- Exclusive and held by another: wait in line, or answer with the holder.
 if ticket == '' or step == 'final' then return lk_fields({'held'}, h, sn) end
 if step == 'try' then
+  local max_waiters = tonumber(ARGV[15] or '') or 1000
+  if redis.call('LLEN', lk_wait(sn)) >= max_waiters then
+    -- Full: first drop the items of waiters whose wait is over (a crashed replica's).
+    local line = redis.call('LRANGE', lk_wait(sn), 0, -1)
+    for i = 1, #line do
+      local _, dl = lk_parse_waiter(line[i])
+      if dl and dl < NOW then redis.call('LREM', lk_wait(sn), 1, line[i]) end
+    end
+    if redis.call('LLEN', lk_wait(sn)) >= max_waiters then
+      return {'too_many_waiters', max_waiters}
+    end
+  end
   item = ticket .. ':' .. string.format('%d', NOW + wait) .. ':' .. ttl .. ':' .. owner
 else
   -- Woken, but the lock handed over was lost before this claim (expired or forced):
@@ -92,6 +105,6 @@ else
   if dl < NOW then return lk_fields({'held'}, h, sn) end
 end
 local position = redis.call('RPUSH', lk_wait(sn), item)
-lk_event('lock.queued', scope, name, ',"mode":"exclusive","owner":' .. cjson.encode(owner)
+lk_event('lock.queued', scope, name, ',"mode":"exclusive","owner":' .. json_str(owner)
   .. ',"position":' .. position .. ',"pending_count":' .. redis.call('LLEN', lk_pend(sn)))
 return {'waiting', item}

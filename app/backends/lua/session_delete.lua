@@ -3,6 +3,7 @@
 local sid = ARGV[4]
 if not fence_holds(ARGV[5], ARGV[6], ARGV[7]) then return {'stale_fence'} end
 if not ss_live(sid) then return {'absent'} end
-ss_clear(sid)
+local waited = ss_clear(sid, true)
 emit('session.deleted', sid, sid, ',"expired":false')
+ss_hand_on(sid, waited)
 return {'deleted'}

@@ -13,6 +13,33 @@ if not fence_holds(ARGV[5], ARGV[6], ARGV[7]) then return {'stale_fence'} end
 local s = ss_live(sid)
 local created = s == nil
 
+-- The imported session's quota bytes, from the sections, before anything changes.
+local function import_bytes()
+  local p, total = 11, #ARGV[8]
+  local nv = tonumber(ARGV[p])
+  p = p + 1
+  for _ = 1, nv do
+    total = total + ss_var_bytes(ARGV[p + 2], ARGV[p + 3])
+    p = p + 4
+  end
+  p = p + 1 + tonumber(ARGV[p])  -- subscriptions
+  p = p + 1 + tonumber(ARGV[p])  -- dedupe keys
+  for _ = 1, 2 do  -- thread states, channel states
+    local c = tonumber(ARGV[p])
+    p = p + 1
+    for _ = 1, c do
+      total = total + #ARGV[p + 1]
+      p = p + 2
+    end
+  end
+  return total
+end
+local size = import_bytes()
+local before = 0
+if s then before = tonumber(redis.call('HGET', ss_key(sid), 'qb') or '0') end
+local refused = quota_fails(0, size - before)
+if refused then return refused end
+
 local pos = 11
 local function take()
   local v = ARGV[pos]
@@ -27,14 +54,16 @@ for i = 1, #lock_names do
   local h = lk_load(sid, lock_names[i])
   if h and not lk_expired(h) then prior[lock_names[i]] = h end
 end
-ss_clear(sid)
+ss_clear(sid, false)
 
 local ttl = tonumber(ARGV[9])
 local ca = tonumber(ARGV[10])
 if ca == 0 then ca = NOW end
 local ea = 0
 if ttl > 0 then ea = NOW + ttl end
-redis.call('HSET', ss_key(sid), 'md', ARGV[8], 'ca', ca, 'ua', NOW, 'ttl', ttl, 'ea', ea)
+redis.call('HSET', ss_key(sid), 'md', ARGV[8], 'ca', ca, 'ua', NOW, 'ttl', ttl, 'ea', ea,
+  'qb', size)
+quota_add(size)
 redis.call('ZADD', PFX .. 'sess', 0, sid)
 set_deadline('s:' .. sid, ea)
 

@@ -7,7 +7,10 @@ local s = ss_live(sid)
 local created = s == nil
 local old = nil
 if s then old = s.md end
+local refused = ss_quota_fails(s, #ARGV[5] - #(old or '{}'))
+if refused then return refused end
 s = ss_touch(sid, s)
+ss_charge(sid, #ARGV[5] - #s.md)
 s.md, s.ttl, s.ea = ARGV[5], tonumber(ARGV[6]), 0
 if s.ttl > 0 then s.ea = NOW + s.ttl end
 redis.call('HSET', ss_key(sid), 'md', s.md, 'ttl', s.ttl, 'ea', s.ea)

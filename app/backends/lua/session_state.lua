@@ -24,11 +24,16 @@ if op == 'delete' then
     return {'unchanged'}
   end
   ss_touch(sid, s)
+  ss_charge(sid, -#old)
   redis.call('HDEL', h, id)
   ss_event(sid, values_tail(nil, old), kind .. '_state', fields)
   return {'deleted'}
 end
+local grow = #value - #(old or '')
+local refused = ss_quota_fails(s, grow)
+if refused then return refused end
 ss_touch(sid, s)
+ss_charge(sid, grow)
 redis.call('HSET', h, id, value)
 ss_event(sid, values_tail(value, old), kind .. '_state', fields)
 if old then return {'replaced'} end

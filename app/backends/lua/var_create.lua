@@ -12,7 +12,10 @@ if s then
   end
   if redis.call('HEXISTS', ss_part('sv', sid), id) == 1 then return {'id_taken'} end
 end
+local refused = ss_quota_fails(s, #def + #value)
+if refused then return refused end
 ss_touch(sid, s)
+ss_charge(sid, #def + #value)
 redis.call('HSET', ss_part('svn', sid), name, id)
 redis.call('HSET', ss_part('sv', sid), id, '1|' .. NOW .. '|' .. NOW .. '|' .. def)
 redis.call('HSET', ss_part('svv', sid), id, value)

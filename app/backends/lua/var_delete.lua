@@ -11,6 +11,7 @@ local ver = ss_var_parts(meta)
 if ver ~= expected then return {'conflict'} end
 local old = redis.call('HGET', ss_part('svv', sid), id)
 ss_touch(sid, s)
+ss_charge(sid, -ss_var_bytes(meta, old))
 redis.call('HDEL', ss_part('sv', sid), id)
 redis.call('HDEL', ss_part('svv', sid), id)
 redis.call('HDEL', ss_part('svn', sid), name)

@@ -11,6 +11,7 @@ if not s then return {'conflict'} end
 local sv, svv = ss_part('sv', sid), ss_part('svv', sid)
 local n = tonumber(ARGV[9])
 local writes = {}
+local grow = 0
 for i = 1, n do
   local b = 10 + (i - 1) * 5
   local id, expected = ARGV[b], ARGV[b + 1]
@@ -18,11 +19,16 @@ for i = 1, n do
   if not meta then return {'conflict'} end
   local ver, ca, _, def = ss_var_parts(meta)
   if ver ~= expected then return {'conflict'} end
+  local old_def = def
   if ARGV[b + 3] ~= '' then def = ARGV[b + 3] end
   writes[i] = {id = id, ver = tonumber(ver) + 1, ca = ca, def = def, value = ARGV[b + 4],
     old = redis.call('HGET', svv, id), name = ARGV[b + 2]}
+  grow = grow + #def + #writes[i].value - #old_def - #writes[i].old
 end
+local refused = ss_quota_fails(s, grow)
+if refused then return refused end
 ss_touch(sid, s)
+ss_charge(sid, grow)
 for i = 1, n do
   local w = writes[i]
   redis.call('HSET', sv, w.id, string.format('%d', w.ver) .. '|' .. w.ca .. '|' .. NOW .. '|'

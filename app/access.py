@@ -1,5 +1,10 @@
-"""Access control (API.md section 7): bearer tokens granting read, write and admin on
-namespace patterns, checked for every ``/v1`` call by one pure-ASGI middleware.
+"""The access layer (API.md sections 7 and 9): for every ``/v1`` call, tokens or none, one
+pure-ASGI middleware parses the query string once (a repeated parameter is 400), resolves
+and checks the namespace once, and checks the bearer token's grant against exactly that
+namespace. The namespace and grant are left in the scope (``corkboard.ns``,
+``corkboard.grant``) and every router, the hot path and the watch hub take the namespace
+from there; no code reads ``ns`` from the query again. ``authorize`` lets other faces
+(MCP) check a namespace named in their own arguments against the same grant.
 
 Threat model in short: anyone who can reach the port is untrusted until they present a
 configured token; a token reaches only the namespaces its patterns name, and only with the
@@ -14,6 +19,7 @@ import hmac
 import json
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +27,11 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.errors import Forbidden, Unauthorized, error_response
+from app.errors import CorkboardError, Forbidden, InvalidRequest, Unauthorized, error_response
 from app.settings import Settings
+from app.syntax import check_namespace
 
-logger = logging.getLogger("corkboard.auth")
+logger = logging.getLogger("corkboard.access")
 
 PERMISSIONS = ("read", "write", "admin")
 #: /v1 paths that belong to no namespace: any valid token may call them.
@@ -52,6 +59,10 @@ class Grant:
         if permission not in self.permissions:
             return False
         return ns is None or any(p.fullmatch(ns) for p in self.namespaces)
+
+
+#: The grant of every call when no tokens are configured: everything, everywhere.
+OPEN = Grant(b"", "", (re.compile(".*"),), frozenset(PERMISSIONS))
 
 
 def _namespace_regex(pattern: str) -> re.Pattern[str]:
@@ -145,8 +156,57 @@ def required_permission(method: str, path: str) -> str:
     return "read" if method in ("GET", "HEAD") else "write"
 
 
-class AccessControl:
-    """Refuses /v1 calls without a valid token (401) or outside its grant (403)."""
+def authorize(scope_or_grant: Mapping[str, Any] | Grant | None, ns: str | None,
+              permission: str) -> None:
+    """Raise Forbidden unless the grant (or the grant the access layer left in a request's
+    scope) allows ``permission`` on namespace ``ns`` (None: a call of no namespace). A scope
+    the access layer never saw has no grant and is refused."""
+    grant = (
+        scope_or_grant.get("corkboard.grant")
+        if isinstance(scope_or_grant, Mapping)
+        else scope_or_grant
+    )
+    if not isinstance(grant, Grant) or not grant.allows(ns, permission):
+        where = f"namespace {ns!r}" if ns is not None else "this call"
+        raise Forbidden(f"This token does not grant {permission!r} on {where}.")
+
+
+def parse_query(query_string: bytes) -> dict[str, str]:
+    """Every query parameter, percent-decoded, by name; 400 naming a parameter given twice
+    (however encoded: ``ns`` and ``n%73`` are the same name). No API parameter takes
+    several values."""
+    params: dict[str, str] = {}
+    if not query_string:
+        return params
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if name in params:
+            raise InvalidRequest(
+                f"The query parameter {name[:40]!r} is given more than once; it takes one "
+                "value.",
+                errors=[{"location": ["query", name[:40]], "message": "repeated parameter"}],
+            )
+        params[name] = value
+    return params
+
+
+def bearer_token(scope: Scope) -> str | None:
+    """The token of the first Authorization header if it is a Bearer one."""
+    name: bytes
+    value: bytes
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and credentials.strip():
+                return credentials.strip()
+            return None
+    return None
+
+
+class Access:
+    """For every /v1 call: the query parsed once (``corkboard.query``), the namespace
+    resolved once (``corkboard.ns``; None on calls of no namespace) and, when tokens are
+    configured, the bearer token checked against it (401 without a valid token, 403 outside
+    its grant); ``corkboard.grant`` is the grant (``OPEN`` without tokens)."""
 
     def __init__(self, app: ASGIApp, grants: list[Grant]) -> None:
         self.app = app
@@ -165,33 +225,34 @@ class AccessControl:
         if scope["type"] != "http" or not path.startswith("/v1") or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
-        method = scope["method"]
-        token = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, credentials = value.decode("latin-1").partition(" ")
-                if scheme.lower() == "bearer" and credentials.strip():
-                    token = credentials.strip()
-                break
-        query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-        if token is None and method == "GET" and path in QUERY_TOKEN_PATHS:
-            token = next((v for k, v in query if k == "access_token"), None)
-        grant = self._authenticate(token) if token else None
-        if grant is None:
-            unauthorized = Unauthorized(
-                "A valid bearer token is required (Authorization: Bearer <token>)."
-                if token is None
-                else "The bearer token is not valid.",
-                headers={"WWW-Authenticate": 'Bearer realm="corkboard"'},
-            )
-            await error_response(unauthorized)(scope, receive, send)
+        try:
+            self._admit(scope)
+        except CorkboardError as exc:
+            await error_response(exc)(scope, receive, send)
             return
-        ns = None if path in UNSCOPED_PATHS else next((v for k, v in query if k == "ns"), "default")
-        permission = required_permission(method, path)
-        if not grant.allows(ns, permission):
-            where = f"namespace {ns!r}" if ns is not None else "this call"
-            forbidden = Forbidden(f"This token does not grant {permission!r} on {where}.")
-            await error_response(forbidden)(scope, receive, send)
-            return
-        scope["corkboard.token"] = grant.name
         await self.app(scope, receive, send)
+
+    def _admit(self, scope: Scope) -> None:
+        path = scope["path"]
+        method = scope["method"]
+        query = parse_query(scope["query_string"])
+        scope["corkboard.query"] = query
+        grant = OPEN
+        if self.grants:
+            token = bearer_token(scope)
+            if token is None and method == "GET" and path in QUERY_TOKEN_PATHS:
+                token = query.get("access_token") or None
+            found = self._authenticate(token) if token else None
+            if found is None:
+                raise Unauthorized(
+                    "A valid bearer token is required (Authorization: Bearer <token>)."
+                    if token is None
+                    else "The bearer token is not valid.",
+                    headers={"WWW-Authenticate": 'Bearer realm="corkboard"'},
+                )
+            grant = found
+            scope["corkboard.token"] = grant.name
+        ns = None if path in UNSCOPED_PATHS else check_namespace(query.get("ns", "default"))
+        authorize(grant, ns, required_permission(method, path))
+        scope["corkboard.ns"] = ns
+        scope["corkboard.grant"] = grant

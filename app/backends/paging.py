@@ -1,0 +1,57 @@
+"""Ordered paging over a sorted list of names, for the in-memory listings.
+
+The same rule as ``scan_index`` in ``lua/common.lua``, so both backends page alike: the
+names after the cursor that start with the pattern's prefix are examined in order; a
+page ends when it holds ``limit`` rows and another one exists (the cursor is its last
+row), or when ``LIST_SCAN_BUDGET`` names were examined (the cursor is the last name
+examined, even on an empty page, so a sparse pattern never hides later matches).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from typing import TypeVar
+
+from app.syntax import Pattern
+
+#: Names examined by one listing call at most, so a sparse pattern cannot stall the loop.
+LIST_SCAN_BUDGET = 20_000
+
+T = TypeVar("T")
+
+
+def page_sorted(
+    order: list[str],
+    pattern: Pattern,
+    after: str | None,
+    limit: int,
+    row: Callable[[str], T | None],
+    budget: int | None = None,
+) -> tuple[list[T], str | None]:
+    """The rows (``row(name)``, None to skip a name) of one page, and the next cursor."""
+    budget = LIST_SCAN_BUDGET if budget is None else budget
+    prefix = pattern.prefix
+    start = bisect.bisect_left(order, prefix)
+    if after is not None:
+        start = max(start, bisect.bisect_right(order, after))
+    items: list[T] = []
+    last: str | None = None
+    last_row: str | None = None
+    for i in range(start, len(order)):
+        name = order[i]
+        if not name.startswith(prefix):
+            break
+        if i - start >= budget:
+            return items, last
+        if pattern.matches(name):
+            found = row(name)
+            if found is not None:
+                if len(items) == limit:
+                    return items, last_row
+                items.append(found)
+                last_row = name
+        if pattern.exact:
+            break  # the one name it can be comes first
+        last = name
+    return items, None

@@ -1,0 +1,464 @@
+// The Corkboard dashboard: one namespace at a time; its keys (paged), locks, sessions,
+// artifacts and the live event stream, all kept current by the namespace's feed.
+// Rendering is batched: events are applied once per animation frame, the event list is
+// capped, and TTLs are redrawn once a second for the rows on screen.
+
+import { api, auth } from "./api.js";
+import { checkLeases, loadArtifacts, loadSession, loadSessions, renderSessions } from "./panels.js";
+import { $, EVENTS_SHOWN, guard, PAGE, RECENT_KEY, showError, state } from "./state.js";
+import { Feed } from "./stream.js";
+import { brief, countdown, el, fill, patternMatcher, pretty, time } from "./views.js";
+
+// -- namespaces ------------------------------------------------------------------------
+
+function recentNamespaces() {
+  try {
+    const list = JSON.parse(localStorage.getItem(RECENT_KEY) || "[]");
+    return Array.isArray(list) ? list.filter((n) => typeof n === "string") : [];
+  } catch {
+    return [];
+  }
+}
+
+function remember(ns) {
+  const list = [ns, ...recentNamespaces().filter((n) => n !== ns)].slice(0, 12);
+  localStorage.setItem(RECENT_KEY, JSON.stringify(list));
+  $("ns-recent").replaceChildren(...list.map((n) => el("option", { value: n })));
+}
+
+async function openNamespace(ns) {
+  state.ns = ns;
+  $("ns-input").value = ns;
+  if (location.hash !== `#ns=${ns}`) history.replaceState(null, "", `#ns=${encodeURIComponent(ns)}`);
+  if (state.feed) state.feed.close();
+  state.feed = null;
+  state.generation += 1;
+  state.lockWaiters.clear();
+  state.selectedSession = null;
+  state.events = [];
+  renderEvents(true);
+  setConn("connecting");
+  showError(null);
+  const revision = await guard(loadKeys(true));
+  if (revision === undefined) {
+    setConn("error");
+    return;
+  }
+  remember(ns);
+  const generation = state.generation;
+  state.feed = new Feed(ns, {
+    onBatch: (events) => generation === state.generation && applyEvents(events),
+    onState: (s, err) => generation === state.generation && setConn(s, err),
+    onReset: () => generation === state.generation && resync(),
+    onRevision: (n) => generation === state.generation && setRevision(n),
+  });
+  state.feed.start(revision);
+  setRevision(revision);
+  await Promise.all([guard(loadLocks()), guard(loadSessions(true)), guard(loadArtifacts(true))]);
+}
+
+async function resync() {
+  // The feed's resume point was compacted away: every table is read again; the feed
+  // goes on after the reset, and events are applied only where they are newer.
+  await Promise.all([
+    guard(loadKeys(true)), guard(loadLocks()), guard(loadSessions(true)),
+    guard(loadArtifacts(true)),
+  ]);
+  addEvents([{ type: "reset", revision: state.feed ? state.feed.last : 0, key: "", at: new Date().toISOString() }]);
+}
+
+function setConn(s, err) {
+  const conn = $("conn");
+  conn.className = `conn ${s}`;
+  conn.textContent = { connecting: "connecting…", live: "live", reconnecting: "reconnecting…", error: "error", idle: "not connected" }[s] || s;
+  if (s === "live") showError(null);
+  if (err) showError(err);
+}
+
+function setRevision(n) {
+  $("revision").textContent = String(n);
+}
+
+// -- keys ------------------------------------------------------------------------------
+
+async function loadKeys(reset) {
+  const generation = state.generation;
+  const params = { ns: state.ns, pattern: state.keysPattern || undefined, limit: PAGE, values: "true" };
+  if (!reset) params.cursor = state.keysCursor;
+  const page = await api("v1/kv", params);
+  if (generation !== state.generation) return page.revision;
+  if (reset) {
+    state.keys.clear();
+    state.keyRows.clear();
+    state.keysSorted = [];
+    $("keys-table").tBodies[0].replaceChildren();
+  }
+  for (const entry of page.items) state.keys.set(entry.key, entry);
+  state.keysCursor = page.next_cursor;
+  state.keysSorted = [...state.keys.keys()].sort(compareKeys);
+  renderKeys();
+  showError(null);
+  return page.revision;
+}
+
+function compareKeys(a, b) {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Whether a key belongs to the loaded part of the listing (pages load in key order). */
+function keyInView(key) {
+  if (!state.keysMatch(key)) return false;
+  if (state.keysCursor === null) return true;
+  const last = state.keysSorted[state.keysSorted.length - 1];
+  return last !== undefined && key <= last;
+}
+
+function keyRow(entry) {
+  const row = el("tr", { dataset: { key: entry.key } });
+  row.append(
+    el("td", { class: "key", text: entry.key }),
+    el("td", { class: "value", text: brief(entry.value) }),
+    el("td", { class: "num", text: entry.revision }),
+    el("td", { class: "num", text: entry.version }),
+    el("td", { class: "ttl", dataset: { expires: entry.expires_at || "" }, text: countdown(entry.expires_at) }),
+    el("td", { class: "time", text: time(entry.modified_at) }),
+  );
+  return row;
+}
+
+function renderKeys() {
+  const rows = state.keysSorted.map((key) => {
+    const row = keyRow(state.keys.get(key));
+    state.keyRows.set(key, row);
+    return row;
+  });
+  fill($("keys-table").tBodies[0], rows, state.keysPattern ? "No key matches." : "No keys in this namespace.");
+  updateKeyCount();
+}
+
+function updateKeyCount() {
+  const n = state.keys.size;
+  $("count-keys").textContent = state.keysCursor === null ? String(n) : `${n}+`;
+  $("keys-more").hidden = state.keysCursor === null;
+  $("keys-info").textContent = state.keysCursor === null ? "" : `${n} loaded; more on the server`;
+}
+
+function putKeyRow(entry) {
+  const tbody = $("keys-table").tBodies[0];
+  const old = state.keyRows.get(entry.key);
+  const row = keyRow(entry);
+  state.keyRows.set(entry.key, row);
+  if (old) {
+    old.replaceWith(row);
+    return;
+  }
+  tbody.querySelector("tr.empty")?.remove();
+  // Insert in key order: the first loaded key after this one (binary search).
+  let lo = 0;
+  let hi = state.keysSorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (state.keysSorted[mid] < entry.key) lo = mid + 1;
+    else hi = mid;
+  }
+  const next = state.keysSorted[lo];
+  state.keysSorted.splice(lo, 0, entry.key);
+  tbody.insertBefore(row, next !== undefined ? state.keyRows.get(next) : null);
+}
+
+function removeKeyRow(key) {
+  const row = state.keyRows.get(key);
+  if (!row) return;
+  row.remove();
+  state.keyRows.delete(key);
+  state.keys.delete(key);
+  const i = state.keysSorted.indexOf(key);
+  if (i >= 0) state.keysSorted.splice(i, 1);
+}
+
+function applyKeyChange(change, revision, at) {
+  const current = state.keys.get(change.key);
+  if (current && current.revision >= revision) return false;
+  if (change.type === "kv.put") {
+    if (!current && !keyInView(change.key)) return false;
+    const entry = {
+      key: change.key, value: change.value, revision,
+      created_revision: current ? current.created_revision : revision,
+      version: change.version ?? (current ? current.version + 1 : 1),
+      created_at: current ? current.created_at : at,
+      modified_at: at,
+      expires_at: "expires_at" in change ? change.expires_at : current ? current.expires_at : null,
+    };
+    state.keys.set(change.key, entry);
+    queueKeyFetch(change.key);
+    return entry;
+  }
+  if (current) removeKeyRow(change.key);
+  return true;
+}
+
+/** Events carry a key's value, not its expiry: in-view keys are read again, a few at a
+ * time, so their TTLs are right without one request per event. */
+function queueKeyFetch(key) {
+  if (state.keyFetch.size < 1000) state.keyFetch.add(key);
+  if (!state.keyFetchTimer) state.keyFetchTimer = setTimeout(fetchKeys, 250);
+}
+
+async function fetchKeys() {
+  const generation = state.generation;
+  const batch = [...state.keyFetch].slice(0, 20);
+  for (const key of batch) state.keyFetch.delete(key);
+  await Promise.all(batch.map(async (key) => {
+    let entry;
+    try {
+      entry = await api(`v1/kv/${key.split("/").map(encodeURIComponent).join("/")}`, { ns: state.ns });
+    } catch {
+      return; // deleted meanwhile (its event follows) or unreachable
+    }
+    const current = state.keys.get(key);
+    if (generation !== state.generation || !current || current.revision > entry.revision) return;
+    state.keys.set(key, entry);
+    putKeyRow(entry);
+  }));
+  state.keyFetchTimer = state.keyFetch.size ? setTimeout(fetchKeys, 250) : 0;
+}
+
+// -- locks -----------------------------------------------------------------------------
+
+async function loadLocks() {
+  const generation = state.generation;
+  const body = await api("v1/locks", { ns: state.ns });
+  if (generation !== state.generation) return;
+  state.locks = body.items;
+  renderLocks();
+}
+
+function renderLocks() {
+  const names = new Set(state.locks.map((l) => l.name));
+  const rows = state.locks.map((lock) => {
+    const waiters = state.lockWaiters.get(lock.name) || [];
+    return el("tr", { dataset: { lock: lock.name } },
+      el("td", { class: "key", text: lock.name }),
+      el("td", { class: "owner", text: lock.owner }),
+      el("td", { class: "num", text: lock.token }),
+      el("td", { class: "ttl", dataset: { expires: lock.expires_at || "" }, text: countdown(lock.expires_at) }),
+      el("td", { class: "num pending", text: lock.pending_count }),
+      el("td", { class: "waiters" },
+        ...waiters.map((w) => el("span", { class: `chip ${w.mode}`, text: `${w.owner} (${w.mode}${w.position ? ` #${w.position}` : ""})` }))),
+    );
+  });
+  // Entries queued for a lock that is free now wait for its next holder.
+  for (const [name, waiters] of state.lockWaiters) {
+    if (names.has(name) || !waiters.length) continue;
+    rows.push(el("tr", { dataset: { lock: name }, class: "free" },
+      el("td", { class: "key", text: name }), el("td", { class: "muted", text: "free" }),
+      el("td"), el("td"), el("td", { class: "num pending", text: waiters.length }),
+      el("td", { class: "waiters" }, ...waiters.map((w) => el("span", { class: `chip ${w.mode}`, text: `${w.owner} (${w.mode})` })))));
+  }
+  fill($("locks-table").tBodies[0], rows, "No lock is held.");
+  $("count-locks").textContent = String(state.locks.length);
+}
+
+function applyLockEvent(event) {
+  if (event.session) return; // session locks show in their session
+  const name = event.key;
+  if (event.type === "lock.queued") {
+    const list = state.lockWaiters.get(name) || [];
+    if (event.mode === "debounce") list.splice(0, list.length, ...list.filter((w) => w.mode !== "debounce"));
+    list.push({ owner: event.owner, mode: event.mode || "queue", position: event.position });
+    state.lockWaiters.set(name, list);
+  } else if (event.type === "lock.acquired") {
+    // The new holder took the pending entries (handed_over) and left the line.
+    const list = (state.lockWaiters.get(name) || []).filter((w) => w.owner !== event.owner);
+    if (event.handed_over) list.splice(0, list.length, ...list.filter((w) => w.mode === "wait"));
+    state.lockWaiters.set(name, list);
+  } else if (event.type === "lock.released" || event.type === "lock.expired") {
+    if (event.handed_over || event.pending_count === 0) {
+      state.lockWaiters.set(name, (state.lockWaiters.get(name) || []).filter((w) => w.mode === "wait"));
+    }
+  }
+  scheduleRefresh("locks");
+}
+
+// -- events ----------------------------------------------------------------------------
+
+/** The changes an event makes to keys: a txn lists them in ``changes``. */
+function keyChanges(event) {
+  if (event.type.startsWith("kv.")) return [event];
+  if (event.type === "txn" && Array.isArray(event.changes)) return event.changes.filter((c) => c.type?.startsWith("kv."));
+  return [];
+}
+
+function applyEvents(events) {
+  for (const event of events) {
+    for (const change of keyChanges(event)) {
+      const result = applyKeyChange(change, event.revision, event.at);
+      if (result && typeof result === "object") putKeyRow(result);
+    }
+    if (event.type.startsWith("lock.")) applyLockEvent(event);
+    else if (event.type.startsWith("session.") || event.type.startsWith("variable.")) {
+      scheduleRefresh("sessions");
+    } else if (event.type.startsWith("artifact.")) scheduleRefresh("artifacts");
+    if (event.session && event.type.startsWith("lock.")) scheduleRefresh("sessions");
+  }
+  updateKeyCount();
+  addEvents(events);
+}
+
+function scheduleRefresh(what) {
+  state.refresh.add(what);
+  if (state.refreshTimer) return;
+  // At most a few listings a second, however fast events come.
+  state.refreshTimer = setTimeout(() => {
+    state.refreshTimer = 0;
+    const due = [...state.refresh];
+    state.refresh.clear();
+    for (const what of due) {
+      if (what === "locks") guard(loadLocks());
+      else if (what === "sessions") guard(loadSessions(true));
+      else if (what === "artifacts") guard(loadArtifacts(true));
+    }
+  }, 150);
+}
+
+function addEvents(events) {
+  state.events.push(...events);
+  if (state.events.length > EVENTS_SHOWN * 4) state.events.splice(0, state.events.length - EVENTS_SHOWN * 2);
+  if (!state.paused) renderEvents(false, events);
+}
+
+function eventRow(event) {
+  const detail = event.type === "txn"
+    ? `${(event.changes || []).length} changes`
+    : event.type === "kv.delete" || event.type === "kv.expire" ? `was ${brief(event.old_value, 110)}`
+      : "value" in event ? brief(event.value, 120)
+        : event.owner ? `${event.owner}${event.token ? ` token ${event.token}` : ""}${event.position ? ` #${event.position}` : ""}`
+          : "";
+  return el("li", { class: `ev ${event.type.split(".")[0]}`, dataset: { revision: event.revision, type: event.type } },
+    el("span", { class: "rev", text: event.revision }),
+    el("span", { class: "type", text: event.type }),
+    el("span", { class: "key", text: event.session && event.session !== event.key ? `${event.session}: ${event.key}` : event.key || "" }),
+    el("span", { class: "value", text: detail }),
+    el("span", { class: "time", text: time(event.at) }));
+}
+
+function eventMatches(event) {
+  const f = state.eventFilter;
+  if (f.type && !(event.type === f.type || event.type.startsWith(`${f.type}.`))) return false;
+  if (event.type === "txn") return (event.changes || []).some((c) => f.match(c.key || ""));
+  return f.match(event.key || "");
+}
+
+function renderEvents(full, added = []) {
+  const list = $("events-list");
+  if (full) {
+    const shown = state.events.filter(eventMatches).slice(-EVENTS_SHOWN);
+    list.replaceChildren(...shown.reverse().map(eventRow));
+  } else {
+    const fragment = document.createDocumentFragment();
+    const fresh = added.filter(eventMatches);
+    for (let i = fresh.length - 1; i >= 0; i -= 1) fragment.append(eventRow(fresh[i]));
+    list.prepend(fragment);
+    while (list.childElementCount > EVENTS_SHOWN) list.lastElementChild.remove();
+  }
+  $("events-count").textContent = state.events.length ? `(${state.events.length} kept)` : "";
+}
+
+// -- TTL countdowns, once a second, only for what is shown ----------------------------
+
+function tick() {
+  const now = Date.now();
+  const panel = document.querySelector(".panel:not([hidden])");
+  if (!panel) return;
+  for (const cell of panel.querySelectorAll("td.ttl")) {
+    if (cell.dataset.expires) cell.textContent = countdown(cell.dataset.expires, now);
+  }
+}
+
+// -- wiring ----------------------------------------------------------------------------
+
+function selectTab(name) {
+  for (const tab of document.querySelectorAll("[role=tab]")) tab.setAttribute("aria-selected", String(tab.dataset.tab === name));
+  for (const panel of document.querySelectorAll(".panel")) panel.hidden = panel.id !== `panel-${name}`;
+  if (name === "leases") checkLeases();
+}
+
+function wire() {
+  for (const tab of document.querySelectorAll("[role=tab]")) tab.addEventListener("click", () => selectTab(tab.dataset.tab));
+  $("ns-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    if ($("ns-input").checkValidity()) openNamespace($("ns-input").value.trim());
+  });
+  $("token-show").addEventListener("click", () => {
+    $("token-form").hidden = !$("token-form").hidden;
+  });
+  $("token-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    auth.token = $("token-input").value.trim();
+    $("token-input").value = "";
+    openNamespace(state.ns);
+  });
+  $("token-forget").addEventListener("click", () => {
+    auth.token = "";
+    openNamespace(state.ns);
+  });
+  $("keys-filter").addEventListener("submit", (e) => {
+    e.preventDefault();
+    state.keysPattern = $("keys-pattern").value.trim();
+    state.keysMatch = patternMatcher(state.keysPattern);
+    guard(loadKeys(true));
+  });
+  $("keys-more").addEventListener("click", () => guard(loadKeys(false)));
+  $("sessions-more").addEventListener("click", () => guard(loadSessions(false)));
+  $("artifacts-more").addEventListener("click", () => guard(loadArtifacts(false)));
+  $("keys-table").tBodies[0].addEventListener("click", (e) => {
+    const row = e.target.closest("tr[data-key]");
+    if (!row) return;
+    const detail = $("key-detail");
+    const entry = state.keys.get(row.dataset.key);
+    state.selectedKey = row.dataset.key;
+    detail.textContent = entry ? pretty(entry) : "";
+    detail.hidden = !entry;
+  });
+  $("sessions-table").tBodies[0].addEventListener("click", (e) => {
+    const row = e.target.closest("tr[data-session]");
+    if (!row) return;
+    state.selectedSession = row.dataset.session;
+    renderSessions();
+    guard(loadSession(state.selectedSession));
+  });
+  const refilter = () => {
+    state.eventFilter = { match: patternMatcher($("events-pattern").value.trim()), type: $("events-types").value };
+    renderEvents(true);
+  };
+  $("events-filter").addEventListener("submit", (e) => {
+    e.preventDefault();
+    refilter();
+  });
+  $("events-pattern").addEventListener("input", refilter);
+  $("events-types").addEventListener("change", refilter);
+  $("events-pause").addEventListener("change", (e) => {
+    state.paused = e.target.checked;
+    if (!state.paused) renderEvents(true);
+  });
+  $("events-clear").addEventListener("click", () => {
+    state.events = [];
+    renderEvents(true);
+  });
+  setInterval(tick, 1000);
+}
+
+async function capabilities() {
+  try {
+    const caps = await api("v1/capabilities");
+    $("backend").textContent = `${caps.backend} · v${caps.version}`;
+  } catch {
+    // shown by the namespace load already
+  }
+}
+
+wire();
+$("ns-recent").replaceChildren(...recentNamespaces().map((n) => el("option", { value: n })));
+const fromHash = decodeURIComponent((location.hash.match(/ns=([^&]+)/) || [])[1] || "");
+openNamespace(/^[a-z0-9][a-z0-9_-]{0,62}$/.test(fromHash) ? fromHash : "default").then(capabilities);
+

@@ -1,0 +1,63 @@
+// The dashboard's shared state and its error banner, used by every panel.
+
+import { ApiError, describe } from "./api.js";
+import { el } from "./views.js";
+
+export const PAGE = 200; // items per listing call
+export const $ = (id) => document.getElementById(id);
+
+export const EVENTS_SHOWN = 300; // rows in the event list
+export const RECENT_KEY = "corkboard.recentNamespaces";
+
+export const state = {
+  ns: "default",
+  feed: null,
+  generation: 0, // bumps on every namespace (re)load; stale answers are dropped
+  keys: new Map(), // key -> entry
+  keyRows: new Map(), // key -> <tr>
+  keysSorted: [], // loaded keys in order
+  keysCursor: null, // next_cursor of the last page (null: everything loaded)
+  keysPattern: "",
+  keysMatch: () => true,
+  selectedKey: null,
+  locks: [],
+  lockWaiters: new Map(), // lock name -> [{owner, mode, position}]
+  sessions: [],
+  sessionsCursor: null,
+  selectedSession: null,
+  artifacts: [],
+  artifactsCursor: null,
+  events: [], // newest last, at most EVENTS_SHOWN * 4 kept for re-filtering
+  eventFilter: { match: () => true, type: "" },
+  paused: false,
+  refresh: new Set(), // "locks" | "sessions" | "artifacts"
+  refreshTimer: 0,
+  keyFetch: new Set(), // keys whose expiry an event did not carry: read again
+  keyFetchTimer: 0,
+};
+
+// -- errors and the token --------------------------------------------------------------
+
+export function showError(err) {
+  const box = $("error");
+  if (!err) {
+    box.hidden = true;
+    box.replaceChildren();
+    return;
+  }
+  const { line, errors } = describe(err);
+  box.replaceChildren(el("b", { text: line }));
+  if (errors.length) box.append(el("ul", {}, ...errors.map((e) => el("li", { text: e }))));
+  box.hidden = false;
+  if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
+    $("token-form").hidden = false;
+    $("token-input").focus();
+  }
+}
+
+export function guard(promise) {
+  return promise.catch((err) => {
+    showError(err);
+    return undefined;
+  });
+}

@@ -1,0 +1,572 @@
+"""The differential test: memory and Redis give the same answers to the same requests.
+
+A hypothesis ``RuleBasedStateMachine`` drives two apps through HTTP, one on memory://
+and one on a real Redis, with the same random operations (keys with TTL, CAS, merge and
+JSON patch, increments, history, listings; locks in every mode, fencing; sessions,
+variables of every type, batches, chat state, dedupe, snapshot export and import;
+artifacts; session locks) in a fresh namespace per example. After every step it asserts
+equal answers (status, problem ``code`` and ``detail``, headers that carry state, and
+bodies modulo timestamps and random variable ids) and equal event streams (every event
+of the namespace, read through the long poll, compared at the end of each example: type,
+key, session, values, revisions and every other field).
+
+TTLs are long (an hour), so no expiry depends on timing. The number of examples is
+bounded in the suite; ``CORKBOARD_PARITY_EXAMPLES=2000`` runs more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import uuid
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    rule,
+    run_state_machine_as_test,
+)
+
+from app.settings import Settings
+from tests.conftest import flush
+from tests.support import app_client
+
+T = TypeVar("T")
+
+EXAMPLES = int(os.environ.get("CORKBOARD_PARITY_EXAMPLES", "12"))
+STEPS = int(os.environ.get("CORKBOARD_PARITY_STEPS", "40"))
+#: Shrinking replays real HTTP steps and can take many minutes; off unless asked for
+#: (the failing sequence is printed either way).
+SHRINK = os.environ.get("CORKBOARD_PARITY_SHRINK") == "1"
+
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+VAR_ID = re.compile(r"^var_[A-Za-z0-9_.-]+$")
+
+KEYS = st.sampled_from(["a", "b", "c/d", "c/e", "n"])
+NAMES = st.sampled_from(["v1", "v2", "v3"])
+OWNERS = st.sampled_from(["o1", "o2", "o/3"])
+LOCKS = st.sampled_from(["l1", "l2"])
+SIDS = st.sampled_from(["s1", "s2"])
+THREADS = st.sampled_from(["t1", "t2"])
+ARTIFACTS = st.sampled_from(["f1", "f/2"])
+PATTERNS = st.sampled_from(["*", "a*", "c/*", "*d", "n", "zz*"])
+REVISIONS = st.integers(0, 30)
+TOKENS = st.integers(1, 6)
+LONG_TTL = st.sampled_from([None, "1h", 3600])
+
+SCALARS = (
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=4)
+)
+JSON = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(["x", "y", "z/w"]), inner, max_size=3),
+    max_leaves=6,
+)
+OBJECTS = st.dictionaries(st.sampled_from(["x", "y", "z"]), JSON, max_size=3)
+NUMBERS = (
+    st.integers(-5, 5) | st.integers(-(2**70), 2**70)
+    | st.sampled_from([2**53, 2**53 - 1, -(2**53), 2**63, 2**64, 0.5, -0.25, 1e16, 1e300])
+    | st.floats(allow_nan=False, allow_infinity=False)
+)
+
+VAR_TYPES: dict[str, tuple[Any, st.SearchStrategy[Any]]] = {
+    "float": ({"min": -10, "max": 10}, st.floats(-20, 20) | st.integers(-20, 20) | st.text()),
+    "integer": ({"min": 0, "max": 100}, st.integers(-5, 105) | st.booleans() | st.floats(0, 1)),
+    "string": ({"max_length": 3, "pattern": "^[a-c]*$"}, st.text("abcd", max_size=5)),
+    "boolean": (None, st.booleans() | st.integers(0, 1)),
+    "choice": ({"choices": ["x", "y"]}, st.sampled_from(["x", "y", "z", 1])),
+    "embedding": ({"dimensions": 2}, st.lists(st.floats(-1, 1) | st.integers(), max_size=3)),
+    "tensor": ({"shape": [2]}, st.fixed_dictionaries(
+        {"shape": st.sampled_from([[2], [1]]), "data": st.lists(st.integers(0, 3), max_size=3)})),
+    "json": (None, JSON),
+}
+
+
+def json_text(value: Any) -> bytes:
+    """JSON for any value, integers beyond 64 bits included (orjson refuses them)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value).encode()
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # a nested integer beyond 64 bits
+        return json.dumps(value, allow_nan=False).encode()
+
+
+class Normalizer:
+    """Maps what legitimately differs between two backends to stable placeholders:
+    timestamps, and variable ids (random), numbered in the order they first appear."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, str] = {}
+
+    def text(self, value: str) -> str:
+        if ISO.match(value):
+            return "<time>"
+        if VAR_ID.match(value):
+            return self.ids.setdefault(value, f"<var{len(self.ids)}>")
+        return value
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {self.text(k): self(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self(v) for v in value]
+        if isinstance(value, str):
+            return self.text(value)
+        return value
+
+
+def answer(response: httpx.Response, norm: Normalizer) -> dict[str, Any]:
+    """What a client can observe of a response, normalized."""
+    out: dict[str, Any] = {"status": response.status_code}
+    for header in ("etag", "content-type", "location", "retry-after"):
+        if header in response.headers:
+            out[header] = response.headers[header]
+    if response.headers.get("content-type", "").endswith("json"):
+        out["body"] = norm(orjson.loads(response.content)) if response.content else None
+    else:
+        out["body"] = response.content
+    return out
+
+
+class Differential(RuleBasedStateMachine):
+    """Each rule sends one request to both apps and compares the answers."""
+
+    loop: asyncio.AbstractEventLoop
+    clients: tuple[httpx.AsyncClient, httpx.AsyncClient]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ns = "p" + uuid.uuid4().hex[:12]
+        self.norms = (Normalizer(), Normalizer())
+        self.since = [0, 0]
+        self.last_snapshot: list[Any] = [None, None]
+        progress = os.environ.get("CORKBOARD_PARITY_PROGRESS")
+        if progress:  # a long run's examples, one line each, for whoever watches it
+            with open(progress, "a") as out:
+                out.write(self.ns + "\n")
+
+    # -- plumbing --------------------------------------------------------------------
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def call(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+             body: Any = ..., raw: bytes | None = None, headers: dict[str, str] | None = None,
+             same: bool = True) -> list[httpx.Response]:
+        """Send one request to both apps, in turn; assert equal answers unless ``same`` is
+        False (the caller compares what it can)."""
+        query = {"ns": self.ns, **{k: v for k, v in (params or {}).items() if v is not None}}
+        hdrs = dict(headers or {})
+        content: bytes | None = raw
+        if body is not ...:
+            content = json_text(body)
+            hdrs.setdefault("Content-Type", "application/json")
+
+        async def both() -> list[httpx.Response]:
+            return [await c.request(method, path, params=query, content=content, headers=hdrs)
+                    for c in self.clients]
+
+        responses = self.run(both())
+        for r in responses:
+            assert r.status_code != 500, (method, path, r.text)
+        if same:
+            memory, redis = (answer(r, n) for r, n in zip(responses, self.norms, strict=True))
+            assert memory == redis, (method, path, query, content, memory, redis)
+        return responses
+
+    def teardown(self) -> None:
+        self.events_are_equal()
+
+    def events_are_equal(self) -> None:
+        async def read(client: httpx.AsyncClient, since: int) -> dict[str, Any]:
+            r = await client.get("/v1/events", params={"ns": self.ns, "since": since})
+            assert r.status_code == 200, r.text
+            body: dict[str, Any] = r.json()
+            return body
+
+        async def both() -> list[dict[str, Any]]:
+            return [await read(c, s) for c, s in zip(self.clients, self.since, strict=True)]
+
+        found = self.run(both())
+        memory, redis = (n(f["events"]) for f, n in zip(found, self.norms, strict=True))
+        assert memory == redis, (memory, redis)
+        assert found[0]["revision"] == found[1]["revision"]
+        self.since = [f["revision"] for f in found]
+
+    # -- keys ------------------------------------------------------------------------
+
+    @rule(key=KEYS, value=JSON, ttl=LONG_TTL,
+          cond=st.sampled_from([None, "match", "any", "none"]), rev=REVISIONS)
+    def kv_put(self, key: str, value: Any, ttl: Any, cond: str | None, rev: int) -> None:
+        headers = {"match": {"If-Match": f'"{rev}"'}, "any": {"If-Match": "*"},
+                   "none": {"If-None-Match": "*"}}.get(cond or "", {})
+        self.call("PUT", f"/v1/kv/{key}", params={"ttl": ttl}, body=value, headers=headers)
+
+    @rule(key=KEYS, text=st.text(max_size=5))
+    def kv_put_text(self, key: str, text: str) -> None:
+        self.call("PUT", f"/v1/kv/{key}", raw=text.encode(),
+                  headers={"Content-Type": "text/plain"})
+
+    @rule(key=KEYS, rev=st.none() | REVISIONS)
+    def kv_get(self, key: str, rev: int | None) -> None:
+        self.call("GET", f"/v1/kv/{key}", params={"revision": rev})
+
+    @rule(key=KEYS)
+    def kv_history(self, key: str) -> None:
+        self.call("GET", f"/v1/kv/{key}/history")
+
+    @rule(key=KEYS, patch=OBJECTS, initial=st.none() | OBJECTS,
+          cond=st.sampled_from([None, "match"]), rev=REVISIONS, ttl=LONG_TTL)
+    def kv_merge(self, key: str, patch: Any, initial: Any, cond: str | None, rev: int,
+                 ttl: Any) -> None:
+        headers = {"Content-Type": "application/merge-patch+json"}
+        if cond:
+            headers["If-Match"] = f'"{rev}"'
+        params = {"ttl": ttl}
+        if initial is not None:
+            params["initial"] = orjson.dumps(initial).decode()
+        self.call("PATCH", f"/v1/kv/{key}", params=params, raw=orjson.dumps(patch),
+                  headers=headers)
+
+    @rule(key=KEYS, ops=st.lists(st.fixed_dictionaries({
+        "op": st.sampled_from(["add", "replace", "remove", "test", "copy", "move"]),
+        "path": st.sampled_from(["/x", "/y", "/x/0", "/z", "", "/x/-"]),
+        "from": st.sampled_from(["/x", "/y"]),
+        "value": JSON,
+    }), max_size=3))
+    def kv_json_patch(self, key: str, ops: list[dict[str, Any]]) -> None:
+        self.call("PATCH", f"/v1/kv/{key}", raw=orjson.dumps(ops),
+                  headers={"Content-Type": "application/json-patch+json"})
+
+    @rule(key=KEYS, by=st.none() | NUMBERS, initial=st.none() | NUMBERS, ttl=LONG_TTL)
+    def kv_increment(self, key: str, by: Any, initial: Any, ttl: Any) -> None:
+        parts = []
+        if by is not None:
+            parts.append(b'"by":' + json_text(by))
+        if initial is not None:
+            parts.append(b'"initial":' + json_text(initial))
+        if ttl is not None:
+            parts.append(b'"ttl":' + json_text(ttl))
+        self.call("POST", f"/v1/kv/{key}/increment", raw=b"{" + b",".join(parts) + b"}",
+                  headers={"Content-Type": "application/json"})
+
+    @rule(key=KEYS, ttl=st.sampled_from(["1h", 0, "2h"]))
+    def kv_touch(self, key: str, ttl: Any) -> None:
+        self.call("POST", f"/v1/kv/{key}/touch", body={"ttl": ttl})
+
+    @rule(key=KEYS, cond=st.booleans(), rev=REVISIONS)
+    def kv_delete(self, key: str, cond: bool, rev: int) -> None:
+        self.call("DELETE", f"/v1/kv/{key}", headers={"If-Match": f'"{rev}"'} if cond else {})
+
+    @rule(pattern=PATTERNS, values=st.booleans(), limit=st.integers(1, 3))
+    def kv_list(self, pattern: str, values: bool, limit: int) -> None:
+        cursor = None
+        for _ in range(10):
+            responses = self.call("GET", "/v1/kv", params={
+                "pattern": pattern, "values": str(values).lower(), "limit": limit,
+                "cursor": cursor})
+            if responses[0].status_code != 200:
+                return
+            cursor = responses[0].json()["next_cursor"]
+            if cursor is None:
+                return
+
+    @rule(key=KEYS, value=JSON, lock=LOCKS, token=TOKENS)
+    def kv_fenced_put(self, key: str, value: Any, lock: str, token: int) -> None:
+        self.call("PUT", f"/v1/kv/{key}", body=value,
+                  headers={"Fence-Lock": lock, "Fence-Token": str(token)})
+
+    @rule(key=KEYS, patch=OBJECTS, lock=LOCKS, token=TOKENS)
+    def kv_fenced_patch(self, key: str, patch: Any, lock: str, token: int) -> None:
+        self.call("PATCH", f"/v1/kv/{key}", raw=orjson.dumps(patch),
+                  headers={"Content-Type": "application/merge-patch+json",
+                           "Fence-Lock": lock, "Fence-Token": str(token)})
+
+    # -- locks -----------------------------------------------------------------------
+
+    def lock_base(self, sid: str | None) -> str:
+        return f"/v1/sessions/{sid}/locks" if sid else "/v1/locks"
+
+    @rule(sid=st.none() | SIDS, name=LOCKS, owner=OWNERS,
+          mode=st.sampled_from(["exclusive", "queue", "debounce"]),
+          ttl=st.sampled_from([None, "1h", 0, 60]), entry=JSON)
+    def lock_acquire(self, sid: str | None, name: str, owner: str, mode: str, ttl: Any,
+                     entry: Any) -> None:
+        body: dict[str, Any] = {"owner": owner, "mode": mode, "entry": entry}
+        if ttl is not None:
+            body["ttl"] = ttl
+        self.call("POST", f"{self.lock_base(sid)}/{name}", body=body)
+
+    @rule(sid=st.none() | SIDS, name=LOCKS, owner=OWNERS, token=TOKENS,
+          ttl=st.sampled_from([None, "2h"]))
+    def lock_refresh(self, sid: str | None, name: str, owner: str, token: int,
+                     ttl: Any) -> None:
+        body: dict[str, Any] = {"owner": owner, "token": token}
+        if ttl is not None:
+            body["ttl"] = ttl
+        self.call("POST", f"{self.lock_base(sid)}/{name}/refresh", body=body)
+
+    @rule(sid=st.none() | SIDS, name=LOCKS, owner=OWNERS, token=TOKENS)
+    def lock_release(self, sid: str | None, name: str, owner: str, token: int) -> None:
+        self.call("POST", f"{self.lock_base(sid)}/{name}/release",
+                  body={"owner": owner, "token": token})
+
+    @rule(sid=st.none() | SIDS, name=LOCKS)
+    def lock_force_release(self, sid: str | None, name: str) -> None:
+        self.call("POST", f"{self.lock_base(sid)}/{name}/force-release")
+
+    @rule(sid=st.none() | SIDS, name=st.none() | LOCKS)
+    def lock_read(self, sid: str | None, name: str | None) -> None:
+        if name is None:
+            self.call("GET", self.lock_base(sid), params={"pattern": "*"})
+        else:
+            self.call("GET", f"{self.lock_base(sid)}/{name}")
+
+    # -- sessions --------------------------------------------------------------------
+
+    @rule(sid=SIDS, metadata=OBJECTS, ttl=LONG_TTL)
+    def session_put(self, sid: str, metadata: Any, ttl: Any) -> None:
+        body: dict[str, Any] = {"metadata": metadata}
+        if ttl is not None:
+            body["ttl"] = ttl
+        self.call("PUT", f"/v1/sessions/{sid}", body=body)
+
+    @rule(sid=SIDS)
+    def session_get(self, sid: str) -> None:
+        self.call("GET", f"/v1/sessions/{sid}")
+
+    @rule(sid=SIDS, lock=st.none() | LOCKS, token=TOKENS)
+    def session_delete(self, sid: str, lock: str | None, token: int) -> None:
+        headers = {"Fence-Lock": lock, "Fence-Token": str(token),
+                   "Fence-Session": sid} if lock else {}
+        self.call("DELETE", f"/v1/sessions/{sid}", headers=headers)
+
+    @rule(pattern=PATTERNS, limit=st.integers(1, 3))
+    def session_list(self, pattern: str, limit: int) -> None:
+        self.call("GET", "/v1/sessions", params={"pattern": pattern.replace("/", ""),
+                                                  "limit": limit})
+
+    @rule(sid=SIDS, name=NAMES, type_=st.sampled_from(sorted(VAR_TYPES)), data=st.data(),
+          with_constraints=st.booleans())
+    def var_register(self, sid: str, name: str, type_: str, data: st.DataObject,
+                     with_constraints: bool) -> None:
+        constraints, values = VAR_TYPES[type_]
+        body: dict[str, Any] = {"name": name, "type": type_, "value": data.draw(values)}
+        if with_constraints and constraints is not None:
+            body["constraints"] = constraints
+        elif type_ == "choice":
+            body["constraints"] = constraints
+        self.call("POST", f"/v1/sessions/{sid}/variables", body=body)
+
+    @rule(sid=SIDS, name=NAMES, type_=st.sampled_from(sorted(VAR_TYPES)), data=st.data(),
+          cond=st.none() | st.integers(0, 4), metadata=st.none() | OBJECTS)
+    def var_set(self, sid: str, name: str, type_: str, data: st.DataObject,
+                cond: int | None, metadata: Any) -> None:
+        body: dict[str, Any] = {"value": data.draw(VAR_TYPES[type_][1])}
+        if metadata is not None:
+            body["metadata"] = metadata
+        headers = {"If-Match": f'"{cond}"'} if cond is not None else {}
+        self.call("PUT", f"/v1/sessions/{sid}/variables/{name}", body=body, headers=headers)
+
+    @rule(sid=SIDS, name=st.none() | NAMES)
+    def var_get(self, sid: str, name: str | None) -> None:
+        path = f"/v1/sessions/{sid}/variables" + (f"/{name}" if name else "")
+        self.call("GET", path)
+
+    @rule(sid=SIDS, name=NAMES)
+    def var_delete(self, sid: str, name: str) -> None:
+        self.call("DELETE", f"/v1/sessions/{sid}/variables/{name}")
+
+    @rule(sid=SIDS, updates=st.dictionaries(NAMES, JSON | st.integers(-5, 105), max_size=3),
+          atomic=st.booleans(), metadata=st.none() | OBJECTS)
+    def values_write(self, sid: str, updates: dict[str, Any], atomic: bool,
+                     metadata: Any) -> None:
+        body: dict[str, Any] = {"updates": updates, "atomic": atomic}
+        if metadata is not None:
+            body["metadata"] = metadata
+        self.call("PATCH", f"/v1/sessions/{sid}/values", body=body)
+
+    @rule(sid=SIDS, names=st.lists(NAMES, min_size=1, max_size=3))
+    def values_read(self, sid: str, names: list[str]) -> None:
+        self.call("GET", f"/v1/sessions/{sid}/values", params={"names": ",".join(names)})
+
+    @rule(sid=SIDS, thread=THREADS, on=st.sampled_from(["PUT", "DELETE", "GET"]))
+    def subscription(self, sid: str, thread: str, on: str) -> None:
+        self.call(on, f"/v1/sessions/{sid}/subscriptions/{thread}")
+        self.call("GET", f"/v1/sessions/{sid}/subscriptions")
+
+    @rule(sid=SIDS, key=st.sampled_from(["m1", "m/2", "m3"]), limit=st.integers(1, 3))
+    def dedupe(self, sid: str, key: str, limit: int) -> None:
+        self.call("POST", f"/v1/sessions/{sid}/dedupe", body={"key": key, "limit": limit})
+
+    @rule(sid=SIDS, kind=st.sampled_from(["threads", "channels"]), ident=THREADS,
+          method=st.sampled_from(["PUT", "PATCH", "DELETE", "GET"]), state=OBJECTS)
+    def chat_state(self, sid: str, kind: str, ident: str, method: str, state: Any) -> None:
+        path = f"/v1/sessions/{sid}/{kind}/{ident}/state"
+        if method in ("PUT", "PATCH"):
+            headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" \
+                else {}
+            self.call(method, path, raw=orjson.dumps(state),
+                      headers=headers or {"Content-Type": "application/json"})
+        else:
+            self.call(method, path)
+
+    @rule(sid=SIDS)
+    def snapshot_export(self, sid: str) -> None:
+        responses = self.call("GET", f"/v1/sessions/{sid}/snapshot")
+        self.last_snapshot = [r.json() if r.status_code == 200 else None for r in responses]
+
+    @rule(sid=SIDS)
+    def snapshot_reimport(self, sid: str) -> None:
+        """Each backend imports its own last export (their variable ids differ)."""
+        if self.last_snapshot[0] is None:
+            return
+
+        async def both() -> list[httpx.Response]:
+            return [await c.put(f"/v1/sessions/{sid}/snapshot", params={"ns": self.ns},
+                                content=orjson.dumps(doc),
+                                headers={"Content-Type": "application/json"})
+                    for c, doc in zip(self.clients, self.last_snapshot, strict=True)]
+
+        responses = self.run(both())
+        memory, redis = (answer(r, n) for r, n in zip(responses, self.norms, strict=True))
+        assert memory == redis, (memory, redis)
+
+    @rule(sid=SIDS, doc=st.fixed_dictionaries({}, optional={
+        "metadata": OBJECTS,
+        "ttl": st.sampled_from([None, 3600, "1h"]),
+        "variables": st.dictionaries(
+            st.sampled_from(["var_a", "var_b"]),
+            st.fixed_dictionaries({"name": NAMES, "type": st.sampled_from(["integer", "json"]),
+                                   "value": st.integers(-3, 3)},
+                                  optional={"version": st.sampled_from([1, 7, 2**52 - 1,
+                                                                        2**52, 2**53 + 1])}),
+            max_size=2),
+        "subscriptions": st.lists(THREADS, max_size=2),
+        "dedupe": st.lists(st.sampled_from(["m1", "m2"]), max_size=2),
+        "thread_state": st.dictionaries(THREADS, OBJECTS | st.none(), max_size=2),
+        "locks": st.dictionaries(LOCKS, st.fixed_dictionaries(
+            {"owner": OWNERS, "token": st.sampled_from([1, 3, 9, 2**52 - 1, 2**53, 2**63])},
+            optional={"expires_at": st.sampled_from([None, "1970-01-01T00:00:00Z",
+                                                     "2001-01-01T00:00:00Z",
+                                                     "2999-01-01T00:00:00Z"]),
+                      "ttl": st.sampled_from([30, "1h"])}), max_size=2),
+        "pending_locks": st.dictionaries(LOCKS, st.lists(JSON, max_size=2), max_size=2),
+    }))
+    def snapshot_import(self, sid: str, doc: dict[str, Any]) -> None:
+        self.call("PUT", f"/v1/sessions/{sid}/snapshot", body=doc)
+
+    # -- expiry ----------------------------------------------------------------------
+
+    @rule(kind=st.sampled_from(["kv", "lock", "session_lock", "session", "artifact"]),
+          key=KEYS, sid=SIDS, name=LOCKS, owner=OWNERS, artifact=ARTIFACTS)
+    def short_lived(self, kind: str, key: str, sid: str, name: str, owner: str,
+                    artifact: str) -> None:
+        """Something with a short TTL, then wait until both backends have expired it:
+        nothing else happens meanwhile, so the expiry is deterministic."""
+        before = self.run(self.revisions())
+        if kind == "kv":
+            responses = self.call("PUT", f"/v1/kv/{key}", params={"ttl": "0.2s"}, body=1)
+            wanted = ("kv.expire", key)
+        elif kind in ("lock", "session_lock"):
+            base = f"/v1/sessions/{sid}/locks" if kind == "session_lock" else "/v1/locks"
+            responses = self.call("POST", f"{base}/{name}", body={"owner": owner, "ttl": 0.2})
+            wanted = ("lock.expired", name)
+        elif kind == "session":
+            responses = self.call("PUT", f"/v1/sessions/{sid}", body={"ttl": 0.2})
+            wanted = ("session.deleted", sid)
+        else:
+            responses = self.call("PUT", f"/v1/artifacts/{artifact}", params={"ttl": "0.2s"},
+                                  raw=b"x")
+            wanted = ("artifact.delete", artifact)
+        if responses[0].status_code >= 300:
+            return
+
+        async def expired(client: httpx.AsyncClient, since: int) -> None:
+            for _ in range(50):
+                r = await client.get("/v1/events", params={
+                    "ns": self.ns, "since": since, "wait": "2s", "types": wanted[0]})
+                found = r.json()["events"]
+                if any(e["key"] == wanted[1] for e in found):
+                    return
+                since = r.json()["revision"]
+            raise AssertionError(f"{wanted} never came")
+
+        async def both() -> None:
+            await asyncio.gather(*(expired(c, s) for c, s in
+                                   zip(self.clients, before, strict=True)))
+
+        self.run(both())
+
+    async def revisions(self) -> list[int]:
+        out = []
+        for client in self.clients:
+            r = await client.get("/v1/kv", params={"ns": self.ns, "pattern": "zz", "limit": 1})
+            out.append(r.json()["revision"])  # the namespace's revision
+        return out
+
+    # -- artifacts -------------------------------------------------------------------
+
+    @rule(key=ARTIFACTS, content=st.binary(max_size=16),
+          content_type=st.sampled_from([None, "text/plain", "text/plain;\tq=\"a/b\"",
+                                        "application/x.y+json; v=1"]),
+          cond=st.sampled_from([None, "none"]), ttl=LONG_TTL)
+    def artifact_put(self, key: str, content: bytes, content_type: str | None,
+                     cond: str | None, ttl: Any) -> None:
+        headers = {"Content-Type": content_type} if content_type else {}
+        if cond == "none":
+            headers["If-None-Match"] = "*"
+        self.call("PUT", f"/v1/artifacts/{key}", params={"ttl": ttl}, raw=content,
+                  headers=headers)
+
+    @rule(key=ARTIFACTS, method=st.sampled_from(["GET", "HEAD", "DELETE"]))
+    def artifact_other(self, key: str, method: str) -> None:
+        self.call(method, f"/v1/artifacts/{key}")
+
+    @rule(pattern=PATTERNS, limit=st.integers(1, 3))
+    def artifact_list(self, pattern: str, limit: int) -> None:
+        self.call("GET", "/v1/artifacts", params={"pattern": pattern, "limit": limit})
+
+
+@pytest.fixture(scope="module")
+def event_loop_for_machine() -> Any:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def test_memory_and_redis_answer_alike(redis_url: str, event_loop_for_machine: Any) -> None:
+    loop: asyncio.AbstractEventLoop = event_loop_for_machine
+    flush(redis_url)
+    stack = contextlib.AsyncExitStack()
+    clients = []
+    for url in ("memory://", redis_url):
+        settings_ = Settings(backend=url, sweep_interval_seconds=0.05)
+        clients.append(loop.run_until_complete(stack.enter_async_context(app_client(settings_))))
+    Differential.loop = loop
+    Differential.clients = (clients[0], clients[1])
+    try:
+        run_state_machine_as_test(
+            Differential,
+            settings=settings(max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
+                              suppress_health_check=list(HealthCheck), database=None,
+                              phases=[Phase.explicit, Phase.generate,
+                                      *([Phase.shrink] if SHRINK else [])]),
+        )
+    finally:
+        loop.run_until_complete(stack.aclose())
+
+
+

@@ -1,0 +1,170 @@
+"""Per-namespace quotas (API.md section 9): 507 quota_exceeded and nothing written, room
+given back by deletes, expiry, history trimming, session deletion and import; the
+backend's counter equals a recount from scratch after a random mix of writes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+
+from app.backends.base import Backend
+from app.backends.memory_sessions import var_bytes
+from app.main import create_app
+from app.settings import Settings
+from tests.helpers import problem, revision
+from tests.support import LifespanApp
+
+MakeSettings = Callable[..., Settings]
+
+
+@contextlib.asynccontextmanager
+async def service(
+    make_settings: MakeSettings, **overrides: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, Backend]]:
+    """A client and the backend behind it, for measuring the backend's own state."""
+    app = LifespanApp(create_app(make_settings(**overrides)))
+    await app.start()
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://corkboard") as c:
+            yield c, app.state["backend"]
+    finally:
+        await app.stop()
+
+
+async def counted_bytes(backend: Backend, ns: str = "default") -> tuple[int, int]:
+    """(the backend's quota counter, the same bytes recounted from the stored state)."""
+    if backend.info.name == "memory":
+        st = backend._namespaces.get(ns)  # type: ignore[attr-defined]
+        total = sum(len(e.value) for h in st.history.values() for e in h) if st else 0
+        sessions = getattr(backend, "_session_table", {}).get(ns, {})
+        for sess in sessions.values():
+            total += len(sess.metadata) + sum(var_bytes(v) for v in sess.variables.values())
+            total += sum(len(s) for s in [*sess.threads.values(), *sess.channels.values()])
+        return (st.used_bytes if st else 0), total
+    client = backend.client  # type: ignore[attr-defined]
+    p = f"cb:{{{ns}}}:"
+    total = 0
+    async for key in client.scan_iter(match=p + "h:*"):
+        for item in await client.lrange(key, 0, -1):
+            total += len(item.split(b"|", 6)[6])
+    async for key in client.scan_iter(match=p + "s:*"):
+        total += len(await client.hget(key, "md"))
+    async for key in client.scan_iter(match=p + "sv:*"):
+        values = await client.hgetall(p + "svv:" + key.decode()[len(p) + 3:])
+        for var_id, meta in (await client.hgetall(key)).items():
+            total += len(meta.split(b"|", 3)[3]) + len(values[var_id])
+    for part in ("sth", "sch"):
+        async for key in client.scan_iter(match=p + part + ":*"):
+            total += sum(len(v) for v in await client.hvals(key))
+    return int(await client.hget(p + "quota", "b") or 0), total
+
+
+async def test_key_quota_refuses_and_changes_nothing(make_settings: MakeSettings) -> None:
+    async with service(make_settings, namespace_max_keys=3) as (c, _):
+        for i in range(3):
+            assert (await c.put(f"/v1/kv/k{i}", json=i)).status_code == 201
+        before = await revision(c)
+        body = problem(await c.put("/v1/kv/k3", json=3), 507, "quota_exceeded")
+        assert "CORKBOARD_NAMESPACE_MAX_KEYS" in body["detail"]
+        problem(await c.post("/v1/kv/n/increment", json={"by": 1}), 507, "quota_exceeded")
+        problem(await c.get("/v1/kv/k3"), 404, "not_found")
+        assert await revision(c) == before
+        assert (await c.get("/v1/events", params={"since": before})).json()["events"] == []
+        # Existing keys may still change; another namespace has its own quota.
+        assert (await c.put("/v1/kv/k0", json="again")).status_code == 200
+        assert (await c.put("/v1/kv/k3", json=3, params={"ns": "other"})).status_code == 201
+        assert (await c.delete("/v1/kv/k1")).status_code == 204
+        assert (await c.put("/v1/kv/k3", json=3)).status_code == 201
+
+
+async def test_byte_quota_counts_history_and_session_state(make_settings: MakeSettings) -> None:
+    async with service(make_settings, namespace_max_bytes=1024, key_history=2) as (c, b):
+        big = "x" * 398  # 400 bytes of JSON
+        assert (await c.put("/v1/kv/a", json=big)).status_code == 201
+        assert (await c.put("/v1/kv/a", json=big)).status_code == 200  # two revisions: 800
+        assert (await c.put("/v1/kv/a", json=big)).status_code == 200  # oldest trimmed: 800
+        assert await counted_bytes(b) == (800, 800)
+        before = await revision(c)
+        problem(await c.put("/v1/kv/b", json=big), 507, "quota_exceeded")
+        problem(await c.put("/v1/sessions/s", json={"metadata": {"m": big}}), 507,
+                "quota_exceeded")
+        problem(await c.put("/v1/sessions/s/threads/t/state", json={"m": big}), 507,
+                "quota_exceeded")
+        problem(await c.post("/v1/sessions/s/variables",
+                             json={"name": "v", "type": "string", "value": big}),
+                507, "quota_exceeded")
+        assert await revision(c) == before
+        problem(await c.get("/v1/sessions/s"), 404, "not_found")
+        assert await counted_bytes(b) == (800, 800)
+        # A session within the quota, then deleting the key gives its 800 bytes back.
+        assert (await c.put("/v1/sessions/s/threads/t/state", json={"n": 1})).status_code == 201
+        problem(await c.put("/v1/sessions/s/channels/c/state", json={"m": big}), 507,
+                "quota_exceeded")
+        assert (await c.delete("/v1/kv/a")).status_code == 204
+        assert (await c.put("/v1/sessions/s/channels/c/state", json={"m": big})).status_code \
+            in (200, 201)
+        assert (await c.put("/v1/sessions/s/channels/d/state", json={"m": big})).status_code \
+            in (200, 201)
+        used, recount = await counted_bytes(b)
+        assert used == recount and 800 < used < 1024
+        snapshot = (await c.get("/v1/sessions/s/snapshot")).json()
+        problem(await c.put("/v1/sessions/copy/snapshot", json=snapshot), 507, "quota_exceeded")
+        problem(await c.get("/v1/sessions/copy"), 404, "not_found")
+        assert (await c.delete("/v1/sessions/s")).status_code == 204
+        assert await counted_bytes(b) == (0, 0)
+        assert (await c.put("/v1/sessions/copy/snapshot", json=snapshot)).status_code == 201
+        assert await counted_bytes(b) == (used, used)
+
+
+async def test_counter_equals_a_recount_after_random_writes(make_settings: MakeSettings) -> None:
+    rng = random.Random(11)
+    async with service(make_settings, key_history=3) as (c, b):
+        for step in range(300):
+            op = rng.randrange(12)
+            key = f"k{rng.randrange(8)}"
+            sid = f"s{rng.randrange(3)}"
+            value = "v" * rng.randrange(40)
+            if op <= 2:
+                ttl = rng.choice([None, None, "50ms"])
+                await c.put(f"/v1/kv/{key}", json=value, params={"ttl": ttl} if ttl else {})
+            elif op == 3:
+                await c.delete(f"/v1/kv/{key}")
+            elif op == 4:
+                await c.patch(f"/v1/kv/{key}", json={"a": value},
+                              headers={"content-type": "application/merge-patch+json"})
+            elif op == 5:
+                await c.put(f"/v1/sessions/{sid}",
+                            json={"metadata": {"m": value}, "ttl": rng.choice([None, 0.1])})
+            elif op == 6:
+                await c.delete(f"/v1/sessions/{sid}")
+            elif op == 7:
+                name = f"v{rng.randrange(3)}"
+                r = await c.post(f"/v1/sessions/{sid}/variables",
+                                 json={"name": name, "type": "string", "value": value})
+                if r.status_code == 409:
+                    await c.put(f"/v1/sessions/{sid}/variables/{name}",
+                                json={"value": value, "metadata": {"step": step}})
+            elif op == 8:
+                await c.delete(f"/v1/sessions/{sid}/variables/v{rng.randrange(3)}")
+            elif op == 9:
+                kind = rng.choice(["threads", "channels"])
+                await c.put(f"/v1/sessions/{sid}/{kind}/t{rng.randrange(2)}/state",
+                            json={"x": value})
+            elif op == 10:
+                await c.delete(f"/v1/sessions/{sid}/threads/t{rng.randrange(2)}/state")
+            else:
+                r = await c.get(f"/v1/sessions/{sid}/snapshot")
+                if r.status_code == 200:
+                    await c.put(f"/v1/sessions/s{rng.randrange(3)}/snapshot", json=r.json())
+            if step % 50 == 49:
+                used, recount = await counted_bytes(b)
+                assert used == recount, (step, used, recount)
+        await asyncio.sleep(0.3)  # TTLs (keys 50 ms, sessions 100 ms) pass; the sweeper runs
+        used, recount = await counted_bytes(b)
+        assert used == recount, (used, recount)

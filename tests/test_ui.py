@@ -1,0 +1,344 @@
+"""The /ui dashboard and the /docs pages in a real browser: Debian's chromium driven by
+Playwright (launched by its path; no browser is ever downloaded) against real uvicorn
+processes. Without chromium these tests skip, except in CI, where they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import REQUIRE_REDIS, flush
+from tests.support import ROOT, ServiceProcess, free_port, running
+
+playwright_api = pytest.importorskip("playwright.async_api")
+Browser = playwright_api.Browser
+Page = playwright_api.Page
+expect = playwright_api.expect
+
+CHROMIUM = os.environ.get("CORKBOARD_CHROMIUM", "/usr/bin/chromium")
+IN_CI = REQUIRE_REDIS or os.environ.get("CI") == "true"
+#: Screenshots of the main views; CORKBOARD_UPDATE_SCREENSHOTS=1 refreshes the README's.
+SHOTS = (
+    ROOT / "docs" / "screenshots"
+    if os.environ.get("CORKBOARD_UPDATE_SCREENSHOTS") == "1"
+    else ROOT / "build" / "screenshots"
+)
+TOKEN = "dashboard-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def chromium_path() -> str:
+    if not Path(CHROMIUM).exists():
+        message = f"{CHROMIUM} is missing (apt-get install chromium)"
+        if IN_CI:
+            pytest.fail(message + "; CI must run the browser tests")
+        pytest.skip(message)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+async def browser(chromium_path: str) -> AsyncIterator[Any]:
+    async with playwright_api.async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=chromium_path, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[ServiceProcess]:
+    """One memory-backed service for the module; each test uses its own namespace."""
+    with running(ServiceProcess({"CORKBOARD_BACKEND": "memory://"})) as (server,):
+        yield server
+
+
+async def start(*servers: ServiceProcess) -> None:
+    for s in servers:  # one at a time: two cold starts at once can take long on 2 cores
+        await asyncio.to_thread(s.start)
+
+
+async def stop(*servers: ServiceProcess) -> None:
+    await asyncio.gather(*(asyncio.to_thread(s.stop) for s in servers))
+    for s in servers:
+        s.log.close()
+        with contextlib.suppress(OSError):
+            os.unlink(s.log.name)
+
+
+class Console:
+    """Every console error and uncaught exception of a page."""
+
+    def __init__(self, page: Any) -> None:
+        self.errors: list[str] = []
+        page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
+
+
+async def open_page(browser: Any, url: str) -> tuple[Any, Any, Console]:
+    context = await browser.new_context(viewport={"width": 1360, "height": 760})
+    page = await context.new_page()
+    console = Console(page)
+    await page.goto(url)
+    return context, page, console
+
+
+async def shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+async def live(page: Any) -> None:
+    await expect(page.get_by_test_id("conn")).to_have_text("live", timeout=10_000)
+
+
+async def test_dashboard_shows_keys_live_locks_and_sessions(
+    browser: Any, service: ServiceProcess
+) -> None:
+    ns = "ui-main"
+    async with httpx.AsyncClient(base_url=service.url, params={"ns": ns}) as api:
+        await api.put("/v1/kv/agents/planner", params={"ns": ns, "ttl": "10m"},
+                      json={"state": "idle", "task": "t7"})
+        await api.put("/v1/kv/config.retries", json=3)
+        await api.put("/v1/sessions/chat-42", json={"metadata": {"user": "ada"}})
+        r = await api.post("/v1/sessions/chat-42/variables",
+                           json={"name": "temperature", "type": "float", "value": 0.7})
+        assert r.status_code == 201
+        await api.put("/v1/artifacts/runs/r1/log.txt", content=b"hello",
+                      headers={"Content-Type": "text/plain"})
+
+        context, page, console = await open_page(browser, f"{service.url}/ui#ns={ns}")
+        try:
+            await live(page)
+            keys = page.locator("#keys-table tbody")
+            await expect(keys.locator('tr[data-key="agents/planner"] td.value')).to_have_text(
+                '{"state":"idle","task":"t7"}'
+            )
+            await expect(keys.locator('tr[data-key="agents/planner"] td.ttl')).to_have_text(
+                re.compile(r"^(9m|10m) \d\ds$")
+            )
+
+            # A key written through the API appears within a second, with its value.
+            started = time.monotonic()
+            r = await api.put("/v1/kv/agents/coder", json={"state": "busy"})
+            assert r.status_code == 201
+            row = keys.locator('tr[data-key="agents/coder"]')
+            await expect(row.locator("td.value")).to_have_text('{"state":"busy"}', timeout=1000)
+            assert time.monotonic() - started < 1.0
+            await expect(row.locator("td.num").first).to_have_text(str(r.json()["revision"]))
+            # ...and changes and disappears live too.
+            await api.put("/v1/kv/agents/coder", json={"state": "done"})
+            await expect(row.locator("td.value")).to_have_text('{"state":"done"}', timeout=1000)
+            await api.delete("/v1/kv/config.retries")
+            await expect(keys.locator('tr[data-key="config.retries"]')).to_have_count(0)
+
+            # A lock acquired shows its holder; a queued acquirer shows as waiting.
+            r = await api.post("/v1/locks/jobs/nightly",
+                               json={"owner": "worker-1", "ttl": "60s"})
+            assert r.status_code == 200
+            r = await api.post("/v1/locks/jobs/nightly",
+                               json={"owner": "worker-2", "mode": "queue", "entry": {"n": 1}})
+            assert r.status_code == 202
+            await page.get_by_role("tab", name=re.compile("Locks")).click()
+            lock = page.locator('#locks-table tr[data-lock="jobs/nightly"]')
+            await expect(lock.locator("td.owner")).to_have_text("worker-1")
+            await expect(lock.locator("td.num").first).to_have_text(str(r.json()["position"] and 1))
+            await expect(lock.locator("td.pending")).to_have_text("1")
+            await expect(lock.locator("td.waiters")).to_contain_text("worker-2 (queue #1)")
+            await shot(page, "dashboard-locks")
+
+            # Sessions with their variables; artifacts with size and sha256.
+            await page.get_by_role("tab", name=re.compile("Sessions")).click()
+            await page.locator('tr[data-session="chat-42"]').click()
+            detail = page.get_by_test_id("session-detail")
+            await expect(detail.locator('tr[data-variable="temperature"]')).to_contain_text("0.7")
+            await api.put("/v1/sessions/chat-42/variables/temperature", json={"value": 1.2})
+            await expect(detail.locator('tr[data-variable="temperature"]')).to_contain_text("1.2")
+            await page.get_by_role("tab", name=re.compile("Artifacts")).click()
+            artifact = page.locator('tr[data-artifact="runs/r1/log.txt"]')
+            await expect(artifact).to_contain_text("5 B")
+            await expect(artifact).to_contain_text(
+                "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+            )
+            await page.get_by_role("tab", name="Leases").click()
+            await expect(page.locator("#leases-status")).to_contain_text("no leases yet")
+
+            # The event list filters by pattern and type.
+            events = page.get_by_test_id("events-list")
+            await expect(events.locator('li[data-type="lock.queued"]')).to_have_count(1)
+            await page.get_by_test_id("events-types").select_option("lock")
+            await expect(events.locator('li[data-type^="kv."]')).to_have_count(0)
+            await expect(events.locator('li[data-type="lock.acquired"]')).to_have_count(1)
+            await page.get_by_test_id("events-types").select_option("")
+            await page.get_by_test_id("events-pattern").fill("agents/*")
+            await expect(events.locator("li")).to_have_count(2)  # the two puts of agents/coder
+            await page.get_by_test_id("events-pattern").fill("")
+            await page.get_by_role("tab", name=re.compile("Keys")).click()
+            await shot(page, "dashboard-keys")
+            assert console.errors == []
+        finally:
+            await context.close()
+
+
+async def test_many_keys_are_paged_and_many_events_stay_bounded(
+    browser: Any, service: ServiceProcess
+) -> None:
+    """Keys load a page (200) at a time, so the page's cost does not grow with the
+    namespace (1,000 here, to keep the suite fast); a burst of events is applied in
+    animation frames and the list keeps its cap."""
+    ns = "ui-load"
+    async with httpx.AsyncClient(base_url=service.url, params={"ns": ns}) as api:
+        sem = asyncio.Semaphore(16)
+
+        async def put(i: int) -> None:
+            async with sem:
+                (await api.put(f"/v1/kv/load/{i:05d}", json=i)).raise_for_status()
+
+        await asyncio.gather(*(put(i) for i in range(1000)))
+        context, page, console = await open_page(browser, f"{service.url}/ui#ns={ns}")
+        try:
+            await live(page)
+            rows = page.locator("#keys-table tbody tr")
+            await expect(rows).to_have_count(200)
+            await expect(page.locator("#count-keys")).to_have_text("200+")
+            await page.locator("#keys-more").click()
+            await expect(rows).to_have_count(400)
+            await asyncio.gather(*(put(i) for i in range(400)))  # 400 events at once
+            events = page.get_by_test_id("events-list").locator("li")
+            await expect(events).to_have_count(300)  # the cap of rendered events
+            await expect(events.first).to_have_attribute("data-revision", re.compile(r"\d+"))
+            assert console.errors == []
+        finally:
+            await context.close()
+
+
+async def test_docs_and_redoc_work_offline(browser: Any, service: ServiceProcess) -> None:
+    """Every asset of /docs and /redoc comes from the service itself (no CDN)."""
+    for path in ("/docs", "/redoc"):
+        html = httpx.get(service.url + path).text
+        assert re.findall(r"(?:src|href)=['\"](https?:)?//", html) == [], html
+    context = await browser.new_context()
+    try:
+        page = await context.new_page()
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
+        console = Console(page)
+        await page.goto(f"{service.url}/docs")
+        await expect(page.locator(".swagger-ui .opblock").first).to_be_visible(timeout=20_000)
+        await expect(page.locator(".swagger-ui")).to_contain_text("/v1/kv")
+        await page.goto(f"{service.url}/redoc")
+        await expect(page.locator("redoc")).to_contain_text("/v1/watch", timeout=20_000)
+        # The branding image's failure is logged; nothing else may be.
+        console.errors = [e for e in console.errors if "ERR_NAME_NOT_RESOLVED" not in e]
+        # ReDoc's footer asks its vendor's CDN for a 16-pixel logo and hides the image
+        # when that fails (offline); nothing the pages need comes from elsewhere.
+        branding = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+        local = (service.url, "blob:" + service.url)
+        assert [u for u in requested if not u.startswith(local) and u != branding] == []
+        assert any(u.endswith("/ui/docs-assets/redoc.standalone.js") for u in requested)
+        assert console.errors == []
+    finally:
+        await context.close()
+
+
+async def test_tokens_wrong_one_shows_the_error_right_one_the_data(browser: Any) -> None:
+    tokens = [{"name": "dash", "token": TOKEN, "namespaces": ["team-*"],
+               "permissions": ["read", "write"]}]
+    server = ServiceProcess({"CORKBOARD_BACKEND": "memory://",
+                             "CORKBOARD_TOKENS": json.dumps(tokens)})
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        await start(server)
+        async with httpx.AsyncClient(base_url=server.url, headers=headers) as api:
+            r = await api.put("/v1/kv/plan", params={"ns": "team-a"}, json={"step": 1})
+            assert r.status_code == 201
+            context, page, _ = await open_page(browser, f"{server.url}/ui#ns=team-a")
+            try:
+                error = page.get_by_test_id("error")
+                await expect(error).to_contain_text("401")
+                await expect(error).to_contain_text("unauthorized")
+                await expect(page.get_by_test_id("token-input")).to_be_visible()
+                await page.get_by_test_id("token-input").fill("not-the-right-token-at-all")
+                await page.get_by_test_id("token-submit").click()
+                await expect(error).to_contain_text("The bearer token is not valid.")
+                await page.get_by_test_id("token-input").fill(TOKEN)
+                await page.get_by_test_id("token-submit").click()
+                await expect(page.locator('tr[data-key="plan"] td.value')).to_have_text(
+                    '{"step":1}'
+                )
+                await expect(error).to_be_hidden()
+                await live(page)  # the stream took the token as ?access_token=
+                await api.put("/v1/kv/plan", params={"ns": "team-a"}, json={"step": 2})
+                await expect(page.locator('tr[data-key="plan"] td.value')).to_have_text(
+                    '{"step":2}', timeout=2000
+                )
+                stored = await page.evaluate("sessionStorage.getItem('corkboard.token')")
+                assert stored == TOKEN
+                # A namespace outside the grant: 403, shown readably.
+                await page.get_by_test_id("ns-input").fill("other")
+                await page.get_by_role("button", name="Open").click()
+                await expect(error).to_contain_text("403")
+                await expect(error).to_contain_text("does not grant 'read'")
+            finally:
+                await context.close()
+    finally:
+        await stop(server)
+
+
+async def test_events_resume_without_gap_after_a_restart(browser: Any, redis_url: str) -> None:
+    """The page's server stops; writes go on through another replica; the restarted
+    server (same port) resumes the page's stream where it stopped: no gap, no repeat."""
+    flush(redis_url)
+    env = {"CORKBOARD_BACKEND": redis_url, "CORKBOARD_WATCH_RETRY_MS": "200"}
+    port = free_port()
+    watched = ServiceProcess(env, port=port)
+    other = ServiceProcess(env)
+    try:
+        await start(watched, other)
+        async with httpx.AsyncClient(base_url=other.url) as api:
+
+            async def write(key: str, value: int) -> int:
+                revision: int = (await api.put(f"/v1/kv/{key}", json=value)).json()["revision"]
+                return revision
+
+            context, page, console = await open_page(browser, f"{watched.url}/ui")
+            try:
+                await live(page)
+                revisions: list[int] = []
+                for i in range(5):
+                    revisions.append(await write(f"before/{i}", i))
+                events = page.get_by_test_id("events-list").locator("li")
+                await expect(events).to_have_count(5)
+
+                await asyncio.to_thread(watched.stop)
+                await expect(page.get_by_test_id("conn")).not_to_have_text("live")
+                for i in range(5):  # missed by the page while its server is down
+                    revisions.append(await write(f"during/{i}", i))
+                await asyncio.to_thread(watched.start)
+                await live(page)
+                for i in range(5):
+                    revisions.append(await write(f"after/{i}", i))
+                await expect(events).to_have_count(15, timeout=10_000)
+                shown = [int(r) for r in await events.evaluate_all(
+                    "items => items.map(li => li.dataset.revision)")]
+                assert sorted(shown) == revisions == list(range(revisions[0], revisions[0] + 15))
+                await expect(page.locator('tr[data-key="during/4"] td.value')).to_have_text("4")
+                assert [e for e in console.errors if "ERR_CONNECTION_REFUSED" not in e
+                        and "net::" not in e] == []
+            finally:
+                await context.close()
+    finally:
+        await stop(watched, other)
