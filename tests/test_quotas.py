@@ -47,8 +47,8 @@ async def counted_bytes(backend: Backend, ns: str = "default") -> tuple[int, int
             total += len(sess.metadata) + sum(var_bytes(v) for v in sess.variables.values())
             total += sum(len(s) for s in [*sess.threads.values(), *sess.channels.values()])
         return (st.used_bytes if st else 0), total
-    client = backend.client  # type: ignore[attr-defined]
     p = f"cb:{{{ns}}}:"
+    client = backend.client_for(p + "rev")  # type: ignore[attr-defined]  # (its cluster node)
     total = 0
     async for key in client.scan_iter(match=p + "h:*"):
         for item in await client.lrange(key, 0, -1):

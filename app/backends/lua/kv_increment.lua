@@ -22,6 +22,7 @@ if #text > 17 or #ARGV[5] > 17 or math.abs(current) >= 9007199254740992
     or math.abs(by) >= 9007199254740992 or math.abs(result) >= 9007199254740992 then
   return {'inexact', text}
 end
+local out = string.format('%d', result)
 local refused = write_fails(key, e, out)
 if refused then return refused end
 local ea = 0
@@ -30,4 +31,4 @@ if e then
 elseif tonumber(ARGV[8]) > 0 then
   ea = NOW + tonumber(ARGV[8])
 end
-return reply('ok', key, write_entry(key, e, string.format('%d', result), ea))
+return reply('ok', key, write_entry(key, e, out, ea))
