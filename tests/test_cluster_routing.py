@@ -5,11 +5,13 @@ ASK (without learning it as the slot's owner) and then MOVED (learning it).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import redis
 
 from app.backends.redis import RedisBackend
+from app.backends.redis_wakeups import WAKE, WAKE_CHANNEL, LockWakeups
 from tests.redis_cluster import RedisCluster, slot_of_namespace
 
 
@@ -66,3 +68,29 @@ async def test_ask_then_moved_while_a_slot_moves(redis_cluster: RedisCluster) ->
         dst.close()
         await backend.close()
     redis_cluster.wait_ok()
+
+
+async def test_lock_wakeups_hear_a_hand_off_published_on_any_master(
+    redis_cluster: RedisCluster,
+) -> None:
+    """Lock hand-offs PUBLISH on the namespace's master; the process's one listener is
+    subscribed on one master (the next one after a failure) and hears every master."""
+    redis_cluster.wait_ok()
+    backend = RedisBackend.from_url(redis_cluster.url)
+    await backend.start()
+    wakeups = LockWakeups(backend.nodes.listener)
+    try:
+        assert backend.nodes.listener(0) is not backend.nodes.listener(1)
+        wakeups.register("t0")
+        await asyncio.wait_for(wakeups.subscribed.wait(), 30)
+        for i, master in enumerate(redis_cluster.masters()):
+            woken = wakeups.register(f"t{i}")
+            c = master.client()
+            try:
+                c.publish(WAKE_CHANNEL, f"t{i}")
+            finally:
+                c.close()
+            assert await asyncio.wait_for(woken, 10) == WAKE
+    finally:
+        await wakeups.close()
+        await backend.close()
