@@ -100,6 +100,9 @@ class Limits(BaseModel):
         description="Digits of a number in a header, path or query parameter (400 beyond)"
     )
     max_pattern_length: int = Field(description="Longest string `pattern` constraint (RE2)")
+    redis_wait_replicas: int = Field(
+        description="Redis replicas that acknowledge each write before it is answered (0: none)"
+    )
 
 
 class Capabilities(BaseModel):

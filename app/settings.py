@@ -14,7 +14,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CORKBOARD_", extra="ignore")
 
-    backend: str = Field("memory://", description="State backend URL: memory://, redis://, rediss://")
+    backend: str = Field(
+        "memory://", description="State backend URL: memory://, redis://, rediss://, "
+        "redis+cluster://h1:7000,h2:7001, rediss+cluster://",
+    )
     artifacts: str | None = Field(
         None, description="Artifact store URL (memory://, redis://, file:///path); default: backend"
     )
@@ -90,7 +93,14 @@ class Settings(BaseSettings):
     backend_timeout_seconds: float = Field(
         2.0, gt=0, le=60, description="Timeout for one backend call; then 503"
     )
-    redis_max_connections: int = Field(64, ge=2, description="Redis connection pool size")
+    redis_max_connections: int = Field(
+        64, ge=2, description="Redis connection pool size (on a cluster: per master)"
+    )
+    redis_wait_replicas: int = Field(
+        0, ge=0, le=16,
+        description="Replicas that must confirm every write (Redis WAIT, within half of "
+        "CORKBOARD_BACKEND_TIMEOUT_SECONDS) before it is acknowledged; else 503",
+    )
     cors_origins: str = Field("", description="Comma list of origins allowed by CORS")
     tokens: str | None = Field(None, description="JSON list of access tokens")
     tokens_file: str | None = Field(None, description="Path to a JSON file of access tokens")

@@ -1,8 +1,10 @@
-"""One suite, every backend: the ``backend`` fixture runs each test on memory and Redis.
+"""One suite, every backend: the ``backend`` fixture runs each test on memory, Redis and
+a Redis Cluster.
 
 Redis is a real ``redis-server`` started on a free port for the session (or the server at
-``CORKBOARD_TEST_REDIS_URL``), flushed before each test. With ``CORKBOARD_REQUIRE_REDIS=1``
-a missing Redis fails the run instead of skipping the Redis half.
+``CORKBOARD_TEST_REDIS_URL``), flushed before each test; the cluster is 3 masters and 3
+replicas of it (tests/redis_cluster.py), every master flushed before each test. With
+``CORKBOARD_REQUIRE_REDIS=1`` a missing Redis fails the run instead of skipping.
 """
 
 from __future__ import annotations
@@ -18,9 +20,20 @@ import pytest
 import redis
 
 from app.settings import Settings
+from tests.redis_cluster import RedisCluster
 from tests.support import RedisServer, app_client
 
-BACKENDS = ["memory", "redis"]
+BACKENDS = ["memory", "redis", "cluster"]
+#: Modules whose ``backend`` tests also run on the Redis Cluster: the shared backend suite
+#: (keys, watch, locks, sessions, artifacts). Elsewhere (access control, bad input, the
+#: service's plumbing) the engine makes no difference, and a third run would only add
+#: minutes to the suite.
+CLUSTER_MODULES = {
+    "test_kv", "test_kv_listing", "test_ttl", "test_event_log", "test_events_poll",
+    "test_hub", "test_locks", "test_locks_backend", "test_sessions",
+    "test_session_snapshots", "test_variable_types", "test_artifacts", "test_quotas",
+    "test_lock_waiters", "test_watch",
+}
 REQUIRE_REDIS = os.environ.get("CORKBOARD_REQUIRE_REDIS") == "1"
 
 
@@ -43,6 +56,45 @@ def redis_url() -> Iterator[str]:
         server.cleanup()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the cluster runs of tests outside CLUSTER_MODULES."""
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+        if (
+            callspec is not None
+            and callspec.params.get("backend") == "cluster"
+            and module not in CLUSTER_MODULES
+        ):
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def need_redis_binaries() -> None:
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        message = "redis-server or redis-cli is not on PATH"
+        if REQUIRE_REDIS:
+            pytest.fail(message + "; CORKBOARD_REQUIRE_REDIS=1 forbids skipping")
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A Redis Cluster of 3 masters and 3 replicas on loopback, for the session."""
+    need_redis_binaries()
+    cluster = RedisCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
 def flush(url: str) -> None:
     client = redis.Redis.from_url(url)
     try:
@@ -53,9 +105,13 @@ def flush(url: str) -> None:
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
-    """The backend URL of this run of a test: memory://, or a flushed Redis."""
+    """The backend URL of this run of a test: memory://, a flushed Redis or Redis Cluster."""
     if request.param == "memory":
         return "memory://"
+    if request.param == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        return cluster.url
     url: str = request.getfixturevalue("redis_url")
     flush(url)
     return url

@@ -48,8 +48,11 @@ def wait_for_port(
 class RedisServer:
     """A private redis-server on a free port, in a temporary directory."""
 
-    def __init__(self, port: int | None = None, *, appendonly: bool = False) -> None:
+    def __init__(
+        self, port: int | None = None, *, appendonly: bool = False, extra: tuple[str, ...] = ()
+    ) -> None:
         self.port = port or free_port()
+        self.extra = extra
         self.dir = tempfile.mkdtemp(prefix="corkboard-redis-")
         self.appendonly = appendonly
         self.proc: subprocess.Popen[bytes] | None = None
@@ -65,7 +68,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "yes" if self.appendonly else "no", "--dir", self.dir,
-             "--protected-mode", "no"],
+             "--protected-mode", "no", *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port, proc=self.proc)

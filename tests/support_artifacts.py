@@ -110,8 +110,9 @@ async def grant_lock(backend: Backend, ns: str, name: str, token: int) -> None:
         from app.backends.redis import RedisBackend
 
         assert isinstance(backend, RedisBackend)
-        await backend.client.hset(
-            f"cb:{{{ns}}}:lock:|{name}",
+        key = f"cb:{{{ns}}}:lock:|{name}"
+        await backend.client_for(key).hset(
+            key,
             mapping={"owner": "owner", "token": token, "acquired_at": now_ms(), "expires_at": 0},
         )
 

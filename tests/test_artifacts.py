@@ -43,8 +43,10 @@ def store_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> s
         return "memory://"
     if request.param == "file":
         return (tmp_path / "artifacts").as_uri()
+    if backend.startswith("redis+cluster://"):
+        return backend  # the cluster itself, flushed by the backend fixture
     url: str = request.getfixturevalue("redis_url")
-    if backend == "memory://":
+    if backend != url:
         flush(url)  # with Redis state, the backend fixture has flushed it already
     return url
 

@@ -71,7 +71,7 @@ async def emit(
     assert isinstance(b, RedisBackend)
     tail = "".join(f',"{k}":' + orjson.dumps(v).decode() for k, v in fields.items())
     script = _PRELUDE + "\nreturn emit(ARGV[4], ARGV[5], ARGV[6], ARGV[7])"
-    rev: int = await b.client.eval(  # type: ignore[misc]
+    rev: int = await b.client_for(f"cb:{{{NS}}}:rev").eval(  # type: ignore[misc]
         script, 1, f"cb:{{{NS}}}:rev", NS, b.event_retention, b.key_history,
         type_, key, session or "", tail,
     )

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from tests.helpers import ISO_MS
+from tests.redis_cluster import RedisCluster
 from tests.sse import Frame, Parser, Stream, event_matches, watch
 from tests.support import ServiceProcess, running
 
@@ -41,10 +42,13 @@ def new_ns() -> str:
     return "w" + uuid.uuid4().hex[:12]
 
 
-@pytest.fixture(scope="module", params=["memory", "redis"])
+@pytest.fixture(scope="module", params=["memory", "redis", "cluster"])
 def backend_url(request: pytest.FixtureRequest) -> str:
     if request.param == "memory":
         return "memory://"
+    if request.param == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        return cluster.url
     url: str = request.getfixturevalue("redis_url")
     return url
 

@@ -1,5 +1,6 @@
 """Artifact stores, chosen by URL scheme; a store's module is imported only when its
-scheme is asked for (``memory://``, ``redis://``/``rediss://``/``unix://``, ``file:///path``).
+scheme is asked for (``memory://``, ``redis://``/``rediss://``/``unix://`` and
+``redis+cluster://``/``rediss+cluster://``, ``file:///path``).
 """
 
 from __future__ import annotations
@@ -28,19 +29,20 @@ def store_from_url(url: str, settings: Settings, backend: Backend | None = None)
         from app.artifacts.memory import MemoryBlobStore
 
         return MemoryBlobStore()
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
         from app.artifacts.redis import RedisBlobStore
         from app.backends.redis import RedisBackend
 
         if isinstance(backend, RedisBackend) and url == backend.url:
             return RedisBlobStore(
-                backend.client, chunk_bytes=settings.artifact_chunk_bytes, url=url
+                backend.nodes, chunk_bytes=settings.artifact_chunk_bytes, url=url
             )
         return RedisBlobStore.from_url(
             url,
             chunk_bytes=settings.artifact_chunk_bytes,
             timeout=settings.backend_timeout_seconds,
             max_connections=settings.redis_max_connections,
+            wait_replicas=settings.redis_wait_replicas,
         )
     if scheme == "file":
         from app.artifacts.file import FileBlobStore, InvalidFileStoreURL
@@ -51,5 +53,6 @@ def store_from_url(url: str, settings: Settings, backend: Backend | None = None)
             raise UnknownArtifactStore(str(exc)) from exc
     raise UnknownArtifactStore(
         f"unknown artifact store URL {url!r}: use memory://, redis://host:6379/0 "
-        "(also rediss:// and unix://) or file:///absolute/directory"
+        "(also rediss://, unix://, redis+cluster://h1:7000,h2:7001 and rediss+cluster://) "
+        "or file:///absolute/directory"
     )

@@ -16,13 +16,12 @@ under it after the grace period, an error, never a mix.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
-
-from redis.asyncio import Redis
 
 from app.artifacts.base import BlobMissing, BlobReader, BlobStore, BlobWriter
 from app.backends.redis import _mapped_errors
+from app.backends.redis_nodes import Command, RedisNodes, nodes_from_url
 
 #: Chunks removed per UNLINK when a blob is deleted.
 DELETE_BATCH = 64
@@ -41,61 +40,78 @@ class RedisBlobStore(BlobStore):
     needs_grace = True  # readers fetch chunk by chunk and hold nothing open
 
     def __init__(
-        self, client: Redis, *, chunk_bytes: int = 262_144, url: str = "", owns_client: bool = False
+        self,
+        nodes: RedisNodes,
+        *,
+        chunk_bytes: int = 262_144,
+        url: str = "",
+        owns_client: bool = False,
     ) -> None:
-        self.client = client
+        self.nodes = nodes
         self.chunk_bytes = chunk_bytes
         self.url = url
         self._owns_client = owns_client
 
     @classmethod
     def from_url(
-        cls, url: str, *, chunk_bytes: int, timeout: float, max_connections: int
+        cls,
+        url: str,
+        *,
+        chunk_bytes: int,
+        timeout: float,
+        max_connections: int,
+        wait_replicas: int = 0,
     ) -> RedisBlobStore:
-        """A store with its own connection pool; closing the store closes it."""
-        client = Redis.from_url(
-            url, max_connections=max_connections, socket_timeout=timeout,
-            socket_connect_timeout=timeout, health_check_interval=30,
+        """A store with its own connection pools; closing the store closes them."""
+        nodes = nodes_from_url(
+            url, timeout=timeout, max_connections=max_connections, wait_replicas=wait_replicas
         )
-        return cls(client, chunk_bytes=chunk_bytes, url=url, owns_client=True)
+        return cls(nodes, chunk_bytes=chunk_bytes, url=url, owns_client=True)
+
+    async def call(self, key: str, queue: Callable[[Any], Any], *, write: bool) -> Any:
+        """One command on the node serving ``key``; failures are 503."""
+        async with _mapped_errors(self.url):
+            return await self.nodes.call(Command(key, queue, write=write))
 
     async def start(self) -> None:
-        async with _mapped_errors(self.url):
-            await self.client.ping()
+        if self._owns_client:
+            async with _mapped_errors(self.url):
+                await self.nodes.start()
 
     async def close(self) -> None:
         if self._owns_client:
-            await self.client.aclose()
+            await self.nodes.close()
 
     async def create(self, blob: str) -> BlobWriter:
         return _RedisWriter(self, blob)
 
     async def open(self, blob: str, size: int) -> BlobReader:
-        async with _mapped_errors(self.url):
-            header = await self.client.get(_header(blob))
+        key = _header(blob)
+        header = await self.call(key, lambda c: c.get(key), write=False)
         if header is None:
             raise BlobMissing(blob)
         return _RedisReader(self, blob, size, int(header))
 
     async def delete(self, blob: str) -> None:
-        async with _mapped_errors(self.url):
-            await self.client.unlink(_header(blob))
-            # Chunks are written in order from 0, so they are removed in order until a
-            # batch comes back short.
-            n = 0
-            while True:
-                keys = [_chunk(blob, i) for i in range(n, n + DELETE_BATCH)]
-                removed = await self.client.unlink(*keys)
-                if removed < DELETE_BATCH:
-                    return
-                n += DELETE_BATCH
+        header = _header(blob)
+        await self.call(header, lambda c: c.unlink(header), write=True)
+        # Chunks are written in order from 0, so they are removed in order until a batch
+        # comes back short. (One blob's keys share the hash tag {blob}: one slot.)
+        n = 0
+        while True:
+            keys = [_chunk(blob, i) for i in range(n, n + DELETE_BATCH)]
+            removed = await self.call(header, _unlink(keys), write=True)
+            if removed < DELETE_BATCH:
+                return
+            n += DELETE_BATCH
 
     async def blobs(self) -> list[str]:
         found: set[str] = set()
         async with _mapped_errors(self.url):
-            async for key in self.client.scan_iter(match="cb:blob:{*", count=1000):
-                text = key.decode() if isinstance(key, bytes) else str(key)
-                found.add(text[len("cb:blob:{") : text.index("}")])
+            for client in self.nodes.masters():  # on a cluster, blobs spread over them all
+                async for key in client.scan_iter(match="cb:blob:{*", count=1000):
+                    text = key.decode() if isinstance(key, bytes) else str(key)
+                    found.add(text[len("cb:blob:{") : text.index("}")])
         return sorted(found)
 
 
@@ -107,8 +123,8 @@ class _RedisWriter(BlobWriter):
         self._chunks = 0
 
     async def _put_chunk(self, data: Any) -> None:
-        async with _mapped_errors(self._store.url):
-            await self._store.client.set(_chunk(self.blob, self._chunks), data)
+        key = _chunk(self.blob, self._chunks)
+        await self._store.call(key, lambda c: c.set(key, data), write=True)
         self._chunks += 1
 
     async def write(self, data: bytes) -> None:
@@ -122,13 +138,25 @@ class _RedisWriter(BlobWriter):
         if self._buffer:
             await self._put_chunk(bytes(self._buffer))
             self._buffer = bytearray()
-        async with _mapped_errors(self._store.url):
-            # The header goes last: only a complete blob has one.
-            await self._store.client.set(_header(self.blob), self._store.chunk_bytes)
+        # The header goes last: only a complete blob has one.
+        key, size = _header(self.blob), self._store.chunk_bytes
+        await self._store.call(key, lambda c: c.set(key, size), write=True)
 
     async def abort(self) -> None:
         self._buffer = bytearray()
         await self._store.delete(self.blob)
+
+
+def _unlink(keys: list[str]) -> Callable[[Any], Any]:
+    return lambda c: c.unlink(*keys)
+
+
+def _get(key: str) -> Callable[[Any], Any]:
+    return lambda c: c.get(key)
+
+
+def _getrange(key: str, start: int, end: int) -> Callable[[Any], Any]:
+    return lambda c: c.getrange(key, start, end)
 
 
 class _RedisReader(BlobReader):
@@ -139,17 +167,16 @@ class _RedisReader(BlobReader):
         self._chunk_bytes = chunk_bytes
 
     async def stream(self, start: int, end: int) -> AsyncIterator[bytes]:
-        size, client = self._chunk_bytes, self._store.client
+        size, store = self._chunk_bytes, self._store
         for n in range(start // size, (end - 1) // size + 1 if end > start else 0):
             base = n * size
             length = min(size, self._size - base)
             lo, hi = max(start, base) - base, min(end, base + size) - base
             key = _chunk(self._blob, n)
-            async with _mapped_errors(self._store.url):
-                if lo == 0 and hi == length:
-                    data = await client.get(key)
-                else:
-                    data = await client.getrange(key, lo, hi - 1)
+            if lo == 0 and hi == length:
+                data = await store.call(key, _get(key), write=False)
+            else:
+                data = await store.call(key, _getrange(key, lo, hi - 1), write=False)
             if not isinstance(data, bytes) or len(data) != hi - lo:
                 raise BlobMissing(self._blob)
             yield data

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from app.backends.base import Backend, Bounds
 from app.settings import Settings
 
-SCHEMES = ("memory", "redis", "rediss", "unix")
+SCHEMES = ("memory", "redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 
 
 class UnknownBackend(ValueError):
@@ -26,23 +26,29 @@ def bounds_of(settings: Settings) -> Bounds:
 
 
 def backend_from_url(url: str, settings: Settings) -> Backend:
-    """A Backend for ``memory://``, ``redis://``, ``rediss://`` or ``unix://`` URLs."""
+    """A Backend for ``memory://``, ``redis://``, ``rediss://``, ``unix://``, and Redis
+    Cluster's ``redis+cluster://h1:7000,h2:7001`` or ``rediss+cluster://`` URLs."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         from app.backends.memory import MemoryBackend
 
         return MemoryBackend(key_history=settings.key_history, bounds=bounds_of(settings))
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in SCHEMES[1:]:
         from app.backends.redis import RedisBackend
 
-        return RedisBackend.from_url(
-            url,
-            timeout=settings.backend_timeout_seconds,
-            max_connections=settings.redis_max_connections,
-            key_history=settings.key_history,
-            bounds=bounds_of(settings),
-        )
+        try:
+            return RedisBackend.from_url(
+                url,
+                timeout=settings.backend_timeout_seconds,
+                max_connections=settings.redis_max_connections,
+                key_history=settings.key_history,
+                bounds=bounds_of(settings),
+                wait_replicas=settings.redis_wait_replicas,
+            )
+        except ValueError as exc:  # a malformed URL (redis-py's or a cluster's)
+            raise UnknownBackend(f"invalid backend URL: {exc}") from exc
     raise UnknownBackend(
         f"unknown backend URL {url!r}: use memory:// (embedded) or redis://host:6379/0 "
-        "(also rediss:// and unix://)"
+        "(also rediss:// and unix://), or a Redis Cluster: redis+cluster://h1:7000,h2:7001 "
+        "(also rediss+cluster://)"
     )

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib import resources
 from typing import Any
 
 import orjson
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from app.backends import paging
 from app.backends.base import (
@@ -46,6 +43,7 @@ from app.backends.increment import add_exact, number_to_increment
 from app.backends.redis_artifacts import RedisArtifactsMixin
 from app.backends.redis_leases import RedisLeases
 from app.backends.redis_locks import RedisLocks
+from app.backends.redis_nodes import Command, RedisNodes, nodes_from_url
 from app.backends.redis_sessions import RedisSessions
 from app.backends.redis_sweeper import DEADLINES_KEY, DeadlineIndex
 from app.backends.redis_txn import RedisTxn
@@ -65,6 +63,12 @@ logger = logging.getLogger("corkboard.redis")
 NAMESPACES_KEY = "cb:namespaces"
 #: Optimistic retries of a server-side update (PATCH) racing other writers of one key.
 UPDATE_ATTEMPTS = 200
+#: Scripts that change nothing: they need no WAIT for replicas.
+READ_ONLY_SCRIPTS = frozenset({
+    "kv_read", "kv_list", "read_events", "lock_read", "lock_list", "session_get",
+    "session_list", "artifacts_get", "artifacts_list", "var_read", "fence_check",
+    "txn_read", "lease_get", "lease_list",
+})
 SWEEP_BATCH = 500
 #: Scripts whose work grows with the data (listings, snapshots, imports, sweeps, log
 #: reads, deletes of whole sessions): each is sent alone, never in a pipeline, so a slow
@@ -72,7 +76,7 @@ SWEEP_BATCH = 500
 HEAVY_SCRIPTS = frozenset({
     "kv_list", "artifacts_list", "session_list", "lock_list", "session_snapshot",
     "session_import", "session_delete", "expire_due", "read_events", "artifacts_gc",
-    "var_read",
+    "var_read", "kv_delete_pattern", "lease_list", "lease_revoke", "txn", "txn_read",
 })
 #: Light script calls sent in one pipeline at most.
 MAX_BATCH = 64
@@ -162,7 +166,8 @@ def _raise_failure(
 
 
 class _ScriptBatcher:
-    """Sends the script calls made in one turn of the event loop as one pipeline.
+    """Sends the script calls made in one turn of the event loop together: one pipeline
+    per node (see ``RedisNodes.execute``).
 
     Under concurrency many requests each need one script run; batching them saves a
     network round trip, a socket write and a timeout timer per call, which is most of
@@ -172,17 +177,17 @@ class _ScriptBatcher:
     per pipeline, so one call's answer never waits on, or times out with, a slow script.
     """
 
-    def __init__(self, client: Redis) -> None:
-        self.client = client
-        self._pending: list[tuple[AsyncScript, list[Any], asyncio.Future[Any]]] = []
+    def __init__(self, nodes: RedisNodes) -> None:
+        self.nodes = nodes
+        self._pending: list[tuple[Command, asyncio.Future[Any]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def submit(self, script: AsyncScript, args: list[Any]) -> asyncio.Future[Any]:
+    def submit(self, command: Command) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if not self._pending:
             loop.call_soon(self._flush)
-        self._pending.append((script, args, future))
+        self._pending.append((command, future))
         return future
 
     def _flush(self) -> None:
@@ -193,66 +198,23 @@ class _ScriptBatcher:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, batch: list[tuple[AsyncScript, list[Any], asyncio.Future[Any]]]) -> None:
-        if len(batch) == 1:
-            script, args, future = batch[0]
-            try:
-                result: Any = await script(keys=args[:1], args=args[1:])
-            except BaseException as exc:
-                if not future.done():
-                    future.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                return
-            if not future.done():
-                future.set_result(result)
-            return
-        await self._send_pipelined(batch)
-
-    async def _send_pipelined(
-        self, batch: list[tuple[AsyncScript, list[Any], asyncio.Future[Any]]]
-    ) -> None:
-        """Send the calls in one write and read their replies in order, answering each
-        caller with its own reply: an error reply fails only its caller. Redis sends a
-        pipeline's replies together once it has run all of its scripts, so the batch as
-        a whole gets twice the call timeout (not each read the call timeout, which made
-        one slow script fail every call of the batch although Redis had run them); a
-        broken connection or a Redis that never answers fails the calls not answered."""
-        pool = self.client.connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-        per_call = conn.socket_timeout or 5.0
-        index = 0
+    async def _send(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
         try:
-            commands = [("EVALSHA", script.sha, 1, *args) for script, args, _ in batch]
-            await conn.send_packed_command(conn.pack_commands(commands))
-            # A Redis that never answers must not hold the connection forever.
-            async with asyncio.timeout(per_call * 2):
-                for index, (script, args, future) in enumerate(batch):  # noqa: B007
-                    try:
-                        result: Any = await conn.read_response(timeout=math.inf)
-                    except ResponseError as exc:
-                        result = exc
-                    if isinstance(result, NoScriptError):  # not run: a restarted Redis lost it
-                        try:
-                            result = await script(keys=args[:1], args=args[1:])
-                        except Exception as exc:
-                            result = exc
-                    if future.done():
-                        continue
-                    if isinstance(result, BaseException):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
-                index = len(batch)
+            results = await self.nodes.execute([command for command, _ in batch])
         except BaseException as exc:
-            await conn.disconnect()
-            for _, _, future in batch[index:]:
+            for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
-        finally:
-            await pool.release(conn)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -266,7 +228,7 @@ class RedisBackend(
 
     def __init__(
         self,
-        client: Redis,
+        client: Redis | RedisNodes,
         *,
         blocking_client: Redis | None = None,
         key_history: int = 10,
@@ -274,19 +236,25 @@ class RedisBackend(
         bounds: Bounds | None = None,
         url: str = "",
     ) -> None:
-        self.info = BackendInfo(name="redis", persistence=True, distribution=True)
-        self.client = client
-        self._blocking = blocking_client or client
+        self.nodes = (
+            client if isinstance(client, RedisNodes) else RedisNodes(client, blocking_client)
+        )
+        cluster = self.nodes.cluster
+        self.info = BackendInfo(
+            name="redis-cluster" if cluster else "redis", persistence=True, distribution=True
+        )
+        #: The client of a single server (on a cluster: of the first seed node).
+        self.client = self.nodes.client
         self.key_history = key_history
         self.bounds = bounds or Bounds(event_retention=event_retention)
         self.event_retention = self.bounds.event_retention
         self._bounds_arg = self.bounds.script_arg()
         self.url = url
         self._scripts: dict[str, AsyncScript] = {}
-        self._batcher = _ScriptBatcher(client)
-        self.deadlines = DeadlineIndex(client)
+        self._sources: dict[str, str] = {}
+        self._batcher = _ScriptBatcher(self.nodes)
+        self.deadlines = DeadlineIndex(self.nodes)
         self._registered_ns: set[str] = set()
-        self._owns_clients = False
 
     @classmethod
     def from_url(
@@ -298,81 +266,92 @@ class RedisBackend(
         key_history: int = 10,
         event_retention: int = 100_000,
         bounds: Bounds | None = None,
+        wait_replicas: int = 0,
     ) -> RedisBackend:
         """Build the backend with its own connection pools; closing it closes them."""
-        common: dict[str, Any] = {
-            "socket_connect_timeout": timeout,
-            # A timed-out script may have run: never send a write twice.
-            "retry": Retry(NoBackoff(), 0),
-            # A connection idle for a second is pinged before use, so after an outage
-            # the pool's dead connections are replaced instead of failing a request.
-            "health_check_interval": 1,
-        }
-        pool = BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=timeout, socket_timeout=timeout,
-            **common,
+        nodes = nodes_from_url(
+            url, timeout=timeout, max_connections=max_connections, wait_replicas=wait_replicas
         )
-        # Blocking stream reads wait longer than one call's timeout; they get their own pool.
-        blocking_pool = BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=timeout, socket_timeout=None, **common
-        )
-        backend = cls(
-            Redis.from_pool(pool),
-            blocking_client=Redis.from_pool(blocking_pool),
-            key_history=key_history,
-            event_retention=event_retention,
-            bounds=bounds,
+        return cls(
+            nodes, key_history=key_history, event_retention=event_retention, bounds=bounds,
             url=url,
         )
-        backend._owns_clients = True
-        return backend
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        for name, source in _load_scripts().items():
+        self._sources = _load_scripts()
+        for name, source in self._sources.items():
             self._scripts[name] = self.client.register_script(source)
         async with self.mapped_errors():
-            await self.client.ping()
+            await self.nodes.start()
+            await self.nodes.ready()
             # Load every script once now, so a broken script fails at start, not later.
-            for script in self._scripts.values():
-                await self.client.script_load(script.script)
+            for client in self.nodes.masters():
+                for script in self._scripts.values():
+                    await client.script_load(script.script)
             # Namespaces registered before the deadline index existed: visit each once.
-            if not await self.client.exists(DEADLINES_KEY):
-                legacy = [_s(n) for n in await self.client.smembers(NAMESPACES_KEY)]
+            if not await self.nodes.call(
+                Command(DEADLINES_KEY, lambda c: c.exists(DEADLINES_KEY), write=False)
+            ):
+                legacy = [_s(n) for n in await self.nodes.call(
+                    Command(NAMESPACES_KEY, lambda c: c.smembers(NAMESPACES_KEY), write=False)
+                )]
                 if legacy:
-                    await self.client.zadd(DEADLINES_KEY, dict.fromkeys(legacy, 0), nx=True)
+                    await self.nodes.call(Command(
+                        DEADLINES_KEY,
+                        lambda c: c.zadd(DEADLINES_KEY, dict.fromkeys(legacy, 0), nx=True),
+                    ))
 
     async def close(self) -> None:
         await self._batcher.close()
         wakeups = getattr(self, "_wakeups", None)
         if wakeups is not None:
             await wakeups.close()
-        if self._owns_clients:
-            await self.client.aclose()
-            if self._blocking is not self.client:
-                await self._blocking.aclose()
+        await self.nodes.close()
 
     def mapped_errors(self) -> AbstractAsyncContextManager[None]:
         """Map this backend's Redis failures to BackendUnavailable (see _mapped_errors)."""
-        return _mapped_errors(self.url, self.client)
+        return _mapped_errors(self.url)
 
     async def ping(self) -> None:
-        # Not PING: Redis answers it while still loading its data after a restart, when
-        # every real call fails with LOADING. EXISTS is refused then, like them.
         async with self.mapped_errors():
-            await self.client.exists(NAMESPACES_KEY)
+            await self.nodes.ready()
+
+    def client_for(self, key: str) -> Redis:
+        """The client of the node serving ``key`` (for tests and tools)."""
+        return self.nodes.client_for(self.nodes.node_for(key))
+
+    async def call(
+        self, key: str, queue: Callable[[Any], Any], *, write: bool, blocking: bool = False
+    ) -> Any:
+        """One command on the node serving ``key``, with Redis failures mapped to 503;
+        ``queue`` is redis-py's method, e.g. ``lambda c: c.get(key)``."""
+        async with self.mapped_errors():
+            return await self.nodes.call(Command(key, queue, write=write, blocking=blocking))
 
     # -- internals -------------------------------------------------------------------
 
     async def run(self, script: str, ns: str, *args: Any, client: Redis | None = None) -> Any:
         """Run one Lua script against namespace ``ns``; the single way state changes."""
         argv = [f"cb:{{{ns}}}:rev", ns, self._bounds_arg, self.key_history, *args]
+        code = self._scripts[script]
+        # With WAIT, read_events writes a marker, so that WAIT covers what it read.
+        write = script not in READ_ONLY_SCRIPTS or (
+            script == "read_events" and self.nodes.wait_replicas > 0
+        )
+        command = Command(
+            argv[0], lambda c: c.evalsha(code.sha, 1, *argv),
+            write=write, script=self._sources[script],
+        )
         async with self.mapped_errors():
-            if client is not None or script in HEAVY_SCRIPTS:
-                reply = await self._scripts[script](keys=argv[:1], args=argv[1:], client=client)
+            if client is not None:
+                reply = await code(keys=argv[:1], args=argv[1:], client=client)
+            elif script in HEAVY_SCRIPTS:
+                # Alone, never in a pipeline: a slow one holds up no light call.
+                reply = await self.nodes.call(command)
             else:
-                reply = await self._batcher.submit(self._scripts[script], argv)
+                reply = await self._batcher.submit(command)
         if isinstance(reply, list) and reply and reply[0] == b"__reschedule":
             # Rule 1 of redis_sweeper.py: tell the index after the script, in its own call.
             async with self.mapped_errors():
@@ -395,8 +374,7 @@ class RedisBackend(
         """Make the sweepers visit ``ns``: needed once per namespace that gets a deadline."""
         if ns in self._registered_ns:
             return
-        async with self.mapped_errors():
-            await self.client.sadd(NAMESPACES_KEY, ns)
+        await self.call(NAMESPACES_KEY, lambda c: c.sadd(NAMESPACES_KEY, ns), write=True)
         self._registered_ns.add(ns)
 
     # -- keys ------------------------------------------------------------------------
@@ -603,8 +581,8 @@ class RedisBackend(
     # -- change log ------------------------------------------------------------------
 
     async def current_revision(self, ns: str) -> int:
-        async with self.mapped_errors():
-            value = await self.client.get(f"cb:{{{ns}}}:rev")
+        key = f"cb:{{{ns}}}:rev"
+        value = await self.call(key, lambda c: c.get(key), write=False)
         return int(value or 0)
 
     async def read_events(
@@ -613,14 +591,16 @@ class RedisBackend(
         batch = await self._read_events(ns, after, limit)
         if batch.events or timeout <= 0:
             return batch
-        async with self.mapped_errors():
-            woke = await self._blocking.xread(
-                {f"cb:{{{ns}}}:log": f"{after}-0"}, count=1, block=max(1, int(timeout * 1000))
-            )
+        log = f"cb:{{{ns}}}:log"
+        woke = await self.call(
+            log, lambda c: c.xread({log: f"{after}-0"}, count=1, block=max(1, int(timeout * 1000))),
+            write=False, blocking=True,
+        )
         return await self._read_events(ns, after, limit) if woke else batch
 
     async def _read_events(self, ns: str, after: int, limit: int) -> EventBatch:
-        reply = await self.run("read_events", ns, after, limit)
+        synced = "1" if self.nodes.wait_replicas else "0"
+        reply = await self.run("read_events", ns, after, limit, synced)
         current, first = int(reply[0]), int(reply[1])
         events = [
             ChangeEvent(
@@ -636,7 +616,9 @@ class RedisBackend(
         """Visit the namespaces the deadline index says are due, and a few of the repair
         pass (redis_sweeper.py): the cost follows what is due, not how many exist."""
         async with self.mapped_errors():
-            seconds, micros = await self.client.time()
+            seconds, micros = await self.nodes.call(
+                Command(DEADLINES_KEY, lambda c: c.time(), write=False)
+            )
             due = await self.deadlines.due(seconds * 1000 + micros // 1000)
             repair = await self.deadlines.repair_batch(NAMESPACES_KEY)
         total = 0
@@ -656,20 +638,15 @@ class RedisBackend(
 
 
 @asynccontextmanager
-async def _mapped_errors(url: str, client: Redis | None = None) -> AsyncIterator[None]:
+async def _mapped_errors(url: str, client: Any = None) -> AsyncIterator[None]:
     """The one boundary where Redis failures become 503 backend_unavailable.
 
-    A broken connection usually means Redis went away: then every idle pooled connection
-    is dead too. They are dropped at once, so after an outage one failed call cleans the
-    pool instead of each dead connection failing a call of its own (calls are never
-    retried, since a timed-out script may have run).
+    (A broken connection's pool is cleaned where it broke: ``RedisNodes._send``. Calls
+    are never retried here, since a timed-out script may have run.)
     """
     try:
         yield
     except (RedisError, OSError, TimeoutError) as exc:
-        if client is not None and isinstance(exc, ConnectionError | OSError):
-            with suppress(Exception):
-                await client.connection_pool.disconnect(inuse_connections=False)
         raise BackendUnavailable(
             f"The Redis backend is unavailable ({type(exc).__name__}: {exc}).".replace(
                 url, _redact(url)

@@ -7,8 +7,7 @@ replaced blob for removal cannot come apart.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
@@ -75,29 +74,26 @@ class RedisArtifactsMixin:
     """Artifact metadata for ``RedisBackend``."""
 
     if TYPE_CHECKING:
-        client: Redis
         url: str
 
         async def run(
             self, script: str, ns: str, *args: Any, client: Redis | None = None
         ) -> Any: ...
 
+        async def call(
+            self, key: str, queue: Callable[[Any], Any], *, write: bool, blocking: bool = False
+        ) -> Any: ...
+
         async def register_deadlines(self, ns: str) -> None: ...
-
-    def _errors(self) -> AbstractAsyncContextManager[None]:
-        """Redis failures become 503 backend_unavailable, as everywhere in the backend."""
-        from app.backends.redis import _mapped_errors
-
-        return _mapped_errors(self.url, self.client)
 
     async def artifact_reserve(self, ns: str, blob: str, deadline_ms: int) -> None:
         await self.register_deadlines(ns)  # so that the collectors visit this namespace
-        async with self._errors():
-            await self.client.zadd(f"cb:{{{ns}}}:apend", {blob: deadline_ms})
+        key = f"cb:{{{ns}}}:apend"
+        await self.call(key, lambda c: c.zadd(key, {blob: deadline_ms}), write=True)
 
     async def artifact_discard(self, ns: str, blob: str) -> None:
-        async with self._errors():
-            await self.client.zrem(f"cb:{{{ns}}}:apend", blob)
+        key = f"cb:{{{ns}}}:apend"
+        await self.call(key, lambda c: c.zrem(key, blob), write=True)
 
     async def artifact_put(
         self,
@@ -164,8 +160,10 @@ class RedisArtifactsMixin:
     async def artifact_garbage(self, *, limit: int, lease_ms: int) -> list[tuple[str, str]]:
         from app.backends.redis import NAMESPACES_KEY
 
-        async with self._errors():
-            namespaces = sorted(_s(n) for n in await self.client.smembers(NAMESPACES_KEY))
+        members = await self.call(
+            NAMESPACES_KEY, lambda c: c.smembers(NAMESPACES_KEY), write=False
+        )
+        namespaces = sorted(_s(n) for n in members)
         claimed: list[tuple[str, str]] = []
         for ns in namespaces:
             if len(claimed) >= limit:
@@ -176,5 +174,5 @@ class RedisArtifactsMixin:
 
     async def artifact_garbage_done(self, ns: str, blobs: list[str]) -> None:
         if blobs:
-            async with self._errors():
-                await self.client.zrem(f"cb:{{{ns}}}:agc", *blobs)
+            key = f"cb:{{{ns}}}:agc"
+            await self.call(key, lambda c: c.zrem(key, *blobs), write=True)

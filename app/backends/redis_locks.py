@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from app.backends.base_txn import lease_not_found
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from app.backends.base import Bounds
+    from app.backends.redis_nodes import RedisNodes
 
 #: Shortest wait worth starting.
 _MIN_BLOCK_SECONDS = 0.001
@@ -62,17 +63,18 @@ class RedisLocks:
     """The lock engine of RedisBackend (a mixin: it uses the backend's scripts)."""
 
     if TYPE_CHECKING:
-        _blocking: Redis
         bounds: Bounds
+        nodes: RedisNodes
+
+        async def call(
+            self, key: str, queue: Callable[[Any], Any], *, write: bool, blocking: bool = False
+        ) -> Any: ...
 
         async def run(
             self, script: str, ns: str, *args: Any, client: Redis | None = None
         ) -> Any: ...
 
         async def register_deadlines(self, ns: str) -> None: ...
-
-        url: str
-        client: Redis
 
     async def lock_acquire(
         self,
@@ -139,15 +141,13 @@ class RedisLocks:
     def _lock_wakeups(self) -> LockWakeups:
         wakeups: LockWakeups | None = getattr(self, "_wakeups", None)
         if wakeups is None:
-            wakeups = self._wakeups = LockWakeups(self._blocking)
+            wakeups = self._wakeups = LockWakeups(self.nodes.listener)
         return wakeups
 
     async def _lock_handed(self, ns: str, ticket: str) -> bool:
         """Whether the lock was handed to ``ticket`` (its wake list was pushed)."""
-        from app.backends.redis import _mapped_errors  # redis.py imports this module
-
-        async with _mapped_errors(self.url, self.client):
-            return bool(await self.client.exists(f"cb:{{{ns}}}:lockwake:{ticket}"))
+        key = f"cb:{{{ns}}}:lockwake:{ticket}"
+        return bool(await self.call(key, lambda c: c.exists(key), write=False))
 
     def _lock_withdraw(self, call: Any) -> None:
         tasks: set[asyncio.Task[Any]] | None = getattr(self, "_lock_withdrawals", None)

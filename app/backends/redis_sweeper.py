@@ -34,12 +34,13 @@ a separate call, and the two can come apart (a crash, a concurrent sweep). The r
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any
 
-from redis.commands.core import AsyncScript
+from app.backends.redis_nodes import Command
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from app.backends.redis_nodes import RedisNodes
 
 #: The global index: member = namespace, score = when to visit it next (epoch ms).
 DEADLINES_KEY = "cb:deadlines"
@@ -79,32 +80,48 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class DeadlineIndex:
-    """The index calls of one backend; ``visits`` counts namespaces a sweep visited."""
+def _sha(source: str) -> str:
+    return hashlib.sha1(source.encode()).hexdigest()  # Redis names a script by its SHA-1
 
-    def __init__(self, client: Redis) -> None:
-        self.client = client
-        self.schedule_script: AsyncScript = client.register_script(SCHEDULE)
-        self.settle_script: AsyncScript = client.register_script(SETTLE)
+
+class DeadlineIndex:
+    """The index calls of one backend; ``visits`` counts namespaces a sweep visited.
+
+    ``cb:deadlines`` is one key: on a cluster every call goes to the master owning its
+    slot (through ``RedisNodes``, which follows MOVED/ASK and reloads a lost script)."""
+
+    def __init__(self, nodes: RedisNodes) -> None:
+        self.nodes = nodes
         self.visits = 0
         self._repair_cursor = 0
 
+    async def _script(self, source: str, *args: Any) -> Any:
+        sha = _sha(source)
+        return await self.nodes.call(Command(
+            DEADLINES_KEY, lambda c: c.evalsha(sha, 1, DEADLINES_KEY, *args), script=source
+        ))
+
     async def schedule(self, ns: str, at_ms: int) -> None:
-        await self.schedule_script(keys=[DEADLINES_KEY], args=[ns, at_ms])
+        await self._script(SCHEDULE, ns, at_ms)
 
     async def due(self, now_ms: int) -> list[tuple[str, int]]:
-        rows: list[Any] = await self.client.zrangebyscore(
-            DEADLINES_KEY, "-inf", now_ms, start=0, num=SWEEP_NAMESPACES, withscores=True
-        )
+        rows: list[Any] = await self.nodes.call(Command(
+            DEADLINES_KEY,
+            lambda c: c.zrangebyscore(
+                DEADLINES_KEY, "-inf", now_ms, start=0, num=SWEEP_NAMESPACES, withscores=True
+            ),
+            write=False,
+        ))
         return [(_s(ns), int(score)) for ns, score in rows]
 
     async def settle(self, ns: str, score: int, next_ms: int) -> None:
-        await self.settle_script(keys=[DEADLINES_KEY], args=[ns, score, next_ms])
+        await self._script(SETTLE, ns, score, next_ms)
 
     async def repair_batch(self, registry: str) -> list[str]:
         """The next few namespaces of ``registry`` (rule 4), walking it with a cursor."""
-        reply: Any = await self.client.sscan(
-            registry, self._repair_cursor, count=REPAIR_PER_SWEEP
-        )
+        cursor = self._repair_cursor
+        reply: Any = await self.nodes.call(Command(
+            registry, lambda c: c.sscan(registry, cursor, count=REPAIR_PER_SWEEP), write=False
+        ))
         self._repair_cursor = int(reply[0])
         return [_s(n) for n in reply[1]][:REPAIR_PER_SWEEP * 4]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -38,8 +39,11 @@ _MAX_BACKOFF = 2.0
 class LockWakeups:
     """The process's listener: tickets of waiting callers and the futures they await."""
 
-    def __init__(self, client: Redis) -> None:
-        self.client = client
+    def __init__(self, client: Redis | Callable[[int], Redis]) -> None:
+        """``client``: the client to subscribe with, or a function of the number of
+        earlier subscriptions giving it (on a cluster: any master, the next after a
+        failure; hand-offs PUBLISH, which a cluster broadcasts to every node)."""
+        self._client_for = client if callable(client) else (lambda _attempt: client)
         self._waiting: dict[str, asyncio.Future[Wake]] = {}
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
@@ -67,8 +71,10 @@ class LockWakeups:
 
     async def _listen(self) -> None:
         backoff = 0.05
+        attempt = 0
         while True:
-            pubsub = self.client.pubsub()
+            pubsub = self._client_for(attempt).pubsub()
+            attempt += 1
             try:
                 await pubsub.subscribe(WAKE_CHANNEL)
                 self.subscribed.set()

@@ -92,7 +92,11 @@ async def capabilities(request: Request, backend: BackendDep, settings: Settings
         "streaming": True,
         "persistence": info.persistence,
         "distribution": info.distribution,
-        "limits": limits_of(settings),
+        "limits": {
+            **limits_of(settings),
+            # Writes are acknowledged once this many Redis replicas have them.
+            "redis_wait_replicas": settings.redis_wait_replicas if info.name != "memory" else 0,
+        },
         "version": __version__,
     }
     return json_response(orjson.dumps(body))

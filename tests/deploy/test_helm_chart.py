@@ -71,6 +71,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             ],
         },
     },
+    "external-redis-cluster": {
+        "replicaCount": 3,
+        "externalRedis": {"existingSecret": "redis-cluster", "waitReplicas": 1},
+    },
     "external-redis-url": {
         "replicaCount": 3,
         "externalRedis": {"url": "rediss://:pw@redis.example.org:6380/2"},
@@ -111,6 +115,13 @@ EXPECTED_KINDS = {
         "Service",
         "ServiceAccount",
         "ServiceMonitor",
+    ],
+    "external-redis-cluster": [
+        "ConfigMap",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Service",
+        "ServiceAccount",
     ],
     "external-redis-url": [
         "ConfigMap",
@@ -291,6 +302,8 @@ def test_memory_backend_allows_an_hpa_capped_at_one(render: Render) -> None:
             "/auth/tokens/0/permissions/0",
         ),
         ({"externalRedis": {"url": "http://redis:6379"}}, "/externalRedis/url"),
+        ({"externalRedis": {"url": "redis+sentinel://r:26379"}}, "/externalRedis/url"),
+        ({"externalRedis": {"waitReplicas": -1}}, "/externalRedis/waitReplicas"),
         ({"redis": {"auth": {"password": "p@ss/word"}}}, "/redis/auth/password"),
     ],
 )
@@ -553,6 +566,24 @@ def test_external_redis_url_goes_into_a_secret(render: Render) -> None:
     secret = rendered.get("Secret", FULLNAME)
     assert base64.b64decode(secret["data"]["redis-url"]) == b"rediss://:pw@redis.example.org:6380/2"
     assert "tokens.json" not in secret["data"]
+
+
+@pytest.mark.parametrize(
+    "url", ["redis+cluster://:pw@r1:7000,r2:7000,r3:7000", "rediss+cluster://:pw@r1:7000"]
+)
+def test_external_redis_cluster_url_goes_into_a_secret(render: Render, url: str) -> None:
+    rendered = render({"replicaCount": 2, "externalRedis": {"url": url}})
+    assert secret_ref(rendered.env()["CORKBOARD_BACKEND"]) == (FULLNAME, "redis-url")
+    secret = rendered.get("Secret", FULLNAME)
+    assert base64.b64decode(secret["data"]["redis-url"]) == url.encode()
+    assert "CORKBOARD_REDIS_WAIT_REPLICAS" not in rendered.config
+
+
+def test_external_redis_cluster_from_a_secret_waits_for_replicas(render: Render) -> None:
+    rendered = render(VALUE_SETS["external-redis-cluster"])
+    assert secret_ref(rendered.env()["CORKBOARD_BACKEND"]) == ("redis-cluster", "redis-url")
+    assert rendered.config["CORKBOARD_REDIS_WAIT_REPLICAS"] == "1"
+    assert rendered.maybe("StatefulSet") is None
 
 
 def test_data_volume_for_file_artifacts(render: Render) -> None:

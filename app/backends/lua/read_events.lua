@@ -23,4 +23,8 @@ for i = 1, #rows do
   out[#out + 1] = m['s']
   out[#out + 1] = m['d']
 end
+-- ARGV[6] = '1' (CORKBOARD_REDIS_WAIT_REPLICAS): a write here makes the WAIT that follows
+-- this script cover every event it read, so watchers never see an event that a failover
+-- can take back.
+if ARGV[6] == '1' then redis.call('SET', PFX .. 'synced', current) end
 return out

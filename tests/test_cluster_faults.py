@@ -1,0 +1,266 @@
+"""Redis Cluster faults on real processes: 3 service replicas on a 3+3 cluster with
+``CORKBOARD_REDIS_WAIT_REPLICAS=1``, writers and a watcher running, while the master
+owning the namespace's slot is SIGKILLed (its replica is promoted) and then while that
+slot moves to another master. The service answers only 200/201, or 503 with
+Retry-After; it recovers by itself; every acknowledged write survives, and the watcher
+sees every revision exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import shutil
+import subprocess
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import need_redis_binaries
+from tests.redis_cluster import ClusterNode, RedisCluster, slot_of_namespace
+from tests.sse import Parser
+from tests.support import ServiceProcess, running
+
+pytestmark = pytest.mark.slow
+
+REPLICAS = 3
+WRITERS = 6
+RECOVERY_SECONDS = 10.0
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    """A cluster of its own: these tests kill and move its nodes' slots."""
+    need_redis_binaries()  # a skip, or a failure under CORKBOARD_REQUIRE_REDIS=1
+    c = RedisCluster().start()
+    try:
+        yield c
+    finally:
+        c.cleanup()
+
+
+@pytest.fixture(scope="module")
+def services(cluster: RedisCluster) -> Iterator[list[ServiceProcess]]:
+    env = {
+        "CORKBOARD_BACKEND": cluster.url,
+        "CORKBOARD_REDIS_WAIT_REPLICAS": "1",
+        "CORKBOARD_LOG_LEVEL": "warning",
+        "CORKBOARD_WATCH_PROGRESS_SECONDS": "0.5",
+    }
+    with running(*(ServiceProcess(env) for _ in range(REPLICAS))) as started:
+        yield started
+
+
+def namespace_on_slot(slot: int, prefix: str) -> str:
+    """A namespace whose keys hash to ``slot`` (so that a reshard of one slot moves it)."""
+    for i in itertools.count():
+        ns = f"{prefix}{i}"
+        if slot_of_namespace(ns) == slot:
+            return ns
+    raise AssertionError("unreachable")
+
+
+def first_slot_of(cluster: RedisCluster, node: ClusterNode) -> int:
+    return min(start for start, _, port in cluster.slot_ranges() if port == node.port)
+
+
+@dataclass
+class Load:
+    """What the writers and the watcher saw."""
+
+    ns: str
+    acked: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (value, rev)
+    statuses: Counter[int] = field(default_factory=Counter)
+    bad: list[str] = field(default_factory=list)
+    last_ok: float = 0.0
+    seen: list[tuple[int, str]] = field(default_factory=list)  # watcher: (revision, key)
+    resets: list[str] = field(default_factory=list)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)  # the writers
+    writers: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def ok_count(self) -> int:
+        return self.statuses[200] + self.statuses[201]
+
+    async def stop_writers(self) -> None:
+        self.stop.set()
+        await asyncio.wait(self.writers, timeout=30)
+
+
+async def writer(client: httpx.AsyncClient, name: str, load: Load) -> None:
+    for n in itertools.count():
+        if load.stop.is_set():
+            return
+        key = f"{name}/{n}"
+        try:
+            r = await client.put(f"/v1/kv/{key}", params={"ns": load.ns}, json=n)
+        except httpx.HTTPError as exc:
+            load.bad.append(f"PUT {key}: {exc!r}")
+            continue
+        load.statuses[r.status_code] += 1
+        if r.status_code in (200, 201):
+            load.acked[key] = (n, r.json()["revision"])
+            load.last_ok = time.monotonic()
+        elif r.status_code == 503 and r.headers.get("retry-after"):
+            await asyncio.sleep(0.02)  # a tiny pause instead of Retry-After's second
+        else:
+            load.bad.append(f"PUT {key}: {r.status_code} {r.headers} {r.text[:300]}")
+
+
+async def watcher(client: httpx.AsyncClient, load: Load) -> None:
+    """Follow the namespace from its start, resuming (Last-Event-ID) whenever a stream
+    ends, until stopped."""
+    last = "0"
+    while True:
+        try:
+            async with client.stream(
+                "GET", "/v1/watch", params={"ns": load.ns},
+                headers={"last-event-id": last}, timeout=httpx.Timeout(5, read=None),
+            ) as r:
+                if r.status_code != 200:
+                    load.statuses[r.status_code] += 1
+                    if r.status_code != 503:
+                        load.bad.append(f"watch: {r.status_code} {await r.aread()!r}")
+                    await asyncio.sleep(0.05)
+                    continue
+                parser = Parser()
+                async for chunk in r.aiter_raw():
+                    for frame in parser.feed(chunk):
+                        if frame.event == "reset":
+                            load.resets.append(str(frame.data))
+                        if frame.id is not None:
+                            last = frame.id
+                        if frame.is_event and frame.event not in ("progress", "reset"):
+                            load.seen.append((frame.revision, frame.json["key"]))
+        except httpx.HTTPError as exc:
+            load.bad.append(f"watch: {exc!r}")
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def load_running(
+    services: list[ServiceProcess], ns: str
+) -> AsyncIterator[tuple[Load, list[httpx.AsyncClient]]]:
+    """Writers through every replica and a watcher on the first, until the block ends."""
+    load = Load(ns)
+    clients = [httpx.AsyncClient(base_url=s.url, timeout=30) for s in services]
+    load.writers = [
+        asyncio.create_task(writer(clients[i % REPLICAS], f"w{i}", load))
+        for i in range(WRITERS)
+    ]
+    watching = asyncio.create_task(watcher(clients[0], load))
+    try:
+        yield load, clients
+    finally:
+        await load.stop_writers()
+        watching.cancel()
+        await asyncio.gather(*load.writers, watching, return_exceptions=True)
+        for c in clients:
+            await c.aclose()
+
+
+async def until(condition: Any, timeout: float, what: str) -> float:
+    """Poll ``condition`` (tiny intervals) until true; the seconds it took."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - start
+
+
+async def until_ready_is(client: httpx.AsyncClient, status: int, timeout: float) -> None:
+    start = time.monotonic()
+    while (r := await client.get("/readyz")).status_code != status:
+        assert r.status_code in (200, 503), r.text
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"/readyz stayed {r.status_code}: {r.text}")
+        await asyncio.sleep(0.02)
+
+
+async def more_writes(load: Load, count: int, timeout: float, what: str) -> float:
+    target = load.ok_count() + count
+    return await until(lambda: load.ok_count() >= target, timeout, what)
+
+
+async def check_everything(load: Load, client: httpx.AsyncClient) -> None:
+    assert not load.bad, load.bad[:10]
+    assert set(load.statuses) <= {200, 201, 503}, load.statuses
+    # Every acknowledged write is there.
+    for key, (value, _) in load.acked.items():
+        r = await client.get(f"/v1/kv/{key}", params={"ns": load.ns})
+        assert r.status_code == 200, (key, r.status_code, r.text)
+        assert r.json()["value"] == value, key
+    # The watcher sees everything up to the namespace's revision, each once, in order.
+    r = await client.get("/v1/kv", params={"ns": load.ns, "limit": 1})
+    current = r.json()["revision"]
+    await until(
+        lambda: bool(load.seen) and load.seen[-1][0] >= current, 15, "the watcher to catch up"
+    )
+    assert not load.resets, load.resets
+    revisions = [rev for rev, _ in load.seen]
+    assert revisions == list(range(1, len(revisions) + 1))
+    by_revision = dict(load.seen)
+    for key, (_, rev) in load.acked.items():
+        assert by_revision[rev] == key, (key, rev)
+
+
+async def test_failover_of_the_namespace_master_loses_no_acknowledged_write(
+    cluster: RedisCluster, services: list[ServiceProcess]
+) -> None:
+    victim = cluster.masters()[0]
+    ns = namespace_on_slot(first_slot_of(cluster, victim), "fo")
+    async with load_running(services, ns) as (load, clients):
+        await more_writes(load, 100, 20, "writes before the fault")
+        assert (await clients[0].get("/readyz")).status_code == 200
+        victim.kill()
+        killed_at = time.monotonic()
+        await until_ready_is(clients[0], 503, 5)  # a master is gone: not ready
+        # Its replica takes over; then the dead node comes back (as an orchestrator
+        # would restart it) and rejoins as the new master's replica, so that writes can
+        # have WAIT 1 confirmed again.
+        slot = slot_of_namespace(ns)
+        await until(lambda: cluster.owner_port(slot) not in (None, victim.port), 15,
+                    "a replica to be promoted")
+        victim.start()
+        await more_writes(load, 1, RECOVERY_SECONDS, "the first write after the fault")
+        recovered = time.monotonic() - killed_at
+        assert recovered <= RECOVERY_SECONDS, recovered
+        await more_writes(load, 100, 20, "writes after recovery")
+        await until_ready_is(clients[0], 200, 15)
+        await load.stop_writers()
+        assert load.statuses[503] > 0, "the fault went unnoticed: was the right master killed?"
+        await check_everything(load, clients[1])
+    cluster.wait_ok()
+
+
+async def test_moving_the_namespace_slot_loses_no_acknowledged_write(
+    cluster: RedisCluster, services: list[ServiceProcess]
+) -> None:
+    cluster.wait_ok()
+    source, target = cluster.masters()[:2]
+    slot = first_slot_of(cluster, source)
+    ns = namespace_on_slot(slot, "mv")
+    async with load_running(services, ns) as (load, clients):
+        await more_writes(load, 200, 20, "writes before the move")
+        cli = shutil.which("redis-cli")
+        assert cli is not None
+        # One MIGRATE moves every key of the slot (see the README: a namespace's keys
+        # must not be split between two masters while its scripts run).
+        proc = await asyncio.create_subprocess_exec(
+            cli, "--cluster", "reshard", source.addr, "--cluster-from", source.node_id(),
+            "--cluster-to", target.node_id(), "--cluster-slots", "1", "--cluster-yes",
+            "--cluster-pipeline", "100000",
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        assert proc.returncode == 0, out.decode(errors="replace")[-2000:]
+        assert cluster.owner_port(slot) == target.port
+        await more_writes(load, 200, 20, "writes after the move")
+        await load.stop_writers()
+        await check_everything(load, clients[2])
