@@ -14,7 +14,8 @@ from tests.support import ROOT
 SPEC = json.loads((ROOT / "openapi" / "openapi.json").read_text())
 METHODS = ("GET", "PUT", "POST", "PATCH", "DELETE")
 #: Concrete values for path parameters; keys and lock names may hold '/'.
-VALUES = {"key": "k", "name": "n", "sid": "s1", "var": "v", "thread": "t", "channel": "c"}
+VALUES = {"key": "k", "name": "n", "sid": "s1", "var": "v", "thread": "t", "channel": "c",
+          "lease_id": "l1"}
 MULTI_SEGMENT = {"key", "name"}
 
 
@@ -82,6 +83,7 @@ async def _seed(client: httpx.AsyncClient) -> None:
     await client.put("/v1/sessions/s1/threads/t/state", json={"x": 1})
     await client.put("/v1/sessions/s1/channels/c/state", json={"x": 1})
     await client.put("/v1/artifacts/k", content=b"bytes")
+    assert (await client.post("/v1/leases", json={"ttl": "1h", "id": "l1"})).status_code == 201
 
 
 async def test_head_answers_as_get_without_a_body(client: httpx.AsyncClient) -> None:
