@@ -53,8 +53,10 @@ class KeyHistory(BaseModel):
 class IncrementRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    by: Int64 | StrictFloat = Field(1, description="Amount to add (may be negative)")
-    initial: Int64 | StrictFloat = Field(
+    # Any JSON integer stays an exact integer here: the shared increment rule
+    # (app/backends/increment.py) refuses sums it cannot keep exact, on every backend.
+    by: StrictInt | StrictFloat = Field(1, description="Amount to add (may be negative)")
+    initial: StrictInt | StrictFloat = Field(
         0, description="Starting value when the key is missing"
     )
     ttl: Duration | None = Field(None, description="Expiry applied only when the key is created")
