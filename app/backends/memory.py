@@ -43,9 +43,6 @@ from app.backends.paging import page_sorted
 from app.errors import NotFound
 from app.syntax import Pattern, iso_ms, now_ms
 
-#: Keys examined by one listing call at most, so a sparse pattern cannot stall the loop.
-LIST_SCAN_BUDGET = 20_000
-
 
 @dataclass(slots=True)
 class LockState:

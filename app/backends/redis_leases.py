@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from app.backends import paging
 from app.backends.base_txn import (
     LeaseDetail,
     LeaseInfo,
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 
     from app.syntax import Pattern
 
-LIST_SCAN_BUDGET = 20_000
 
 
 def _s(value: Any) -> str:
@@ -83,7 +83,7 @@ class RedisLeases:
 
         reply = await self.run(
             "lease_list", ns, after or "", pattern.prefix, lua_pattern(pattern), limit,
-            LIST_SCAN_BUDGET,
+            paging.LIST_SCAN_BUDGET,
         )
         items = [_info(_s(reply[i]), reply, i + 1) for i in range(1, len(reply), 4)]
         # The scan's cursor ('' at the end): a page the scan budget stopped, even an
