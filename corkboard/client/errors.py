@@ -269,7 +269,7 @@ CODES: dict[str, type[CorkboardError]] = {
         Unauthorized, Forbidden,
         NotFound, LeaseNotFound,
         MethodNotAllowed, RequestTimeout,
-        AlreadyExists, LockHeld, NotOwner, LockNotHeld, StaleFence, TooManyKeys,
+        Conflict, AlreadyExists, LockHeld, NotOwner, LockNotHeld, StaleFence, TooManyKeys,
         RevisionMismatch,
         PayloadTooLarge, UnsupportedMediaType, RangeNotSatisfiable,
         Unprocessable, ConstraintViolation, InvalidConstraint,
