@@ -173,9 +173,6 @@ async def test_dashboard_shows_keys_live_locks_and_sessions(
             await expect(artifact).to_contain_text(
                 "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
             )
-            await page.get_by_role("tab", name="Leases").click()
-            await expect(page.locator("#leases-status")).to_contain_text("no leases yet")
-
             # The event list filters by pattern and type.
             events = page.get_by_test_id("events-list")
             await expect(events.locator('li[data-type="lock.queued"]')).to_have_count(1)
@@ -186,11 +183,54 @@ async def test_dashboard_shows_keys_live_locks_and_sessions(
             await page.get_by_test_id("events-pattern").fill("agents/*")
             await expect(events.locator("li")).to_have_count(2)  # the two puts of agents/coder
             await page.get_by_test_id("events-pattern").fill("")
+
+            await check_leases(page, api)
             await page.get_by_role("tab", name=re.compile("Keys")).click()
             await shot(page, "dashboard-keys")
             assert console.errors == []
         finally:
             await context.close()
+
+
+async def check_leases(page: Any, api: httpx.AsyncClient) -> None:
+    """The Leases tab: empty at first; a lease granted shows live with its ttl, the time
+    left counting down, its key and its lock; revoked, it goes, and its key with it."""
+    await page.get_by_role("tab", name=re.compile("Leases")).click()
+    table = page.locator("#leases-table tbody")
+    await expect(table).to_have_text("No leases in this namespace.")
+    await expect(page.locator("#count-leases")).to_have_text("0")
+
+    r = await api.post("/v1/leases", json={"id": "agent-7", "ttl": "30s"})
+    assert r.status_code == 201, r.text
+    row = table.locator('tr[data-lease="agent-7"]')
+    await expect(row.locator("td.num").first).to_have_text("30s", timeout=1000)
+    r = await api.put("/v1/kv/presence/agent-7", params={"lease": "agent-7"}, json="here")
+    assert r.status_code == 201, r.text
+    r = await api.post("/v1/locks/jobs/leased", json={"owner": "agent-7", "lease": "agent-7"})
+    assert r.status_code == 200, r.text
+    # Key and lock events do not name the lease: the open panel reads it again (~1 s).
+    await expect(row.locator("td.keys")).to_have_text("presence/agent-7", timeout=5000)
+    await expect(row.locator("td.nkeys")).to_have_text("1")
+    await expect(row.locator("td.locks")).to_have_text(
+        f"jobs/leased (agent-7 #{r.json()['token']})"
+    )
+    await expect(page.locator("#count-leases")).to_have_text("1")
+    ttl = row.locator("td.ttl")
+    left = int((await ttl.inner_text()).rstrip("s"))
+    assert 20 <= left <= 30
+    await expect(ttl).not_to_have_text(f"{left}s", timeout=3000)  # counting down
+    await row.click()
+    await expect(page.get_by_test_id("lease-detail")).to_contain_text('"presence/agent-7"')
+    await shot(page, "dashboard-leases")
+
+    r = await api.delete("/v1/leases/agent-7")
+    assert r.status_code == 200, r.text
+    await expect(row).to_have_count(0, timeout=1000)
+    await expect(table).to_have_text("No leases in this namespace.")
+    await expect(page.get_by_test_id("lease-detail")).to_be_hidden()
+    await expect(page.locator('#keys-table tr[data-key="presence/agent-7"]')).to_have_count(0)
+    revoked = page.get_by_test_id("events-list").locator('li[data-type="lease.revoked"]')
+    await expect(revoked).to_contain_text("2 changes")
 
 
 async def test_many_keys_are_paged_and_many_events_stay_bounded(

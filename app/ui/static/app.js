@@ -4,7 +4,8 @@
 // capped, and TTLs are redrawn once a second for the rows on screen.
 
 import { api, auth } from "./api.js";
-import { checkLeases, loadArtifacts, loadSession, loadSessions, renderSessions } from "./panels.js";
+import { applyLeaseEvent, leasesMayHaveChanged, leasesShown, leasesTick, loadLeases, wireLeases } from "./leases.js";
+import { loadArtifacts, loadSession, loadSessions, renderSessions } from "./panels.js";
 import { $, EVENTS_SHOWN, guard, PAGE, RECENT_KEY, showError, state } from "./state.js";
 import { Feed } from "./stream.js";
 import { brief, countdown, el, fill, patternMatcher, pretty, time } from "./views.js";
@@ -54,7 +55,9 @@ async function openNamespace(ns) {
   });
   state.feed.start(revision);
   setRevision(revision);
-  await Promise.all([guard(loadLocks()), guard(loadSessions(true)), guard(loadArtifacts(true))]);
+  await Promise.all([
+    guard(loadLocks()), guard(loadSessions(true)), guard(loadArtifacts(true)), guard(loadLeases("reset")),
+  ]);
 }
 
 async function resync() {
@@ -62,7 +65,7 @@ async function resync() {
   // goes on after the reset, and events are applied only where they are newer.
   await Promise.all([
     guard(loadKeys(true)), guard(loadLocks()), guard(loadSessions(true)),
-    guard(loadArtifacts(true)),
+    guard(loadArtifacts(true)), guard(loadLeases("refresh")),
   ]);
   addEvents([{ type: "reset", revision: state.feed ? state.feed.last : 0, key: "", at: new Date().toISOString() }]);
 }
@@ -282,11 +285,20 @@ function applyLockEvent(event) {
 
 // -- events ----------------------------------------------------------------------------
 
-/** The changes an event makes to keys: a txn lists them in ``changes``. */
+/** Events that list their key and lock changes in ``changes`` (API.md 10 and 11). */
+const COMPOUND = new Set(["txn", "lease.revoked", "lease.expired"]);
+
+/** The changes an event makes to keys: a txn or an ended lease lists them in ``changes``. */
 function keyChanges(event) {
   if (event.type.startsWith("kv.")) return [event];
-  if (event.type === "txn" && Array.isArray(event.changes)) return event.changes.filter((c) => c.type?.startsWith("kv."));
+  if (COMPOUND.has(event.type) && Array.isArray(event.changes)) return event.changes.filter((c) => c.type?.startsWith("kv."));
   return [];
+}
+
+/** The locks an ended lease released, as lock events of its revision. */
+function lockChanges(event) {
+  if (!COMPOUND.has(event.type) || !Array.isArray(event.changes)) return [];
+  return event.changes.filter((c) => c.type?.startsWith("lock.")).map((c) => ({ ...c, revision: event.revision, at: event.at }));
 }
 
 function applyEvents(events) {
@@ -295,6 +307,12 @@ function applyEvents(events) {
       const result = applyKeyChange(change, event.revision, event.at);
       if (result && typeof result === "object") putKeyRow(result);
     }
+    for (const change of lockChanges(event)) {
+      applyLockEvent(change);
+      if (change.session) scheduleRefresh("sessions");
+    }
+    if (event.type.startsWith("lease.")) applyLeaseEvent(event);
+    else if (event.type.startsWith("kv.") || event.type.startsWith("lock.") || event.type === "txn") leasesMayHaveChanged();
     if (event.type.startsWith("lock.")) applyLockEvent(event);
     else if (event.type.startsWith("session.") || event.type.startsWith("variable.")) {
       scheduleRefresh("sessions");
@@ -328,9 +346,10 @@ function addEvents(events) {
 }
 
 function eventRow(event) {
-  const detail = event.type === "txn"
+  const detail = COMPOUND.has(event.type)
     ? `${(event.changes || []).length} changes`
-    : event.type === "kv.delete" || event.type === "kv.expire" ? `was ${brief(event.old_value, 110)}`
+    : event.type === "lease.granted" ? `ttl ${event.ttl}s`
+      : event.type === "kv.delete" || event.type === "kv.expire" ? `was ${brief(event.old_value, 110)}`
       : "value" in event ? brief(event.value, 120)
         : event.owner ? `${event.owner}${event.token ? ` token ${event.token}` : ""}${event.position ? ` #${event.position}` : ""}`
           : "";
@@ -345,7 +364,7 @@ function eventRow(event) {
 function eventMatches(event) {
   const f = state.eventFilter;
   if (f.type && !(event.type === f.type || event.type.startsWith(`${f.type}.`))) return false;
-  if (event.type === "txn") return (event.changes || []).some((c) => f.match(c.key || ""));
+  if (COMPOUND.has(event.type) && (event.changes || []).some((c) => f.match(c.key || ""))) return true;
   return f.match(event.key || "");
 }
 
@@ -373,6 +392,7 @@ function tick() {
   for (const cell of panel.querySelectorAll("td.ttl")) {
     if (cell.dataset.expires) cell.textContent = countdown(cell.dataset.expires, now);
   }
+  leasesTick(now);
 }
 
 // -- wiring ----------------------------------------------------------------------------
@@ -380,7 +400,7 @@ function tick() {
 function selectTab(name) {
   for (const tab of document.querySelectorAll("[role=tab]")) tab.setAttribute("aria-selected", String(tab.dataset.tab === name));
   for (const panel of document.querySelectorAll(".panel")) panel.hidden = panel.id !== `panel-${name}`;
-  if (name === "leases") checkLeases();
+  if (name === "leases") leasesShown();
 }
 
 function wire() {
@@ -411,6 +431,7 @@ function wire() {
   $("keys-more").addEventListener("click", () => guard(loadKeys(false)));
   $("sessions-more").addEventListener("click", () => guard(loadSessions(false)));
   $("artifacts-more").addEventListener("click", () => guard(loadArtifacts(false)));
+  wireLeases();
   $("keys-table").tBodies[0].addEventListener("click", (e) => {
     const row = e.target.closest("tr[data-key]");
     if (!row) return;
