@@ -4,11 +4,12 @@
 // capped, and TTLs are redrawn once a second for the rows on screen.
 
 import { api, auth } from "./api.js";
+import { applyKeyChange, loadKeys, putKeyRow, scheduleKeyFetch, updateKeyCount, wireKeys } from "./keys.js";
 import { applyLeaseEvent, leasesMayHaveChanged, leasesShown, leasesTick, loadLeases, wireLeases } from "./leases.js";
 import { loadArtifacts, loadSession, loadSessions, renderSessions } from "./panels.js";
-import { $, EVENTS_SHOWN, guard, PAGE, RECENT_KEY, showError, state } from "./state.js";
+import { $, EVENTS_SHOWN, guard, RECENT_KEY, showError, state } from "./state.js";
 import { Feed } from "./stream.js";
-import { brief, countdown, el, fill, patternMatcher, pretty, time } from "./views.js";
+import { brief, countdown, el, fill, patternMatcher, time } from "./views.js";
 
 // -- namespaces ------------------------------------------------------------------------
 
@@ -80,150 +81,6 @@ function setConn(s, err) {
 
 function setRevision(n) {
   $("revision").textContent = String(n);
-}
-
-// -- keys ------------------------------------------------------------------------------
-
-async function loadKeys(reset) {
-  const generation = state.generation;
-  const params = { ns: state.ns, pattern: state.keysPattern || undefined, limit: PAGE, values: "true" };
-  if (!reset) params.cursor = state.keysCursor;
-  const page = await api("v1/kv", params);
-  if (generation !== state.generation) return page.revision;
-  if (reset) {
-    state.keys.clear();
-    state.keyRows.clear();
-    state.keysSorted = [];
-    $("keys-table").tBodies[0].replaceChildren();
-  }
-  for (const entry of page.items) state.keys.set(entry.key, entry);
-  state.keysCursor = page.next_cursor;
-  state.keysSorted = [...state.keys.keys()].sort(compareKeys);
-  renderKeys();
-  showError(null);
-  return page.revision;
-}
-
-function compareKeys(a, b) {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
-/** Whether a key belongs to the loaded part of the listing (pages load in key order). */
-function keyInView(key) {
-  if (!state.keysMatch(key)) return false;
-  if (state.keysCursor === null) return true;
-  const last = state.keysSorted[state.keysSorted.length - 1];
-  return last !== undefined && key <= last;
-}
-
-function keyRow(entry) {
-  const row = el("tr", { dataset: { key: entry.key } });
-  row.append(
-    el("td", { class: "key", text: entry.key }),
-    el("td", { class: "value", text: brief(entry.value) }),
-    el("td", { class: "num", text: entry.revision }),
-    el("td", { class: "num", text: entry.version }),
-    el("td", { class: "ttl", dataset: { expires: entry.expires_at || "" }, text: countdown(entry.expires_at) }),
-    el("td", { class: "time", text: time(entry.modified_at) }),
-  );
-  return row;
-}
-
-function renderKeys() {
-  const rows = state.keysSorted.map((key) => {
-    const row = keyRow(state.keys.get(key));
-    state.keyRows.set(key, row);
-    return row;
-  });
-  fill($("keys-table").tBodies[0], rows, state.keysPattern ? "No key matches." : "No keys in this namespace.");
-  updateKeyCount();
-}
-
-function updateKeyCount() {
-  const n = state.keys.size;
-  $("count-keys").textContent = state.keysCursor === null ? String(n) : `${n}+`;
-  $("keys-more").hidden = state.keysCursor === null;
-  $("keys-info").textContent = state.keysCursor === null ? "" : `${n} loaded; more on the server`;
-}
-
-function putKeyRow(entry) {
-  const tbody = $("keys-table").tBodies[0];
-  const old = state.keyRows.get(entry.key);
-  const row = keyRow(entry);
-  state.keyRows.set(entry.key, row);
-  if (old) {
-    old.replaceWith(row);
-    return;
-  }
-  tbody.querySelector("tr.empty")?.remove();
-  // Insert in key order: the first loaded key after this one (binary search).
-  let lo = 0;
-  let hi = state.keysSorted.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (state.keysSorted[mid] < entry.key) lo = mid + 1;
-    else hi = mid;
-  }
-  const next = state.keysSorted[lo];
-  state.keysSorted.splice(lo, 0, entry.key);
-  tbody.insertBefore(row, next !== undefined ? state.keyRows.get(next) : null);
-}
-
-function removeKeyRow(key) {
-  const row = state.keyRows.get(key);
-  if (!row) return;
-  row.remove();
-  state.keyRows.delete(key);
-  state.keys.delete(key);
-  const i = state.keysSorted.indexOf(key);
-  if (i >= 0) state.keysSorted.splice(i, 1);
-}
-
-function applyKeyChange(change, revision, at) {
-  const current = state.keys.get(change.key);
-  if (current && current.revision >= revision) return false;
-  if (change.type === "kv.put") {
-    if (!current && !keyInView(change.key)) return false;
-    const entry = {
-      key: change.key, value: change.value, revision,
-      created_revision: current ? current.created_revision : revision,
-      version: change.version ?? (current ? current.version + 1 : 1),
-      created_at: current ? current.created_at : at,
-      modified_at: at,
-      expires_at: "expires_at" in change ? change.expires_at : current ? current.expires_at : null,
-    };
-    state.keys.set(change.key, entry);
-    queueKeyFetch(change.key);
-    return entry;
-  }
-  if (current) removeKeyRow(change.key);
-  return true;
-}
-
-/** Events carry a key's value, not its expiry: in-view keys are read again, a few at a
- * time, so their TTLs are right without one request per event. */
-function queueKeyFetch(key) {
-  if (state.keyFetch.size < 1000) state.keyFetch.add(key);
-  if (!state.keyFetchTimer) state.keyFetchTimer = setTimeout(fetchKeys, 250);
-}
-
-async function fetchKeys() {
-  const generation = state.generation;
-  const batch = [...state.keyFetch].slice(0, 20);
-  for (const key of batch) state.keyFetch.delete(key);
-  await Promise.all(batch.map(async (key) => {
-    let entry;
-    try {
-      entry = await api(`v1/kv/${key.split("/").map(encodeURIComponent).join("/")}`, { ns: state.ns });
-    } catch {
-      return; // deleted meanwhile (its event follows) or unreachable
-    }
-    const current = state.keys.get(key);
-    if (generation !== state.generation || !current || current.revision > entry.revision) return;
-    state.keys.set(key, entry);
-    putKeyRow(entry);
-  }));
-  state.keyFetchTimer = state.keyFetch.size ? setTimeout(fetchKeys, 250) : 0;
 }
 
 // -- locks -----------------------------------------------------------------------------
@@ -401,6 +258,7 @@ function selectTab(name) {
   for (const tab of document.querySelectorAll("[role=tab]")) tab.setAttribute("aria-selected", String(tab.dataset.tab === name));
   for (const panel of document.querySelectorAll(".panel")) panel.hidden = panel.id !== `panel-${name}`;
   if (name === "leases") leasesShown();
+  if (name === "keys") scheduleKeyFetch();
 }
 
 function wire() {
@@ -422,25 +280,10 @@ function wire() {
     auth.token = "";
     openNamespace(state.ns);
   });
-  $("keys-filter").addEventListener("submit", (e) => {
-    e.preventDefault();
-    state.keysPattern = $("keys-pattern").value.trim();
-    state.keysMatch = patternMatcher(state.keysPattern);
-    guard(loadKeys(true));
-  });
-  $("keys-more").addEventListener("click", () => guard(loadKeys(false)));
+  wireKeys();
   $("sessions-more").addEventListener("click", () => guard(loadSessions(false)));
   $("artifacts-more").addEventListener("click", () => guard(loadArtifacts(false)));
   wireLeases();
-  $("keys-table").tBodies[0].addEventListener("click", (e) => {
-    const row = e.target.closest("tr[data-key]");
-    if (!row) return;
-    const detail = $("key-detail");
-    const entry = state.keys.get(row.dataset.key);
-    state.selectedKey = row.dataset.key;
-    detail.textContent = entry ? pretty(entry) : "";
-    detail.hidden = !entry;
-  });
   $("sessions-table").tBodies[0].addEventListener("click", (e) => {
     const row = e.target.closest("tr[data-session]");
     if (!row) return;
