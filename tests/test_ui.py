@@ -255,6 +255,43 @@ async def check_leases(page: Any, api: httpx.AsyncClient) -> None:
     revoked = page.get_by_test_id("events-list").locator('li[data-type="lease.revoked"]')
     await expect(revoked).to_contain_text("2 changes")
 
+    # A lease that is not kept alive goes at its deadline, from its lease.expired event.
+    r = await api.post("/v1/leases", json={"id": "short", "ttl": "1s"})
+    assert r.status_code == 201, r.text
+    await expect(table.locator('tr[data-lease="short"]')).to_have_count(1)
+    await expect(table).to_have_text("No leases in this namespace.", timeout=5000)
+
+
+async def test_leases_are_paged(browser: Any, service: ServiceProcess) -> None:
+    """Leases load 50 at a time, each with what is attached to it."""
+    ns = "ui-leases"
+    async with api_client(service, ns) as api:
+
+        async def grant(i: int) -> None:
+            r = await api.post("/v1/leases", json={"id": f"agent-{i:03d}", "ttl": "5m"})
+            assert r.status_code == 201, r.text
+            r = await api.put(f"/v1/kv/agents/{i:03d}", params={"lease": f"agent-{i:03d}"},
+                              json={"n": i})
+            assert r.status_code == 201, r.text
+
+        await asyncio.gather(*(grant(i) for i in range(55)))
+        context, page, console = await open_page(browser, f"{service.url}/ui#ns={ns}")
+        try:
+            await live(page)
+            await page.get_by_role("tab", name=re.compile("Leases")).click()
+            rows = page.locator("#leases-table tbody tr")
+            await expect(rows).to_have_count(50)
+            await expect(page.locator("#count-leases")).to_have_text("50+")
+            await expect(rows.nth(49).locator("td.keys")).to_have_text("agents/049")
+            await page.locator("#leases-more").click()
+            await expect(rows).to_have_count(55)
+            await expect(page.locator("#count-leases")).to_have_text("55")
+            await expect(page.locator("#leases-more")).to_be_hidden()
+            await expect(rows.nth(54).locator("td.keys")).to_have_text("agents/054")
+            assert console.errors == []
+        finally:
+            await context.close()
+
 
 #: In-page probe: the longest delay of a 50 ms timer (the page's main thread was busy).
 LAG_PROBE = """() => {
