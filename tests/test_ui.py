@@ -361,7 +361,7 @@ async def test_many_keys_are_paged_and_many_events_stay_bounded(
     browser: Any, service: ServiceProcess
 ) -> None:
     """10,000 keys load a page (200) at a time, so the page's cost does not grow with
-    the namespace; 100 events a second for 3 s are applied in animation frames, the list
+    the namespace; 100 events a second for 3 s are applied in batches (ten a second), the list
     keeps its cap and the page stays responsive: no long stall of its main thread, and
     the next page shows promptly in the middle of the burst. Timings are taken in the
     page; the bounds are generous (a busy machine), what they catch is a page that

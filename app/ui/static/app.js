@@ -1,7 +1,8 @@
 // The Corkboard dashboard: one namespace at a time; its keys (paged), locks, sessions,
 // artifacts and the live event stream, all kept current by the namespace's feed.
-// Rendering is batched: events are applied once per animation frame, the event list is
-// capped, and TTLs are redrawn once a second for the rows on screen.
+// Rendering is batched: events are applied in batches, at most ten a second, each in an
+// animation frame (stream.js); the event list is capped, and TTLs are redrawn once a
+// second for the rows on screen.
 
 import { api, auth } from "./api.js";
 import { applyKeyChange, loadKeys, putKeyRow, scheduleKeyFetch, updateKeyCount, wireKeys } from "./keys.js";
