@@ -242,6 +242,12 @@ async def check_leases(page: Any, api: httpx.AsyncClient) -> None:
     left = int((await ttl.inner_text()).rstrip("s"))
     assert 20 <= left <= 30
     await expect(ttl).not_to_have_text(f"{left}s", timeout=3000)  # counting down
+    # A keepalive has no event: the open tab reads the deadlines again every 5 s, and
+    # at once when the tab is opened again.
+    r = await api.post("/v1/leases/agent-7/keepalive")
+    assert r.status_code == 200, r.text
+    await page.get_by_role("tab", name=re.compile("Leases")).click()
+    await expect(ttl).to_have_attribute("data-expires", r.json()["expires_at"], timeout=2000)
     await row.click()
     await expect(page.get_by_test_id("lease-detail")).to_contain_text('"presence/agent-7"')
     await shot(page, "dashboard-leases")

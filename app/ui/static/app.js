@@ -67,7 +67,7 @@ async function resync() {
   // goes on after the reset, and events are applied only where they are newer.
   await Promise.all([
     guard(loadKeys(true)), guard(loadLocks()), guard(loadSessions(true)),
-    guard(loadArtifacts(true)), guard(loadLeases("refresh")),
+    guard(loadArtifacts(true)), guard(loadLeases("reset")),
   ]);
   addEvents([{ type: "reset", revision: state.feed ? state.feed.last : 0, key: "", at: new Date().toISOString() }]);
 }

@@ -6,7 +6,7 @@
 // lease.granted / lease.revoked / lease.expired events update the table at once. What is
 // attached changes with key and lock events, which do not name the lease, and a keepalive
 // moves a deadline without an event: while the panel is open, the loaded leases are read
-// again at most once a second after such events, and every REFRESH_MS regardless.
+// again at most once a second after such events, and their deadlines every REFRESH_MS.
 
 import { api } from "./api.js";
 import { $, guard, state } from "./state.js";
@@ -65,6 +65,9 @@ async function read(mode) {
   } else if (mode === "refresh") {
     params.limit = Math.min(MAX_RELOAD, Math.max(LEASE_PAGE, leases.order.length));
   }
+  // What is attached changes with key and lock events only: without them, a refresh
+  // reads the listing (deadlines) and the details of leases not seen before.
+  const everything = mode === "reset" || leases.dirty;
   leases.dirty = false;
   leases.lastRead = Date.now();
   const body = await api("v1/leases", params);
@@ -77,7 +80,8 @@ async function read(mode) {
   leases.order = [...leases.byId.keys()].sort();
   leases.cursor = body.next_cursor;
   render();
-  const ids = mode === "more" ? body.items.map((l) => l.id) : leases.order;
+  const ids = mode === "more" ? body.items.map((l) => l.id)
+    : everything ? leases.order : leases.order.filter((id) => !leases.byId.get(id).keys);
   await readDetails(ids, generation);
 }
 
