@@ -329,23 +329,62 @@ async def write_keys(api: httpx.AsyncClient, count: int) -> None:
     await asyncio.gather(*(batch(start) for start in range(0, count, per)))
 
 
-async def paced_writes(api: httpx.AsyncClient, count: int, rate: int) -> tuple[float, list[int]]:
+class KeptAlive:
+    """PUTs over a few kept-alive connections, HTTP/1.1 written by hand. httpx costs
+    this process milliseconds of CPU and several wake-ups a request, which a busy
+    machine cannot give 100 times a second; the service sees ordinary requests."""
+
+    def __init__(self, service: ServiceProcess, ns: str, connections: int = 4) -> None:
+        self.port, self.ns, self.count = service.port, ns, connections
+        self.free: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            asyncio.Queue())
+
+    async def __aenter__(self) -> KeptAlive:
+        for _ in range(self.count):
+            self.free.put_nowait(await asyncio.open_connection("127.0.0.1", self.port))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        while not self.free.empty():
+            _, writer = self.free.get_nowait()
+            writer.close()
+
+    async def put(self, key: str, value: Any) -> tuple[int, Any]:
+        body = json.dumps(value).encode()
+        head = (f"PUT /v1/kv/{key}?ns={self.ns} HTTP/1.1\r\nHost: corkboard\r\n"
+                f"Authorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n")
+        reader, writer = await self.free.get()
+        try:
+            writer.write(head.encode() + body)
+            answer = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", answer)
+            assert length, answer
+            data = await reader.readexactly(int(length[1]))
+        finally:
+            self.free.put_nowait((reader, writer))
+        return int(answer.split(b" ", 2)[1]), json.loads(data)
+
+
+async def paced_writes(
+    service: ServiceProcess, ns: str, count: int, rate: int
+) -> tuple[float, list[int]]:
     """``count`` PUTs on keys ``load/00000``-``load/00099``, started at ``rate`` a second
     (each on its own schedule: a slow answer does not hold up the next); the time it took
     and the revisions."""
     loop = asyncio.get_running_loop()
-    begin = loop.time()
+    async with KeptAlive(service, ns) as http:
+        begin = loop.time()
 
-    async def put(i: int) -> int:
-        await asyncio.sleep(max(0.0, begin + i / rate - loop.time()))  # the rate is the point
-        r = await api.put(f"/v1/kv/load/{i % 100:05d}", json={"burst": i},
-                          timeout=httpx.Timeout(30.0, pool=None))
-        assert r.status_code == 200, r.text
-        revision: int = r.json()["revision"]
-        return revision
+        async def put(i: int) -> int:
+            await asyncio.sleep(max(0.0, begin + i / rate - loop.time()))  # the rate matters
+            status, body = await http.put(f"load/{i % 100:05d}", {"burst": i})
+            assert status == 200, body
+            revision: int = body["revision"]
+            return revision
 
-    revisions = await asyncio.gather(*(put(i) for i in range(count)))
-    return loop.time() - begin, revisions
+        revisions = await asyncio.gather(*(put(i) for i in range(count)))
+        return loop.time() - begin, revisions
 
 
 #: In-page: click "Load more keys" and measure until its 200 rows are on the page.
@@ -367,11 +406,12 @@ async def test_many_keys_are_paged_and_many_events_stay_bounded(
     browser: Any, service: ServiceProcess
 ) -> None:
     """10,000 keys load a page (200) at a time, so the page's cost does not grow with
-    the namespace; 100 events a second for 3 s are applied in batches (ten a second), the list
-    keeps its cap and the page stays responsive: no long stall of its main thread, and
-    the next page shows promptly in the middle of the burst. Timings are taken in the
-    page; the bounds are generous (a busy machine), what they catch is a page that
-    renders everything or blocks for seconds."""
+    the namespace; 100 events a second for 3.5 s are applied in batches (ten a second),
+    the list keeps its cap and the page stays responsive: no long stall of its main
+    thread, and the next page shows promptly in the middle of the burst. Timings are taken
+    in the page; the bounds are generous (a busy machine), what they catch is a page that
+    renders everything or blocks for seconds. (A machine too busy to write 100 a second
+    writes them as fast as it can; a failure's message says the rate reached.)"""
     ns = "ui-load"
     async with api_client(service, ns) as api:
         await write_keys(api, 10_000)
@@ -383,8 +423,8 @@ async def test_many_keys_are_paged_and_many_events_stay_bounded(
             await page.goto(f"{service.url}/ui#ns={ns}")
             rows = page.locator("#keys-table tbody tr")
             await expect(rows).to_have_count(200)
-            first_page = await page.evaluate(
-                "performance.getEntriesByType('navigation')[0].startTime + performance.now()")
+            # Milliseconds since the navigation began, read once the rows are there.
+            first_page = await page.evaluate("performance.now()")
             assert first_page < 5000, f"the first page of 10,000 keys took {first_page:.0f} ms"
             await expect(page.locator("#count-keys")).to_have_text("200+")
             await live(page)
@@ -392,7 +432,7 @@ async def test_many_keys_are_paged_and_many_events_stay_bounded(
             assert took < 3000, f"the next page took {took:.0f} ms"
             await expect(rows).to_have_count(400)
 
-            # 100 events a second for 3 s on keys the page shows; halfway, the next page.
+            # 100 events a second for 3.5 s on keys the page shows; halfway, the next page.
             await page.evaluate(LAG_PROBE)
 
             async def next_page_halfway() -> float:
@@ -401,22 +441,24 @@ async def test_many_keys_are_paged_and_many_events_stay_bounded(
                 return took
 
             (sent, revisions), during = await asyncio.gather(
-                paced_writes(api, count=300, rate=100), next_page_halfway())
+                paced_writes(service, ns, count=350, rate=100), next_page_halfway())
             events = page.get_by_test_id("events-list").locator("li")
             await expect(events).to_have_count(300)  # the cap of rendered events
             await expect(events.first).to_have_attribute("data-revision", str(max(revisions)))
             # Each key shows its last write (the writes overlap: the last by revision).
-            newest = max(range(99, 300, 100), key=lambda i: revisions[i])
+            newest = max(range(99, 350, 100), key=lambda i: revisions[i])
             await expect(page.locator('tr[data-key="load/00099"] td.value')).to_have_text(
                 f'{{"burst":{newest}}}'
             )
             probe = await page.evaluate(
                 "() => { clearInterval(lagProbe.timer); return lagProbe; }")
-            print(f"10,000 keys: first page {first_page:.0f} ms; 300 writes in {sent:.2f} s; "
-                  f"next page during them {during:.0f} ms; longest stall {probe['worst']:.0f} ms")
-            assert probe["ticks"] >= 20, probe
-            assert probe["worst"] < 2000, f"the page froze for {probe['worst']:.0f} ms"
-            assert during < 3000, f"the next page took {during:.0f} ms during the burst"
+            measured = (f"first page {first_page:.0f} ms; {350 / sent:.0f} writes/s; next page "
+                        f"during them {during:.0f} ms; longest stall {probe['worst']:.0f} ms "
+                        f"({probe['ticks']} ticks of 50 ms)")
+            print("10,000 keys:", measured)
+            assert probe["ticks"] >= 5, f"the probe hardly ran: {measured}"
+            assert probe["worst"] < 2000, f"the page froze: {measured}"
+            assert during < 3000, f"the next page was slow: {measured}"
             await expect(rows).to_have_count(600)
             assert console.errors == []
         finally:
