@@ -6,6 +6,7 @@ processes. Without chromium these tests skip, except in CI, where they fail.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -20,7 +21,7 @@ import pytest
 
 from app.settings import Settings
 from tests.conftest import REQUIRE_REDIS, flush
-from tests.support import ROOT, ServiceProcess, app_client, free_port, running
+from tests.support import ROOT, ServiceProcess, app_client, free_port
 
 playwright_api = pytest.importorskip("playwright.async_api")
 Browser = playwright_api.Browser
@@ -57,7 +58,23 @@ def chromium_path() -> str:
 
 
 @pytest.fixture(scope="module")
-async def browser(chromium_path: str) -> AsyncIterator[Any]:
+def booting() -> Iterator[tuple[ServiceProcess, concurrent.futures.Future[ServiceProcess]]]:
+    """The module's service, starting in a thread while the browser launches: one
+    memory-backed service with tokens; each test uses its own namespace."""
+    env = {"CORKBOARD_BACKEND": "memory://", "CORKBOARD_TOKENS": json.dumps(TOKENS)}
+    server = ServiceProcess(env)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        started = pool.submit(server.start)
+        try:
+            yield server, started
+        finally:
+            with contextlib.suppress(Exception):
+                started.result()
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+async def browser(chromium_path: str, booting: object) -> AsyncIterator[Any]:
     async with playwright_api.async_playwright() as p:
         browser = await p.chromium.launch(
             executable_path=chromium_path, args=["--no-sandbox", "--disable-gpu"]
@@ -69,12 +86,10 @@ async def browser(chromium_path: str) -> AsyncIterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def service() -> Iterator[ServiceProcess]:
-    """One memory-backed service with tokens for the module; each test uses its own
-    namespace (one cold start: seconds on a busy machine)."""
-    env = {"CORKBOARD_BACKEND": "memory://", "CORKBOARD_TOKENS": json.dumps(TOKENS)}
-    with running(ServiceProcess(env)) as (server,):
-        yield server
+def service(
+    booting: tuple[ServiceProcess, concurrent.futures.Future[ServiceProcess]],
+) -> ServiceProcess:
+    return booting[1].result()
 
 
 def api_client(service: ServiceProcess, ns: str, token: str = ADMIN_TOKEN) -> httpx.AsyncClient:
