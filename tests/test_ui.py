@@ -71,6 +71,9 @@ def booting() -> Iterator[tuple[ServiceProcess, concurrent.futures.Future[Servic
             with contextlib.suppress(Exception):
                 started.result()
             server.stop()
+            server.log.close()
+            with contextlib.suppress(OSError):
+                os.unlink(server.log.name)
 
 
 @pytest.fixture(scope="module")
