@@ -30,10 +30,18 @@ async def test_pages_and_assets_are_public_and_local(make_client: ClientFactory)
             if asset.startswith("ui/"):
                 r = await client.get("/" + asset)
                 assert r.status_code == 200, asset
-        for module in ("api.js", "stream.js", "views.js"):
+        # Every module the page imports, and every module they import, is served.
+        seen: set[str] = set()
+        todo = ["app.js"]
+        while todo:
+            module = todo.pop()
+            seen.add(module)
             r = await client.get(f"/ui/static/{module}")
-            assert r.status_code == 200
+            assert r.status_code == 200, module
             assert "javascript" in r.headers["content-type"]
+            imported = re.findall(r'^import .* from "\./([\w.-]+\.js)";$', r.text, re.M)
+            todo += [m for m in imported if m not in seen]
+        assert {"api.js", "keys.js", "leases.js", "stream.js", "views.js"} <= seen
         for page, asset in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
             html = (await client.get(page)).text
             assert f"/ui/docs-assets/{asset}" in html

@@ -1,13 +1,16 @@
 // The Corkboard dashboard: one namespace at a time; its keys (paged), locks, sessions,
 // artifacts and the live event stream, all kept current by the namespace's feed.
-// Rendering is batched: events are applied once per animation frame, the event list is
-// capped, and TTLs are redrawn once a second for the rows on screen.
+// Rendering is batched: events are applied in batches, at most ten a second, each in an
+// animation frame (stream.js); the event list is capped, and TTLs are redrawn once a
+// second for the rows on screen.
 
 import { api, auth } from "./api.js";
-import { checkLeases, loadArtifacts, loadSession, loadSessions, renderSessions } from "./panels.js";
-import { $, EVENTS_SHOWN, guard, PAGE, RECENT_KEY, showError, state } from "./state.js";
+import { applyKeyChange, loadKeys, putKeyRow, scheduleKeyFetch, updateKeyCount, wireKeys } from "./keys.js";
+import { applyLeaseEvent, leasesMayHaveChanged, leasesShown, leasesTick, loadLeases, wireLeases } from "./leases.js";
+import { loadArtifacts, loadSession, loadSessions, renderSessions } from "./panels.js";
+import { $, EVENTS_SHOWN, guard, RECENT_KEY, showError, state } from "./state.js";
 import { Feed } from "./stream.js";
-import { brief, countdown, el, fill, patternMatcher, pretty, time } from "./views.js";
+import { brief, countdown, el, fill, patternMatcher, time } from "./views.js";
 
 // -- namespaces ------------------------------------------------------------------------
 
@@ -54,7 +57,9 @@ async function openNamespace(ns) {
   });
   state.feed.start(revision);
   setRevision(revision);
-  await Promise.all([guard(loadLocks()), guard(loadSessions(true)), guard(loadArtifacts(true))]);
+  await Promise.all([
+    guard(loadLocks()), guard(loadSessions(true)), guard(loadArtifacts(true)), guard(loadLeases("reset")),
+  ]);
 }
 
 async function resync() {
@@ -62,7 +67,7 @@ async function resync() {
   // goes on after the reset, and events are applied only where they are newer.
   await Promise.all([
     guard(loadKeys(true)), guard(loadLocks()), guard(loadSessions(true)),
-    guard(loadArtifacts(true)),
+    guard(loadArtifacts(true)), guard(loadLeases("reset")),
   ]);
   addEvents([{ type: "reset", revision: state.feed ? state.feed.last : 0, key: "", at: new Date().toISOString() }]);
 }
@@ -77,150 +82,6 @@ function setConn(s, err) {
 
 function setRevision(n) {
   $("revision").textContent = String(n);
-}
-
-// -- keys ------------------------------------------------------------------------------
-
-async function loadKeys(reset) {
-  const generation = state.generation;
-  const params = { ns: state.ns, pattern: state.keysPattern || undefined, limit: PAGE, values: "true" };
-  if (!reset) params.cursor = state.keysCursor;
-  const page = await api("v1/kv", params);
-  if (generation !== state.generation) return page.revision;
-  if (reset) {
-    state.keys.clear();
-    state.keyRows.clear();
-    state.keysSorted = [];
-    $("keys-table").tBodies[0].replaceChildren();
-  }
-  for (const entry of page.items) state.keys.set(entry.key, entry);
-  state.keysCursor = page.next_cursor;
-  state.keysSorted = [...state.keys.keys()].sort(compareKeys);
-  renderKeys();
-  showError(null);
-  return page.revision;
-}
-
-function compareKeys(a, b) {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
-/** Whether a key belongs to the loaded part of the listing (pages load in key order). */
-function keyInView(key) {
-  if (!state.keysMatch(key)) return false;
-  if (state.keysCursor === null) return true;
-  const last = state.keysSorted[state.keysSorted.length - 1];
-  return last !== undefined && key <= last;
-}
-
-function keyRow(entry) {
-  const row = el("tr", { dataset: { key: entry.key } });
-  row.append(
-    el("td", { class: "key", text: entry.key }),
-    el("td", { class: "value", text: brief(entry.value) }),
-    el("td", { class: "num", text: entry.revision }),
-    el("td", { class: "num", text: entry.version }),
-    el("td", { class: "ttl", dataset: { expires: entry.expires_at || "" }, text: countdown(entry.expires_at) }),
-    el("td", { class: "time", text: time(entry.modified_at) }),
-  );
-  return row;
-}
-
-function renderKeys() {
-  const rows = state.keysSorted.map((key) => {
-    const row = keyRow(state.keys.get(key));
-    state.keyRows.set(key, row);
-    return row;
-  });
-  fill($("keys-table").tBodies[0], rows, state.keysPattern ? "No key matches." : "No keys in this namespace.");
-  updateKeyCount();
-}
-
-function updateKeyCount() {
-  const n = state.keys.size;
-  $("count-keys").textContent = state.keysCursor === null ? String(n) : `${n}+`;
-  $("keys-more").hidden = state.keysCursor === null;
-  $("keys-info").textContent = state.keysCursor === null ? "" : `${n} loaded; more on the server`;
-}
-
-function putKeyRow(entry) {
-  const tbody = $("keys-table").tBodies[0];
-  const old = state.keyRows.get(entry.key);
-  const row = keyRow(entry);
-  state.keyRows.set(entry.key, row);
-  if (old) {
-    old.replaceWith(row);
-    return;
-  }
-  tbody.querySelector("tr.empty")?.remove();
-  // Insert in key order: the first loaded key after this one (binary search).
-  let lo = 0;
-  let hi = state.keysSorted.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (state.keysSorted[mid] < entry.key) lo = mid + 1;
-    else hi = mid;
-  }
-  const next = state.keysSorted[lo];
-  state.keysSorted.splice(lo, 0, entry.key);
-  tbody.insertBefore(row, next !== undefined ? state.keyRows.get(next) : null);
-}
-
-function removeKeyRow(key) {
-  const row = state.keyRows.get(key);
-  if (!row) return;
-  row.remove();
-  state.keyRows.delete(key);
-  state.keys.delete(key);
-  const i = state.keysSorted.indexOf(key);
-  if (i >= 0) state.keysSorted.splice(i, 1);
-}
-
-function applyKeyChange(change, revision, at) {
-  const current = state.keys.get(change.key);
-  if (current && current.revision >= revision) return false;
-  if (change.type === "kv.put") {
-    if (!current && !keyInView(change.key)) return false;
-    const entry = {
-      key: change.key, value: change.value, revision,
-      created_revision: current ? current.created_revision : revision,
-      version: change.version ?? (current ? current.version + 1 : 1),
-      created_at: current ? current.created_at : at,
-      modified_at: at,
-      expires_at: "expires_at" in change ? change.expires_at : current ? current.expires_at : null,
-    };
-    state.keys.set(change.key, entry);
-    queueKeyFetch(change.key);
-    return entry;
-  }
-  if (current) removeKeyRow(change.key);
-  return true;
-}
-
-/** Events carry a key's value, not its expiry: in-view keys are read again, a few at a
- * time, so their TTLs are right without one request per event. */
-function queueKeyFetch(key) {
-  if (state.keyFetch.size < 1000) state.keyFetch.add(key);
-  if (!state.keyFetchTimer) state.keyFetchTimer = setTimeout(fetchKeys, 250);
-}
-
-async function fetchKeys() {
-  const generation = state.generation;
-  const batch = [...state.keyFetch].slice(0, 20);
-  for (const key of batch) state.keyFetch.delete(key);
-  await Promise.all(batch.map(async (key) => {
-    let entry;
-    try {
-      entry = await api(`v1/kv/${key.split("/").map(encodeURIComponent).join("/")}`, { ns: state.ns });
-    } catch {
-      return; // deleted meanwhile (its event follows) or unreachable
-    }
-    const current = state.keys.get(key);
-    if (generation !== state.generation || !current || current.revision > entry.revision) return;
-    state.keys.set(key, entry);
-    putKeyRow(entry);
-  }));
-  state.keyFetchTimer = state.keyFetch.size ? setTimeout(fetchKeys, 250) : 0;
 }
 
 // -- locks -----------------------------------------------------------------------------
@@ -282,11 +143,20 @@ function applyLockEvent(event) {
 
 // -- events ----------------------------------------------------------------------------
 
-/** The changes an event makes to keys: a txn lists them in ``changes``. */
+/** Events that list their key and lock changes in ``changes`` (API.md 10 and 11). */
+const COMPOUND = new Set(["txn", "lease.revoked", "lease.expired"]);
+
+/** The changes an event makes to keys: a txn or an ended lease lists them in ``changes``. */
 function keyChanges(event) {
   if (event.type.startsWith("kv.")) return [event];
-  if (event.type === "txn" && Array.isArray(event.changes)) return event.changes.filter((c) => c.type?.startsWith("kv."));
+  if (COMPOUND.has(event.type) && Array.isArray(event.changes)) return event.changes.filter((c) => c.type?.startsWith("kv."));
   return [];
+}
+
+/** The locks an ended lease released, as lock events of its revision. */
+function lockChanges(event) {
+  if (!COMPOUND.has(event.type) || !Array.isArray(event.changes)) return [];
+  return event.changes.filter((c) => c.type?.startsWith("lock.")).map((c) => ({ ...c, revision: event.revision, at: event.at }));
 }
 
 function applyEvents(events) {
@@ -295,6 +165,12 @@ function applyEvents(events) {
       const result = applyKeyChange(change, event.revision, event.at);
       if (result && typeof result === "object") putKeyRow(result);
     }
+    for (const change of lockChanges(event)) {
+      applyLockEvent(change);
+      if (change.session) scheduleRefresh("sessions");
+    }
+    if (event.type.startsWith("lease.")) applyLeaseEvent(event);
+    else if (event.type.startsWith("kv.") || event.type.startsWith("lock.") || event.type === "txn") leasesMayHaveChanged();
     if (event.type.startsWith("lock.")) applyLockEvent(event);
     else if (event.type.startsWith("session.") || event.type.startsWith("variable.")) {
       scheduleRefresh("sessions");
@@ -328,9 +204,10 @@ function addEvents(events) {
 }
 
 function eventRow(event) {
-  const detail = event.type === "txn"
+  const detail = COMPOUND.has(event.type)
     ? `${(event.changes || []).length} changes`
-    : event.type === "kv.delete" || event.type === "kv.expire" ? `was ${brief(event.old_value, 110)}`
+    : event.type === "lease.granted" ? `ttl ${event.ttl}s`
+      : event.type === "kv.delete" || event.type === "kv.expire" ? `was ${brief(event.old_value, 110)}`
       : "value" in event ? brief(event.value, 120)
         : event.owner ? `${event.owner}${event.token ? ` token ${event.token}` : ""}${event.position ? ` #${event.position}` : ""}`
           : "";
@@ -345,7 +222,7 @@ function eventRow(event) {
 function eventMatches(event) {
   const f = state.eventFilter;
   if (f.type && !(event.type === f.type || event.type.startsWith(`${f.type}.`))) return false;
-  if (event.type === "txn") return (event.changes || []).some((c) => f.match(c.key || ""));
+  if (COMPOUND.has(event.type) && (event.changes || []).some((c) => f.match(c.key || ""))) return true;
   return f.match(event.key || "");
 }
 
@@ -373,6 +250,7 @@ function tick() {
   for (const cell of panel.querySelectorAll("td.ttl")) {
     if (cell.dataset.expires) cell.textContent = countdown(cell.dataset.expires, now);
   }
+  leasesTick(now);
 }
 
 // -- wiring ----------------------------------------------------------------------------
@@ -380,7 +258,8 @@ function tick() {
 function selectTab(name) {
   for (const tab of document.querySelectorAll("[role=tab]")) tab.setAttribute("aria-selected", String(tab.dataset.tab === name));
   for (const panel of document.querySelectorAll(".panel")) panel.hidden = panel.id !== `panel-${name}`;
-  if (name === "leases") checkLeases();
+  if (name === "leases") leasesShown();
+  if (name === "keys") scheduleKeyFetch();
 }
 
 function wire() {
@@ -402,24 +281,10 @@ function wire() {
     auth.token = "";
     openNamespace(state.ns);
   });
-  $("keys-filter").addEventListener("submit", (e) => {
-    e.preventDefault();
-    state.keysPattern = $("keys-pattern").value.trim();
-    state.keysMatch = patternMatcher(state.keysPattern);
-    guard(loadKeys(true));
-  });
-  $("keys-more").addEventListener("click", () => guard(loadKeys(false)));
+  wireKeys();
   $("sessions-more").addEventListener("click", () => guard(loadSessions(false)));
   $("artifacts-more").addEventListener("click", () => guard(loadArtifacts(false)));
-  $("keys-table").tBodies[0].addEventListener("click", (e) => {
-    const row = e.target.closest("tr[data-key]");
-    if (!row) return;
-    const detail = $("key-detail");
-    const entry = state.keys.get(row.dataset.key);
-    state.selectedKey = row.dataset.key;
-    detail.textContent = entry ? pretty(entry) : "";
-    detail.hidden = !entry;
-  });
+  wireLeases();
   $("sessions-table").tBodies[0].addEventListener("click", (e) => {
     const row = e.target.closest("tr[data-session]");
     if (!row) return;

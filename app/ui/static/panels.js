@@ -1,7 +1,7 @@
-// The sessions, artifacts and leases panels: listings read again when events say they
+// The sessions and artifacts panels: listings read again when events say they
 // changed (see scheduleRefresh in app.js), and a chosen session's snapshot.
 
-import { api, describe } from "./api.js";
+import { api } from "./api.js";
 import { $, PAGE, state } from "./state.js";
 import { brief, bytes, countdown, el, fill, pretty, time } from "./views.js";
 
@@ -90,34 +90,3 @@ export async function loadArtifacts(reset) {
   $("count-artifacts").textContent = state.artifactsCursor ? `${state.artifacts.length}+` : String(state.artifacts.length);
   $("artifacts-more").hidden = !state.artifactsCursor;
 }
-
-// -- leases (API.md section 11; shown once the server has them) ------------------------
-
-export async function checkLeases() {
-  const status = $("leases-status");
-  // The published OpenAPI document says whether this server has leases; asking
-  // /v1/leases itself would log a 404 in the console of every server without them.
-  let spec;
-  try {
-    spec = await api("openapi.json");
-  } catch (err) {
-    status.textContent = describe(err).line;
-    return;
-  }
-  if (!spec.paths || !spec.paths["/v1/leases"]) {
-    status.textContent = "This server has no leases yet: nothing to show.";
-    return;
-  }
-  try {
-    const body = await api("v1/leases", { ns: state.ns });
-    const items = body.items || [];
-    $("leases-body").replaceChildren(el("table", { class: "grid" },
-      el("thead", {}, el("tr", {}, ...["lease", "ttl", "expires in", "keys", "locks"].map((h) => el("th", { text: h })))),
-      el("tbody", {}, ...items.map((l) => el("tr", {}, el("td", { class: "key", text: l.id }), el("td", { text: l.ttl }),
-        el("td", { class: "ttl", dataset: { expires: l.expires_at || "" }, text: countdown(l.expires_at) }),
-        el("td", { text: (l.keys || []).join(", ") }), el("td", { text: (l.locks || []).join(", ") }))))));
-  } catch (err) {
-    status.textContent = describe(err).line;
-  }
-}
-

@@ -1,8 +1,11 @@
 // The namespace's change feed for the dashboard: one EventSource on /v1/watch that
 // resumes where it stopped (Last-Event-ID, or ?since= when it must open a new stream),
-// drops duplicates, and hands events over in batches, once per animation frame.
+// drops duplicates, and hands events over in batches: in an animation frame, at most one
+// batch per FLUSH_MS.
 
 import { api, apiUrl, auth } from "./api.js";
+
+const FLUSH_MS = 100;
 
 export const EVENT_TYPES = [
   "kv.put", "kv.delete", "kv.expire",
@@ -27,6 +30,8 @@ export class Feed {
     this.source = null;
     this.pending = [];
     this.frame = 0;
+    this.timer = 0;
+    this.flushed = 0;
     this.retryTimer = 0;
     this.failures = 0;
     this.closed = false;
@@ -43,6 +48,7 @@ export class Feed {
     if (this.source) this.source.close();
     this.source = null;
     cancelAnimationFrame(this.frame);
+    clearTimeout(this.timer);
   }
 
   connect() {
@@ -93,11 +99,21 @@ export class Feed {
     if (!(revision > this.last)) return; // already seen: never twice
     this.last = revision;
     this.pending.push(event);
-    if (!this.frame) this.frame = requestAnimationFrame(() => this.flush());
+    if (this.frame || this.timer) return;
+    // At most one batch per FLUSH_MS, drawn in an animation frame: a burst of events
+    // costs the page a few renders a second, however many events it brings.
+    const wait = this.flushed + FLUSH_MS - performance.now();
+    if (wait > 0) {
+      this.timer = setTimeout(() => {
+        this.timer = 0;
+        this.frame = requestAnimationFrame(() => this.flush());
+      }, wait);
+    } else this.frame = requestAnimationFrame(() => this.flush());
   }
 
   flush() {
     this.frame = 0;
+    this.flushed = performance.now();
     const batch = this.pending;
     this.pending = [];
     if (batch.length) {
