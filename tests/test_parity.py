@@ -288,11 +288,6 @@ return 'slow'
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="regressed by the merge of the cluster router: a pipeline's connection times "
-    "out as a whole, so the calls beside a slow script answer 503 (known, open in issue 12)",
-)
 async def test_a_slow_script_in_a_pipeline_does_not_fail_the_others(redis_url: str) -> None:
     """Calls pipelined with a script slower than the call timeout get their own answers
     (Redis ran them all; it was 503 for every call of the batch); heavy scripts (the

@@ -12,6 +12,7 @@ script whose answer was lost may have run.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 #: Rounds of re-sending the commands that a server refused before running them.
 MAX_ROUNDS = 8
+#: A pipeline's replies are awaited for this many call timeouts in all (not one each).
+PIPELINE_TIMEOUTS = 2
 
 
 @dataclass(slots=True)
@@ -241,7 +244,10 @@ class RedisNodes:
                 command.queue(pipe)
             if wait:
                 pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-            answers: list[Any] = await pipe.execute(raise_on_error=False)
+            if blocking:
+                answers: list[Any] = await pipe.execute(raise_on_error=False)
+            else:
+                answers = await bounded_pipeline(client, pipe.command_stack)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -249,6 +255,9 @@ class RedisNodes:
                 with suppress(Exception):  # the original failure is what matters
                     await self.connection_lost(node)
             return [exc] * len(commands)
+        if any(isinstance(a, RedisConnectionError) for a in answers):
+            with suppress(Exception):  # a broken connection: its idle siblings are too
+                await self.connection_lost(node)
         if asking:
             answers = answers[1:]
         if wait:
@@ -264,6 +273,66 @@ class RedisNodes:
                     for c, a in zip(commands, answers, strict=True)
                 ]
         return answers
+
+
+class _Unbounded:
+    """A connection whose reads wait as long as the batch they belong to allows (see
+    ``bounded_pipeline``), instead of one call's socket timeout each."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    async def read_response(self, disable_decoding: bool = False, **_: Any) -> Any:
+        return await self.connection.read_response(
+            disable_decoding=disable_decoding, timeout=math.inf
+        )
+
+
+async def bounded_pipeline(client: Redis, stack: Sequence[tuple[Any, Any]]) -> list[Any]:
+    """Send a pipeline's queued ``stack`` in one write and answer each command with its
+    own reply (an error reply is that command's answer only).
+
+    Redis flushes a pipeline's replies once it has run the commands it read together,
+    so a slow script holds back the replies beside it although Redis runs them all.
+    Reading each reply under the call timeout made that script fail every call of the
+    batch (503, though applied); here the batch as a whole gets ``PIPELINE_TIMEOUTS``
+    call timeouts. Replies read in that time are their commands' answers; the commands
+    still unanswered then (a script slower than that, or a Redis that stopped
+    answering) get a TimeoutError each, and the connection, whose later replies are
+    unread, is closed.
+    """
+    pool = client.connection_pool
+    connection: Any = await pool.get_connection()
+    answers: list[Any] = []
+    try:
+        per_call = connection.socket_timeout or 5.0
+        reader = _Unbounded(connection)
+        try:
+            await connection.send_packed_command(
+                connection.pack_commands([args for args, _ in stack])
+            )
+            async with asyncio.timeout(per_call * PIPELINE_TIMEOUTS):
+                for args, options in stack:
+                    try:
+                        answers.append(await client.parse_response(reader, args[0], **options))
+                    except ResponseError as exc:
+                        answers.append(exc)
+        except (TimeoutError, RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            await connection.disconnect()
+            failure: Exception = (
+                RedisTimeoutError(
+                    f"no reply within {per_call * PIPELINE_TIMEOUTS:g} s for a pipelined "
+                    "call (another script of its batch was slow, or Redis stopped answering)"
+                )
+                if isinstance(exc, TimeoutError) else exc
+            )
+            answers += [failure] * (len(stack) - len(answers))
+        except BaseException:
+            await connection.disconnect()
+            raise
+    finally:
+        await pool.release(connection)
+    return answers
 
 
 def wait_timeout_ms(timeout: float) -> int:
