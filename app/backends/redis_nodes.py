@@ -302,11 +302,11 @@ async def bounded_pipeline(client: Redis, stack: Sequence[tuple[Any, Any]]) -> l
     unread, is closed.
     """
     pool = client.connection_pool
-    connection: Any = await pool.get_connection()
+    connection: Any = await pool.get_connection()  # type: ignore[no-untyped-call]
     answers: list[Any] = []
     try:
         per_call = connection.socket_timeout or 5.0
-        reader = _Unbounded(connection)
+        reader: Any = _Unbounded(connection)
         try:
             await connection.send_packed_command(
                 connection.pack_commands([args for args, _ in stack])
