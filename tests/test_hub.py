@@ -14,9 +14,11 @@ import orjson
 import pytest
 
 from app.backends import backend_from_url
-from app.backends.base import Backend, EventBatch, KeyPage
+from app.backends.base import Backend
 from app.backends.memory import MemoryBackend
 from app.backends.redis import RedisBackend
+from app.domain.events import EventBatch
+from app.domain.keys import KeyPage
 from app.errors import BackendUnavailable
 from app.events import (
     EVENT,

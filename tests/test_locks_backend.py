@@ -12,7 +12,7 @@ import pytest
 
 from app.backends import backend_from_url
 from app.backends.base import Backend
-from app.backends.locking import LockRequest
+from app.domain.locks import LockRequest
 from app.errors import Conflict
 from app.settings import Settings
 

@@ -448,8 +448,8 @@ class _CountingDict(dict[Any, Any]):
 
 
 async def test_memory_session_listing_and_deletion_do_not_visit_every_session() -> None:
-    from app.backends.locking import LockRequest
     from app.backends.memory import MemoryBackend
+    from app.domain.locks import LockRequest
     from app.syntax import Pattern
 
     backend = MemoryBackend()

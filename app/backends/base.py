@@ -11,25 +11,30 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from app.backends.base_txn import TxnStore
-from app.backends.locking import LockInfo, LockOutcome, LockRelease, LockRequest
-from app.errors import PreconditionFailed, QuotaExceeded, StaleFence
-from app.syntax import Pattern, iso_ms
+from app.domain.conditions import NO_CONDITION, Condition, Precondition
+from app.domain.events import ChangeEvent, EventBatch
+from app.domain.fence import Fence
+from app.domain.keys import KeyEntry, KeyPage, PutResult, ValueUpdate
+from app.domain.locks import LockInfo, LockOutcome, LockRelease, LockRequest
+from app.syntax import Pattern
+
+__all__ = [  # the values the interface speaks in, for its callers' convenience
+    "NO_CONDITION", "Backend", "BackendInfo", "ChangeEvent", "Condition", "EventBatch",
+    "Fence", "KeyEntry", "KeyPage", "Precondition", "PutResult", "raise_if_cancelling",
+]
 
 if TYPE_CHECKING:
-    from app.backends.base_artifacts import (
-        ArtifactCondition,
+    from app.domain.artifacts import (
         ArtifactMeta,
         ArtifactPage,
         ArtifactPut,
     )
-    from app.backends.sessions import (
+    from app.domain.sessions import (
         ImportResult,
         SessionInfo,
         SessionSnapshot,
@@ -40,172 +45,6 @@ if TYPE_CHECKING:
     )
 
 logger = logging.getLogger("corkboard.backend")
-
-
-@dataclass(frozen=True, slots=True)
-class KeyEntry:
-    """One key at one revision. Times are epoch milliseconds; ``value`` is JSON bytes."""
-
-    key: str
-    value: bytes
-    revision: int
-    created_revision: int
-    version: int
-    created_at: int
-    modified_at: int
-    expires_at: int | None
-
-    def as_dict(self, *, with_value: bool = True) -> dict[str, Any]:
-        out: dict[str, Any] = {"key": self.key}
-        if with_value:
-            out["value"] = orjson.Fragment(self.value)
-        out["revision"] = self.revision
-        out["created_revision"] = self.created_revision
-        out["version"] = self.version
-        out["created_at"] = iso_ms(self.created_at)
-        out["modified_at"] = iso_ms(self.modified_at)
-        out["expires_at"] = iso_ms(self.expires_at) if self.expires_at else None
-        return out
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(self.as_dict())
-
-    @property
-    def etag(self) -> str:
-        return f'"{self.revision}"'
-
-
-@dataclass(frozen=True, slots=True)
-class PutResult:
-    entry: KeyEntry
-    created: bool
-
-
-@dataclass(frozen=True, slots=True)
-class KeyPage:
-    items: list[KeyEntry]
-    next_cursor: str | None
-    revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class ChangeEvent:
-    """One entry of a namespace's change log; ``data`` is the event's JSON object."""
-
-    revision: int
-    type: str
-    key: str
-    session: str | None
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class EventBatch:
-    """Events after a revision. Events at or below ``compacted_revision`` are gone."""
-
-    events: list[ChangeEvent]
-    current_revision: int
-    compacted_revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class Precondition:
-    """A write's condition: If-Match (a revision, or any existing entry) / If-None-Match: *."""
-
-    match_revision: int | None = None
-    must_exist: bool = False
-    must_not_exist: bool = False
-
-    @property
-    def any(self) -> bool:
-        return self.match_revision is not None or self.must_exist or self.must_not_exist
-
-
-NO_CONDITION = Precondition()
-
-
-def check_precondition(condition: Precondition, current: KeyEntry | None) -> None:
-    """Raise PreconditionFailed (412) when ``condition`` does not hold for ``current``."""
-    if condition.must_not_exist and current is not None:
-        raise PreconditionFailed(
-            "The key already exists (If-None-Match: *).", code="already_exists", current=current
-        )
-    if (condition.must_exist or condition.match_revision is not None) and current is None:
-        raise PreconditionFailed("The key does not exist (If-Match).", current=None)
-    if (
-        condition.match_revision is not None
-        and current is not None
-        and current.revision != condition.match_revision
-    ):
-        raise PreconditionFailed(
-            f"The key is at revision {current.revision}, not {condition.match_revision}.",
-            current=current,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Fence:
-    """Fence-Lock/Fence-Token: the write applies only while ``token`` holds the lock.
-
-    ``scope`` is "" for namespace locks, or a session id for session-scoped locks.
-    """
-
-    name: str
-    token: int
-    scope: str = ""
-
-    def stale(self) -> StaleFence:
-        """The 409 for a write this fence refused."""
-        return StaleFence(
-            f"Fence token {self.token} does not hold lock {self.name!r}; nothing was written."
-        )
-
-    @staticmethod
-    def script_args(fence: Fence | None) -> list[str]:
-        """The three Lua arguments fence_holds(scope, name, token) reads ('' = no fence)."""
-        if fence is None:
-            return ["", "", ""]
-        return [fence.scope, fence.name, str(fence.token)]
-
-
-#: A server-side transformation of a key's value: the current (or initial) value's JSON
-#: bytes in, the new value's JSON bytes out. It may raise a CorkboardError to refuse.
-ValueUpdate = Callable[[bytes], bytes]
-
-
-@dataclass(frozen=True, slots=True)
-class Bounds:
-    """What a backend keeps per namespace at most (API.md section 9, "Bounded memory").
-
-    ``max_bytes`` counts, exactly and on every backend alike, the JSON length of: every
-    kept revision of every key's value (the live value is its newest revision), each
-    session's metadata, each variable's value and definition (``definition_json``), and
-    each thread's or channel's state map. ``max_keys`` counts stored keys.
-    """
-
-    event_retention: int = 100_000
-    event_retention_bytes: int = 64 * 1_048_576
-    max_keys: int = 1_000_000
-    max_bytes: int = 1_073_741_824
-    lock_max_waiters: int = 1000
-
-    def script_arg(self) -> str:
-        """The Lua prelude's ARGV[2]: 'events:event_bytes:max_keys:max_bytes'."""
-        return (
-            f"{self.event_retention}:{self.event_retention_bytes}:{self.max_keys}:"
-            f"{self.max_bytes}"
-        )
-
-
-def quota_exceeded(ns: str, what: str, limit: int) -> QuotaExceeded:
-    """The 507 for a write that would take ``ns`` past a quota; nothing was written."""
-    setting = "CORKBOARD_NAMESPACE_MAX_KEYS" if what == "keys" else "CORKBOARD_NAMESPACE_MAX_BYTES"
-    unit = "live keys" if what == "keys" else "bytes"
-    return QuotaExceeded(
-        f"Namespace {ns!r} would exceed its quota of {limit} {unit} ({setting}); "
-        "nothing was written. Delete something first.",
-        quota=what, limit=limit,
-    )
 
 
 @dataclass(slots=True)
@@ -226,16 +65,6 @@ def raise_if_cancelling() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-def apply_update(update: ValueUpdate, base: bytes, current: KeyEntry | None) -> bytes:
-    """Run a server-side update; a refused precondition (a JSON Patch ``test``) carries
-    the entry it was tested against as ``current``, like every 412."""
-    try:
-        return update(base)
-    except PreconditionFailed as exc:
-        exc.extra.setdefault("current", current)
-        raise
 
 
 class Backend(TxnStore, ABC):
@@ -271,7 +100,7 @@ class Backend(TxnStore, ABC):
         value: bytes,
         *,
         ttl_ms: int = 0,
-        condition: Precondition = NO_CONDITION,
+        condition: Condition = NO_CONDITION,
         fence: Fence | None = None,
         lease: str | None = None,
     ) -> PutResult:
@@ -288,7 +117,7 @@ class Backend(TxnStore, ABC):
         *,
         initial: bytes | None = None,
         ttl_ms: int | None = None,
-        condition: Precondition = NO_CONDITION,
+        condition: Condition = NO_CONDITION,
         fence: Fence | None = None,
         lease: str | None = None,
     ) -> PutResult:
@@ -327,7 +156,7 @@ class Backend(TxnStore, ABC):
         ns: str,
         key: str,
         *,
-        condition: Precondition = NO_CONDITION,
+        condition: Condition = NO_CONDITION,
         fence: Fence | None = None,
     ) -> KeyEntry | None:
         """Delete the key and its history; returns the deleted entry, None if absent."""
@@ -449,7 +278,7 @@ class Backend(TxnStore, ABC):
         content_type: str,
         ttl_ms: int = 0,
         grace_ms: int = 0,
-        condition: ArtifactCondition | None = None,
+        condition: Condition | None = None,
         fence: Fence | None = None,
     ) -> ArtifactPut:
         """Make the reserved ``blob`` the artifact's content, atomically with the fence
@@ -467,7 +296,7 @@ class Backend(TxnStore, ABC):
         ns: str,
         key: str,
         *,
-        condition: ArtifactCondition | None = None,
+        condition: Condition | None = None,
         fence: Fence | None = None,
     ) -> ArtifactMeta | None:
         """Delete the artifact with an ``artifact.delete`` event; None when absent (no
@@ -556,7 +385,7 @@ class Backend(TxnStore, ABC):
         metadata: dict[str, Any] | None = None,
         atomic: bool = True,
         batch: bool = False,
-        condition: Precondition = NO_CONDITION,
+        condition: Condition = NO_CONDITION,
         fence: Fence | None = None,
     ) -> WriteOutcome:
         """Set values (decoded JSON) by ident, each checked against its variable's type
@@ -571,7 +400,7 @@ class Backend(TxnStore, ABC):
         sid: str,
         ident: str,
         *,
-        condition: Precondition = NO_CONDITION,
+        condition: Condition = NO_CONDITION,
         fence: Fence | None = None,
     ) -> Variable:
         """Delete a variable; returns it as it was. NotFound when absent."""

@@ -16,32 +16,21 @@ from typing import Any
 
 import orjson
 
-from app.backends.base import (
-    NO_CONDITION,
-    Backend,
-    BackendInfo,
-    Bounds,
-    ChangeEvent,
-    EventBatch,
-    Fence,
-    KeyEntry,
-    KeyPage,
-    Precondition,
-    PutResult,
-    ValueUpdate,
-    apply_update,
-    check_precondition,
-    quota_exceeded,
-)
-from app.backends.increment import add_exact, number_to_increment
+from app.backends.base import Backend, BackendInfo
 from app.backends.memory_artifacts import MemoryArtifactsMixin
 from app.backends.memory_leases import LeaseState, MemoryLeases
 from app.backends.memory_locks import MemoryLocks
 from app.backends.memory_sessions import MemorySessions
 from app.backends.memory_txn import MemoryTxn
 from app.backends.paging import page_sorted
+from app.domain.bounds import Bounds, quota_exceeded
+from app.domain.conditions import KEY, NO_CONDITION, Condition
+from app.domain.events import ChangeEvent, EventBatch, build_event
+from app.domain.fence import Fence
+from app.domain.keys import KeyEntry, KeyPage, PutResult, ValueUpdate, apply_update
+from app.domain.numbers import add_exact, number_to_increment
 from app.errors import NotFound
-from app.syntax import Pattern, iso_ms, now_ms
+from app.syntax import Pattern, now_ms
 
 
 @dataclass(slots=True)
@@ -70,32 +59,6 @@ class _Namespace:
     #: The lease each key on a lease is attached to.
     key_leases: dict[str, str] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-def build_event(
-    ns: str,
-    revision: int,
-    type_: str,
-    key: str,
-    at_ms: int,
-    *,
-    value: bytes | None = None,
-    old_value: bytes | None = None,
-    session: str | None = None,
-    extra: dict[str, Any] | None = None,
-    with_values: bool = True,
-) -> ChangeEvent:
-    """One change event, its JSON shaped exactly like the Redis scripts' events."""
-    body: dict[str, Any] = {"revision": revision, "type": type_, "ns": ns, "key": key}
-    if session is not None:
-        body["session"] = session
-    body["at"] = iso_ms(at_ms)
-    if with_values:
-        body["value"] = orjson.Fragment(value) if value is not None else None
-        body["old_value"] = orjson.Fragment(old_value) if old_value is not None else None
-    if extra:
-        body.update(extra)
-    return ChangeEvent(revision, type_, key, session, orjson.dumps(body))
 
 
 class MemoryBackend(
@@ -293,7 +256,7 @@ class MemoryBackend(
         value: bytes,
         *,
         ttl_ms: int = 0,
-        condition: Precondition = NO_CONDITION,
+        condition: Condition = NO_CONDITION,
         fence: Fence | None = None,
         lease: str | None = None,
     ) -> PutResult:
@@ -301,7 +264,7 @@ class MemoryBackend(
         self.fence_holds(ns, fence, now)
         self.lease_live(ns, lease, now)
         self._expire_if_due(ns, key, now)
-        check_precondition(condition, self._view(ns).keys.get(key))
+        condition.check(self._view(ns).keys.get(key), KEY)
         return self._write(ns, key, value, now + ttl_ms if ttl_ms else None, now, lease)
 
     async def kv_update(
@@ -312,7 +275,7 @@ class MemoryBackend(
         *,
         initial: bytes | None = None,
         ttl_ms: int | None = None,
-        condition: Precondition = NO_CONDITION,
+        condition: Condition = NO_CONDITION,
         fence: Fence | None = None,
         lease: str | None = None,
     ) -> PutResult:
@@ -321,7 +284,7 @@ class MemoryBackend(
         self.lease_live(ns, lease, now)
         self._expire_if_due(ns, key, now)
         current = self._view(ns).keys.get(key)
-        check_precondition(condition, current)
+        condition.check(current, KEY)
         if current is None and initial is None:
             raise NotFound(f"Key {key!r} does not exist and no initial value was given.")
         base = current.value if current is not None else initial
@@ -386,7 +349,7 @@ class MemoryBackend(
         ns: str,
         key: str,
         *,
-        condition: Precondition = NO_CONDITION,
+        condition: Condition = NO_CONDITION,
         fence: Fence | None = None,
     ) -> KeyEntry | None:
         now = now_ms()
@@ -394,7 +357,7 @@ class MemoryBackend(
         self._expire_if_due(ns, key, now)
         st = self._view(ns)
         current = st.keys.get(key)
-        check_precondition(condition, current)
+        condition.check(current, KEY)
         if current is None:
             return None
         self._remove(st, key)

@@ -11,16 +11,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from app.backends.base import Fence
-from app.backends.base_artifacts import (
-    NO_ARTIFACT_CONDITION,
-    ArtifactCondition,
-    ArtifactMeta,
-    ArtifactPage,
-    ArtifactPut,
-    check_artifact_condition,
-)
 from app.backends.paging import page_sorted
+from app.domain.artifacts import ArtifactMeta, ArtifactPage, ArtifactPut
+from app.domain.conditions import ARTIFACT, NO_CONDITION, Condition
+from app.domain.fence import Fence
 from app.errors import RequestTimeout
 from app.syntax import Pattern, now_ms
 
@@ -105,14 +99,14 @@ class MemoryArtifactsMixin:
         content_type: str,
         ttl_ms: int = 0,
         grace_ms: int = 0,
-        condition: ArtifactCondition | None = None,
+        condition: Condition | None = None,
         fence: Fence | None = None,
     ) -> ArtifactPut:
         now = now_ms()
         self.fence_holds(ns, fence, now)
         space = self._artifacts(ns)
         old = self._live_artifact(ns, key, now)
-        check_artifact_condition(condition or NO_ARTIFACT_CONDITION, old)
+        (condition or NO_CONDITION).check(old, ARTIFACT)
         if space.reserved.pop(blob, None) is None:
             raise RequestTimeout("The upload took too long; its bytes were discarded.")
         expires_at = now + ttl_ms if ttl_ms else None
@@ -145,13 +139,13 @@ class MemoryArtifactsMixin:
         ns: str,
         key: str,
         *,
-        condition: ArtifactCondition | None = None,
+        condition: Condition | None = None,
         fence: Fence | None = None,
     ) -> ArtifactMeta | None:
         now = now_ms()
         self.fence_holds(ns, fence, now)
         current = self._live_artifact(ns, key, now)
-        check_artifact_condition(condition or NO_ARTIFACT_CONDITION, current)
+        (condition or NO_CONDITION).check(current, ARTIFACT)
         if current is None:
             return None
         self._remove_artifact(ns, current, now, "deleted")

@@ -15,20 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from app.backends.base_txn import (
-    LeaseDetail,
-    LeaseInfo,
-    LeaseLock,
-    lease_not_found,
-    ttl_seconds,
-)
+from app.domain.leases import LeaseDetail, LeaseInfo, LeaseLock, lease_not_found, ttl_seconds
 from app.errors import Conflict
 from app.syntax import Pattern, iso_ms, now_ms
 
 if TYPE_CHECKING:
-    from app.backends.base import ChangeEvent
     from app.backends.memory import _Namespace
     from app.backends.memory_locks import _LockSlot
+    from app.domain.events import ChangeEvent
 
 
 @dataclass(slots=True)

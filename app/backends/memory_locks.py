@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from app.backends.locking import (
+from app.domain.locks import (
     LockInfo,
     LockOutcome,
     LockRelease,
@@ -30,8 +30,8 @@ from app.backends.locking import (
 from app.syntax import Pattern, iso_ms, now_ms
 
 if TYPE_CHECKING:
-    from app.backends.base import Bounds
     from app.backends.memory import LockState, _Namespace
+    from app.domain.bounds import Bounds
 
 #: A lock handed to a waiter is held for at most this long until the waiter claims it
 #: (then for its TTL), so a waiter that vanished holds up the line only briefly.

@@ -12,9 +12,11 @@ import bisect
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from app.backends.base import NO_CONDITION, Fence, Precondition
 from app.backends.paging import page_sorted
-from app.backends.sessions import (
+from app.domain.conditions import NO_CONDITION, Condition
+from app.domain.conditions import variable as variable_subject
+from app.domain.fence import Fence
+from app.domain.sessions import (
     ImportResult,
     LockSnapshot,
     SessionInfo,
@@ -24,7 +26,6 @@ from app.backends.sessions import (
     Variable,
     WriteOutcome,
     batch_event_updates,
-    check_version,
     plan_writes,
     seconds,
     variable_event_fields,
@@ -347,7 +348,7 @@ class MemorySessions:
         metadata: dict[str, Any] | None = None,
         atomic: bool = True,
         batch: bool = False,
-        condition: Precondition = NO_CONDITION,
+        condition: Condition = NO_CONDITION,
         fence: Fence | None = None,
     ) -> WriteOutcome:
         now = now_ms()
@@ -385,14 +386,14 @@ class MemorySessions:
         sid: str,
         ident: str,
         *,
-        condition: Precondition = NO_CONDITION,
+        condition: Condition = NO_CONDITION,
         fence: Fence | None = None,
     ) -> Variable:
         now = now_ms()
         self.fence_holds(ns, fence, now)
         sess = self._session_live(ns, sid, now)
         var = sess.resolve(ident) if sess is not None else None
-        check_version(condition, var, ident)
+        condition.check(var, variable_subject(ident))
         if sess is None or var is None:
             raise NotFound(f"No variable {ident!r} in session {sid!r}.")
         self._session_touch(ns, sid, sess, now)

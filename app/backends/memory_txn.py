@@ -11,20 +11,17 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from app.backends.base_txn import (
-    MAX_PATTERN_DELETE,
-    PatternDelete,
-    TxnOutcome,
-    lease_not_found,
-)
+from app.domain.leases import MAX_PATTERN_DELETE, PatternDelete, TxnOutcome, lease_not_found
 from app.errors import TooManyKeys
 from app.syntax import Pattern, now_ms
 from app.txn import Limits, Plan, Txn, plan
 
 if TYPE_CHECKING:
-    from app.backends.base import ChangeEvent, Fence, KeyEntry, PutResult
     from app.backends.memory import _Namespace
     from app.backends.memory_leases import LeaseState
+    from app.domain.events import ChangeEvent
+    from app.domain.fence import Fence
+    from app.domain.keys import KeyEntry, PutResult
 
 
 def kv_change(type_: str, key: str, value: bytes | None, old: bytes | None) -> dict[str, Any]:

@@ -21,25 +21,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from app.backends import paging
-from app.backends.base import (
-    NO_CONDITION,
-    Backend,
-    BackendInfo,
-    Bounds,
-    ChangeEvent,
-    EventBatch,
-    Fence,
-    KeyEntry,
-    KeyPage,
-    Precondition,
-    PutResult,
-    ValueUpdate,
-    apply_update,
-    check_precondition,
-    quota_exceeded,
-)
-from app.backends.base_txn import lease_not_found
-from app.backends.increment import add_exact, number_to_increment
+from app.backends.base import Backend, BackendInfo
 from app.backends.redis_artifacts import RedisArtifactsMixin
 from app.backends.redis_leases import RedisLeases
 from app.backends.redis_locks import RedisLocks
@@ -47,11 +29,17 @@ from app.backends.redis_nodes import Command, RedisNodes, nodes_from_url
 from app.backends.redis_sessions import RedisSessions
 from app.backends.redis_sweeper import DEADLINES_KEY, DeadlineIndex
 from app.backends.redis_txn import RedisTxn
+from app.domain.bounds import Bounds, quota_exceeded
+from app.domain.conditions import KEY, NO_CONDITION, Condition
+from app.domain.events import ChangeEvent, EventBatch
+from app.domain.fence import Fence
+from app.domain.keys import KeyEntry, KeyPage, PutResult, ValueUpdate, apply_update
+from app.domain.leases import lease_not_found
+from app.domain.numbers import add_exact, number_to_increment
 from app.errors import (
     BackendUnavailable,
     CorkboardError,
     NotFound,
-    PreconditionFailed,
     Unprocessable,
 )
 from app.syntax import Pattern
@@ -128,40 +116,19 @@ def _history_entry(key: str, item: bytes) -> KeyEntry:
     return KeyEntry(key, v, int(r), int(cr), int(ver), int(ca), int(ma), int(ea) or None)
 
 
-def _condition_args(condition: Precondition) -> list[str]:
-    if condition.must_not_exist:
-        return ["absent", ""]
-    if condition.match_revision is not None:
-        return ["match", str(condition.match_revision)]
-    if condition.must_exist:
-        return ["exists", ""]
-    return ["", ""]
-
-
 def _raise_failure(
     status: str, reply: Sequence[Any], key: str, fence: Fence | None,
-    condition: Precondition | None = None, lease: str | None = None,
+    condition: Condition | None = None, lease: str | None = None,
 ) -> None:
-    """Turn a script's failure status into the domain error (the very error memory
-    raises, when the ``condition`` that failed is given)."""
+    """Turn a script's failure status into the domain error, the very error memory
+    raises (a refused ``condition`` is decided again, by the one evaluator)."""
     if status == "lease_not_found":
         raise lease_not_found(lease or "")
     if status == "stale_fence":
         assert fence is not None
         raise fence.stale()
-    current = _entry(reply) if len(reply) > 1 else None
-    if condition is not None:
-        check_precondition(condition, current)
-    if status == "already_exists":
-        raise PreconditionFailed(
-            "The key already exists (If-None-Match: *).", code="already_exists", current=current
-        )
-    if status == "revision_mismatch":
-        if current is None:
-            detail = "The key does not exist (If-Match)."
-        else:
-            detail = f"The key is at revision {current.revision}, which does not match If-Match."
-        raise PreconditionFailed(detail, code="revision_mismatch", current=current)
+    if status in ("already_exists", "revision_mismatch") and condition is not None:
+        condition.check(_entry(reply) if len(reply) > 1 else None, KEY)  # raises its 412
     raise RuntimeError(f"unexpected script status {status!r} for key {key!r}")
 
 
@@ -398,14 +365,14 @@ class RedisBackend(
         value: bytes,
         *,
         ttl_ms: int = 0,
-        condition: Precondition = NO_CONDITION,
+        condition: Condition = NO_CONDITION,
         fence: Fence | None = None,
         lease: str | None = None,
     ) -> PutResult:
         if ttl_ms > 0:
             await self.register_deadlines(ns)
         reply = await self.run(
-            "kv_put", ns, key, value, ttl_ms, *_condition_args(condition),
+            "kv_put", ns, key, value, ttl_ms, *condition.script_args(),
             *Fence.script_args(fence), lease or "",
         )
         status = _s(reply[0])
@@ -421,7 +388,7 @@ class RedisBackend(
         *,
         initial: bytes | None = None,
         ttl_ms: int | None = None,
-        condition: Precondition = NO_CONDITION,
+        condition: Condition = NO_CONDITION,
         fence: Fence | None = None,
         lease: str | None = None,
     ) -> PutResult:
@@ -432,7 +399,7 @@ class RedisBackend(
         for _ in range(UPDATE_ATTEMPTS):
             current = await self.kv_get(ns, key)
             try:
-                check_precondition(condition, current)
+                condition.check(current, KEY)
                 if current is None and initial is None:
                     raise NotFound(f"Key {key!r} does not exist and no initial value was given.")
                 base = current.value if current is not None else initial
@@ -442,13 +409,13 @@ class RedisBackend(
                 await self.check_fence(ns, fence)  # a stale fence is the first answer
                 raise
             cas = (
-                Precondition(match_revision=current.revision)
+                Condition(match_revision=current.revision)
                 if current is not None
-                else Precondition(must_not_exist=True)
+                else Condition(must_not_exist=True)
             )
             reply = await self.run(
                 "kv_put", ns, key, new_value, -1 if ttl_ms is None else ttl_ms,
-                *_condition_args(cas), *Fence.script_args(fence), lease or "",
+                *cas.script_args(), *Fence.script_args(fence), lease or "",
             )
             status = _s(reply[0])
             if status in ("created", "replaced"):
@@ -513,13 +480,13 @@ class RedisBackend(
                 await self.check_fence(ns, fence)
                 raise
             cas = (
-                Precondition(match_revision=current.revision)
+                Condition(match_revision=current.revision)
                 if current is not None
-                else Precondition(must_not_exist=True)
+                else Condition(must_not_exist=True)
             )
             reply = await self.run(
                 "kv_put", ns, key, value, -1 if current is not None else ttl_ms,
-                *_condition_args(cas), *Fence.script_args(fence),
+                *cas.script_args(), *Fence.script_args(fence),
             )
             status = _s(reply[0])
             if status in ("created", "replaced"):
@@ -549,11 +516,11 @@ class RedisBackend(
         ns: str,
         key: str,
         *,
-        condition: Precondition = NO_CONDITION,
+        condition: Condition = NO_CONDITION,
         fence: Fence | None = None,
     ) -> KeyEntry | None:
         reply = await self.run(
-            "kv_delete", ns, key, *_condition_args(condition), *Fence.script_args(fence)
+            "kv_delete", ns, key, *condition.script_args(), *Fence.script_args(fence)
         )
         status = _s(reply[0])
         if status == "absent":

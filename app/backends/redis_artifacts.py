@@ -13,15 +13,10 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio import Redis
 
 from app.backends import paging
-from app.backends.base import Fence
-from app.backends.base_artifacts import (
-    NO_ARTIFACT_CONDITION,
-    ArtifactCondition,
-    ArtifactMeta,
-    ArtifactPage,
-    ArtifactPut,
-)
-from app.errors import PreconditionFailed, RequestTimeout
+from app.domain.artifacts import ArtifactMeta, ArtifactPage, ArtifactPut
+from app.domain.conditions import ARTIFACT, NO_CONDITION, Condition
+from app.domain.fence import Fence
+from app.errors import RequestTimeout
 from app.syntax import Pattern
 
 
@@ -36,37 +31,16 @@ def _meta(fields: Sequence[Any], offset: int = 1) -> ArtifactMeta:
     )
 
 
-def _condition_args(condition: ArtifactCondition) -> list[str]:
-    if condition.must_not_exist:
-        return ["absent", ""]
-    if condition.etags is not None:
-        # Only strong, quoted ETags can match (If-Match uses the strong comparison).
-        shas = [t[1:-1] for t in condition.etags if len(t) >= 2 and t[0] == t[-1] == '"']
-        return ["match", ",".join(s for s in shas if "," not in s)]
-    if condition.must_exist:
-        return ["exists", ""]
-    return ["", ""]
-
-
-def _raise_failure(status: str, reply: Sequence[Any], key: str, fence: Fence | None) -> None:
+def _raise_failure(
+    status: str, reply: Sequence[Any], key: str, fence: Fence | None, condition: Condition
+) -> None:
     if status == "stale_fence":
         assert fence is not None
         raise fence.stale()
     if status == "upload_expired":
         raise RequestTimeout("The upload took too long; its bytes were discarded.")
-    current = _meta(reply) if len(reply) > 1 else None
-    if status == "already_exists":
-        raise PreconditionFailed(
-            f"Artifact {key!r} already exists (If-None-Match: *).",
-            code="already_exists", current=current,
-        )
-    if status == "revision_mismatch":
-        if current is None:
-            raise PreconditionFailed("The artifact does not exist (If-Match).", current=None)
-        raise PreconditionFailed(
-            f"The artifact's ETag is {current.etag}, which does not match If-Match.",
-            current=current,
-        )
+    if status in ("already_exists", "revision_mismatch"):
+        condition.check(_meta(reply) if len(reply) > 1 else None, ARTIFACT)  # raises its 412
     raise RuntimeError(f"unexpected script status {status!r} for artifact {key!r}")
 
 
@@ -106,18 +80,18 @@ class RedisArtifactsMixin:
         content_type: str,
         ttl_ms: int = 0,
         grace_ms: int = 0,
-        condition: ArtifactCondition | None = None,
+        condition: Condition | None = None,
         fence: Fence | None = None,
     ) -> ArtifactPut:
         if ttl_ms > 0:
             await self.register_deadlines(ns)
         reply = await self.run(
             "artifacts_put", ns, key, blob, size, sha256, content_type, ttl_ms, grace_ms,
-            *_condition_args(condition or NO_ARTIFACT_CONDITION), *Fence.script_args(fence),
+            *(condition or NO_CONDITION).script_args(), *Fence.script_args(fence),
         )
         status = _s(reply[0])
         if status not in ("created", "replaced"):
-            _raise_failure(status, reply, key, fence)
+            _raise_failure(status, reply, key, fence, condition or NO_CONDITION)
         return ArtifactPut(_meta(reply), status == "created")
 
     async def artifact_get(self, ns: str, key: str) -> ArtifactMeta | None:
@@ -131,18 +105,18 @@ class RedisArtifactsMixin:
         ns: str,
         key: str,
         *,
-        condition: ArtifactCondition | None = None,
+        condition: Condition | None = None,
         fence: Fence | None = None,
     ) -> ArtifactMeta | None:
         reply = await self.run(
             "artifacts_delete", ns, key,
-            *_condition_args(condition or NO_ARTIFACT_CONDITION), *Fence.script_args(fence),
+            *(condition or NO_CONDITION).script_args(), *Fence.script_args(fence),
         )
         status = _s(reply[0])
         if status == "absent":
             return None
         if status != "deleted":
-            _raise_failure(status, reply, key, fence)
+            _raise_failure(status, reply, key, fence, condition or NO_CONDITION)
         return _meta(reply)
 
     async def artifact_list(

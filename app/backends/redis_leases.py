@@ -9,13 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from app.backends import paging
-from app.backends.base_txn import (
-    LeaseDetail,
-    LeaseInfo,
-    LeaseLock,
-    lease_not_found,
-    ttl_json,
-)
+from app.domain.leases import LeaseDetail, LeaseInfo, LeaseLock, lease_not_found, ttl_json
 from app.errors import Conflict
 
 if TYPE_CHECKING:

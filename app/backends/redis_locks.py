@@ -19,8 +19,9 @@ import secrets
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from app.backends.base_txn import lease_not_found
-from app.backends.locking import (
+from app.backends.redis_wakeups import RESYNC, LockWakeups, Wake
+from app.domain.leases import lease_not_found
+from app.domain.locks import (
     LockInfo,
     LockOutcome,
     LockRelease,
@@ -31,14 +32,13 @@ from app.backends.locking import (
     not_owner,
     too_many_waiters,
 )
-from app.backends.redis_wakeups import RESYNC, LockWakeups, Wake
 from app.syntax import Pattern
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from app.backends.base import Bounds
     from app.backends.redis_nodes import RedisNodes
+    from app.domain.bounds import Bounds
 
 #: Shortest wait worth starting.
 _MIN_BLOCK_SECONDS = 0.001

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from app.backends import paging
-from app.backends.base import NO_CONDITION, Fence, Precondition
-from app.backends.sessions import (
+from app.domain.conditions import NO_CONDITION, Condition
+from app.domain.conditions import variable as variable_subject
+from app.domain.fence import Fence
+from app.domain.sessions import (
     ImportResult,
     LockSnapshot,
     SessionInfo,
@@ -28,7 +30,6 @@ from app.backends.sessions import (
     StateUpdate,
     Variable,
     WriteOutcome,
-    check_version,
     plan_writes,
     seconds,
 )
@@ -176,7 +177,7 @@ class RedisSessions:
         metadata: dict[str, Any] | None = None,
         atomic: bool = True,
         batch: bool = False,
-        condition: Precondition = NO_CONDITION,
+        condition: Condition = NO_CONDITION,
         fence: Fence | None = None,
     ) -> WriteOutcome:
         idents = list(dict.fromkeys(ident for ident, _ in updates))
@@ -208,12 +209,12 @@ class RedisSessions:
         sid: str,
         ident: str,
         *,
-        condition: Precondition = NO_CONDITION,
+        condition: Condition = NO_CONDITION,
         fence: Fence | None = None,
     ) -> Variable:
         for _ in range(WRITE_ATTEMPTS):
             var = (await self._read_vars(ns, sid, [ident], fence)).get(ident)
-            check_version(condition, var, ident)
+            condition.check(var, variable_subject(ident))
             if var is None:
                 raise NotFound(f"No variable {ident!r} in session {sid!r}.")
             reply = await self.run("var_delete", ns, sid, var.id, var.version, var.name,

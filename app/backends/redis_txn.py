@@ -14,19 +14,15 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from app.backends.base_txn import (
-    MAX_PATTERN_DELETE,
-    PatternDelete,
-    TxnOutcome,
-    lease_not_found,
-)
+from app.domain.leases import MAX_PATTERN_DELETE, PatternDelete, TxnOutcome, lease_not_found
 from app.errors import BackendUnavailable, TooManyKeys
 from app.txn import Limits, Plan, Txn, plan
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from app.backends.base import Fence, KeyEntry
+    from app.domain.fence import Fence
+    from app.domain.keys import KeyEntry
     from app.syntax import Pattern
 
 #: Optimistic attempts of a transaction racing other writers of the keys it reads.
@@ -61,7 +57,8 @@ class RedisTxn:
     async def txn(
         self, ns: str, txn: Txn, limits: Limits, *, fence: Fence | None = None
     ) -> TxnOutcome:
-        from app.backends.base import Fence, quota_exceeded
+        from app.domain.bounds import quota_exceeded
+        from app.domain.fence import Fence
 
         keys = txn.read_keys()
         lock_compares = txn.lock_compares
@@ -109,8 +106,8 @@ class RedisTxn:
     async def kv_delete_pattern(
         self, ns: str, pattern: Pattern, *, fence: Fence | None = None
     ) -> PatternDelete:
-        from app.backends.base import Fence
         from app.backends.redis import lua_pattern
+        from app.domain.fence import Fence
 
         reply = await self.run(
             "kv_delete_pattern", ns, *Fence.script_args(fence), pattern.prefix,
