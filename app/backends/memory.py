@@ -56,6 +56,7 @@ class _Namespace:
     order: list[str] = field(default_factory=list)
     locks: dict[tuple[str, str], LockState] = field(default_factory=dict)
     leases: dict[str, LeaseState] = field(default_factory=dict)
+    lease_order: list[str] = field(default_factory=list)  # the lease ids, sorted
     #: The lease each key on a lease is attached to.
     key_leases: dict[str, str] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from app.backends.paging import page_sorted
 from app.domain.leases import LeaseDetail, LeaseInfo, LeaseLock, lease_not_found, ttl_seconds
 from app.errors import Conflict
 from app.syntax import Pattern, iso_ms, now_ms
@@ -113,6 +114,7 @@ class MemoryLeases:
             changes.append(lock_change(lock.scope, lock.name, lock.owner, lock.token,
                                        len(slot.pending)))
         del st.leases[lease.id]
+        del st.lease_order[bisect.bisect_left(st.lease_order, lease.id)]
         revision = self.emit(ns, type_, lease.id, now, with_values=False,
                              extra={"changes": changes})
         for lock in locks:
@@ -140,6 +142,7 @@ class MemoryLeases:
         if lease_id in st.leases:
             raise Conflict(f"Lease {lease_id!r} exists and is live.", code="already_exists")
         lease = st.leases[lease_id] = LeaseState(lease_id, ttl_ms, now, now + ttl_ms)
+        bisect.insort(st.lease_order, lease_id)
         self.emit(ns, "lease.granted", lease_id, now, with_values=False,
                   extra={"ttl": ttl_seconds(ttl_ms), "expires_at": iso_ms(lease.expires_at)})
         self.schedule_deadline(lease.expires_at, ns, "e:" + lease_id)
@@ -164,17 +167,14 @@ class MemoryLeases:
         self, ns: str, pattern: Pattern, *, limit: int, after: str | None
     ) -> tuple[list[LeaseInfo], str | None]:
         now = now_ms()
-        ids = sorted(self._view(ns).leases)
-        start = bisect.bisect_right(ids, after) if after is not None else 0
-        items: list[LeaseInfo] = []
-        for lease_id in ids[start:]:
-            lease = self._view(ns).leases[lease_id]
-            if lease.expires_at <= now or not pattern.matches(lease_id):
-                continue
-            if len(items) == limit:
-                return items, items[-1].id
-            items.append(lease.info())
-        return items, None
+        st = self._view(ns)
+
+        def live(lease_id: str) -> LeaseInfo | None:
+            lease = st.leases[lease_id]
+            return lease.info() if lease.expires_at > now else None
+
+        # The sorted id index pages like every listing: bounded by limit and scan budget.
+        return page_sorted(st.lease_order, pattern, after, limit, live)
 
     async def lease_revoke(self, ns: str, lease_id: str) -> LeaseDetail:
         now = now_ms()
