@@ -1,5 +1,5 @@
-"""The transaction and lease part of the Backend interface (API.md sections 10 and 11);
-the values it returns are in ``app.domain.leases``.
+"""Transactions, pattern deletes and leases (API.md sections 10 and 11): a part of the
+Backend interface; the values it returns are in ``app.domain.leases``.
 
 A transaction's plan (app/txn.py) is applied in one atomic step: all its writes take one
 revision and append one ``txn`` event whose ``changes`` list each change as a key event
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 class TxnStore(ABC):
-    """Transactions, pattern deletes and leases: the part of a Backend this file adds."""
+    """Transactions, pattern deletes and leases."""
 
     @abstractmethod
     async def txn(
