@@ -236,7 +236,7 @@ async def test_memory_lease_listing_reads_one_page_not_every_lease() -> None:
     backend = MemoryBackend()
     for i in range(3000):
         await backend.lease_grant("default", f"l{i:05d}", 60_000)
-    state = backend._namespaces["default"]
+    state = backend.store.namespaces["default"]
     state.leases = _CountingLeases(state.leases)
     items, cursor = await backend.lease_list("default", Pattern.compile("l01*"), limit=2,
                                              after=None)

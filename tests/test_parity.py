@@ -457,9 +457,9 @@ async def test_memory_session_listing_and_deletion_do_not_visit_every_session() 
         await backend.session_put("default", f"s{i:05d}", b"{}", 0)
         await backend.lock_acquire("default", f"s{i:05d}", "l",
                                    LockRequest("o", 0))
-    order = _CountingList(backend._session_order("default"))
-    backend._session_orders["default"] = order
-    backend._lock_slots = _CountingDict(backend._lock_slots)
+    order = _CountingList(backend.sessions.orders["default"])
+    backend.sessions.orders["default"] = order
+    backend.locks.slots = _CountingDict(backend.locks.slots)
     items, cursor = await backend.session_list("default", Pattern.compile("s01*"), limit=2,
                                                after=None)
     assert [i.id for i in items] == ["s01000", "s01001"] and cursor == "s01001"

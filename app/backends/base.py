@@ -2,7 +2,7 @@
 
 A backend is made of parts, each an interface of its own in ``app/backends/parts/``:
 the key store, the change log, the lock engine, the artifact index, the session store,
-and transactions with leases. ``Backend`` is all of them with a life cycle; a router
+leases and transactions. ``Backend`` is all of them with a life cycle; a router
 needs only the part it uses.
 
 A backend stores and never builds HTTP responses. Each mutating call is atomic: the
@@ -22,7 +22,7 @@ from app.backends.parts.keys import KeyStore
 from app.backends.parts.locks import LockEngine
 from app.backends.parts.log import ChangeLog, raise_if_cancelling
 from app.backends.parts.sessions import SessionStore
-from app.backends.parts.txn import TxnStore
+from app.backends.parts.txn import LeaseStore, TxnStore
 from app.domain.conditions import NO_CONDITION, Condition, Precondition
 from app.domain.events import ChangeEvent, EventBatch
 from app.domain.fence import Fence
@@ -42,7 +42,9 @@ class BackendInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Backend(KeyStore, ChangeLog, LockEngine, ArtifactIndex, SessionStore, TxnStore, ABC):
+class Backend(
+    KeyStore, ChangeLog, LockEngine, ArtifactIndex, SessionStore, LeaseStore, TxnStore, ABC
+):
     """A state store for every resource of the API, one namespace = one ordering domain."""
 
     info: BackendInfo

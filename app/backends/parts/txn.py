@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 class TxnStore(ABC):
-    """Transactions, pattern deletes and leases."""
+    """Transactions and pattern deletes: many key changes at one revision."""
 
     @abstractmethod
     async def txn(
@@ -39,6 +39,10 @@ class TxnStore(ABC):
     ) -> PatternDelete:
         """Delete every live key matching ``pattern`` at one revision with one ``txn``
         event; TooManyKeys (nothing deleted) beyond MAX_PATTERN_DELETE."""
+
+
+class LeaseStore(ABC):
+    """Leases: keys and locks attached to a lease go when it ends."""
 
     @abstractmethod
     async def lease_grant(self, ns: str, lease_id: str, ttl_ms: int) -> LeaseInfo:
