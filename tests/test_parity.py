@@ -305,19 +305,19 @@ async def test_a_slow_script_in_a_pipeline_does_not_fail_the_others(redis_url: s
         slow = backend.client.register_script(SLOW_SCRIPT)
         await backend.client.script_load(SLOW_SCRIPT)
         batches: list[int] = []
-        send = backend._batcher._send
+        send = backend.store.batcher._send
 
         async def spy(batch: list[Any]) -> None:
             batches.append(len(batch))
             await send(batch)
 
-        backend._batcher._send = spy  # type: ignore[method-assign]
+        backend.store.batcher._send = spy  # type: ignore[method-assign]
 
-        from app.backends.redis_nodes import Command
+        from app.backends.redis.nodes import Command
 
         async def slow_call() -> Any:
             async with backend.mapped_errors():
-                return await backend._batcher.submit(Command(
+                return await backend.store.batcher.submit(Command(
                     "x", lambda c: c.evalsha(slow.sha, 1, "x", "700000"), script=SLOW_SCRIPT,
                 ))
 

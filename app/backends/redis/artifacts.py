@@ -1,4 +1,4 @@
-"""Artifact metadata in the Redis backend: the mixin ``RedisBackend`` inherits.
+"""The Redis artifact index: artifacts' metadata and their blob ids' life cycle.
 
 Every change is one script (``lua/artifacts_*.lua`` on top of ``lib_artifacts.lua``), so
 the metadata swap, the revision, the event, the fence check and the queueing of the
@@ -7,12 +7,12 @@ replaced blob for removal cannot come apart.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
-
-from redis.asyncio import Redis
+from collections.abc import Sequence
+from typing import Any
 
 from app.backends import paging
+from app.backends.parts.artifacts import ArtifactIndex
+from app.backends.redis.store import NAMESPACES_KEY, RedisStore, lua_pattern, text
 from app.domain.artifacts import ArtifactMeta, ArtifactPage, ArtifactPut
 from app.domain.conditions import ARTIFACT, NO_CONDITION, Condition
 from app.domain.fence import Fence
@@ -20,14 +20,10 @@ from app.errors import RequestTimeout
 from app.syntax import Pattern
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _meta(fields: Sequence[Any], offset: int = 1) -> ArtifactMeta:
     key, b, n, h, ct, ca, ea, r, g = fields[offset : offset + 9]
     return ArtifactMeta(
-        _s(key), _s(b), int(n), _s(h), _s(ct), int(ca), int(ea) or None, int(r), int(g)
+        text(key), text(b), int(n), text(h), text(ct), int(ca), int(ea) or None, int(r), int(g)
     )
 
 
@@ -44,30 +40,21 @@ def _raise_failure(
     raise RuntimeError(f"unexpected script status {status!r} for artifact {key!r}")
 
 
-class RedisArtifactsMixin:
-    """Artifact metadata for ``RedisBackend``."""
+class RedisArtifacts(ArtifactIndex):
+    """The artifact index on a ``RedisStore``."""
 
-    if TYPE_CHECKING:
-        url: str
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
 
-        async def run(
-            self, script: str, ns: str, *args: Any, client: Redis | None = None
-        ) -> Any: ...
-
-        async def call(
-            self, key: str, queue: Callable[[Any], Any], *, write: bool, blocking: bool = False
-        ) -> Any: ...
-
-        async def register_deadlines(self, ns: str) -> None: ...
 
     async def artifact_reserve(self, ns: str, blob: str, deadline_ms: int) -> None:
-        await self.register_deadlines(ns)  # so that the collectors visit this namespace
+        await self.store.register_deadlines(ns)  # so that the collectors visit this namespace
         key = f"cb:{{{ns}}}:apend"
-        await self.call(key, lambda c: c.zadd(key, {blob: deadline_ms}), write=True)
+        await self.store.call(key, lambda c: c.zadd(key, {blob: deadline_ms}), write=True)
 
     async def artifact_discard(self, ns: str, blob: str) -> None:
         key = f"cb:{{{ns}}}:apend"
-        await self.call(key, lambda c: c.zrem(key, blob), write=True)
+        await self.store.call(key, lambda c: c.zrem(key, blob), write=True)
 
     async def artifact_put(
         self,
@@ -84,19 +71,19 @@ class RedisArtifactsMixin:
         fence: Fence | None = None,
     ) -> ArtifactPut:
         if ttl_ms > 0:
-            await self.register_deadlines(ns)
-        reply = await self.run(
+            await self.store.register_deadlines(ns)
+        reply = await self.store.run(
             "artifacts_put", ns, key, blob, size, sha256, content_type, ttl_ms, grace_ms,
             *(condition or NO_CONDITION).script_args(), *Fence.script_args(fence),
         )
-        status = _s(reply[0])
+        status = text(reply[0])
         if status not in ("created", "replaced"):
             _raise_failure(status, reply, key, fence, condition or NO_CONDITION)
         return ArtifactPut(_meta(reply), status == "created")
 
     async def artifact_get(self, ns: str, key: str) -> ArtifactMeta | None:
-        reply = await self.run("artifacts_get", ns, key)
-        if _s(reply[0]) == "absent":
+        reply = await self.store.run("artifacts_get", ns, key)
+        if text(reply[0]) == "absent":
             return None
         return _meta(reply)
 
@@ -108,11 +95,11 @@ class RedisArtifactsMixin:
         condition: Condition | None = None,
         fence: Fence | None = None,
     ) -> ArtifactMeta | None:
-        reply = await self.run(
+        reply = await self.store.run(
             "artifacts_delete", ns, key,
             *(condition or NO_CONDITION).script_args(), *Fence.script_args(fence),
         )
-        status = _s(reply[0])
+        status = text(reply[0])
         if status == "absent":
             return None
         if status != "deleted":
@@ -122,31 +109,29 @@ class RedisArtifactsMixin:
     async def artifact_list(
         self, ns: str, pattern: Pattern, *, limit: int, after: str | None
     ) -> ArtifactPage:
-        from app.backends.redis import lua_pattern
 
-        reply = await self.run(
+        reply = await self.store.run(
             "artifacts_list", ns, after or "", pattern.prefix, lua_pattern(pattern), limit,
             paging.LIST_SCAN_BUDGET,
         )
         items = [_meta(reply, i) for i in range(2, len(reply), 9)]
-        return ArtifactPage(items, _s(reply[1]) or None, int(reply[0]))
+        return ArtifactPage(items, text(reply[1]) or None, int(reply[0]))
 
     async def artifact_garbage(self, *, limit: int, lease_ms: int) -> list[tuple[str, str]]:
-        from app.backends.redis import NAMESPACES_KEY
 
-        members = await self.call(
+        members = await self.store.call(
             NAMESPACES_KEY, lambda c: c.smembers(NAMESPACES_KEY), write=False
         )
-        namespaces = sorted(_s(n) for n in members)
+        namespaces = sorted(text(n) for n in members)
         claimed: list[tuple[str, str]] = []
         for ns in namespaces:
             if len(claimed) >= limit:
                 break
-            blobs = await self.run("artifacts_gc", ns, limit - len(claimed), lease_ms)
-            claimed.extend((ns, _s(b)) for b in blobs)
+            blobs = await self.store.run("artifacts_gc", ns, limit - len(claimed), lease_ms)
+            claimed.extend((ns, text(b)) for b in blobs)
         return claimed
 
     async def artifact_garbage_done(self, ns: str, blobs: list[str]) -> None:
         if blobs:
             key = f"cb:{{{ns}}}:agc"
-            await self.call(key, lambda c: c.zrem(key, *blobs), write=True)
+            await self.store.call(key, lambda c: c.zrem(key, *blobs), write=True)

@@ -21,7 +21,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError, MovedError, RedisError
 
-from app.backends.redis_nodes import RedisNodes, pool_kwargs, wait_timeout_ms
+from app.backends.redis.nodes import RedisNodes, pool_kwargs, wait_timeout_ms
 
 SLOTS = 16384
 #: Fewest seconds between two readings of the slot map asked for by failures.

@@ -1,5 +1,5 @@
 """Where the Redis backend's commands go: ``RedisNodes`` sends them to one server, and
-``ClusterNodes`` (``redis_cluster.py``) to the master owning each key's hash slot.
+``ClusterNodes`` (``cluster.py``) to the master owning each key's hash slot.
 
 Commands bound for one server are sent as one pipeline on one connection, so that a
 ``WAIT`` (``CORKBOARD_REDIS_WAIT_REPLICAS``) follows the writes it must cover and an
@@ -351,7 +351,7 @@ def nodes_from_url(
     """``RedisNodes`` for ``redis://``, ``rediss://``, ``unix://``; ``ClusterNodes`` for
     ``redis+cluster://`` and ``rediss+cluster://``."""
     if is_cluster_url(url):
-        from app.backends.redis_cluster import ClusterNodes
+        from app.backends.redis.cluster import ClusterNodes
 
         return ClusterNodes.from_url(
             url, timeout=timeout, max_connections=max_connections, wait_replicas=wait_replicas
