@@ -58,6 +58,19 @@ class MemoryKeys(KeyStore):
         if lease_id is not None and lease_id in st.leases:
             st.leases[lease_id].keys.discard(key)
 
+    def checked(
+        self, ns: str, key: str, now: int, condition: Condition, fence: Fence | None,
+        lease: str | None,
+    ) -> KeyEntry | None:
+        """A write's checks in their order (fence, lease, condition on the key after a
+        due expiry); the current entry."""
+        self.store.fence_holds(ns, fence, now)
+        self.store.lease_live(ns, lease, now)
+        self.expire_if_due(ns, key, now)
+        current = self.store.view(ns).keys.get(key)
+        condition.check(current, KEY)
+        return current
+
     def write(
         self, ns: str, key: str, value: bytes, expires_at: int | None, now: int,
         lease: str | None = None,
@@ -120,10 +133,7 @@ class MemoryKeys(KeyStore):
         lease: str | None = None,
     ) -> PutResult:
         now = now_ms()
-        self.store.fence_holds(ns, fence, now)
-        self.store.lease_live(ns, lease, now)
-        self.expire_if_due(ns, key, now)
-        condition.check(self.store.view(ns).keys.get(key), KEY)
+        self.checked(ns, key, now, condition, fence, lease)
         return self.write(ns, key, value, now + ttl_ms if ttl_ms else None, now, lease)
 
     async def kv_update(
@@ -139,11 +149,7 @@ class MemoryKeys(KeyStore):
         lease: str | None = None,
     ) -> PutResult:
         now = now_ms()
-        self.store.fence_holds(ns, fence, now)
-        self.store.lease_live(ns, lease, now)
-        self.expire_if_due(ns, key, now)
-        current = self.store.view(ns).keys.get(key)
-        condition.check(current, KEY)
+        current = self.checked(ns, key, now, condition, fence, lease)
         if current is None and initial is None:
             raise NotFound(f"Key {key!r} does not exist and no initial value was given.")
         base = current.value if current is not None else initial

@@ -39,6 +39,13 @@ def history_entry_of(key: str, item: bytes) -> KeyEntry:
     return KeyEntry(key, v, int(r), int(cr), int(ver), int(ca), int(ma), int(ea) or None)
 
 
+def unchanged_since(current: KeyEntry | None) -> Condition:
+    """The compare-and-swap condition of a write computed from ``current``."""
+    if current is None:
+        return Condition(must_not_exist=True)
+    return Condition(match_revision=current.revision)
+
+
 def _raise_failure(
     status: str, reply: Sequence[Any], key: str, fence: Fence | None,
     condition: Condition | None = None, lease: str | None = None,
@@ -123,11 +130,7 @@ class RedisKeys(KeyStore):
             except CorkboardError:
                 await self.store.check_fence(ns, fence)  # a stale fence is the first answer
                 raise
-            cas = (
-                Condition(match_revision=current.revision)
-                if current is not None
-                else Condition(must_not_exist=True)
-            )
+            cas = unchanged_since(current)
             reply = await self.store.run(
                 "kv_put", ns, key, new_value, -1 if ttl_ms is None else ttl_ms,
                 *cas.script_args(), *Fence.script_args(fence), lease or "",
@@ -194,11 +197,7 @@ class RedisKeys(KeyStore):
             except CorkboardError:
                 await self.store.check_fence(ns, fence)
                 raise
-            cas = (
-                Condition(match_revision=current.revision)
-                if current is not None
-                else Condition(must_not_exist=True)
-            )
+            cas = unchanged_since(current)
             reply = await self.store.run(
                 "kv_put", ns, key, value, -1 if current is not None else ttl_ms,
                 *cas.script_args(), *Fence.script_args(fence),
