@@ -20,7 +20,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from app.artifacts.base import BlobMissing, BlobReader, BlobStore, BlobWriter
-from app.backends.redis.nodes import Command, RedisNodes, nodes_from_url
+from app.backends.redis.cluster import nodes_from_url
+from app.backends.redis.nodes import Command, RedisNodes
 from app.backends.redis.store import mapped_errors
 
 #: Chunks removed per UNLINK when a blob is deleted.

@@ -41,8 +41,6 @@ from app.variables import new_variable_id
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from app.backends.memory import LockState
-
 
 class MemorySessions(SessionStore):
     """The session store on a ``MemoryStore``; session locks are ``locks``' (scope = the

@@ -24,11 +24,12 @@ from redis.asyncio import Redis
 from app.backends.base import BackendInfo
 from app.backends.composed import ComposedBackend
 from app.backends.redis.artifacts import RedisArtifacts
+from app.backends.redis.cluster import nodes_from_url
 from app.backends.redis.keys import RedisKeys
 from app.backends.redis.leases import RedisLeases
 from app.backends.redis.locks import RedisLocks
 from app.backends.redis.log import RedisLog
-from app.backends.redis.nodes import RedisNodes, nodes_from_url
+from app.backends.redis.nodes import RedisNodes
 from app.backends.redis.sessions import RedisSessions
 from app.backends.redis.store import RedisStore
 from app.backends.redis.txn import RedisTxn

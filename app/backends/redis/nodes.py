@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -339,23 +338,3 @@ def wait_timeout_ms(timeout: float) -> int:
     """How long a write waits for its replicas: half a call's timeout, so that the WAIT
     answers before the socket gives up."""
     return max(1, int(timeout * 500))
-
-
-def is_cluster_url(url: str) -> bool:
-    return urlsplit(url).scheme in ("redis+cluster", "rediss+cluster")
-
-
-def nodes_from_url(
-    url: str, *, timeout: float, max_connections: int, wait_replicas: int = 0
-) -> RedisNodes:
-    """``RedisNodes`` for ``redis://``, ``rediss://``, ``unix://``; ``ClusterNodes`` for
-    ``redis+cluster://`` and ``rediss+cluster://``."""
-    if is_cluster_url(url):
-        from app.backends.redis.cluster import ClusterNodes
-
-        return ClusterNodes.from_url(
-            url, timeout=timeout, max_connections=max_connections, wait_replicas=wait_replicas
-        )
-    return RedisNodes.from_url(
-        url, timeout=timeout, max_connections=max_connections, wait_replicas=wait_replicas
-    )

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 from app.backends.parts.txn import TxnStore
 from app.backends.redis.keys import entry_of
 from app.backends.redis.store import RedisStore, lua_pattern, text
+from app.domain.bounds import quota_exceeded
+from app.domain.fence import Fence
 from app.domain.leases import MAX_PATTERN_DELETE, PatternDelete, TxnOutcome, lease_not_found
 from app.errors import BackendUnavailable, TooManyKeys
 from app.txn import Limits, Plan, Txn, plan
 
 if TYPE_CHECKING:
 
-    from app.domain.fence import Fence
     from app.domain.keys import KeyEntry
     from app.syntax import Pattern
 
@@ -50,9 +51,6 @@ class RedisTxn(TxnStore):
     async def txn(
         self, ns: str, txn: Txn, limits: Limits, *, fence: Fence | None = None
     ) -> TxnOutcome:
-        from app.domain.bounds import quota_exceeded
-        from app.domain.fence import Fence
-
         keys = txn.read_keys()
         lock_compares = txn.lock_compares
         if any(op.ttl_ms > 0 for op in (*txn.success, *txn.failure)):
@@ -99,8 +97,6 @@ class RedisTxn(TxnStore):
     async def kv_delete_pattern(
         self, ns: str, pattern: Pattern, *, fence: Fence | None = None
     ) -> PatternDelete:
-        from app.domain.fence import Fence
-
         reply = await self.store.run(
             "kv_delete_pattern", ns, *Fence.script_args(fence), pattern.prefix,
             lua_pattern(pattern), MAX_PATTERN_DELETE,
