@@ -114,7 +114,7 @@ async def test_redis_cancel_step_gives_back_an_unclaimed_lock(redis_url: str) ->
     b = backend_from_url(redis_url, Settings(backend=redis_url))  # type: ignore[call-arg]
     await b.start()
     try:
-        run = b.run  # type: ignore[attr-defined]
+        run = b.store.run  # type: ignore[attr-defined]
         first = await b.lock_acquire("default", "", "l", LockRequest("h", 30_000))
         assert first.holder is not None
         ticket = "ab" * 16
