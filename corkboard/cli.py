@@ -1,12 +1,14 @@
 """The client half of the ``corkboard`` command (etcdctl/nats style): get, put, del, ls,
-watch, lock, session export/import and artifact put/get against a running service.
+watch, txn, lock, lease grant/keepalive/get/list/revoke, session export/import and
+artifact put/get against a running service.
 
 Connection: ``--url``/``CORKBOARD_URL``, ``--token``/``CORKBOARD_TOKEN``,
 ``--ns``/``CORKBOARD_NS``. Inside ``corkboard lock NAME -- CMD``, writes made by a nested
 ``corkboard`` carry the lock's fence (``CORKBOARD_FENCE_LOCK``/``CORKBOARD_FENCE_TOKEN``).
 Exit codes: 0 ok; 1 refused by the service (not found, precondition failed, lock held,
-stale fence, invalid value); 2 usage; 3 unreachable or unavailable; 4 unauthorized or
-forbidden; 5 the lock was lost while the command ran; a command's own code for ``lock``.
+stale fence, invalid value; for ``txn``, compares that failed); 2 usage; 3 unreachable
+or unavailable; 4 unauthorized or forbidden; 5 the lock was lost while the command ran;
+a command's own code for ``lock``.
 """
 
 from __future__ import annotations
@@ -18,60 +20,32 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
 
+from corkboard.cli_base import (
+    INTERRUPTED,
+    OK,
+    USAGE,
+    Command,
+    UsageError,
+    dumps,
+    exit_code,
+    fail,
+    read_input,
+    write_line,
+)
+from corkboard.cli_txn import add_txn_commands
 from corkboard.client import (
     Corkboard,
     CorkboardError,
     Event,
     Fence,
-    Forbidden,
-    InvalidRequest,
     LockLost,
     Reset,
     Synced,
-    Unauthorized,
-    Unavailable,
 )
-
-OK, REFUSED, USAGE, UNAVAILABLE, DENIED, LOST = 0, 1, 2, 3, 4, 5
-INTERRUPTED = 130
-
-Command = Callable[[Corkboard, argparse.Namespace], int]
-
-
-class UsageError(Exception):
-    """A bad argument found after parsing (exit code 2)."""
-
-
-def exit_code(error: CorkboardError) -> int:
-    if isinstance(error, Unavailable):
-        return UNAVAILABLE
-    if isinstance(error, Unauthorized | Forbidden):
-        return DENIED
-    if isinstance(error, LockLost):
-        return LOST
-    if isinstance(error, InvalidRequest):
-        return USAGE
-    return REFUSED
-
-
-def fail(message: str, code: int) -> int:
-    print(f"corkboard: {message}", file=sys.stderr)
-    return code
-
-
-def dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def write_line(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
 
 # -- connection -----------------------------------------------------------------------
 
@@ -117,10 +91,6 @@ def run(command: Command, args: argparse.Namespace) -> int:
 # -- keys -----------------------------------------------------------------------------
 
 
-def read_input(source: str) -> bytes:
-    return sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
-
-
 def parse_value(text: str, as_string: bool) -> Any:
     if as_string:
         return text
@@ -149,12 +119,22 @@ def cmd_put(client: Corkboard, args: argparse.Namespace) -> int:
         text = read_input("-").decode()
         text = text.strip() if not args.string else text.removesuffix("\n")
     value = parse_value(text, args.string)
-    entry = client.put(args.key, value, ttl=args.ttl, if_revision=args.if_revision)
+    entry = client.put(args.key, value, ttl=args.ttl, if_revision=args.if_revision,
+                       lease=args.lease)
     write_line(dumps(entry.raw) if args.json else str(entry.revision))
     return OK
 
 
 def cmd_del(client: Corkboard, args: argparse.Namespace) -> int:
+    if (args.key is None) == (args.pattern is None):
+        raise UsageError("give a KEY, or --pattern PATTERN to delete every matching key")
+    if args.pattern is not None:
+        if args.if_revision is not None:
+            raise UsageError("--if-revision applies to one key, not to --pattern")
+        done = client.delete_pattern(args.pattern)
+        write_line(dumps({"deleted": done.deleted, "keys": done.keys,
+                          "revision": done.revision}))
+        return OK
     client.delete(args.key, if_revision=args.if_revision)
     return OK
 
@@ -192,7 +172,7 @@ def watch_line(item: Event | Reset | Synced, as_json: bool) -> str:
 def cmd_watch(client: Corkboard, args: argparse.Namespace) -> int:
     types = [t for part in args.types or [] for t in part.split(",") if t] or None
     with client.watch(args.pattern, since=args.since, types=types, session=args.session,
-                      snapshot=args.snapshot, on_reset="yield") as stream:
+                      snapshot=args.snapshot, on_reset="yield", lease=args.lease) as stream:
         for item in stream:
             if not isinstance(item, Event | Reset | Synced):
                 continue
@@ -315,8 +295,8 @@ def add_commands(sub: Any, parser: argparse.ArgumentParser) -> None:
     common = argparse.ArgumentParser(add_help=False)
     add_connection_options(common, suppress=True)
 
-    def command(name: str, func: Command, help: str, parent: Any = sub) -> Any:
-        p = parent.add_parser(name, help=help, parents=[common], description=help)
+    def command(name: str, func: Command, help: str, parent: Any = sub, **extra: Any) -> Any:
+        p = parent.add_parser(name, help=help, parents=[common], description=help, **extra)
         p.set_defaults(func=lambda args: run(func, args))
         return p
 
@@ -333,10 +313,13 @@ def add_commands(sub: Any, parser: argparse.ArgumentParser) -> None:
     p.add_argument("--ttl", help="expire after this long: 30, 0.5, 250ms, 5m")
     p.add_argument("--if-revision", type=int,
                    help="only if the key is still at this revision (0: only if absent)")
+    p.add_argument("--lease", help="attach the key to this live lease (not with --ttl)")
     p.add_argument("--json", action="store_true", help="print the whole entry")
 
-    p = command("del", cmd_del, "delete a key (fine when absent)")
-    p.add_argument("key")
+    p = command("del", cmd_del, "delete a key (fine when absent), or every key matching "
+                "--pattern at one revision (prints what was deleted)")
+    p.add_argument("key", nargs="?")
+    p.add_argument("--pattern", help="delete every key matching this pattern ('*': all)")
     p.add_argument("--if-revision", type=int, help="only if the key is at this revision")
 
     p = command("ls", cmd_ls, "list keys matching a pattern ('*' matches anything)")
@@ -352,7 +335,10 @@ def add_commands(sub: Any, parser: argparse.ArgumentParser) -> None:
     p.add_argument("--session", help="only events of this session")
     p.add_argument("--snapshot", action="store_true",
                    help="start with the matching keys, then 'synced', then live changes")
+    p.add_argument("--lease", help="presence: keep this lease alive while watching")
     p.add_argument("--json", action="store_true", help="print each event as a JSON line")
+
+    add_txn_commands(command, sub)
 
     p = command("lock", cmd_lock, "run a command while holding a lock (fence in its "
                 "environment: CORKBOARD_FENCE_LOCK, CORKBOARD_FENCE_TOKEN); exits with its code")

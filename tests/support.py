@@ -143,9 +143,10 @@ class ServiceProcess:
 
     def __init__(
         self, env: dict[str, str], *, workers: int = 1, port: int | None = None,
-        app: str = "app.main:app",
+        app: str = "app.main:app", args: tuple[str, ...] = (),
     ) -> None:
         self.app = app
+        self.args = args
         self.port = port or free_port()
         self.env = {**os.environ, **env}
         self.workers = workers
@@ -160,7 +161,7 @@ class ServiceProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", str(self.workers), "--no-access-log",
-             "--timeout-graceful-shutdown", "5"],
+             "--timeout-graceful-shutdown", "5", *self.args],
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
         )
         # Generous by default: a cold start takes seconds on a busy 2-core machine.

@@ -161,3 +161,69 @@ def test_session_export_import_and_artifacts(service: ServiceProcess, ns: str, c
     assert cli(service, ns, "artifact", "get", "runs/r2.bin", "-o", str(copy)).returncode == 0
     assert copy.read_bytes() == data[:1000]
     assert cb.head_artifact("runs/r1.bin").content_type == "application/x-test"
+
+
+@memory_only
+def test_txn_pattern_delete_and_leases(service: ServiceProcess, ns: str, cb: Corkboard,
+                                       tmp_path: Path) -> None:
+    run = cli(service, ns, "lease", "grant", "30s", "--id", "agent-7")
+    assert (run.returncode, run.stdout) == (0, b"agent-7\n")
+    run = cli(service, ns, "put", "agents/agent-7", '{"role":"planner"}', "--lease", "agent-7")
+    assert run.returncode == 0, run.stderr
+    txn = {"compare": [{"key": "leader", "revision": 0}],
+           "success": [{"op": "put", "key": "leader", "value": "agent-7", "lease": "agent-7"}],
+           "failure": [{"op": "get", "key": "leader"}]}
+    doc = tmp_path / "txn.json"
+    doc.write_bytes(orjson.dumps(txn))
+    run = cli(service, ns, "txn", str(doc))
+    answer = orjson.loads(run.stdout)
+    assert run.returncode == 0 and answer["succeeded"] is True
+    assert answer["results"][0]["value"] == "agent-7"
+    run = cli(service, ns, "txn", stdin=orjson.dumps(txn))  # the compare fails now: exit 1
+    answer = orjson.loads(run.stdout)
+    assert run.returncode == 1 and answer["succeeded"] is False
+    assert answer["results"][0]["value"] == "agent-7"
+    run = cli(service, ns, "txn", "-", stdin=b'{"success": [], "extra": 1}')
+    assert run.returncode == 2
+    one_error_line(run, "-: unknown member(s) extra")
+    run = cli(service, ns, "txn", stdin=b'{"success": [{"op": "put", "key": "k", "value": 1, '
+                                        b'"lease": "nobody"}]}')
+    assert run.returncode == 1
+    one_error_line(run, "lease_not_found: ")
+
+    run = cli(service, ns, "lease", "keepalive", "agent-7", "--once")
+    assert run.returncode == 0 and run.stdout.startswith(b"agent-7 ")
+    run = cli(service, ns, "lease", "get", "agent-7")
+    assert orjson.loads(run.stdout)["keys"] == ["agents/agent-7", "leader"]
+    run = cli(service, ns, "lease", "ls", "agent-*")
+    assert run.stdout == b"agent-7\n"
+    run = cli(service, ns, "lease", "revoke", "agent-7")
+    revoked = orjson.loads(run.stdout)
+    assert run.returncode == 0 and revoked["keys"] == ["agents/agent-7", "leader"]
+    assert cb.get_value("leader") is None
+    run = cli(service, ns, "lease", "keepalive", "agent-7")
+    assert run.returncode == 1
+    one_error_line(run, "lease_not_found: ")
+
+    cb.txn(success=[{"op": "put", "key": f"tmp/{i}", "value": i} for i in range(3)])
+    run = cli(service, ns, "del", "--pattern", "tmp/*")
+    assert run.returncode == 0
+    assert orjson.loads(run.stdout)["keys"] == ["tmp/0", "tmp/1", "tmp/2"]
+    run = cli(service, ns, "del")
+    assert run.returncode == 2
+    one_error_line(run, "give a KEY, or --pattern")
+
+
+@memory_only
+def test_lease_keepalive_runs_until_stopped(service: ServiceProcess, ns: str,
+                                            cb: Corkboard) -> None:
+    granted = cb.grant_lease(3, id="kept")
+    env = {**os.environ, "CORKBOARD_URL": service.url, "CORKBOARD_NS": ns}
+    with subprocess.Popen([*CLI, "lease", "keepalive", "kept"], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(4)]  # one every ttl/3
+        assert all(line.startswith(b"kept ") for line in lines), lines
+        # Four keepalives, a TTL apart from the first: kept alive past its TTL.
+        assert cb.get_lease("kept").expires_at > granted.expires_at
+        proc.terminate()

@@ -4,6 +4,7 @@ which calls may be repeated."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -12,12 +13,18 @@ import pytest
 from corkboard.client import (
     AlreadyExists,
     BackendUnavailable,
+    Conflict,
     CorkboardError,
+    InternalError,
+    LeaseNotFound,
     LockHeld,
+    MethodNotAllowed,
     NotFound,
     PreconditionFailed,
     RevisionMismatch,
+    TooManyKeys,
     TooManyWaiters,
+    Unavailable,
     Unprocessable,
 )
 from corkboard.client._protocol import (
@@ -27,7 +34,7 @@ from corkboard.client._protocol import (
     duration_seconds,
     key_path,
 )
-from corkboard.client.errors import error_from_problem
+from corkboard.client.errors import BY_STATUS, CODES, error_from_problem
 from tests.support import ROOT
 
 
@@ -86,6 +93,29 @@ def test_errors_are_typed_by_code_then_status() -> None:
                                      {"retry-after": "1"})
     assert isinstance(unavailable, BackendUnavailable) and unavailable.retry_after == 1.0
     assert str(unavailable) == "backend_unavailable: down" and unavailable.status == 503
+    assert type(err(404, "lease_not_found")) is LeaseNotFound
+    assert isinstance(err(404, "lease_not_found"), NotFound)
+    assert type(err(409, "too_many_keys")) is TooManyKeys
+    assert type(err(405, "method_not_allowed")) is MethodNotAllowed
+    assert type(err(500, "internal_error")) is InternalError
+    # Without a known code: the most general class of the status.
+    assert (type(err(404, "gone_fishing")), type(err(409)), type(err(503))) == (
+        NotFound, Conflict, Unavailable)
+    assert type(err(418)) is CorkboardError
+
+
+def test_every_code_of_the_service_has_its_class() -> None:
+    """The one table knows every code the service answers with: those its error classes
+    declare, those it raises by name, and those of its routing errors."""
+    text = "\n".join(path.read_text() for path in (ROOT / "app").rglob("*.py"))
+    declared = set(re.findall(r"\bcode\s*=\s*(?:\d{3},\s*)?\"([a-z_]+)\"", text))
+    declared |= set(re.findall(r"^\s*\d{3}: \"([a-z_]+)\",$", text, re.M))  # routing
+    declared |= set(re.findall(r"problem_response\(\s*\d{3},\s*\"([a-z_]+)\"", text))
+    assert {"invalid_request", "lease_not_found", "too_many_keys", "too_many_waiters",
+            "method_not_allowed", "internal_error", "quota_exceeded"} <= declared
+    assert declared - set(CODES) == set()
+    for code, cls in CODES.items():
+        assert cls.code == code and issubclass(BY_STATUS[cls.status], CorkboardError)
 
 
 def test_only_safe_calls_are_repeated() -> None:

@@ -144,3 +144,32 @@ async def test_redis_cancel_step_gives_back_an_unclaimed_lock(redis_url: str) ->
         assert ("lock.released", True) in events
     finally:
         await b.close()
+
+
+@pytest.mark.redis_only
+async def test_redis_cancel_before_the_try_answered_finds_the_waiter_by_ticket(
+    redis_url: str,
+) -> None:
+    """A waiter cancelled while its 'try' call was in flight never saw its queue item:
+    the cancel step, sent with no item, finds it by the ticket, and the next release
+    frees the lock instead of handing it to the vanished waiter."""
+    from tests.conftest import flush
+
+    flush(redis_url)
+    b = backend_from_url(redis_url, Settings(backend=redis_url))  # type: ignore[call-arg]
+    await b.start()
+    try:
+        run = b.run  # type: ignore[attr-defined]
+        first = await b.lock_acquire("default", "", "l", LockRequest("h", 30_000))
+        assert first.holder is not None
+        ticket = "cd" * 16
+        reply = await run("lock_acquire", "default", "", "l", "gone", 30_000, "exclusive",
+                          "null", 10, ticket, 30_000, "try", "")
+        assert reply[0] == b"waiting"
+        reply = await run("lock_acquire", "default", "", "l", "gone", 30_000, "exclusive",
+                          "null", 10, ticket, 30_000, "cancel", "")
+        assert reply == [b"withdrawn"]
+        await b.lock_release("default", "", "l", "h", first.holder.token)
+        assert (await b.lock_get("default", "", "l")) == (None, 0)
+    finally:
+        await b.close()

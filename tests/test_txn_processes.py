@@ -12,6 +12,7 @@ import random
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -100,43 +101,76 @@ async def test_snapshot_stream_replays_transactions(service: ServiceProcess) -> 
         assert keys == ["s/0", "s/1", "s/2", "s/4"]
 
 
+def server_time(event: dict[str, Any]) -> float:
+    """When the service made an event (its ``at``), as a Unix timestamp."""
+    return datetime.fromisoformat(event["at"]).timestamp()
+
+
+async def next_event_before(stream: Stream, deadline: float) -> dict[str, Any] | None:
+    """The next event (progress skipped) if one comes before ``deadline`` (monotonic),
+    else None. A timeout ends the stream's reader: use it last."""
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            frame = await stream.frame(timeout=left)
+        except TimeoutError:
+            return None
+        assert frame is not None, "the stream ended"
+        if frame.is_event and frame.event != "progress":
+            return frame.json
+    return None
+
+
 async def test_presence_list_of_fifty_agents(service: ServiceProcess) -> None:
+    """50 agents hold a stream with a lease and a key; closing 10 streams removes exactly
+    their 10 keys within TTL + 1 s of each close (measured by the service's event time,
+    not by when this loaded test process reads it), and no other lease ends meanwhile nor
+    for 1.5 TTLs after. Every wait is on an event, with a generous bound."""
     ns = fresh_ns()
-    ttl = 1.0
+    ttl = 2.0  # keepalives every ttl/3: a 2-core machine under load can stall 0.3 s
+    patience = 30.0  # the bound on waiting for an event that is due
     async with client_for(service) as c, client_for(service) as streams_client:
-        stacks: list[contextlib.AsyncExitStack] = []
-        for i in range(50):
-            lease = f"agent-{i}"
-            r = await c.post("/v1/leases", params={"ns": ns}, json={"ttl": ttl, "id": lease})
-            assert r.status_code == 201, r.text
-            stack = contextlib.AsyncExitStack()
-            await stack.enter_async_context(
-                watch(streams_client, ns=ns, lease=lease, pattern="none")
-            )
-            stacks.append(stack)
-            r = await c.put(f"/v1/kv/agents/{i}", params={"ns": ns, "lease": lease},
-                            json={"agent": i})
-            assert r.status_code == 201, r.text
-        async with watch(c, ns=ns, pattern="agents/*", types="lease") as gone:
-            leaving = sorted(random.sample(range(50), 10))
-            closed_at = time.monotonic()
-            for i in leaving:
-                await stacks[i].aclose()
-            expired: list[str] = []
-            while len(expired) < 10:
-                event = (await next_events(gone, 1))[0]
-                assert event["type"] == "lease.expired"
-                expired += [ch["key"] for ch in event["changes"]]
-            took = time.monotonic() - closed_at
-        assert took <= ttl + 1.0, took
-        assert sorted(expired) == sorted(f"agents/{i}" for i in leaving)
-        # The others' streams keep their keys alive well past their TTL.
-        await asyncio.sleep(ttl * 1.5)
-        r = await c.get("/v1/kv", params={"ns": ns, "pattern": "agents/*"})
-        remaining = {item["key"] for item in r.json()["items"]}
-        assert remaining == {f"agents/{i}" for i in range(50) if i not in leaving}
-        for stack in stacks:
-            await stack.aclose()
+        # Every lease ending in this namespace, from before the first grant.
+        async with watch(c, ns=ns, types="lease.expired") as ended:
+            stacks: list[contextlib.AsyncExitStack] = []
+            try:
+                for i in range(50):
+                    lease = f"agent-{i}"
+                    r = await c.post("/v1/leases", params={"ns": ns},
+                                     json={"ttl": ttl, "id": lease})
+                    assert r.status_code == 201, r.text
+                    stack = contextlib.AsyncExitStack()
+                    stacks.append(stack)
+                    await stack.enter_async_context(
+                        watch(streams_client, ns=ns, lease=lease, pattern="none")
+                    )
+                    r = await c.put(f"/v1/kv/agents/{i}", params={"ns": ns, "lease": lease},
+                                    json={"agent": i})
+                    assert r.status_code == 201, r.text
+                leaving = sorted(random.sample(range(50), 10))
+                closed_at: dict[str, float] = {}
+                for i in leaving:
+                    await stacks[i].aclose()
+                    closed_at[f"agent-{i}"] = time.time()
+                expired: dict[str, list[str]] = {}
+                deadline = time.monotonic() + ttl + patience
+                while len(expired) < 10:
+                    event = await next_event_before(ended, deadline)
+                    assert event is not None, f"only {sorted(expired)} ended"
+                    assert event["type"] == "lease.expired"
+                    assert event["key"] in closed_at, f"{event['key']} ended with its stream open"
+                    took = server_time(event) - closed_at[event["key"]]
+                    assert took <= ttl + 1.0, (event["key"], took)
+                    expired[event["key"]] = [ch["key"] for ch in event["changes"]]
+                assert expired == {f"agent-{i}": [f"agents/{i}"] for i in leaving}
+                # The other streams keep their leases alive well past their TTL.
+                late = await next_event_before(ended, time.monotonic() + ttl * 1.5)
+                assert late is None, f"{late['key']} ended with its stream open"
+                r = await c.get("/v1/kv", params={"ns": ns, "pattern": "agents/*"})
+                remaining = {item["key"] for item in r.json()["items"]}
+                assert remaining == {f"agents/{i}" for i in range(50) if i not in leaving}
+            finally:
+                for stack in stacks:
+                    await stack.aclose()
 
 
 # -- several replicas on one Redis ---------------------------------------------------------

@@ -58,7 +58,7 @@ class Ticker:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="corkboard-lock", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="corkboard-keepalive", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:

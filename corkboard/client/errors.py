@@ -1,7 +1,9 @@
 """The client's error tree: every problem+json answer becomes a typed exception.
 
-The class is chosen by the problem's ``code`` (else by its status); each carries
-``status``, ``code``, ``detail``, ``errors`` and the whole ``problem`` document::
+The class is chosen by the problem's ``code`` in ``CODES``, the one table of the codes
+the service answers with (an unknown code, or an answer without one, falls back to the
+most general class of its status). Each carries ``status``, ``code``, ``detail``,
+``errors`` and the whole ``problem`` document::
 
     CorkboardError                          status  code
      +-- InvalidRequest                     400     invalid_request
@@ -9,18 +11,22 @@ The class is chosen by the problem's ``code`` (else by its status); each carries
      +-- Unauthorized                       401     unauthorized
      +-- Forbidden                          403     forbidden
      +-- NotFound                           404     not_found
+     |    +-- LeaseNotFound                 404     lease_not_found
+     +-- MethodNotAllowed                   405     method_not_allowed
      +-- RequestTimeout                     408     request_timeout
      +-- Conflict                           409
      |    +-- AlreadyExists                 409/412 already_exists (``current`` on 412)
      |    +-- LockHeld                      409     lock_held (``holder``)
-     |    +-- NotOwner, LockNotHeld, StaleFence, TooManyKeys
+     |    +-- NotOwner, LockNotHeld, StaleFence
+     |    +-- TooManyKeys                   409     too_many_keys (a pattern delete)
      +-- PreconditionFailed                 412
      |    +-- RevisionMismatch              412     revision_mismatch (``current``)
      +-- PayloadTooLarge                    413     payload_too_large
-     +-- UnsupportedMediaType               415
-     +-- RangeNotSatisfiable                416
+     +-- UnsupportedMediaType               415     unsupported_media_type
+     +-- RangeNotSatisfiable                416     range_not_satisfiable
      +-- Unprocessable                      422     validation_failed
      |    +-- ConstraintViolation, InvalidConstraint
+     +-- InternalError                      500     internal_error (a bug of the service)
      +-- QuotaExceeded                      507     quota_exceeded
      +-- Unavailable                        (``retry_after`` seconds, or None)
      |    +-- BackendUnavailable            503     backend_unavailable
@@ -28,6 +34,7 @@ The class is chosen by the problem's ``code`` (else by its status); each carries
      |    +-- TooManyWaiters                429     too_many_waiters
      |    +-- ConnectionFailed              -       unreachable: no answer (client side)
      +-- LockLost                           -       lock_lost: a held lock was lost (client side)
+     +-- LeaseLost                          -       lease_lost: a held lease lapsed (client side)
      +-- WatchReset                         -       reset: a watch's resume point is gone
 """
 
@@ -94,6 +101,16 @@ class NotFound(CorkboardError):
     status, code = 404, "not_found"
 
 
+class LeaseNotFound(NotFound):
+    """The lease was never granted, was revoked or has expired; nothing was written."""
+
+    code = "lease_not_found"
+
+
+class MethodNotAllowed(CorkboardError):
+    status, code = 405, "method_not_allowed"
+
+
 class RequestTimeout(CorkboardError):
     status, code = 408, "request_timeout"
 
@@ -138,6 +155,9 @@ class StaleFence(Conflict):
 
 
 class TooManyKeys(Conflict):
+    """A pattern delete matching more keys than the service deletes at once; nothing
+    was deleted."""
+
     code = "too_many_keys"
 
 
@@ -178,6 +198,12 @@ class InvalidConstraint(Unprocessable):
     code = "invalid_constraint"
 
 
+class InternalError(CorkboardError):
+    """The service failed unexpectedly (a bug of the service, worth reporting)."""
+
+    status, code = 500, "internal_error"
+
+
 class QuotaExceeded(CorkboardError):
     status, code = 507, "quota_exceeded"
 
@@ -216,6 +242,13 @@ class LockLost(CorkboardError):
     code = "lock_lost"
 
 
+class LeaseLost(CorkboardError):
+    """A lease held by ``client.lease(...)`` lapsed (or was revoked) before the block
+    ended: the keys and locks on it are gone."""
+
+    code = "lease_lost"
+
+
 class WatchReset(CorkboardError):
     """A watch's resume point is older than the namespace retains (or unknown to it):
     events may be missing, so the caller must resync (e.g. ``snapshot=True``)."""
@@ -228,21 +261,39 @@ class WatchReset(CorkboardError):
         self.current_revision = current_revision
 
 
-BY_CODE: dict[str, type[CorkboardError]] = {
+#: Every code the service answers with, and its exception class: the one table.
+CODES: dict[str, type[CorkboardError]] = {
     cls.code: cls
     for cls in (
-        InvalidRequest, InvalidKey, InvalidPattern, InvalidTTL, Unauthorized, Forbidden,
-        NotFound, RequestTimeout, AlreadyExists, LockHeld, NotOwner, LockNotHeld,
-        StaleFence, TooManyKeys, RevisionMismatch, PayloadTooLarge, UnsupportedMediaType,
-        RangeNotSatisfiable, Unprocessable, ConstraintViolation, InvalidConstraint,
-        QuotaExceeded, BackendUnavailable, TooManyWatchers, TooManyWaiters,
+        InvalidRequest, InvalidKey, InvalidPattern, InvalidTTL,
+        Unauthorized, Forbidden,
+        NotFound, LeaseNotFound,
+        MethodNotAllowed, RequestTimeout,
+        Conflict, AlreadyExists, LockHeld, NotOwner, LockNotHeld, StaleFence, TooManyKeys,
+        RevisionMismatch,
+        PayloadTooLarge, UnsupportedMediaType, RangeNotSatisfiable,
+        Unprocessable, ConstraintViolation, InvalidConstraint,
+        InternalError, QuotaExceeded,
+        BackendUnavailable, TooManyWatchers, TooManyWaiters,
     )
 }
+
+
+def _status_class(cls: type[CorkboardError]) -> type[CorkboardError]:
+    """The most general class above ``cls`` with the same status (RevisionMismatch ->
+    PreconditionFailed, BackendUnavailable -> Unavailable, LeaseNotFound -> NotFound)."""
+    general = cls
+    for base in cls.__mro__[1:]:
+        if isinstance(base, type) and issubclass(base, CorkboardError) and (
+            base is not CorkboardError and base.status == cls.status
+        ):
+            general = base
+    return general
+
+
+#: The fallback for an answer without a known code, derived from ``CODES``.
 BY_STATUS: dict[int, type[CorkboardError]] = {
-    400: InvalidRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound,
-    408: RequestTimeout, 409: Conflict, 412: PreconditionFailed, 413: PayloadTooLarge,
-    415: UnsupportedMediaType, 416: RangeNotSatisfiable, 422: Unprocessable,
-    429: TooManyWaiters, 503: Unavailable, 507: QuotaExceeded,
+    cls.status: _status_class(cls) for cls in CODES.values()
 }
 
 
@@ -262,7 +313,7 @@ def error_from_problem(
 ) -> CorkboardError:
     """The typed exception of a problem document (or of a bare status)."""
     code = problem.get("code")
-    cls = BY_CODE.get(code) if isinstance(code, str) else None
+    cls = CODES.get(code) if isinstance(code, str) else None
     if cls is None:
         cls = BY_STATUS.get(status, CorkboardError)
     detail = problem.get("detail") or problem.get("title") or f"HTTP {status}"

@@ -7,7 +7,7 @@ Timestamps are kept as the service sends them (RFC 3339 UTC strings with millise
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -134,6 +134,114 @@ class Fence:
         if self.session:
             headers["Fence-Session"] = self.session
         return headers
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """A transaction's ``delete`` op: whether the key existed."""
+
+    deleted: bool
+
+
+#: One op's result in a transaction: the entry after a write, the entry (or None) of a
+#: get, Deleted for a delete.
+TxnOpResult = Entry | Deleted | None
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    """A transaction's answer: which branch ran (``succeeded``: every compare held), its
+    revision (the current one when it wrote nothing) and one result per op of that
+    branch, in order."""
+
+    succeeded: bool
+    revision: int
+    results: list[TxnOpResult]
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TxnResult:
+        results: list[TxnOpResult] = []
+        for r in d["results"]:
+            if r is None:
+                results.append(None)
+            elif "deleted" in r and "key" not in r:
+                results.append(Deleted(bool(r["deleted"])))
+            else:
+                results.append(Entry.from_json(r))
+        return cls(bool(d["succeeded"]), d["revision"], results, d)
+
+
+@dataclass(frozen=True, slots=True)
+class PatternDeleted:
+    """A pattern delete: the keys deleted (in key order) and their one revision (the
+    current one when none matched)."""
+
+    deleted: int
+    keys: list[str]
+    revision: int
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PatternDeleted:
+        return cls(d["deleted"], list(d["keys"]), d["revision"])
+
+
+class LeaseLike(Protocol):
+    """Anything naming a lease: LeaseInfo, a held lease (``client.lease(...)``)."""
+
+    @property
+    def id(self) -> str: ...
+
+
+#: A lease given to ``lease=``: its id, or an object with the id.
+LeaseRef = str | LeaseLike
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    """A live lease: ``ttl`` is the seconds each keepalive extends it by."""
+
+    id: str
+    ttl: float
+    granted_at: str
+    expires_at: str
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> LeaseInfo:
+        return cls(d["id"], d["ttl"], d["granted_at"], d["expires_at"])
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseLock:
+    """A lock held on a lease (``session`` for a session's lock)."""
+
+    name: str
+    owner: str
+    token: int
+    session: str | None = None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> LeaseLock:
+        return cls(d["name"], d["owner"], d["token"], d.get("session"))
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseDetail:
+    """A lease with its keys (in key order) and locks; after a revoke, what it removed
+    and the ``revision`` of its ``lease.revoked`` event."""
+
+    id: str
+    ttl: float
+    granted_at: str
+    expires_at: str
+    keys: list[str]
+    locks: list[LeaseLock]
+    revision: int | None = None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> LeaseDetail:
+        return cls(d["id"], d["ttl"], d["granted_at"], d["expires_at"], list(d["keys"]),
+                   [LeaseLock.from_json(lock) for lock in d["locks"]], d.get("revision"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@
 -- item on steps after 'try', [15] most waiters in line (a new one beyond: 'too_many'),
 -- [16] a lease to hold it on ('' none): {'lease_not_found'} unless live.
 -- Steps: 'try' (first call), 'wake' (the waiter's wake list
--- was pushed), 'final' (its wait is over), 'cancel' (its client is gone).
+-- was pushed), 'final' (its wait is over), 'cancel' (its client is gone; item '' when
+-- the 'try' never answered: found by the ticket).
 -- Replies {'acquired', owner, token, acquired_at, expires_at, pending_count, entries...},
 -- {'held' | 'full', owner, token, acquired_at, expires_at, pending_count},
 -- {'queued', position}, {'debounced'}, {'waiting', item}, {'withdrawn'} or
@@ -28,7 +29,14 @@ end
 if step == 'cancel' then
   -- Leave the line; a lock handed over but never claimed goes to the next waiter, and
   -- the pending entries stay for whoever claims it.
-  redis.call('LREM', lk_wait(sn), 1, item)
+  if item == '' then
+    -- Cancelled before its 'try' answered: find its item by the ticket.
+    local line, prefix = redis.call('LRANGE', lk_wait(sn), 0, -1), ticket .. ':'
+    for i = 1, #line do
+      if string.sub(line[i], 1, #prefix) == prefix then item = line[i]; break end
+    end
+  end
+  if item ~= '' then redis.call('LREM', lk_wait(sn), 1, item) end
   redis.call('DEL', lk_wake(ticket))
   local h = lk_load(scope, name)
   if h and not lk_expired(h) and h.ticket == ticket then

@@ -94,7 +94,12 @@ class RedisLocks(LockEngine):
         wakeups = self.wakeups
         woken = wakeups.register(ticket) if waits else None  # before joining the line
         try:
-            reply = await step("try")
+            try:
+                reply = await step("try")
+            except BaseException:
+                if waits:  # cancelled after the script queued this waiter: leave the line
+                    self._lock_withdraw(step("cancel"))
+                raise
             task = asyncio.current_task()
             while reply[0] == b"waiting":
                 assert woken is not None

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from corkboard.client._async.artifacts import AsyncArtifacts
 from corkboard.client._async.keys import AsyncKeys
+from corkboard.client._async.leases import AsyncLeases
 from corkboard.client._async.locks import AsyncLocks
 from corkboard.client._async.sessions import AsyncSessions
+from corkboard.client._async.txn import AsyncTxn
 from corkboard.client._async.watch import AsyncFeed
 from corkboard.client._protocol import Call
 from corkboard.client.types import Capabilities
 
 
-class AsyncCorkboard(AsyncKeys, AsyncFeed, AsyncLocks, AsyncSessions, AsyncArtifacts):
+class AsyncCorkboard(
+    AsyncKeys, AsyncTxn, AsyncFeed, AsyncLocks, AsyncLeases, AsyncSessions, AsyncArtifacts
+):
     """An asyncio client of one Corkboard service and namespace.
 
     ``AsyncCorkboard(url, token=..., ns=...)``; the URL defaults to ``CORKBOARD_URL`` (else

@@ -27,7 +27,16 @@ from corkboard.client._protocol import (
     watch_params,
 )
 from corkboard.client.errors import ConnectionFailed, Unavailable, WatchReset
-from corkboard.client.types import Duration, Event, EventBatch, Progress, Reset, WatchItem
+from corkboard.client.txn import lease_id
+from corkboard.client.types import (
+    Duration,
+    Event,
+    EventBatch,
+    LeaseRef,
+    Progress,
+    Reset,
+    WatchItem,
+)
 
 Types = str | list[str] | tuple[str, ...] | None
 #: A stream quiet for this long is taken as dead and reconnected (the server sends a
@@ -57,6 +66,7 @@ class AsyncFeed(AsyncBase):
         session: str | None = None, snapshot: bool = False, progress: bool = False,
         on_reset: Literal["raise", "yield"] = "raise",
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT, give_up_after: float | None = None,
+        lease: LeaseRef | None = None,
     ) -> AsyncWatch:
         """Iterate over changes: ``async for item in client.watch("jobs/*", since=41)``.
 
@@ -64,9 +74,16 @@ class AsyncFeed(AsyncBase):
         A Reset (the resume point is gone) raises WatchReset, or with ``on_reset="yield"``
         is yielded and the watch goes on after it. After any disconnect the watch
         reconnects with Last-Event-ID. The first connection failing raises at once;
-        later ones are retried for ``give_up_after`` seconds (None: forever)."""
+        later ones are retried for ``give_up_after`` seconds (None: forever).
+
+        ``lease``: presence. The service keeps that lease alive while the stream is open
+        (LeaseNotFound if it has ended); when this process goes away it lapses after its
+        ttl, and the keys on it go with it."""
+        query = watch_params(pattern, types, session)
+        if lease is not None:
+            query["lease"] = lease_id(lease)
         return AsyncWatch(
-            self, watch_params(pattern, types, session), since=since, snapshot=snapshot,
+            self, query, since=since, snapshot=snapshot,
             progress=progress, on_reset=on_reset, idle_timeout=idle_timeout,
             give_up_after=give_up_after,
         )

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 from corkboard.client._sync.artifacts import Artifacts
 from corkboard.client._sync.keys import Keys
+from corkboard.client._sync.leases import Leases
 from corkboard.client._sync.locks import Locks
 from corkboard.client._sync.sessions import Sessions
+from corkboard.client._sync.txn import Txn
 from corkboard.client._sync.watch import Feed
 from corkboard.client._protocol import Call
 from corkboard.client.types import Capabilities
 
 
-class Corkboard(Keys, Feed, Locks, Sessions, Artifacts):
+class Corkboard(
+    Keys, Txn, Feed, Locks, Leases, Sessions, Artifacts
+):
     """A synchronous client of one Corkboard service and namespace.
 
     ``Corkboard(url, token=..., ns=...)``; the URL defaults to ``CORKBOARD_URL`` (else

@@ -21,7 +21,8 @@ from corkboard.client._protocol import (
     params,
 )
 from corkboard.client.errors import AlreadyExists, NotFound, PreconditionFailed
-from corkboard.client.types import Duration, Entry, Page
+from corkboard.client.txn import lease_id
+from corkboard.client.types import Duration, Entry, LeaseRef, Page
 
 #: ``cas_loop``'s default when the key is missing: raise NotFound.
 MISSING: Any = object()
@@ -47,25 +48,30 @@ class Keys(Base):
 
     def put(
         self, key: str, value: Any, *, ttl: Duration | None = None,
-        if_revision: int | None = None,
+        if_revision: int | None = None, lease: LeaseRef | None = None,
     ) -> Entry:
         """Store ``value`` (any JSON). ``if_revision=N`` writes only if the key is still at
         revision N (else RevisionMismatch); ``if_revision=0`` only if it does not exist
-        (else AlreadyExists). ``ttl``: seconds or '30s'; absent, no expiry."""
+        (else AlreadyExists). ``ttl``: seconds or '30s'; absent, no expiry. ``lease``:
+        the key lives as long as that lease (LeaseNotFound if it has ended; not with
+        ``ttl``); a put without it takes the key off its lease."""
         call = Call.write(
             "PUT", f"/v1/kv/{key_path(key)}", raw=dumps(value),
-            params=params(ttl=duration_param(ttl)), headers=condition_headers(if_revision),
-            retry=True,
+            params=params(ttl=duration_param(ttl),
+                          lease=lease_id(lease) if lease is not None else None),
+            headers=condition_headers(if_revision), retry=True,
         )
         return Entry.from_json(self._json(call))
 
     def patch(
         self, key: str, *, merge: Any = None, json_patch: list[dict[str, Any]] | None = None,
         initial: Any = MISSING, ttl: Duration | None = None, if_revision: int | None = None,
+        lease: LeaseRef | None = None,
     ) -> Entry:
         """Update atomically on the server with a merge patch (RFC 7396) or a JSON patch
         (RFC 6902; a failed ``test`` is RevisionMismatch). ``initial`` is the starting value
-        when the key is missing (else NotFound)."""
+        when the key is missing (else NotFound). Without ``ttl`` or ``lease`` the key keeps
+        its expiry and lease."""
         if (json_patch is None) == (merge is None):
             raise ValueError("give exactly one of merge= or json_patch=")
         body, media = (json_patch, JSON_PATCH) if json_patch is not None else (merge, MERGE_PATCH)
@@ -73,7 +79,7 @@ class Keys(Base):
             "PATCH", f"/v1/kv/{key_path(key)}", raw=dumps(body), content_type=media,
             params=params(
                 initial=dumps(initial).decode() if initial is not MISSING else None,
-                ttl=duration_param(ttl),
+                ttl=duration_param(ttl), lease=lease_id(lease) if lease is not None else None,
             ),
             headers=condition_headers(if_revision),
         )

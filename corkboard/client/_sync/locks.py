@@ -32,9 +32,11 @@ from corkboard.client.errors import (
     NotFound,
     Unavailable,
 )
+from corkboard.client.txn import lease_id
 from corkboard.client.types import (
     Duration,
     Fence,
+    LeaseRef,
     LockGrant,
     LockHolder,
     LockQueued,
@@ -56,11 +58,15 @@ class Locks(Base):
         self, name: str, *, owner: str | None = None, ttl: Duration | None = None,
         wait: Duration | None = None, mode: Literal["exclusive", "queue", "debounce"] =
         "exclusive", entry: Any = None, session: str | None = None,
+        lease: LeaseRef | None = None,
     ) -> LockGrant | LockQueued:
         """Acquire ``name`` (a session's lock with ``session``). Held by another:
         ``exclusive`` waits up to ``wait`` then raises LockHeld; ``queue``/``debounce``
-        give LockQueued. Never retried (a repeat could take the lock twice)."""
+        give LockQueued. With ``lease`` (not with ``ttl`` or ``wait``) the lock is held
+        until that lease ends. Never retried (a repeat could take the lock twice)."""
         body: dict[str, Any] = {"owner": owner or default_owner(), "mode": mode}
+        if lease is not None:
+            body["lease"] = lease_id(lease)
         if ttl is not None:
             body["ttl"] = ttl
         if wait is not None:
