@@ -159,7 +159,7 @@ async def test_redis_cancel_before_the_try_answered_finds_the_waiter_by_ticket(
     b = backend_from_url(redis_url, Settings(backend=redis_url))  # type: ignore[call-arg]
     await b.start()
     try:
-        run = b.run  # type: ignore[attr-defined]
+        run = b.store.run  # type: ignore[attr-defined]
         first = await b.lock_acquire("default", "", "l", LockRequest("h", 30_000))
         assert first.holder is not None
         ticket = "cd" * 16
