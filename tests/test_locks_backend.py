@@ -49,7 +49,7 @@ async def queued(b: Backend, owner: str) -> None:
 
 async def settle(b: Backend) -> None:
     """Let background withdrawals (Redis) finish."""
-    tasks = getattr(b, "_lock_withdrawals", set())
+    tasks = getattr(b.locks, "withdrawals", set())  # type: ignore[attr-defined]
     if tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
 

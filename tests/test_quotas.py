@@ -42,7 +42,7 @@ async def counted_bytes(backend: Backend, ns: str = "default") -> tuple[int, int
     if backend.info.name == "memory":
         st = backend.store.namespaces.get(ns)  # type: ignore[attr-defined]
         total = sum(len(e.value) for h in st.history.values() for e in h) if st else 0
-        sessions = getattr(backend, "_session_table", {}).get(ns, {})
+        sessions = backend.sessions.table.get(ns, {})  # type: ignore[attr-defined]
         for sess in sessions.values():
             total += len(sess.metadata) + sum(var_bytes(v) for v in sess.variables.values())
             total += sum(len(s) for s in [*sess.threads.values(), *sess.channels.values()])
