@@ -9,8 +9,7 @@ from typing import Any
 
 import orjson
 
-from app.backends.base import ChangeEvent
-from app.backends.base_txn import COMPOUND_TYPES
+from app.domain.events import COMPOUND_TYPES, ChangeEvent
 from app.syntax import Pattern
 
 __all__ = ["COMPOUND_TYPES", "filtered_data", "kv_changes", "type_wanted"]

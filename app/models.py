@@ -54,7 +54,7 @@ class IncrementRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Any JSON integer stays an exact integer here: the shared increment rule
-    # (app/backends/increment.py) refuses sums it cannot keep exact, on every backend.
+    # (app/domain/numbers.py) refuses sums it cannot keep exact, on every backend.
     by: StrictInt | StrictFloat = Field(1, description="Amount to add (may be negative)")
     initial: StrictInt | StrictFloat = Field(
         0, description="Starting value when the key is missing"

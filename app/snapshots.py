@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from app.backends.sessions import LockSnapshot, SessionSnapshot, Variable
+from app.domain.sessions import LockSnapshot, SessionSnapshot, Variable
 from app.errors import CorkboardError, PayloadTooLarge, Unprocessable
 from app.syntax import LOCK_ACTIONS, check_id, check_key, duration_ms, parse_duration
 from app.variables import (

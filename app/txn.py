@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from app.backends.increment import add_exact, describe
+from app.domain.numbers import add_exact, describe
 from app.errors import (
     InvalidRequest,
     NotFound,
@@ -29,7 +29,7 @@ from app.patching import json_equal, json_patch, merge_patch
 from app.syntax import KV_ACTIONS, check_id, check_key, duration_ms, parse_duration
 
 if TYPE_CHECKING:
-    from app.backends.base import KeyEntry
+    from app.domain.keys import KeyEntry
 
 #: Integers are exact in every backend below 2**53 in magnitude (Lua computes in doubles).
 MAX_EXACT_INT = 2**53

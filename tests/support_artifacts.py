@@ -105,7 +105,7 @@ async def grant_lock(backend: Backend, ns: str, name: str, token: int) -> None:
         from app.backends.memory import LockState, MemoryBackend
 
         assert isinstance(backend, MemoryBackend)
-        backend._ns(ns).locks[("", name)] = LockState("owner", token, now_ms(), None)
+        backend.store.ns(ns).locks[("", name)] = LockState("owner", token, now_ms(), None)
     else:
         from app.backends.redis import RedisBackend
 

@@ -21,7 +21,7 @@ MIB = 1_048_576
 async def log_bytes(backend: Backend, ns: str = "default") -> tuple[int, int, int]:
     """(the backend's byte counter, the bytes of the events it holds, how many)."""
     if backend.info.name == "memory":
-        st = backend._namespaces[ns]  # type: ignore[attr-defined]
+        st = backend.store.namespaces[ns]  # type: ignore[attr-defined]
         return st.event_bytes, sum(len(e.data) for e in st.events), len(st.events)
     client = backend.client  # type: ignore[attr-defined]
     rows = await client.xrange(f"cb:{{{ns}}}:log", "-", "+")
@@ -82,12 +82,12 @@ READS = [
 
 def memory_state(backend: Any) -> dict[str, int]:
     return {
-        "namespaces": len(backend._namespaces),
-        "sessions": len(getattr(backend, "_session_table", {})),
-        "lock slots": len(getattr(backend, "_lock_slots", {})),
-        "artifact spaces": len(backend._artifact_spaces),
-        "wakers": len(backend._wakers),
-        "deadlines": len(backend._deadlines),
+        "namespaces": len(backend.store.namespaces),
+        "sessions": len(backend.sessions.table),
+        "lock slots": len(backend.locks.slots),
+        "artifact spaces": len(backend.artifacts.spaces),
+        "wakers": len(backend.store.wakers),
+        "deadlines": len(backend.store.deadlines),
     }
 
 
@@ -169,7 +169,7 @@ async def test_reads_create_no_keys_in_redis(
 
 def visits(backend: Any) -> int:
     if backend.info.name == "memory":
-        return int(backend.sweep_visits)
+        return int(backend.store.sweep_visits)
     return int(backend.deadlines.visits)
 
 

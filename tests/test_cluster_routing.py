@@ -11,7 +11,7 @@ import itertools
 import redis
 
 from app.backends.redis import RedisBackend
-from app.backends.redis_wakeups import WAKE, WAKE_CHANNEL, LockWakeups
+from app.backends.redis.wakeups import WAKE, WAKE_CHANNEL, LockWakeups
 from tests.redis_cluster import RedisCluster, slot_of_namespace
 
 

@@ -14,9 +14,11 @@ import orjson
 import pytest
 
 from app.backends import backend_from_url
-from app.backends.base import Backend, EventBatch, KeyPage
+from app.backends.base import Backend
 from app.backends.memory import MemoryBackend
 from app.backends.redis import RedisBackend
+from app.domain.events import EventBatch
+from app.domain.keys import KeyPage
 from app.errors import BackendUnavailable
 from app.events import (
     EVENT,
@@ -66,13 +68,13 @@ async def emit(
     if isinstance(b, MemoryBackend):
         extra = {k: v for k, v in fields.items() if k not in ("value", "old_value")}
         values = {k: orjson.dumps(fields[k]) for k in ("value", "old_value") if k in fields}
-        return b.emit(NS, type_, key, now_ms(), session=session, extra=extra,
-                      with_values=bool(values), **values)
+        return b.store.emit(NS, type_, key, now_ms(), session=session, extra=extra,
+                            with_values=bool(values), **values)
     assert isinstance(b, RedisBackend)
     tail = "".join(f',"{k}":' + orjson.dumps(v).decode() for k, v in fields.items())
     script = _PRELUDE + "\nreturn emit(ARGV[4], ARGV[5], ARGV[6], ARGV[7])"
     rev: int = await b.client_for(f"cb:{{{NS}}}:rev").eval(  # type: ignore[misc]
-        script, 1, f"cb:{{{NS}}}:rev", NS, b.event_retention, b.key_history,
+        script, 1, f"cb:{{{NS}}}:rev", NS, b.bounds.event_retention, b.store.key_history,
         type_, key, session or "", tail,
     )
     return rev

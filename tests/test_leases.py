@@ -212,3 +212,40 @@ async def test_ttl_with_lease_and_other_bad_requests(client: httpx.AsyncClient) 
     problem(await client.post("/v1/leases", json={}), 422, "validation_failed")
     problem(await client.post("/v1/leases", json={"ttl": 5, "x": 1}), 422, "validation_failed")
     assert await revision(client) == start
+
+
+class _CountingLeases(dict[str, Any]):
+    reads = 0
+    scans = 0
+
+    def __getitem__(self, key: str) -> Any:
+        _CountingLeases.reads += 1
+        return super().__getitem__(key)
+
+    def __iter__(self) -> Any:
+        _CountingLeases.scans += 1
+        return super().__iter__()
+
+
+async def test_memory_lease_listing_reads_one_page_not_every_lease() -> None:
+    """A page of leases is found by bisection in a sorted id index: listing two of
+    3,000 leases neither sorts nor visits them all."""
+    from app.backends.memory import MemoryBackend
+    from app.syntax import Pattern
+
+    backend = MemoryBackend()
+    for i in range(3000):
+        await backend.lease_grant("default", f"l{i:05d}", 60_000)
+    state = backend.store.namespaces["default"]
+    state.leases = _CountingLeases(state.leases)
+    items, cursor = await backend.lease_list("default", Pattern.compile("l01*"), limit=2,
+                                             after=None)
+    assert [i.id for i in items] == ["l01000", "l01001"] and cursor == "l01001"
+    items, cursor = await backend.lease_list("default", Pattern.compile("l01*"), limit=2,
+                                             after=cursor)
+    assert [i.id for i in items] == ["l01002", "l01003"] and cursor == "l01003"
+    assert _CountingLeases.scans == 0 and _CountingLeases.reads <= 6
+    await backend.lease_revoke("default", "l01002")
+    items, _ = await backend.lease_list("default", Pattern.compile("l01*"), limit=2,
+                                        after="l01001")
+    assert [i.id for i in items] == ["l01003", "l01004"]

@@ -12,7 +12,7 @@ import pytest
 
 from app.backends import backend_from_url
 from app.backends.base import Backend
-from app.backends.locking import LockRequest
+from app.domain.locks import LockRequest
 from app.errors import Conflict
 from app.settings import Settings
 
@@ -49,7 +49,7 @@ async def queued(b: Backend, owner: str) -> None:
 
 async def settle(b: Backend) -> None:
     """Let background withdrawals (Redis) finish."""
-    tasks = getattr(b, "_lock_withdrawals", set())
+    tasks = getattr(b.locks, "withdrawals", set())  # type: ignore[attr-defined]
     if tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -114,7 +114,7 @@ async def test_redis_cancel_step_gives_back_an_unclaimed_lock(redis_url: str) ->
     b = backend_from_url(redis_url, Settings(backend=redis_url))  # type: ignore[call-arg]
     await b.start()
     try:
-        run = b.run  # type: ignore[attr-defined]
+        run = b.store.run  # type: ignore[attr-defined]
         first = await b.lock_acquire("default", "", "l", LockRequest("h", 30_000))
         assert first.holder is not None
         ticket = "ab" * 16
@@ -159,7 +159,7 @@ async def test_redis_cancel_before_the_try_answered_finds_the_waiter_by_ticket(
     b = backend_from_url(redis_url, Settings(backend=redis_url))  # type: ignore[call-arg]
     await b.start()
     try:
-        run = b.run  # type: ignore[attr-defined]
+        run = b.store.run  # type: ignore[attr-defined]
         first = await b.lock_acquire("default", "", "l", LockRequest("h", 30_000))
         assert first.holder is not None
         ticket = "cd" * 16

@@ -288,11 +288,6 @@ return 'slow'
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="regressed by the merge of the cluster router: a pipeline's connection times "
-    "out as a whole, so the calls beside a slow script answer 503 (known, open in issue 12)",
-)
 async def test_a_slow_script_in_a_pipeline_does_not_fail_the_others(redis_url: str) -> None:
     """Calls pipelined with a script slower than the call timeout get their own answers
     (Redis ran them all; it was 503 for every call of the batch); heavy scripts (the
@@ -310,19 +305,19 @@ async def test_a_slow_script_in_a_pipeline_does_not_fail_the_others(redis_url: s
         slow = backend.client.register_script(SLOW_SCRIPT)
         await backend.client.script_load(SLOW_SCRIPT)
         batches: list[int] = []
-        send = backend._batcher._send
+        send = backend.store.batcher._send
 
         async def spy(batch: list[Any]) -> None:
             batches.append(len(batch))
             await send(batch)
 
-        backend._batcher._send = spy  # type: ignore[method-assign]
+        backend.store.batcher._send = spy  # type: ignore[method-assign]
 
-        from app.backends.redis_nodes import Command
+        from app.backends.redis.nodes import Command
 
         async def slow_call() -> Any:
             async with backend.mapped_errors():
-                return await backend._batcher.submit(Command(
+                return await backend.store.batcher.submit(Command(
                     "x", lambda c: c.evalsha(slow.sha, 1, "x", "700000"), script=SLOW_SCRIPT,
                 ))
 
@@ -453,8 +448,8 @@ class _CountingDict(dict[Any, Any]):
 
 
 async def test_memory_session_listing_and_deletion_do_not_visit_every_session() -> None:
-    from app.backends.locking import LockRequest
     from app.backends.memory import MemoryBackend
+    from app.domain.locks import LockRequest
     from app.syntax import Pattern
 
     backend = MemoryBackend()
@@ -462,9 +457,9 @@ async def test_memory_session_listing_and_deletion_do_not_visit_every_session() 
         await backend.session_put("default", f"s{i:05d}", b"{}", 0)
         await backend.lock_acquire("default", f"s{i:05d}", "l",
                                    LockRequest("o", 0))
-    order = _CountingList(backend._session_order("default"))
-    backend._session_orders["default"] = order
-    backend._lock_slots = _CountingDict(backend._lock_slots)
+    order = _CountingList(backend.sessions.orders["default"])
+    backend.sessions.orders["default"] = order
+    backend.locks.slots = _CountingDict(backend.locks.slots)
     items, cursor = await backend.session_list("default", Pattern.compile("s01*"), limit=2,
                                                after=None)
     assert [i.id for i in items] == ["s01000", "s01001"] and cursor == "s01001"

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from app.backends.base import Backend
-from app.backends.memory_sessions import var_bytes
+from app.backends.memory.session_state import var_bytes
 from app.main import create_app
 from app.settings import Settings
 from tests.helpers import problem, revision
@@ -40,9 +40,9 @@ async def service(
 async def counted_bytes(backend: Backend, ns: str = "default") -> tuple[int, int]:
     """(the backend's quota counter, the same bytes recounted from the stored state)."""
     if backend.info.name == "memory":
-        st = backend._namespaces.get(ns)  # type: ignore[attr-defined]
+        st = backend.store.namespaces.get(ns)  # type: ignore[attr-defined]
         total = sum(len(e.value) for h in st.history.values() for e in h) if st else 0
-        sessions = getattr(backend, "_session_table", {}).get(ns, {})
+        sessions = backend.sessions.table.get(ns, {})  # type: ignore[attr-defined]
         for sess in sessions.values():
             total += len(sess.metadata) + sum(var_bytes(v) for v in sess.variables.values())
             total += sum(len(s) for s in [*sess.threads.values(), *sess.channels.values()])

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from app.backends import UnknownBackend, backend_from_url
-from app.backends.redis_cluster import parse_cluster_url
+from app.backends.redis.cluster import parse_cluster_url
 from app.settings import Settings
 from tests.support import RedisServer, app_client
 

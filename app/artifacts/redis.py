@@ -20,8 +20,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from app.artifacts.base import BlobMissing, BlobReader, BlobStore, BlobWriter
-from app.backends.redis import _mapped_errors
-from app.backends.redis_nodes import Command, RedisNodes, nodes_from_url
+from app.backends.redis.cluster import nodes_from_url
+from app.backends.redis.nodes import Command, RedisNodes
+from app.backends.redis.store import mapped_errors
 
 #: Chunks removed per UNLINK when a blob is deleted.
 DELETE_BATCH = 64
@@ -70,12 +71,12 @@ class RedisBlobStore(BlobStore):
 
     async def call(self, key: str, queue: Callable[[Any], Any], *, write: bool) -> Any:
         """One command on the node serving ``key``; failures are 503."""
-        async with _mapped_errors(self.url):
+        async with mapped_errors(self.url):
             return await self.nodes.call(Command(key, queue, write=write))
 
     async def start(self) -> None:
         if self._owns_client:
-            async with _mapped_errors(self.url):
+            async with mapped_errors(self.url):
                 await self.nodes.start()
 
     async def close(self) -> None:
@@ -107,7 +108,7 @@ class RedisBlobStore(BlobStore):
 
     async def blobs(self) -> list[str]:
         found: set[str] = set()
-        async with _mapped_errors(self.url):
+        async with mapped_errors(self.url):
             for client in self.nodes.masters():  # on a cluster, blobs spread over them all
                 async for key in client.scan_iter(match="cb:blob:{*", count=1000):
                     text = key.decode() if isinstance(key, bytes) else str(key)

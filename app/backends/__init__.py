@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from app.backends.base import Backend, Bounds
+from app.backends.base import Backend
+from app.domain.bounds import Bounds
 from app.settings import Settings
 
 SCHEMES = ("memory", "redis", "rediss", "unix", "redis+cluster", "rediss+cluster")

@@ -15,7 +15,7 @@ from starlette.datastructures import Headers
 
 from app.artifacts.base import BlobMissing, BlobStore
 from app.backends.base import NO_CONDITION, Backend, Precondition
-from app.backends.base_artifacts import NO_ARTIFACT_CONDITION
+from app.domain.artifacts import NO_ARTIFACT_CONDITION
 from app.errors import BackendUnavailable, InvalidRequest, NotFound, PayloadTooLarge
 from app.events import EventFilter, Hub
 from app.models import Duration

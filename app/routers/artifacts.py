@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.artifacts.base import BlobMissing, BlobReader, BlobStore, new_blob_id, write_stream
 from app.backends.base import Backend, Fence
-from app.backends.base_artifacts import (
+from app.domain.artifacts import (
     NO_ARTIFACT_CONDITION,
     ArtifactCondition,
     ArtifactMeta,

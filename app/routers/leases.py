@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from app.backends.base import Backend
-from app.backends.base_txn import LeaseInfo, lease_not_found
+from app.domain.leases import LeaseInfo, lease_not_found
 from app.errors import InvalidTTL
 from app.models import Duration, Problem
 from app.routers.common import BackendDep, NamespaceDep, PageDep, json_response

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from starlette.responses import Response
 
-from app.backends.locking import LockRequest
+from app.domain.locks import LockRequest
 from app.errors import Conflict, InvalidRequest, InvalidTTL, NotFound, PayloadTooLarge
 from app.models import Duration, Problem
 from app.routers.common import (

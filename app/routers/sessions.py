@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 from starlette.responses import Response
 
 from app.backends.base import Backend, Fence
-from app.backends.sessions import STATE_KINDS, StateKind, Variable, WriteOutcome
+from app.domain.sessions import STATE_KINDS, StateKind, Variable, WriteOutcome
 from app.errors import (
     InvalidRequest,
     NotFound,

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from app.backends.base import Backend, Fence
-from app.backends.base_txn import TxnOutcome
+from app.domain.leases import TxnOutcome
 from app.models import Problem
 from app.routers.common import (
     FENCE_PARAMETERS,

@@ -17,7 +17,7 @@
 --   P..'ttl'            zset     deadlines (ms) of members 'k:<key>', 'l:<scope>|<name>', ...
 --   P..'sched'          string   the time (ms) the global deadline index 'cb:deadlines' was
 --                                last told to visit this namespace at (or earlier); absent:
---                                not indexed. See set_deadline and redis_sweeper.py.
+--                                not indexed. See set_deadline and redis/sweeper.py.
 --   P..'lock:'..scope..'|'..name  hash  a lock holder: owner token acquired_at expires_at
 --   P..'logn'           list   the byte size of each event of the log, oldest first
 --   P..'quota'          hash   eb: bytes of the log's events (the sum of their 'd'

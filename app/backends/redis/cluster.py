@@ -21,7 +21,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError, MovedError, RedisError
 
-from app.backends.redis_nodes import RedisNodes, pool_kwargs, wait_timeout_ms
+from app.backends.redis.nodes import RedisNodes, pool_kwargs, wait_timeout_ms
 
 SLOTS = 16384
 #: Fewest seconds between two readings of the slot map asked for by failures.
@@ -230,3 +230,21 @@ def _cluster_info(reply: Any) -> dict[str, str]:
     text = reply.decode() if isinstance(reply, bytes) else str(reply)
     pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
     return {k.strip(): v.strip() for k, v in pairs}
+
+
+def is_cluster_url(url: str) -> bool:
+    return urlsplit(url).scheme in ("redis+cluster", "rediss+cluster")
+
+
+def nodes_from_url(
+    url: str, *, timeout: float, max_connections: int, wait_replicas: int = 0
+) -> RedisNodes:
+    """``RedisNodes`` for ``redis://``, ``rediss://``, ``unix://``; ``ClusterNodes`` for
+    ``redis+cluster://`` and ``rediss+cluster://``."""
+    if is_cluster_url(url):
+        return ClusterNodes.from_url(
+            url, timeout=timeout, max_connections=max_connections, wait_replicas=wait_replicas
+        )
+    return RedisNodes.from_url(
+        url, timeout=timeout, max_connections=max_connections, wait_replicas=wait_replicas
+    )

@@ -14,70 +14,58 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from app.backends.base_txn import (
-    MAX_PATTERN_DELETE,
-    PatternDelete,
-    TxnOutcome,
-    lease_not_found,
-)
+from app.backends.parts.txn import TxnStore
+from app.backends.redis.keys import entry_of
+from app.backends.redis.store import RedisStore, lua_pattern, text
+from app.domain.bounds import quota_exceeded
+from app.domain.fence import Fence
+from app.domain.leases import MAX_PATTERN_DELETE, PatternDelete, TxnOutcome, lease_not_found
 from app.errors import BackendUnavailable, TooManyKeys
 from app.txn import Limits, Plan, Txn, plan
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
 
-    from app.backends.base import Fence, KeyEntry
+    from app.domain.keys import KeyEntry
     from app.syntax import Pattern
 
 #: Optimistic attempts of a transaction racing other writers of the keys it reads.
 TXN_ATTEMPTS = 200
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
-
-def _read_entry(fields: Sequence[Any], i: int) -> tuple[KeyEntry | None, int]:
+def _readentry_of(fields: Sequence[Any], i: int) -> tuple[KeyEntry | None, int]:
     """The entry at ``fields[i]`` ('n', or 'e' and 8 fields) and the index after it."""
-    from app.backends.redis import _entry  # redis.py imports this module
 
-    if _s(fields[i]) == "n":
+    if text(fields[i]) == "n":
         return None, i + 1
-    return _entry(fields, i + 1), i + 9
+    return entry_of(fields, i + 1), i + 9
 
 
-class RedisTxn:
-    """The transaction engine of RedisBackend (a mixin: it uses the backend's scripts)."""
+class RedisTxn(TxnStore):
+    """The transaction engine of RedisBackend (on a ``RedisStore``: its scripts)."""
 
-    if TYPE_CHECKING:
-        client: Redis
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
 
-        async def run(
-            self, script: str, ns: str, *args: Any, client: Redis | None = None
-        ) -> Any: ...
-
-        async def register_deadlines(self, ns: str) -> None: ...
 
     async def txn(
         self, ns: str, txn: Txn, limits: Limits, *, fence: Fence | None = None
     ) -> TxnOutcome:
-        from app.backends.base import Fence, quota_exceeded
-
         keys = txn.read_keys()
         lock_compares = txn.lock_compares
         if any(op.ttl_ms > 0 for op in (*txn.success, *txn.failure)):
-            await self.register_deadlines(ns)
+            await self.store.register_deadlines(ns)
         for _ in range(TXN_ATTEMPTS):
             entries: dict[str, KeyEntry | None] = {}
             held: list[bool] = []
             if keys or lock_compares:
                 lock_args = [a for c in lock_compares for a in (c.scope, c.name, c.token)]
-                reply = await self.run("txn_read", ns, len(keys), *keys,
+                reply = await self.store.run("txn_read", ns, len(keys), *keys,
                                        len(lock_compares), *lock_args)
                 i = 0
                 for key in keys:
-                    entries[key], i = _read_entry(reply, i)
-                held = [_s(flag) == "1" for flag in reply[i:]]
+                    entries[key], i = _readentry_of(reply, i)
+                held = [text(flag) == "1" for flag in reply[i:]]
             p = plan(txn, entries, held, limits)
             guard_args: list[Any] = []
             for key in keys:
@@ -86,21 +74,21 @@ class RedisTxn:
             lock_guards: list[Any] = []
             for c, h in zip(lock_compares, held, strict=True):
                 lock_guards += [c.scope, c.name, c.token, "1" if h else "0"]
-            reply = await self.run(
+            reply = await self.store.run(
                 "txn", ns, *Fence.script_args(fence),
                 len(keys), *guard_args, len(lock_compares), *lock_guards,
                 *_step_args(p),
             )
-            status = _s(reply[0])
+            status = text(reply[0])
             if status == "ok":
                 return _outcome(p, reply)
             if status == "stale_fence":
                 assert fence is not None
                 raise fence.stale()
             if status == "lease_not_found":
-                raise lease_not_found(_s(reply[1]))
+                raise lease_not_found(text(reply[1]))
             if status == "quota_exceeded":
-                raise quota_exceeded(ns, _s(reply[1]), int(reply[2]))
+                raise quota_exceeded(ns, text(reply[1]), int(reply[2]))
             await asyncio.sleep(0)
         raise BackendUnavailable(
             f"The transaction's keys changed under {TXN_ATTEMPTS} consecutive attempts; retry."
@@ -109,14 +97,11 @@ class RedisTxn:
     async def kv_delete_pattern(
         self, ns: str, pattern: Pattern, *, fence: Fence | None = None
     ) -> PatternDelete:
-        from app.backends.base import Fence
-        from app.backends.redis import lua_pattern
-
-        reply = await self.run(
+        reply = await self.store.run(
             "kv_delete_pattern", ns, *Fence.script_args(fence), pattern.prefix,
             lua_pattern(pattern), MAX_PATTERN_DELETE,
         )
-        status = _s(reply[0])
+        status = text(reply[0])
         if status == "stale_fence":
             assert fence is not None
             raise fence.stale()
@@ -125,7 +110,7 @@ class RedisTxn:
                 f"More than {MAX_PATTERN_DELETE} keys match {pattern.text!r}; one call "
                 "deletes at most that many. Nothing was deleted: narrow the pattern."
             )
-        return PatternDelete([_s(k) for k in reply[2:]], int(reply[1]))
+        return PatternDelete([text(k) for k in reply[2:]], int(reply[1]))
 
 
 def _step_args(p: Plan) -> list[Any]:
@@ -140,11 +125,11 @@ def _outcome(p: Plan, reply: Sequence[Any]) -> TxnOutcome:
     results: list[KeyEntry | bool | None] = []
     i = 2
     for _ in p.steps:
-        flag = _s(reply[i])
+        flag = text(reply[i])
         if flag in ("d0", "d1"):
             results.append(flag == "d1")
             i += 1
         else:
-            entry, i = _read_entry(reply, i)
+            entry, i = _readentry_of(reply, i)
             results.append(entry)
     return TxnOutcome(p.succeeded, int(reply[1]), results)

@@ -1,4 +1,4 @@
-"""Artifact metadata in the memory backend: the mixin ``MemoryBackend`` inherits.
+"""The in-memory artifact index: artifacts' metadata and their blob ids' life cycle.
 
 Like every memory operation, each method runs without awaiting between its reads and
 writes, so the metadata swap, the revision, the event and the fence check are atomic.
@@ -8,24 +8,16 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import TYPE_CHECKING, Any
 
-from app.backends.base import Fence
-from app.backends.base_artifacts import (
-    NO_ARTIFACT_CONDITION,
-    ArtifactCondition,
-    ArtifactMeta,
-    ArtifactPage,
-    ArtifactPut,
-    check_artifact_condition,
-)
+from app.backends.memory.store import MemoryStore
 from app.backends.paging import page_sorted
+from app.backends.parts.artifacts import ArtifactIndex
+from app.domain.artifacts import ArtifactMeta, ArtifactPage, ArtifactPut
+from app.domain.conditions import ARTIFACT, NO_CONDITION, Condition
+from app.domain.fence import Fence
 from app.errors import RequestTimeout
 from app.syntax import Pattern, now_ms
 
-if TYPE_CHECKING:
-    from app.backends.memory import _Namespace
 
 @dataclass(slots=True)
 class _ArtifactSpace:
@@ -38,34 +30,23 @@ class _ArtifactSpace:
     garbage: dict[str, int] = field(default_factory=dict)
 
 
-class MemoryArtifactsMixin:
-    """Artifact metadata for ``MemoryBackend``."""
+class MemoryArtifacts(ArtifactIndex):
+    """The artifact index on a ``MemoryStore``: one artifact space per namespace."""
 
-    if TYPE_CHECKING:
-
-        def _ns(self, ns: str) -> _Namespace: ...
-
-        def _view(self, ns: str) -> _Namespace: ...
-
-        def emit(self, ns: str, type_: str, key: str, at_ms: int, **fields: Any) -> int: ...
-
-        def fence_holds(self, ns: str, fence: Fence | None, now: int) -> None: ...
-
-        def schedule_deadline(self, deadline_ms: int, ns: str, member: str) -> None: ...
-
-    @cached_property
-    def _artifact_spaces(self) -> dict[str, _ArtifactSpace]:
-        return {}
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.spaces: dict[str, _ArtifactSpace] = {}
+        store.on_deadline("a", self._expire_a)
 
     def _artifacts(self, ns: str) -> _ArtifactSpace:
-        space = self._artifact_spaces.get(ns)
+        space = self.spaces.get(ns)
         if space is None:
-            space = self._artifact_spaces[ns] = _ArtifactSpace()
+            space = self.spaces[ns] = _ArtifactSpace()
         return space
 
     def _artifacts_view(self, ns: str) -> _ArtifactSpace:
         """For reads: the namespace's artifacts, or an unstored empty space."""
-        space = self._artifact_spaces.get(ns)
+        space = self.spaces.get(ns)
         return space if space is not None else _ArtifactSpace()
 
     def _live_artifact(self, ns: str, key: str, now: int) -> ArtifactMeta | None:
@@ -83,7 +64,7 @@ class MemoryArtifactsMixin:
         if i < len(space.order) and space.order[i] == meta.key:
             del space.order[i]
         space.garbage[meta.blob] = now + meta.grace_ms
-        self.emit(
+        self.store.emit(
             ns, "artifact.delete", meta.key, now,
             value=None, old_value=meta.to_json(), extra={"reason": reason},
         )
@@ -105,22 +86,22 @@ class MemoryArtifactsMixin:
         content_type: str,
         ttl_ms: int = 0,
         grace_ms: int = 0,
-        condition: ArtifactCondition | None = None,
+        condition: Condition | None = None,
         fence: Fence | None = None,
     ) -> ArtifactPut:
         now = now_ms()
-        self.fence_holds(ns, fence, now)
+        self.store.fence_holds(ns, fence, now)
         space = self._artifacts(ns)
         old = self._live_artifact(ns, key, now)
-        check_artifact_condition(condition or NO_ARTIFACT_CONDITION, old)
+        (condition or NO_CONDITION).check(old, ARTIFACT)
         if space.reserved.pop(blob, None) is None:
             raise RequestTimeout("The upload took too long; its bytes were discarded.")
         expires_at = now + ttl_ms if ttl_ms else None
         meta = ArtifactMeta(
             key, blob, size, sha256, content_type, now, expires_at,
-            self._ns(ns).revision + 1, grace_ms,
+            self.store.ns(ns).revision + 1, grace_ms,
         )
-        revision = self.emit(
+        revision = self.store.emit(
             ns, "artifact.put", key, now,
             value=meta.to_json(), old_value=old.to_json() if old is not None else None,
         )
@@ -131,7 +112,7 @@ class MemoryArtifactsMixin:
         else:
             space.garbage[old.blob] = now + old.grace_ms
         if expires_at is not None:
-            self.schedule_deadline(expires_at, ns, "a:" + key)
+            self.store.schedule_deadline(expires_at, ns, "a:" + key)
         return ArtifactPut(meta, old is None)
 
     async def artifact_get(self, ns: str, key: str) -> ArtifactMeta | None:
@@ -145,13 +126,13 @@ class MemoryArtifactsMixin:
         ns: str,
         key: str,
         *,
-        condition: ArtifactCondition | None = None,
+        condition: Condition | None = None,
         fence: Fence | None = None,
     ) -> ArtifactMeta | None:
         now = now_ms()
-        self.fence_holds(ns, fence, now)
+        self.store.fence_holds(ns, fence, now)
         current = self._live_artifact(ns, key, now)
-        check_artifact_condition(condition or NO_ARTIFACT_CONDITION, current)
+        (condition or NO_CONDITION).check(current, ARTIFACT)
         if current is None:
             return None
         self._remove_artifact(ns, current, now, "deleted")
@@ -168,12 +149,12 @@ class MemoryArtifactsMixin:
             return None if meta.expires_at is not None and meta.expires_at <= now else meta
 
         items, next_cursor = page_sorted(space.order, pattern, after, limit, live)
-        return ArtifactPage(items, next_cursor, self._view(ns).revision)
+        return ArtifactPage(items, next_cursor, self.store.view(ns).revision)
 
     async def artifact_garbage(self, *, limit: int, lease_ms: int) -> list[tuple[str, str]]:
         now = now_ms()
         claimed: list[tuple[str, str]] = []
-        for ns, space in self._artifact_spaces.items():
+        for ns, space in self.spaces.items():
             for blob, deadline in list(space.reserved.items()):
                 if deadline <= now:  # an upload that never committed: its bytes are garbage
                     del space.reserved[blob]

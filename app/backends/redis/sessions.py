@@ -18,8 +18,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from app.backends import paging
-from app.backends.base import NO_CONDITION, Fence, Precondition
-from app.backends.sessions import (
+from app.backends.parts.sessions import SessionStore
+from app.backends.redis.store import RedisStore, lua_pattern, text
+from app.domain.conditions import NO_CONDITION, Condition
+from app.domain.conditions import variable as variable_subject
+from app.domain.fence import Fence
+from app.domain.sessions import (
     ImportResult,
     LockSnapshot,
     SessionInfo,
@@ -28,7 +32,6 @@ from app.backends.sessions import (
     StateUpdate,
     Variable,
     WriteOutcome,
-    check_version,
     plan_writes,
     seconds,
 )
@@ -37,14 +40,11 @@ from app.syntax import Pattern
 from app.variables import new_variable_id
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    pass
 
 #: Compare-and-swap rounds of one write racing other writers of the same variables.
 WRITE_ATTEMPTS = 200
 
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _stale(fence: Fence | None) -> StaleFence:
@@ -68,16 +68,12 @@ def _lost_race(what: str) -> BackendUnavailable:
     )
 
 
-class RedisSessions:
-    """The session store of RedisBackend (a mixin: it uses the backend's scripts)."""
+class RedisSessions(SessionStore):
+    """The session store of RedisBackend (on a ``RedisStore``: its scripts)."""
 
-    if TYPE_CHECKING:
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
 
-        async def run(
-            self, script: str, ns: str, *args: Any, client: Redis | None = None
-        ) -> Any: ...
-
-        async def register_deadlines(self, ns: str) -> None: ...
 
     # -- sessions --------------------------------------------------------------------
 
@@ -85,41 +81,40 @@ class RedisSessions:
         self, ns: str, sid: str, metadata: bytes, ttl_ms: int, *, fence: Fence | None = None
     ) -> tuple[SessionInfo, bool]:
         if ttl_ms > 0:
-            await self.register_deadlines(ns)
+            await self.store.register_deadlines(ns)
         ttl_json = orjson.dumps(seconds(ttl_ms) if ttl_ms else None)
-        reply = await self.run("session_put", ns, sid, metadata, ttl_ms, ttl_json,
+        reply = await self.store.run("session_put", ns, sid, metadata, ttl_ms, ttl_json,
                                *Fence.script_args(fence))
-        status = _s(reply[0])
+        status = text(reply[0])
         if status == "stale_fence":
             raise _stale(fence)
         return _info(sid, reply, 1), status == "created"
 
     async def session_get(self, ns: str, sid: str) -> SessionInfo | None:
-        reply = await self.run("session_get", ns, "info", sid, "")
+        reply = await self.store.run("session_get", ns, "info", sid, "")
         return _info(sid, reply) if reply else None
 
     async def session_list(
         self, ns: str, pattern: Pattern, *, limit: int, after: str | None
     ) -> tuple[list[SessionInfo], str | None]:
-        from app.backends.redis import lua_pattern  # redis.py imports this module
 
-        reply = await self.run("session_list", ns, after or "", pattern.prefix,
+        reply = await self.store.run("session_list", ns, after or "", pattern.prefix,
                                lua_pattern(pattern), limit, paging.LIST_SCAN_BUDGET)
-        items = [_info(_s(reply[i]), reply, i + 1) for i in range(1, len(reply), 7)]
-        return items, _s(reply[0]) or None
+        items = [_info(text(reply[i]), reply, i + 1) for i in range(1, len(reply), 7)]
+        return items, text(reply[0]) or None
 
     async def session_delete(self, ns: str, sid: str, *, fence: Fence | None = None) -> bool:
-        reply = await self.run("session_delete", ns, sid, *Fence.script_args(fence))
-        status = _s(reply[0])
+        reply = await self.store.run("session_delete", ns, sid, *Fence.script_args(fence))
+        status = text(reply[0])
         if status == "stale_fence":
             raise _stale(fence)
         return status == "deleted"
 
     async def session_use(self, ns: str, sid: str, lock_name: str | None = None) -> None:
-        await self.run("session_use", ns, sid, lock_name or "", "1")
+        await self.store.run("session_use", ns, sid, lock_name or "", "1")
 
     async def session_lock_index(self, ns: str, sid: str, lock_name: str) -> None:
-        await self.run("session_use", ns, sid, lock_name, "0")
+        await self.store.run("session_use", ns, sid, lock_name, "0")
 
     # -- variables -------------------------------------------------------------------
 
@@ -129,10 +124,10 @@ class RedisSessions:
         var_id = var.id
         for _ in range(WRITE_ATTEMPTS):
             var = replace(var, id=var_id)
-            reply = await self.run("var_create", ns, sid, var.id, var.name,
+            reply = await self.store.run("var_create", ns, sid, var.id, var.name,
                                    var.definition_json(), var.value, var.type,
                                    *Fence.script_args(fence))
-            status = _s(reply[0])
+            status = text(reply[0])
             if status == "created":
                 now = int(reply[1])
                 return replace(var, version=1, created_at=now, updated_at=now)
@@ -148,11 +143,11 @@ class RedisSessions:
         self, ns: str, sid: str, idents: Sequence[str] | None, fence: Fence | None = None
     ) -> dict[str, Variable]:
         which = ["*"] if idents is None else ["", *idents]
-        reply = await self.run("var_read", ns, sid, *Fence.script_args(fence), *which)
-        if _s(reply[0]) == "stale_fence":
+        reply = await self.store.run("var_read", ns, sid, *Fence.script_args(fence), *which)
+        if text(reply[0]) == "stale_fence":
             raise _stale(fence)
         return {
-            _s(reply[i]): _variable(reply[i + 2], reply[i + 3]) for i in range(1, len(reply), 4)
+            text(reply[i]): _variable(reply[i + 2], reply[i + 3]) for i in range(1, len(reply), 4)
         }
 
     async def var_get(self, ns: str, sid: str, ident: str) -> Variable | None:
@@ -176,7 +171,7 @@ class RedisSessions:
         metadata: dict[str, Any] | None = None,
         atomic: bool = True,
         batch: bool = False,
-        condition: Precondition = NO_CONDITION,
+        condition: Condition = NO_CONDITION,
         fence: Fence | None = None,
     ) -> WriteOutcome:
         idents = list(dict.fromkeys(ident for ident, _ in updates))
@@ -190,9 +185,9 @@ class RedisSessions:
             for w in writes:
                 definition = w.new.definition_json() if metadata is not None else b""
                 args += [w.new.id, w.old.version, w.new.name, definition, w.new.value]
-            reply = await self.run("var_write", ns, sid, "batch" if batch else "single",
+            reply = await self.store.run("var_write", ns, sid, "batch" if batch else "single",
                                    *Fence.script_args(fence), len(writes), *args)
-            status = _s(reply[0])
+            status = text(reply[0])
             if status == "ok":
                 now = int(reply[2])
                 updated = [replace(w.new, updated_at=now) for w in plan.writes]
@@ -208,17 +203,17 @@ class RedisSessions:
         sid: str,
         ident: str,
         *,
-        condition: Precondition = NO_CONDITION,
+        condition: Condition = NO_CONDITION,
         fence: Fence | None = None,
     ) -> Variable:
         for _ in range(WRITE_ATTEMPTS):
             var = (await self._read_vars(ns, sid, [ident], fence)).get(ident)
-            check_version(condition, var, ident)
+            condition.check(var, variable_subject(ident))
             if var is None:
                 raise NotFound(f"No variable {ident!r} in session {sid!r}.")
-            reply = await self.run("var_delete", ns, sid, var.id, var.version, var.name,
+            reply = await self.store.run("var_delete", ns, sid, var.id, var.version, var.name,
                                    *Fence.script_args(fence))
-            status = _s(reply[0])
+            status = text(reply[0])
             if status == "deleted":
                 return var
             if status == "stale_fence":
@@ -231,33 +226,34 @@ class RedisSessions:
     async def subscription_set(
         self, ns: str, sid: str, thread: str, subscribed: bool, *, fence: Fence | None = None
     ) -> bool:
-        reply = await self.run("session_subscribe", ns, sid, thread, "1" if subscribed else "0",
-                               *Fence.script_args(fence))
-        if _s(reply[0]) == "stale_fence":
+        reply = await self.store.run("session_subscribe", ns, sid, thread,
+                                     "1" if subscribed else "0", *Fence.script_args(fence))
+        if text(reply[0]) == "stale_fence":
             raise _stale(fence)
         return int(reply[0]) == 1
 
     async def subscription_list(self, ns: str, sid: str) -> list[str]:
-        reply = await self.run("session_get", ns, "subs", sid, "")
-        return [_s(t) for t in reply]
+        reply = await self.store.run("session_get", ns, "subs", sid, "")
+        return [text(t) for t in reply]
 
     async def subscription_get(self, ns: str, sid: str, thread: str) -> bool:
-        reply = await self.run("session_get", ns, "sub", sid, thread)
+        reply = await self.store.run("session_get", ns, "sub", sid, thread)
         return int(reply[0]) == 1
 
     async def dedupe_check(
         self, ns: str, sid: str, key: str, limit: int, *, fence: Fence | None = None
     ) -> bool:
-        reply = await self.run("session_dedupe", ns, sid, key, limit, *Fence.script_args(fence))
-        if _s(reply[0]) == "stale_fence":
+        reply = await self.store.run("session_dedupe", ns, sid, key, limit,
+                                     *Fence.script_args(fence))
+        if text(reply[0]) == "stale_fence":
             raise _stale(fence)
         return int(reply[0]) == 1
 
     async def _state_read(
         self, ns: str, sid: str, kind: StateKind, ident: str, fence: Fence | None = None
     ) -> bytes | None:
-        reply = await self.run("session_get", ns, kind, sid, ident, *Fence.script_args(fence))
-        if _s(reply[0]) == "stale_fence":
+        reply = await self.store.run("session_get", ns, kind, sid, ident, *Fence.script_args(fence))
+        if text(reply[0]) == "stale_fence":
             raise _stale(fence)
         return bytes(reply[1]) if len(reply) > 1 else None
 
@@ -277,11 +273,11 @@ class RedisSessions:
         for _ in range(WRITE_ATTEMPTS):
             old = await self._state_read(ns, sid, kind, ident, fence)
             new = update(old)
-            reply = await self.run(
+            reply = await self.store.run(
                 "session_state", ns, sid, kind, ident, "0" if old is None else "1", old or b"",
                 "delete" if new is None else "put", new or b"", *Fence.script_args(fence),
             )
-            status = _s(reply[0])
+            status = text(reply[0])
             if status in ("created", "replaced", "deleted", "unchanged"):
                 return new, status == "created"
             if status == "stale_fence":
@@ -292,7 +288,7 @@ class RedisSessions:
     # -- snapshots -------------------------------------------------------------------
 
     async def session_snapshot(self, ns: str, sid: str) -> SessionSnapshot | None:
-        reply = await self.run("session_snapshot", ns, sid)
+        reply = await self.store.run("session_snapshot", ns, sid)
         if int(reply[1]) == 0:
             return None
         md, ca, ua, ttl, ea = reply[2:7]
@@ -308,19 +304,19 @@ class RedisSessions:
         for _ in range(int(take())):
             take()
             snap.variables.append(_variable(take(), take()))
-        snap.subscriptions = [_s(take()) for _ in range(int(take()))]
-        snap.dedupe_order = [_s(take()) for _ in range(int(take()))]
+        snap.subscriptions = [text(take()) for _ in range(int(take()))]
+        snap.dedupe_order = [text(take()) for _ in range(int(take()))]
         for states in (snap.thread_state, snap.channel_state):
             for _ in range(int(take())):
-                ident = _s(take())
+                ident = text(take())
                 states[ident] = bytes(take())
         for _ in range(int(take())):
-            name, owner = _s(take()), _s(take())
+            name, owner = text(take()), text(take())
             token, acquired_at, expires_at, ttl_ms = (int(take()) for _ in range(4))
             snap.locks[name] = LockSnapshot(owner, token, acquired_at, expires_at or None,
                                             ttl_ms)
         for _ in range(int(take())):
-            name = _s(take())
+            name = text(take())
             snap.pending_locks[name] = [bytes(take()) for _ in range(int(take()))]
         return snap
 
@@ -328,7 +324,7 @@ class RedisSessions:
         self, ns: str, sid: str, snapshot: SessionSnapshot, *, fence: Fence | None = None
     ) -> ImportResult:
         if snapshot.ttl_ms or any(lock.expires_at for lock in snapshot.locks.values()):
-            await self.register_deadlines(ns)
+            await self.store.register_deadlines(ns)
         args: list[Any] = [snapshot.metadata, snapshot.ttl_ms, snapshot.created_at,
                            len(snapshot.variables)]
         for v in snapshot.variables:
@@ -347,8 +343,8 @@ class RedisSessions:
         args.append(len(snapshot.pending_locks))
         for name, entries in snapshot.pending_locks.items():
             args += [name, len(entries), *entries]
-        reply = await self.run("session_import", ns, sid, *Fence.script_args(fence), *args)
-        if _s(reply[0]) == "stale_fence":
+        reply = await self.store.run("session_import", ns, sid, *Fence.script_args(fence), *args)
+        if text(reply[0]) == "stale_fence":
             raise _stale(fence)
-        tokens = {_s(reply[i]): int(reply[i + 1]) for i in range(3, len(reply), 2)}
+        tokens = {text(reply[i]): int(reply[i + 1]) for i in range(3, len(reply), 2)}
         return ImportResult(int(reply[1]), int(reply[2]) == 1, tokens)

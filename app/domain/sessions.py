@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import orjson
 
-from app.backends.base import NO_CONDITION, Precondition
-from app.errors import NotFound, PreconditionFailed
+from app.domain.conditions import NO_CONDITION, Condition
+from app.domain.conditions import variable as variable_subject
 from app.patching import merge_patch
 from app.syntax import iso_ms
 from app.variables import is_id, value_error
@@ -225,7 +225,7 @@ def plan_writes(
     found: Mapping[str, Variable | None],
     updates: Sequence[tuple[str, Any]],
     metadata_patch: dict[str, Any] | None,
-    condition: Precondition = NO_CONDITION,
+    condition: Condition = NO_CONDITION,
     now: int = 0,
 ) -> WritePlan:
     """Check every update against its variable as read (``found``: ident -> variable or
@@ -236,7 +236,7 @@ def plan_writes(
     for ident, value in updates:
         var = found.get(ident)
         if condition.any:
-            check_version(condition, var, ident)
+            condition.check(var, variable_subject(ident))
         if var is None:
             plan.errors[ident] = not_found_error(ident)
             continue
@@ -258,21 +258,6 @@ def plan_writes(
                       version=var.version + 1, updated_at=now)
         plan.writes.append(VariableWrite(var, new))
     return plan
-
-
-def check_version(condition: Precondition, var: Variable | None, ident: str) -> None:
-    """If-Match on a variable's version (its ETag); 412 with ``current`` when it fails."""
-    if condition.must_not_exist and var is not None:
-        raise PreconditionFailed(f"Variable {ident!r} already exists (If-None-Match: *).",
-                                 code="already_exists", current=var)
-    if (condition.must_exist or condition.match_revision is not None) and var is None:
-        raise NotFound(f"No variable {ident!r} in this session.")
-    if condition.match_revision is not None and var is not None \
-            and var.version != condition.match_revision:
-        raise PreconditionFailed(
-            f"Variable {var.name!r} is at version {var.version}, not {condition.match_revision}.",
-            current=var,
-        )
 
 
 def variable_event_fields(var: Variable) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """Where the Redis backend's commands go: ``RedisNodes`` sends them to one server, and
-``ClusterNodes`` (``redis_cluster.py``) to the master owning each key's hash slot.
+``ClusterNodes`` (``cluster.py``) to the master owning each key's hash slot.
 
 Commands bound for one server are sent as one pipeline on one connection, so that a
 ``WAIT`` (``CORKBOARD_REDIS_WAIT_REPLICAS``) follows the writes it must cover and an
@@ -12,11 +12,11 @@ script whose answer was lost may have run.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -35,6 +35,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 #: Rounds of re-sending the commands that a server refused before running them.
 MAX_ROUNDS = 8
+#: A pipeline's replies are awaited for this many call timeouts in all (not one each).
+PIPELINE_TIMEOUTS = 2
 
 
 @dataclass(slots=True)
@@ -241,7 +243,10 @@ class RedisNodes:
                 command.queue(pipe)
             if wait:
                 pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-            answers: list[Any] = await pipe.execute(raise_on_error=False)
+            if blocking:
+                answers: list[Any] = await pipe.execute(raise_on_error=False)
+            else:
+                answers = await bounded_pipeline(client, pipe.command_stack)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -249,6 +254,9 @@ class RedisNodes:
                 with suppress(Exception):  # the original failure is what matters
                     await self.connection_lost(node)
             return [exc] * len(commands)
+        if any(isinstance(a, RedisConnectionError) for a in answers):
+            with suppress(Exception):  # a broken connection: its idle siblings are too
+                await self.connection_lost(node)
         if asking:
             answers = answers[1:]
         if wait:
@@ -266,27 +274,67 @@ class RedisNodes:
         return answers
 
 
+class _Unbounded:
+    """A connection whose reads wait as long as the batch they belong to allows (see
+    ``bounded_pipeline``), instead of one call's socket timeout each."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    async def read_response(self, disable_decoding: bool = False, **_: Any) -> Any:
+        return await self.connection.read_response(
+            disable_decoding=disable_decoding, timeout=math.inf
+        )
+
+
+async def bounded_pipeline(client: Redis, stack: Sequence[tuple[Any, Any]]) -> list[Any]:
+    """Send a pipeline's queued ``stack`` in one write and answer each command with its
+    own reply (an error reply is that command's answer only).
+
+    Redis flushes a pipeline's replies once it has run the commands it read together,
+    so a slow script holds back the replies beside it although Redis runs them all.
+    Reading each reply under the call timeout made that script fail every call of the
+    batch (503, though applied); here the batch as a whole gets ``PIPELINE_TIMEOUTS``
+    call timeouts. Replies read in that time are their commands' answers; the commands
+    still unanswered then (a script slower than that, or a Redis that stopped
+    answering) get a TimeoutError each, and the connection, whose later replies are
+    unread, is closed.
+    """
+    pool = client.connection_pool
+    connection: Any = await pool.get_connection()  # type: ignore[no-untyped-call]
+    answers: list[Any] = []
+    try:
+        per_call = connection.socket_timeout or 5.0
+        reader: Any = _Unbounded(connection)
+        try:
+            await connection.send_packed_command(
+                connection.pack_commands([args for args, _ in stack])
+            )
+            async with asyncio.timeout(per_call * PIPELINE_TIMEOUTS):
+                for args, options in stack:
+                    try:
+                        answers.append(await client.parse_response(reader, args[0], **options))
+                    except ResponseError as exc:
+                        answers.append(exc)
+        except (TimeoutError, RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            await connection.disconnect()
+            failure: Exception = (
+                RedisTimeoutError(
+                    f"no reply within {per_call * PIPELINE_TIMEOUTS:g} s for a pipelined "
+                    "call (another script of its batch was slow, or Redis stopped answering)"
+                )
+                if isinstance(exc, TimeoutError) else exc
+            )
+            answers += [failure] * (len(stack) - len(answers))
+        except BaseException:
+            await connection.disconnect()
+            raise
+    finally:
+        await pool.release(connection)
+    return answers
+
+
 def wait_timeout_ms(timeout: float) -> int:
     """How long a write waits for its replicas: half a call's timeout, so that the WAIT
     answers before the socket gives up."""
     return max(1, int(timeout * 500))
-
-
-def is_cluster_url(url: str) -> bool:
-    return urlsplit(url).scheme in ("redis+cluster", "rediss+cluster")
-
-
-def nodes_from_url(
-    url: str, *, timeout: float, max_connections: int, wait_replicas: int = 0
-) -> RedisNodes:
-    """``RedisNodes`` for ``redis://``, ``rediss://``, ``unix://``; ``ClusterNodes`` for
-    ``redis+cluster://`` and ``rediss+cluster://``."""
-    if is_cluster_url(url):
-        from app.backends.redis_cluster import ClusterNodes
-
-        return ClusterNodes.from_url(
-            url, timeout=timeout, max_connections=max_connections, wait_replicas=wait_replicas
-        )
-    return RedisNodes.from_url(
-        url, timeout=timeout, max_connections=max_connections, wait_replicas=wait_replicas
-    )

@@ -9,24 +9,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from app.backends import paging
-from app.backends.base_txn import (
-    LeaseDetail,
-    LeaseInfo,
-    LeaseLock,
-    lease_not_found,
-    ttl_json,
-)
+from app.backends.parts.txn import LeaseStore
+from app.backends.redis.store import RedisStore, lua_pattern, text
+from app.domain.leases import LeaseDetail, LeaseInfo, LeaseLock, lease_not_found, ttl_json
 from app.errors import Conflict
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
 
     from app.syntax import Pattern
 
 
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _info(lease_id: str, fields: Sequence[Any], i: int) -> LeaseInfo:
@@ -35,43 +27,38 @@ def _info(lease_id: str, fields: Sequence[Any], i: int) -> LeaseInfo:
 
 def _attachments(reply: Sequence[Any], i: int) -> tuple[list[str], list[LeaseLock]]:
     count = int(reply[i])
-    keys = [_s(k) for k in reply[i + 1 : i + 1 + count]]
+    keys = [text(k) for k in reply[i + 1 : i + 1 + count]]
     rest = reply[i + 1 + count :]
     locks = [
-        LeaseLock(_s(rest[j + 1]), _s(rest[j]), _s(rest[j + 2]), int(rest[j + 3]))
+        LeaseLock(text(rest[j + 1]), text(rest[j]), text(rest[j + 2]), int(rest[j + 3]))
         for j in range(0, len(rest), 4)
     ]
     return keys, locks
 
 
-class RedisLeases:
-    """The lease engine of RedisBackend (a mixin: it uses the backend's scripts)."""
+class RedisLeases(LeaseStore):
+    """The lease engine of RedisBackend (on a ``RedisStore``: its scripts)."""
 
-    if TYPE_CHECKING:
-        client: Redis
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
 
-        async def run(
-            self, script: str, ns: str, *args: Any, client: Redis | None = None
-        ) -> Any: ...
-
-        async def register_deadlines(self, ns: str) -> None: ...
 
     async def lease_grant(self, ns: str, lease_id: str, ttl_ms: int) -> LeaseInfo:
-        await self.register_deadlines(ns)
-        reply = await self.run("lease_grant", ns, lease_id, ttl_ms, ttl_json(ttl_ms))
-        if _s(reply[0]) == "exists":
+        await self.store.register_deadlines(ns)
+        reply = await self.store.run("lease_grant", ns, lease_id, ttl_ms, ttl_json(ttl_ms))
+        if text(reply[0]) == "exists":
             raise Conflict(f"Lease {lease_id!r} exists and is live.", code="already_exists")
         return _info(lease_id, reply, 1)
 
     async def lease_keepalive(self, ns: str, lease_id: str) -> LeaseInfo:
-        reply = await self.run("lease_keepalive", ns, lease_id)
-        if _s(reply[0]) != "ok":
+        reply = await self.store.run("lease_keepalive", ns, lease_id)
+        if text(reply[0]) != "ok":
             raise lease_not_found(lease_id)
         return _info(lease_id, reply, 1)
 
     async def lease_get(self, ns: str, lease_id: str) -> LeaseDetail | None:
-        reply = await self.run("lease_get", ns, lease_id)
-        if _s(reply[0]) != "ok":
+        reply = await self.store.run("lease_get", ns, lease_id)
+        if text(reply[0]) != "ok":
             return None
         keys, locks = _attachments(reply, 4)
         return LeaseDetail(_info(lease_id, reply, 1), keys, locks)
@@ -79,20 +66,19 @@ class RedisLeases:
     async def lease_list(
         self, ns: str, pattern: Pattern, *, limit: int, after: str | None
     ) -> tuple[list[LeaseInfo], str | None]:
-        from app.backends.redis import lua_pattern  # redis.py imports this module
 
-        reply = await self.run(
+        reply = await self.store.run(
             "lease_list", ns, after or "", pattern.prefix, lua_pattern(pattern), limit,
             paging.LIST_SCAN_BUDGET,
         )
-        items = [_info(_s(reply[i]), reply, i + 1) for i in range(1, len(reply), 4)]
+        items = [_info(text(reply[i]), reply, i + 1) for i in range(1, len(reply), 4)]
         # The scan's cursor ('' at the end): a page the scan budget stopped, even an
         # empty one, continues after what it examined.
-        return items, _s(reply[0]) or None
+        return items, text(reply[0]) or None
 
     async def lease_revoke(self, ns: str, lease_id: str) -> LeaseDetail:
-        reply = await self.run("lease_revoke", ns, lease_id)
-        if _s(reply[0]) != "ok":
+        reply = await self.store.run("lease_revoke", ns, lease_id)
+        if text(reply[0]) != "ok":
             raise lease_not_found(lease_id)
         keys, locks = _attachments(reply, 5)
         return LeaseDetail(_info(lease_id, reply, 1), keys, locks, int(reply[4]))

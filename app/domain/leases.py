@@ -1,16 +1,8 @@
-"""The transaction and lease part of the Backend interface (API.md sections 10 and 11),
-and the values it returns.
-
-A transaction's plan (app/txn.py) is applied in one atomic step: all its writes take one
-revision and append one ``txn`` event whose ``changes`` list each change as a key event
-would. A lease ends (revoked, or expired by the sweeper at its deadline) in one atomic
-step too: its keys are deleted and its locks released at one revision, with one
-``lease.revoked`` / ``lease.expired`` event listing them.
-"""
+"""Leases, transactions and pattern deletes: the values they return (API.md sections 10
+and 11), and the error of a lease that is not live."""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,14 +12,10 @@ from app.errors import LeaseNotFound
 from app.syntax import iso_ms
 
 if TYPE_CHECKING:
-    from app.backends.base import Fence, KeyEntry
-    from app.syntax import Pattern
-    from app.txn import Limits, Txn
+    from app.domain.keys import KeyEntry
 
 #: Most keys one DELETE /v1/kv?pattern= removes; more is 409 too_many_keys.
 MAX_PATTERN_DELETE = 10_000
-#: Event types whose ``changes`` list is filtered per watcher.
-COMPOUND_TYPES = frozenset({"txn", "lease.revoked", "lease.expired"})
 
 
 def lease_not_found(lease_id: str) -> LeaseNotFound:
@@ -131,51 +119,3 @@ class PatternDelete:
 
     keys: list[str]
     revision: int
-
-
-class TxnStore(ABC):
-    """Transactions, pattern deletes and leases: the part of a Backend this file adds."""
-
-    @abstractmethod
-    async def txn(
-        self, ns: str, txn: Txn, limits: Limits, *, fence: Fence | None = None
-    ) -> TxnOutcome:
-        """Evaluate the compares and apply one branch atomically (app/txn.py ``plan``).
-
-        Raises StaleFence, LeaseNotFound for a put on a lease that is not live, and the
-        errors of the chosen branch's ops; nothing changes then.
-        """
-
-    @abstractmethod
-    async def kv_delete_pattern(
-        self, ns: str, pattern: Pattern, *, fence: Fence | None = None
-    ) -> PatternDelete:
-        """Delete every live key matching ``pattern`` at one revision with one ``txn``
-        event; TooManyKeys (nothing deleted) beyond MAX_PATTERN_DELETE."""
-
-    @abstractmethod
-    async def lease_grant(self, ns: str, lease_id: str, ttl_ms: int) -> LeaseInfo:
-        """A new lease expiring ``ttl_ms`` from now, with a ``lease.granted`` event;
-        Conflict(already_exists) while a lease with that id lives."""
-
-    @abstractmethod
-    async def lease_keepalive(self, ns: str, lease_id: str) -> LeaseInfo:
-        """Push the deadline to ``ttl`` from now (no revision); LeaseNotFound once it
-        has expired."""
-
-    @abstractmethod
-    async def lease_get(self, ns: str, lease_id: str) -> LeaseDetail | None:
-        """The live lease with its attached keys and held locks, or None."""
-
-    @abstractmethod
-    async def lease_list(
-        self, ns: str, pattern: Pattern, *, limit: int, after: str | None
-    ) -> tuple[list[LeaseInfo], str | None]:
-        """Live leases whose ids match ``pattern``, in id order after ``after``; the id to
-        continue after when more may follow."""
-
-    @abstractmethod
-    async def lease_revoke(self, ns: str, lease_id: str) -> LeaseDetail:
-        """End the lease now: delete its keys and release its locks (their pending
-        entries stay for the next acquirer) at one revision with ``lease.revoked``.
-        LeaseNotFound when it is not live."""

@@ -1,7 +1,7 @@
 """Locks for the in-memory backend: holders, fencing tokens, pending lists and FIFO waiters.
 
 Like every memory operation, each step runs without awaiting between read and write. The
-holder lives in ``_Namespace.locks`` (the fencing check reads it); the token counter,
+holder lives in ``Namespace.locks`` (the fencing check reads it); the token counter,
 pending list and waiters live in a per-lock slot that is never dropped, so tokens never
 repeat. Waiters are asyncio futures, woken by the release or expiry that hands them the
 lock; a woken waiter then *claims* it (takes the pending entries), so entries are never
@@ -14,9 +14,11 @@ import asyncio
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from app.backends.locking import (
+from app.backends.memory.store import LockState, MemoryStore
+from app.backends.parts.locks import LockEngine
+from app.domain.locks import (
     LockInfo,
     LockOutcome,
     LockRelease,
@@ -28,10 +30,6 @@ from app.backends.locking import (
     too_many_waiters,
 )
 from app.syntax import Pattern, iso_ms, now_ms
-
-if TYPE_CHECKING:
-    from app.backends.base import Bounds
-    from app.backends.memory import LockState, _Namespace
 
 #: A lock handed to a waiter is held for at most this long until the waiter claims it
 #: (then for its TTL), so a waiter that vanished holds up the line only briefly.
@@ -47,7 +45,7 @@ class _Waiter:
 
 
 @dataclass(slots=True)
-class _LockSlot:
+class LockSlot:
     """What a lock keeps beside its holder; never deleted (the token counter must last)."""
 
     last_token: int = 0
@@ -57,49 +55,34 @@ class _LockSlot:
     waiters: deque[_Waiter] = field(default_factory=deque)
 
 
-class MemoryLocks:
-    """The lock engine of MemoryBackend (a mixin: it uses the backend's state and emit)."""
+class MemoryLocks(LockEngine):
+    """The lock engine on a ``MemoryStore``: holders live in the store (fencing reads
+    them), everything else in this engine's slots."""
 
-    if TYPE_CHECKING:
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.slots: dict[tuple[str, str, str], LockSlot] = {}
+        # The names of each scope's locks, so a session finds its own without a scan.
+        self.names: dict[tuple[str, str], set[str]] = {}
+        store.on_deadline("l", self._expire_l)
 
-        bounds: Bounds
+    # -- internals, also used by sessions and leases ---------------------------------
 
-        def _ns(self, ns: str) -> _Namespace: ...
-
-        def _view(self, ns: str) -> _Namespace: ...
-
-        def emit(self, ns: str, type_: str, key: str, at_ms: int, **fields: Any) -> int: ...
-
-        def schedule_deadline(self, deadline_ms: int, ns: str, member: str) -> None: ...
-
-        def lease_live(self, ns: str, lease_id: str | None, now: int) -> None: ...
-
-        def lease_attach_lock(
-            self, ns: str, lease_id: str, scope: str, name: str, token: int
-        ) -> None: ...
-
-    # -- internals -------------------------------------------------------------------
-
-    def _lock_slot(self, ns: str, scope: str, name: str) -> _LockSlot:
-        slots: dict[tuple[str, str, str], _LockSlot] | None = getattr(self, "_lock_slots", None)
-        if slots is None:
-            slots = {}
-            self._lock_slots = slots
-        slot = slots.get((ns, scope, name))
+    def slot(self, ns: str, scope: str, name: str) -> LockSlot:
+        slot = self.slots.get((ns, scope, name))
         if slot is None:
-            slot = slots[(ns, scope, name)] = _LockSlot()
-            # The names of each scope's locks, so a session finds its own without a scan.
-            names: dict[tuple[str, str], set[str]] | None = getattr(self, "_lock_names", None)
-            if names is None:
-                names = {}
-                self._lock_names = names
-            names.setdefault((ns, scope), set()).add(name)
+            slot = self.slots[(ns, scope, name)] = LockSlot()
+            self.names.setdefault((ns, scope), set()).add(name)
         return slot
+
+    def scope_slots(self, ns: str, scope: str) -> list[tuple[str, LockSlot]]:
+        """The slots of the locks ever used in ``scope``, by name."""
+        return [(name, self.slots[(ns, scope, name)])
+                for name in sorted(self.names.get((ns, scope), ()))]
 
     def _lock_pending_count(self, ns: str, scope: str, name: str) -> int:
         """Without creating a slot: a read of an unknown name must not cost memory."""
-        slots: dict[tuple[str, str, str], _LockSlot] = getattr(self, "_lock_slots", {})
-        slot = slots.get((ns, scope, name))
+        slot = self.slots.get((ns, scope, name))
         return len(slot.pending) if slot is not None else 0
 
     def _lock_info(self, ns: str, scope: str, name: str, holder: LockState) -> LockInfo:
@@ -111,7 +94,8 @@ class MemoryLocks:
     def _lock_event(
         self, ns: str, type_: str, scope: str, name: str, now: int, fields: dict[str, Any]
     ) -> None:
-        self.emit(ns, type_, name, now, session=scope or None, extra=fields, with_values=False)
+        self.store.emit(ns, type_, name, now, session=scope or None, extra=fields,
+                        with_values=False)
 
     @staticmethod
     def _holder_fields(
@@ -132,23 +116,21 @@ class MemoryLocks:
     def _lock_live(self, ns: str, scope: str, name: str, now: int) -> LockState | None:
         """The live holder; one past its deadline is expired here (with its event) and
         the lock handed to the next waiter, who is then returned as the holder."""
-        holder = self._view(ns).locks.get((scope, name))
+        holder = self.store.view(ns).locks.get((scope, name))
         if holder is not None and holder.expires_at is not None and holder.expires_at <= now:
-            del self._ns(ns).locks[(scope, name)]
-            pending = len(self._lock_slot(ns, scope, name).pending)
+            del self.store.ns(ns).locks[(scope, name)]
+            pending = len(self.slot(ns, scope, name).pending)
             self._lock_event(
                 ns, "lock.expired", scope, name, now,
                 self._holder_fields(holder, pending),
             )
-            return self._lock_handoff(ns, scope, name, now)
+            return self.handoff(ns, scope, name, now)
         return holder
 
     def _lock_grant(
         self, ns: str, scope: str, name: str, owner: str, ttl_ms: int, now: int, ticket: str
     ) -> LockState:
-        from app.backends.memory import LockState  # memory.py imports this module
-
-        slot = self._lock_slot(ns, scope, name)
+        slot = self.slot(ns, scope, name)
         slot.last_token += 1
         slot.ttl_ms = ttl_ms
         slot.ticket = ticket
@@ -157,21 +139,21 @@ class MemoryLocks:
         else:
             expires_at = now + ttl_ms if ttl_ms else None
         holder = LockState(owner, slot.last_token, now, expires_at)
-        self._ns(ns).locks[(scope, name)] = holder
+        self.store.ns(ns).locks[(scope, name)] = holder
         if expires_at is not None:
-            self.schedule_deadline(expires_at, ns, f"l:{scope}|{name}")
+            self.store.schedule_deadline(expires_at, ns, f"l:{scope}|{name}")
         return holder
 
-    def _lock_handoff(self, ns: str, scope: str, name: str, now: int) -> LockState | None:
+    def handoff(self, ns: str, scope: str, name: str, now: int) -> LockState | None:
         """Hand the free lock to the first waiter still waiting, and wake it."""
-        waiters = self._lock_slot(ns, scope, name).waiters
+        waiters = self.slot(ns, scope, name).waiters
         while waiters:
             waiter = waiters.popleft()
             if waiter.granted.done():
                 continue  # gave up (cancelled) without withdrawing
             holder = self._lock_grant(ns, scope, name, waiter.owner, waiter.ttl_ms, now,
                                       waiter.ticket)
-            pending = len(self._lock_slot(ns, scope, name).pending)
+            pending = len(self.slot(ns, scope, name).pending)
             self._lock_event(
                 ns, "lock.acquired", scope, name, now,
                 self._holder_fields(holder, pending, 0),
@@ -181,7 +163,7 @@ class MemoryLocks:
         return None
 
     def _lock_take(self, ns: str, scope: str, name: str) -> tuple[bytes, ...]:
-        slot = self._lock_slot(ns, scope, name)
+        slot = self.slot(ns, scope, name)
         pending = tuple(slot.pending)
         slot.pending.clear()
         return pending
@@ -192,12 +174,12 @@ class MemoryLocks:
         """Acquire, re-acquire, queue or debounce without waiting. Returns (outcome,
         None), or (None, holder) when another owner holds it in exclusive mode."""
         holder = self._lock_live(ns, scope, name, now)
-        slot = self._lock_slot(ns, scope, name)
+        slot = self.slot(ns, scope, name)
         if holder is not None and holder.owner == request.owner:
             holder.expires_at = now + request.ttl_ms if request.ttl_ms else None
             slot.ttl_ms = request.ttl_ms
             if holder.expires_at is not None:
-                self.schedule_deadline(holder.expires_at, ns, f"l:{scope}|{name}")
+                self.store.schedule_deadline(holder.expires_at, ns, f"l:{scope}|{name}")
             pending = self._lock_take(ns, scope, name)
             self._lock_event(
                 ns, "lock.refreshed", scope, name, now,
@@ -236,12 +218,12 @@ class MemoryLocks:
         its TTL, and it takes the pending entries), or try once more as ``_lock_attempt``."""
         now = now_ms()
         holder = self._lock_live(ns, scope, name, now)
-        slot = self._lock_slot(ns, scope, name)
+        slot = self.slot(ns, scope, name)
         if holder is not None and slot.ticket == waiter.ticket:
             slot.ticket = ""
             holder.expires_at = now + slot.ttl_ms if slot.ttl_ms else None
             if holder.expires_at is not None:
-                self.schedule_deadline(holder.expires_at, ns, f"l:{scope}|{name}")
+                self.store.schedule_deadline(holder.expires_at, ns, f"l:{scope}|{name}")
             pending = self._lock_take(ns, scope, name)
             self._lock_event(ns, "lock.refreshed", scope, name, now,
                              self._holder_fields(holder, 0, len(pending)))
@@ -253,22 +235,22 @@ class MemoryLocks:
     def _lock_withdraw(self, ns: str, scope: str, name: str, waiter: _Waiter) -> None:
         """A waiter was cancelled (its client is gone): leave the queue, or give back a
         lock handed to it that it never claimed; the pending entries stay pending."""
-        slot = self._lock_slot(ns, scope, name)
+        slot = self.slot(ns, scope, name)
         if waiter in slot.waiters:
             slot.waiters.remove(waiter)
         if not waiter.granted.done():
             waiter.granted.cancel()
             return
-        holder = self._ns(ns).locks.get((scope, name))
+        holder = self.store.ns(ns).locks.get((scope, name))
         if holder is not None and slot.ticket == waiter.ticket:
             now = now_ms()
             slot.ticket = ""
-            del self._ns(ns).locks[(scope, name)]
+            del self.store.ns(ns).locks[(scope, name)]
             self._lock_event(
                 ns, "lock.released", scope, name, now,
                 {**self._holder_fields(holder, len(slot.pending), 0), "abandoned": True},
             )
-            self._lock_handoff(ns, scope, name, now)
+            self.handoff(ns, scope, name, now)
 
     def _lock_holding(
         self, ns: str, scope: str, name: str, owner: str, token: int, now: int
@@ -285,7 +267,7 @@ class MemoryLocks:
 
     def _expire_l(self, ns: str, member: str, deadline: int, now: int) -> bool:
         scope, _, name = member.partition("|")
-        holder = self._ns(ns).locks.get((scope, name))
+        holder = self.store.ns(ns).locks.get((scope, name))
         if holder is None or holder.expires_at != deadline:
             return False  # released, refreshed or handed on since this deadline was set
         self._lock_live(ns, scope, name, now)
@@ -303,19 +285,19 @@ class MemoryLocks:
     ) -> LockOutcome:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + request.wait_s
-        self.lease_live(ns, request.lease, now_ms())
+        self.store.lease_live(ns, request.lease, now_ms())
         outcome, holder = self._lock_attempt(ns, scope, name, request, now_ms())
         if request.lease is not None and outcome is not None and outcome.holder is not None:
             # A leased acquire never waits (the router refuses `wait` with `lease`).
-            self.lease_attach_lock(ns, request.lease, scope, name, outcome.holder.token)
+            self.store.lease_attach_lock(ns, request.lease, scope, name, outcome.holder.token)
         while outcome is None:
             assert holder is not None
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise lock_held(self._lock_info(ns, scope, name, holder))
-            slot = self._lock_slot(ns, scope, name)
-            if len(slot.waiters) >= self.bounds.lock_max_waiters:
-                raise too_many_waiters(name, self.bounds.lock_max_waiters)
+            slot = self.slot(ns, scope, name)
+            if len(slot.waiters) >= self.store.bounds.lock_max_waiters:
+                raise too_many_waiters(name, self.store.bounds.lock_max_waiters)
             waiter = _Waiter(
                 secrets.token_hex(16), request.owner, request.ttl_ms, loop.create_future()
             )
@@ -349,12 +331,12 @@ class MemoryLocks:
     ) -> LockInfo:
         now = now_ms()
         holder = self._lock_holding(ns, scope, name, owner, token, now)
-        slot = self._lock_slot(ns, scope, name)
+        slot = self.slot(ns, scope, name)
         if ttl_ms is not None:
             slot.ttl_ms = ttl_ms
         holder.expires_at = now + slot.ttl_ms if slot.ttl_ms else None
         if holder.expires_at is not None:
-            self.schedule_deadline(holder.expires_at, ns, f"l:{scope}|{name}")
+            self.store.schedule_deadline(holder.expires_at, ns, f"l:{scope}|{name}")
         self._lock_event(ns, "lock.refreshed", scope, name, now,
                          self._holder_fields(holder, len(slot.pending), 0))
         return self._lock_info(ns, scope, name, holder)
@@ -366,8 +348,8 @@ class MemoryLocks:
         info = self._lock_info(ns, scope, name, holder) if holder is not None else None
         pending = self._lock_take(ns, scope, name)
         if holder is not None:
-            del self._ns(ns).locks[(scope, name)]
-            self._lock_slot(ns, scope, name).ticket = ""
+            del self.store.ns(ns).locks[(scope, name)]
+            self.slot(ns, scope, name).ticket = ""
             fields = self._holder_fields(holder, 0, len(pending))
         elif pending:
             fields = {"owner": None, "token": None, "expires_at": None, "pending_count": 0,
@@ -377,7 +359,7 @@ class MemoryLocks:
         if forced:
             fields["forced"] = True
         self._lock_event(ns, "lock.released", scope, name, now, fields)
-        self._lock_handoff(ns, scope, name, now)
+        self.handoff(ns, scope, name, now)
         return LockRelease(info, pending)
 
     async def lock_release(
@@ -392,7 +374,7 @@ class MemoryLocks:
         return self._lock_end(ns, scope, name, self._lock_live(ns, scope, name, now), now, True)
 
     async def lock_get(self, ns: str, scope: str, name: str) -> tuple[LockInfo | None, int]:
-        holder = self._view(ns).locks.get((scope, name))
+        holder = self.store.view(ns).locks.get((scope, name))
         pending = self._lock_pending_count(ns, scope, name)
         if holder is None or (holder.expires_at is not None and holder.expires_at <= now_ms()):
             return None, pending
@@ -402,7 +384,7 @@ class MemoryLocks:
         now = now_ms()
         return [
             self._lock_info(ns, s, name, holder)
-            for (s, name), holder in sorted(self._view(ns).locks.items(), key=lambda i: i[0])
+            for (s, name), holder in sorted(self.store.view(ns).locks.items(), key=lambda i: i[0])
             if s == scope
             and pattern.matches(name)
             and (holder.expires_at is None or holder.expires_at > now)

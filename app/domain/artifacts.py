@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from app.errors import PreconditionFailed
+from app.domain.conditions import ARTIFACT, NO_CONDITION, ArtifactCondition, Condition
 from app.syntax import iso_ms
 
 
@@ -68,35 +68,13 @@ class ArtifactPage:
     revision: int
 
 
-@dataclass(frozen=True, slots=True)
-class ArtifactCondition:
-    """If-Match (one of ``etags``, quoted sha256s; or any existing artifact with
-    ``must_exist``) or If-None-Match: * (``must_not_exist``) of an artifact write."""
-
-    etags: tuple[str, ...] | None = None
-    must_exist: bool = False
-    must_not_exist: bool = False
-
-    @property
-    def any(self) -> bool:
-        return self.etags is not None or self.must_exist or self.must_not_exist
+def check_artifact_condition(condition: Condition, current: ArtifactMeta | None) -> None:
+    """``condition.check`` on an artifact (412 with ``current``, API.md section 6)."""
+    condition.check(current, ARTIFACT)
 
 
-NO_ARTIFACT_CONDITION = ArtifactCondition()
-
-
-def check_artifact_condition(condition: ArtifactCondition, current: ArtifactMeta | None) -> None:
-    """Raise PreconditionFailed (412, ``current`` in the body) unless ``condition`` holds."""
-    if condition.must_not_exist and current is not None:
-        raise PreconditionFailed(
-            f"Artifact {current.key!r} already exists (If-None-Match: *).",
-            code="already_exists", current=current,
-        )
-    if condition.must_exist or condition.etags is not None:
-        if current is None:
-            raise PreconditionFailed("The artifact does not exist (If-Match).", current=None)
-        if condition.etags is not None and current.etag not in condition.etags:
-            raise PreconditionFailed(
-                f"The artifact's ETag is {current.etag}, which does not match If-Match.",
-                current=current,
-            )
+NO_ARTIFACT_CONDITION = NO_CONDITION
+__all__ = [
+    "NO_ARTIFACT_CONDITION", "ArtifactCondition", "ArtifactMeta", "ArtifactPage", "ArtifactPut",
+    "check_artifact_condition",
+]

@@ -37,10 +37,10 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
-from app.backends.redis_nodes import Command
+from app.backends.redis.nodes import Command
 
 if TYPE_CHECKING:
-    from app.backends.redis_nodes import RedisNodes
+    from app.backends.redis.nodes import RedisNodes
 
 #: The global index: member = namespace, score = when to visit it next (epoch ms).
 DEADLINES_KEY = "cb:deadlines"

@@ -7,24 +7,19 @@ under a transaction: its writes take one revision and one ``txn`` event.
 from __future__ import annotations
 
 import bisect
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from app.backends.base_txn import (
-    MAX_PATTERN_DELETE,
-    PatternDelete,
-    TxnOutcome,
-    lease_not_found,
-)
+from app.backends.memory.keys import MemoryKeys
+from app.backends.memory.store import MemoryStore, Namespace
+from app.backends.parts.txn import TxnStore
+from app.domain.fence import Fence
+from app.domain.keys import KeyEntry
+from app.domain.leases import MAX_PATTERN_DELETE, PatternDelete, TxnOutcome, lease_not_found
 from app.errors import TooManyKeys
 from app.syntax import Pattern, now_ms
 from app.txn import Limits, Plan, Txn, plan
-
-if TYPE_CHECKING:
-    from app.backends.base import ChangeEvent, Fence, KeyEntry, PutResult
-    from app.backends.memory import _Namespace
-    from app.backends.memory_leases import LeaseState
 
 
 def kv_change(type_: str, key: str, value: bytes | None, old: bytes | None) -> dict[str, Any]:
@@ -37,69 +32,40 @@ def kv_change(type_: str, key: str, value: bytes | None, old: bytes | None) -> d
     }
 
 
-class MemoryTxn:
-    """The transaction engine of MemoryBackend (a mixin: it uses the backend's state)."""
+class MemoryTxn(TxnStore):
+    """The transaction engine on a ``MemoryStore``, writing through the key store."""
 
-    if TYPE_CHECKING:
-
-        def _ns(self, ns: str) -> _Namespace: ...
-
-        def emit(self, ns: str, type_: str, key: str, at_ms: int, **fields: Any) -> int: ...
-
-        def _append(self, st: _Namespace, event: ChangeEvent) -> None: ...
-
-        def fence_holds(self, ns: str, fence: Fence | None, now: int) -> None: ...
-
-        def check_quota(self, ns: str, keys: int, nbytes: int) -> None: ...
-
-        def _view(self, ns: str) -> _Namespace: ...
-
-        def _expire_if_due(self, ns: str, key: str, now: int) -> None: ...
-
-        def _remove(self, st: _Namespace, key: str) -> None: ...
-
-        def _store(
-            self, ns: str, key: str, value: bytes, expires_at: int | None, now: int,
-            revision: int, lease: str | None,
-        ) -> PutResult: ...
-
-        def _lease(self, ns: str, lease_id: str, now: int) -> LeaseState | None: ...
-
-    def _lock_token_holds(self, ns: str, scope: str, name: str, token: int, now: int) -> bool:
-        holder = self._view(ns).locks.get((scope, name))
-        return (
-            holder is not None
-            and holder.token == token
-            and (holder.expires_at is None or holder.expires_at > now)
-        )
+    def __init__(self, store: MemoryStore, keys: MemoryKeys) -> None:
+        self.store = store
+        self.keys = keys
 
     async def txn(
         self, ns: str, txn: Txn, limits: Limits, *, fence: Fence | None = None
     ) -> TxnOutcome:
         now = now_ms()
-        self.fence_holds(ns, fence, now)
-        st = self._ns(ns)
+        self.store.fence_holds(ns, fence, now)
+        st = self.store.ns(ns)
         # Keys past their deadline expire first, each with its event, in the order the
         # Redis script visits them: the keys read, then the ops' keys.
         for key in dict.fromkeys([*txn.read_keys(),
                                   *(op.key for op in (*txn.success, *txn.failure))]):
-            self._expire_if_due(ns, key, now)
+            self.keys.expire_if_due(ns, key, now)
         entries = {key: st.keys.get(key) for key in txn.read_keys()}
-        held = [self._lock_token_holds(ns, c.scope, c.name, c.token, now)
+        held = [self.store.lock_token_holds(ns, c.scope, c.name, c.token, now)
                 for c in txn.lock_compares]
         return self._apply(ns, plan(txn, entries, held, limits), now)
 
     def _apply(self, ns: str, p: Plan, now: int) -> TxnOutcome:
-        st = self._ns(ns)
+        st = self.store.ns(ns)
         for step in p.steps:
-            if step.lease is not None and self._lease(ns, step.lease, now) is None:
+            if step.lease is not None and self.store.lease(ns, step.lease, now) is None:
                 raise lease_not_found(step.lease)
         writes = any(s.kind == "put" or (s.kind == "delete" and s.key in st.keys)
                      for s in p.steps)
         # Quotas as for single writes, for all the puts at once (deletes in the same
         # transaction are not counted as making room).
         dropped = {s.key: self._dropped_bytes(st, s.key) for s in p.steps if s.kind == "put"}
-        self.check_quota(
+        self.store.check_quota(
             ns, sum(1 for key in dropped if key not in st.keys),
             sum(len(s.value) - dropped[s.key] for s in p.steps if s.kind == "put"),
         )
@@ -113,7 +79,7 @@ class MemoryTxn:
             elif step.kind == "delete":
                 results.append(old is not None)
                 if old is not None:
-                    self._remove(st, step.key)
+                    self.keys.remove(st, step.key)
                     changes.append(kv_change("kv.delete", step.key, None, old.value))
             else:
                 if step.keep:
@@ -123,7 +89,8 @@ class MemoryTxn:
                     expires_at = now + step.ttl_ms if step.ttl_ms else None
                     lease = step.lease
                 st.used_bytes += len(step.value) - dropped[step.key]
-                stored = self._store(ns, step.key, step.value, expires_at, now, revision, lease)
+                stored = self.keys.store_entry(ns, step.key, step.value, expires_at, now,
+                                               revision, lease)
                 results.append(stored.entry)
                 changes.append(kv_change("kv.put", step.key, step.value,
                                          old.value if old is not None else None))
@@ -132,20 +99,20 @@ class MemoryTxn:
         return TxnOutcome(p.succeeded, revision, results)
 
     @staticmethod
-    def _dropped_bytes(st: _Namespace, key: str) -> int:
+    def _dropped_bytes(st: Namespace, key: str) -> int:
         """The bytes of the history entry a new revision of ``key`` pushes out."""
         kept = st.history.get(key)
         return len(kept[-1].value) if kept is not None and len(kept) == kept.maxlen else 0
 
     def _emit_txn(self, ns: str, changes: list[dict[str, Any]], now: int) -> int:
-        return self.emit(ns, "txn", "", now, with_values=False, extra={"changes": changes})
+        return self.store.emit(ns, "txn", "", now, with_values=False, extra={"changes": changes})
 
     async def kv_delete_pattern(
         self, ns: str, pattern: Pattern, *, fence: Fence | None = None
     ) -> PatternDelete:
         now = now_ms()
-        self.fence_holds(ns, fence, now)
-        st = self._ns(ns)
+        self.store.fence_holds(ns, fence, now)
+        st = self.store.ns(ns)
         start = bisect.bisect_left(st.order, pattern.prefix)
         keys: list[str] = []
         for i in range(start, len(st.order)):
@@ -168,6 +135,6 @@ class MemoryTxn:
         changes = []
         for key in keys:
             old = st.keys[key]
-            self._remove(st, key)
+            self.keys.remove(st, key)
             changes.append(kv_change("kv.delete", key, None, old.value))
         return PatternDelete(keys, self._emit_txn(ns, changes, now))

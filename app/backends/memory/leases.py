@@ -2,7 +2,7 @@
 and the end of a lease (revoke, or expiry by the sweeper at its deadline), which deletes
 its keys and releases its locks at one revision with one event.
 
-Keys know their lease (``_Namespace.key_leases``) and a lease its keys, kept in step by
+Keys know their lease (``Namespace.key_leases``) and a lease its keys, kept in step by
 every write. Locks are recorded on the lease as (scope, name, token): a lock is released
 with the lease only while that token still holds it.
 """
@@ -10,38 +10,18 @@ with the lease only while that token still holds it.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from app.backends.base_txn import (
-    LeaseDetail,
-    LeaseInfo,
-    LeaseLock,
-    lease_not_found,
-    ttl_seconds,
-)
+from app.backends.memory.keys import MemoryKeys
+from app.backends.memory.locks import MemoryLocks
+from app.backends.memory.store import LeaseState, MemoryStore
+from app.backends.paging import page_sorted
+from app.backends.parts.txn import LeaseStore
+from app.domain.leases import LeaseDetail, LeaseInfo, LeaseLock, lease_not_found, ttl_seconds
 from app.errors import Conflict
 from app.syntax import Pattern, iso_ms, now_ms
-
-if TYPE_CHECKING:
-    from app.backends.base import ChangeEvent
-    from app.backends.memory import _Namespace
-    from app.backends.memory_locks import _LockSlot
-
-
-@dataclass(slots=True)
-class LeaseState:
-    id: str
-    ttl_ms: int
-    granted_at: int
-    expires_at: int
-    keys: set[str] = field(default_factory=set)
-    locks: set[tuple[str, str, int]] = field(default_factory=set)
-
-    def info(self) -> LeaseInfo:
-        return LeaseInfo(self.id, self.ttl_ms, self.granted_at, self.expires_at)
 
 
 def lock_change(scope: str, name: str, owner: str, token: int, pending: int) -> dict[str, Any]:
@@ -53,46 +33,20 @@ def lock_change(scope: str, name: str, owner: str, token: int, pending: int) -> 
     return out
 
 
-class MemoryLeases:
-    """The lease engine of MemoryBackend (a mixin: it uses the backend's state)."""
+class MemoryLeases(LeaseStore):
+    """The lease engine on a ``MemoryStore``; ending a lease deletes keys (``keys``) and
+    releases locks (``locks``)."""
 
-    if TYPE_CHECKING:
-
-        def _ns(self, ns: str) -> _Namespace: ...
-
-        def _view(self, ns: str) -> _Namespace: ...
-
-        def _append(self, st: _Namespace, event: ChangeEvent) -> None: ...
-
-        def emit(self, ns: str, type_: str, key: str, at_ms: int, **fields: Any) -> int: ...
-
-        def schedule_deadline(self, deadline_ms: int, ns: str, member: str) -> None: ...
-
-        def _remove(self, st: _Namespace, key: str) -> None: ...
-
-        def _lock_slot(self, ns: str, scope: str, name: str) -> _LockSlot: ...
-
-        def _lock_handoff(self, ns: str, scope: str, name: str, now: int) -> Any: ...
+    def __init__(self, store: MemoryStore, keys: MemoryKeys, locks: MemoryLocks) -> None:
+        self.store = store
+        self.keys = keys
+        self.locks = locks
+        store.on_deadline("e", self._expire_e)
 
     # -- internals -------------------------------------------------------------------
 
-    def _lease(self, ns: str, lease_id: str, now: int) -> LeaseState | None:
-        lease = self._view(ns).leases.get(lease_id)
-        if lease is None or lease.expires_at <= now:
-            return None
-        return lease
-
-    def lease_live(self, ns: str, lease_id: str | None, now: int) -> None:
-        """Raise LeaseNotFound unless ``lease_id`` (when given) is live."""
-        if lease_id is not None and self._lease(ns, lease_id, now) is None:
-            raise lease_not_found(lease_id)
-
-    def lease_attach_lock(self, ns: str, lease_id: str, scope: str, name: str,
-                          token: int) -> None:
-        self._ns(ns).leases[lease_id].locks.add((scope, name, token))
-
     def _held_locks(self, ns: str, lease: LeaseState) -> list[LeaseLock]:
-        st = self._ns(ns)
+        st = self.store.ns(ns)
         found = []
         for scope, name, token in sorted(lease.locks):  # namespace locks, then by session
             holder = st.locks.get((scope, name))
@@ -102,38 +56,39 @@ class MemoryLeases:
 
     def _end_lease(self, ns: str, lease: LeaseState, type_: str, now: int) -> LeaseDetail:
         """Delete the keys, release the locks, one event; then hand the locks on."""
-        st = self._ns(ns)
+        st = self.store.ns(ns)
         key_type = "kv.expire" if type_ == "lease.expired" else "kv.delete"
         keys = sorted(lease.keys)
         locks = self._held_locks(ns, lease)
         changes: list[dict[str, Any]] = []
         for key in keys:
             old = st.keys[key]
-            self._remove(st, key)
+            self.keys.remove(st, key)
             changes.append({"type": key_type, "key": key, "value": None,
                             "old_value": orjson.Fragment(old.value)})
         for lock in locks:
             del st.locks[(lock.scope, lock.name)]
-            slot = self._lock_slot(ns, lock.scope, lock.name)
+            slot = self.locks.slot(ns, lock.scope, lock.name)
             slot.ticket = ""
             changes.append(lock_change(lock.scope, lock.name, lock.owner, lock.token,
                                        len(slot.pending)))
         del st.leases[lease.id]
-        revision = self.emit(ns, type_, lease.id, now, with_values=False,
+        del st.lease_order[bisect.bisect_left(st.lease_order, lease.id)]
+        revision = self.store.emit(ns, type_, lease.id, now, with_values=False,
                              extra={"changes": changes})
         for lock in locks:
-            self._lock_handoff(ns, lock.scope, lock.name, now)
+            self.locks.handoff(ns, lock.scope, lock.name, now)
         return LeaseDetail(lease.info(), keys, locks, revision)
 
     def _expire_e(self, ns: str, lease_id: str, deadline: int, now: int) -> bool:
-        lease = self._ns(ns).leases.get(lease_id)
+        lease = self.store.ns(ns).leases.get(lease_id)
         if lease is None or lease.expires_at != deadline:
             return False  # revoked or kept alive since this deadline was set
         self._end_lease(ns, lease, "lease.expired", now)
         return True
 
     def _expire_lease_if_due(self, ns: str, lease_id: str, now: int) -> None:
-        lease = self._view(ns).leases.get(lease_id)
+        lease = self.store.view(ns).leases.get(lease_id)
         if lease is not None and lease.expires_at <= now:
             self._end_lease(ns, lease, "lease.expired", now)
 
@@ -142,26 +97,27 @@ class MemoryLeases:
     async def lease_grant(self, ns: str, lease_id: str, ttl_ms: int) -> LeaseInfo:
         now = now_ms()
         self._expire_lease_if_due(ns, lease_id, now)
-        st = self._ns(ns)
+        st = self.store.ns(ns)
         if lease_id in st.leases:
             raise Conflict(f"Lease {lease_id!r} exists and is live.", code="already_exists")
         lease = st.leases[lease_id] = LeaseState(lease_id, ttl_ms, now, now + ttl_ms)
-        self.emit(ns, "lease.granted", lease_id, now, with_values=False,
+        bisect.insort(st.lease_order, lease_id)
+        self.store.emit(ns, "lease.granted", lease_id, now, with_values=False,
                   extra={"ttl": ttl_seconds(ttl_ms), "expires_at": iso_ms(lease.expires_at)})
-        self.schedule_deadline(lease.expires_at, ns, "e:" + lease_id)
+        self.store.schedule_deadline(lease.expires_at, ns, "e:" + lease_id)
         return lease.info()
 
     async def lease_keepalive(self, ns: str, lease_id: str) -> LeaseInfo:
         now = now_ms()
-        lease = self._lease(ns, lease_id, now)
+        lease = self.store.lease(ns, lease_id, now)
         if lease is None:
             raise lease_not_found(lease_id)
         lease.expires_at = now + lease.ttl_ms
-        self.schedule_deadline(lease.expires_at, ns, "e:" + lease_id)
+        self.store.schedule_deadline(lease.expires_at, ns, "e:" + lease_id)
         return lease.info()
 
     async def lease_get(self, ns: str, lease_id: str) -> LeaseDetail | None:
-        lease = self._lease(ns, lease_id, now_ms())
+        lease = self.store.lease(ns, lease_id, now_ms())
         if lease is None:
             return None
         return LeaseDetail(lease.info(), sorted(lease.keys), self._held_locks(ns, lease))
@@ -170,22 +126,19 @@ class MemoryLeases:
         self, ns: str, pattern: Pattern, *, limit: int, after: str | None
     ) -> tuple[list[LeaseInfo], str | None]:
         now = now_ms()
-        ids = sorted(self._view(ns).leases)
-        start = bisect.bisect_right(ids, after) if after is not None else 0
-        items: list[LeaseInfo] = []
-        for lease_id in ids[start:]:
-            lease = self._view(ns).leases[lease_id]
-            if lease.expires_at <= now or not pattern.matches(lease_id):
-                continue
-            if len(items) == limit:
-                return items, items[-1].id
-            items.append(lease.info())
-        return items, None
+        st = self.store.view(ns)
+
+        def live(lease_id: str) -> LeaseInfo | None:
+            lease = st.leases[lease_id]
+            return lease.info() if lease.expires_at > now else None
+
+        # The sorted id index pages like every listing: bounded by limit and scan budget.
+        return page_sorted(st.lease_order, pattern, after, limit, live)
 
     async def lease_revoke(self, ns: str, lease_id: str) -> LeaseDetail:
         now = now_ms()
         self._expire_lease_if_due(ns, lease_id, now)
-        lease = self._lease(ns, lease_id, now)
+        lease = self.store.lease(ns, lease_id, now)
         if lease is None:
             raise lease_not_found(lease_id)
         return self._end_lease(ns, lease, "lease.revoked", now)

@@ -9,12 +9,18 @@ expiry and import reach into that engine's holders and pending lists.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from app.backends.base import NO_CONDITION, Fence, Precondition
+from app.backends.memory.locks import MemoryLocks
+from app.backends.memory.session_state import Session, snapshot_bytes, var_bytes
+from app.backends.memory.store import LockState, MemoryStore
 from app.backends.paging import page_sorted
-from app.backends.sessions import (
+from app.backends.parts.sessions import SessionStore
+from app.domain.conditions import NO_CONDITION, Condition
+from app.domain.conditions import variable as variable_subject
+from app.domain.fence import Fence
+from app.domain.sessions import (
     ImportResult,
     LockSnapshot,
     SessionInfo,
@@ -24,168 +30,98 @@ from app.backends.sessions import (
     Variable,
     WriteOutcome,
     batch_event_updates,
-    check_version,
     plan_writes,
     seconds,
     variable_event_fields,
 )
 from app.errors import Conflict, NotFound
 from app.syntax import Pattern, now_ms
-from app.variables import is_id, new_variable_id
+from app.variables import new_variable_id
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from app.backends.memory import LockState, _Namespace
-    from app.backends.memory_locks import _LockSlot
 
+class MemorySessions(SessionStore):
+    """The session store on a ``MemoryStore``; session locks are ``locks``' (scope = the
+    session id)."""
 
-@dataclass(slots=True)
-class _Session:
-    metadata: bytes
-    created_at: int
-    updated_at: int
-    ttl_ms: int = 0
-    expires_at: int | None = None
-    scheduled: int | None = None  # the deadline the sweeper heap holds for this session
-    variables: dict[str, Variable] = field(default_factory=dict)  # id -> variable
-    names: dict[str, str] = field(default_factory=dict)  # name -> id
-    subscriptions: set[str] = field(default_factory=set)
-    dedupe: dict[str, None] = field(default_factory=dict)  # insertion order = age
-    threads: dict[str, bytes] = field(default_factory=dict)
-    channels: dict[str, bytes] = field(default_factory=dict)
-    used_bytes: int = 0  # its share of the namespace's quota bytes (see var_bytes)
-
-    def info(self, sid: str) -> SessionInfo:
-        return SessionInfo(sid, self.metadata, self.ttl_ms, self.created_at, self.updated_at,
-                           self.expires_at, len(self.variables))
-
-    def resolve(self, ident: str) -> Variable | None:
-        var_id = ident if is_id(ident) else self.names.get(ident)
-        return self.variables.get(var_id) if var_id is not None else None
-
-    def states(self, kind: StateKind) -> dict[str, bytes]:
-        return self.threads if kind == "thread" else self.channels
-
-
-def var_bytes(var: Variable) -> int:
-    """A variable's quota bytes: its value's and its definition's JSON length."""
-    return len(var.value) + len(var.definition_json())
-
-
-def snapshot_bytes(snapshot: SessionSnapshot) -> int:
-    """The quota bytes of a session as ``snapshot`` holds it."""
-    return (len(snapshot.metadata) + sum(var_bytes(v) for v in snapshot.variables)
-            + sum(len(v) for v in snapshot.thread_state.values())
-            + sum(len(v) for v in snapshot.channel_state.values()))
-
-
-class MemorySessions:
-    """The session store of MemoryBackend (a mixin: it uses the backend's state and emit)."""
-
-    if TYPE_CHECKING:
-
-        def _ns(self, ns: str) -> _Namespace: ...
-
-        def _view(self, ns: str) -> _Namespace: ...
-
-        def charge(self, ns: str, keys: int, nbytes: int) -> None: ...
-
-        def check_quota(self, ns: str, keys: int, nbytes: int) -> None: ...
-
-        def emit(self, ns: str, type_: str, key: str, at_ms: int, **fields: Any) -> int: ...
-
-        def schedule_deadline(self, deadline_ms: int, ns: str, member: str) -> None: ...
-
-        def fence_holds(self, ns: str, fence: Fence | None, now: int) -> None: ...
-
-        def _lock_slot(self, ns: str, scope: str, name: str) -> _LockSlot: ...
-
-        def _lock_handoff(self, ns: str, scope: str, name: str, now: int) -> LockState | None:
-            ...
+    def __init__(self, store: MemoryStore, locks: MemoryLocks) -> None:
+        self.store = store
+        self.locks = locks
+        self.table: dict[str, dict[str, Session]] = {}  # ns -> session id -> session
+        self.orders: dict[str, list[str]] = {}  # ns -> its session ids, sorted
+        store.on_deadline("s", self._expire_s)
 
     # -- internals -------------------------------------------------------------------
 
-    def _sessions(self, ns: str, *, create: bool = False) -> dict[str, _Session]:
+    def _sessions(self, ns: str, *, create: bool = False) -> dict[str, Session]:
         """The namespace's sessions; an unstored empty dict unless ``create`` (a read
         creates no state)."""
-        table: dict[str, dict[str, _Session]] | None = getattr(self, "_session_table", None)
-        if table is None:
-            table = {}
-            self._session_table = table
-        sessions = table.get(ns)
+        sessions = self.table.get(ns)
         if sessions is None:
             sessions = {}
             if create:
-                table[ns] = sessions
+                self.table[ns] = sessions
         return sessions
 
-    def _session_charge(self, ns: str, sess: _Session, nbytes: int) -> None:
+    def _session_charge(self, ns: str, sess: Session, nbytes: int) -> None:
         """Count ``nbytes`` more (or fewer) for the session; 507 before any change."""
-        self.charge(ns, 0, nbytes)
+        self.store.charge(ns, 0, nbytes)
         sess.used_bytes += nbytes
 
     def _session_order(self, ns: str, *, create: bool = False) -> list[str]:
         """The namespace's session ids, sorted (for listing without sorting them all); an
         unstored empty list unless ``create`` (a read creates no state)."""
-        orders: dict[str, list[str]] | None = getattr(self, "_session_orders", None)
-        if orders is None:
-            orders = {}
-            self._session_orders = orders
-        order = orders.get(ns)
+        order = self.orders.get(ns)
         if order is None:
             order = []
             if create:
-                orders[ns] = order
+                self.orders[ns] = order
         return order
 
-    def _session_add(self, ns: str, sid: str, sess: _Session) -> _Session:
+    def _session_add(self, ns: str, sid: str, sess: Session) -> Session:
         sessions = self._sessions(ns, create=True)
         if sid not in sessions:
             bisect.insort(self._session_order(ns, create=True), sid)
         sessions[sid] = sess
         return sess
 
-    def _session_live(self, ns: str, sid: str, now: int) -> _Session | None:
+    def _session_live(self, ns: str, sid: str, now: int) -> Session | None:
         """The live session; one past its idle deadline is removed here, with its event."""
         sess = self._sessions(ns).get(sid)
         if sess is not None and sess.expires_at is not None and sess.expires_at <= now:
             waited = self._session_remove(ns, sid)
-            self.emit(ns, "session.deleted", sid, now, session=sid, extra={"expired": True},
+            self.store.emit(ns, "session.deleted", sid, now, session=sid, extra={"expired": True},
                       with_values=False)
             self._session_hand_on(ns, sid, waited, now)
             return None
         return sess
 
-    def _session_read(self, ns: str, sid: str) -> _Session | None:
+    def _session_read(self, ns: str, sid: str) -> Session | None:
         """The live session for a read: one past its deadline reads as absent."""
         sess = self._sessions(ns).get(sid)
         if sess is None or (sess.expires_at is not None and sess.expires_at <= now_ms()):
             return None
         return sess
 
-    def _session_touch(self, ns: str, sid: str, sess: _Session | None, now: int) -> _Session:
+    def _session_touch(self, ns: str, sid: str, sess: Session | None, now: int) -> Session:
         """Create the session on first use, or count a write: updated_at, idle deadline."""
         if sess is None:
-            self._ns(ns).used_bytes += 2  # its metadata '{}'; callers checked the quota
-            sess = self._session_add(ns, sid, _Session(b"{}", now, now, used_bytes=2))
+            self.store.ns(ns).used_bytes += 2  # its metadata '{}'; callers checked the quota
+            sess = self._session_add(ns, sid, Session(b"{}", now, now, used_bytes=2))
             return sess
         sess.updated_at = now
         self._session_deadline(ns, sid, sess, now)
         return sess
 
-    def _session_deadline(self, ns: str, sid: str, sess: _Session, now: int) -> None:
+    def _session_deadline(self, ns: str, sid: str, sess: Session, now: int) -> None:
         sess.expires_at = now + sess.ttl_ms if sess.ttl_ms else None
         # One heap row per session: a later deadline is rescheduled when the row falls due.
         if sess.expires_at is not None and (sess.scheduled is None
                                             or sess.scheduled > sess.expires_at):
             sess.scheduled = sess.expires_at
-            self.schedule_deadline(sess.expires_at, ns, "s:" + sid)
-
-    def _session_locks(self, ns: str, sid: str) -> list[tuple[str, _LockSlot]]:
-        slots: dict[tuple[str, str, str], _LockSlot] = getattr(self, "_lock_slots", {})
-        names: dict[tuple[str, str], set[str]] = getattr(self, "_lock_names", {})
-        return [(name, slots[(ns, sid, name)]) for name in sorted(names.get((ns, sid), ()))]
+            self.store.schedule_deadline(sess.expires_at, ns, "s:" + sid)
 
     def _session_remove(self, ns: str, sid: str, *, keep_waited: bool = True) -> list[str]:
         """Forget the session and its locks' holders and pending entries (token counters
@@ -194,17 +130,17 @@ class MemorySessions:
         sessions = self._sessions(ns)
         sess = sessions.pop(sid, None)
         if sess is not None:
-            self.charge(ns, 0, -sess.used_bytes)
+            self.store.charge(ns, 0, -sess.used_bytes)
             order = self._session_order(ns)
             i = bisect.bisect_left(order, sid)
             if i < len(order) and order[i] == sid:
                 del order[i]
             if not sessions:
-                del self._session_table[ns]
-                self._session_orders.pop(ns, None)
-        locks = self._view(ns).locks
+                del self.table[ns]
+                self.orders.pop(ns, None)
+        locks = self.store.view(ns).locks
         waited: list[str] = []
-        for name, slot in self._session_locks(ns, sid):
+        for name, slot in self.locks.scope_slots(ns, sid):
             if keep_waited and any(not w.granted.done() for w in slot.waiters):
                 waited.append(name)
             else:
@@ -218,12 +154,12 @@ class MemorySessions:
         its first waiter, who claims the pending entries, as a release or an expiry does;
         entries no waiter is left to claim go with the session."""
         for name in names:
-            if self._lock_handoff(ns, sid, name, now) is None:
-                self._lock_slot(ns, sid, name).pending.clear()
+            if self.locks.handoff(ns, sid, name, now) is None:
+                self.locks.slot(ns, sid, name).pending.clear()
 
     def _session_event(self, ns: str, sid: str, now: int, change: str, **fields: Any) -> int:
         values = {k: fields.pop(k) for k in ("value", "old_value") if k in fields}
-        return self.emit(ns, "session.updated", sid, now, session=sid,
+        return self.store.emit(ns, "session.updated", sid, now, session=sid,
                          extra={"change": change, **fields}, with_values=bool(values), **values)
 
     # -- sessions --------------------------------------------------------------------
@@ -232,10 +168,11 @@ class MemorySessions:
         self, ns: str, sid: str, metadata: bytes, ttl_ms: int, *, fence: Fence | None = None
     ) -> tuple[SessionInfo, bool]:
         now = now_ms()
-        self.fence_holds(ns, fence, now)
+        self.store.fence_holds(ns, fence, now)
         old = self._session_live(ns, sid, now)
         old_metadata = old.metadata if old is not None else None
-        self.check_quota(ns, 0, len(metadata) - len(old_metadata or b"{}") + (0 if old else 2))
+        grow = len(metadata) - len(old_metadata or b"{}") + (0 if old else 2)
+        self.store.check_quota(ns, 0, grow)
         sess = self._session_touch(ns, sid, old, now)
         self._session_charge(ns, sess, len(metadata) - len(sess.metadata))
         sess.metadata = metadata
@@ -265,11 +202,11 @@ class MemorySessions:
 
     async def session_delete(self, ns: str, sid: str, *, fence: Fence | None = None) -> bool:
         now = now_ms()
-        self.fence_holds(ns, fence, now)
+        self.store.fence_holds(ns, fence, now)
         if self._session_live(ns, sid, now) is None:
             return False
         waited = self._session_remove(ns, sid)
-        self.emit(ns, "session.deleted", sid, now, session=sid, extra={"expired": False},
+        self.store.emit(ns, "session.deleted", sid, now, session=sid, extra={"expired": False},
                   with_values=False)
         self._session_hand_on(ns, sid, waited, now)
         return True
@@ -288,7 +225,7 @@ class MemorySessions:
         sess.scheduled = None
         if sess.expires_at is not None and sess.expires_at > now:
             sess.scheduled = sess.expires_at  # written since: wait for the new deadline
-            self.schedule_deadline(sess.expires_at, ns, "s:" + sid)
+            self.store.schedule_deadline(sess.expires_at, ns, "s:" + sid)
             return False
         if sess.expires_at is None:
             return False
@@ -300,14 +237,14 @@ class MemorySessions:
         self, ns: str, sid: str, var: Variable, *, fence: Fence | None = None
     ) -> Variable:
         now = now_ms()
-        self.fence_holds(ns, fence, now)
+        self.store.fence_holds(ns, fence, now)
         sess = self._session_live(ns, sid, now)
         if sess is not None:
             taken = sess.resolve(var.name)
             if taken is not None:
                 raise Conflict(f"Variable {var.name!r} already exists in session {sid!r}.",
                                code="already_exists", current=taken)
-        self.check_quota(ns, 0, var_bytes(var) + (0 if sess else 2))
+        self.store.check_quota(ns, 0, var_bytes(var) + (0 if sess else 2))
         sess = self._session_touch(ns, sid, sess, now)
         var_id = var.id
         while var_id in sess.variables:
@@ -316,7 +253,7 @@ class MemorySessions:
         self._session_charge(ns, sess, var_bytes(var))
         sess.variables[var.id] = var
         sess.names[var.name] = var.id
-        self.emit(ns, "variable.created", var.name, now, session=sid, value=var.value,
+        self.store.emit(ns, "variable.created", var.name, now, session=sid, value=var.value,
                   old_value=None,
                   extra={"id": var.id, "variable_type": var.type, "version": 1})
         return var
@@ -347,11 +284,11 @@ class MemorySessions:
         metadata: dict[str, Any] | None = None,
         atomic: bool = True,
         batch: bool = False,
-        condition: Precondition = NO_CONDITION,
+        condition: Condition = NO_CONDITION,
         fence: Fence | None = None,
     ) -> WriteOutcome:
         now = now_ms()
-        self.fence_holds(ns, fence, now)
+        self.store.fence_holds(ns, fence, now)
         sess = self._session_live(ns, sid, now)
         found = {ident: sess.resolve(ident) if sess is not None else None
                  for ident, _ in updates}
@@ -366,7 +303,7 @@ class MemorySessions:
             sess.variables[w.new.id] = w.new
         if batch:
             first = min(plan.writes, key=lambda w: w.new.name)
-            revision = self.emit(
+            revision = self.store.emit(
                 ns, "variable.updated", first.new.name, now, session=sid,
                 value=first.new.value, old_value=first.old.value,
                 extra={**variable_event_fields(first.new), "batch": True,
@@ -374,7 +311,7 @@ class MemorySessions:
             )
         else:
             (w,) = plan.writes
-            revision = self.emit(ns, "variable.updated", w.new.name, now, session=sid,
+            revision = self.store.emit(ns, "variable.updated", w.new.name, now, session=sid,
                                  value=w.new.value, old_value=w.old.value,
                                  extra=variable_event_fields(w.new))
         return WriteOutcome([w.new for w in plan.writes], plan.errors, revision)
@@ -385,21 +322,21 @@ class MemorySessions:
         sid: str,
         ident: str,
         *,
-        condition: Precondition = NO_CONDITION,
+        condition: Condition = NO_CONDITION,
         fence: Fence | None = None,
     ) -> Variable:
         now = now_ms()
-        self.fence_holds(ns, fence, now)
+        self.store.fence_holds(ns, fence, now)
         sess = self._session_live(ns, sid, now)
         var = sess.resolve(ident) if sess is not None else None
-        check_version(condition, var, ident)
+        condition.check(var, variable_subject(ident))
         if sess is None or var is None:
             raise NotFound(f"No variable {ident!r} in session {sid!r}.")
         self._session_touch(ns, sid, sess, now)
         self._session_charge(ns, sess, -var_bytes(var))
         del sess.variables[var.id]
         del sess.names[var.name]
-        self.emit(ns, "variable.deleted", var.name, now, session=sid, value=None,
+        self.store.emit(ns, "variable.deleted", var.name, now, session=sid, value=None,
                   old_value=var.value, extra=variable_event_fields(var))
         return var
 
@@ -409,7 +346,7 @@ class MemorySessions:
         self, ns: str, sid: str, thread: str, subscribed: bool, *, fence: Fence | None = None
     ) -> bool:
         now = now_ms()
-        self.fence_holds(ns, fence, now)
+        self.store.fence_holds(ns, fence, now)
         sess = self._session_live(ns, sid, now)
         present = sess is not None and thread in sess.subscriptions
         if present == subscribed:
@@ -437,7 +374,7 @@ class MemorySessions:
         self, ns: str, sid: str, key: str, limit: int, *, fence: Fence | None = None
     ) -> bool:
         now = now_ms()
-        self.fence_holds(ns, fence, now)
+        self.store.fence_holds(ns, fence, now)
         sess = self._session_touch(ns, sid, self._session_live(ns, sid, now), now)
         if key in sess.dedupe:
             return True
@@ -465,7 +402,7 @@ class MemorySessions:
         fence: Fence | None = None,
     ) -> tuple[bytes | None, bool]:
         now = now_ms()
-        self.fence_holds(ns, fence, now)
+        self.store.fence_holds(ns, fence, now)
         sess = self._session_live(ns, sid, now)
         old = sess.states(kind).get(ident) if sess is not None else None
         new = update(old)
@@ -474,7 +411,7 @@ class MemorySessions:
                 self._session_touch(ns, sid, sess, now)
             return None, False
         grow = len(new or b"") - len(old or b"") + (0 if sess else 2)
-        self.check_quota(ns, 0, grow)
+        self.store.check_quota(ns, 0, grow)
         sess = self._session_touch(ns, sid, sess, now)
         self._session_charge(ns, sess, len(new or b"") - len(old or b""))
         if new is None:
@@ -493,13 +430,13 @@ class MemorySessions:
             return None
         now = now_ms()
         snap = SessionSnapshot(
-            sid, self._view(ns).revision, sess.metadata, sess.ttl_ms, sess.created_at,
+            sid, self.store.view(ns).revision, sess.metadata, sess.ttl_ms, sess.created_at,
             sess.updated_at, sess.expires_at, list(sess.variables.values()),
             sorted(sess.subscriptions), list(sess.dedupe), dict(sess.threads),
             dict(sess.channels),
         )
-        holders = self._view(ns).locks
-        for name, slot in self._session_locks(ns, sid):
+        holders = self.store.view(ns).locks
+        for name, slot in self.locks.scope_slots(ns, sid):
             holder = holders.get((sid, name))
             if holder is not None and (holder.expires_at is None or holder.expires_at > now):
                 snap.locks[name] = LockSnapshot(holder.owner, holder.token, holder.acquired_at,
@@ -511,20 +448,18 @@ class MemorySessions:
     async def session_import(
         self, ns: str, sid: str, snapshot: SessionSnapshot, *, fence: Fence | None = None
     ) -> ImportResult:
-        from app.backends.memory import LockState  # memory.py imports this module
-
         now = now_ms()
-        self.fence_holds(ns, fence, now)
+        self.store.fence_holds(ns, fence, now)
         old = self._session_live(ns, sid, now)
         size = snapshot_bytes(snapshot)
-        self.check_quota(ns, 0, size - (old.used_bytes if old is not None else 0))
-        holders = self._ns(ns).locks
+        self.store.check_quota(ns, 0, size - (old.used_bytes if old is not None else 0))
+        holders = self.store.ns(ns).locks
         prior = {name: holders.get((sid, name)) for name in snapshot.locks}
         prior = {name: h for name, h in prior.items()
                  if h is not None and (h.expires_at is None or h.expires_at > now)}
         self._session_remove(ns, sid, keep_waited=False)
-        self.charge(ns, 0, size)
-        sess = self._session_add(ns, sid, _Session(
+        self.store.charge(ns, 0, size)
+        sess = self._session_add(ns, sid, Session(
             snapshot.metadata, snapshot.created_at or now, now, snapshot.ttl_ms, used_bytes=size
         ))
         self._session_deadline(ns, sid, sess, now)
@@ -537,7 +472,7 @@ class MemorySessions:
         sess.channels = dict(snapshot.channel_state)
         tokens: dict[str, int] = {}
         for name, lock in snapshot.locks.items():
-            slot = self._lock_slot(ns, sid, name)
+            slot = self.locks.slot(ns, sid, name)
             before = prior.get(name)
             token = lock.token
             same_holder = (before is not None and before.owner == lock.owner
@@ -551,10 +486,10 @@ class MemorySessions:
                                              lock.expires_at)
             slot.ttl_ms = lock.ttl_ms
             if lock.expires_at is not None:
-                self.schedule_deadline(lock.expires_at, ns, f"l:{sid}|{name}")
+                self.store.schedule_deadline(lock.expires_at, ns, f"l:{sid}|{name}")
             tokens[name] = token
         for name, entries in snapshot.pending_locks.items():
-            self._lock_slot(ns, sid, name).pending[:] = entries
-        revision = self.emit(ns, "session.imported", sid, now, session=sid,
+            self.locks.slot(ns, sid, name).pending[:] = entries
+        revision = self.store.emit(ns, "session.imported", sid, now, session=sid,
                              extra={"created": old is None}, with_values=False)
         return ImportResult(revision, old is None, tokens)

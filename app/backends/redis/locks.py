@@ -6,7 +6,7 @@ A waiter in exclusive mode gets a random ticket and a place in the lock's FIFO l
 (``lockwait``, at most ``Bounds.lock_max_waiters`` long: beyond, 429); whoever frees the
 lock (a release, a force-release, the expiry run by any replica's sweeper) hands it to
 the first live ticket in the same script, pushes that ticket's wake list and publishes
-the ticket, which the process's one listener (``redis_wakeups``) turns into the waiter's
+the ticket, which the process's one listener (``wakeups.py``) turns into the waiter's
 wake-up: waiting holds no connection. The waiter then *claims* the lock, taking the
 pending entries; one that gives up removes itself atomically and still gets a lock
 handed to it in the meantime.
@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from app.backends.base_txn import lease_not_found
-from app.backends.locking import (
+from app.backends.parts.locks import LockEngine
+from app.backends.redis.store import RedisStore, lua_pattern, text
+from app.backends.redis.wakeups import RESYNC, LockWakeups, Wake
+from app.domain.leases import lease_not_found
+from app.domain.locks import (
     LockInfo,
     LockOutcome,
     LockRelease,
@@ -31,27 +34,21 @@ from app.backends.locking import (
     not_owner,
     too_many_waiters,
 )
-from app.backends.redis_wakeups import RESYNC, LockWakeups, Wake
 from app.syntax import Pattern
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
 
-    from app.backends.base import Bounds
-    from app.backends.redis_nodes import RedisNodes
+    pass
 
 #: Shortest wait worth starting.
 _MIN_BLOCK_SECONDS = 0.001
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
 
 def _info(name: str, fields: Sequence[Any], offset: int = 1) -> LockInfo:
     owner, token, acquired_at, expires_at, pending = fields[offset : offset + 5]
     return LockInfo(
-        name, _s(owner), int(token), int(acquired_at), int(expires_at) or None, int(pending)
+        name, text(owner), int(token), int(acquired_at), int(expires_at) or None, int(pending)
     )
 
 
@@ -59,22 +56,18 @@ def _entries(reply: Sequence[Any], start: int) -> tuple[bytes, ...]:
     return tuple(bytes(item) for item in reply[start:])
 
 
-class RedisLocks:
-    """The lock engine of RedisBackend (a mixin: it uses the backend's scripts)."""
+class RedisLocks(LockEngine):
+    """The lock engine of RedisBackend (on a ``RedisStore``: its scripts)."""
 
-    if TYPE_CHECKING:
-        bounds: Bounds
-        nodes: RedisNodes
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
+        #: The process's one pub/sub listener; it subscribes on its first waiter.
+        self.wakeups = LockWakeups(store.nodes.listener)
+        self.withdrawals: set[asyncio.Task[Any]] = set()
 
-        async def call(
-            self, key: str, queue: Callable[[Any], Any], *, write: bool, blocking: bool = False
-        ) -> Any: ...
+    async def close(self) -> None:
+        await self.wakeups.close()
 
-        async def run(
-            self, script: str, ns: str, *args: Any, client: Redis | None = None
-        ) -> Any: ...
-
-        async def register_deadlines(self, ns: str) -> None: ...
 
     async def lock_acquire(
         self,
@@ -86,19 +79,19 @@ class RedisLocks:
     ) -> LockOutcome:
         waits = request.mode == "exclusive" and request.wait_s > 0
         if request.ttl_ms > 0 or waits:  # a lock handed to a waiter has a claim deadline
-            await self.register_deadlines(ns)
+            await self.store.register_deadlines(ns)
         ticket = secrets.token_hex(16) if waits else ""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + request.wait_s
 
         async def step(name_of_step: str, item: bytes = b"") -> Any:
-            return await self.run(
+            return await self.store.run(
                 "lock_acquire", ns, scope, name, request.owner, request.ttl_ms, request.mode,
                 request.entry, request.max_pending, ticket, round(request.wait_s * 1000),
-                name_of_step, item, self.bounds.lock_max_waiters, request.lease or "",
+                name_of_step, item, self.store.bounds.lock_max_waiters, request.lease or "",
             )
 
-        wakeups = self._lock_wakeups()
+        wakeups = self.wakeups
         woken = wakeups.register(ticket) if waits else None  # before joining the line
         try:
             try:
@@ -143,22 +136,13 @@ class RedisLocks:
             raise too_many_waiters(name, int(reply[1]))
         return _outcome(name, reply, request.lease)
 
-    def _lock_wakeups(self) -> LockWakeups:
-        wakeups: LockWakeups | None = getattr(self, "_wakeups", None)
-        if wakeups is None:
-            wakeups = self._wakeups = LockWakeups(self.nodes.listener)
-        return wakeups
-
     async def _lock_handed(self, ns: str, ticket: str) -> bool:
         """Whether the lock was handed to ``ticket`` (its wake list was pushed)."""
         key = f"cb:{{{ns}}}:lockwake:{ticket}"
-        return bool(await self.call(key, lambda c: c.exists(key), write=False))
+        return bool(await self.store.call(key, lambda c: c.exists(key), write=False))
 
     def _lock_withdraw(self, call: Any) -> None:
-        tasks: set[asyncio.Task[Any]] | None = getattr(self, "_lock_withdrawals", None)
-        if tasks is None:
-            tasks = set()
-            self._lock_withdrawals = tasks
+        tasks = self.withdrawals
         task = asyncio.ensure_future(call)
         tasks.add(task)
         task.add_done_callback(_finish_withdrawal(tasks))
@@ -167,11 +151,11 @@ class RedisLocks:
         self, ns: str, scope: str, name: str, owner: str, token: int, ttl_ms: int | None
     ) -> LockInfo:
         if ttl_ms:
-            await self.register_deadlines(ns)
-        reply = await self.run(
+            await self.store.register_deadlines(ns)
+        reply = await self.store.run(
             "lock_refresh", ns, scope, name, owner, token, "" if ttl_ms is None else ttl_ms
         )
-        status = _s(reply[0])
+        status = text(reply[0])
         if status == "ok":
             return _info(name, reply)
         _raise_not_holding(status, name, reply, owner, token)
@@ -180,31 +164,30 @@ class RedisLocks:
     async def lock_release(
         self, ns: str, scope: str, name: str, owner: str, token: int
     ) -> LockRelease:
-        reply = await self.run("lock_release", ns, scope, name, owner, token, "0")
-        status = _s(reply[0])
+        reply = await self.store.run("lock_release", ns, scope, name, owner, token, "0")
+        status = text(reply[0])
         if status == "released":
             return LockRelease(_info(name, reply), _entries(reply, 6))
         _raise_not_holding(status, name, reply, owner, token)
         raise AssertionError("unreachable")
 
     async def lock_force_release(self, ns: str, scope: str, name: str) -> LockRelease:
-        reply = await self.run("lock_release", ns, scope, name, "", 0, "1")
-        if _s(reply[0]) == "released":
+        reply = await self.store.run("lock_release", ns, scope, name, "", 0, "1")
+        if text(reply[0]) == "released":
             return LockRelease(_info(name, reply), _entries(reply, 6))
         return LockRelease(None, _entries(reply, 1))
 
     async def lock_get(self, ns: str, scope: str, name: str) -> tuple[LockInfo | None, int]:
-        reply = await self.run("lock_read", ns, scope, name)
+        reply = await self.store.run("lock_read", ns, scope, name)
         pending = int(reply[0])
         if len(reply) == 1:
             return None, pending
         return _info(name, [*reply[1:], pending], 0), pending
 
     async def lock_list(self, ns: str, scope: str, pattern: Pattern) -> list[LockInfo]:
-        from app.backends.redis import lua_pattern  # redis.py imports this module
 
-        reply = await self.run("lock_list", ns, scope, pattern.prefix, lua_pattern(pattern))
-        return [_info(_s(reply[i]), reply, i + 1) for i in range(0, len(reply), 6)]
+        reply = await self.store.run("lock_list", ns, scope, pattern.prefix, lua_pattern(pattern))
+        return [_info(text(reply[i]), reply, i + 1) for i in range(0, len(reply), 6)]
 
 
 async def _first_of(
@@ -237,7 +220,7 @@ def _finish_withdrawal(tasks: set[asyncio.Task[Any]]) -> Any:
 
 
 def _outcome(name: str, reply: Sequence[Any], lease: str | None = None) -> LockOutcome:
-    status = _s(reply[0])
+    status = text(reply[0])
     if status == "acquired":
         return LockOutcome("acquired", _info(name, reply), _entries(reply, 6))
     if status == "lease_not_found":

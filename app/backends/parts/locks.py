@@ -1,0 +1,67 @@
+"""The lock engine: holders with fencing tokens, pending lists, FIFO waiters."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+
+from app.domain.locks import LockInfo, LockOutcome, LockRelease, LockRequest
+from app.syntax import Pattern
+
+
+class LockEngine(ABC):
+    """Locks with fencing tokens, pending lists and FIFO waiters (API.md section 4).
+
+    ``scope`` is "" for the namespace's locks (/v1/locks) or a session id for a
+    session's locks; events of a session-scoped lock carry ``session`` = the scope.
+    """
+
+    @abstractmethod
+    async def lock_acquire(
+        self,
+        ns: str,
+        scope: str,
+        name: str,
+        request: LockRequest,
+        gone: asyncio.Event | None = None,
+    ) -> LockOutcome:
+        """Acquire ``name`` for ``request.owner``, or queue/debounce its entry.
+
+        Free (or past its deadline): a new holder with the next fencing token; the pending
+        entries are handed over (and cleared). Held by the same owner: extended, same
+        token, pending handed over. Held by another: ``queue`` appends the entry,
+        ``debounce`` replaces the pending list with it; ``exclusive`` waits up to
+        ``wait_s`` in FIFO order, then raises Conflict(lock_held) with the holder.
+        ``gone`` set while waiting (the client went away) ends the wait: the waiter
+        leaves the line, gives back a lock handed to it, and gets Conflict(lock_held).
+        """
+
+    @abstractmethod
+    async def lock_refresh(
+        self, ns: str, scope: str, name: str, owner: str, token: int, ttl_ms: int | None
+    ) -> LockInfo:
+        """Extend the holder's deadline by ``ttl_ms`` (None: the TTL it was acquired with).
+
+        Raises Conflict(lock_not_held) when free or held under another token by this
+        owner, Conflict(not_owner) when another owner holds it.
+        """
+
+    @abstractmethod
+    async def lock_release(
+        self, ns: str, scope: str, name: str, owner: str, token: int
+    ) -> LockRelease:
+        """Release and hand the pending entries to the caller; the next waiter gets the
+        lock. Errors as for ``lock_refresh``."""
+
+    @abstractmethod
+    async def lock_force_release(self, ns: str, scope: str, name: str) -> LockRelease:
+        """Release whatever holds the lock (admin) and hand over the pending entries; on
+        a free lock, only the pending entries are taken."""
+
+    @abstractmethod
+    async def lock_get(self, ns: str, scope: str, name: str) -> tuple[LockInfo | None, int]:
+        """The live holder (None when free) and the number of pending entries."""
+
+    @abstractmethod
+    async def lock_list(self, ns: str, scope: str, pattern: Pattern) -> list[LockInfo]:
+        """The held locks of ``scope`` whose names match ``pattern``, in name order."""

@@ -1,0 +1,69 @@
+"""The Redis script runner's batching: the light script calls made in one turn of the
+event loop go out together, one bounded pipeline per node, each call answered by its own
+reply (``RedisNodes.execute`` and ``nodes.bounded_pipeline``)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from app.backends.redis.nodes import Command, RedisNodes
+
+#: Light script calls sent in one pipeline at most.
+MAX_BATCH = 64
+
+
+class ScriptBatcher:
+    """Sends the script calls made in one turn of the event loop together: one pipeline
+    per node (see ``RedisNodes.execute``).
+
+    Under concurrency many requests each need one script run; batching them saves a
+    network round trip, a socket write and a timeout timer per call, which is most of
+    redis-py's per-call cost. A lone call is sent as it is. Results return in order; a
+    failed call fails only its own caller, and a whole-batch failure fails each of them.
+    Only light scripts are batched (``HEAVY_SCRIPTS`` go alone), at most ``MAX_BATCH``
+    per pipeline, so one call's answer never waits on, or times out with, a slow script.
+    """
+
+    def __init__(self, nodes: RedisNodes) -> None:
+        self.nodes = nodes
+        self._pending: list[tuple[Command, asyncio.Future[Any]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, command: Command) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((command, future))
+        return future
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        loop = asyncio.get_running_loop()
+        for start in range(0, len(pending), MAX_BATCH):
+            task = loop.create_task(self._send(pending[start : start + MAX_BATCH]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
+        try:
+            results = await self.nodes.execute([command for command, _ in batch])
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()

@@ -1,0 +1,205 @@
+"""What every part of the Redis backend runs on: the nodes, the loaded Lua scripts and
+the one way state changes, ``RedisStore.run`` (a script per atomic step; light scripts
+batched into bounded pipelines, heavy ones sent alone); the deadline index; and the one
+boundary where Redis failures become 503 backend_unavailable, ``mapped_errors``.
+
+Every multi-step change is one Lua script (``lua/``), prefixed by ``common.lua`` and the
+``lib_*.lua`` libraries, so the mutation, the revision, the history and the stream append
+cannot come apart. All keys of a namespace carry ``{ns}`` as a hash tag and so live on
+one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from app.backends.redis.nodes import Command, RedisNodes
+from app.backends.redis.runner import ScriptBatcher
+from app.backends.redis.sweeper import DEADLINES_KEY, DeadlineIndex
+from app.domain.bounds import Bounds, quota_exceeded
+from app.domain.fence import Fence
+from app.errors import BackendUnavailable
+from app.syntax import Pattern
+
+#: Set of namespaces that ever had deadlines: walked slowly by the sweeper's repair pass
+#: (sweeper.py) and by the artifact collectors.
+NAMESPACES_KEY = "cb:namespaces"
+#: Scripts that change nothing: they need no WAIT for replicas.
+READ_ONLY_SCRIPTS = frozenset({
+    "kv_read", "kv_list", "read_events", "lock_read", "lock_list", "session_get",
+    "session_list", "artifacts_get", "artifacts_list", "var_read", "fence_check",
+    "txn_read", "lease_get", "lease_list",
+})
+#: Scripts whose work grows with the data (listings, snapshots, imports, sweeps, log
+#: reads, deletes of whole sessions): each is sent alone, never in a pipeline, so a slow
+#: one cannot hold up (or time out) the answers of the light calls made beside it.
+HEAVY_SCRIPTS = frozenset({
+    "kv_list", "artifacts_list", "session_list", "lock_list", "session_snapshot",
+    "session_import", "session_delete", "expire_due", "read_events", "artifacts_gc",
+    "var_read", "kv_delete_pattern", "lease_list", "lease_revoke", "txn", "txn_read",
+})
+
+
+def load_scripts() -> dict[str, str]:
+    folder = resources.files("app.backends") / "lua"
+    prelude = (folder / "common.lua").read_text()
+    libraries = sorted(
+        p.name for p in folder.iterdir() if p.name.startswith("lib_") and p.name.endswith(".lua")
+    )
+    prelude += "".join("\n" + (folder / name).read_text() for name in libraries)
+    # Each script runs as a function so that a deadline the global index may not know of
+    # (RESCHEDULE, set by set_deadline) can be added to whatever it replies.
+    tail = (
+        "\nend\nlocal __reply = __script()\nif RESCHEDULE then\n"
+        "  return {'__reschedule', string.format('%d', RESCHEDULE), __reply}\nend\n"
+        "return __reply\n"
+    )
+    return {
+        p.name[:-4]: prelude + "\nlocal function __script()\n" + p.read_text() + tail
+        for p in folder.iterdir()
+        if p.name.endswith(".lua") and p.name != "common.lua" and not p.name.startswith("lib_")
+    }
+
+
+def lua_pattern(pattern: Pattern) -> str:
+    """The pattern argument of the listing scripts: '' when the pattern names one key
+    exactly, else its text, matched by glob_match in common.lua (linear time)."""
+    return "" if pattern.exact else pattern.text
+
+
+def text(value: Any) -> str:
+    """A reply field as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisStore:
+    """The nodes, the scripts and the deadline index the parts share."""
+
+    def __init__(self, nodes: RedisNodes, *, key_history: int, bounds: Bounds, url: str) -> None:
+        self.nodes = nodes
+        self.key_history = key_history
+        self.bounds = bounds
+        self.bounds_arg = bounds.script_arg()
+        self.url = url
+        self.sources = load_scripts()
+        #: Registered on the first node's client; run on any node by their sha.
+        self.scripts: dict[str, AsyncScript] = {
+            name: nodes.client.register_script(source) for name, source in self.sources.items()
+        }
+        self.batcher = ScriptBatcher(nodes)
+        self.deadlines = DeadlineIndex(nodes)
+        self.registered_ns: set[str] = set()
+
+    async def start(self) -> None:
+        """Reach the nodes and load every script once, so a broken script fails now."""
+        async with self.mapped_errors():
+            await self.nodes.start()
+            await self.nodes.ready()
+            for client in self.nodes.masters():
+                for script in self.scripts.values():
+                    await client.script_load(script.script)
+            # Namespaces registered before the deadline index existed: visit each once.
+            if not await self.nodes.call(
+                Command(DEADLINES_KEY, lambda c: c.exists(DEADLINES_KEY), write=False)
+            ):
+                legacy = [text(n) for n in await self.nodes.call(
+                    Command(NAMESPACES_KEY, lambda c: c.smembers(NAMESPACES_KEY), write=False)
+                )]
+                if legacy:
+                    await self.nodes.call(Command(
+                        DEADLINES_KEY,
+                        lambda c: c.zadd(DEADLINES_KEY, dict.fromkeys(legacy, 0), nx=True),
+                    ))
+
+    async def close(self) -> None:
+        await self.batcher.close()
+        await self.nodes.close()
+
+    def mapped_errors(self) -> AbstractAsyncContextManager[None]:
+        """Map this backend's Redis failures to BackendUnavailable (see ``mapped_errors``)."""
+        return mapped_errors(self.url)
+
+    async def call(
+        self, key: str, queue: Callable[[Any], Any], *, write: bool, blocking: bool = False
+    ) -> Any:
+        """One command on the node serving ``key``, with Redis failures mapped to 503;
+        ``queue`` is redis-py's method, e.g. ``lambda c: c.get(key)``."""
+        async with self.mapped_errors():
+            return await self.nodes.call(Command(key, queue, write=write, blocking=blocking))
+
+    async def run(self, script: str, ns: str, *args: Any, client: Redis | None = None) -> Any:
+        """Run one Lua script against namespace ``ns``; the single way state changes."""
+        argv = [f"cb:{{{ns}}}:rev", ns, self.bounds_arg, self.key_history, *args]
+        code = self.scripts[script]
+        # With WAIT, read_events writes a marker, so that WAIT covers what it read.
+        write = script not in READ_ONLY_SCRIPTS or (
+            script == "read_events" and self.nodes.wait_replicas > 0
+        )
+        command = Command(
+            argv[0], lambda c: c.evalsha(code.sha, 1, *argv),
+            write=write, script=self.sources[script],
+        )
+        async with self.mapped_errors():
+            if client is not None:
+                reply = await code(keys=argv[:1], args=argv[1:], client=client)
+            elif script in HEAVY_SCRIPTS:
+                # Alone, never in a pipeline: a slow one holds up no light call.
+                reply = await self.nodes.call(command)
+            else:
+                reply = await self.batcher.submit(command)
+        if isinstance(reply, list) and reply and reply[0] == b"__reschedule":
+            # Rule 1 of sweeper.py: tell the index after the script, in its own call.
+            async with self.mapped_errors():
+                await self.deadlines.schedule(ns, int(reply[1]))
+            reply = reply[2] if len(reply) > 2 else None
+        if isinstance(reply, list) and reply and reply[0] == b"quota_exceeded":
+            raise quota_exceeded(ns, text(reply[1]), int(reply[2]))
+        return reply
+
+    async def check_fence(self, ns: str, fence: Fence | None) -> None:
+        """Raise StaleFence unless ``fence`` (if any) holds now. A write that failed its
+        own checks in Python asks this first: a stale fence is reported before anything
+        else, as in a backend whose whole write is one atomic step."""
+        if fence is not None:
+            reply = await self.run("fence_check", ns, *Fence.script_args(fence))
+            if text(reply[0]) == "stale_fence":
+                raise fence.stale()
+
+    async def register_deadlines(self, ns: str) -> None:
+        """Make the sweepers visit ``ns``: needed once per namespace that gets a deadline."""
+        if ns in self.registered_ns:
+            return
+        await self.call(NAMESPACES_KEY, lambda c: c.sadd(NAMESPACES_KEY, ns), write=True)
+        self.registered_ns.add(ns)
+
+
+@asynccontextmanager
+async def mapped_errors(url: str, client: Any = None) -> AsyncIterator[None]:
+    """The one boundary where Redis failures become 503 backend_unavailable.
+
+    (A broken connection's pool is cleaned where it broke: ``RedisNodes._send``. Calls
+    are never retried here, since a timed-out script may have run.)
+    """
+    try:
+        yield
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise BackendUnavailable(
+            f"The Redis backend is unavailable ({type(exc).__name__}: {exc}).".replace(
+                url, _redact(url)
+            )
+        ) from exc
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
