@@ -97,6 +97,12 @@ class Limits(BaseModel):
     lock_max_pending: int = Field(description="Pending entries per lock")
     max_watchers: int = Field(description="Open watch streams per process (503 beyond)")
     max_patch_ops: int = Field(description="Operations of a JSON Patch")
+    max_txn_ops: int = Field(
+        description="Compares, and operations per branch, of one transaction (POST /v1/txn)"
+    )
+    max_pattern_delete_keys: int = Field(
+        description="Keys one DELETE /v1/kv?pattern= removes (409 too_many_keys beyond)"
+    )
     max_json_depth: int = Field(description="Levels of nesting of any JSON accepted (422 beyond)")
     max_number_digits: int = Field(
         description="Digits of a number in a header, path or query parameter (400 beyond)"

@@ -43,7 +43,7 @@ async def test_capabilities_list_every_limit(
         "max_artifact_bytes": 5000, "max_list_limit": 77, "key_history": 7,
         "event_retention": 1234, "event_retention_bytes": 99_999, "namespace_max_keys": 55,
         "namespace_max_bytes": 66_666, "lock_max_waiters": 9, "lock_max_pending": 8,
-        "max_watchers": 12, "max_patch_ops": 33,
+        "max_watchers": 12, "max_patch_ops": 33, "max_txn_ops": 21,
     }
     async with make_client(**configured) as c:
         limits = (await c.get("/v1/capabilities")).json()["limits"]
@@ -51,6 +51,7 @@ async def test_capabilities_list_every_limit(
     assert limits["max_json_depth"] == 255 and limits["max_number_digits"] == 20
     assert limits["max_key_bytes"] == 512 and limits["max_events_limit"] == 10_000
     assert limits["max_poll_wait_seconds"] == 300 and limits["max_lock_wait_seconds"] == 60
+    assert limits["max_pattern_delete_keys"] == 10_000
     schema = json.loads(SPEC.read_text())["components"]["schemas"]["Limits"]
     assert set(schema["properties"]) == set(limits) == set(schema["required"])
 

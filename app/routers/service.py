@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import PlainTextResponse, Response
 
 from app import __version__
+from app.domain.leases import MAX_PATTERN_DELETE
 from app.errors import BackendUnavailable
 from app.models import Capabilities, Health, Problem
 from app.routers.common import MAX_JSON_DEPTH, BackendDep, SettingsDep, json_response
@@ -75,6 +76,8 @@ def limits_of(settings: Settings) -> dict[str, Any]:
         "lock_max_pending": settings.lock_max_pending,
         "max_watchers": settings.max_watchers,
         "max_patch_ops": settings.max_patch_ops,
+        "max_txn_ops": settings.max_txn_ops,
+        "max_pattern_delete_keys": MAX_PATTERN_DELETE,
         "max_json_depth": MAX_JSON_DEPTH,
         "max_number_digits": MAX_DIGITS,
         "max_pattern_length": MAX_PATTERN_LENGTH,
