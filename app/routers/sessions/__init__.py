@@ -13,11 +13,12 @@ from fastapi import APIRouter
 
 from app.routers.sessions import chat, locks, records, snapshot, variables
 from app.routers.sessions.models import BatchWriteRequest
+from app.routers.sessions.shared import PREFIX, TAGS
 from app.routers.sessions.variables import write_values
 
 __all__ = ["BatchWriteRequest", "router", "write_values"]
 
-#: Every session route, in the order they are matched.
+#: Every session route under /v1/sessions, in the order they are matched.
 router = APIRouter()
 for _part in (records, variables, chat, snapshot, locks):
-    router.include_router(_part.router)
+    router.include_router(_part.router, prefix=PREFIX, tags=list(TAGS))

@@ -29,18 +29,10 @@ from app.routers.common import (
     read_body,
 )
 from app.routers.sessions.models import DedupeModel, DedupeRequest, SubscribedModel, ThreadList
-from app.routers.sessions.shared import (
-    ERRORS,
-    PREFIX,
-    TAGS,
-    WRITE,
-    SessionDep,
-    encoded_value,
-    read_model,
-)
+from app.routers.sessions.shared import ERRORS, WRITE, SessionDep, encoded_value, read_model
 from app.syntax import check_id
 
-router = APIRouter(prefix=PREFIX, tags=list(TAGS))
+router = APIRouter()
 
 
 def thread_path(thread: str) -> str:

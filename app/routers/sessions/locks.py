@@ -19,10 +19,10 @@ from fastapi import APIRouter, Depends, Request
 from app.errors import InvalidRequest
 from app.routers.common import BackendDep, NamespaceDep
 from app.routers.locks import lock_router
-from app.routers.sessions.shared import PREFIX, TAGS
+from app.routers.sessions.shared import TAGS
 from app.syntax import LOCK_ACTIONS, check_id, check_key
 
-router = APIRouter(prefix=PREFIX, tags=list(TAGS))
+router = APIRouter()
 
 
 async def use_session_for_lock(

@@ -18,18 +18,10 @@ from app.routers.common import (
     json_response,
 )
 from app.routers.sessions.models import SessionList, SessionModel, SessionPutRequest
-from app.routers.sessions.shared import (
-    ERRORS,
-    PREFIX,
-    TAGS,
-    WRITE,
-    SessionDep,
-    encoded_value,
-    read_model,
-)
+from app.routers.sessions.shared import ERRORS, WRITE, SessionDep, encoded_value, read_model
 from app.syntax import duration_ms, parse_duration
 
-router = APIRouter(prefix=PREFIX, tags=list(TAGS))
+router = APIRouter()
 
 
 @router.get(

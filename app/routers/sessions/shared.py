@@ -22,6 +22,7 @@ from app.routers.common import (
 from app.settings import Settings
 from app.syntax import check_id
 
+#: Where app/routers/sessions/__init__.py mounts every session router, and their tag.
 PREFIX = "/v1/sessions"
 TAGS: list[str] = ["sessions"]
 #: Small bodies (session metadata, dedupe, subscriptions) beyond the value limit.

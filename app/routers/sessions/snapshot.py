@@ -21,11 +21,11 @@ from app.routers.common import (
     read_body,
 )
 from app.routers.sessions.models import ImportModel
-from app.routers.sessions.shared import ERRORS, PREFIX, TAGS, WRITE, SessionDep
+from app.routers.sessions.shared import ERRORS, WRITE, SessionDep
 from app.snapshots import parse_snapshot
 from app.syntax import now_ms
 
-router = APIRouter(prefix=PREFIX, tags=list(TAGS))
+router = APIRouter()
 
 
 @router.get(

@@ -36,19 +36,11 @@ from app.routers.sessions.models import (
     VariableRegisterRequest,
     VariableSetRequest,
 )
-from app.routers.sessions.shared import (
-    ERRORS,
-    PREFIX,
-    TAGS,
-    WRITE,
-    SessionDep,
-    encoded_value,
-    read_model,
-)
+from app.routers.sessions.shared import ERRORS, WRITE, SessionDep, encoded_value, read_model
 from app.settings import Settings
 from app.variables import check_definition, check_ident, check_name, new_variable_id, value_error
 
-router = APIRouter(prefix=PREFIX, tags=list(TAGS))
+router = APIRouter()
 
 _IF_MATCH: dict[str, Any] = {
     "name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
