@@ -19,17 +19,12 @@ from app.domain.artifacts import NO_ARTIFACT_CONDITION
 from app.errors import BackendUnavailable, InvalidRequest, NotFound, PayloadTooLarge
 from app.events import EventFilter, Hub
 from app.models import Duration
-from app.routers.artifacts import (
-    RESOLVE_ATTEMPTS,
-    artifact_key,
-    content_type_of,
-    store_artifact,
-)
-from app.routers.common import PageRequest, dump_json
+from app.routers.artifacts.parsing import artifact_key, content_type_of
+from app.routers.artifacts.transfer import RESOLVE_ATTEMPTS, store_artifact
+from app.routers.common import MERGE_PATCH, PageRequest, dump_json
 from app.routers.events import poll
 from app.routers.kv import (
     JSON_PATCH,
-    MERGE_PATCH,
     key_of,
     lease_of,
     patch_update,

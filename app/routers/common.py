@@ -8,21 +8,27 @@ import base64
 import binascii
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
 from app.backends.base import NO_CONDITION, Backend, Fence, Precondition
-from app.errors import InvalidRequest, PayloadTooLarge, Unprocessable
+from app.errors import InvalidRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from app.events import Hub
+from app.models import Problem
 from app.settings import Settings
 from app.syntax import MAX_DIGITS, Pattern, check_id, check_key, is_count, parse_count, parse_etag
 
 JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def get_backend(request: Request) -> Backend:
@@ -58,6 +64,15 @@ class PageRequest:
     def next_cursor(last: str | None) -> str | None:
         return encode_cursor(last) if last else None
 
+    def response(self, items: list[Any], last: str | None, revision: int | None = None
+                 ) -> Response:
+        """The listing's answer: the page's items, the cursor that continues after ``last``
+        and, for a listing read at one revision, that revision."""
+        body: dict[str, Any] = {"items": items, "next_cursor": self.next_cursor(last)}
+        if revision is not None:
+            body["revision"] = revision
+        return json_response(orjson.dumps(body))
+
     @classmethod
     def parse(cls, pattern: str, limit: int, cursor: str | None, maximum: int) -> PageRequest:
         """A page checked: the pattern's syntax, 1 <= limit <= maximum, a cursor given out."""
@@ -92,6 +107,21 @@ FENCE_PARAMETERS: list[dict[str, Any]] = [
     {"name": "Fence-Session", "in": "header", "required": False, "schema": {"type": "string"},
      "description": "The session of a session-scoped Fence-Lock"},
 ]
+
+
+#: The documented 503 of every backed call.
+BACKEND_UNAVAILABLE: dict[str, Any] = {
+    "model": Problem, "description": "Backend unavailable; retry after Retry-After",
+}
+
+
+def json_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of a route that reads ``model`` from a JSON body itself
+    (with ``validated``), for its ``openapi_extra``."""
+    return {
+        "required": required,
+        "content": {JSON: {"schema": model.model_json_schema()}},
+    }
 
 
 def namespace_of(request: Request) -> str:
@@ -218,6 +248,29 @@ def dump_json(value: Any, *, what: str = "value", location: str = "body") -> byt
             f"The {what} cannot be stored: {exc}.",
             errors=[{"location": [location], "message": str(exc)}],
         ) from exc
+
+
+def validated(model: type[M], raw: bytes, *, optional: bool = False) -> M:
+    """The body as ``model``; errors answer like FastAPI's own body validation. An empty
+    body is ``{}`` when ``optional``, else it fails validation."""
+    data = parse_json(raw) if raw.strip() else ({} if optional else None)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from exc
+
+
+def check_json_body(request: Request, *, patch: bool = False) -> None:
+    """415 unless the body is JSON (no Content-Type counts as JSON); with ``patch`` a
+    merge patch is accepted too."""
+    mt = media_type(request)
+    if mt == "" or is_json_media(mt):
+        return
+    raise UnsupportedMediaType(
+        f"Content-Type {mt!r} is not accepted: send application/json"
+        + (f" or {MERGE_PATCH}." if patch else ".")
+    )
 
 
 def media_type(request: Request) -> str:

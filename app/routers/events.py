@@ -1,7 +1,7 @@
 """The change feed over HTTP (API.md section 3): ``GET /v1/watch`` streams it as
 Server-Sent Events, ``GET /v1/events`` serves the same feed as a long poll.
 
-Both go through the process's ``Hub`` (app/events.py); this module only parses the
+Both go through the process's ``Hub`` (app/events/); this module only parses the
 request, picks the resume point and turns frames into a response.
 """
 

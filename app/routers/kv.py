@@ -17,8 +17,10 @@ from app.errors import InvalidRequest, NotFound, PayloadTooLarge, UnsupportedMed
 from app.models import IncrementRequest, KeyEntryModel, KeyHistory, KeyList, Problem, TouchRequest
 from app.patching import json_patch, merge_patch
 from app.routers.common import (
+    BACKEND_UNAVAILABLE,
     FENCE_PARAMETERS,
     KEY_PARAMETER,
+    MERGE_PATCH,
     BackendDep,
     Endpoint,
     NamespaceDep,
@@ -49,7 +51,6 @@ from app.syntax import (
 
 router = APIRouter(prefix="/v1/kv", tags=["keys"])
 
-MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -57,7 +58,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"model": Problem, "description": "stale_fence: the fencing token does not hold the lock"},
     412: {"model": Problem, "description": "Precondition failed; `current` is the entry"},
     413: {"model": Problem, "description": "Value over CORKBOARD_MAX_VALUE_BYTES"},
-    503: {"model": Problem, "description": "Backend unavailable; retry after Retry-After"},
+    503: BACKEND_UNAVAILABLE,
 }
 _IF_MATCH: dict[str, Any] = {
     "name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
@@ -415,11 +416,5 @@ async def list_keys(
     values: Annotated[bool, Query(description="Include values")] = True,
 ) -> Response:
     found = await backend.kv_list(ns, page.pattern, limit=page.limit, after=page.after)
-    body = orjson.dumps(
-        {
-            "items": [e.as_dict(with_value=values) for e in found.items],
-            "next_cursor": page.next_cursor(found.next_cursor),
-            "revision": found.revision,
-        }
-    )
-    return json_response(body)
+    items = [e.as_dict(with_value=values) for e in found.items]
+    return page.response(items, found.next_cursor, found.revision)

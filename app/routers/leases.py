@@ -16,7 +16,13 @@ from app.backends.base import Backend
 from app.domain.leases import LeaseInfo, lease_not_found
 from app.errors import InvalidTTL
 from app.models import Duration, Problem
-from app.routers.common import BackendDep, NamespaceDep, PageDep, json_response
+from app.routers.common import (
+    BACKEND_UNAVAILABLE,
+    BackendDep,
+    NamespaceDep,
+    PageDep,
+    json_response,
+)
 from app.syntax import check_id, duration_ms, parse_duration
 
 router = APIRouter(prefix="/v1/leases", tags=["leases"])
@@ -60,7 +66,7 @@ class LeaseList(BaseModel):
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": Problem, "description": "invalid_key (the id) or invalid_ttl"},
-    503: {"model": Problem, "description": "Backend unavailable; retry after Retry-After"},
+    503: BACKEND_UNAVAILABLE,
 }
 _NOT_FOUND: dict[int | str, dict[str, object]] = {
     404: {"model": Problem, "description": "lease_not_found: never granted, revoked or expired"},
@@ -117,8 +123,7 @@ async def keepalive(backend: Backend, ns: str, lease_id: str) -> LeaseInfo:
 )
 async def list_leases(ns: NamespaceDep, backend: BackendDep, page: PageDep) -> Response:
     items, last = await backend.lease_list(ns, page.pattern, limit=page.limit, after=page.after)
-    body = {"items": [i.as_dict() for i in items], "next_cursor": page.next_cursor(last)}
-    return json_response(orjson.dumps(body))
+    return page.response([i.as_dict() for i in items], last)
 
 
 @router.get(

@@ -11,25 +11,26 @@ import asyncio
 import time
 from collections.abc import Callable
 from enum import Enum
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.responses import Response
 
 from app.domain.locks import LockRequest
 from app.errors import Conflict, InvalidRequest, InvalidTTL, NotFound, PayloadTooLarge
 from app.models import Duration, Problem
 from app.routers.common import (
+    BACKEND_UNAVAILABLE,
     BackendDep,
     NamespaceDep,
     SettingsDep,
     dump_json,
+    json_body,
     json_response,
-    parse_json,
     read_body,
+    validated,
 )
 from app.settings import Settings
 from app.syntax import LOCK_ACTIONS, Pattern, check_id, check_key, duration_ms, parse_duration
@@ -121,35 +122,14 @@ class LockList(BaseModel):
     items: list[LockHolder]
 
 
-M = TypeVar("M", bound=BaseModel)
-
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "invalid_key, invalid_ttl or a malformed body"},
     422: {"model": Problem, "description": "validation_failed: a body field is wrong"},
-    503: {"model": Problem, "description": "Backend unavailable; retry after Retry-After"},
+    503: BACKEND_UNAVAILABLE,
 }
 _CONFLICTS: dict[int | str, dict[str, Any]] = {
     409: {"model": Problem, "description": "not_owner (with `holder`) or lock_not_held"},
 }
-
-
-def _validated(model: type[M], raw: bytes) -> M:
-    """The body as ``model``; errors answer like FastAPI's own body validation."""
-    data = parse_json(raw) if raw.strip() else None
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-        raise RequestValidationError(errors) from exc
-
-
-def _body_schema(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
-    return {
-        "requestBody": {
-            "required": required,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        }
-    }
 
 
 async def _set_when_disconnected(request: Request, gone: asyncio.Event) -> None:
@@ -234,13 +214,13 @@ def lock_router(
         response_model=LockRefreshed,
         responses={**_CONFLICTS, **_ERRORS},
         summary="Extend a held lock's lease",
-        openapi_extra=_body_schema(LockRefreshRequest),
+        openapi_extra={"requestBody": json_body(LockRefreshRequest)},
     )
     async def refresh_lock(
         name: str, request: Request, scope: Scope, ns: NamespaceDep, backend: BackendDep
     ) -> Response:
         name = lock_name(name)
-        body = _validated(LockRefreshRequest, await read_body(request, SMALL_BODY_BYTES))
+        body = validated(LockRefreshRequest, await read_body(request, SMALL_BODY_BYTES))
         info = await backend.lock_refresh(
             ns, scope, name, body.owner, body.token, refresh_ttl_ms(body)
         )
@@ -252,13 +232,13 @@ def lock_router(
         response_model=LockReleased,
         responses={**_CONFLICTS, **_ERRORS},
         summary="Release a lock and take its pending entries",
-        openapi_extra=_body_schema(LockReleaseRequest),
+        openapi_extra={"requestBody": json_body(LockReleaseRequest)},
     )
     async def release_lock(
         name: str, request: Request, scope: Scope, ns: NamespaceDep, backend: BackendDep
     ) -> Response:
         name = lock_name(name)
-        body = _validated(LockReleaseRequest, await read_body(request, SMALL_BODY_BYTES))
+        body = validated(LockReleaseRequest, await read_body(request, SMALL_BODY_BYTES))
         released = await backend.lock_release(ns, scope, name, body.owner, body.token)
         return json_response(released.to_json())
 
@@ -291,7 +271,7 @@ def lock_router(
             **_ERRORS,
         },
         summary="Acquire a lock, or queue/debounce an entry for its holder",
-        openapi_extra=_body_schema(LockAcquireRequest),
+        openapi_extra={"requestBody": json_body(LockAcquireRequest)},
     )
     async def acquire_lock(
         name: str,
@@ -303,7 +283,7 @@ def lock_router(
     ) -> Response:
         name = lock_name(name)
         limit = settings.max_value_bytes
-        body = _validated(LockAcquireRequest, await read_body(request, limit + SMALL_BODY_BYTES))
+        body = validated(LockAcquireRequest, await read_body(request, limit + SMALL_BODY_BYTES))
         lock_request = acquire_request(body, settings)
         if body.mode == "exclusive" and lock_request.wait_s > 0:
             # Servers do not cancel a handler whose client left: watch for it, so a waiter

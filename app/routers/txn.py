@@ -15,6 +15,7 @@ from app.backends.base import Backend, Fence
 from app.domain.leases import TxnOutcome
 from app.models import Problem
 from app.routers.common import (
+    BACKEND_UNAVAILABLE,
     FENCE_PARAMETERS,
     BackendDep,
     NamespaceDep,
@@ -96,7 +97,7 @@ class PatternDeleted(BaseModel):
         412: {"model": Problem, "description": "A JSON Patch test failed"},
         413: {"model": Problem, "description": "A value over CORKBOARD_MAX_VALUE_BYTES"},
         422: {"model": Problem, "description": "A value that cannot be stored or incremented"},
-        503: {"model": Problem, "description": "Backend unavailable; retry after Retry-After"},
+        503: BACKEND_UNAVAILABLE,
         507: {"model": Problem, "description": "quota_exceeded: the puts would pass a "
                                                "namespace quota; nothing changed"},
     },
@@ -128,7 +129,7 @@ async def run_txn(
         400: {"model": Problem, "description": "invalid_pattern"},
         409: {"model": Problem, "description": "too_many_keys (more than 10,000 match; "
                                                "nothing deleted), or stale_fence"},
-        503: {"model": Problem, "description": "Backend unavailable; retry after Retry-After"},
+        503: BACKEND_UNAVAILABLE,
     },
     tags=["keys"],
     summary="Delete every key matching a pattern, at one revision with one `txn` event",

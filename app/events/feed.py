@@ -1,0 +1,202 @@
+"""A namespace's live feed in this process: one reader task follows the backend's change
+log and offers each event, encoded once, to every matching watcher's bounded queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
+
+from app.backends.base import Backend, ChangeEvent
+from app.events.filters import EventFilter
+from app.events.frames import Frame, reset_frame
+
+if TYPE_CHECKING:
+    from app.observability import Metrics
+
+logger = logging.getLogger("corkboard.events")
+
+#: Events read from the backend log per call.
+LOG_PAGE = 1000
+#: Longest pause between attempts of a feed reader whose backend is failing.
+MAX_READER_BACKOFF = 5.0
+
+
+class FeedOwner(Protocol):
+    """What a feed needs of the hub that owns it (``app.events.hub.Hub``)."""
+
+    backend: Backend
+    metrics: Metrics | None
+    progress_seconds: float
+    tick_seconds: float
+
+    def detach(self, watcher: Watcher) -> None: ...
+
+
+class Watcher:
+    """The hub's side of one subscription: a filter and a bounded queue of frames."""
+
+    __slots__ = ("feed", "filter", "frames", "last_active", "limit", "overflowed",
+                 "progress_due", "waiter")
+
+    def __init__(self, feed: Feed, flt: EventFilter, limit: int) -> None:
+        self.feed = feed
+        self.filter = flt
+        self.limit = limit
+        self.frames: deque[Frame] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.overflowed = False
+        self.progress_due = False
+        self.last_active = time.monotonic()
+
+    def offer(self, frame: Frame) -> bool:
+        """Queue ``frame``; False (and the queue dropped) when the watcher overflows now."""
+        if self.overflowed:
+            return True  # already being detached; it takes nothing more
+        if len(self.frames) >= self.limit:
+            self.overflowed = True
+            self.frames.clear()
+            self.wake()
+            return False
+        self.frames.append(frame)
+        self.wake()
+        return True
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self, timeout: float | None) -> None:
+        """Until something arrives (or ``timeout`` seconds pass)."""
+        waiter = self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            if timeout is None:
+                await waiter
+            else:
+                await asyncio.wait((waiter,), timeout=timeout)
+        finally:
+            self.waiter = None
+
+
+class Feed:
+    """One namespace's live feed in this process: one reader task, many watchers."""
+
+    def __init__(self, hub: FeedOwner, ns: str, position: int) -> None:
+        self.hub = hub
+        self.ns = ns
+        #: Every event up to here has been offered to the watchers attached before it.
+        self.position = position
+        self.groups: dict[EventFilter, dict[Watcher, None]] = {}
+        self.size = 0
+        self.stopped = False
+        self.task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"corkboard-feed-{ns}"
+        )
+
+    def stop(self) -> None:
+        """End the reader. From inside its own task (a watcher overflowing during dispatch)
+        it only sets the flag: a cancellation a task requests of itself while running can
+        be lost inside the Redis client, so the loop checks the flag instead."""
+        self.stopped = True
+        if asyncio.current_task() is not self.task:
+            self.task.cancel()
+
+    def add(self, watcher: Watcher) -> None:
+        self.groups.setdefault(watcher.filter, {})[watcher] = None
+        self.size += 1
+
+    def remove(self, watcher: Watcher) -> bool:
+        group = self.groups.get(watcher.filter)
+        if group is None or watcher not in group:
+            return False
+        del group[watcher]
+        if not group:
+            del self.groups[watcher.filter]
+        self.size -= 1
+        return True
+
+    def watchers(self) -> Iterable[Watcher]:
+        for group in self.groups.values():
+            yield from group
+
+    def dispatch(self, events: list[ChangeEvent]) -> None:
+        """Offer each event, encoded once, to every matching watcher; then advance."""
+        overflowed: list[Watcher] = []
+        for event in events:
+            frame: Frame | None = None
+            for flt, group in self.groups.items():
+                seen = flt.frame(event, frame)
+                if seen is None:
+                    continue
+                if seen.data is event.data:
+                    frame = seen  # the unfiltered frame, shared by every group it suits
+                for watcher in group:
+                    if not watcher.offer(seen):
+                        overflowed.append(watcher)
+        self.position = events[-1].revision
+        self._detach_all(overflowed)
+        metrics = self.hub.metrics
+        if metrics is not None:
+            metrics.events_published.inc(len(events))
+            if overflowed:
+                metrics.watch_overflows.inc(len(overflowed))
+
+    def broadcast(self, frame: Frame) -> None:
+        self._detach_all([w for w in list(self.watchers()) if not w.offer(frame)])
+
+    def _detach_all(self, watchers: list[Watcher]) -> None:
+        for watcher in watchers:
+            self.hub.detach(watcher)
+
+    def tick(self, now: float) -> None:
+        """Mark watchers quiet for the progress interval so they send ``progress``."""
+        quiet = self.hub.progress_seconds
+        for watcher in self.watchers():
+            if not watcher.frames and now - watcher.last_active >= quiet:
+                watcher.progress_due = True
+                watcher.wake()
+
+    async def _run(self) -> None:
+        hub = self.hub
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + hub.tick_seconds
+        backoff = 0.05
+        while not self.stopped:
+            try:
+                batch = await hub.backend.read_events(
+                    self.ns, self.position, limit=LOG_PAGE,
+                    timeout=max(0.0, next_tick - loop.time()),
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the feed outlives a backend outage; it resumes
+                logger.warning("feed %s: reading the change log failed: %s", self.ns, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(MAX_READER_BACKOFF, backoff * 2)
+                continue
+            backoff = 0.05
+            if self.stopped:
+                return
+            if self.position < batch.compacted_revision or self.position > batch.current_revision:
+                # Fell behind retention, or the log went backwards (data loss): say so.
+                logger.warning(
+                    "feed %s: events after %d are gone (compacted %d, current %d)",
+                    self.ns, self.position, batch.compacted_revision, batch.current_revision,
+                )
+                self.position = batch.current_revision
+                if hub.metrics is not None:
+                    hub.metrics.watch_resets.inc(self.size)
+                self.broadcast(
+                    reset_frame(self.ns, batch.compacted_revision, batch.current_revision)
+                )
+            elif batch.events:
+                self.dispatch(batch.events)
+            now = loop.time()
+            if now >= next_tick:
+                self.tick(time.monotonic())
+                next_tick = now + hub.tick_seconds
