@@ -2,25 +2,28 @@
 
 A hypothesis ``RuleBasedStateMachine`` drives two apps through HTTP, one on memory://
 and one on a real Redis, with the same random operations (keys with TTL, CAS, merge and
-JSON patch, increments, history, listings; locks in every mode, fencing; sessions,
-variables of every type, batches, chat state, dedupe, snapshot export and import;
-artifacts; session locks) in a fresh namespace per example. After every step it asserts
-equal answers (status, problem ``code`` and ``detail``, headers that carry state, and
-bodies modulo timestamps and random variable ids) and equal event streams (every event
-of the namespace, read through the long poll, compared at the end of each example: type,
-key, session, values, revisions and every other field).
+JSON patch, increments, history, listings, pattern deletes; locks in every mode,
+fencing; sessions, variables of every type, batches, chat state, dedupe, snapshot export
+and import; artifacts; session locks; transactions with every compare, op and malformed
+shape; leases granted with and without an id, kept alive, read, listed, revoked, with
+keys, locks and transaction puts on them: tests/differential_txn.py) in a fresh
+namespace per example. After every step it asserts equal answers (status, problem
+``code`` and ``detail``, headers that carry state, and bodies modulo timestamps, random
+variable ids and generated lease ids) and equal event streams (every event of the
+namespace, read through the long poll, compared at the end of each example: type, key,
+session, values, revisions and every other field).
 
-TTLs are long (an hour), so no expiry depends on timing. The number of examples is
-bounded in the suite; ``CORKBOARD_PARITY_EXAMPLES=2000`` runs more.
+TTLs are long (an hour), except in ``short_lived``: a key, lock, session, artifact or
+lease (with a key and a lock on it) of 0.2-1 s, after which both apps are waited for
+until each has sent the expiry event, with nothing else happening meanwhile. The number
+of examples is bounded in the suite (20); ``CORKBOARD_PARITY_EXAMPLES=2000`` runs more.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import re
 import uuid
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -38,109 +41,41 @@ from hypothesis.stateful import (
 
 from app.settings import Settings
 from tests.conftest import flush
+from tests.differential_common import (
+    ARTIFACTS,
+    JSON,
+    KEYS,
+    LOCKS,
+    LONG_TTL,
+    NAMES,
+    NUMBERS,
+    OBJECTS,
+    OWNERS,
+    PATTERNS,
+    REVISIONS,
+    SIDS,
+    THREADS,
+    TOKENS,
+    VAR_TYPES,
+    Normalizer,
+    answer,
+    json_text,
+)
+from tests.differential_txn import GEN, NOT_GENERATED, TxnLeaseRules
 from tests.support import app_client
 
 T = TypeVar("T")
 
-EXAMPLES = int(os.environ.get("CORKBOARD_PARITY_EXAMPLES", "12"))
+#: Filtered reads of an example's events, compared at its end.
+FILTERS = [{"pattern": "c/*"}, {"types": "kv.delete,lease"}, {"session": "s1"}]
+
+EXAMPLES = int(os.environ.get("CORKBOARD_PARITY_EXAMPLES", "20"))
 STEPS = int(os.environ.get("CORKBOARD_PARITY_STEPS", "40"))
 #: Shrinking replays real HTTP steps and can take many minutes; off unless asked for
 #: (the failing sequence is printed either way).
 SHRINK = os.environ.get("CORKBOARD_PARITY_SHRINK") == "1"
 
-ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
-VAR_ID = re.compile(r"^var_[A-Za-z0-9_.-]+$")
-
-KEYS = st.sampled_from(["a", "b", "c/d", "c/e", "n"])
-NAMES = st.sampled_from(["v1", "v2", "v3"])
-OWNERS = st.sampled_from(["o1", "o2", "o/3"])
-LOCKS = st.sampled_from(["l1", "l2"])
-SIDS = st.sampled_from(["s1", "s2"])
-THREADS = st.sampled_from(["t1", "t2"])
-ARTIFACTS = st.sampled_from(["f1", "f/2"])
-PATTERNS = st.sampled_from(["*", "a*", "c/*", "*d", "n", "zz*"])
-REVISIONS = st.integers(0, 30)
-TOKENS = st.integers(1, 6)
-LONG_TTL = st.sampled_from([None, "1h", 3600])
-
-SCALARS = (
-    st.none() | st.booleans() | st.integers(-(10**6), 10**6)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=4)
-)
-JSON = st.recursive(
-    SCALARS,
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.sampled_from(["x", "y", "z/w"]), inner, max_size=3),
-    max_leaves=6,
-)
-OBJECTS = st.dictionaries(st.sampled_from(["x", "y", "z"]), JSON, max_size=3)
-NUMBERS = (
-    st.integers(-5, 5) | st.integers(-(2**70), 2**70)
-    | st.sampled_from([2**53, 2**53 - 1, -(2**53), 2**63, 2**64, 0.5, -0.25, 1e16, 1e300])
-    | st.floats(allow_nan=False, allow_infinity=False)
-)
-
-VAR_TYPES: dict[str, tuple[Any, st.SearchStrategy[Any]]] = {
-    "float": ({"min": -10, "max": 10}, st.floats(-20, 20) | st.integers(-20, 20) | st.text()),
-    "integer": ({"min": 0, "max": 100}, st.integers(-5, 105) | st.booleans() | st.floats(0, 1)),
-    "string": ({"max_length": 3, "pattern": "^[a-c]*$"}, st.text("abcd", max_size=5)),
-    "boolean": (None, st.booleans() | st.integers(0, 1)),
-    "choice": ({"choices": ["x", "y"]}, st.sampled_from(["x", "y", "z", 1])),
-    "embedding": ({"dimensions": 2}, st.lists(st.floats(-1, 1) | st.integers(), max_size=3)),
-    "tensor": ({"shape": [2]}, st.fixed_dictionaries(
-        {"shape": st.sampled_from([[2], [1]]), "data": st.lists(st.integers(0, 3), max_size=3)})),
-    "json": (None, JSON),
-}
-
-
-def json_text(value: Any) -> bytes:
-    """JSON for any value, integers beyond 64 bits included (orjson refuses them)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value).encode()
-    try:
-        return orjson.dumps(value)
-    except TypeError:  # a nested integer beyond 64 bits
-        return json.dumps(value, allow_nan=False).encode()
-
-
-class Normalizer:
-    """Maps what legitimately differs between two backends to stable placeholders:
-    timestamps, and variable ids (random), numbered in the order they first appear."""
-
-    def __init__(self) -> None:
-        self.ids: dict[str, str] = {}
-
-    def text(self, value: str) -> str:
-        if ISO.match(value):
-            return "<time>"
-        if VAR_ID.match(value):
-            return self.ids.setdefault(value, f"<var{len(self.ids)}>")
-        return value
-
-    def __call__(self, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {self.text(k): self(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self(v) for v in value]
-        if isinstance(value, str):
-            return self.text(value)
-        return value
-
-
-def answer(response: httpx.Response, norm: Normalizer) -> dict[str, Any]:
-    """What a client can observe of a response, normalized."""
-    out: dict[str, Any] = {"status": response.status_code}
-    for header in ("etag", "content-type", "location", "retry-after"):
-        if header in response.headers:
-            out[header] = response.headers[header]
-    if response.headers.get("content-type", "").endswith("json"):
-        out["body"] = norm(orjson.loads(response.content)) if response.content else None
-    else:
-        out["body"] = response.content
-    return out
-
-
-class Differential(RuleBasedStateMachine):
+class Differential(TxnLeaseRules, RuleBasedStateMachine):
     """Each rule sends one request to both apps and compares the answers."""
 
     loop: asyncio.AbstractEventLoop
@@ -152,6 +87,7 @@ class Differential(RuleBasedStateMachine):
         self.norms = (Normalizer(), Normalizer())
         self.since = [0, 0]
         self.last_snapshot: list[Any] = [None, None]
+        self.generated: list[list[str]] = [[], []]  # each app's generated lease ids
         progress = os.environ.get("CORKBOARD_PARITY_PROGRESS")
         if progress:  # a long run's examples, one line each, for whoever watches it
             with open(progress, "a") as out:
@@ -175,8 +111,14 @@ class Differential(RuleBasedStateMachine):
             hdrs.setdefault("Content-Type", "application/json")
 
         async def both() -> list[httpx.Response]:
-            return [await c.request(method, path, params=query, content=content, headers=hdrs)
-                    for c in self.clients]
+            out = []
+            for client, mine in zip(self.clients, self.generated, strict=True):
+                ids = [mine[n] if n < len(mine) else NOT_GENERATED for n in range(len(GEN))]
+                out.append(await client.request(
+                    method, self.named(path, ids), headers=hdrs,
+                    params={k: self.named(str(v), ids) for k, v in query.items()},
+                    content=None if content is None else self.named_bytes(content, ids)))
+            return out
 
         responses = self.run(both())
         for r in responses:
@@ -186,8 +128,24 @@ class Differential(RuleBasedStateMachine):
             assert memory == redis, (method, path, query, content, memory, redis)
         return responses
 
+    @staticmethod
+    def named(text: str, ids: list[str]) -> str:
+        """``text`` with the placeholders of generated lease ids replaced by an app's."""
+        for placeholder, lease_id in zip(GEN, ids, strict=True):
+            text = text.replace(placeholder, lease_id)
+        return text
+
+    @staticmethod
+    def named_bytes(content: bytes, ids: list[str]) -> bytes:
+        for placeholder, lease_id in zip(GEN, ids, strict=True):
+            content = content.replace(placeholder.encode(), lease_id.encode())
+        return content
+
     def teardown(self) -> None:
         self.events_are_equal()
+        for flt in FILTERS:  # as a watcher with a filter sees them (txn changes filtered)
+            responses = self.call("GET", "/v1/events", params={"since": 0, **flt})
+            assert responses[0].status_code == 200, responses[0].text
 
     def events_are_equal(self) -> None:
         async def read(client: httpx.AsyncClient, since: int) -> dict[str, Any]:
@@ -470,7 +428,7 @@ class Differential(RuleBasedStateMachine):
 
     # -- expiry ----------------------------------------------------------------------
 
-    @rule(kind=st.sampled_from(["kv", "lock", "session_lock", "session", "artifact"]),
+    @rule(kind=st.sampled_from(["kv", "lock", "session_lock", "session", "artifact", "lease"]),
           key=KEYS, sid=SIDS, name=LOCKS, owner=OWNERS, artifact=ARTIFACTS)
     def short_lived(self, kind: str, key: str, sid: str, name: str, owner: str,
                     artifact: str) -> None:
@@ -487,6 +445,15 @@ class Differential(RuleBasedStateMachine):
         elif kind == "session":
             responses = self.call("PUT", f"/v1/sessions/{sid}", body={"ttl": 0.2})
             wanted = ("session.deleted", sid)
+        elif kind == "lease":
+            # A key and a lock on a lease of 1 s: three quick calls on each app, then
+            # both expire the lease (deleting the key, releasing the lock) in one event.
+            responses = self.call("POST", "/v1/leases", body={"id": "Ls", "ttl": 1})
+            if responses[0].status_code == 201:
+                self.call("PUT", f"/v1/kv/{key}", params={"lease": "Ls"}, body=2)
+                base = f"/v1/sessions/{sid}/locks" if owner == "o1" else "/v1/locks"
+                self.call("POST", f"{base}/{name}", body={"owner": owner, "lease": "Ls"})
+            wanted = ("lease.expired", "Ls")
         else:
             responses = self.call("PUT", f"/v1/artifacts/{artifact}", params={"ttl": "0.2s"},
                                   raw=b"x")

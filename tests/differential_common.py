@@ -1,0 +1,112 @@
+"""What the differential test (tests/test_differential.py) shares with its rule modules:
+the strategies, JSON encoding of any value, and the normalisation of answers."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import httpx
+import orjson
+from hypothesis import strategies as st
+
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+VAR_ID = re.compile(r"^var_[A-Za-z0-9_.-]+$")
+#: A generated lease id (random), also inside a problem's detail.
+LEASE_ID = re.compile(r"lease-[0-9a-f]{16}")
+
+KEYS = st.sampled_from(["a", "b", "c/d", "c/e", "n"])
+NAMES = st.sampled_from(["v1", "v2", "v3"])
+OWNERS = st.sampled_from(["o1", "o2", "o/3"])
+LOCKS = st.sampled_from(["l1", "l2"])
+SIDS = st.sampled_from(["s1", "s2"])
+THREADS = st.sampled_from(["t1", "t2"])
+ARTIFACTS = st.sampled_from(["f1", "f/2"])
+PATTERNS = st.sampled_from(["*", "a*", "c/*", "*d", "n", "zz*"])
+REVISIONS = st.integers(0, 30)
+TOKENS = st.integers(1, 6)
+LONG_TTL = st.sampled_from([None, "1h", 3600])
+
+SCALARS = (
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=4)
+)
+JSON = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(["x", "y", "z/w"]), inner, max_size=3),
+    max_leaves=6,
+)
+OBJECTS = st.dictionaries(st.sampled_from(["x", "y", "z"]), JSON, max_size=3)
+NUMBERS = (
+    st.integers(-5, 5) | st.integers(-(2**70), 2**70)
+    | st.sampled_from([2**53, 2**53 - 1, -(2**53), 2**63, 2**64, 0.5, -0.25, 1e16, 1e300])
+    | st.floats(allow_nan=False, allow_infinity=False)
+)
+
+VAR_TYPES: dict[str, tuple[Any, st.SearchStrategy[Any]]] = {
+    "float": ({"min": -10, "max": 10}, st.floats(-20, 20) | st.integers(-20, 20) | st.text()),
+    "integer": ({"min": 0, "max": 100}, st.integers(-5, 105) | st.booleans() | st.floats(0, 1)),
+    "string": ({"max_length": 3, "pattern": "^[a-c]*$"}, st.text("abcd", max_size=5)),
+    "boolean": (None, st.booleans() | st.integers(0, 1)),
+    "choice": ({"choices": ["x", "y"]}, st.sampled_from(["x", "y", "z", 1])),
+    "embedding": ({"dimensions": 2}, st.lists(st.floats(-1, 1) | st.integers(), max_size=3)),
+    "tensor": ({"shape": [2]}, st.fixed_dictionaries(
+        {"shape": st.sampled_from([[2], [1]]), "data": st.lists(st.integers(0, 3), max_size=3)})),
+    "json": (None, JSON),
+}
+
+
+def json_text(value: Any) -> bytes:
+    """JSON for any value, integers beyond 64 bits included (orjson refuses them)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value).encode()
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # a nested integer beyond 64 bits
+        return json.dumps(value, allow_nan=False).encode()
+
+
+class Normalizer:
+    """Maps what legitimately differs between two backends to stable placeholders:
+    timestamps, variable ids and generated lease ids (random), numbered in the order
+    they first appear."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, str] = {}
+        self.leases: dict[str, str] = {}
+
+    def lease(self, found: re.Match[str]) -> str:
+        return self.leases.setdefault(found.group(), f"<lease{len(self.leases)}>")
+
+    def text(self, value: str) -> str:
+        if ISO.match(value):
+            return "<time>"
+        if VAR_ID.match(value):
+            return self.ids.setdefault(value, f"<var{len(self.ids)}>")
+        if "lease-" in value:
+            return LEASE_ID.sub(self.lease, value)
+        return value
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {self.text(k): self(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self(v) for v in value]
+        if isinstance(value, str):
+            return self.text(value)
+        return value
+
+
+def answer(response: httpx.Response, norm: Normalizer) -> dict[str, Any]:
+    """What a client can observe of a response, normalized."""
+    out: dict[str, Any] = {"status": response.status_code}
+    for header in ("etag", "content-type", "location", "retry-after"):
+        if header in response.headers:
+            out[header] = response.headers[header]
+    if response.headers.get("content-type", "").endswith("json"):
+        out["body"] = norm(orjson.loads(response.content)) if response.content else None
+    else:
+        out["body"] = response.content
+    return out
