@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -42,7 +43,7 @@ def redis_url() -> Iterator[str]:
     """A Redis URL for tests; never the developer's own Redis on 6379 unless asked."""
     url = os.environ.get("CORKBOARD_TEST_REDIS_URL")
     if url:
-        yield url
+        yield worker_database(url)
         return
     if shutil.which("redis-server") is None:
         message = "redis-server is not on PATH (install it, or set CORKBOARD_TEST_REDIS_URL)"
@@ -93,6 +94,17 @@ def redis_cluster() -> Iterator[RedisCluster]:
         yield cluster
     finally:
         cluster.cleanup()
+
+
+def worker_database(url: str) -> str:
+    """``url`` for this pytest-xdist worker: worker N uses the database N places after
+    the URL's (each test flushes its database, so workers must not share one)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return url
+    parts = urllib.parse.urlsplit(url)
+    base = int(parts.path.strip("/") or 0)
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{base + int(worker[2:])}"))
 
 
 def flush(url: str) -> None:

@@ -56,7 +56,7 @@ SLOW_RE = re.compile(r'"duration_ms":(\d{4,}|[1-9]\d{2})\.')
 
 def test_schemathesis_finds_no_server_error_or_nonconformance(backend: str) -> None:
     env = {
-        "CORKBOARD_BACKEND": backend, "CORKBOARD_LOG_LEVEL": "warning",
+        "CORKBOARD_BACKEND": backend, "CORKBOARD_LOG_LEVEL": "info",
         "CORKBOARD_TOKENS": TOKENS,
     }
     watched = ServiceProcess(env, app="tests.watchdog_app:app", args=("--loop", "asyncio"))

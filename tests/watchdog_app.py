@@ -27,6 +27,15 @@ SLOW_CALLBACK_SECONDS = 0.1
 _NS = 1e-9
 
 
+def describe(handle: asyncio.Handle) -> str:
+    """The handle, and for a task's step the coroutine it ran (where it stalled)."""
+    task = getattr(getattr(handle, "_callback", None), "__self__", None)
+    if isinstance(task, asyncio.Task):
+        coro = task.get_coro()
+        return f"{handle!r} of {getattr(coro, '__qualname__', coro)!r}"
+    return repr(handle)
+
+
 def install() -> None:
     """Wrap every callback of asyncio's loops run by this thread from now on."""
     fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)  # this thread's counters
@@ -39,7 +48,7 @@ def install() -> None:
         return int(os.pread(fd, 128, 0).split()[1])  # time runnable, waiting for a CPU
 
     def watched(self: asyncio.Handle) -> Any:
-        began, waited = time.perf_counter(), queued_ns()
+        began, waited, cpu = time.perf_counter(), queued_ns(), time.thread_time()
         try:
             return run(self)  # type: ignore[attr-defined]
         finally:
@@ -48,7 +57,8 @@ def install() -> None:
                 held = wall - (queued_ns() - waited) * _NS
                 if held > SLOW_CALLBACK_SECONDS:
                     sys.stderr.write(
-                        f"Executing {self!r} took {held:.3f} seconds (wall {wall:.3f})\n"
+                        f"Executing {describe(self)} took {held:.3f} seconds (wall "
+                        f"{wall:.3f}, cpu {time.thread_time() - cpu:.3f})\n"
                     )
                     sys.stderr.flush()
 
