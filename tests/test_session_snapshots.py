@@ -442,7 +442,11 @@ async def test_a_snapshot_taken_during_writes_is_the_state_at_its_revision(
 
         writers = [asyncio.create_task(writer(w)) for w in range(6)]
         snapshots = []
-        for _ in range(12):
+        # Twelve snapshots or more, taken while the writers run, until the session's
+        # log holds over 60 events (a loaded machine writes slower; bounded).
+        deadline = asyncio.get_running_loop().time() + 60
+        while len(snapshots) < 12 or snapshots[-1]["revision"] - snapshots[0]["revision"] < 80:
+            assert asyncio.get_running_loop().time() < deadline, "the writers stalled"
             await asyncio.sleep(0.01)
             snapshots.append(await export(client, "s1"))
         stop.set()
