@@ -425,14 +425,11 @@ async def test_a_failed_precondition_reads_alike(client: httpx.AsyncClient) -> N
 
 
 async def test_a_txn_with_a_stale_fence_is_409_before_an_op_fails(
-    client: httpx.AsyncClient, backend: str, request: pytest.FixtureRequest
+    client: httpx.AsyncClient,
 ) -> None:
-    if backend != "memory://":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "Redis plans the ops (a patch of a missing key without 'initial': 404, a failed "
-            "JSON Patch test: 412 or 422) before it checks the Fence-* headers, so it "
-            "answers with the op's refusal where memory answers 409 stale_fence; the "
-            "single-key PATCH checks the fence first on both")))
+    """Redis plans a transaction's ops in Python before its script checks the Fence-*
+    headers: an op refused in planning (a patch of a missing key without 'initial': 404,
+    a failed JSON Patch test: 412 or 422) asks the fence first, as memory's one step."""
     fence = {"Fence-Lock": "l2", "Fence-Token": "3"}
     body = {"success": [{"op": "patch", "key": "k", "merge": {"x": 1}}]}
     problem(await client.post("/v1/txn", json=body, headers=fence), 409, "stale_fence")

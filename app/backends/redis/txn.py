@@ -20,7 +20,7 @@ from app.backends.redis.store import RedisStore, lua_pattern, text
 from app.domain.bounds import quota_exceeded
 from app.domain.fence import Fence
 from app.domain.leases import MAX_PATTERN_DELETE, PatternDelete, TxnOutcome, lease_not_found
-from app.errors import BackendUnavailable, TooManyKeys
+from app.errors import BackendUnavailable, CorkboardError, TooManyKeys
 from app.txn import Limits, Plan, Txn, plan
 
 if TYPE_CHECKING:
@@ -66,7 +66,13 @@ class RedisTxn(TxnStore):
                 for key in keys:
                     entries[key], i = _readentry_of(reply, i)
                 held = [text(flag) == "1" for flag in reply[i:]]
-            p = plan(txn, entries, held, limits)
+            try:
+                p = plan(txn, entries, held, limits)
+            except CorkboardError:
+                # An op refused in planning (404, 412, 422, 413): a stale fence is
+                # reported first, as memory's one atomic step does.
+                await self.store.check_fence(ns, fence)
+                raise
             guard_args: list[Any] = []
             for key in keys:
                 entry = entries[key]
