@@ -51,10 +51,10 @@ async def readyz(backend: BackendDep) -> Response:
     responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
 )
 async def metrics(request: Request) -> Response:
-    """Rendered in a worker thread: with a series per route, method and status (and a
-    latency histogram per route and method) the text takes ~100 ms of CPU, which would
-    hold the event loop; in a thread, the interpreter switches back to the loop every
-    few milliseconds meanwhile."""
+    # Rendered in a worker thread: with a series per route, method and status (and a
+    # latency histogram per route and method) the text takes ~100 ms of CPU, which would
+    # hold the event loop; in a thread, the interpreter switches back to the loop every
+    # few milliseconds meanwhile.
     registry = request.scope["state"]["metrics"].registry
     body = await asyncio.to_thread(generate_latest, registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
