@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from app.backends.base import Backend
+from app.backends.parts.txn import LeaseStore
 from app.errors import CorkboardError, LeaseNotFound
 
 logger = logging.getLogger("corkboard.presence")
@@ -21,7 +21,7 @@ KEEPALIVES_PER_TTL = 3
 class LeaseKeeper:
     """Keeps one lease alive until ``stop``; started once its lease is known to live."""
 
-    def __init__(self, backend: Backend, ns: str, lease_id: str, ttl_ms: int) -> None:
+    def __init__(self, backend: LeaseStore, ns: str, lease_id: str, ttl_ms: int) -> None:
         self.backend = backend
         self.ns = ns
         self.lease_id = lease_id
@@ -52,7 +52,7 @@ class LeaseKeeper:
             self.interval = max(0.01, info.ttl_ms / 1000 / KEEPALIVES_PER_TTL)
 
 
-async def keep_alive(backend: Backend, ns: str, lease_id: str) -> LeaseKeeper:
+async def keep_alive(backend: LeaseStore, ns: str, lease_id: str) -> LeaseKeeper:
     """A running keeper for a live lease; LeaseNotFound (404) when it is not live."""
     info = await backend.lease_keepalive(ns, lease_id)
     keeper = LeaseKeeper(backend, ns, lease_id, info.ttl_ms)

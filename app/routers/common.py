@@ -19,6 +19,11 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 
 from app.backends.base import NO_CONDITION, Backend, Fence, Precondition
+from app.backends.parts.artifacts import ArtifactIndex
+from app.backends.parts.keys import KeyStore
+from app.backends.parts.locks import LockEngine
+from app.backends.parts.sessions import SessionStore
+from app.backends.parts.txn import LeaseStore, TxnStore
 from app.errors import InvalidRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from app.events import Hub
 from app.models import Problem
@@ -91,6 +96,14 @@ def get_page_request(
 
 
 BackendDep = Annotated[Backend, Depends(get_backend)]
+# A router takes only the part of the backend it uses (the backend is all of them): the
+# type names what the route may call.
+KeysDep = Annotated[KeyStore, Depends(get_backend)]
+LocksDep = Annotated[LockEngine, Depends(get_backend)]
+SessionsDep = Annotated[SessionStore, Depends(get_backend)]
+ArtifactsDep = Annotated[ArtifactIndex, Depends(get_backend)]
+LeasesDep = Annotated[LeaseStore, Depends(get_backend)]
+TxnDep = Annotated[TxnStore, Depends(get_backend)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 HubDep = Annotated[Hub, Depends(get_hub)]
 NamespaceDep = Annotated[str, Depends(get_namespace)]

@@ -34,7 +34,7 @@ from app.events import (
 from app.methods import HEAD_AS_GET
 from app.models import EventList, Problem
 from app.presence import LeaseKeeper, keep_alive
-from app.routers.common import BackendDep, HubDep, NamespaceDep, SettingsDep, json_response
+from app.routers.common import HubDep, LeasesDep, NamespaceDep, SettingsDep, json_response
 from app.syntax import MAX_DIGITS, MAX_REVISION, check_id, is_count, parse_duration
 
 router = APIRouter(tags=["watch"])
@@ -159,7 +159,7 @@ async def watch(
     ns: NamespaceDep,
     hub: HubDep,
     settings: SettingsDep,
-    backend: BackendDep,
+    backend: LeasesDep,
     pattern: PatternQuery = None,
     types: TypesQuery = None,
     session: SessionQuery = None,

@@ -12,7 +12,8 @@ import orjson
 from fastapi import APIRouter, Body, Query, Request
 from starlette.responses import Response
 
-from app.backends.base import Backend, KeyEntry, PutResult
+from app.backends.base import KeyEntry, PutResult
+from app.backends.parts.keys import KeyStore
 from app.errors import InvalidRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
 from app.models import IncrementRequest, KeyEntryModel, KeyHistory, KeyList, Problem, TouchRequest
 from app.patching import json_patch, merge_patch
@@ -21,8 +22,8 @@ from app.routers.common import (
     FENCE_PARAMETERS,
     KEY_PARAMETER,
     MERGE_PATCH,
-    BackendDep,
     Endpoint,
+    KeysDep,
     NamespaceDep,
     PageDep,
     SettingsDep,
@@ -125,7 +126,7 @@ def stored_value(value: Any, limit: int) -> bytes:
     return encoded
 
 
-async def read_key(backend: Backend, ns: str, key: str, revision: int | None) -> KeyEntry:
+async def read_key(backend: KeyStore, ns: str, key: str, revision: int | None) -> KeyEntry:
     """The key's entry (at ``revision`` while kept); 404 otherwise."""
     entry = await backend.kv_get(ns, key, revision)
     if entry is None:
@@ -224,7 +225,7 @@ _ENTRY_RESPONSES: dict[int | str, dict[str, Any]] = {
     responses={404: {"model": Problem}, 400: {"model": Problem}},
     summary="A key's kept revisions, newest first",
 )
-async def get_key_history(key: str, ns: NamespaceDep, backend: BackendDep) -> Response:
+async def get_key_history(key: str, ns: NamespaceDep, backend: KeysDep) -> Response:
     items = await backend.kv_history(ns, key_of(key))
     if not items:
         raise NotFound(f"Key {key!r} does not exist.")
@@ -243,7 +244,7 @@ async def increment_key(
     key: str,
     request: Request,
     ns: NamespaceDep,
-    backend: BackendDep,
+    backend: KeysDep,
     body: Annotated[IncrementRequest, Body()] = IncrementRequest(),  # noqa: B008
 ) -> Response:
     ttl_ms = duration_ms(parse_duration(body.ttl))
@@ -261,7 +262,7 @@ async def increment_key(
     summary="Reset a key's expiry without changing its value",
 )
 async def touch_key(
-    key: str, body: TouchRequest, request: Request, ns: NamespaceDep, backend: BackendDep
+    key: str, body: TouchRequest, request: Request, ns: NamespaceDep, backend: KeysDep
 ) -> Response:
     ttl_ms = duration_ms(parse_duration(body.ttl))
     fence = fence_from_headers(request.headers)
@@ -348,7 +349,7 @@ async def patch_key(
     key: str,
     request: Request,
     ns: NamespaceDep,
-    backend: BackendDep,
+    backend: KeysDep,
     settings: SettingsDep,
     initial: Annotated[
         str | None, Query(description="JSON starting value when the key is missing")
@@ -391,7 +392,7 @@ async def patch_key(
     summary="Delete a key (204 also when it did not exist)",
     openapi_extra={"parameters": [_IF_MATCH, *FENCE_PARAMETERS]},
 )
-async def delete_key(key: str, request: Request, ns: NamespaceDep, backend: BackendDep) -> Response:
+async def delete_key(key: str, request: Request, ns: NamespaceDep, backend: KeysDep) -> Response:
     await backend.kv_delete(
         ns, key_of(key),
         condition=condition_from_headers(request.headers),
@@ -411,7 +412,7 @@ list_router = APIRouter(prefix="/v1", tags=["keys"])
 )
 async def list_keys(
     ns: NamespaceDep,
-    backend: BackendDep,
+    backend: KeysDep,
     page: PageDep,
     values: Annotated[bool, Query(description="Include values")] = True,
 ) -> Response:

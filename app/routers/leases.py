@@ -12,13 +12,13 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from app.backends.base import Backend
+from app.backends.parts.txn import LeaseStore
 from app.domain.leases import LeaseInfo, lease_not_found
 from app.errors import InvalidTTL
 from app.models import Duration, Problem
 from app.routers.common import (
     BACKEND_UNAVAILABLE,
-    BackendDep,
+    LeasesDep,
     NamespaceDep,
     PageDep,
     json_response,
@@ -85,12 +85,12 @@ def lease_id_of(lease_id: str) -> str:
                422: {"model": Problem}, **_ERRORS},
     summary="Grant a lease",
 )
-async def grant_lease(body: LeaseGrantRequest, ns: NamespaceDep, backend: BackendDep) -> Response:
+async def grant_lease(body: LeaseGrantRequest, ns: NamespaceDep, backend: LeasesDep) -> Response:
     info = await grant(backend, ns, body)
     return json_response(orjson.dumps(info.as_dict()), 201)
 
 
-async def grant(backend: Backend, ns: str, body: LeaseGrantRequest) -> LeaseInfo:
+async def grant(backend: LeaseStore, ns: str, body: LeaseGrantRequest) -> LeaseInfo:
     """Grant the lease ``body`` asks for (POST /v1/leases and the MCP ``lease_grant``)."""
     ttl_ms = duration_ms(parse_duration(body.ttl))
     if ttl_ms == 0:
@@ -105,12 +105,12 @@ async def grant(backend: Backend, ns: str, body: LeaseGrantRequest) -> LeaseInfo
     responses={**_NOT_FOUND, **_ERRORS},
     summary="Keep a lease alive for another ttl",
 )
-async def keepalive_lease(lease_id: str, ns: NamespaceDep, backend: BackendDep) -> Response:
+async def keepalive_lease(lease_id: str, ns: NamespaceDep, backend: LeasesDep) -> Response:
     info = await keepalive(backend, ns, lease_id)
     return json_response(orjson.dumps(info.as_dict()))
 
 
-async def keepalive(backend: Backend, ns: str, lease_id: str) -> LeaseInfo:
+async def keepalive(backend: LeaseStore, ns: str, lease_id: str) -> LeaseInfo:
     """Extend a lease by its ttl (POST .../keepalive and the MCP ``lease_keepalive``)."""
     return await backend.lease_keepalive(ns, lease_id_of(lease_id))
 
@@ -121,7 +121,7 @@ async def keepalive(backend: Backend, ns: str, lease_id: str) -> LeaseInfo:
     responses={**_ERRORS},
     summary="List live leases by id pattern, with stable paging",
 )
-async def list_leases(ns: NamespaceDep, backend: BackendDep, page: PageDep) -> Response:
+async def list_leases(ns: NamespaceDep, backend: LeasesDep, page: PageDep) -> Response:
     items, last = await backend.lease_list(ns, page.pattern, limit=page.limit, after=page.after)
     return page.response([i.as_dict() for i in items], last)
 
@@ -132,7 +132,7 @@ async def list_leases(ns: NamespaceDep, backend: BackendDep, page: PageDep) -> R
     responses={**_NOT_FOUND, **_ERRORS},
     summary="A lease with its keys and locks",
 )
-async def get_lease(lease_id: str, ns: NamespaceDep, backend: BackendDep) -> Response:
+async def get_lease(lease_id: str, ns: NamespaceDep, backend: LeasesDep) -> Response:
     lease_id = lease_id_of(lease_id)
     detail = await backend.lease_get(ns, lease_id)
     if detail is None:
@@ -146,6 +146,6 @@ async def get_lease(lease_id: str, ns: NamespaceDep, backend: BackendDep) -> Res
     responses={**_NOT_FOUND, **_ERRORS},
     summary="Revoke a lease: its keys are deleted and its locks released, in one event",
 )
-async def revoke_lease(lease_id: str, ns: NamespaceDep, backend: BackendDep) -> Response:
+async def revoke_lease(lease_id: str, ns: NamespaceDep, backend: LeasesDep) -> Response:
     detail = await backend.lease_revoke(ns, lease_id_of(lease_id))
     return json_response(orjson.dumps(detail.as_dict()))

@@ -23,7 +23,7 @@ from app.errors import Conflict, InvalidRequest, InvalidTTL, NotFound, PayloadTo
 from app.models import Duration, Problem
 from app.routers.common import (
     BACKEND_UNAVAILABLE,
-    BackendDep,
+    LocksDep,
     NamespaceDep,
     SettingsDep,
     dump_json,
@@ -202,7 +202,7 @@ def lock_router(
     async def list_locks(
         scope: Scope,
         ns: NamespaceDep,
-        backend: BackendDep,
+        backend: LocksDep,
         pattern: Annotated[str, Query(description="'*' matches any run of characters")] = "*",
     ) -> Response:
         items = await backend.lock_list(ns, scope, Pattern.compile(pattern))
@@ -217,7 +217,7 @@ def lock_router(
         openapi_extra={"requestBody": json_body(LockRefreshRequest)},
     )
     async def refresh_lock(
-        name: str, request: Request, scope: Scope, ns: NamespaceDep, backend: BackendDep
+        name: str, request: Request, scope: Scope, ns: NamespaceDep, backend: LocksDep
     ) -> Response:
         name = lock_name(name)
         body = validated(LockRefreshRequest, await read_body(request, SMALL_BODY_BYTES))
@@ -235,7 +235,7 @@ def lock_router(
         openapi_extra={"requestBody": json_body(LockReleaseRequest)},
     )
     async def release_lock(
-        name: str, request: Request, scope: Scope, ns: NamespaceDep, backend: BackendDep
+        name: str, request: Request, scope: Scope, ns: NamespaceDep, backend: LocksDep
     ) -> Response:
         name = lock_name(name)
         body = validated(LockReleaseRequest, await read_body(request, SMALL_BODY_BYTES))
@@ -252,7 +252,7 @@ def lock_router(
         "are taken. Needs the `admin` permission once access control is configured.",
     )
     async def force_release_lock(
-        name: str, request: Request, scope: Scope, ns: NamespaceDep, backend: BackendDep
+        name: str, request: Request, scope: Scope, ns: NamespaceDep, backend: LocksDep
     ) -> Response:
         released = await backend.lock_force_release(ns, scope, lock_name(name))
         if released.holder is None and not released.pending:
@@ -278,7 +278,7 @@ def lock_router(
         request: Request,
         scope: Scope,
         ns: NamespaceDep,
-        backend: BackendDep,
+        backend: LocksDep,
         settings: SettingsDep,
     ) -> Response:
         name = lock_name(name)
@@ -314,7 +314,7 @@ def lock_router(
                                                           "many entries wait)"}, **_ERRORS},
         summary="A lock's holder; 404 when free",
     )
-    async def get_lock(name: str, scope: Scope, ns: NamespaceDep, backend: BackendDep) -> Response:
+    async def get_lock(name: str, scope: Scope, ns: NamespaceDep, backend: LocksDep) -> Response:
         name = lock_name(name)
         holder, pending = await backend.lock_get(ns, scope, name)
         if holder is None:

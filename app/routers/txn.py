@@ -11,15 +11,16 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from app.backends.base import Backend, Fence
+from app.backends.base import Fence
+from app.backends.parts.txn import TxnStore
 from app.domain.leases import TxnOutcome
 from app.models import Problem
 from app.routers.common import (
     BACKEND_UNAVAILABLE,
     FENCE_PARAMETERS,
-    BackendDep,
     NamespaceDep,
     SettingsDep,
+    TxnDep,
     fence_from_headers,
     json_response,
     parse_json,
@@ -105,7 +106,7 @@ class PatternDeleted(BaseModel):
     openapi_extra=_TXN_BODY,
 )
 async def transaction(
-    request: Request, ns: NamespaceDep, backend: BackendDep, settings: SettingsDep
+    request: Request, ns: NamespaceDep, backend: TxnDep, settings: SettingsDep
 ) -> Response:
     fence = fence_from_headers(request.headers)
     body = parse_json(await read_body(request, settings.max_request_bytes))
@@ -114,7 +115,7 @@ async def transaction(
 
 
 async def run_txn(
-    backend: Backend, settings: Settings, ns: str, body: Any, *, fence: Fence | None
+    backend: TxnStore, settings: Settings, ns: str, body: Any, *, fence: Fence | None
 ) -> TxnOutcome:
     """Parse a transaction body (compare/success/failure) and apply it: POST /v1/txn
     and the MCP ``txn`` tool."""
@@ -138,7 +139,7 @@ async def run_txn(
 async def delete_keys(
     request: Request,
     ns: NamespaceDep,
-    backend: BackendDep,
+    backend: TxnDep,
     pattern: Annotated[str, Query(description="'*' matches any run of characters; "
                                               "required (use '*' for every key)")],
 ) -> Response:

@@ -14,7 +14,7 @@ from app.routers.artifacts.transfer import download, get_store, store_artifact
 from app.routers.common import (
     FENCE_PARAMETERS,
     KEY_PARAMETER,
-    BackendDep,
+    ArtifactsDep,
     NamespaceDep,
     PageDep,
     fence_from_headers,
@@ -160,7 +160,7 @@ router.add_api_route(
     openapi_extra={"parameters": [_IF_MATCH_WRITE, *FENCE_PARAMETERS]},
 )
 async def delete_artifact(
-    key: str, request: Request, ns: NamespaceDep, backend: BackendDep
+    key: str, request: Request, ns: NamespaceDep, backend: ArtifactsDep
 ) -> Response:
     await backend.artifact_delete(
         ns, artifact_key(key),
@@ -178,7 +178,7 @@ async def delete_artifact(
 )
 async def list_artifacts(
     ns: NamespaceDep,
-    backend: BackendDep,
+    backend: ArtifactsDep,
     page: PageDep,
 ) -> Response:
     found = await backend.artifact_list(ns, page.pattern, limit=page.limit, after=page.after)

@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from app.backends.base import Backend
+from app.backends.parts.sessions import SessionStore
 from app.domain.sessions import STATE_KINDS, StateKind
 from app.errors import NotFound, Unprocessable
 from app.models import Problem
@@ -18,8 +18,8 @@ from app.patching import merge_patch
 from app.routers.common import (
     FENCE_PARAMETERS,
     MERGE_PATCH,
-    BackendDep,
     NamespaceDep,
+    SessionsDep,
     SettingsDep,
     check_json_body,
     fence_from_headers,
@@ -51,7 +51,7 @@ ThreadDep = Annotated[str, Depends(thread_path)]
     responses={**ERRORS},
     summary="The subscribed threads, sorted",
 )
-async def list_subscriptions(sid: SessionDep, ns: NamespaceDep, backend: BackendDep) -> Response:
+async def list_subscriptions(sid: SessionDep, ns: NamespaceDep, backend: SessionsDep) -> Response:
     return json_response(orjson.dumps({"items": await backend.subscription_list(ns, sid)}))
 
 
@@ -62,7 +62,7 @@ async def list_subscriptions(sid: SessionDep, ns: NamespaceDep, backend: Backend
     summary="Whether the session is subscribed to a thread",
 )
 async def get_subscription(
-    sid: SessionDep, thread: ThreadDep, ns: NamespaceDep, backend: BackendDep
+    sid: SessionDep, thread: ThreadDep, ns: NamespaceDep, backend: SessionsDep
 ) -> Response:
     subscribed = await backend.subscription_get(ns, sid, thread)
     return json_response(orjson.dumps({"subscribed": subscribed}))
@@ -77,7 +77,7 @@ async def get_subscription(
     openapi_extra=WRITE,
 )
 async def subscribe(
-    sid: SessionDep, thread: ThreadDep, request: Request, ns: NamespaceDep, backend: BackendDep
+    sid: SessionDep, thread: ThreadDep, request: Request, ns: NamespaceDep, backend: SessionsDep
 ) -> Response:
     await backend.subscription_set(ns, sid, thread, True,
                                    fence=fence_from_headers(request.headers))
@@ -93,7 +93,7 @@ async def subscribe(
     openapi_extra=WRITE,
 )
 async def unsubscribe(
-    sid: SessionDep, thread: ThreadDep, request: Request, ns: NamespaceDep, backend: BackendDep
+    sid: SessionDep, thread: ThreadDep, request: Request, ns: NamespaceDep, backend: SessionsDep
 ) -> Response:
     await backend.subscription_set(ns, sid, thread, False,
                                    fence=fence_from_headers(request.headers))
@@ -108,7 +108,7 @@ async def unsubscribe(
     openapi_extra={**WRITE, "requestBody": json_body(DedupeRequest)},
 )
 async def dedupe(
-    sid: SessionDep, request: Request, ns: NamespaceDep, backend: BackendDep,
+    sid: SessionDep, request: Request, ns: NamespaceDep, backend: SessionsDep,
     settings: SettingsDep,
 ) -> Response:
     body = await read_model(request, settings, DedupeRequest)
@@ -133,7 +133,7 @@ def _state_routes(kind: StateKind) -> None:
     id_param = {"name": kind, "in": "path", "required": True, "schema": {"type": "string"}}
 
     async def get_state(
-        sid: SessionDep, request: Request, ns: NamespaceDep, backend: BackendDep
+        sid: SessionDep, request: Request, ns: NamespaceDep, backend: SessionsDep
     ) -> Response:
         ident = ident_of(request)
         state = await backend.state_get(ns, sid, kind, ident)
@@ -141,7 +141,7 @@ def _state_routes(kind: StateKind) -> None:
             raise NotFound(f"The {kind} {ident!r} has no state in session {sid!r}.")
         return json_response(state)
 
-    async def write(request: Request, sid: str, ns: str, backend: Backend,
+    async def write(request: Request, sid: str, ns: str, backend: SessionStore,
                     update: Any) -> Response:
         ident = ident_of(request)
         state, created = await backend.state_update(
@@ -152,7 +152,7 @@ def _state_routes(kind: StateKind) -> None:
         return json_response(state, 201 if created else 200)
 
     async def put_state(
-        sid: SessionDep, request: Request, ns: NamespaceDep, backend: BackendDep,
+        sid: SessionDep, request: Request, ns: NamespaceDep, backend: SessionsDep,
         settings: SettingsDep,
     ) -> Response:
         check_json_body(request)
@@ -163,7 +163,7 @@ def _state_routes(kind: StateKind) -> None:
         return await write(request, sid, ns, backend, lambda _old: new)
 
     async def patch_state(
-        sid: SessionDep, request: Request, ns: NamespaceDep, backend: BackendDep,
+        sid: SessionDep, request: Request, ns: NamespaceDep, backend: SessionsDep,
         settings: SettingsDep,
     ) -> Response:
         check_json_body(request, patch=True)
@@ -181,7 +181,7 @@ def _state_routes(kind: StateKind) -> None:
         return await write(request, sid, ns, backend, update)
 
     async def delete_state(
-        sid: SessionDep, request: Request, ns: NamespaceDep, backend: BackendDep
+        sid: SessionDep, request: Request, ns: NamespaceDep, backend: SessionsDep
     ) -> Response:
         await write(request, sid, ns, backend, lambda _old: None)
         return Response(status_code=204)

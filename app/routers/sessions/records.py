@@ -9,9 +9,9 @@ from starlette.responses import Response
 from app.errors import NotFound
 from app.models import Problem
 from app.routers.common import (
-    BackendDep,
     NamespaceDep,
     PageDep,
+    SessionsDep,
     SettingsDep,
     fence_from_headers,
     json_body,
@@ -32,7 +32,7 @@ router = APIRouter()
 )
 async def list_sessions(
     ns: NamespaceDep,
-    backend: BackendDep,
+    backend: SessionsDep,
     page: PageDep,
 ) -> Response:
     items, last = await backend.session_list(ns, page.pattern, limit=page.limit,
@@ -48,7 +48,7 @@ async def list_sessions(
     openapi_extra={**WRITE, "requestBody": json_body(SessionPutRequest, required=False)},
 )
 async def put_session(
-    sid: SessionDep, request: Request, ns: NamespaceDep, backend: BackendDep,
+    sid: SessionDep, request: Request, ns: NamespaceDep, backend: SessionsDep,
     settings: SettingsDep,
 ) -> Response:
     body = await read_model(request, settings, SessionPutRequest, optional=True)
@@ -66,7 +66,7 @@ async def put_session(
     responses={404: {"model": Problem}, **ERRORS},
     summary="A session's record",
 )
-async def get_session(sid: SessionDep, ns: NamespaceDep, backend: BackendDep) -> Response:
+async def get_session(sid: SessionDep, ns: NamespaceDep, backend: SessionsDep) -> Response:
     info = await backend.session_get(ns, sid)
     if info is None:
         raise NotFound(f"Session {sid!r} does not exist.")
@@ -82,7 +82,7 @@ async def get_session(sid: SessionDep, ns: NamespaceDep, backend: BackendDep) ->
     openapi_extra=WRITE,
 )
 async def delete_session(
-    sid: SessionDep, request: Request, ns: NamespaceDep, backend: BackendDep
+    sid: SessionDep, request: Request, ns: NamespaceDep, backend: SessionsDep
 ) -> Response:
     await backend.session_delete(ns, sid, fence=fence_from_headers(request.headers))
     return Response(status_code=204)

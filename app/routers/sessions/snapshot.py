@@ -11,8 +11,8 @@ from starlette.responses import Response
 from app.errors import NotFound
 from app.models import Problem
 from app.routers.common import (
-    BackendDep,
     NamespaceDep,
+    SessionsDep,
     SettingsDep,
     check_json_body,
     fence_from_headers,
@@ -35,7 +35,7 @@ router = APIRouter()
                404: {"model": Problem}, **ERRORS},
     summary="Export the whole session at one revision",
 )
-async def get_snapshot(sid: SessionDep, ns: NamespaceDep, backend: BackendDep) -> Response:
+async def get_snapshot(sid: SessionDep, ns: NamespaceDep, backend: SessionsDep) -> Response:
     snapshot = await backend.session_snapshot(ns, sid)
     if snapshot is None:
         raise NotFound(f"Session {sid!r} does not exist.")
@@ -55,7 +55,7 @@ async def get_snapshot(sid: SessionDep, ns: NamespaceDep, backend: BackendDep) -
         "application/json": {"schema": {"type": "object"}}}}},
 )
 async def put_snapshot(
-    sid: SessionDep, request: Request, ns: NamespaceDep, backend: BackendDep,
+    sid: SessionDep, request: Request, ns: NamespaceDep, backend: SessionsDep,
     settings: SettingsDep,
 ) -> Response:
     check_json_body(request)

@@ -10,14 +10,15 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from app.backends.base import Backend, Fence
+from app.backends.base import Fence
+from app.backends.parts.sessions import SessionStore
 from app.domain.sessions import Variable, WriteOutcome
 from app.errors import NotFound, Unprocessable
 from app.models import Problem
 from app.routers.common import (
     FENCE_PARAMETERS,
-    BackendDep,
     NamespaceDep,
+    SessionsDep,
     SettingsDep,
     check_json_body,
     condition_from_headers,
@@ -74,7 +75,7 @@ def write_failure(outcome: WriteOutcome) -> Unprocessable | NotFound:
     openapi_extra={**WRITE, "requestBody": json_body(VariableRegisterRequest)},
 )
 async def register_variable(
-    sid: SessionDep, request: Request, ns: NamespaceDep, backend: BackendDep,
+    sid: SessionDep, request: Request, ns: NamespaceDep, backend: SessionsDep,
     settings: SettingsDep,
 ) -> Response:
     body = await read_model(request, settings, VariableRegisterRequest)
@@ -97,7 +98,7 @@ async def register_variable(
     responses={**ERRORS},
     summary="The session's variables, by name",
 )
-async def list_variables(sid: SessionDep, ns: NamespaceDep, backend: BackendDep) -> Response:
+async def list_variables(sid: SessionDep, ns: NamespaceDep, backend: SessionsDep) -> Response:
     items = await backend.var_list(ns, sid)
     return json_response(orjson.dumps({"items": [v.as_dict() for v in items]}))
 
@@ -110,7 +111,7 @@ async def list_variables(sid: SessionDep, ns: NamespaceDep, backend: BackendDep)
     summary="One variable, by name or id; ETag is its version",
 )
 async def get_variable(
-    sid: SessionDep, var: str, request: Request, ns: NamespaceDep, backend: BackendDep
+    sid: SessionDep, var: str, request: Request, ns: NamespaceDep, backend: SessionsDep
 ) -> Response:
     found = await backend.var_get(ns, sid, check_ident(var))
     if found is None:
@@ -132,7 +133,7 @@ async def get_variable(
                    "requestBody": json_body(VariableSetRequest)},
 )
 async def set_variable(
-    sid: SessionDep, var: str, request: Request, ns: NamespaceDep, backend: BackendDep,
+    sid: SessionDep, var: str, request: Request, ns: NamespaceDep, backend: SessionsDep,
     settings: SettingsDep,
 ) -> Response:
     ident = check_ident(var)
@@ -157,7 +158,7 @@ async def set_variable(
     openapi_extra={"parameters": [_IF_MATCH, *FENCE_PARAMETERS]},
 )
 async def delete_variable(
-    sid: SessionDep, var: str, request: Request, ns: NamespaceDep, backend: BackendDep
+    sid: SessionDep, var: str, request: Request, ns: NamespaceDep, backend: SessionsDep
 ) -> Response:
     await backend.var_delete(
         ns, sid, check_ident(var),
@@ -176,7 +177,7 @@ async def delete_variable(
 async def get_values(
     sid: SessionDep,
     ns: NamespaceDep,
-    backend: BackendDep,
+    backend: SessionsDep,
     names: Annotated[str | None, Query(description="Comma list of names (or ids); "
                                                    "absent: every variable")] = None,
 ) -> Response:
@@ -200,7 +201,7 @@ async def get_values(
     openapi_extra={**WRITE, "requestBody": json_body(BatchWriteRequest)},
 )
 async def patch_values(
-    sid: SessionDep, request: Request, ns: NamespaceDep, backend: BackendDep,
+    sid: SessionDep, request: Request, ns: NamespaceDep, backend: SessionsDep,
     settings: SettingsDep,
 ) -> Response:
     check_json_body(request)
@@ -212,7 +213,7 @@ async def patch_values(
 
 
 async def write_values(
-    backend: Backend, settings: Settings, ns: str, sid: str, body: BatchWriteRequest,
+    backend: SessionStore, settings: Settings, ns: str, sid: str, body: BatchWriteRequest,
     *, fence: Fence | None,
 ) -> dict[str, Any]:
     """A batch write (also MCP's session_set_variables): one revision, all or nothing
