@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from corkboard.cli import add_commands, split_command
+from corkboard.cli import add_commands, dispatch
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -132,12 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     o.add_argument("--output", default="openapi/openapi.json", help="file, or - for stdout")
     o.set_defaults(func=write_openapi)
     add_commands(sub, parser)
-    argv, command = split_command(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    if command is not None:
-        args.cmd = command
-    result: int = args.func(args)
-    return result
+    return dispatch(parser, argv)
 
 
 if __name__ == "__main__":

@@ -388,6 +388,12 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     add_commands(sub, parser)
+    return dispatch(parser, argv)
+
+
+def dispatch(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parse ``argv`` (default: the process's) and run the chosen command; the words
+    after ``lock NAME --`` are its command, not options (see split_command)."""
     argv, command = split_command(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if command is not None:

@@ -104,72 +104,73 @@ async def test_a_lock_handed_to_a_vanished_waiter_goes_to_the_next() -> None:
     assert ("lock.released", "gone", True) in types
 
 
-@pytest.mark.redis_only
-async def test_redis_cancel_step_gives_back_an_unclaimed_lock(redis_url: str) -> None:
-    """The script steps of a waiter, driven by hand: handed the lock, then cancelled
-    before claiming it, it gives the lock back and the pending entries stay."""
+@pytest.fixture
+async def redis_engine(redis_url: str) -> AsyncIterator[Backend]:
+    """A started Redis backend on a flushed database."""
     from tests.conftest import flush
 
     flush(redis_url)
     b = backend_from_url(redis_url, Settings(backend=redis_url))  # type: ignore[call-arg]
     await b.start()
     try:
-        run = b.store.run  # type: ignore[attr-defined]
-        first = await b.lock_acquire("default", "", "l", LockRequest("h", 30_000))
-        assert first.holder is not None
-        ticket = "ab" * 16
-        reply = await run("lock_acquire", "default", "", "l", "gone", 30_000, "exclusive",
-                          "null", 10, ticket, 30_000, "try", "")
-        assert reply[0] == b"waiting"
-        item = reply[1]
-        await b.lock_acquire("default", "", "l", LockRequest("p", 0, mode="queue",
-                                                            entry=b'"kept"'))
-        await b.lock_release("default", "", "l", "h", first.holder.token)
-        handed, _ = await b.lock_get("default", "", "l")
-        assert handed is not None and handed.owner == "gone"
-        assert handed.expires_at is not None
-        assert handed.expires_at - handed.acquired_at == 5000  # the claim window
-        await b.lock_acquire("default", "", "l", LockRequest("p", 0, mode="queue",
-                                                            entry=b'"later"'))
-        reply = await run("lock_acquire", "default", "", "l", "gone", 30_000, "exclusive",
-                          "null", 10, ticket, 30_000, "cancel", item)
-        assert reply == [b"withdrawn"]
-        assert (await b.lock_get("default", "", "l")) == (None, 1)
-        with pytest.raises(Conflict):
-            await b.lock_release("default", "", "l", "gone", handed.token)
-        after = await b.lock_acquire("default", "", "l", LockRequest("x", 30_000))
-        assert after.pending == (b'"later"',)
-        assert after.holder is not None and after.holder.token == handed.token + 1
-        events = [(e["type"], e.get("abandoned")) for e in await lock_events(b)]
-        assert ("lock.released", True) in events
+        yield b
     finally:
         await b.close()
+
+
+async def waiter_step(b: Backend, ticket: str, step: str, item: Any) -> Any:
+    """One script step of waiter 'gone' (30 s wait, 30 s ttl), driven by hand."""
+    run = b.store.run  # type: ignore[attr-defined]
+    return await run("lock_acquire", "default", "", "l", "gone", 30_000, "exclusive",
+                     "null", 10, ticket, 30_000, step, item)
+
+
+@pytest.mark.redis_only
+async def test_redis_cancel_step_gives_back_an_unclaimed_lock(redis_engine: Backend) -> None:
+    """The script steps of a waiter, driven by hand: handed the lock, then cancelled
+    before claiming it, it gives the lock back and the pending entries stay."""
+    b = redis_engine
+    first = await b.lock_acquire("default", "", "l", LockRequest("h", 30_000))
+    assert first.holder is not None
+    ticket = "ab" * 16
+    reply = await waiter_step(b, ticket, "try", "")
+    assert reply[0] == b"waiting"
+    item = reply[1]
+    await b.lock_acquire("default", "", "l", LockRequest("p", 0, mode="queue",
+                                                        entry=b'"kept"'))
+    await b.lock_release("default", "", "l", "h", first.holder.token)
+    handed, _ = await b.lock_get("default", "", "l")
+    assert handed is not None and handed.owner == "gone"
+    assert handed.expires_at is not None
+    assert handed.expires_at - handed.acquired_at == 5000  # the claim window
+    await b.lock_acquire("default", "", "l", LockRequest("p", 0, mode="queue",
+                                                        entry=b'"later"'))
+    reply = await waiter_step(b, ticket, "cancel", item)
+    assert reply == [b"withdrawn"]
+    assert (await b.lock_get("default", "", "l")) == (None, 1)
+    with pytest.raises(Conflict):
+        await b.lock_release("default", "", "l", "gone", handed.token)
+    after = await b.lock_acquire("default", "", "l", LockRequest("x", 30_000))
+    assert after.pending == (b'"later"',)
+    assert after.holder is not None and after.holder.token == handed.token + 1
+    events = [(e["type"], e.get("abandoned")) for e in await lock_events(b)]
+    assert ("lock.released", True) in events
 
 
 @pytest.mark.redis_only
 async def test_redis_cancel_before_the_try_answered_finds_the_waiter_by_ticket(
-    redis_url: str,
+    redis_engine: Backend,
 ) -> None:
     """A waiter cancelled while its 'try' call was in flight never saw its queue item:
     the cancel step, sent with no item, finds it by the ticket, and the next release
     frees the lock instead of handing it to the vanished waiter."""
-    from tests.conftest import flush
-
-    flush(redis_url)
-    b = backend_from_url(redis_url, Settings(backend=redis_url))  # type: ignore[call-arg]
-    await b.start()
-    try:
-        run = b.store.run  # type: ignore[attr-defined]
-        first = await b.lock_acquire("default", "", "l", LockRequest("h", 30_000))
-        assert first.holder is not None
-        ticket = "cd" * 16
-        reply = await run("lock_acquire", "default", "", "l", "gone", 30_000, "exclusive",
-                          "null", 10, ticket, 30_000, "try", "")
-        assert reply[0] == b"waiting"
-        reply = await run("lock_acquire", "default", "", "l", "gone", 30_000, "exclusive",
-                          "null", 10, ticket, 30_000, "cancel", "")
-        assert reply == [b"withdrawn"]
-        await b.lock_release("default", "", "l", "h", first.holder.token)
-        assert (await b.lock_get("default", "", "l")) == (None, 0)
-    finally:
-        await b.close()
+    b = redis_engine
+    first = await b.lock_acquire("default", "", "l", LockRequest("h", 30_000))
+    assert first.holder is not None
+    ticket = "cd" * 16
+    reply = await waiter_step(b, ticket, "try", "")
+    assert reply[0] == b"waiting"
+    reply = await waiter_step(b, ticket, "cancel", "")
+    assert reply == [b"withdrawn"]
+    await b.lock_release("default", "", "l", "h", first.holder.token)
+    assert (await b.lock_get("default", "", "l")) == (None, 0)

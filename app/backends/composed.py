@@ -32,7 +32,11 @@ class _Forward:
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
         if instance is None:
             return self
-        return getattr(getattr(instance, self.part), self.name)
+        method = getattr(getattr(instance, self.part), self.name)
+        # Kept on the instance: later calls (every GET and PUT of a key) find the part's
+        # bound method directly. Parts are built once, in __init__, so it never goes stale.
+        instance.__dict__[self.name] = method
+        return method
 
 
 def forward(part: str) -> Any:
