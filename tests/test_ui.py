@@ -331,10 +331,10 @@ LAG_PROBE = """() => {
 
 
 async def write_keys(api: httpx.AsyncClient, count: int) -> None:
-    """``count`` keys through POST /v1/txn, 128 puts a transaction (the default
-    CORKBOARD_MAX_TXN_OPS): the public API, one revision per batch, 80 requests instead
-    of 10,000 PUTs."""
-    per = 128
+    """``count`` keys through POST /v1/txn, as many puts a transaction as the service
+    allows (``max_txn_ops`` of /v1/capabilities): the public API, one revision per
+    batch, 80 requests instead of 10,000 PUTs at the default."""
+    per = (await api.get("/v1/capabilities")).json()["limits"]["max_txn_ops"]
     sem = asyncio.Semaphore(4)
 
     async def batch(start: int) -> None:
