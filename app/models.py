@@ -93,6 +93,7 @@ class Limits(BaseModel):
     event_retention_bytes: int = Field(description="Bytes of events kept per namespace")
     namespace_max_keys: int = Field(description="Live keys per namespace (507 beyond)")
     namespace_max_bytes: int = Field(description="Stored bytes per namespace (507 beyond)")
+    namespace_max_leases: int = Field(description="Live leases per namespace (507 beyond)")
     lock_max_waiters: int = Field(description="Waiters per lock (429 beyond)")
     lock_max_pending: int = Field(description="Pending entries per lock")
     max_watchers: int = Field(description="Open watch streams per process (503 beyond)")

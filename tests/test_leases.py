@@ -249,3 +249,27 @@ async def test_memory_lease_listing_reads_one_page_not_every_lease() -> None:
     items, _ = await backend.lease_list("default", Pattern.compile("l01*"), limit=2,
                                         after="l01001")
     assert [i.id for i in items] == ["l01003", "l01004"]
+
+
+async def test_leases_past_the_namespace_quota_are_507_and_nothing_is_granted(
+    make_client: Any,
+) -> None:
+    """CORKBOARD_NAMESPACE_MAX_LEASES bounds the live leases of a namespace: a grant past
+    it is 507 quota_exceeded with no lease and no event; a revoke makes room again, and
+    other namespaces have their own count."""
+    async with make_client(namespace_max_leases=3) as c:
+        for i in range(3):
+            granted = await c.post("/v1/leases", json={"ttl": "1h", "id": f"l{i}"})
+            assert granted.status_code == 201, granted.text
+        before = await revision(c)
+        body = problem(await c.post("/v1/leases", json={"ttl": "1h", "id": "l3"}), 507,
+                       "quota_exceeded")
+        assert body["quota"] == "leases" and body["limit"] == 3
+        assert "CORKBOARD_NAMESPACE_MAX_LEASES" in body["detail"]
+        problem(await c.post("/v1/leases", json={"ttl": "1h"}), 507, "quota_exceeded")
+        assert await revision(c) == before
+        problem(await c.get("/v1/leases/l3"), 404, "lease_not_found")
+        assert (await c.post("/v1/leases", json={"ttl": "1h", "id": "x"},
+                             params={"ns": "other"})).status_code == 201
+        assert (await c.delete("/v1/leases/l0")).status_code in (200, 204)
+        assert (await c.post("/v1/leases", json={"ttl": "1h", "id": "l3"})).status_code == 201

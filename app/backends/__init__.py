@@ -23,6 +23,7 @@ def bounds_of(settings: Settings) -> Bounds:
         max_keys=settings.namespace_max_keys,
         max_bytes=settings.namespace_max_bytes,
         lock_max_waiters=settings.lock_max_waiters,
+        max_leases=settings.namespace_max_leases,
     )
 
 

@@ -22,6 +22,7 @@ class Bounds:
     max_keys: int = 1_000_000
     max_bytes: int = 1_073_741_824
     lock_max_waiters: int = 1000
+    max_leases: int = 100_000
 
     def script_arg(self) -> str:
         """The Lua prelude's ARGV[2]: 'events:event_bytes:max_keys:max_bytes'."""
@@ -31,10 +32,17 @@ class Bounds:
         )
 
 
+#: A quota's setting and unit, by the name a QuotaExceeded carries.
+_QUOTAS = {
+    "keys": ("CORKBOARD_NAMESPACE_MAX_KEYS", "live keys"),
+    "bytes": ("CORKBOARD_NAMESPACE_MAX_BYTES", "bytes"),
+    "leases": ("CORKBOARD_NAMESPACE_MAX_LEASES", "live leases"),
+}
+
+
 def quota_exceeded(ns: str, what: str, limit: int) -> QuotaExceeded:
     """The 507 for a write that would take ``ns`` past a quota; nothing was written."""
-    setting = "CORKBOARD_NAMESPACE_MAX_KEYS" if what == "keys" else "CORKBOARD_NAMESPACE_MAX_BYTES"
-    unit = "live keys" if what == "keys" else "bytes"
+    setting, unit = _QUOTAS[what]
     return QuotaExceeded(
         f"Namespace {ns!r} would exceed its quota of {limit} {unit} ({setting}); "
         "nothing was written. Delete something first.",

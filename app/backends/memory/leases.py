@@ -19,6 +19,7 @@ from app.backends.memory.locks import MemoryLocks
 from app.backends.memory.store import LeaseState, MemoryStore
 from app.backends.paging import page_sorted
 from app.backends.parts.txn import LeaseStore
+from app.domain.bounds import quota_exceeded
 from app.domain.leases import LeaseDetail, LeaseInfo, LeaseLock, lease_not_found, ttl_seconds
 from app.errors import Conflict
 from app.syntax import Pattern, iso_ms, now_ms
@@ -100,6 +101,8 @@ class MemoryLeases(LeaseStore):
         st = self.store.ns(ns)
         if lease_id in st.leases:
             raise Conflict(f"Lease {lease_id!r} exists and is live.", code="already_exists")
+        if len(st.leases) >= self.store.bounds.max_leases:
+            raise quota_exceeded(ns, "leases", self.store.bounds.max_leases)
         lease = st.leases[lease_id] = LeaseState(lease_id, ttl_ms, now, now + ttl_ms)
         bisect.insort(st.lease_order, lease_id)
         self.store.emit(ns, "lease.granted", lease_id, now, with_values=False,

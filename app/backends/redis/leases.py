@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from app.backends import paging
 from app.backends.parts.txn import LeaseStore
 from app.backends.redis.store import RedisStore, lua_pattern, text
+from app.domain.bounds import quota_exceeded
 from app.domain.leases import LeaseDetail, LeaseInfo, LeaseLock, lease_not_found, ttl_json
 from app.errors import Conflict
 
@@ -45,9 +46,14 @@ class RedisLeases(LeaseStore):
 
     async def lease_grant(self, ns: str, lease_id: str, ttl_ms: int) -> LeaseInfo:
         await self.store.register_deadlines(ns)
-        reply = await self.store.run("lease_grant", ns, lease_id, ttl_ms, ttl_json(ttl_ms))
+        most = self.store.bounds.max_leases
+        reply = await self.store.run(
+            "lease_grant", ns, lease_id, ttl_ms, ttl_json(ttl_ms), most
+        )
         if text(reply[0]) == "exists":
             raise Conflict(f"Lease {lease_id!r} exists and is live.", code="already_exists")
+        if text(reply[0]) == "full":
+            raise quota_exceeded(ns, "leases", most)
         return _info(lease_id, reply, 1)
 
     async def lease_keepalive(self, ns: str, lease_id: str) -> LeaseInfo:
