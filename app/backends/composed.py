@@ -33,10 +33,17 @@ class _Forward:
         if instance is None:
             return self
         method = getattr(getattr(instance, self.part), self.name)
-        # Kept on the instance: later calls (every GET and PUT of a key) find the part's
-        # bound method directly. Parts are built once, in __init__, so it never goes stale.
-        instance.__dict__[self.name] = method
+        # Kept on the instance, so later calls (every GET and PUT of a key) find the
+        # part's bound method directly; parts are built once, in __init__. Not when a
+        # subclass overrides the name and reached this through super(): the instance's
+        # copy would hide the override.
+        if _first_in_mro(type(instance), self.name) is self:
+            instance.__dict__[self.name] = method
         return method
+
+
+def _first_in_mro(cls: type, name: str) -> Any:
+    return next(c.__dict__[name] for c in cls.__mro__ if name in c.__dict__)
 
 
 def forward(part: str) -> Any:
