@@ -28,8 +28,9 @@ from app.hotpath import HotPath
 from app.limits import BodyLimit
 from app.mcp import McpEndpoint, McpRuntime, Parts
 from app.methods import HeadAsGet
-from app.observability import AccessLog, Metrics, RequestObserver, configure_logging
+from app.observability import AccessLog, RequestObserver, configure_logging
 from app.openapi import build_openapi
+from app.request_metrics import Metrics
 from app.routers import artifacts, events, kv, leases, locks, service, sessions, txn
 from app.settings import Settings
 from app.ui import install_ui

@@ -19,9 +19,9 @@ from typing import Any, BinaryIO
 from urllib.parse import unquote_plus
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.request_metrics import Metrics
 from app.syntax import iso_ms, now_ms
 
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -31,7 +31,6 @@ SECRET_QUERY_PARAMS = frozenset({"access_token"})
 _ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {
     0x2028: "\\u2028", 0x2029: "\\u2029",
 }
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 
 
 def escape_controls(text: str) -> str:
@@ -97,33 +96,62 @@ def configure_logging(level: str, fmt: str) -> None:
 
 
 class AccessLog:
-    """Buffered writer of access lines (JSON objects, or text) to a binary stream."""
+    """Buffered writer of access lines (JSON objects, or text) to a binary stream.
 
-    FLUSH_BYTES = 65_536
+    A request adds one tuple of what it saw (``record``); the lines are formatted, with
+    the path's control characters escaped and the query's secrets redacted, when the
+    buffer is written: every 200 ms (``run``), at ``FLUSH_ENTRIES``, and at shutdown. No
+    formatting work is done on the request's path.
+    """
+
+    FLUSH_ENTRIES = 512
 
     def __init__(self, stream: BinaryIO | None = None, *, fmt: str = "json") -> None:
         self.stream = stream if stream is not None else sys.stderr.buffer
         self.fmt = fmt
-        self._lines: list[bytes] = []
-        self._size = 0
+        self._pending: list[tuple[Any, ...] | dict[str, Any]] = []
 
-    def write(self, entry: dict[str, Any]) -> None:
-        entry = {"time": iso_ms(now_ms()), "level": "info", "logger": "corkboard.access", **entry}
-        if self.fmt == "json":
-            line = orjson.dumps(entry) + b"\n"
-        else:
-            # Values are escaped by the caller (escape_controls): one entry, one line.
-            line = " ".join(f"{k}={v}" for k, v in entry.items()).encode() + b"\n"
-        self._lines.append(line)
-        self._size += len(line)
-        if self._size >= self.FLUSH_BYTES:
+    def record(
+        self, request_id: str, method: str, path: str, query: bytes, route: str,
+        status: int, seconds: float, sent: int, token: str | None,
+    ) -> None:
+        """One request's line, formatted later."""
+        self._pending.append(
+            (time.time_ns(), request_id, method, path, query, route, status, seconds, sent, token)
+        )
+        if len(self._pending) >= self.FLUSH_ENTRIES:
             self.flush()
 
+    def write(self, entry: dict[str, Any]) -> None:
+        """A line of ``entry``'s fields (already escaped by the caller)."""
+        self._pending.append({"time": iso_ms(now_ms()), **entry})
+        if len(self._pending) >= self.FLUSH_ENTRIES:
+            self.flush()
+
+    def _entry(self, item: tuple[Any, ...] | dict[str, Any]) -> dict[str, Any]:
+        if isinstance(item, dict):
+            head = {"time": item.pop("time"), "level": "info", "logger": "corkboard.access"}
+            return head | item
+        at_ns, request_id, method, raw_path, raw_query, route, status, seconds, sent, token = item
+        path = escape_controls(raw_path)
+        return {
+            "time": iso_ms(at_ns // 1_000_000), "level": "info", "logger": "corkboard.access",
+            "message": f"{method} {path} {status}", "request_id": request_id,
+            "method": method, "path": path, "query": redact_query(raw_query), "route": route,
+            "status": status, "duration_ms": round(seconds * 1000, 3), "bytes_sent": sent,
+            "token": token,
+        }
+
+    def _line(self, entry: dict[str, Any]) -> bytes:
+        if self.fmt == "json":
+            return orjson.dumps(entry) + b"\n"
+        # Values are escaped (escape_controls): one entry, one line.
+        return " ".join(f"{k}={v}" for k, v in entry.items()).encode() + b"\n"
+
     def flush(self) -> None:
-        if self._lines:
-            data = b"".join(self._lines)
-            self._lines.clear()
-            self._size = 0
+        if self._pending:
+            pending, self._pending = self._pending, []
+            data = b"".join([self._line(self._entry(item)) for item in pending])
             try:
                 self.stream.write(data)
                 self.stream.flush()
@@ -138,61 +166,6 @@ class AccessLog:
                 self.flush()
         finally:
             self.flush()
-
-
-class Metrics:
-    """The service's Prometheus metrics, in a registry owned by one app."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = Counter(
-            "corkboard_http_requests", "HTTP requests by route, method and status",
-            ["route", "method", "status"], registry=r,
-        )
-        self.latency = Histogram(
-            "corkboard_http_request_duration_seconds", "HTTP request latency by route",
-            ["route", "method"], buckets=LATENCY_BUCKETS, registry=r,
-        )
-        self.in_flight = Gauge(
-            "corkboard_http_requests_in_flight", "Requests being served", registry=r
-        )
-        self.watchers = Gauge("corkboard_watchers_open", "Open watch streams", registry=r)
-        self.events_published = Counter(
-            "corkboard_events_published", "Change events read from the log for watchers",
-            registry=r,
-        )
-        self.events_delivered = Counter(
-            "corkboard_events_delivered", "Events handed to watchers", registry=r
-        )
-        self.watch_overflows = Counter(
-            "corkboard_watch_overflows", "Watch streams closed because they fell too far behind",
-            registry=r,
-        )
-        self.watch_resets = Counter(
-            "corkboard_watch_resets", "Reset events sent (resume point no longer retained)",
-            registry=r,
-        )
-        self.lock_waits = Histogram(
-            "corkboard_lock_wait_seconds", "Time acquirers waited for a lock",
-            ["outcome"], buckets=(0.001, 0.01, 0.1, 0.5, 1, 5, 15, 60), registry=r,
-        )
-        self.backend_errors = Counter(
-            "corkboard_backend_errors", "Backend calls that failed (answered 503)", registry=r
-        )
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-
-    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, status)
-        children = self._children.get(key)
-        if children is None:
-            children = (
-                self.requests.labels(route, method, str(status)),
-                self.latency.labels(route, method),
-            )
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
 
 
 def _route_of(scope: Scope) -> str:
@@ -241,23 +214,18 @@ class RequestObserver:
                 sent += len(message.get("body", b""))
             await send(message)
 
-        self.metrics.in_flight.inc()
+        stats = self.metrics.requests
+        stats.started += 1
         try:
             await self.app(scope, receive, observed_send)
         finally:
-            self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             route = _route_of(scope)
-            self.metrics.observe_request(route, scope["method"], status, elapsed)
+            stats.record(route, scope["method"], status, elapsed)
             if status == 503:
                 self.metrics.backend_errors.inc()
             if self.access_log is not None:
-                path = escape_controls(scope["path"])
-                query = redact_query(scope["query_string"])
-                self.access_log.write({
-                    "message": f"{scope['method']} {path} {status}",
-                    "request_id": request_id, "method": scope["method"], "path": path,
-                    "query": query, "route": route, "status": status,
-                    "duration_ms": round(elapsed * 1000, 3), "bytes_sent": sent,
-                    "token": scope.get("corkboard.token"),
-                })
+                self.access_log.record(
+                    request_id, scope["method"], scope["path"], scope["query_string"], route,
+                    status, elapsed, sent, scope.get("corkboard.token"),
+                )

@@ -31,7 +31,7 @@ from app.events import (
     Hub,
     Subscription,
 )
-from app.observability import Metrics
+from app.request_metrics import Metrics
 from app.settings import Settings
 from app.syntax import MATCH_ALL, Pattern, now_ms
 

@@ -131,3 +131,30 @@ async def test_watchers_per_process_are_capped(make_client: ClientFactory) -> No
         await client.put("/v1/kv/k", json=1)  # wakes both waiters
         assert all(t.status_code == 200 for t in await asyncio.gather(*waiting))
         assert (await client.get("/v1/events", params={"since": 0})).status_code == 200
+
+
+def test_request_metrics_render_counts_latency_buckets_and_in_flight() -> None:
+    from prometheus_client import generate_latest
+
+    from app.request_metrics import Metrics
+
+    metrics = Metrics()
+    stats = metrics.requests
+    stats.started += 4  # three finish below, one is still being served
+    stats.record("/v1/kv/{key}", "GET", 200, 0.0004)
+    stats.record("/v1/kv/{key}", "GET", 404, 0.003)
+    stats.record("/v1/kv/{key}", "PUT", 201, 20.0)
+    text = generate_latest(metrics.registry).decode()
+    route = 'route="/v1/kv/{key}"'
+    assert f'corkboard_http_requests_total{{method="GET",{route},status="200"}} 1.0' in text
+    assert f'corkboard_http_requests_total{{method="GET",{route},status="404"}} 1.0' in text
+    # Latency is by route and method: the two GETs share one histogram, cumulative.
+    get = f'method="GET",{route}'
+    assert f'corkboard_http_request_duration_seconds_bucket{{le="0.0005",{get}}} 1.0' in text
+    assert f'corkboard_http_request_duration_seconds_bucket{{le="0.005",{get}}} 2.0' in text
+    assert f'corkboard_http_request_duration_seconds_count{{{get}}} 2.0' in text
+    put = f'method="PUT",{route}'
+    assert f'corkboard_http_request_duration_seconds_bucket{{le="10.0",{put}}} 0.0' in text
+    assert f'corkboard_http_request_duration_seconds_bucket{{le="+Inf",{put}}} 1.0' in text
+    assert f'corkboard_http_request_duration_seconds_sum{{{put}}} 20.0' in text
+    assert "corkboard_http_requests_in_flight 1.0" in text

@@ -16,7 +16,7 @@ from app.events.filters import EventFilter
 from app.events.frames import Frame, reset_frame
 
 if TYPE_CHECKING:
-    from app.observability import Metrics
+    from app.request_metrics import Metrics
 
 logger = logging.getLogger("corkboard.events")
 

@@ -18,7 +18,7 @@ from app.events.snapshot import consistent_snapshot
 from app.events.subscription import Subscription
 
 if TYPE_CHECKING:
-    from app.observability import Metrics
+    from app.request_metrics import Metrics
 
 #: Seconds a closing server leaves streams to send their last frame.
 SHUTDOWN_GRACE_SECONDS = 2.0

@@ -21,7 +21,7 @@ from app.events.frames import (
 )
 
 if TYPE_CHECKING:
-    from app.observability import Metrics
+    from app.request_metrics import Metrics
 
 #: Frames handed to one stream per write at most (they are joined into one send).
 MAX_BATCH = 256
