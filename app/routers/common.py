@@ -150,10 +150,29 @@ def query_param(request: Request, name: str) -> str | None:
     return query.get(name)
 
 
+class JsonBytes(Response):
+    """A response of JSON bytes already encoded: Starlette's ``Response`` with its
+    headers built directly (no rendering or header merging; a fifth of a key read)."""
+
+    media_type = JSON
+
+    def __init__(
+        self, content: bytes, status_code: int = 200, headers: dict[str, str] | None = None
+    ) -> None:
+        self.status_code = status_code
+        self.background = None
+        self.body = content
+        raw = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(content)).encode())]
+        if headers:
+            raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.raw_headers = raw
+
+
 def json_response(
     content: bytes, status_code: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
-    return Response(content, status_code=status_code, media_type=JSON, headers=headers)
+    return JsonBytes(content, status_code, headers)
 
 
 def write_precondition(headers: Headers) -> tuple[str | None, bool]:
