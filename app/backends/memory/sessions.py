@@ -3,9 +3,8 @@
 Like every memory operation, each call runs without awaiting between its checks and its
 change, so validation (``plan_writes``) happens inside the atomic step. Session locks are
 the lock engine's (``MemoryLocks``), in scope = the session id; a session's delete,
-expiry and import reach into that engine's holders and pending lists, and a session lock
-call reaches back (``lock_session_check``/``lock_session_use``, attached to the engine) to
-create or touch its session in the same critical section as the lock change.
+expiry and import reach into its holders and pending lists, and a session lock call
+reaches back (``lock_session_check``/``lock_session_use``) in the same critical section.
 """
 
 from __future__ import annotations
@@ -214,17 +213,13 @@ class MemorySessions(SessionStore):
         self._session_hand_on(ns, sid, waited, now)
         return True
 
-    # -- the session step of a session lock call (MemoryLocks, same critical section) ----
-
     def lock_session_check(self, ns: str, sid: str, now: int) -> None:
-        """Before a session lock call writes anything: a session past its deadline is
-        removed; creating a missing one must fit the byte quota (507 otherwise)."""
+        """Before a session lock change: expire it if due; 507 if creating it won't fit."""
         if self._session_live(ns, sid, now) is None:
             self.store.check_quota(ns, 0, 2)
 
     def lock_session_use(self, ns: str, sid: str, now: int) -> None:
-        """The session lock call changed something: create the session or touch it (the
-        lock engine's slots are the index of its lock names)."""
+        """The lock changed: create or touch the session (lock slots index its names)."""
         self._session_touch(ns, sid, self._session_live(ns, sid, now), now)
 
     def _expire_s(self, ns: str, sid: str, deadline: int, now: int) -> bool:
