@@ -173,3 +173,29 @@ async def test_a_waiter_handed_the_lock_touches_its_session(
         assert snap["locks"]["l"]["owner"] == "w"
         assert snap["pending_locks"] == {"l": [2]}
         assert await indexed(b, "s1") <= {"l"}
+
+
+async def test_a_waiter_refused_by_the_session_quota_gives_the_lock_back(
+    make_settings: MakeSettings,
+) -> None:
+    async with service(make_settings, namespace_max_bytes=1024) as (c, b):
+        held = await b.lock_acquire(NS, "s1", "l", LockRequest("a", 30_000))  # no session
+        assert held.holder is not None
+        assert (await c.put("/v1/kv/fill", json="x" * 1000)).status_code == 201  # 1002
+        since = await revision(c)
+        waiter = asyncio.create_task(lock(c, "s1", "l", "w", ttl=30, wait="8s"))
+        await queued(c, since)  # joining the line needs no room and creates nothing
+        problem(await c.get("/v1/sessions/s1"), 404, "not_found")
+        assert (await c.put("/v1/kv/more", json="x" * 19)).status_code == 201  # 1023
+        since = await revision(c)
+        await b.lock_release(NS, "s1", "l", "a", held.holder.token)  # handed to w
+        r = await waiter
+        problem(r, 507, "quota_exceeded")
+        # The claim gave the lock back (nobody else waits: it is free) and wrote no session.
+        problem(await c.get("/v1/sessions/s1"), 404, "not_found")
+        problem(await c.get("/v1/sessions/s1/locks/l"), 404, "not_found")
+        assert await indexed(b, "s1") == set()
+        found = await events(c, since=since, types="lock")
+        assert [e["type"] for e in found] == ["lock.released", "lock.acquired",
+                                               "lock.released"]
+        assert found[-1]["owner"] == "w" and found[-1]["abandoned"] is True
