@@ -33,7 +33,7 @@ CLUSTER_MODULES = {
     "test_kv", "test_kv_listing", "test_ttl", "test_event_log", "test_events_poll",
     "test_hub", "test_locks", "test_locks_backend", "test_sessions",
     "test_session_snapshots", "test_variable_types", "test_artifacts", "test_quotas",
-    "test_lock_waiters", "test_watch",
+    "test_lock_waiters", "test_watch", "test_session_locks",
 }
 REQUIRE_REDIS = os.environ.get("CORKBOARD_REQUIRE_REDIS") == "1"
 

@@ -98,8 +98,6 @@ class ComposedBackend(Backend):
     session_get = forward("sessions")
     session_list = forward("sessions")
     session_delete = forward("sessions")
-    session_use = forward("sessions")
-    session_lock_index = forward("sessions")
     var_register = forward("sessions")
     var_get = forward("sessions")
     var_list = forward("sessions")

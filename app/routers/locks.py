@@ -2,7 +2,9 @@
 
 ``lock_router(prefix, scope)`` builds the same handlers for any mount point: namespace
 locks at ``/v1/locks`` (scope "") and, through the sessions router, a session's locks at
-``/v1/sessions/{sid}/locks`` (scope = the session id). The engine is the backend's.
+``/v1/sessions/{sid}/locks`` (scope = the session id, ``session=True``: the engine counts
+each lock change as a write to that session, in the same atomic step). The engine is the
+backend's.
 """
 
 # No ``from __future__ import annotations``: the handlers are built in a factory, and
@@ -182,11 +184,13 @@ def lock_router(
     *,
     kind: str = "lock",
     tags: list[str] | None = None,
+    session: bool = False,
 ) -> APIRouter:
     """The lock API mounted at ``prefix``; ``scope_of`` is a dependency giving the scope.
 
     ``kind`` names the operations (``acquire_<kind>``, ...) so that several mounts keep
-    unique operation ids.
+    unique operation ids. ``session``: the scope is a session id, and the lock calls
+    that change something create or touch that session (``LockEngine``'s ``session``).
     """
     router_tags: list[str | Enum] = [*(tags or ["locks"])]
     router = APIRouter(prefix=prefix, tags=router_tags)
@@ -222,7 +226,7 @@ def lock_router(
         name = lock_name(name)
         body = validated(LockRefreshRequest, await read_body(request, SMALL_BODY_BYTES))
         info = await backend.lock_refresh(
-            ns, scope, name, body.owner, body.token, refresh_ttl_ms(body)
+            ns, scope, name, body.owner, body.token, refresh_ttl_ms(body), session=session
         )
         return json_response(orjson.dumps({"status": "refreshed", **info.as_dict()}))
 
@@ -239,7 +243,9 @@ def lock_router(
     ) -> Response:
         name = lock_name(name)
         body = validated(LockReleaseRequest, await read_body(request, SMALL_BODY_BYTES))
-        released = await backend.lock_release(ns, scope, name, body.owner, body.token)
+        released = await backend.lock_release(
+            ns, scope, name, body.owner, body.token, session=session
+        )
         return json_response(released.to_json())
 
     @router.post(
@@ -252,11 +258,10 @@ def lock_router(
         "are taken. Needs the `admin` permission once access control is configured.",
     )
     async def force_release_lock(
-        name: str, request: Request, scope: Scope, ns: NamespaceDep, backend: LocksDep
+        name: str, scope: Scope, ns: NamespaceDep, backend: LocksDep
     ) -> Response:
-        released = await backend.lock_force_release(ns, scope, lock_name(name))
-        if released.holder is None and not released.pending:
-            request.state.lock_changed_nothing = True  # a session scope is not used
+        released = await backend.lock_force_release(ns, scope, lock_name(name),
+                                                    session=session)
         return json_response(released.to_json())
 
     @router.post(
@@ -293,7 +298,9 @@ def lock_router(
             waits = request.scope["state"]["metrics"].lock_waits
             started = time.monotonic()
             try:
-                outcome = await backend.lock_acquire(ns, scope, name, lock_request, gone)
+                outcome = await backend.lock_acquire(
+                    ns, scope, name, lock_request, gone, session=session
+                )
             except Conflict:
                 waits.labels("gone" if gone.is_set() else "timeout").observe(
                     time.monotonic() - started
@@ -303,7 +310,8 @@ def lock_router(
                 watcher.cancel()
             waits.labels("acquired").observe(time.monotonic() - started)
         else:
-            outcome = await backend.lock_acquire(ns, scope, name, lock_request)
+            outcome = await backend.lock_acquire(ns, scope, name, lock_request,
+                                                 session=session)
         return json_response(outcome.to_json(), 200 if outcome.status == "acquired" else 202)
 
     @router.get(

@@ -13,7 +13,8 @@
 --   'sdd:'..SID     zset   dedupe keys scored by sequence number (oldest lowest)
 --   'sth:'..SID     hash   thread id -> state JSON
 --   'sch:'..SID     hash   channel id -> state JSON
---   'slk:'..SID     set    names of session locks used (their pending lists may exist)
+--   'slk:'..SID     set    names of session locks changed by a session lock call (their
+--                          pending lists may exist); written with the session (ss_lock_use)
 -- The session's locks are the lock engine's (lib_locks.lua) in scope SID. An idle TTL
 -- puts member 's:'..SID in PFX..'ttl'.
 
@@ -130,6 +131,23 @@ local function ss_charge(sid, bytes)
     redis.call('HINCRBY', ss_key(sid), 'qb', bytes)
     quota_add(bytes)
   end
+end
+
+-- The session step of a session lock call (lock_*.lua with its session flag), in the
+-- lock's own script. Before anything is written: the live session (one past its idle
+-- deadline is removed here), and nil or the quota failure reply when the call would
+-- have to create it.
+local function ss_lock_check(sid)
+  local s = ss_live(sid)
+  if s then return s, nil end
+  return nil, ss_quota_fails(nil, 0)
+end
+
+-- The call changed lock `name` of session sid (s: from ss_lock_check): index the name,
+-- so the snapshot finds its pending list, and create or touch the session.
+local function ss_lock_use(sid, s, name)
+  redis.call('SADD', ss_part('slk', sid), name)
+  return ss_touch(sid, s)
 end
 
 -- A variable's quota bytes from its stored meta ('ver|ca|ua|definition') and value.

@@ -2,22 +2,29 @@
 -- [6] owner, [7] ttl ms (0 none), [8] mode, [9] entry JSON, [10] most pending entries,
 -- [11] waiter ticket ('' = no waiting), [12] wait ms, [13] step, [14] the waiter's queue
 -- item on steps after 'try', [15] most waiters in line (a new one beyond: 'too_many'),
--- [16] a lease to hold it on ('' none): {'lease_not_found'} unless live.
+-- [16] a lease to hold it on ('' none): {'lease_not_found'} unless live, [17] '1' when
+-- the scope is a session the call writes to: checked (expiry, quota) before anything is
+-- written, indexed and created or touched when the call is acquired, queued or debounced
+-- (here or in the claim of a lock handed to the waiter; not on joining the line).
 -- Steps: 'try' (first call), 'wake' (the waiter's wake list
 -- was pushed), 'final' (its wait is over), 'cancel' (its client is gone; item '' when
 -- the 'try' never answered: found by the ticket).
 -- Replies {'acquired', owner, token, acquired_at, expires_at, pending_count, entries...},
 -- {'held' | 'full', owner, token, acquired_at, expires_at, pending_count},
 -- {'queued', position}, {'debounced'}, {'waiting', item}, {'withdrawn'} or
--- {'too_many_waiters', limit}.
+-- {'too_many_waiters', limit} or {'quota_exceeded', what, limit} (a claim refused by the
+-- quota gives the lock back, as a 'cancel' does).
 local scope, name, owner = ARGV[4], ARGV[5], ARGV[6]
 local ttl, mode, entry, max_pending = tonumber(ARGV[7]), ARGV[8], ARGV[9], tonumber(ARGV[10])
 local ticket, wait, step, item = ARGV[11], tonumber(ARGV[12]), ARGV[13], ARGV[14]
 local sn = lk_sn(scope, name)
 local lease = ARGV[16] or ''
+local in_session = ARGV[17] == '1'
 if lease ~= '' and not TX.lease_live(lease) then return {'lease_not_found'} end
+local sess
 
 local function acquired(h, items)
+  if in_session then ss_lock_use(scope, sess, name) end
   if lease ~= '' then
     redis.call('SADD', PFX .. 'leasel:' .. lease, sn .. '|' .. string.format('%d', h.token))
   end
@@ -26,9 +33,9 @@ local function acquired(h, items)
   return out
 end
 
-if step == 'cancel' then
-  -- Leave the line; a lock handed over but never claimed goes to the next waiter, and
-  -- the pending entries stay for whoever claims it.
+-- Leave the line; a lock handed over but never claimed goes to the next waiter, and
+-- the pending entries stay for whoever claims it.
+local function withdraw()
   if item == '' then
     -- Cancelled before its 'try' answered: find its item by the ticket.
     local line, prefix = redis.call('LRANGE', lk_wait(sn), 0, -1), ticket .. ':'
@@ -45,7 +52,20 @@ if step == 'cancel' then
       lk_holder_tail(h, redis.call('LLEN', lk_pend(sn)), 0) .. ',"abandoned":true')
     lk_handoff(scope, name)
   end
+end
+
+if step == 'cancel' then
+  withdraw()
   return {'withdrawn'}
+end
+
+if in_session then
+  local fail
+  sess, fail = ss_lock_check(scope)
+  if fail then
+    if step ~= 'try' then withdraw() end
+    return fail
+  end
 end
 
 local h = lk_live(scope, name)
@@ -91,6 +111,7 @@ if mode == 'queue' or mode == 'debounce' then
   end
   if mode == 'debounce' then redis.call('DEL', lk_pend(sn)) end
   local position = redis.call('RPUSH', lk_pend(sn), entry)
+  if in_session then ss_lock_use(scope, sess, name) end
   lk_event('lock.queued', scope, name, ',"mode":"' .. mode .. '","owner":' .. json_str(owner)
     .. ',"position":' .. position .. ',"pending_count":' .. position)
   if mode == 'debounce' then return {'debounced'} end

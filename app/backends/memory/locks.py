@@ -6,6 +6,11 @@ pending list and waiters live in a per-lock slot that is never dropped, so token
 repeat. Waiters are asyncio futures, woken by the release or expiry that hands them the
 lock; a woken waiter then *claims* it (takes the pending entries), so entries are never
 handed to a waiter that is gone.
+
+A session lock call (``session=True``) does its session step in the same critical
+section: the session store attached with ``attach_sessions`` checks the session (expiry,
+quota) before the lock changes, and creates or touches it after a change, with no await
+between the two.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import asyncio
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from app.backends.memory.store import LockState, MemoryStore
 from app.backends.parts.locks import LockEngine
@@ -29,11 +34,23 @@ from app.domain.locks import (
     not_owner,
     too_many_waiters,
 )
+from app.errors import QuotaExceeded
 from app.syntax import Pattern, iso_ms, now_ms
 
 #: A lock handed to a waiter is held for at most this long until the waiter claims it
 #: (then for its TTL), so a waiter that vanished holds up the line only briefly.
 CLAIM_WINDOW_MS = 5000
+
+
+class LockSessions(Protocol):
+    """The session side of a session lock call (MemorySessions)."""
+
+    def lock_session_check(self, ns: str, sid: str, now: int) -> None:
+        """Before any change: expire the session if due; 507 if creating it would pass
+        the byte quota."""
+
+    def lock_session_use(self, ns: str, sid: str, now: int) -> None:
+        """After a change: create or touch the session."""
 
 
 @dataclass(slots=True)
@@ -64,7 +81,17 @@ class MemoryLocks(LockEngine):
         self.slots: dict[tuple[str, str, str], LockSlot] = {}
         # The names of each scope's locks, so a session finds its own without a scan.
         self.names: dict[tuple[str, str], set[str]] = {}
+        self.sessions: LockSessions | None = None
         store.on_deadline("l", self._expire_l)
+
+    def attach_sessions(self, sessions: LockSessions) -> None:
+        """The session store whose sessions a ``session=True`` call writes to."""
+        self.sessions = sessions
+
+    def _session_side(self) -> LockSessions:
+        if self.sessions is None:
+            raise RuntimeError("a session lock call needs attach_sessions first")
+        return self.sessions
 
     # -- internals, also used by sessions and leases ---------------------------------
 
@@ -282,11 +309,18 @@ class MemoryLocks(LockEngine):
         name: str,
         request: LockRequest,
         gone: asyncio.Event | None = None,
+        *,
+        session: bool = False,
     ) -> LockOutcome:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + request.wait_s
-        self.store.lease_live(ns, request.lease, now_ms())
-        outcome, holder = self._lock_attempt(ns, scope, name, request, now_ms())
+        now = now_ms()
+        self.store.lease_live(ns, request.lease, now)
+        if session:
+            self._session_side().lock_session_check(ns, scope, now)
+        outcome, holder = self._lock_attempt(ns, scope, name, request, now)
+        if session and outcome is not None:
+            self._session_side().lock_session_use(ns, scope, now)
         if request.lease is not None and outcome is not None and outcome.holder is not None:
             # A leased acquire never waits (the router refuses `wait` with `lease`).
             self.store.lease_attach_lock(ns, request.lease, scope, name, outcome.holder.token)
@@ -323,13 +357,31 @@ class MemoryLocks(LockEngine):
             if gone is not None and gone.is_set():
                 self._lock_withdraw(ns, scope, name, waiter)
                 raise client_gone(name)
+            if session:
+                try:
+                    self._session_side().lock_session_check(ns, scope, now_ms())
+                except QuotaExceeded:
+                    self._lock_withdraw(ns, scope, name, waiter)
+                    raise
             outcome, holder = self._lock_claim(ns, scope, name, request, waiter)
+            if session and outcome is not None:
+                self._session_side().lock_session_use(ns, scope, now_ms())
         return outcome
 
     async def lock_refresh(
-        self, ns: str, scope: str, name: str, owner: str, token: int, ttl_ms: int | None
+        self,
+        ns: str,
+        scope: str,
+        name: str,
+        owner: str,
+        token: int,
+        ttl_ms: int | None,
+        *,
+        session: bool = False,
     ) -> LockInfo:
         now = now_ms()
+        if session:
+            self._session_side().lock_session_check(ns, scope, now)
         holder = self._lock_holding(ns, scope, name, owner, token, now)
         slot = self.slot(ns, scope, name)
         if ttl_ms is not None:
@@ -339,6 +391,8 @@ class MemoryLocks(LockEngine):
             self.store.schedule_deadline(holder.expires_at, ns, f"l:{scope}|{name}")
         self._lock_event(ns, "lock.refreshed", scope, name, now,
                          self._holder_fields(holder, len(slot.pending), 0))
+        if session:
+            self._session_side().lock_session_use(ns, scope, now)
         return self._lock_info(ns, scope, name, holder)
 
     def _lock_end(self, ns: str, scope: str, name: str, holder: LockState | None,
@@ -363,15 +417,28 @@ class MemoryLocks(LockEngine):
         return LockRelease(info, pending)
 
     async def lock_release(
-        self, ns: str, scope: str, name: str, owner: str, token: int
+        self, ns: str, scope: str, name: str, owner: str, token: int, *, session: bool = False
     ) -> LockRelease:
         now = now_ms()
+        if session:
+            self._session_side().lock_session_check(ns, scope, now)
         holder = self._lock_holding(ns, scope, name, owner, token, now)
-        return self._lock_end(ns, scope, name, holder, now, False)
+        released = self._lock_end(ns, scope, name, holder, now, False)
+        if session:
+            self._session_side().lock_session_use(ns, scope, now)
+        return released
 
-    async def lock_force_release(self, ns: str, scope: str, name: str) -> LockRelease:
+    async def lock_force_release(
+        self, ns: str, scope: str, name: str, *, session: bool = False
+    ) -> LockRelease:
         now = now_ms()
-        return self._lock_end(ns, scope, name, self._lock_live(ns, scope, name, now), now, True)
+        if session:
+            self._session_side().lock_session_check(ns, scope, now)
+        holder = self._lock_live(ns, scope, name, now)
+        released = self._lock_end(ns, scope, name, holder, now, True)
+        if session and (released.holder is not None or released.pending):
+            self._session_side().lock_session_use(ns, scope, now)
+        return released
 
     async def lock_get(self, ns: str, scope: str, name: str) -> tuple[LockInfo | None, int]:
         holder = self.store.view(ns).locks.get((scope, name))

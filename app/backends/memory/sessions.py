@@ -3,7 +3,8 @@
 Like every memory operation, each call runs without awaiting between its checks and its
 change, so validation (``plan_writes``) happens inside the atomic step. Session locks are
 the lock engine's (``MemoryLocks``), in scope = the session id; a session's delete,
-expiry and import reach into that engine's holders and pending lists.
+expiry and import reach into its holders and pending lists, and a session lock call
+reaches back (``lock_session_check``/``lock_session_use``) in the same critical section.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class MemorySessions(SessionStore):
         self.table: dict[str, dict[str, Session]] = {}  # ns -> session id -> session
         self.orders: dict[str, list[str]] = {}  # ns -> its session ids, sorted
         store.on_deadline("s", self._expire_s)
+        locks.attach_sessions(self)
 
     # -- internals -------------------------------------------------------------------
 
@@ -211,12 +213,14 @@ class MemorySessions(SessionStore):
         self._session_hand_on(ns, sid, waited, now)
         return True
 
-    async def session_use(self, ns: str, sid: str, lock_name: str | None = None) -> None:
-        now = now_ms()
-        self._session_touch(ns, sid, self._session_live(ns, sid, now), now)
+    def lock_session_check(self, ns: str, sid: str, now: int) -> None:
+        """Before a session lock change: expire it if due; 507 if creating it won't fit."""
+        if self._session_live(ns, sid, now) is None:
+            self.store.check_quota(ns, 0, 2)
 
-    async def session_lock_index(self, ns: str, sid: str, lock_name: str) -> None:
-        return None  # the lock engine's slots are the index: every lock has one
+    def lock_session_use(self, ns: str, sid: str, now: int) -> None:
+        """The lock changed: create or touch the session (lock slots index its names)."""
+        self._session_touch(ns, sid, self._session_live(ns, sid, now), now)
 
     def _expire_s(self, ns: str, sid: str, deadline: int, now: int) -> bool:
         sess = self._sessions(ns).get(sid)

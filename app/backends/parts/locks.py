@@ -14,6 +14,17 @@ class LockEngine(ABC):
 
     ``scope`` is "" for the namespace's locks (/v1/locks) or a session id for a
     session's locks; events of a session-scoped lock carry ``session`` = the scope.
+
+    ``session=True`` (the calls that change a lock) makes the call count as a write to
+    the session ``scope``, in the same atomic step as the lock change (one script on
+    Redis, one critical section in memory): before anything is written, a session past
+    its idle deadline is removed and, when the session does not exist, the namespace's
+    byte quota is checked for creating it (QuotaExceeded: nothing changed, no lock
+    taken); then, only when the call changed something (it did not raise, and a
+    force-release found a holder or pending entries), the lock's name is indexed in the
+    session (so its snapshot finds the pending list) and the session is created or
+    touched (updated_at, idle deadline). A refused call, or one that changed nothing,
+    creates, indexes and touches nothing.
     """
 
     @abstractmethod
@@ -24,6 +35,8 @@ class LockEngine(ABC):
         name: str,
         request: LockRequest,
         gone: asyncio.Event | None = None,
+        *,
+        session: bool = False,
     ) -> LockOutcome:
         """Acquire ``name`` for ``request.owner``, or queue/debounce its entry.
 
@@ -34,29 +47,47 @@ class LockEngine(ABC):
         ``wait_s`` in FIFO order, then raises Conflict(lock_held) with the holder.
         ``gone`` set while waiting (the client went away) ends the wait: the waiter
         leaves the line, gives back a lock handed to it, and gets Conflict(lock_held).
+
+        ``session``: acquired, queued and debounced count as a write to the session
+        (see the class); joining the line of waiters does not. A waiter handed the lock
+        does the session step in the step that claims it; if the session quota refuses
+        it then, the waiter gives the lock back (to the next waiter) and gets the 507.
         """
 
     @abstractmethod
     async def lock_refresh(
-        self, ns: str, scope: str, name: str, owner: str, token: int, ttl_ms: int | None
+        self,
+        ns: str,
+        scope: str,
+        name: str,
+        owner: str,
+        token: int,
+        ttl_ms: int | None,
+        *,
+        session: bool = False,
     ) -> LockInfo:
         """Extend the holder's deadline by ``ttl_ms`` (None: the TTL it was acquired with).
 
         Raises Conflict(lock_not_held) when free or held under another token by this
-        owner, Conflict(not_owner) when another owner holds it.
+        owner, Conflict(not_owner) when another owner holds it. ``session``: a refresh
+        counts as a write to the session (see the class).
         """
 
     @abstractmethod
     async def lock_release(
-        self, ns: str, scope: str, name: str, owner: str, token: int
+        self, ns: str, scope: str, name: str, owner: str, token: int, *, session: bool = False
     ) -> LockRelease:
         """Release and hand the pending entries to the caller; the next waiter gets the
-        lock. Errors as for ``lock_refresh``."""
+        lock. Errors as for ``lock_refresh``. ``session``: a release counts as a write to
+        the session (see the class)."""
 
     @abstractmethod
-    async def lock_force_release(self, ns: str, scope: str, name: str) -> LockRelease:
+    async def lock_force_release(
+        self, ns: str, scope: str, name: str, *, session: bool = False
+    ) -> LockRelease:
         """Release whatever holds the lock (admin) and hand over the pending entries; on
-        a free lock, only the pending entries are taken."""
+        a free lock, only the pending entries are taken. ``session``: counts as a write
+        to the session (see the class) unless the lock was free with nothing pending."""
 
     @abstractmethod
     async def lock_get(self, ns: str, scope: str, name: str) -> tuple[LockInfo | None, int]:

@@ -48,16 +48,6 @@ class SessionStore(ABC):
         """Remove the session and all its state; False when there was none."""
 
     @abstractmethod
-    async def session_use(self, ns: str, sid: str, lock_name: str | None = None) -> None:
-        """Create the session if needed and count a write (idle TTL); ``lock_name`` is a
-        session lock that was used, remembered so snapshots find its pending list."""
-
-    @abstractmethod
-    async def session_lock_index(self, ns: str, sid: str, lock_name: str) -> None:
-        """Remember a session lock about to be used (before the lock call), so that no
-        snapshot misses its pending list; creates no session."""
-
-    @abstractmethod
     async def var_register(
         self, ns: str, sid: str, var: Variable, *, fence: Fence | None = None
     ) -> Variable:

@@ -10,6 +10,11 @@ the ticket, which the process's one listener (``wakeups.py``) turns into the wai
 wake-up: waiting holds no connection. The waiter then *claims* the lock, taking the
 pending entries; one that gives up removes itself atomically and still gets a lock
 handed to it in the meantime.
+
+A session lock call (``session=True``) does its session step in the same script: the
+session's expiry and quota are checked first, and the lock's name is indexed and the
+session created or touched when the call changed something (lib_sessions.lua's
+``ss_lock_check``/``ss_lock_use``); a waiter does it in the script that claims the lock.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from app.domain.locks import (
     not_owner,
     too_many_waiters,
 )
+from app.errors import QuotaExceeded
 from app.syntax import Pattern
 
 if TYPE_CHECKING:
@@ -76,6 +82,8 @@ class RedisLocks(LockEngine):
         name: str,
         request: LockRequest,
         gone: asyncio.Event | None = None,
+        *,
+        session: bool = False,
     ) -> LockOutcome:
         waits = request.mode == "exclusive" and request.wait_s > 0
         if request.ttl_ms > 0 or waits:  # a lock handed to a waiter has a claim deadline
@@ -89,6 +97,7 @@ class RedisLocks(LockEngine):
                 "lock_acquire", ns, scope, name, request.owner, request.ttl_ms, request.mode,
                 request.entry, request.max_pending, ticket, round(request.wait_s * 1000),
                 name_of_step, item, self.store.bounds.lock_max_waiters, request.lease or "",
+                "1" if session else "0",
             )
 
         wakeups = self.wakeups
@@ -96,6 +105,8 @@ class RedisLocks(LockEngine):
         try:
             try:
                 reply = await step("try")
+            except QuotaExceeded:
+                raise  # refused before anything was written: not in line
             except BaseException:
                 if waits:  # cancelled after the script queued this waiter: leave the line
                     self._lock_withdraw(step("cancel"))
@@ -148,12 +159,21 @@ class RedisLocks(LockEngine):
         task.add_done_callback(_finish_withdrawal(tasks))
 
     async def lock_refresh(
-        self, ns: str, scope: str, name: str, owner: str, token: int, ttl_ms: int | None
+        self,
+        ns: str,
+        scope: str,
+        name: str,
+        owner: str,
+        token: int,
+        ttl_ms: int | None,
+        *,
+        session: bool = False,
     ) -> LockInfo:
         if ttl_ms:
             await self.store.register_deadlines(ns)
         reply = await self.store.run(
-            "lock_refresh", ns, scope, name, owner, token, "" if ttl_ms is None else ttl_ms
+            "lock_refresh", ns, scope, name, owner, token, "" if ttl_ms is None else ttl_ms,
+            "1" if session else "0",
         )
         status = text(reply[0])
         if status == "ok":
@@ -162,17 +182,21 @@ class RedisLocks(LockEngine):
         raise AssertionError("unreachable")
 
     async def lock_release(
-        self, ns: str, scope: str, name: str, owner: str, token: int
+        self, ns: str, scope: str, name: str, owner: str, token: int, *, session: bool = False
     ) -> LockRelease:
-        reply = await self.store.run("lock_release", ns, scope, name, owner, token, "0")
+        reply = await self.store.run("lock_release", ns, scope, name, owner, token, "0",
+                                     "1" if session else "0")
         status = text(reply[0])
         if status == "released":
             return LockRelease(_info(name, reply), _entries(reply, 6))
         _raise_not_holding(status, name, reply, owner, token)
         raise AssertionError("unreachable")
 
-    async def lock_force_release(self, ns: str, scope: str, name: str) -> LockRelease:
-        reply = await self.store.run("lock_release", ns, scope, name, "", 0, "1")
+    async def lock_force_release(
+        self, ns: str, scope: str, name: str, *, session: bool = False
+    ) -> LockRelease:
+        reply = await self.store.run("lock_release", ns, scope, name, "", 0, "1",
+                                     "1" if session else "0")
         if text(reply[0]) == "released":
             return LockRelease(_info(name, reply), _entries(reply, 6))
         return LockRelease(None, _entries(reply, 1))

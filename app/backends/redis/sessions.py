@@ -110,12 +110,6 @@ class RedisSessions(SessionStore):
             raise _stale(fence)
         return status == "deleted"
 
-    async def session_use(self, ns: str, sid: str, lock_name: str | None = None) -> None:
-        await self.store.run("session_use", ns, sid, lock_name or "", "1")
-
-    async def session_lock_index(self, ns: str, sid: str, lock_name: str) -> None:
-        await self.store.run("session_use", ns, sid, lock_name, "0")
-
     # -- variables -------------------------------------------------------------------
 
     async def var_register(
