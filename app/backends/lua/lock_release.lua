@@ -9,7 +9,7 @@ local sn = lk_sn(scope, name)
 local h = lk_live(scope, name)
 local out
 if force then
-  local extra = ',"forced":true'
+  local extra = {'bforced', '1'}
   if h then
     out = lk_fields({'released'}, h, sn)
     local items = lk_end(scope, name, h, extra)
@@ -25,6 +25,6 @@ if not h then return {'not_held'} end
 if h.owner ~= owner then return lk_fields({'not_owner'}, h, sn) end
 if h.token ~= token then return {'not_held'} end
 out = lk_fields({'released'}, h, sn)
-local items = lk_end(scope, name, h, '')
+local items = lk_end(scope, name, h, {})
 for i = 1, #items do out[#out + 1] = items[i] end
 return out

@@ -16,7 +16,7 @@ if s.ttl > 0 then s.ea = NOW + s.ttl end
 redis.call('HSET', ss_key(sid), 'md', s.md, 'ttl', s.ttl, 'ea', s.ea)
 set_deadline('s:' .. sid, s.ea)
 ss_event(sid, values_tail(s.md, old), 'metadata',
-  ',"created":' .. tostring(created) .. ',"ttl":' .. ARGV[7])
+  {'bcreated', created and '1' or '0', 'dttl', ARGV[7]})
 local status = 'replaced'
 if created then status = 'created' end
 return {status, s.md, s.ca, s.ua, s.ttl, s.ea, redis.call('HLEN', ss_part('sv', sid))}
