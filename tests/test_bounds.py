@@ -22,10 +22,11 @@ async def log_bytes(backend: Backend, ns: str = "default") -> tuple[int, int, in
     """(the backend's byte counter, the bytes of the events it holds, how many)."""
     if backend.info.name == "memory":
         st = backend.store.namespaces[ns]  # type: ignore[attr-defined]
-        return st.event_bytes, sum(len(e.data) for e in st.events), len(st.events)
+        return st.event_bytes, sum(e.size for e in st.events), len(st.events)
     client = backend.client  # type: ignore[attr-defined]
     rows = await client.xrange(f"cb:{{{ns}}}:log", "-", "+")
-    held = sum(len(fields[b"d"]) for _, fields in rows)
+    # An event's size: its stored fields' names and values (events.fields_size).
+    held = sum(len(k) + len(v) for _, fields in rows for k, v in fields.items())
     return int(await client.hget(f"cb:{{{ns}}}:quota", "eb")), held, len(rows)
 
 
