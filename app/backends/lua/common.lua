@@ -24,7 +24,9 @@
 --   P..'lock:'..scope..'|'..name  hash  a lock holder: owner token acquired_at expires_at
 --   P..'logn'           list   the byte size of each event of the log, oldest first
 --   P..'quota'          hash   eb: bytes of the log's events (an event's size: the sum
---                              of the lengths of its field names and values); b: the bytes CORKBOARD_NAMESPACE_MAX_BYTES bounds
+--                              of the lengths of its field names and values, on both
+--                              backends; see append_event); b: the bytes
+--                              CORKBOARD_NAMESPACE_MAX_BYTES bounds
 --                              (key revisions' values, session metadata, variables'
 --                              values and definitions, state maps; see Bounds)
 
@@ -120,7 +122,8 @@ end
 -- The log's event sizes live beside it, oldest first, in the list P..'logn' (the stream
 -- cannot return a field without the others, and an event may be megabytes): dropping an
 -- event pops its size, never reads the event. A log written before byte accounting
--- existed gets its sizes counted once, here.
+-- existed gets its sizes counted once, here (an event stored as JSON, fields t k s d,
+-- counts its fields alike; read_events still reads such events).
 local function log_sizes(n)
   if redis.call('HEXISTS', QUOTA, 'eb') == 1 or n == 0 then return end
   local total, after = 0, '-'
