@@ -5,11 +5,12 @@ such an event with only the changes its filter matches, and not at all when none
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import orjson
 
-from app.domain.events import COMPOUND_TYPES, ChangeEvent
+from app.domain.events import COMPOUND_TYPES, ChangeEvent, build_event
 from app.syntax import Pattern
 
 __all__ = ["COMPOUND_TYPES", "filtered_data", "kv_changes", "type_wanted"]
@@ -51,13 +52,18 @@ def kv_changes(event: ChangeEvent) -> list[ChangeEvent]:
     """The key changes of a compound event as key events of the same revision (for
     replaying the log onto a snapshot)."""
     body: dict[str, Any] = orjson.loads(event.data)
+    at_ms = round(datetime.fromisoformat(body["at"]).timestamp() * 1000)
     out = []
     for c in body.get("changes", []):
         if not c["type"].startswith("kv."):
             continue
-        data = orjson.dumps({
-            "revision": event.revision, "type": c["type"], "ns": body["ns"], "key": c["key"],
-            "at": body["at"], "value": c["value"], "old_value": c["old_value"],
-        })
-        out.append(ChangeEvent(event.revision, c["type"], c["key"], None, data))
+        out.append(build_event(
+            body["ns"], event.revision, c["type"], c["key"], at_ms,
+            value=_raw(c["value"]), old_value=_raw(c["old_value"]),
+        ))
     return out
+
+
+def _raw(value: Any) -> bytes | None:
+    """A change's value back as raw JSON for ``build_event`` (None: JSON null)."""
+    return None if value is None else orjson.dumps(value)

@@ -17,7 +17,7 @@ from app.backends import backend_from_url
 from app.backends.base import Backend
 from app.backends.memory import MemoryBackend
 from app.backends.redis import RedisBackend
-from app.domain.events import EventBatch
+from app.domain.events import EventBatch, event_fields
 from app.domain.keys import KeyPage
 from app.errors import BackendUnavailable
 from app.events import (
@@ -65,17 +65,21 @@ async def emit(
     b: Backend, type_: str, key: str, *, session: str | None = None, **fields: Any
 ) -> int:
     """One event as a resource emits it: memory's ``emit``, Redis's Lua ``emit``."""
+    extra = {k: v for k, v in fields.items() if k not in ("value", "old_value")}
+    values = {k: orjson.dumps(fields[k]) for k in ("value", "old_value") if k in fields}
     if isinstance(b, MemoryBackend):
-        extra = {k: v for k, v in fields.items() if k not in ("value", "old_value")}
-        values = {k: orjson.dumps(fields[k]) for k in ("value", "old_value") if k in fields}
         return b.store.emit(NS, type_, key, now_ms(), session=session, extra=extra,
                             with_values=bool(values), **values)
     assert isinstance(b, RedisBackend)
-    tail = "".join(f',"{k}":' + orjson.dumps(v).decode() for k, v in fields.items())
-    script = _PRELUDE + "\nreturn emit(ARGV[4], ARGV[5], ARGV[6], ARGV[7])"
+    # The member pairs a script passes to emit (after t k s a: see events.event_fields).
+    tail = event_fields(type_, key, 0, extra=extra, with_values=bool(values), **values)[8:]
+    script = _PRELUDE + (
+        "\nlocal tail = {}\nfor i = 7, #ARGV do tail[#tail + 1] = ARGV[i] end"
+        "\nreturn emit(ARGV[4], ARGV[5], ARGV[6], tail)"
+    )
     rev: int = await b.client_for(f"cb:{{{NS}}}:rev").eval(  # type: ignore[misc]
         script, 1, f"cb:{{{NS}}}:rev", NS, b.bounds.event_retention, b.store.key_history,
-        type_, key, session or "", tail,
+        type_, key, session or "", *tail,
     )
     return rev
 

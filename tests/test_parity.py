@@ -207,6 +207,35 @@ async def test_a_tab_or_quote_in_an_artifact_content_type_keeps_its_events_valid
     assert orjson.dumps(orjson.loads(raw)) == raw  # byte for byte as orjson writes it
 
 
+async def test_values_with_slashes_and_floats_read_alike_in_every_event(
+    client: httpx.AsyncClient,
+) -> None:
+    """Events are encoded once, in Python, from the fields a script stored: no '\\/'
+    (Lua's cjson wrote one in a lease event's lock owner), and a float's text is
+    orjson's on every backend."""
+    value = {"path": "a/b/c", "f": 0.1, "big": 1.5e300, "tiny": 1e-7, "n": -0.0}
+    text = orjson.dumps(value)
+    await client.put("/v1/kv/dir/a", content=text, headers={"Content-Type": "application/json"})
+    await client.post("/v1/leases", json={"ttl": "30s", "id": "l1"})
+    r = await client.post("/v1/txn", json={"success": [
+        {"op": "put", "key": "dir/b", "value": value, "lease": "l1"},
+        {"op": "delete", "key": "dir/a"},
+    ]})
+    assert r.status_code == 200, r.text
+    r = await client.post("/v1/locks/job", json={"owner": "team/a", "lease": "l1"})
+    assert r.status_code in (200, 201), r.text
+    assert (await client.delete("/v1/leases/l1")).status_code in (200, 204)
+    raw = (await client.get("/v1/events", params={"since": 0})).content
+    assert b"\\/" not in raw
+    assert orjson.dumps(orjson.loads(raw)) == raw  # byte for byte as orjson writes it
+    found = orjson.loads(raw)["events"]
+    assert [e["type"] for e in found] == [
+        "kv.put", "lease.granted", "txn", "lock.acquired", "lease.revoked"]
+    assert found[-1]["changes"][-1]["owner"] == "team/a"
+    assert raw.count(text) == 4  # put; the txn's put and delete; the revoke's delete
+    assert found[2]["changes"][0]["value"] == value
+
+
 # -- listings past the scan budget -----------------------------------------------------
 
 

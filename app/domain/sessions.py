@@ -270,8 +270,8 @@ def batch_event_updates(writes: Sequence[VariableWrite]) -> dict[str, Any]:
         w.new.name: {
             "id": w.new.id,
             "version": w.new.version,
-            "value": orjson.Fragment(w.new.value),
-            "old_value": orjson.Fragment(w.old.value),
+            "value": w.new.value,
+            "old_value": w.old.value,
         }
         for w in sorted(writes, key=lambda w: w.new.name)
     }

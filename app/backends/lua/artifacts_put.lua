@@ -14,9 +14,9 @@ local ea = 0
 if ttl > 0 then ea = NOW + ttl end
 local a = {b = blob, n = tonumber(ARGV[6]), h = ARGV[7], ct = ARGV[8], ca = NOW, ea = ea,
   r = tonumber(redis.call('GET', REV) or '0') + 1, g = tonumber(ARGV[10])}
-local old_json = nil
-if old then old_json = artifact_json(key, old) end
-local rev = emit('artifact.put', key, nil, values_tail(artifact_json(key, a), old_json))
+local old_packed = nil
+if old then old_packed = artifact_packed(key, old) end
+local rev = emit('artifact.put', key, nil, artifact_values(artifact_packed(key, a), old_packed))
 assert(rev == a.r, 'revision moved while committing an artifact')
 redis.call('HSET', akey(key), 'b', a.b, 'n', a.n, 'h', a.h, 'ct', a.ct, 'ca', a.ca,
   'ea', a.ea, 'r', a.r, 'g', a.g)

@@ -9,7 +9,10 @@
 --
 -- Layout under the prefix P = 'cb:{<ns>}:':
 --   P..'rev'            string   the namespace's revision counter
---   P..'log'            stream   change events, id '<revision>-0', fields t k s d
+--   P..'log'            stream   change events, id '<revision>-0', fields t (type) k (key)
+--                                s (session, '' none) a (time, ms), then the event's JSON
+--                                members as tagged pairs (append_event; encoded to JSON
+--                                once, in Python: app/domain/events.py)
 --   P..'k:'..key        hash     a key's entry: v r cr ver ca ma ea (ms; ea 0 = none),
 --                                and ls: the lease it is on (absent or '' = none)
 --   P..'h:'..key        list     its history, newest first, items 'r|cr|ver|ca|ma|ea|v'
@@ -20,8 +23,10 @@
 --                                not indexed. See set_deadline and redis/sweeper.py.
 --   P..'lock:'..scope..'|'..name  hash  a lock holder: owner token acquired_at expires_at
 --   P..'logn'           list   the byte size of each event of the log, oldest first
---   P..'quota'          hash   eb: bytes of the log's events (the sum of their 'd'
---                              lengths); b: the bytes CORKBOARD_NAMESPACE_MAX_BYTES bounds
+--   P..'quota'          hash   eb: bytes of the log's events (an event's size: the sum
+--                              of the lengths of its field names and values, on both
+--                              backends; see append_event); b: the bytes
+--                              CORKBOARD_NAMESPACE_MAX_BYTES bounds
 --                              (key revisions' values, session metadata, variables'
 --                              values and definitions, state maps; see Bounds)
 
@@ -64,31 +69,61 @@ local function iso(ms)
     math.floor(rem / 3600), math.floor((rem % 3600) / 60), rem % 60, frac)
 end
 
--- A string as JSON, exactly as orjson writes it (cjson would write '\/' and '\u007f'):
--- '"' and '\' escaped, \b \f \n \r \t short, other bytes below 0x20 as \u00xx.
-local JSON_ESCAPES = {['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f',
-  ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t'}
-local function json_str(s)
-  local escaped = string.gsub(s, '[%z\1-\31"\\]', function(c)
-    return JSON_ESCAPES[c] or string.format('\\u%04x', string.byte(c))
-  end)
-  return '"' .. escaped .. '"'
+-- Event fields. A script never writes JSON: an event is stored as fields, and Python
+-- encodes its JSON once (app/domain/events.py, the one encoder, also the memory
+-- backend's). After t k s a, each JSON member is a pair: a one-character tag then the
+-- member's name, and its value: 's' string, 'd' number (an integer's digits; a float's
+-- text as Python passed it), 'b' boolean ('1'/'0'), 'n' null (''), 'j' raw JSON exactly
+-- as stored (a value written by Python: never built here), '{' object / '[' list (value:
+-- their members' pairs packed by ev_pack, '<length>:<bytes>' each; list items have
+-- empty names). A tail is a Lua list of such pairs: {'sowner', owner, 'dtoken', 7}.
+
+-- Integers as their digits (tostring would write 1e+15); strings as they are.
+local function ev_text(x)
+  if type(x) == 'number' then return string.format('%d', x) end
+  return x
 end
 
-local function json_or_null(v)
-  if v then return v end
-  return 'null'
+-- The value of a '{' or '[' member from its members' pairs.
+local function ev_pack(pairs)
+  local parts = {}
+  for i = 1, #pairs do
+    local x = ev_text(pairs[i])
+    parts[i] = #x .. ':' .. x
+  end
+  return table.concat(parts)
 end
 
--- ',"value":V,"old_value":O' for events that carry values (raw JSON, or null).
+-- The pairs of several tails (nil ones skipped), in order.
+local function ev_join(...)
+  local out = {}
+  for i = 1, select('#', ...) do
+    local t = select(i, ...)
+    if t then for j = 1, #t do out[#out + 1] = t[j] end end
+  end
+  return out
+end
+
+-- The pair of a time member: an RFC 3339 string, or null when ms is 0 (none).
+local function ev_time(name, ms)
+  if ms > 0 then return {'s' .. name, iso(ms)} end
+  return {'n' .. name, ''}
+end
+
+-- The value and old_value members of events that carry values (raw stored JSON, or nil
+-- for null: a stored JSON 'null' stays distinguishable from none).
 local function values_tail(value, old)
-  return ',"value":' .. json_or_null(value) .. ',"old_value":' .. json_or_null(old)
+  local f = {'nvalue', '', 'nold_value', ''}
+  if value then f[1], f[2] = 'jvalue', value end
+  if old then f[3], f[4] = 'jold_value', old end
+  return f
 end
 
 -- The log's event sizes live beside it, oldest first, in the list P..'logn' (the stream
 -- cannot return a field without the others, and an event may be megabytes): dropping an
 -- event pops its size, never reads the event. A log written before byte accounting
--- existed gets its sizes counted once, here.
+-- existed gets its sizes counted once, here (an event stored as JSON, fields t k s d,
+-- counts its fields alike; read_events still reads such events).
 local function log_sizes(n)
   if redis.call('HEXISTS', QUOTA, 'eb') == 1 or n == 0 then return end
   local total, after = 0, '-'
@@ -98,7 +133,7 @@ local function log_sizes(n)
     for i = 1, #rows do
       local f = rows[i][2]
       local size = 0
-      for j = 1, #f, 2 do if f[j] == 'd' then size = #f[j + 1] end end
+      for j = 1, #f do size = size + #f[j] end
       redis.call('RPUSH', PFX .. 'logn', size)
       total = total + size
       after = '(' .. rows[i][1]
@@ -123,19 +158,28 @@ local function compact_log(n, eb)
   end
 end
 
--- Append the event of revision rev (taken by the caller); names need no JSON escaping
--- (their syntax allows no quote, backslash or control character).
+-- Append the event of revision rev (taken by the caller) with the member pairs of
+-- `tail` (see Event fields). Its size, counted in 'logn' and quota 'eb' and bounded by
+-- RETENTION_BYTES, is the sum of the lengths of all its field names and values (the
+-- memory backend counts the same: app/domain/events.py fields_size).
 local function append_event(rev, typ, key, session, tail)
-  local d = '{"revision":' .. rev .. ',"type":"' .. typ .. '","ns":"' .. NS
-    .. '","key":"' .. key .. '"'
-  if session and session ~= '' then d = d .. ',"session":"' .. session .. '"' end
-  d = d .. ',"at":"' .. iso(NOW) .. '"' .. (tail or '') .. '}'
+  session = session or ''
+  local at = string.format('%d', NOW)
+  local args = {'XADD', PFX .. 'log', rev .. '-0', 't', typ, 'k', key, 's', session, 'a', at}
+  local size = 4 + #typ + #key + #session + #at
+  if tail then
+    for i = 1, #tail do
+      local x = ev_text(tail[i])
+      args[#args + 1] = x
+      size = size + #x
+    end
+  end
   local n = redis.call('XLEN', PFX .. 'log')
   log_sizes(n)
-  redis.call('XADD', PFX .. 'log', rev .. '-0', 't', typ, 'k', key, 's', session or '', 'd', d)
-  redis.call('RPUSH', PFX .. 'logn', #d)
+  redis.call(unpack(args))
+  redis.call('RPUSH', PFX .. 'logn', size)
   n = n + 1
-  local eb = redis.call('HINCRBY', QUOTA, 'eb', #d)
+  local eb = redis.call('HINCRBY', QUOTA, 'eb', size)
   if n > RETENTION or (eb > RETENTION_BYTES and n > 1) then compact_log(n, eb) end
 end
 

@@ -13,5 +13,5 @@ local ea = NOW + ttl
 redis.call('HSET', TX.lease_key(id), 'ttl', ttl, 'ga', NOW, 'ea', ea)
 redis.call('ZADD', PFX .. 'leases', 0, id)
 redis.call('ZADD', PFX .. 'ttl', ea, 'e:' .. id)
-emit('lease.granted', id, nil, ',"ttl":' .. ARGV[6] .. ',"expires_at":"' .. iso(ea) .. '"')
+emit('lease.granted', id, nil, {'dttl', ARGV[6], 'sexpires_at', iso(ea)})
 return {'ok', ttl, NOW, ea}

@@ -16,14 +16,18 @@ local function load_artifact(key)
     ea = tonumber(r[6]), r = tonumber(r[7]), g = tonumber(r[8])}
 end
 
--- The metadata document of events; the content type is the only field that may need
--- escaping (a tab, a quote).
-local function artifact_json(key, a)
-  local ea = 'null'
-  if a.ea > 0 then ea = '"' .. iso(a.ea) .. '"' end
-  return '{"key":"' .. key .. '","size":' .. string.format('%d', a.n) .. ',"sha256":"' .. a.h
-    .. '","content_type":' .. json_str(a.ct) .. ',"created_at":"' .. iso(a.ca) .. '","expires_at":'
-    .. ea .. ',"revision":' .. string.format('%d', a.r) .. '}'
+-- The metadata document of events, packed as an object member's value (Event fields).
+local function artifact_packed(key, a)
+  return ev_pack(ev_join({'skey', key, 'dsize', a.n, 'ssha256', a.h, 'scontent_type', a.ct,
+    'screated_at', iso(a.ca)}, ev_time('expires_at', a.ea), {'drevision', a.r}))
+end
+
+-- The value and old_value members of an artifact event (packed metadata, or nil).
+local function artifact_values(value, old)
+  local f = {'nvalue', '', 'nold_value', ''}
+  if value then f[1], f[2] = '{value', value end
+  if old then f[3], f[4] = '{old_value', old end
+  return f
 end
 
 -- status, then the metadata fields when there is an artifact
@@ -37,8 +41,8 @@ local function remove_artifact(key, a, reason)
   redis.call('ZREM', PFX .. 'artifacts', key)
   redis.call('ZREM', PFX .. 'ttl', 'a:' .. key)
   redis.call('ZADD', PFX .. 'agc', NOW + a.g, a.b)
-  emit('artifact.delete', key, nil, values_tail(nil, artifact_json(key, a))
-    .. ',"reason":"' .. reason .. '"')
+  emit('artifact.delete', key, nil, ev_join(artifact_values(nil, artifact_packed(key, a)),
+    {'sreason', reason}))
 end
 
 -- The live artifact, or nil; one past its deadline is expired here, with its event.

@@ -33,17 +33,12 @@ end
 
 local function lk_expired(h) return h.expires_at > 0 and h.expires_at <= NOW end
 
-local function lk_iso_or_null(ms)
-  if ms > 0 then return '"' .. iso(ms) .. '"' end
-  return 'null'
-end
-
 -- An event's fields: the holder, the pending list's length after the change and, on
 -- acquired/refreshed/released, how many entries the change handed over (nil: omitted).
 local function lk_holder_tail(h, pending_count, handed_over)
-  local t = ',"owner":' .. json_str(h.owner) .. ',"token":' .. string.format('%d', h.token)
-    .. ',"expires_at":' .. lk_iso_or_null(h.expires_at) .. ',"pending_count":' .. pending_count
-  if handed_over then t = t .. ',"handed_over":' .. handed_over end
+  local t = ev_join({'sowner', h.owner, 'dtoken', h.token}, ev_time('expires_at', h.expires_at),
+    {'dpending_count', pending_count})
+  if handed_over then t = ev_join(t, {'dhanded_over', handed_over}) end
   return t
 end
 
@@ -134,18 +129,17 @@ local function lk_live(scope, name)
 end
 
 -- End the holder h: take the pending entries, emit lock.released, hand the lock on.
--- extra: more event fields (',"forced":true'). Returns the entries handed over.
+-- extra: more event fields ({'bforced', '1'}). Returns the entries handed over.
 local function lk_end(scope, name, h, extra)
   local sn = lk_sn(scope, name)
   local items = lk_take(sn)
   if h then
     lk_vacate(scope, name)
-    lk_event('lock.released', scope, name, lk_holder_tail(h, 0, #items) .. extra)
+    lk_event('lock.released', scope, name, ev_join(lk_holder_tail(h, 0, #items), extra))
     lk_handoff(scope, name)
   elseif #items > 0 then
-    lk_event('lock.released', scope, name,
-      ',"owner":null,"token":null,"expires_at":null,"pending_count":0,"handed_over":'
-      .. #items .. extra)
+    lk_event('lock.released', scope, name, ev_join({'nowner', '', 'ntoken', '',
+      'nexpires_at', '', 'dpending_count', 0, 'dhanded_over', #items}, extra))
   end
   return items
 end

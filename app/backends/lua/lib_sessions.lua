@@ -93,7 +93,7 @@ local function ss_live(sid)
   local s = ss_load(sid)
   if s and ss_expired(s) then
     local waited = ss_clear(sid, true)
-    emit('session.deleted', sid, sid, ',"expired":true')
+    emit('session.deleted', sid, sid, {'bexpired', '1'})
     ss_hand_on(sid, waited)
     return nil
   end
@@ -156,17 +156,16 @@ local function ss_var_bytes(meta, value)
 end
 
 -- A 'session.updated' event: values (values_tail, or nil for none), then the change and
--- its own fields (a JSON tail starting with ',').
+-- its own fields (a tail of member pairs, or nil).
 local function ss_event(sid, values, change, fields)
-  return emit('session.updated', sid, sid,
-    (values or '') .. ',"change":"' .. change .. '"' .. (fields or ''))
+  return emit('session.updated', sid, sid, ev_join(values, {'schange', change}, fields))
 end
 
--- A JSON list of strings.
+-- A list of strings, packed as a '[' member's value.
 local function ss_json_list(items)
   local parts = {}
-  for i = 1, #items do parts[i] = json_str(items[i]) end
-  return '[' .. table.concat(parts, ',') .. ']'
+  for i = 1, #items do parts[2 * i - 1], parts[2 * i] = 's', items[i] end
+  return ev_pack(parts)
 end
 
 -- 'version|created_at|updated_at|definition' -> version, created_at, updated_at, definition

@@ -12,20 +12,20 @@
 local TX = {}
 
 -- One key change of a compound event ('txn', 'lease.revoked', 'lease.expired').
+-- Each change is an object item of the event's 'changes' list (Event fields).
 function TX.kv_change(typ, key, value, old)
-  return '{"type":"' .. typ .. '","key":"' .. key .. '","value":' .. json_or_null(value)
-    .. ',"old_value":' .. json_or_null(old) .. '}'
+  return ev_pack({'{', ev_pack(ev_join({'stype', typ, 'skey', key}, values_tail(value, old)))})
 end
 
 function TX.lock_change(scope, name, owner, token, pending)
-  local s = '{"type":"lock.released","key":"' .. name .. '"'
-  if scope ~= '' then s = s .. ',"session":"' .. scope .. '"' end
-  return s .. ',"owner":' .. cjson.encode(owner) .. ',"token":' .. string.format('%d', token)
-    .. ',"pending_count":' .. pending .. '}'
+  local f = {'stype', 'lock.released', 'skey', name}
+  if scope ~= '' then f[5], f[6] = 'ssession', scope end
+  return ev_pack({'{', ev_pack(ev_join(f, {'sowner', owner, 'dtoken', token,
+    'dpending_count', pending}))})
 end
 
 function TX.changes_tail(changes)
-  return ',"changes":[' .. table.concat(changes, ',') .. ']'
+  return {'[changes', table.concat(changes)}
 end
 
 function TX.lease_key(id) return PFX .. 'lease:' .. id end

@@ -49,7 +49,7 @@ local function withdraw()
   if h and not lk_expired(h) and h.ticket == ticket then
     lk_vacate(scope, name)
     lk_event('lock.released', scope, name,
-      lk_holder_tail(h, redis.call('LLEN', lk_pend(sn)), 0) .. ',"abandoned":true')
+      ev_join(lk_holder_tail(h, redis.call('LLEN', lk_pend(sn)), 0), {'babandoned', '1'}))
     lk_handoff(scope, name)
   end
 end
@@ -112,8 +112,8 @@ if mode == 'queue' or mode == 'debounce' then
   if mode == 'debounce' then redis.call('DEL', lk_pend(sn)) end
   local position = redis.call('RPUSH', lk_pend(sn), entry)
   if in_session then ss_lock_use(scope, sess, name) end
-  lk_event('lock.queued', scope, name, ',"mode":"' .. mode .. '","owner":' .. json_str(owner)
-    .. ',"position":' .. position .. ',"pending_count":' .. position)
+  lk_event('lock.queued', scope, name, {'smode', mode, 'sowner', owner,
+    'dposition', position, 'dpending_count', position})
   if mode == 'debounce' then return {'debounced'} end
   return {'queued', position}
 end
@@ -141,6 +141,6 @@ else
   if dl < NOW then return lk_fields({'held'}, h, sn) end
 end
 local position = redis.call('RPUSH', lk_wait(sn), item)
-lk_event('lock.queued', scope, name, ',"mode":"exclusive","owner":' .. json_str(owner)
-  .. ',"position":' .. position .. ',"pending_count":' .. redis.call('LLEN', lk_pend(sn)))
+lk_event('lock.queued', scope, name, {'smode', 'exclusive', 'sowner', owner,
+  'dposition', position, 'dpending_count', redis.call('LLEN', lk_pend(sn))})
 return {'waiting', item}

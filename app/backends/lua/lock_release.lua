@@ -17,7 +17,7 @@ end
 local h = lk_live(scope, name)
 local out
 if force then
-  local extra = ',"forced":true'
+  local extra = {'bforced', '1'}
   if h then
     out = lk_fields({'released'}, h, sn)
     local items = lk_end(scope, name, h, extra)
@@ -35,7 +35,7 @@ if not h then return {'not_held'} end
 if h.owner ~= owner then return lk_fields({'not_owner'}, h, sn) end
 if h.token ~= token then return {'not_held'} end
 out = lk_fields({'released'}, h, sn)
-local items = lk_end(scope, name, h, '')
+local items = lk_end(scope, name, h, {})
 for i = 1, #items do out[#out + 1] = items[i] end
 if in_session then ss_lock_use(scope, sess, name) end
 return out

@@ -1,6 +1,6 @@
 -- Events after a revision. ARGV[4] after, [5] count. Replies {current revision,
--- first kept revision (0 when the log is empty), then revision, t, k, s, d of each
--- event}.
+-- first kept revision (0 when the log is empty), then per event its revision and its
+-- fields as stored (common.lua, Event fields; Python encodes the JSON)}.
 local after, count = tonumber(ARGV[4]), tonumber(ARGV[5])
 local current = tonumber(redis.call('GET', REV) or '0')
 local head = redis.call('XRANGE', PFX .. 'log', '-', '+', 'COUNT', 1)
@@ -14,14 +14,8 @@ if after <= current then
   rows = redis.call('XRANGE', PFX .. 'log', '(' .. ARGV[4] .. '-0', '+', 'COUNT', count)
 end
 for i = 1, #rows do
-  local f = rows[i][2]
-  local m = {}
-  for j = 1, #f, 2 do m[f[j]] = f[j + 1] end
   out[#out + 1] = tonumber(string.match(rows[i][1], '^(%d+)'))
-  out[#out + 1] = m['t']
-  out[#out + 1] = m['k']
-  out[#out + 1] = m['s']
-  out[#out + 1] = m['d']
+  out[#out + 1] = rows[i][2]
 end
 -- ARGV[6] = '1' (CORKBOARD_REDIS_WAIT_REPLICAS): a write here makes the WAIT that follows
 -- this script cover every event it read, so watchers never see an event that a failover

@@ -14,6 +14,5 @@ if n > limit then
   local popped = redis.call('ZPOPMIN', dd, n - limit)
   for i = 1, #popped, 2 do evicted[#evicted + 1] = popped[i] end
 end
-ss_event(sid, nil, 'dedupe', ',"dedupe_key":' .. json_str(key) .. ',"evicted":'
-  .. ss_json_list(evicted))
+ss_event(sid, nil, 'dedupe', {'sdedupe_key', key, '[evicted', ss_json_list(evicted)})
 return {0}

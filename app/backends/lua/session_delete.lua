@@ -4,6 +4,6 @@ local sid = ARGV[4]
 if not fence_holds(ARGV[5], ARGV[6], ARGV[7]) then return {'stale_fence'} end
 if not ss_live(sid) then return {'absent'} end
 local waited = ss_clear(sid, true)
-emit('session.deleted', sid, sid, ',"expired":false')
+emit('session.deleted', sid, sid, {'bexpired', '0'})
 ss_hand_on(sid, waited)
 return {'deleted'}

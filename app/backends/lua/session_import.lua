@@ -113,5 +113,5 @@ for _ = 1, tonumber(take()) do
   for _ = 1, count do redis.call('RPUSH', lk_pend(sn), take()) end
   redis.call('SADD', ss_part('slk', sid), name)
 end
-out[2] = emit('session.imported', sid, sid, ',"created":' .. tostring(created))
+out[2] = emit('session.imported', sid, sid, {'bcreated', created and '1' or '0'})
 return out

@@ -17,7 +17,7 @@ if had then
 elseif old then
   return {'conflict'}
 end
-local fields = ',"' .. kind .. '":"' .. id .. '"'
+local fields = {'s' .. kind, id}
 if op == 'delete' then
   if not old then
     if s then ss_touch(sid, s) end

@@ -18,5 +18,5 @@ if on then
 else
   redis.call('SREM', ss_part('ssub', sid), thread)
 end
-ss_event(sid, nil, change, ',"thread":"' .. thread .. '"')
+ss_event(sid, nil, change, {'sthread', thread})
 return {1}

@@ -19,6 +19,6 @@ ss_charge(sid, #def + #value)
 redis.call('HSET', ss_part('svn', sid), name, id)
 redis.call('HSET', ss_part('sv', sid), id, '1|' .. NOW .. '|' .. NOW .. '|' .. def)
 redis.call('HSET', ss_part('svv', sid), id, value)
-emit('variable.created', name, sid, values_tail(value, nil) .. ',"id":"' .. id
-  .. '","variable_type":"' .. typ .. '","version":1')
+emit('variable.created', name, sid, ev_join(values_tail(value, nil), {'sid', id,
+  'svariable_type', typ, 'dversion', 1}))
 return {'created', NOW}

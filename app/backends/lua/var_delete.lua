@@ -15,6 +15,6 @@ ss_charge(sid, -ss_var_bytes(meta, old))
 redis.call('HDEL', ss_part('sv', sid), id)
 redis.call('HDEL', ss_part('svv', sid), id)
 redis.call('HDEL', ss_part('svn', sid), name)
-local rev = emit('variable.deleted', name, sid, values_tail(nil, old) .. ',"id":"' .. id
-  .. '","version":' .. ver)
+local rev = emit('variable.deleted', name, sid, ev_join(values_tail(nil, old), {'sid', id,
+  'dversion', ver}))
 return {'deleted', rev}

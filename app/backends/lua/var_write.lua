@@ -35,19 +35,18 @@ for i = 1, n do
     .. w.def)
   redis.call('HSET', svv, w.id, w.value)
 end
-local function fields(w)
-  return ',"id":"' .. w.id .. '","version":' .. string.format('%d', w.ver)
-end
 local first = writes[1]
-local tail = values_tail(first.value, first.old) .. fields(first)
+local tail = ev_join(values_tail(first.value, first.old),
+  {'sid', first.id, 'dversion', first.ver})
 if mode == 'batch' then
   local parts = {}
   for i = 1, n do
     local w = writes[i]
-    parts[i] = '"' .. w.name .. '":{"id":"' .. w.id .. '","version":'
-      .. string.format('%d', w.ver) .. ',"value":' .. w.value .. ',"old_value":' .. w.old .. '}'
+    parts[#parts + 1] = '{' .. w.name
+    parts[#parts + 1] = ev_pack({'sid', w.id, 'dversion', w.ver, 'jvalue', w.value,
+      'jold_value', w.old})
   end
-  tail = tail .. ',"batch":true,"updates":{' .. table.concat(parts, ',') .. '}'
+  tail = ev_join(tail, {'bbatch', '1', '{updates', ev_pack(parts)})
 end
 local rev = emit('variable.updated', first.name, sid, tail)
 return {'ok', rev, NOW}

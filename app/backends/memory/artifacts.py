@@ -66,7 +66,7 @@ class MemoryArtifacts(ArtifactIndex):
         space.garbage[meta.blob] = now + meta.grace_ms
         self.store.emit(
             ns, "artifact.delete", meta.key, now,
-            value=None, old_value=meta.to_json(), extra={"reason": reason},
+            value=None, old_value=meta.as_dict(), extra={"reason": reason},
         )
 
     async def artifact_reserve(self, ns: str, blob: str, deadline_ms: int) -> None:
@@ -103,7 +103,7 @@ class MemoryArtifacts(ArtifactIndex):
         )
         revision = self.store.emit(
             ns, "artifact.put", key, now,
-            value=meta.to_json(), old_value=old.to_json() if old is not None else None,
+            value=meta.as_dict(), old_value=old.as_dict() if old is not None else None,
         )
         assert revision == meta.revision
         space.items[key] = meta

@@ -12,8 +12,6 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
-import orjson
-
 from app.backends.memory.keys import MemoryKeys
 from app.backends.memory.locks import MemoryLocks
 from app.backends.memory.store import LeaseState, MemoryStore
@@ -66,7 +64,7 @@ class MemoryLeases(LeaseStore):
             old = st.keys[key]
             self.keys.remove(st, key)
             changes.append({"type": key_type, "key": key, "value": None,
-                            "old_value": orjson.Fragment(old.value)})
+                            "old_value": old.value})
         for lock in locks:
             del st.locks[(lock.scope, lock.name)]
             slot = self.locks.slot(ns, lock.scope, lock.name)

@@ -55,7 +55,7 @@ class Namespace:
     retention: int
     revision: int = 0
     compacted: int = 0
-    event_bytes: int = 0  # the sum of len(event.data) over ``events``
+    event_bytes: int = 0  # the sum of event.size over ``events`` (events.fields_size)
     used_bytes: int = 0  # what CORKBOARD_NAMESPACE_MAX_BYTES bounds (see Bounds)
     events: deque[ChangeEvent] = field(default_factory=deque)
     keys: dict[str, KeyEntry] = field(default_factory=dict)
@@ -123,13 +123,13 @@ class MemoryStore:
 
     def append(self, st: Namespace, event: ChangeEvent) -> None:
         st.events.append(event)
-        st.event_bytes += len(event.data)
+        st.event_bytes += event.size
         # Compact by count and by bytes; the newest event always stays (a resume point).
         # Each event is dropped once: amortized O(1) per append.
         limit = self.bounds.event_retention_bytes
         while len(st.events) > st.retention or (st.event_bytes > limit and len(st.events) > 1):
             old = st.events.popleft()
-            st.event_bytes -= len(old.data)
+            st.event_bytes -= old.size
             st.compacted = old.revision
         st.changed.set()
         st.changed = asyncio.Event()

@@ -9,8 +9,6 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
-import orjson
-
 from app.backends.memory.keys import MemoryKeys
 from app.backends.memory.store import MemoryStore, Namespace
 from app.backends.parts.txn import TxnStore
@@ -27,8 +25,8 @@ def kv_change(type_: str, key: str, value: bytes | None, old: bytes | None) -> d
     return {
         "type": type_,
         "key": key,
-        "value": orjson.Fragment(value) if value is not None else None,
-        "old_value": orjson.Fragment(old) if old is not None else None,
+        "value": value,
+        "old_value": old,
     }
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from app.backends.parts.log import ChangeLog
 from app.backends.redis.nodes import Command
-from app.backends.redis.store import NAMESPACES_KEY, RedisStore, text
+from app.backends.redis.store import NAMESPACES_KEY, RedisStore
 from app.backends.redis.sweeper import DEADLINES_KEY
-from app.domain.events import ChangeEvent, EventBatch
+from app.domain.events import EventBatch, event_from_fields
 
 #: Deadlines one expire_due script handles in a namespace at most.
 SWEEP_BATCH = 500
@@ -43,11 +43,7 @@ class RedisLog(ChangeLog):
         reply = await self.store.run("read_events", ns, after, limit, synced)
         current, first = int(reply[0]), int(reply[1])
         events = [
-            ChangeEvent(
-                int(reply[i]), text(reply[i + 1]), text(reply[i + 2]),
-                text(reply[i + 3]) or None, bytes(reply[i + 4]),
-            )
-            for i in range(2, len(reply), 5)
+            event_from_fields(ns, int(reply[i]), reply[i + 1]) for i in range(2, len(reply), 2)
         ]
         compacted = first - 1 if first else current
         return EventBatch(events, current, compacted)
