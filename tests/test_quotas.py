@@ -61,6 +61,9 @@ async def counted_bytes(backend: Backend, ns: str = "default") -> tuple[int, int
 
 async def _recount(client: Any, p: str) -> int:
     total = 0
+    # A key's current revision is its entry hash; its older ones are its history list.
+    async for key in client.scan_iter(match=p + "k:*"):
+        total += len(await client.hget(key, "v"))
     async for key in client.scan_iter(match=p + "h:*"):
         for item in await client.lrange(key, 0, -1):
             total += len(item.split(b"|", 6)[6])
@@ -179,3 +182,44 @@ async def test_counter_equals_a_recount_after_random_writes(make_settings: MakeS
         await asyncio.sleep(0.3)  # TTLs (keys 50 ms, sessions 100 ms) pass; the sweeper runs
         used, recount = await counted_bytes(b)
         assert used == recount, (used, recount)
+
+
+async def test_a_key_with_one_revision_has_no_history_list_and_old_lists_still_read(
+    make_settings: MakeSettings,
+) -> None:
+    """Redis keeps a key's older revisions apart from its entry: a key written once has no
+    history list. A list written by the earlier layout (the current revision at its head)
+    reads the same, and the next write turns it into the new layout with the same bytes."""
+    async with service(make_settings, key_history=3) as (c, b):
+        if b.info.name == "memory":
+            return  # the layout of Redis lists; memory's own is tested in test_memory_store
+        p = "cb:{default}:"
+        client = b.client_for(p + "rev")  # type: ignore[attr-defined]
+        assert (await c.put("/v1/kv/one", json="a")).status_code == 201
+        assert not await client.exists(p + "h:one")
+        for value in ("a", "b"):
+            await c.put("/v1/kv/two", json=value)
+        assert await client.llen(p + "h:two") == 1  # only the older revision
+        history = (await c.get("/v1/kv/two/history")).json()["items"]
+        assert [h["value"] for h in history] == ["b", "a"]
+        # The earlier layout: the current revision's item also heads the list.
+        current = await b.kv_history("default", "two")
+        item = "|".join(str(x) for x in (
+            current[0].revision, current[0].created_revision, current[0].version,
+            current[0].created_at, current[0].modified_at, current[0].expires_at or 0,
+        )) + '|"b"'
+        await client.lpush(p + "h:two", item)  # (that layout counted its list: 6 bytes)
+        assert int(await client.hget(p + "quota", "b")) == 3 + 6
+        assert [h["value"] for h in (await c.get("/v1/kv/two/history")).json()["items"]] \
+            == ["b", "a"]
+        entry = (await c.get("/v1/kv/two", params={"revision": current[1].revision})).json()
+        assert entry["value"] == "a"
+        for value in ("c", "d"):
+            assert (await c.put("/v1/kv/two", json=value)).status_code == 200
+        assert [h["value"] for h in (await c.get("/v1/kv/two/history")).json()["items"]] \
+            == ["d", "c", "b"]
+        assert await client.llen(p + "h:two") == 2
+        assert await counted_bytes(b) == (3 + 9, 3 + 9)  # "a" trimmed, "c" and "d" added
+        assert (await c.delete("/v1/kv/two")).status_code == 204
+        assert (await c.delete("/v1/kv/one")).status_code == 204
+        assert await counted_bytes(b) == (0, 0)

@@ -15,7 +15,12 @@
 --                                once, in Python: app/domain/events.py)
 --   P..'k:'..key        hash     a key's entry: v r cr ver ca ma ea (ms; ea 0 = none),
 --                                and ls: the lease it is on (absent or '' = none)
---   P..'h:'..key        list     its history, newest first, items 'r|cr|ver|ca|ma|ea|v'
+--   P..'h:'..key        list     its older revisions, newest first, items
+--                                'r|cr|ver|ca|ma|ea|v' (at most history depth - 1; the
+--                                current revision is the entry hash). Absent for a key
+--                                with one revision. A list written before this layout
+--                                also holds the current revision at its head: readers
+--                                skip it (older_items), the next write drops it.
 --   P..'keys'           zset     live key names (score 0), for ordered listing
 --   P..'ttl'            zset     deadlines (ms) of members 'k:<key>', 'l:<scope>|<name>', ...
 --   P..'sched'          string   the time (ms) the global deadline index 'cb:deadlines' was
@@ -321,8 +326,37 @@ local function history_bytes(key, from)
   return total
 end
 
+-- Whether a history item is of revision r (an item of the current revision heads a list
+-- written before older revisions were kept apart: see the layout above).
+local function item_is_revision(item, r)
+  local prefix = r .. '|'
+  return item ~= nil and item ~= false and string.sub(item, 1, #prefix) == prefix
+end
+
+-- The key's older revisions' items, newest first (never its current revision r).
+local function older_items(key, r)
+  local items = redis.call('LRANGE', hkey(key), 0, -1)
+  if item_is_revision(items[1], r) then table.remove(items, 1) end
+  return items
+end
+
+-- The quota bytes that storing a new revision over `old` frees: the older revisions
+-- pushed past the history depth (the revision being replaced itself when only one is kept).
+local function replaced_bytes(key, old)
+  if HISTORY <= 1 then return #old.v end
+  local from = HISTORY - 2
+  if item_is_revision(redis.call('LINDEX', hkey(key), 0), old.r) then from = HISTORY - 1 end
+  return history_bytes(key, from)
+end
+
 local function remove_key(key)
-  quota_add(-history_bytes(key, 0))
+  local r = redis.call('HMGET', kkey(key), 'r', 'v')
+  local bytes = 0
+  if r[1] then
+    bytes = #r[2]
+    for _, item in ipairs(older_items(key, r[1])) do bytes = bytes + item_value_bytes(item) end
+  end
+  quota_add(-bytes)
   redis.call('DEL', kkey(key), hkey(key))
   redis.call('ZREM', PFX .. 'keys', key)
   redis.call('ZREM', PFX .. 'ttl', 'k:' .. key)
@@ -373,7 +407,7 @@ end
 -- revisions its history push drops.
 local function write_fails(key, old, value)
   local keys, dropped = 1, 0
-  if old then keys, dropped = 0, history_bytes(key, HISTORY - 1) end
+  if old then keys, dropped = 0, replaced_bytes(key, old) end
   return quota_fails(keys, #value - dropped)
 end
 
@@ -401,11 +435,19 @@ local function store_entry(key, old, value, ea, rev, lease)
     redis.call('HSET', kkey(key), 'v', e.v, 'r', e.r, 'cr', e.cr, 'ver', e.ver,
       'ca', e.ca, 'ma', e.ma, 'ea', e.ea)
   end
-  local kept = redis.call('LPUSH', hkey(key), history_item(e))
+  -- The replaced revision joins the older ones; a key with one revision has no list.
   local freed = 0
-  if kept > HISTORY then
-    freed = history_bytes(key, HISTORY)
-    redis.call('LTRIM', hkey(key), 0, HISTORY - 1)
+  if old then
+    freed = replaced_bytes(key, old)
+    if HISTORY <= 1 then
+      redis.call('DEL', hkey(key))
+    else
+      local hk = hkey(key)
+      if not item_is_revision(redis.call('LINDEX', hk, 0), old.r) then
+        redis.call('LPUSH', hk, history_item(old))
+      end
+      redis.call('LTRIM', hk, 0, HISTORY - 2)
+    end
   end
   quota_add(#value - freed)
   -- Each redis.call costs about as much as the work it does: skip the ones with no effect.

@@ -5,6 +5,6 @@ local e = load_entry(key)
 if not e or is_expired(e) then return {'absent'} end
 if ARGV[5] ~= '1' then return reply('ok', key, e) end
 local out = reply('ok', key, e)
-local items = redis.call('LRANGE', hkey(key), 0, -1)
-for i = 1, #items do out[#out + 1] = items[i] end
+out[#out + 1] = history_item(e)
+for _, item in ipairs(older_items(key, e.r)) do out[#out + 1] = item end
 return out

@@ -8,6 +8,5 @@ local ttl = tonumber(ARGV[5])
 e.ea = 0
 if ttl > 0 then e.ea = NOW + ttl end
 redis.call('HSET', kkey(key), 'ea', e.ea)
-redis.call('LSET', hkey(key), 0, history_item(e))
 set_deadline('k:' .. key, e.ea)
 return reply('ok', key, e)

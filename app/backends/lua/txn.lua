@@ -63,7 +63,7 @@ for s = 1, #steps do
   local step = steps[s]
   if step.kind == 'put' then
     if cur[step.key] then
-      nbytes = nbytes + #step.value - history_bytes(step.key, HISTORY - 1)
+      nbytes = nbytes + #step.value - replaced_bytes(step.key, cur[step.key])
     else
       new_keys = new_keys + 1
       nbytes = nbytes + #step.value
