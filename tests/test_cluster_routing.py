@@ -74,7 +74,7 @@ async def test_scripts_wait_while_a_slot_moves_then_follow_moved(
         for write in (backend.kv_put(ns, "k0", b"10"), backend.kv_put(ns, "new", b"1"),
                       backend.kv_delete(ns, "k1")):
             started = time.monotonic()
-            with pytest.raises(BackendUnavailable, match="TryAgainError.*moving"):
+            with pytest.raises(BackendUnavailable, match=r"TryAgainError.*moving"):
                 await write
             assert time.monotonic() - started < 5  # sent again for about a second
         with pytest.raises(BackendUnavailable):
