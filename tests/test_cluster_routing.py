@@ -1,67 +1,127 @@
 """Routing on a Redis Cluster, step by step: a namespace's slot is moved by hand
-(IMPORTING/MIGRATING, one MIGRATE, SETSLOT NODE) between calls, and the backend follows
-ASK (without learning it as the slot's owner) and then MOVED (learning it).
+(IMPORTING/MIGRATING, a few MIGRATEs, SETSLOT NODE) between calls. While its keys are
+split between two masters, or all on the target with the slot still importing there,
+every script is refused before it touches anything (TRYAGAIN: common.lua's slot probe),
+the router sends it again for about a second, then answers 503; single-key commands
+follow ASK (without learning it as the slot's owner); once the slot is the target's, the
+router follows MOVED (learning it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 
+import pytest
 import redis
 
 from app.backends.redis import RedisBackend
 from app.backends.redis.wakeups import WAKE, WAKE_CHANNEL, LockWakeups
-from tests.redis_cluster import RedisCluster, slot_of_namespace
+from app.errors import BackendUnavailable
+from app.syntax import Pattern
+from tests.redis_cluster import ClusterNode, RedisCluster, slot_of_namespace
 
 
-def _keys_in_slot(node: redis.Redis, slot: int) -> list[bytes]:
-    keys: list[bytes] = node.execute_command("CLUSTER GETKEYSINSLOT", slot, 100_000)
+def _keys_in_slot(node: redis.Redis, slot: int) -> list[bytes | str]:
+    keys: list[bytes | str] = node.execute_command("CLUSTER GETKEYSINSLOT", slot, 100_000)
     return keys
 
 
-async def test_ask_then_moved_while_a_slot_moves(redis_cluster: RedisCluster) -> None:
+def _text(key: bytes | str) -> str:
+    return key.decode() if isinstance(key, bytes) else key
+
+
+def _migrate(source: redis.Redis, target: ClusterNode, keys: list[bytes | str]) -> None:
+    source.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+
+
+def _tryagains(node: redis.Redis) -> int:
+    """TRYAGAIN errors ``node`` answered so far."""
+    stats = node.info("errorstats")
+    return int(stats.get("errorstat_TRYAGAIN", {}).get("count", 0))
+
+
+def _dump(nodes: list[redis.Redis], slot: int) -> dict[bytes | str, bytes]:
+    """Every key of ``slot`` on the given nodes, with DUMP's bytes (asked with ASKING)."""
+    found = {}
+    for node in nodes:
+        for key in _keys_in_slot(node, slot):
+            pipe = node.pipeline(transaction=False)
+            pipe.execute_command("ASKING")
+            pipe.dump(key)
+            found[key] = pipe.execute()[1]
+    return found
+
+
+async def test_scripts_wait_while_a_slot_moves_then_follow_moved(
+    redis_cluster: RedisCluster,
+) -> None:
     redis_cluster.wait_ok()
-    source_port = redis_cluster.owner_port(slot_of_namespace("mv-route"))
     ns = "mv-route"
     slot = slot_of_namespace(ns)
+    rev = f"cb:{{{ns}}}:rev"
     masters = redis_cluster.masters()
-    source = next(n for n in masters if n.port == source_port)
-    target = next(n for n in masters if n.port != source_port)
+    source = next(n for n in masters if n.port == redis_cluster.owner_port(slot))
+    target = next(n for n in masters if n is not source)
     backend = RedisBackend.from_url(redis_cluster.url)
     await backend.start()
     src, dst = source.client(), target.client()
     try:
         for i in range(5):
             await backend.kv_put(ns, f"k{i}", b"%d" % i)
-        # Move every key of the slot in one MIGRATE; the slot is still the source's.
         dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source.node_id())
         src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target.node_id())
         keys = _keys_in_slot(src, slot)
-        assert keys
-        src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+        # Half of the keys move, the revision stays: the source refuses every script.
+        # Then the revision moves too: the source answers ASK, and the target (sent
+        # several scripts at once, each after its own ASKING) refuses them all.
+        for moved in ([k for k in keys if _text(k) != rev][::2], [rev]):
+            _migrate(src, target, moved)
+            before = _dump([src, dst], slot)
+            # Writes, reads, listings, pattern deletes: a key may be on either master.
+            every = Pattern.compile("k*")
+            started = time.monotonic()
+            refusals = await asyncio.gather(
+                backend.kv_put(ns, "k0", b"10"), backend.kv_put(ns, "new", b"1"),
+                backend.kv_delete(ns, "k1"), backend.kv_get(ns, "k2"),
+                backend.kv_list(ns, every, limit=10, after=None),
+                backend.kv_delete_pattern(ns, every), return_exceptions=True,
+            )
+            assert time.monotonic() - started < 5  # each sent again for about a second
+            for refusal in refusals:
+                assert isinstance(refusal, BackendUnavailable), refusal
+                assert "TryAgainError" in str(refusal) and "moving" in str(refusal), refusal
+            assert _dump([src, dst], slot) == before  # nothing was written, anywhere
+        # Every key is on the target, but the slot still imports there: the source
+        # answers ASK, and the target refuses scripts until the slot is its own ...
+        _migrate(src, target, _keys_in_slot(src, slot))
         assert _keys_in_slot(src, slot) == []
-        # The source answers ASK; the write goes to the target, asked with ASKING.
-        put = await backend.kv_put(ns, "k0", b"10")
-        assert put.entry.revision == 6 and not put.created
-        asking = dst.pipeline(transaction=False)
-        asking.execute_command("ASKING")
-        asking.hget(f"cb:{{{ns}}}:k:k0", "v")
-        assert asking.execute()[1] == b"10"
-        assert backend.nodes.node_for(f"cb:{{{ns}}}:rev") == source.addr  # ASK: not learnt
-        assert [e.revision for e in (await backend.read_events(ns, 0)).events] == [
-            1, 2, 3, 4, 5, 6
-        ]
-        # The slot is the target's now: the source answers MOVED, and the map learns it.
-        for node in itertools.chain([target, source], (n for n in masters)):
+        with pytest.raises(BackendUnavailable, match="TryAgainError"):
+            await backend.kv_put(ns, "k0", b"10")
+        # ... while a single-key command follows ASK (not learnt as the owner).
+        assert await backend.store.call(rev, lambda c: c.get(rev), write=False) == b"5"
+        assert backend.nodes.node_for(rev) == source.addr
+        # A write sent now waits: once the slot is the target's, it runs there.
+        refused = _tryagains(dst)
+        put = asyncio.create_task(backend.kv_put(ns, "k0", b"10"))
+        while _tryagains(dst) == refused:
+            assert not put.done(), put
+            await asyncio.sleep(0.005)
+        for node in itertools.chain([target, source], masters):
             c = node.client()
             try:
                 c.execute_command("CLUSTER SETSLOT", slot, "NODE", target.node_id())
             finally:
                 c.close()
+        done = await put
+        assert done.entry.revision == 6 and not done.created
+        assert [e.revision for e in (await backend.read_events(ns, 0)).events] == [
+            1, 2, 3, 4, 5, 6
+        ]
         got = await backend.kv_get(ns, "k1")
         assert got is not None and got.value == b"1"
-        assert backend.nodes.node_for(f"cb:{{{ns}}}:rev") == target.addr
+        assert backend.nodes.node_for(rev) == target.addr  # MOVED: learnt
         assert (await backend.kv_put(ns, "k9", b"9")).entry.revision == 7
     finally:
         src.close()

@@ -47,6 +47,25 @@ local MAX_BYTES = BOUNDS[4] or 1073741824
 local HISTORY = tonumber(ARGV[3])
 local QUOTA = PFX .. 'quota'
 
+-- Redis Cluster: a namespace whose slot is moving ------------------------------------
+-- While `redis-cli --cluster reshard` moves the namespace's slot (MIGRATING on the
+-- source, IMPORTING on the target, a few keys per MIGRATE), its keys are split between
+-- two masters: a script would read moved keys as absent, and Redis would stop it at the
+-- first missing key it touches, after the writes it made before. So no script runs
+-- then: it is refused before it reads or writes anything, with TRYAGAIN, which the
+-- caller sends again (and answers 503 with Retry-After if the move lasts). The probe:
+-- a two-key EXISTS of REV and a key that never exists fails on exactly such a node (the
+-- source: TRYAGAIN; the target, reached through ASK: 'non local key'), and succeeds
+-- anywhere else (a stable slot, or a plain Redis server).
+local function slot_moving()
+  local r = redis.pcall('EXISTS', REV, PFX .. 'slot-probe')
+  return type(r) == 'table' and r.err ~= nil
+end
+if slot_moving() then
+  return redis.error_reply('TRYAGAIN the hash slot of namespace ' .. NS
+    .. ' is moving between Redis Cluster masters')
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -5,7 +5,9 @@ Every key of a namespace carries ``{ns}`` as its hash tag, so a namespace lives 
 slot and each Lua script touches one slot. The slot map comes from ``CLUSTER SLOTS`` and
 is read again when a node says a slot moved (MOVED), says the cluster is down
 (CLUSTERDOWN) or stops answering (a failover): calls to a dead master fail with 503
-until its replica is promoted and the map shows it.
+until its replica is promoted and the map shows it. While a slot moves between two
+masters, its namespaces' scripts are refused with TRYAGAIN before they run (common.lua)
+and sent again by ``RedisNodes.execute``; single-key commands follow ASK.
 """
 
 from __future__ import annotations

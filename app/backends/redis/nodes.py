@@ -237,9 +237,9 @@ class RedisNodes:
             if len(commands) == 1 and not wait and not asking:
                 return [await commands[0].queue(client)]
             pipe = client.pipeline(transaction=False)
-            if asking:
-                pipe.execute_command("ASKING")
             for command in commands:
+                if asking:  # (ASKING allows only the one command after it)
+                    pipe.execute_command("ASKING")
                 command.queue(pipe)
             if wait:
                 pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
@@ -258,7 +258,7 @@ class RedisNodes:
             with suppress(Exception):  # a broken connection: its idle siblings are too
                 await self.connection_lost(node)
         if asking:
-            answers = answers[1:]
+            answers = answers[1 : 2 * len(commands) : 2] + answers[2 * len(commands) :]
         if wait:
             acked = answers.pop()
             if isinstance(acked, BaseException) or int(acked) < self.wait_replicas:
