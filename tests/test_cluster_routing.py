@@ -154,3 +154,33 @@ async def test_lock_wakeups_hear_a_hand_off_published_on_any_master(
     finally:
         await wakeups.close()
         await backend.close()
+
+
+async def test_a_sweep_goes_on_past_a_namespace_whose_slot_is_moving(
+    redis_cluster: RedisCluster,
+) -> None:
+    """A namespace refused while its slot moves stays due; the sweep expires the others."""
+    redis_cluster.wait_ok()
+    moving, other = "sweep-moving", "sweep-other"
+    masters = redis_cluster.masters()
+    slot = slot_of_namespace(moving)
+    source = next(n for n in masters if n.port == redis_cluster.owner_port(slot))
+    target = next(n for n in masters if n is not source)
+    backend = RedisBackend.from_url(redis_cluster.url)
+    await backend.start()
+    src = source.client()
+    try:
+        for ns in (moving, other):
+            await backend.kv_put(ns, "k", b"1", ttl_ms=1)
+        await asyncio.sleep(0.01)  # both deadlines are past (1 ms); nothing to await on
+        src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target.node_id())
+        try:
+            expired = await backend.log.expire_due()
+        finally:
+            src.execute_command("CLUSTER SETSLOT", slot, "STABLE")
+        assert expired == 1
+        assert await backend.kv_get(other, "k") is None
+        assert await backend.kv_get(moving, "k") is None  # (a read sees it expired)
+        assert await backend.log.expire_due() == 1  # the deferred one, now its slot is back
+    finally:
+        await backend.close()

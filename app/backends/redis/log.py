@@ -4,11 +4,16 @@ pool; the sweeper's pass visits the namespaces the deadline index says are due."
 
 from __future__ import annotations
 
+import logging
+
 from app.backends.parts.log import ChangeLog
 from app.backends.redis.nodes import Command
 from app.backends.redis.store import NAMESPACES_KEY, RedisStore
 from app.backends.redis.sweeper import DEADLINES_KEY
 from app.domain.events import EventBatch, event_from_fields
+from app.errors import BackendUnavailable
+
+logger = logging.getLogger("corkboard.sweeper")
 
 #: Deadlines one expire_due script handles in a namespace at most.
 SWEEP_BATCH = 500
@@ -57,17 +62,31 @@ class RedisLog(ChangeLog):
             )
             due = await self.store.deadlines.due(seconds * 1000 + micros // 1000)
             repair = await self.store.deadlines.repair_batch(NAMESPACES_KEY)
-        total = 0
+        total, failed = 0, 0
         for ns, score in due:
             self.store.deadlines.visits += 1
-            count, next_ms, _ = await self.store.run("expire_due", ns, SWEEP_BATCH)
+            try:
+                count, next_ms, _ = await self.store.run("expire_due", ns, SWEEP_BATCH)
+            except BackendUnavailable as exc:
+                # One namespace refused (its slot is moving, or its node is down): it stays
+                # due, and the pass goes on with the others.
+                failed += 1
+                logger.debug("expiry in namespace %r deferred: %s", ns, exc.detail)
+                continue
             total += int(count)
             async with self.store.mapped_errors():
                 await self.store.deadlines.settle(ns, score, int(next_ms))
         for ns in repair:
-            count, next_ms, _ = await self.store.run("expire_due", ns, SWEEP_BATCH)
+            try:
+                count, next_ms, _ = await self.store.run("expire_due", ns, SWEEP_BATCH)
+            except BackendUnavailable as exc:
+                failed += 1
+                logger.debug("expiry repair in namespace %r deferred: %s", ns, exc.detail)
+                continue
             total += int(count)
             if int(next_ms) > 0:
                 async with self.store.mapped_errors():
                     await self.store.deadlines.schedule(ns, int(next_ms))
+        if failed and not total and failed == len(due) + len(repair):
+            raise BackendUnavailable(f"expiry deferred in all {failed} due namespaces")
         return total
