@@ -65,28 +65,32 @@ class RedisLog(ChangeLog):
         total, failed = 0, 0
         for ns, score in due:
             self.store.deadlines.visits += 1
-            try:
-                count, next_ms, _ = await self.store.run("expire_due", ns, SWEEP_BATCH)
-            except BackendUnavailable as exc:
-                # One namespace refused (its slot is moving, or its node is down): it stays
-                # due, and the pass goes on with the others.
+            swept = await self._sweep(ns)
+            if swept is None:
                 failed += 1
-                logger.debug("expiry in namespace %r deferred: %s", ns, exc.detail)
                 continue
-            total += int(count)
+            total += swept[0]
             async with self.store.mapped_errors():
-                await self.store.deadlines.settle(ns, score, int(next_ms))
+                await self.store.deadlines.settle(ns, score, swept[1])
         for ns in repair:
-            try:
-                count, next_ms, _ = await self.store.run("expire_due", ns, SWEEP_BATCH)
-            except BackendUnavailable as exc:
+            swept = await self._sweep(ns)
+            if swept is None:
                 failed += 1
-                logger.debug("expiry repair in namespace %r deferred: %s", ns, exc.detail)
-                continue
-            total += int(count)
-            if int(next_ms) > 0:
+            elif swept[1] > 0:
+                total += swept[0]
                 async with self.store.mapped_errors():
-                    await self.store.deadlines.schedule(ns, int(next_ms))
+                    await self.store.deadlines.schedule(ns, swept[1])
         if failed and not total and failed == len(due) + len(repair):
             raise BackendUnavailable(f"expiry deferred in all {failed} due namespaces")
         return total
+
+    async def _sweep(self, ns: str) -> tuple[int, int] | None:
+        """(keys expired, the namespace's next deadline in ms or 0) of one expire_due call;
+        None when the namespace refused it (its slot is moving, or its node is down): it
+        stays due, and the pass goes on with the others."""
+        try:
+            count, next_ms, _ = await self.store.run("expire_due", ns, SWEEP_BATCH)
+        except BackendUnavailable as exc:
+            logger.debug("expiry in namespace %r deferred: %s", ns, exc.detail)
+            return None
+        return int(count), int(next_ms)
