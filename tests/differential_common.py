@@ -91,7 +91,11 @@ class Normalizer:
 
     def __call__(self, value: Any) -> Any:
         if isinstance(value, dict):
-            return {self.text(k): self(v) for k, v in value.items()}
+            out = {self.text(k): self(v) for k, v in value.items()}
+            if "owner" in value and "token" in value and value.get("expires_at"):
+                # A held lock's remaining seconds (a snapshot's "ttl"): read a few ms apart.
+                out["ttl"] = "<remaining>" if "ttl" in value else out.get("ttl")
+            return out
         if isinstance(value, list):
             return [self(v) for v in value]
         if isinstance(value, str):
