@@ -7,12 +7,11 @@ deadline as absence, and the sweeper expires it with an event on time.
 
 from __future__ import annotations
 
-import bisect
-from collections import deque
+from collections.abc import Sequence
 
 import orjson
 
-from app.backends.memory.store import MemoryStore, Namespace
+from app.backends.memory.store import MemoryStore, Namespace, compact
 from app.backends.paging import page_sorted
 from app.backends.parts.keys import KeyStore
 from app.domain.conditions import KEY, NO_CONDITION, Condition
@@ -45,13 +44,26 @@ class MemoryKeys(KeyStore):
             self.remove(st, key)
             self.store.emit(ns, "kv.expire", key, now, value=None, old_value=entry.value)
 
+    @staticmethod
+    def kept(st: Namespace, key: str) -> Sequence[KeyEntry]:
+        """The key's kept revisions, newest (the live entry) first; () without the key."""
+        history = st.history.get(key)
+        if history is not None:
+            return history
+        entry = st.keys.get(key)
+        return (entry,) if entry is not None else ()
+
+    def dropped_bytes(self, st: Namespace, key: str) -> int:
+        """The bytes of the kept revision a new revision of ``key`` pushes out."""
+        kept = self.kept(st, key)
+        return len(kept[-1].value) if len(kept) == self.store.key_history else 0
+
     def remove(self, st: Namespace, key: str) -> None:
         self.detach_lease(st, key)
+        st.used_bytes -= sum(len(e.value) for e in self.kept(st, key))
         del st.keys[key]
-        st.used_bytes -= sum(len(e.value) for e in st.history.pop(key, ()))
-        i = bisect.bisect_left(st.order, key)
-        if i < len(st.order) and st.order[i] == key:
-            del st.order[i]
+        st.history.pop(key, None)
+        st.order.discard(key)
 
     def detach_lease(self, st: Namespace, key: str) -> None:
         lease_id = st.key_leases.pop(key, None)
@@ -77,9 +89,8 @@ class MemoryKeys(KeyStore):
     ) -> PutResult:
         st = self.store.ns(ns)
         old = st.keys.get(key)
-        kept = st.history.get(key)
-        dropped = kept[-1].value if kept is not None and len(kept) == kept.maxlen else b""
-        self.store.charge(ns, 0 if old is not None else 1, len(value) - len(dropped))
+        self.store.charge(ns, 0 if old is not None else 1,
+                          len(value) - self.dropped_bytes(st, key))
         revision = self.store.emit(
             ns, "kv.put", key, now, value=value, old_value=old.value if old else None
         )
@@ -97,17 +108,23 @@ class MemoryKeys(KeyStore):
             if lease is not None:
                 st.key_leases[key] = lease
                 st.leases[lease].keys.add(key)
+        value = compact(value)
         if old is None:
             entry = KeyEntry(key, value, revision, revision, 1, now, now, expires_at)
-            bisect.insort(st.order, key)
-            st.history[key] = deque(maxlen=self.store.key_history)
+            st.order.add(key)
         else:
             entry = KeyEntry(
                 key, value, revision, old.created_revision, old.version + 1,
                 old.created_at, now, expires_at,
             )
+            history = st.history.get(key)
+            if history is not None:
+                history.insert(0, entry)
+                if len(history) > self.store.key_history:
+                    history.pop()
+            elif self.store.key_history > 1:
+                st.history[key] = [entry, old]  # the key's second revision
         st.keys[key] = entry
-        st.history[key].appendleft(entry)
         if expires_at is not None:
             self.store.schedule_deadline(expires_at, ns, "k:" + key)
         return PutResult(entry, old is None)
@@ -119,7 +136,7 @@ class MemoryKeys(KeyStore):
         entry = self.live(st, key, now_ms())
         if revision is None or entry is None:
             return entry
-        return next((e for e in st.history.get(key, ()) if e.revision <= revision), None)
+        return next((e for e in self.kept(st, key) if e.revision <= revision), None)
 
     async def kv_put(
         self,
@@ -203,8 +220,9 @@ class MemoryKeys(KeyStore):
             current.created_at, current.modified_at, expires_at,
         )
         st.keys[key] = entry
-        history = st.history[key]
-        history[0] = entry
+        history = st.history.get(key)
+        if history is not None:
+            history[0] = entry
         if expires_at is not None:
             self.store.schedule_deadline(expires_at, ns, "k:" + key)
         return entry
@@ -233,7 +251,7 @@ class MemoryKeys(KeyStore):
         st = self.store.view(ns)
         if self.live(st, key, now_ms()) is None:
             return []
-        return list(st.history.get(key, ()))
+        return list(self.kept(st, key))
 
     async def kv_list(
         self, ns: str, pattern: Pattern, *, limit: int, after: str | None

@@ -9,7 +9,6 @@ with the lease only while that token still holds it.
 
 from __future__ import annotations
 
-import bisect
 from typing import Any
 
 import orjson
@@ -74,7 +73,7 @@ class MemoryLeases(LeaseStore):
             changes.append(lock_change(lock.scope, lock.name, lock.owner, lock.token,
                                        len(slot.pending)))
         del st.leases[lease.id]
-        del st.lease_order[bisect.bisect_left(st.lease_order, lease.id)]
+        st.lease_order.remove(lease.id)
         revision = self.store.emit(ns, type_, lease.id, now, with_values=False,
                              extra={"changes": changes})
         for lock in locks:
@@ -104,7 +103,7 @@ class MemoryLeases(LeaseStore):
         if len(st.leases) >= self.store.bounds.max_leases:
             raise quota_exceeded(ns, "leases", self.store.bounds.max_leases)
         lease = st.leases[lease_id] = LeaseState(lease_id, ttl_ms, now, now + ttl_ms)
-        bisect.insort(st.lease_order, lease_id)
+        st.lease_order.add(lease_id)
         self.store.emit(ns, "lease.granted", lease_id, now, with_values=False,
                   extra={"ttl": ttl_seconds(ttl_ms), "expires_at": iso_ms(lease.expires_at)})
         self.store.schedule_deadline(lease.expires_at, ns, "e:" + lease_id)

@@ -6,6 +6,13 @@ is built on one ``MemoryStore``.
 Every operation runs without awaiting between reading and writing, so on one event loop
 it is atomic. A read never creates state (API.md section 9): it gets ``view``, an
 unstored empty namespace when there is none; a write gets ``ns``.
+
+Sized for millions of keys (bench/memory_bench.py; the per-key costs are in
+bench/README.md): a key is its ``KeyEntry`` in ``keys`` (one slotted object whose value
+is the stored JSON bytes) and its name in ``order``, a ``SortedList`` (O(log n) insert
+and delete, paging from a cursor); ``history`` holds a list only for a key with more than
+one kept revision. Bytes that outlive the request (values, event JSON) are stored
+``compact``: orjson returns its output in a 4 KiB buffer whatever the length.
 """
 
 from __future__ import annotations
@@ -17,11 +24,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sortedcontainers import SortedList
+
 from app.domain.bounds import Bounds, quota_exceeded
 from app.domain.events import ChangeEvent, build_event
 from app.domain.fence import Fence
 from app.domain.keys import KeyEntry
 from app.domain.leases import LeaseInfo, lease_not_found
+
+
+def compact(data: bytes) -> bytes:
+    """``data`` in a buffer of its own length, for bytes kept long: ``orjson.dumps``
+    leaves its result in a 4 KiB allocation (measured: 4,098 bytes for 200 bytes of JSON),
+    which over a million stored values or 100,000 kept events is gigabytes."""
+    return bytes(memoryview(data))
+
 
 #: A deadline's handler: (namespace, name, deadline, now) -> whether it expired something.
 Expirer = Callable[[str, str, int, int], bool]
@@ -59,11 +76,13 @@ class Namespace:
     used_bytes: int = 0  # what CORKBOARD_NAMESPACE_MAX_BYTES bounds (see Bounds)
     events: deque[ChangeEvent] = field(default_factory=deque)
     keys: dict[str, KeyEntry] = field(default_factory=dict)
-    history: dict[str, deque[KeyEntry]] = field(default_factory=dict)
-    order: list[str] = field(default_factory=list)
+    #: The kept revisions (newest first, the live entry first) of each key that has more
+    #: than one; a key with one revision is only its entry in ``keys``.
+    history: dict[str, list[KeyEntry]] = field(default_factory=dict)
+    order: SortedList[str] = field(default_factory=SortedList)  # the key names
     locks: dict[tuple[str, str], LockState] = field(default_factory=dict)
     leases: dict[str, LeaseState] = field(default_factory=dict)
-    lease_order: list[str] = field(default_factory=list)  # the lease ids, sorted
+    lease_order: SortedList[str] = field(default_factory=SortedList)  # the lease ids
     #: The lease each key on a lease is attached to.
     key_leases: dict[str, str] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -122,6 +141,9 @@ class MemoryStore:
     # -- the change log's append -----------------------------------------------------
 
     def append(self, st: Namespace, event: ChangeEvent) -> None:
+        # Kept as the event with its JSON copied out of orjson's 4 KiB buffer.
+        event = ChangeEvent(event.revision, event.type, event.key, event.session,
+                            compact(event.data))
         st.events.append(event)
         st.event_bytes += len(event.data)
         # Compact by count and by bytes; the newest event always stays (a resume point).

@@ -6,13 +6,12 @@ under a transaction: its writes take one revision and one ``txn`` event.
 
 from __future__ import annotations
 
-import bisect
 from typing import Any
 
 import orjson
 
 from app.backends.memory.keys import MemoryKeys
-from app.backends.memory.store import MemoryStore, Namespace
+from app.backends.memory.store import MemoryStore
 from app.backends.parts.txn import TxnStore
 from app.domain.fence import Fence
 from app.domain.keys import KeyEntry
@@ -64,7 +63,8 @@ class MemoryTxn(TxnStore):
                      for s in p.steps)
         # Quotas as for single writes, for all the puts at once (deletes in the same
         # transaction are not counted as making room).
-        dropped = {s.key: self._dropped_bytes(st, s.key) for s in p.steps if s.kind == "put"}
+        dropped = {s.key: self.keys.dropped_bytes(st, s.key)
+                   for s in p.steps if s.kind == "put"}
         self.store.check_quota(
             ns, sum(1 for key in dropped if key not in st.keys),
             sum(len(s.value) - dropped[s.key] for s in p.steps if s.kind == "put"),
@@ -98,12 +98,6 @@ class MemoryTxn(TxnStore):
             self._emit_txn(ns, changes, now)
         return TxnOutcome(p.succeeded, revision, results)
 
-    @staticmethod
-    def _dropped_bytes(st: Namespace, key: str) -> int:
-        """The bytes of the history entry a new revision of ``key`` pushes out."""
-        kept = st.history.get(key)
-        return len(kept[-1].value) if kept is not None and len(kept) == kept.maxlen else 0
-
     def _emit_txn(self, ns: str, changes: list[dict[str, Any]], now: int) -> int:
         return self.store.emit(ns, "txn", "", now, with_values=False, extra={"changes": changes})
 
@@ -113,10 +107,8 @@ class MemoryTxn(TxnStore):
         now = now_ms()
         self.store.fence_holds(ns, fence, now)
         st = self.store.ns(ns)
-        start = bisect.bisect_left(st.order, pattern.prefix)
         keys: list[str] = []
-        for i in range(start, len(st.order)):
-            key = st.order[i]
+        for key in st.order.irange(minimum=pattern.prefix):
             if not key.startswith(pattern.prefix):
                 break
             entry = st.keys[key]
