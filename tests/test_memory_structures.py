@@ -10,7 +10,7 @@ from __future__ import annotations
 import orjson
 
 from app.backends.memory import MemoryBackend
-from app.backends.memory.store import compact
+from app.backends.memory.store import REVISION, compact, entry_of
 from app.domain.bounds import Bounds
 from app.syntax import Pattern, now_ms
 
@@ -60,7 +60,7 @@ async def test_history_appears_at_the_second_revision() -> None:
     assert [e.revision for e in await backend.kv_history(NS, "a")] == [first.revision]
     assert await backend.kv_get(NS, "a", first.revision) == first
     second = (await backend.kv_put(NS, "a", b"22")).entry
-    assert [e.revision for e in st.history["a"]] == [second.revision, first.revision]
+    assert [row[REVISION] for row in st.history["a"]] == [second.revision, first.revision]
     for value in (b"333", b"4444"):
         await backend.kv_put(NS, "a", value)
     kept = await backend.kv_history(NS, "a")
@@ -72,7 +72,8 @@ async def test_history_appears_at_the_second_revision() -> None:
     await backend.kv_put(NS, "b", b"55555")
     assert st.used_bytes == 9 + 5
     touched = await backend.kv_touch(NS, "a", 60_000)
-    assert st.history["a"][0] == touched == (await backend.kv_history(NS, "a"))[0]
+    assert entry_of("a", st.history["a"][0]) == touched == (await backend.kv_history(NS, "a"))[0]
+    assert touched.expires_at is not None and st.keys["a"] == st.history["a"][0]
     await backend.kv_delete(NS, "a")
     assert "a" not in st.history and st.used_bytes == 5
     await backend.kv_delete(NS, "b")

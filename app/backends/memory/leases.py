@@ -15,7 +15,7 @@ import orjson
 
 from app.backends.memory.keys import MemoryKeys
 from app.backends.memory.locks import MemoryLocks
-from app.backends.memory.store import LeaseState, MemoryStore
+from app.backends.memory.store import VALUE, LeaseState, MemoryStore
 from app.backends.paging import page_sorted
 from app.backends.parts.txn import LeaseStore
 from app.domain.bounds import quota_exceeded
@@ -62,10 +62,10 @@ class MemoryLeases(LeaseStore):
         locks = self._held_locks(ns, lease)
         changes: list[dict[str, Any]] = []
         for key in keys:
-            old = st.keys[key]
+            old = st.keys[key][VALUE]
             self.keys.remove(st, key)
             changes.append({"type": key_type, "key": key, "value": None,
-                            "old_value": orjson.Fragment(old.value)})
+                            "old_value": orjson.Fragment(old)})
         for lock in locks:
             del st.locks[(lock.scope, lock.name)]
             slot = self.locks.slot(ns, lock.scope, lock.name)

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from app.backends.memory.keys import MemoryKeys
-from app.backends.memory.store import MemoryStore
+from app.backends.memory.store import EXPIRES_AT, VALUE, MemoryStore
 from app.backends.parts.txn import TxnStore
 from app.domain.fence import Fence
 from app.domain.keys import KeyEntry
@@ -49,7 +49,7 @@ class MemoryTxn(TxnStore):
         for key in dict.fromkeys([*txn.read_keys(),
                                   *(op.key for op in (*txn.success, *txn.failure))]):
             self.keys.expire_if_due(ns, key, now)
-        entries = {key: st.keys.get(key) for key in txn.read_keys()}
+        entries = {key: self.keys.entry(st, key) for key in txn.read_keys()}
         held = [self.store.lock_token_holds(ns, c.scope, c.name, c.token, now)
                 for c in txn.lock_compares]
         return self._apply(ns, plan(txn, entries, held, limits), now)
@@ -73,7 +73,7 @@ class MemoryTxn(TxnStore):
         results: list[KeyEntry | bool | None] = []
         changes: list[dict[str, Any]] = []
         for step in p.steps:
-            old = st.keys.get(step.key)
+            old = self.keys.entry(st, step.key)
             if step.kind == "get":
                 results.append(old)
             elif step.kind == "delete":
@@ -111,10 +111,8 @@ class MemoryTxn(TxnStore):
         for key in st.order.irange(minimum=pattern.prefix):
             if not key.startswith(pattern.prefix):
                 break
-            entry = st.keys[key]
-            if not pattern.matches(key) or (
-                entry.expires_at is not None and entry.expires_at <= now
-            ):
+            expires_at = st.keys[key][EXPIRES_AT]
+            if not pattern.matches(key) or (expires_at is not None and expires_at <= now):
                 continue  # a key past its deadline is left to the sweeper
             keys.append(key)
             if len(keys) > MAX_PATTERN_DELETE:
@@ -126,7 +124,7 @@ class MemoryTxn(TxnStore):
             return PatternDelete([], st.revision)
         changes = []
         for key in keys:
-            old = st.keys[key]
+            old = st.keys[key][VALUE]
             self.keys.remove(st, key)
-            changes.append(kv_change("kv.delete", key, None, old.value))
+            changes.append(kv_change("kv.delete", key, None, old))
         return PatternDelete(keys, self._emit_txn(ns, changes, now))
