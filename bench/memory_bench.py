@@ -4,7 +4,8 @@ each size (issue 15, "A million keys in memory").
 Each backend is a ``MemoryBackend`` built as the server builds it for
 ``CORKBOARD_BACKEND=memory`` (``key_history=10``, the default bounds except ``max_keys``,
 raised so the rate rounds can add keys past 1,000,000), loaded with N keys (random-looking
-names, the value of kv_bench.py) through the backend's own ``kv_put``.
+names, the value of kv_bench.py) through the backend's own ``kv_put``, with the garbage
+collector's thresholds the server sets (``CORKBOARD_GC_THRESHOLD``, default 10,000).
 
 - Memory: each size in a fresh Python process: RSS (VmRSS) after loading minus RSS
   before, over N, is the bytes per key; also the time of one full ``gc.collect()`` and
@@ -65,6 +66,17 @@ def rss_bytes() -> int:
 def key_name(i: int) -> str:
     """Distinct names whose sorted order is unrelated to ``i`` (inserts land anywhere)."""
     return f"agent/{(i * 2654435761) % 4294967296:08x}/{i}"
+
+
+def server_gc() -> None:
+    """The collector's thresholds as the server sets them (CORKBOARD_GC_THRESHOLD)."""
+    try:
+        from app.settings import Settings
+    except ImportError:
+        return
+    field = Settings.model_fields.get("gc_threshold")
+    if field is not None and field.default:
+        gc.set_threshold(field.default, 10, 10)
 
 
 def new_backend() -> Any:
@@ -182,6 +194,8 @@ def main() -> None:
         global CLOCK
         CLOCK = time.perf_counter
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.child:
+        server_gc()
     if args.child == "rss":
         print(json.dumps(asyncio.run(rss_of(sizes[0]))))
         return

@@ -91,10 +91,12 @@ class MemoryKeys(KeyStore):
         lease: str | None,
     ) -> KeyEntry | None:
         """A write's checks in their order (fence, lease, condition on the key after a
-        due expiry); the current entry."""
+        due expiry); the current entry when there was a condition to check."""
         self.store.fence_holds(ns, fence, now)
         self.store.lease_live(ns, lease, now)
         self.expire_if_due(ns, key, now)
+        if not condition.any:  # nothing to check: the entry is built only when asked for
+            return None
         current = self.entry(self.store.view(ns), key)
         condition.check(current, KEY)
         return current
@@ -178,7 +180,8 @@ class MemoryKeys(KeyStore):
         lease: str | None = None,
     ) -> PutResult:
         now = now_ms()
-        current = self.checked(ns, key, now, condition, fence, lease)
+        self.checked(ns, key, now, condition, fence, lease)
+        current = self.entry(self.store.view(ns), key)
         if current is None and initial is None:
             raise NotFound(f"Key {key!r} does not exist and no initial value was given.")
         base = current.value if current is not None else initial
