@@ -53,6 +53,8 @@ NS = "bench"
 #: suspends), so on an idle machine it equals the wall clock; on a shared one it leaves
 #: out the time other processes had the core (--wall-clock: time.perf_counter).
 CLOCK = time.process_time
+#: The bench's parts: memory per key; backend call rates; app (ASGI) request rates.
+PARTS = ["rss", "rates", "app"]
 
 
 def rss_bytes() -> int:
@@ -110,18 +112,75 @@ async def rss_of(n: int) -> dict[str, Any]:
             "gc_tracked": len(gc.get_objects())}
 
 
-class Sized:
-    """One backend holding ``n`` keys, and its rate samples."""
+class AppCaller:
+    """The service's ASGI app (``create_app`` with the defaults: memory backend, access
+    log and metrics on), its lifespan run, called directly: no socket, no HTTP parsing,
+    so the figure is the app and the backend at that size."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self) -> None:
+        from app.main import create_app
+        from app.settings import Settings
+
+        self.app = create_app(Settings())
+        self.state: dict[str, Any] = {}
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> Any:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": self.state}
+        self.task = asyncio.create_task(self.app(scope, self.inbox.get, self.outbox.put))
+        await self.inbox.put({"type": "lifespan.startup"})
+        started = await self.outbox.get()
+        assert started["type"] == "lifespan.startup.complete", started
+        return self.state["backend"]
+
+    async def stop(self) -> None:
+        await self.inbox.put({"type": "lifespan.shutdown"})
+        await self.outbox.get()
+        assert self.task is not None
+        await self.task
+
+    async def call(self, method: str, path: str, body: bytes = b"") -> int:
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
+            "query_string": b"ns=" + NS.encode(), "root_path": "",
+            "headers": [(b"host", b"bench"), (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode())],
+            "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000),
+            "state": dict(self.state),
+        }
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        status = 0
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop() if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+
+        await self.app(scope, receive, send)
+        return status
+
+
+class Sized:
+    """One backend holding ``n`` keys (served by the app with ``app``), and its rates."""
+
+    def __init__(self, n: int, app: bool = False) -> None:
         self.n = n
-        self.backend = new_backend()
+        self.caller = AppCaller() if app else None
+        self.backend: Any = None if app else new_backend()
         self.names: list[str] = []
         self.fresh = n
         self.rng = random.Random(n)
         self.rates: dict[str, list[float]] = {"GET": [], "PUT update": [], "PUT new": []}
 
     async def setup(self) -> None:
+        if self.caller is not None:
+            self.backend = await self.caller.start()
         self.names = await load(self.backend, self.n)
         # Every size runs with a full change log (as a server does after 100,000 writes),
         # so each PUT also drops the oldest event at every size.
@@ -129,39 +188,50 @@ class Sized:
         for i in range(max(0, retention - self.n)):
             await self.backend.keys.kv_put(NS, self.names[i % self.n], VALUE)
 
+    async def get(self, name: str) -> None:
+        if self.caller is None:
+            await self.backend.keys.kv_get(NS, name)
+        elif await self.caller.call("GET", "/v1/kv/" + name) != 200:
+            raise RuntimeError(f"GET {name} failed")
+
+    async def put(self, name: str) -> None:
+        if self.caller is None:
+            await self.backend.keys.kv_put(NS, name, VALUE)
+        elif await self.caller.call("PUT", "/v1/kv/" + name, VALUE) not in (200, 201):
+            raise RuntimeError(f"PUT {name} failed")
+
+    async def timed(self, op: str, names: list[str], call: Any) -> None:
+        t0 = CLOCK()
+        for i, name in enumerate(names):
+            await call(name)
+            if self.caller is not None and i % 100 == 99:
+                await asyncio.sleep(0)  # the app's own tasks (the access log's writer)
+        self.rates[op].append(len(names) / (CLOCK() - t0))
+
     async def round(self, ops: int) -> None:
-        keys = self.backend.keys
         sample = [self.rng.choice(self.names) for _ in range(ops)]
-        t0 = CLOCK()
-        for name in sample:
-            await keys.kv_get(NS, name)
-        self.rates["GET"].append(ops / (CLOCK() - t0))
-
-        t0 = CLOCK()
-        for name in sample:
-            await keys.kv_put(NS, name, VALUE)
-        self.rates["PUT update"].append(ops / (CLOCK() - t0))
-
+        await self.timed("GET", sample, self.get)
+        await self.timed("PUT update", sample, self.put)
         new = [key_name(self.fresh + i) for i in range(ops)]
         self.fresh += ops
-        t0 = CLOCK()
+        await self.timed("PUT new", new, self.put)
         for name in new:
-            await keys.kv_put(NS, name, VALUE)
-        self.rates["PUT new"].append(ops / (CLOCK() - t0))
-        for name in new:
-            await keys.kv_delete(NS, name)
+            await self.backend.keys.kv_delete(NS, name)
 
 
-async def rates_of(sizes: list[int], ops: int, rounds: int) -> list[dict[str, Any]]:
+async def rates_of(sizes: list[int], ops: int, rounds: int, app: bool) -> list[dict[str, Any]]:
     """In one process: a backend per size, their rounds interleaved (size A, B, C, A, B,
     C ...) so that a change in the machine's load touches every size alike."""
-    backends = [Sized(n) for n in sizes]
+    backends = [Sized(n, app) for n in sizes]
     for b in backends:
         await b.setup()
     gc.collect()
     for _ in range(rounds):
         for b in backends:
             await b.round(ops)
+    for b in backends:
+        if b.caller is not None:
+            await b.caller.stop()
     return [{"keys": b.n, "rates": {op: statistics.median(v) for op, v in b.rates.items()},
              "samples": b.rates} for b in backends]
 
@@ -180,8 +250,10 @@ def main() -> None:
                     help="comma-separated key counts")
     ap.add_argument("--ops", type=int, default=20_000, help="calls per op and round")
     ap.add_argument("--rounds", type=int, default=5, help="rounds per size (median kept)")
-    ap.add_argument("--only", choices=["rss", "rates"], help="one of the two parts")
-    ap.add_argument("--child", choices=["rss", "rates"], help=argparse.SUPPRESS)
+    ap.add_argument("--only", choices=PARTS, help="one part: rss, backend or app rates")
+    ap.add_argument("--app-ops", type=int, default=5_000,
+                    help="requests per op and round for the app rates")
+    ap.add_argument("--child", choices=PARTS, help=argparse.SUPPRESS)
     ap.add_argument("--json-out", help="also write the results here")
     ap.add_argument("--wall-clock", action="store_true",
                     help="time the rates by the wall clock instead of the CPU time")
@@ -199,8 +271,9 @@ def main() -> None:
     if args.child == "rss":
         print(json.dumps(asyncio.run(rss_of(sizes[0]))))
         return
-    if args.child == "rates":
-        print(json.dumps(asyncio.run(rates_of(sizes, args.ops, args.rounds))))
+    if args.child:
+        print(json.dumps(asyncio.run(rates_of(sizes, args.ops, args.rounds,
+                                              app=args.child == "app"))))
         return
     out: dict[str, Any] = {}
     if args.only in (None, "rss"):
@@ -213,14 +286,16 @@ def main() -> None:
                   f"{(r['rss_after'] - r['rss_before']) / 2**20:>6.0f} "
                   f"{r['bytes_per_key']:>6.0f} {r['load_s']:>7.1f} {r['gc_ms']:>10.0f} "
                   f"{r['gc_tracked']:>10}")
-    if args.only in (None, "rates"):
-        out["rates"] = run_child(["--child", "rates", "--sizes", args.sizes, "--app-dir",
-                                  args.app_dir, "--ops", str(args.ops), "--rounds",
-                                  str(args.rounds), *(["--wall-clock"] * args.wall_clock)])
-        base = out["rates"][0]["rates"]
-        print(f"{'keys':>9} {'GET/s':>9} {'PUT upd/s':>10} {'PUT new/s':>10}  "
+    for part, ops in (("rates", args.ops), ("app", args.app_ops)):
+        if args.only not in (None, part):
+            continue
+        out[part] = run_child(["--child", part, "--sizes", args.sizes, "--app-dir",
+                               args.app_dir, "--ops", str(ops), "--rounds", str(args.rounds),
+                               *(["--wall-clock"] * args.wall_clock)])
+        base = out[part][0]["rates"]
+        print(f"{part:>9} {'GET/s':>9} {'PUT upd/s':>10} {'PUT new/s':>10}  "
               f"vs {sizes[0]} keys (GET, PUT upd, PUT new)")
-        for r in out["rates"]:
+        for r in out[part]:
             rates = r["rates"]
             ratios = ", ".join(f"{rates[op] / base[op]:.2f}x" for op in rates)
             print(f"{r['keys']:>9} {rates['GET']:>9.0f} {rates['PUT update']:>10.0f} "
