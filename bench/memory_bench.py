@@ -113,15 +113,16 @@ async def rss_of(n: int) -> dict[str, Any]:
 
 
 class AppCaller:
-    """The service's ASGI app (``create_app`` with the defaults: memory backend, access
-    log and metrics on), its lifespan run, called directly: no socket, no HTTP parsing,
-    so the figure is the app and the backend at that size."""
+    """The service's ASGI app (``create_app`` with the defaults, memory backend, access
+    log and metrics on; ``max_keys`` raised as for the backend), its lifespan run,
+    called directly: no socket, no HTTP parsing, so the figure is the app and the
+    backend at that size."""
 
     def __init__(self) -> None:
         from app.main import create_app
         from app.settings import Settings
 
-        self.app = create_app(Settings())
+        self.app = create_app(Settings(namespace_max_keys=4_000_000))
         self.state: dict[str, Any] = {}
         self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -238,9 +239,11 @@ async def rates_of(sizes: list[int], ops: int, rounds: int, app: bool) -> list[d
 
 def run_child(args: list[str]) -> Any:
     out = subprocess.run(
-        [sys.executable, __file__, *args], check=True, capture_output=True, text=True,
-        cwd=ROOT, env={k: v for k, v in os.environ.items() if not k.startswith("CORKBOARD_")},
+        [sys.executable, __file__, *args], capture_output=True, text=True, cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("CORKBOARD_")},
     )
+    if out.returncode:
+        sys.exit(f"{' '.join(args)} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
