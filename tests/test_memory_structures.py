@@ -10,8 +10,9 @@ from __future__ import annotations
 import orjson
 
 from app.backends.memory import MemoryBackend
-from app.backends.memory.store import REVISION, compact, entry_of
+from app.backends.memory.store import REVISION, Row, compact, entry_of
 from app.domain.bounds import Bounds
+from app.domain.keys import KeyEntry
 from app.syntax import Pattern, now_ms
 
 NS = "default"
@@ -130,3 +131,11 @@ async def test_kept_bytes_are_compact_copies() -> None:
     [event] = (await backend.read_events(NS, 0)).events
     assert orjson.loads(event.data)["value"] == {"a": 1}
     assert backend.store.ns(NS).event_bytes == len(event.data)
+
+
+def test_entry_of_builds_the_same_key_entry() -> None:
+    row: Row = (b'{"a":1}', 7, 3, 2, 1_764_500_000_000, 1_764_500_000_500, None)
+    built = entry_of("k", row)
+    assert built == KeyEntry("k", *row) and type(built) is KeyEntry
+    assert built.to_json() == KeyEntry("k", *row).to_json() and built.etag == "\"7\""
+    assert entry_of("k", (*row[:6], 1_764_500_060_000)).expires_at == 1_764_500_060_000

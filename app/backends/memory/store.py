@@ -23,7 +23,7 @@ import asyncio
 import heapq
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
 from sortedcontainers import SortedList
@@ -54,8 +54,28 @@ EVENT_REVISION: Final = 0
 EVENT_DATA: Final = 4
 
 
+#: KeyEntry's fields, in the order of (name, *row).
+_ENTRY_FIELDS = ("key", "value", "revision", "created_revision", "version", "created_at",
+                 "modified_at", "expires_at")
+assert tuple(f.name for f in fields(KeyEntry)) == _ENTRY_FIELDS, "Row no longer fits KeyEntry"
+_SET_KEY, _SET_VALUE, _SET_REV, _SET_CREV, _SET_VER, _SET_CAT, _SET_MAT, _SET_EXP = (
+    getattr(KeyEntry, name).__set__ for name in _ENTRY_FIELDS)
+
+
 def entry_of(key: str, row: Row) -> KeyEntry:
-    return KeyEntry(key, *row)
+    """``KeyEntry(key, *row)``, built in half the time: a frozen dataclass's ``__init__``
+    sets each field through ``object.__setattr__`` (~1 us for eight); this sets the
+    slots directly (every read of a key builds one)."""
+    entry: KeyEntry = KeyEntry.__new__(KeyEntry)
+    _SET_KEY(entry, key)
+    _SET_VALUE(entry, row[0])
+    _SET_REV(entry, row[1])
+    _SET_CREV(entry, row[2])
+    _SET_VER(entry, row[3])
+    _SET_CAT(entry, row[4])
+    _SET_MAT(entry, row[5])
+    _SET_EXP(entry, row[6])
+    return entry
 
 
 def compact(data: bytes) -> bytes:
