@@ -4,8 +4,9 @@ each size (issue 15, "A million keys in memory").
 Each backend is a ``MemoryBackend`` built as the server builds it for
 ``CORKBOARD_BACKEND=memory`` (``key_history=10``, the default bounds except ``max_keys``,
 raised so the rate rounds can add keys past 1,000,000), loaded with N keys (random-looking
-names, the value of kv_bench.py) through the backend's own ``kv_put``, with the garbage
-collector's thresholds the server sets (``CORKBOARD_GC_THRESHOLD``, default 10,000).
+names, the value of kv_bench.py made as a PUT request makes it) through the backend's
+own ``kv_put``, with the garbage collector's thresholds the server sets
+(``CORKBOARD_GC_THRESHOLD``, default 10,000).
 
 - Memory: each size in a fresh Python process: RSS (VmRSS) after loading minus RSS
   before, over N, is the bytes per key; also the time of one full ``gc.collect()`` and
@@ -89,9 +90,13 @@ def new_backend() -> Any:
 
 
 async def load(backend: Any, n: int) -> list[str]:
+    """Put ``n`` keys, each value made from the request body as a PUT /v1/kv/{key} makes
+    it (``value_from_body``: parsed, then encoded by orjson into a buffer of its own)."""
+    from app.routers.kv import value_from_body
+
     names = [key_name(i) for i in range(n)]
     for name in names:
-        await backend.keys.kv_put(NS, name, VALUE)
+        await backend.keys.kv_put(NS, name, value_from_body(VALUE, "application/json", 1 << 20))
     return names
 
 
