@@ -37,6 +37,8 @@ class MemoryLog(ChangeLog):
         """Wait up to ``timeout`` for the namespace's next event; for a namespace without
         state, on a waker that exists only while someone waits."""
         if ns in self.store.namespaces:
+            if st.changed is None:
+                st.changed = asyncio.Event()
             changed = st.changed
         else:
             event, count = self.store.wakers.get(ns, (asyncio.Event(), 0))

@@ -130,7 +130,9 @@ class Namespace:
     lease_order: SortedList[str] = field(default_factory=SortedList)  # the lease ids
     #: The lease each key on a lease is attached to.
     key_leases: dict[str, str] = field(default_factory=dict)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: What a long poll waits on: made by the first waiter after an append, set and
+    #: dropped by the next append (a write with nobody waiting makes no Event).
+    changed: asyncio.Event | None = None
 
 
 class MemoryStore:
@@ -196,8 +198,9 @@ class MemoryStore:
             old = st.events.popleft()
             st.event_bytes -= len(old[EVENT_DATA])
             st.compacted = old[EVENT_REVISION]
-        st.changed.set()
-        st.changed = asyncio.Event()
+        if st.changed is not None:
+            st.changed.set()
+            st.changed = None
 
     def emit(self, ns: str, type_: str, key: str, at_ms: int, **fields: Any) -> int:
         """Take the namespace's next revision and append one event for it."""
