@@ -22,7 +22,8 @@ async def log_bytes(backend: Backend, ns: str = "default") -> tuple[int, int, in
     """(the backend's byte counter, the bytes of the events it holds, how many)."""
     if backend.info.name == "memory":
         st = backend.store.namespaces[ns]  # type: ignore[attr-defined]
-        return st.event_bytes, sum(e.size for e in st.events), len(st.events)
+        held = (await backend.read_events(ns, 0, limit=10**9)).events
+        return st.event_bytes, sum(e.size for e in held), len(held)
     client = backend.client  # type: ignore[attr-defined]
     rows = await client.xrange(f"cb:{{{ns}}}:log", "-", "+")
     # An event's size: its stored fields' names and values (events.fields_size).

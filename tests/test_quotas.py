@@ -41,7 +41,10 @@ async def counted_bytes(backend: Backend, ns: str = "default") -> tuple[int, int
     """(the backend's quota counter, the same bytes recounted from the stored state)."""
     if backend.info.name == "memory":
         st = backend.store.namespaces.get(ns)  # type: ignore[attr-defined]
-        total = sum(len(e.value) for h in st.history.values() for e in h) if st else 0
+        # Every kept revision: a key's history when it has one, else its one row; a
+        # row's value (app/backends/memory/store.py, Row) is its first field.
+        total = sum(len(kept[0]) for key, row in st.keys.items()
+                    for kept in st.history.get(key, (row,))) if st else 0
         sessions = backend.sessions.table.get(ns, {})  # type: ignore[attr-defined]
         for sess in sessions.values():
             total += len(sess.metadata) + sum(var_bytes(v) for v in sess.variables.values())

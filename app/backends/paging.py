@@ -1,5 +1,9 @@
 """Ordered paging over a sorted list of names, for the in-memory listings.
 
+The names are a plain sorted ``list`` or a ``SortedList`` (sortedcontainers: O(log n)
+insert and delete, used where a namespace may hold millions of names); both are read
+from the cursor on, never from the start.
+
 The same rule as ``scan_index`` in ``lua/common.lua``, so both backends page alike: the
 names after the cursor that start with the pattern's prefix are examined in order; a
 page ends when it holds ``limit`` rows and another one exists (the cursor is its last
@@ -10,8 +14,10 @@ examined, even on an empty page, so a sparse pattern never hides later matches).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
+
+from sortedcontainers import SortedList
 
 from app.syntax import Pattern
 
@@ -21,8 +27,15 @@ LIST_SCAN_BUDGET = 20_000
 T = TypeVar("T")
 
 
+def names_from(order: list[str] | SortedList[str], start: int) -> Iterator[str]:
+    """The names of ``order`` from index ``start`` on."""
+    if isinstance(order, SortedList):
+        return iter(order.islice(start))
+    return (order[i] for i in range(start, len(order)))
+
+
 def page_sorted(
-    order: list[str],
+    order: list[str] | SortedList[str],
     pattern: Pattern,
     after: str | None,
     limit: int,
@@ -32,17 +45,21 @@ def page_sorted(
     """The rows (``row(name)``, None to skip a name) of one page, and the next cursor."""
     budget = LIST_SCAN_BUDGET if budget is None else budget
     prefix = pattern.prefix
-    start = bisect.bisect_left(order, prefix)
-    if after is not None:
-        start = max(start, bisect.bisect_right(order, after))
+    if isinstance(order, SortedList):
+        start = order.bisect_left(prefix)
+        if after is not None:
+            start = max(start, order.bisect_right(after))
+    else:
+        start = bisect.bisect_left(order, prefix)
+        if after is not None:
+            start = max(start, bisect.bisect_right(order, after))
     items: list[T] = []
     last: str | None = None
     last_row: str | None = None
-    for i in range(start, len(order)):
-        name = order[i]
+    for examined, name in enumerate(names_from(order, start)):
         if not name.startswith(prefix):
             break
-        if i - start >= budget:
+        if examined >= budget:
             return items, last
         if pattern.matches(name):
             found = row(name)

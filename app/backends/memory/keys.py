@@ -7,12 +7,21 @@ deadline as absence, and the sweeper expires it with an event on time.
 
 from __future__ import annotations
 
-import bisect
-from collections import deque
-
 import orjson
 
-from app.backends.memory.store import MemoryStore, Namespace
+from app.backends.memory.store import (
+    CREATED_AT,
+    CREATED_REVISION,
+    EXPIRES_AT,
+    REVISION,
+    VALUE,
+    VERSION,
+    MemoryStore,
+    Namespace,
+    Row,
+    compact,
+    entry_of,
+)
 from app.backends.paging import page_sorted
 from app.backends.parts.keys import KeyStore
 from app.domain.conditions import KEY, NO_CONDITION, Condition
@@ -32,26 +41,45 @@ class MemoryKeys(KeyStore):
 
     # -- internals, also used by leases and transactions -----------------------------
 
+    @staticmethod
+    def entry(st: Namespace, key: str) -> KeyEntry | None:
+        """The key's stored entry, past its deadline or not."""
+        row = st.keys.get(key)
+        return entry_of(key, row) if row is not None else None
+
     def live(self, st: Namespace, key: str, now: int) -> KeyEntry | None:
-        entry = st.keys.get(key)
-        if entry is not None and entry.expires_at is not None and entry.expires_at <= now:
+        row = st.keys.get(key)
+        if row is None or (row[EXPIRES_AT] is not None and row[EXPIRES_AT] <= now):
             return None
-        return entry
+        return entry_of(key, row)
 
     def expire_if_due(self, ns: str, key: str, now: int) -> None:
         st = self.store.view(ns)
-        entry = st.keys.get(key)
-        if entry is not None and entry.expires_at is not None and entry.expires_at <= now:
+        row = st.keys.get(key)
+        if row is not None and row[EXPIRES_AT] is not None and row[EXPIRES_AT] <= now:
             self.remove(st, key)
-            self.store.emit(ns, "kv.expire", key, now, value=None, old_value=entry.value)
+            self.store.emit(ns, "kv.expire", key, now, value=None, old_value=row[VALUE])
+
+    @staticmethod
+    def kept(st: Namespace, key: str) -> tuple[Row, ...]:
+        """The key's kept revisions, newest (the live row) first; () without the key."""
+        history = st.history.get(key)
+        if history is not None:
+            return history
+        row = st.keys.get(key)
+        return (row,) if row is not None else ()
+
+    def dropped_bytes(self, st: Namespace, key: str) -> int:
+        """The bytes of the kept revision a new revision of ``key`` pushes out."""
+        kept = self.kept(st, key)
+        return len(kept[-1][VALUE]) if len(kept) == self.store.key_history else 0
 
     def remove(self, st: Namespace, key: str) -> None:
         self.detach_lease(st, key)
+        st.used_bytes -= sum(len(row[VALUE]) for row in self.kept(st, key))
         del st.keys[key]
-        st.used_bytes -= sum(len(e.value) for e in st.history.pop(key, ()))
-        i = bisect.bisect_left(st.order, key)
-        if i < len(st.order) and st.order[i] == key:
-            del st.order[i]
+        st.history.pop(key, None)
+        st.order.discard(key)
 
     def detach_lease(self, st: Namespace, key: str) -> None:
         lease_id = st.key_leases.pop(key, None)
@@ -63,11 +91,13 @@ class MemoryKeys(KeyStore):
         lease: str | None,
     ) -> KeyEntry | None:
         """A write's checks in their order (fence, lease, condition on the key after a
-        due expiry); the current entry."""
+        due expiry); the current entry when there was a condition to check."""
         self.store.fence_holds(ns, fence, now)
         self.store.lease_live(ns, lease, now)
         self.expire_if_due(ns, key, now)
-        current = self.store.view(ns).keys.get(key)
+        if not condition.any:  # nothing to check: the entry is built only when asked for
+            return None
+        current = self.entry(self.store.view(ns), key)
         condition.check(current, KEY)
         return current
 
@@ -77,11 +107,11 @@ class MemoryKeys(KeyStore):
     ) -> PutResult:
         st = self.store.ns(ns)
         old = st.keys.get(key)
-        kept = st.history.get(key)
-        dropped = kept[-1].value if kept is not None and len(kept) == kept.maxlen else b""
-        self.store.charge(ns, 0 if old is not None else 1, len(value) - len(dropped))
+        self.store.charge(ns, 0 if old is not None else 1,
+                          len(value) - self.dropped_bytes(st, key))
         revision = self.store.emit(
-            ns, "kv.put", key, now, value=value, old_value=old.value if old else None
+            ns, "kv.put", key, now, value=value,
+            old_value=old[VALUE] if old is not None else None,
         )
         return self.store_entry(ns, key, value, expires_at, now, revision, lease)
 
@@ -89,7 +119,7 @@ class MemoryKeys(KeyStore):
         self, ns: str, key: str, value: bytes, expires_at: int | None, now: int,
         revision: int, lease: str | None,
     ) -> PutResult:
-        """Write the entry at ``revision`` (whose event the caller appends)."""
+        """Write the key at ``revision`` (whose event the caller appends)."""
         st = self.store.ns(ns)
         old = st.keys.get(key)
         if st.key_leases.get(key) != lease:
@@ -97,20 +127,20 @@ class MemoryKeys(KeyStore):
             if lease is not None:
                 st.key_leases[key] = lease
                 st.leases[lease].keys.add(key)
+        row: Row
         if old is None:
-            entry = KeyEntry(key, value, revision, revision, 1, now, now, expires_at)
-            bisect.insort(st.order, key)
-            st.history[key] = deque(maxlen=self.store.key_history)
+            row = (compact(value), revision, revision, 1, now, now, expires_at)
+            st.order.add(key)
         else:
-            entry = KeyEntry(
-                key, value, revision, old.created_revision, old.version + 1,
-                old.created_at, now, expires_at,
-            )
-        st.keys[key] = entry
-        st.history[key].appendleft(entry)
+            row = (compact(value), revision, old[CREATED_REVISION], old[VERSION] + 1,
+                   old[CREATED_AT], now, expires_at)
+            limit = self.store.key_history
+            if limit > 1:  # a key's history appears with its second revision
+                st.history[key] = (row, *self.kept(st, key)[:limit - 1])
+        st.keys[key] = row
         if expires_at is not None:
             self.store.schedule_deadline(expires_at, ns, "k:" + key)
-        return PutResult(entry, old is None)
+        return PutResult(entry_of(key, row), old is None)
 
     # -- keys ------------------------------------------------------------------------
 
@@ -119,7 +149,8 @@ class MemoryKeys(KeyStore):
         entry = self.live(st, key, now_ms())
         if revision is None or entry is None:
             return entry
-        return next((e for e in st.history.get(key, ()) if e.revision <= revision), None)
+        return next((entry_of(key, row) for row in self.kept(st, key)
+                     if row[REVISION] <= revision), None)
 
     async def kv_put(
         self,
@@ -149,7 +180,8 @@ class MemoryKeys(KeyStore):
         lease: str | None = None,
     ) -> PutResult:
         now = now_ms()
-        current = self.checked(ns, key, now, condition, fence, lease)
+        self.checked(ns, key, now, condition, fence, lease)
+        current = self.entry(self.store.view(ns), key)
         if current is None and initial is None:
             raise NotFound(f"Key {key!r} does not exist and no initial value was given.")
         base = current.value if current is not None else initial
@@ -178,12 +210,12 @@ class MemoryKeys(KeyStore):
         self.store.fence_holds(ns, fence, now)
         self.expire_if_due(ns, key, now)
         current = self.store.view(ns).keys.get(key)
-        start = number_to_increment(key, current.value if current is not None else initial)
+        start = number_to_increment(key, current[VALUE] if current is not None else initial)
         result = add_exact(start, by)
         if current is None:
             expires_at = now + ttl_ms if ttl_ms else None
         else:
-            expires_at = current.expires_at
+            expires_at = current[EXPIRES_AT]
         lease = self.store.ns(ns).key_leases.get(key)  # an increment keeps the key's lease
         return self.write(ns, key, orjson.dumps(result), expires_at, now, lease)
 
@@ -198,16 +230,14 @@ class MemoryKeys(KeyStore):
         if current is None:
             raise NotFound(f"Key {key!r} does not exist.")
         expires_at = now + ttl_ms if ttl_ms else None
-        entry = KeyEntry(
-            key, current.value, current.revision, current.created_revision, current.version,
-            current.created_at, current.modified_at, expires_at,
-        )
-        st.keys[key] = entry
-        history = st.history[key]
-        history[0] = entry
+        row: Row = (*current[:EXPIRES_AT], expires_at)
+        st.keys[key] = row
+        history = st.history.get(key)
+        if history is not None:
+            st.history[key] = (row, *history[1:])
         if expires_at is not None:
             self.store.schedule_deadline(expires_at, ns, "k:" + key)
-        return entry
+        return entry_of(key, row)
 
     async def kv_delete(
         self,
@@ -221,7 +251,7 @@ class MemoryKeys(KeyStore):
         self.store.fence_holds(ns, fence, now)
         self.expire_if_due(ns, key, now)
         st = self.store.view(ns)
-        current = st.keys.get(key)
+        current = self.entry(st, key)
         condition.check(current, KEY)
         if current is None:
             return None
@@ -233,7 +263,7 @@ class MemoryKeys(KeyStore):
         st = self.store.view(ns)
         if self.live(st, key, now_ms()) is None:
             return []
-        return list(st.history.get(key, ()))
+        return [entry_of(key, row) for row in self.kept(st, key)]
 
     async def kv_list(
         self, ns: str, pattern: Pattern, *, limit: int, after: str | None
@@ -245,8 +275,8 @@ class MemoryKeys(KeyStore):
         return KeyPage(items, cursor, st.revision)
 
     def expire_k(self, ns: str, key: str, deadline: int, now: int) -> bool:
-        entry = self.store.view(ns).keys.get(key)
-        if entry is None or entry.expires_at != deadline:
+        row = self.store.view(ns).keys.get(key)
+        if row is None or row[EXPIRES_AT] != deadline:
             return False  # deleted, rewritten or touched since this deadline was set
         self.expire_if_due(ns, key, now)
         return True

@@ -9,12 +9,11 @@ with the lease only while that token still holds it.
 
 from __future__ import annotations
 
-import bisect
 from typing import Any
 
 from app.backends.memory.keys import MemoryKeys
 from app.backends.memory.locks import MemoryLocks
-from app.backends.memory.store import LeaseState, MemoryStore
+from app.backends.memory.store import VALUE, LeaseState, MemoryStore
 from app.backends.paging import page_sorted
 from app.backends.parts.txn import LeaseStore
 from app.domain.bounds import quota_exceeded
@@ -61,10 +60,10 @@ class MemoryLeases(LeaseStore):
         locks = self._held_locks(ns, lease)
         changes: list[dict[str, Any]] = []
         for key in keys:
-            old = st.keys[key]
+            old = st.keys[key][VALUE]
             self.keys.remove(st, key)
             changes.append({"type": key_type, "key": key, "value": None,
-                            "old_value": old.value})
+                            "old_value": old})
         for lock in locks:
             del st.locks[(lock.scope, lock.name)]
             slot = self.locks.slot(ns, lock.scope, lock.name)
@@ -72,7 +71,7 @@ class MemoryLeases(LeaseStore):
             changes.append(lock_change(lock.scope, lock.name, lock.owner, lock.token,
                                        len(slot.pending)))
         del st.leases[lease.id]
-        del st.lease_order[bisect.bisect_left(st.lease_order, lease.id)]
+        st.lease_order.remove(lease.id)
         revision = self.store.emit(ns, type_, lease.id, now, with_values=False,
                              extra={"changes": changes})
         for lock in locks:
@@ -102,7 +101,7 @@ class MemoryLeases(LeaseStore):
         if len(st.leases) >= self.store.bounds.max_leases:
             raise quota_exceeded(ns, "leases", self.store.bounds.max_leases)
         lease = st.leases[lease_id] = LeaseState(lease_id, ttl_ms, now, now + ttl_ms)
-        bisect.insort(st.lease_order, lease_id)
+        st.lease_order.add(lease_id)
         self.store.emit(ns, "lease.granted", lease_id, now, with_values=False,
                   extra={"ttl": ttl_seconds(ttl_ms), "expires_at": iso_ms(lease.expires_at)})
         self.store.schedule_deadline(lease.expires_at, ns, "e:" + lease_id)

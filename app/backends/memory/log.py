@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import bisect
 
-from app.backends.memory.store import MemoryStore, Namespace
+from app.backends.memory.store import EVENT_REVISION, MemoryStore, Namespace
 from app.backends.parts.log import ChangeLog
-from app.domain.events import EventBatch
+from app.domain.events import ChangeEvent, EventBatch
 from app.syntax import now_ms
 
 
@@ -29,14 +29,16 @@ class MemoryLog(ChangeLog):
             await self._wait_change(ns, st, timeout)
             st = self.store.view(ns)
         events = st.events
-        start = bisect.bisect_right(events, after, key=lambda e: e.revision)
-        batch = [events[i] for i in range(start, min(len(events), start + limit))]
+        start = bisect.bisect_right(events, after, key=lambda e: e[EVENT_REVISION])
+        batch = [ChangeEvent(*events[i]) for i in range(start, min(len(events), start + limit))]
         return EventBatch(batch, st.revision, st.compacted)
 
     async def _wait_change(self, ns: str, st: Namespace, timeout: float) -> None:
         """Wait up to ``timeout`` for the namespace's next event; for a namespace without
         state, on a waker that exists only while someone waits."""
         if ns in self.store.namespaces:
+            if st.changed is None:
+                st.changed = asyncio.Event()
             changed = st.changed
         else:
             event, count = self.store.wakers.get(ns, (asyncio.Event(), 0))

@@ -6,6 +6,15 @@ is built on one ``MemoryStore``.
 Every operation runs without awaiting between reading and writing, so on one event loop
 it is atomic. A read never creates state (API.md section 9): it gets ``view``, an
 unstored empty namespace when there is none; a write gets ``ns``.
+
+Sized for millions of keys (bench/memory_bench.py; the per-key costs are in
+bench/README.md): a key is its ``Row`` in ``keys`` and its name in ``order``, a
+``SortedList`` (O(log n) insert and delete, paging from a cursor); ``history`` holds the
+rows of a key only when it has more than one kept revision. A row is a plain tuple of
+bytes and ints, which Python's cyclic garbage collector stops tracking: with a slotted
+object per key each full collection walked every key, and at 300,000 keys that made a
+PUT ~1.5x slower. Bytes that outlive the request (values, event JSON) are stored
+``compact``: orjson returns its output in a 4 KiB buffer whatever the length.
 """
 
 from __future__ import annotations
@@ -14,14 +23,68 @@ import asyncio
 import heapq
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, Final
+
+from sortedcontainers import SortedList
 
 from app.domain.bounds import Bounds, quota_exceeded
 from app.domain.events import ChangeEvent, build_event
 from app.domain.fence import Fence
 from app.domain.keys import KeyEntry
 from app.domain.leases import LeaseInfo, lease_not_found
+
+#: A key at one revision as stored (``KeyEntry`` without the name, which is the dict key):
+#: (value, revision, created_revision, version, created_at, modified_at, expires_at).
+Row = tuple[bytes, int, int, int, int, int, int | None]
+VALUE: Final = 0
+REVISION: Final = 1
+CREATED_REVISION: Final = 2
+VERSION: Final = 3
+CREATED_AT: Final = 4
+MODIFIED_AT: Final = 5
+EXPIRES_AT: Final = 6
+
+
+#: An event as kept in the log: ``ChangeEvent``'s fields (revision, type, key, session,
+#: data, size) in a tuple, which the cyclic GC stops tracking (a kept ChangeEvent per write
+#: made full collections, which walk every key, run every ~25,000 writes).
+EventRow = tuple[int, str, str, str | None, bytes, int]
+EVENT_REVISION: Final = 0
+EVENT_DATA: Final = 4
+EVENT_SIZE: Final = 5
+
+
+#: KeyEntry's fields, in the order of (name, *row).
+_ENTRY_FIELDS = ("key", "value", "revision", "created_revision", "version", "created_at",
+                 "modified_at", "expires_at")
+assert tuple(f.name for f in fields(KeyEntry)) == _ENTRY_FIELDS, "Row no longer fits KeyEntry"
+_SET_KEY, _SET_VALUE, _SET_REV, _SET_CREV, _SET_VER, _SET_CAT, _SET_MAT, _SET_EXP = (
+    getattr(KeyEntry, name).__set__ for name in _ENTRY_FIELDS)
+
+
+def entry_of(key: str, row: Row) -> KeyEntry:
+    """``KeyEntry(key, *row)``, built in half the time: a frozen dataclass's ``__init__``
+    sets each field through ``object.__setattr__`` (~1 us for eight); this sets the
+    slots directly (every read of a key builds one)."""
+    entry: KeyEntry = KeyEntry.__new__(KeyEntry)
+    _SET_KEY(entry, key)
+    _SET_VALUE(entry, row[0])
+    _SET_REV(entry, row[1])
+    _SET_CREV(entry, row[2])
+    _SET_VER(entry, row[3])
+    _SET_CAT(entry, row[4])
+    _SET_MAT(entry, row[5])
+    _SET_EXP(entry, row[6])
+    return entry
+
+
+def compact(data: bytes) -> bytes:
+    """``data`` in a buffer of its own length, for bytes kept long: ``orjson.dumps``
+    leaves its result in a 4 KiB allocation (measured: 4,098 bytes for 200 bytes of JSON),
+    which over a million stored values or 100,000 kept events is gigabytes."""
+    return bytes(memoryview(data))
+
 
 #: A deadline's handler: (namespace, name, deadline, now) -> whether it expired something.
 Expirer = Callable[[str, str, int, int], bool]
@@ -57,16 +120,20 @@ class Namespace:
     compacted: int = 0
     event_bytes: int = 0  # the sum of event.size over ``events`` (events.fields_size)
     used_bytes: int = 0  # what CORKBOARD_NAMESPACE_MAX_BYTES bounds (see Bounds)
-    events: deque[ChangeEvent] = field(default_factory=deque)
-    keys: dict[str, KeyEntry] = field(default_factory=dict)
-    history: dict[str, deque[KeyEntry]] = field(default_factory=dict)
-    order: list[str] = field(default_factory=list)
+    events: deque[EventRow] = field(default_factory=deque)
+    keys: dict[str, Row] = field(default_factory=dict)
+    #: The kept revisions (newest, the live row, first) of each key that has more than
+    #: one; a key with one revision is only its row in ``keys``.
+    history: dict[str, tuple[Row, ...]] = field(default_factory=dict)
+    order: SortedList[str] = field(default_factory=SortedList)  # the key names
     locks: dict[tuple[str, str], LockState] = field(default_factory=dict)
     leases: dict[str, LeaseState] = field(default_factory=dict)
-    lease_order: list[str] = field(default_factory=list)  # the lease ids, sorted
+    lease_order: SortedList[str] = field(default_factory=SortedList)  # the lease ids
     #: The lease each key on a lease is attached to.
     key_leases: dict[str, str] = field(default_factory=dict)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: What a long poll waits on: made by the first waiter after an append, set and
+    #: dropped by the next append (a write with nobody waiting makes no Event).
+    changed: asyncio.Event | None = None
 
 
 class MemoryStore:
@@ -122,17 +189,21 @@ class MemoryStore:
     # -- the change log's append -----------------------------------------------------
 
     def append(self, st: Namespace, event: ChangeEvent) -> None:
-        st.events.append(event)
+        data = compact(event.data)
+        st.events.append(
+            (event.revision, event.type, event.key, event.session, data, event.size)
+        )
         st.event_bytes += event.size
         # Compact by count and by bytes; the newest event always stays (a resume point).
         # Each event is dropped once: amortized O(1) per append.
         limit = self.bounds.event_retention_bytes
         while len(st.events) > st.retention or (st.event_bytes > limit and len(st.events) > 1):
             old = st.events.popleft()
-            st.event_bytes -= old.size
-            st.compacted = old.revision
-        st.changed.set()
-        st.changed = asyncio.Event()
+            st.event_bytes -= old[EVENT_SIZE]
+            st.compacted = old[EVENT_REVISION]
+        if st.changed is not None:
+            st.changed.set()
+            st.changed = None
 
     def emit(self, ns: str, type_: str, key: str, at_ms: int, **fields: Any) -> int:
         """Take the namespace's next revision and append one event for it."""

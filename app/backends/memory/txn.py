@@ -6,11 +6,10 @@ under a transaction: its writes take one revision and one ``txn`` event.
 
 from __future__ import annotations
 
-import bisect
 from typing import Any
 
 from app.backends.memory.keys import MemoryKeys
-from app.backends.memory.store import MemoryStore, Namespace
+from app.backends.memory.store import EXPIRES_AT, VALUE, MemoryStore
 from app.backends.parts.txn import TxnStore
 from app.domain.fence import Fence
 from app.domain.keys import KeyEntry
@@ -48,7 +47,7 @@ class MemoryTxn(TxnStore):
         for key in dict.fromkeys([*txn.read_keys(),
                                   *(op.key for op in (*txn.success, *txn.failure))]):
             self.keys.expire_if_due(ns, key, now)
-        entries = {key: st.keys.get(key) for key in txn.read_keys()}
+        entries = {key: self.keys.entry(st, key) for key in txn.read_keys()}
         held = [self.store.lock_token_holds(ns, c.scope, c.name, c.token, now)
                 for c in txn.lock_compares]
         return self._apply(ns, plan(txn, entries, held, limits), now)
@@ -62,7 +61,8 @@ class MemoryTxn(TxnStore):
                      for s in p.steps)
         # Quotas as for single writes, for all the puts at once (deletes in the same
         # transaction are not counted as making room).
-        dropped = {s.key: self._dropped_bytes(st, s.key) for s in p.steps if s.kind == "put"}
+        dropped = {s.key: self.keys.dropped_bytes(st, s.key)
+                   for s in p.steps if s.kind == "put"}
         self.store.check_quota(
             ns, sum(1 for key in dropped if key not in st.keys),
             sum(len(s.value) - dropped[s.key] for s in p.steps if s.kind == "put"),
@@ -71,7 +71,7 @@ class MemoryTxn(TxnStore):
         results: list[KeyEntry | bool | None] = []
         changes: list[dict[str, Any]] = []
         for step in p.steps:
-            old = st.keys.get(step.key)
+            old = self.keys.entry(st, step.key)
             if step.kind == "get":
                 results.append(old)
             elif step.kind == "delete":
@@ -96,12 +96,6 @@ class MemoryTxn(TxnStore):
             self._emit_txn(ns, changes, now)
         return TxnOutcome(p.succeeded, revision, results)
 
-    @staticmethod
-    def _dropped_bytes(st: Namespace, key: str) -> int:
-        """The bytes of the history entry a new revision of ``key`` pushes out."""
-        kept = st.history.get(key)
-        return len(kept[-1].value) if kept is not None and len(kept) == kept.maxlen else 0
-
     def _emit_txn(self, ns: str, changes: list[dict[str, Any]], now: int) -> int:
         return self.store.emit(ns, "txn", "", now, with_values=False, extra={"changes": changes})
 
@@ -111,16 +105,12 @@ class MemoryTxn(TxnStore):
         now = now_ms()
         self.store.fence_holds(ns, fence, now)
         st = self.store.ns(ns)
-        start = bisect.bisect_left(st.order, pattern.prefix)
         keys: list[str] = []
-        for i in range(start, len(st.order)):
-            key = st.order[i]
+        for key in st.order.irange(minimum=pattern.prefix):
             if not key.startswith(pattern.prefix):
                 break
-            entry = st.keys[key]
-            if not pattern.matches(key) or (
-                entry.expires_at is not None and entry.expires_at <= now
-            ):
+            expires_at = st.keys[key][EXPIRES_AT]
+            if not pattern.matches(key) or (expires_at is not None and expires_at <= now):
                 continue  # a key past its deadline is left to the sweeper
             keys.append(key)
             if len(keys) > MAX_PATTERN_DELETE:
@@ -132,7 +122,7 @@ class MemoryTxn(TxnStore):
             return PatternDelete([], st.revision)
         changes = []
         for key in keys:
-            old = st.keys[key]
+            old = st.keys[key][VALUE]
             self.keys.remove(st, key)
-            changes.append(kv_change("kv.delete", key, None, old.value))
+            changes.append(kv_change("kv.delete", key, None, old))
         return PatternDelete(keys, self._emit_txn(ns, changes, now))
