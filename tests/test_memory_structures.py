@@ -130,7 +130,7 @@ async def test_kept_bytes_are_compact_copies() -> None:
     assert result.entry.value == encoded
     [event] = (await backend.read_events(NS, 0)).events
     assert orjson.loads(event.data)["value"] == {"a": 1}
-    assert backend.store.ns(NS).event_bytes == len(event.data)
+    assert backend.store.ns(NS).event_bytes == event.size  # (fields_size: see events.py)
 
 
 def test_entry_of_builds_the_same_key_entry() -> None:
