@@ -46,6 +46,9 @@ def new_ns() -> str:
 def backend_url(request: pytest.FixtureRequest) -> str:
     if request.param == "memory":
         return "memory://"
+    if request.param == "nats":
+        nats: str = request.getfixturevalue("nats_url")
+        return nats
     if request.param == "cluster":
         cluster: RedisCluster = request.getfixturevalue("redis_cluster")
         return cluster.url
@@ -62,6 +65,9 @@ def service(backend_url: str) -> Iterator[ServiceProcess]:
 @pytest.fixture(scope="module")
 def tight_service(backend_url: str) -> Iterator[ServiceProcess]:
     """A server that keeps only 10 events per namespace."""
+    if backend_url.startswith("nats://"):
+        pytest.skip("NATS bounds a namespace's log by history per key, not by a count of "
+                    "events (docs/nats.md)")
     env = {"CORKBOARD_BACKEND": backend_url, "CORKBOARD_EVENT_RETENTION": "10",
            "CORKBOARD_WATCH_PROGRESS_SECONDS": "0.3"}
     with running(ServiceProcess(env)) as [svc]:

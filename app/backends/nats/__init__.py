@@ -1,0 +1,70 @@
+"""The NATS JetStream backend: each namespace is a JetStream KV bucket shared with
+NATS clients (docs/nats.md). ``NatsBackend`` is a composition of parts built on one
+``NatsStore`` (store.py: the connection, the JetStream requests, the one boundary where
+NATS failures become 503), mirroring ``backends/redis/`` where it applies:
+
+- ``keys.py``: the key store; ``log.py``: the change log and the sweeper's pass;
+- ``names.py``: namespaces, keys and metadata headers; ``entries.py``: entries read
+  from messages, expiry overrides and the deadline index;
+- ``unsupported.py``: the parts not built yet (locks, sessions, artifacts, leases,
+  transactions), which answer 501 ``not_supported_by_backend``.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from app.backends.base import BackendInfo
+from app.backends.composed import ComposedBackend
+from app.backends.nats import unsupported
+from app.backends.nats.keys import NatsKeys
+from app.backends.nats.log import NatsLog
+from app.backends.nats.store import NatsStore
+
+__all__ = ["NatsBackend", "servers_of"]
+
+
+def servers_of(url: str) -> list[str]:
+    """The server URLs of ``nats://[user:pass@]h1:4222[,h2:4222]``."""
+    parts = urlsplit(url)
+    if parts.scheme != "nats" or not parts.netloc:
+        raise ValueError(f"not a nats:// URL with a host: {url!r}")
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    prefix = f"nats://{credentials}@" if credentials else "nats://"
+    servers = [prefix + host for host in hosts.split(",") if host]
+    if not servers:
+        raise ValueError(f"no server in {url!r}")
+    return servers
+
+
+class NatsBackend(ComposedBackend):
+    """State in NATS JetStream KV buckets, shared by every replica pointing at it."""
+
+    def __init__(
+        self, url: str, *, timeout: float = 2.0, key_history: int = 10, replicas: int = 1,
+    ) -> None:
+        self.url = url
+        self.info = BackendInfo(
+            name="nats", persistence=True, distribution=True,
+            extra={"supports": list(unsupported.SUPPORTS)},
+        )
+        self.store = NatsStore(
+            servers_of(url), timeout=timeout, key_history=key_history, replicas=replicas,
+            url=url,
+        )
+        self.keys = NatsKeys(self.store)
+        self.log = NatsLog(self.store, self.keys)
+        self.locks = unsupported.locks()
+        self.artifacts = unsupported.artifacts()
+        self.sessions = unsupported.sessions()
+        self.leases = unsupported.leases()
+        self.txns = unsupported.txns()
+
+    async def start(self) -> None:
+        await self.store.start()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def ping(self) -> None:
+        await self.store.ping()
