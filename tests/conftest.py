@@ -41,7 +41,9 @@ CLUSTER_MODULES = {
 }
 #: Modules whose ``backend`` tests also run on NATS JetStream: those that pass there in
 #: full (docs/nats.md says what the NATS backend does not offer yet).
-NATS_MODULES = {"test_kv", "test_kv_listing", "test_ttl"}
+NATS_MODULES = {
+    "test_kv", "test_kv_listing", "test_ttl", "test_event_log", "test_events_poll",
+}
 REQUIRE_REDIS = os.environ.get("CORKBOARD_REQUIRE_REDIS") == "1"
 REQUIRE_NATS = os.environ.get("CORKBOARD_REQUIRE_NATS") == "1"
 

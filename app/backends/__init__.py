@@ -41,7 +41,8 @@ def backend_from_url(url: str, settings: Settings) -> Backend:
 
         try:
             return NatsBackend(
-                url, timeout=settings.backend_timeout_seconds, key_history=settings.key_history
+                url, timeout=settings.backend_timeout_seconds, key_history=settings.key_history,
+                event_retention=settings.event_retention,
             )
         except ValueError as exc:
             raise UnknownBackend(f"invalid backend URL: {exc}") from exc

@@ -6,6 +6,7 @@ NATS failures become 503), mirroring ``backends/redis/`` where it applies:
 - ``keys.py``: the key store; ``log.py``: the change log and the sweeper's pass;
 - ``names.py``: namespaces, keys and metadata headers; ``entries.py``: entries read
   from messages, expiry overrides and the deadline index;
+- ``trim.py``: compaction (what bounds a namespace's storage);
 - ``unsupported.py``: the parts not built yet (locks, sessions, artifacts, leases,
   transactions), which answer 501 ``not_supported_by_backend``.
 """
@@ -20,6 +21,7 @@ from app.backends.nats import unsupported
 from app.backends.nats.keys import NatsKeys
 from app.backends.nats.log import NatsLog
 from app.backends.nats.store import NatsStore
+from app.backends.nats.trim import Trimmer
 
 __all__ = ["NatsBackend", "servers_of"]
 
@@ -41,7 +43,8 @@ class NatsBackend(ComposedBackend):
     """State in NATS JetStream KV buckets, shared by every replica pointing at it."""
 
     def __init__(
-        self, url: str, *, timeout: float = 2.0, key_history: int = 10, replicas: int = 1,
+        self, url: str, *, timeout: float = 2.0, key_history: int = 10,
+        event_retention: int = 100_000, replicas: int = 1,
     ) -> None:
         self.url = url
         self.info = BackendInfo(
@@ -49,9 +52,11 @@ class NatsBackend(ComposedBackend):
             extra={"supports": list(unsupported.SUPPORTS)},
         )
         self.store = NatsStore(
-            servers_of(url), timeout=timeout, key_history=key_history, replicas=replicas,
-            url=url,
+            servers_of(url), timeout=timeout, key_history=key_history,
+            retention=event_retention, replicas=replicas, url=url,
         )
+        self.trimmer = Trimmer(self.store, retention=event_retention, keep=key_history)
+        self.store.written = self.trimmer.wrote
         self.keys = NatsKeys(self.store)
         self.log = NatsLog(self.store, self.keys)
         self.locks = unsupported.locks()
@@ -64,6 +69,7 @@ class NatsBackend(ComposedBackend):
         await self.store.start()
 
     async def close(self) -> None:
+        await self.trimmer.close()
         await self.store.close()
 
     async def ping(self) -> None:

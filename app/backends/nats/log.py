@@ -5,10 +5,10 @@ Corkboard key is one event, encoded by ``build_event`` at the message's sequence
 ``old_value`` is the subject's previous message (named by ``Cb-Meta``, else found with a
 direct get of the subject's last message up to the previous sequence).
 
-Compaction: the bucket keeps ``history`` messages per key, so an old message of a key
-written often disappears from the middle of the stream. A read that meets such a gap
-reports the sequence before it as compacted: a resume point behind it gets ``reset``,
-as behind the other engines' retention.
+Compaction: the events at or below ``current - CORKBOARD_EVENT_RETENTION`` are compacted
+(their messages are purged by trim.py as far as keys no longer need them). A read that
+meets a gap above that (messages another client purged) reports the sequence before it
+as compacted too: a resume point behind it gets ``reset``.
 
 Expiry: the sweeper's index (``_corkboard`` bucket, ``deadline.<ns>``) holds each
 namespace's earliest deadline; a pass lists the due namespaces' keys and replaces each
@@ -16,6 +16,8 @@ expired one by a ``kv.expire`` marker (a compare-and-swap on its sequence).
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 from app.backends.nats.entries import json_value, lower_deadline, parse_override
 from app.backends.nats.keys import NatsKeys
@@ -25,6 +27,9 @@ from app.backends.parts.log import ChangeLog
 from app.domain.events import ChangeEvent, EventBatch, build_event
 from app.syntax import now_ms
 
+#: Messages the change log remembers (their old values), across namespaces.
+RECENT_MESSAGES = 20_000
+
 
 class NatsLog(ChangeLog):
     """The change log on a ``NatsStore``; expiry through the key store."""
@@ -32,6 +37,14 @@ class NatsLog(ChangeLog):
     def __init__(self, store: NatsStore, keys: NatsKeys) -> None:
         self.store = store
         self.keys = keys
+        #: Messages read lately, by (namespace, sequence): an event's previous message
+        #: (its old value) was usually read just before; messages never change.
+        self.recent: OrderedDict[tuple[str, int], Msg] = OrderedDict()
+
+    def remember(self, ns: str, msg: Msg) -> None:
+        self.recent[(ns, msg.seq)] = msg
+        if len(self.recent) > RECENT_MESSAGES:
+            self.recent.popitem(last=False)
 
     async def current_revision(self, ns: str) -> int:
         return await self.store.last_seq(ns)
@@ -55,11 +68,11 @@ class NatsLog(ChangeLog):
 
     async def _read(self, ns: str, after: int, limit: int) -> EventBatch:
         current = await self.store.last_seq(ns)
-        if current <= after:
-            return EventBatch([], current, 0)
+        compacted = max(0, current - self.store.retention)
+        if current <= after or after < compacted:
+            return EventBatch([], current, compacted)
         events: list[ChangeEvent] = []
         expected = after + 1
-        compacted = 0
         seen: dict[str, Msg] = {}
         while len(events) < limit and expected <= current:
             msgs, _ = await self.store.batch(ns, {"seq": expected, "batch": limit})
@@ -75,6 +88,7 @@ class NatsLog(ChangeLog):
                     compacted = msg.seq - 1
                 event = await self._event(ns, msg, seen)
                 seen[msg.subject] = msg
+                self.remember(ns, msg)
                 expected = msg.seq + 1
                 if event is not None:
                     events.append(event)
@@ -93,7 +107,9 @@ class NatsLog(ChangeLog):
         if meta is not None and meta.previous == 0:
             previous = None
         elif meta is not None and (previous is None or previous.seq != meta.previous):
-            previous = await self.store.at(ns, meta.previous)
+            previous = self.recent.get((ns, meta.previous))
+            if previous is None:
+                previous = await self.store.at(ns, meta.previous)
         elif meta is None and previous is None:
             found, _ = await self.store.multi_last(ns, msg.subject, up_to=msg.seq - 1)
             previous = found[0] if found else None

@@ -11,7 +11,7 @@ atomic step. The stream sequence the publish gets is the namespace's new revisio
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,10 +30,6 @@ from app.errors import BackendUnavailable
 
 #: JetStream's error code for a failed Nats-Expected-Last-Subject-Sequence check.
 WRONG_LAST_SEQUENCE = 10071
-#: Messages a new bucket keeps per key (NATS KV's largest history): the key's history
-#: (CORKBOARD_KEY_HISTORY of them are shown), its events' old values, and how far behind
-#: a reader may resume before the messages it needs are gone (a reset).
-BUCKET_HISTORY = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +76,17 @@ class NatsStore:
     """The connection and the JetStream requests the parts share."""
 
     def __init__(
-        self, servers: list[str], *, timeout: float, key_history: int, replicas: int, url: str,
+        self, servers: list[str], *, timeout: float, key_history: int, retention: int,
+        replicas: int, url: str,
     ) -> None:
         self.servers = servers
         self.timeout = timeout
         self.key_history = key_history
+        #: Events kept per namespace: the revisions at or below ``last - retention`` are
+        #: compacted (trim.py); also the bucket's limit of messages per key.
+        self.retention = retention
+        #: Told of every stored message of a namespace's bucket (the compaction's count).
+        self.written: Callable[[str], None] | None = None
         self.replicas = replicas
         self.url = url
         self._nc: Client | None = None
@@ -140,7 +142,7 @@ class NatsStore:
         except NotFoundError:
             config = StreamConfig(
                 name=name, subjects=[f"$KV.{bucket}.>"],
-                max_msgs_per_subject=history or max(BUCKET_HISTORY, self.key_history),
+                max_msgs_per_subject=history or max(self.retention, self.key_history),
                 discard=DiscardPolicy.NEW, allow_direct=True, allow_rollup_hdrs=True,
                 deny_delete=True, deny_purge=False, max_age=0, num_replicas=self.replicas,
                 storage=StorageType.FILE, duplicate_window=120.0,
@@ -270,6 +272,8 @@ class NatsStore:
                     if exc.err_code == WRONG_LAST_SEQUENCE:
                         return None
                     raise
+                if self.written is not None and bucket != SYSTEM_BUCKET:
+                    self.written(bucket)
                 return int(ack.seq)
         raise BackendUnavailable(f"The NATS bucket {bucket!r} could not be created.")
 
