@@ -165,3 +165,21 @@ async def test_an_unreachable_nats_is_503_with_retry_after_and_recovers_by_itsel
             assert r.status_code == 200 and r.json()["value"] == 1
     finally:
         server.cleanup()
+
+
+async def test_listing_more_keys_than_one_direct_get_answers(
+    corkboard: httpx.AsyncClient, bucket: KeyValue,
+) -> None:
+    # A batched direct get answers for at most 1,024 subjects; beyond, the listing reads
+    # the last message per key through an ordered consumer.
+    await asyncio.gather(*(bucket.put(f"many.{i:04d}", b"1") for i in range(1100)))
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"pattern": "many.*", "limit": "500", **({"cursor": cursor} if cursor else {})}
+        body = (await corkboard.get("/v1/kv", params=params)).json()
+        seen += [item["key"] for item in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [f"many.{i:04d}" for i in range(1100)]

@@ -110,7 +110,7 @@ class NatsLog(ChangeLog):
             previous = self.recent.get((ns, meta.previous))
             if previous is None:
                 previous = await self.store.at(ns, meta.previous)
-        elif meta is None and previous is None:
+        elif meta is None and previous is None and msg.seq > 1:
             found, _ = await self.store.multi_last(ns, msg.subject, up_to=msg.seq - 1)
             previous = found[0] if found else None
         old = json_value(previous) if previous is not None and not previous.deleted else None
@@ -161,6 +161,7 @@ class NatsLog(ChangeLog):
             return
         current = await self.store.last(SYSTEM_BUCKET, row.subject)
         if next_deadline and (
-            current is None or current.deleted or int(current.data or 0) > next_deadline
+            current is None or current.deleted or not current.data.isdigit()
+            or int(current.data) > next_deadline
         ):
             await lower_deadline(self.store, row.subject.rsplit(".", 1)[1], next_deadline)

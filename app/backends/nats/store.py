@@ -22,7 +22,7 @@ import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg as CoreMsg
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError
 
 from app.backends.nats.names import SYSTEM_BUCKET, Meta, stream_of
@@ -63,6 +63,10 @@ class Msg:
             return int(base * 1000) + int((frac + "000")[:3])
         except ValueError:
             return 0
+
+
+class TooManyResults(Exception):
+    """A direct get's answer would exceed the server's limit (status 413)."""
 
 
 def _msg(reply: CoreMsg) -> Msg | None:
@@ -211,8 +215,10 @@ class NatsStore:
                         found.append(msg)
                         continue
                     headers = reply.headers or {}
+                    if headers.get("Status") == "413":
+                        raise TooManyResults(headers.get("Description", ""))
                     upto = int(headers.get("Nats-UpTo-Sequence", 0) or 0)
-                    break  # EOB (204) or no messages (404)
+                    break  # EOB (204), no messages (404), no bucket (503)
             finally:
                 await sub.unsubscribe()
         return found, upto
@@ -241,11 +247,41 @@ class NatsStore:
         self, bucket: str, subject: str, *, up_to: int = 0
     ) -> tuple[list[Msg], int]:
         """The newest message of every subject matching ``subject`` (at or below
-        sequence ``up_to`` when given), and the sequence the answer is consistent at."""
+        sequence ``up_to`` when given), and the sequence the answer is consistent at (0:
+        not known). One batched direct get when the server allows that many answers
+        (1,024 subjects), else an ordered consumer delivering the last per subject."""
         request: dict[str, Any] = {"multi_last": [subject], "batch": 1_000_000}
         if up_to:
             request["up_to_seq"] = up_to
-        return await self.batch(bucket, request)
+        try:
+            return await self.batch(bucket, request)
+        except TooManyResults:
+            if up_to:
+                raise
+        return await self.last_per_subject(bucket, subject), 0
+
+    async def last_per_subject(self, bucket: str, subject: str) -> list[Msg]:
+        """The newest message of every subject matching ``subject``, through an ordered
+        consumer (what NATS KV clients' ``keys()`` and ``watch()`` use)."""
+        found: list[Msg] = []
+        async with self.mapped_errors():
+            sub = await self.js.subscribe(
+                subject, ordered_consumer=True, deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                inactive_threshold=30.0,
+            )
+            try:
+                # Only asked after a direct get found over 1,024 subjects, so at least one
+                # message comes (the consumer's own pending count may read 0 at first).
+                while True:
+                    reply = await sub.next_msg(timeout=self.timeout)
+                    meta = reply.metadata
+                    headers = dict(reply.headers or {})
+                    headers["Nats-Time-Stamp"] = meta.timestamp.isoformat().replace("+00:00", "Z")
+                    found.append(Msg(reply.subject, meta.sequence.stream, reply.data, headers))
+                    if meta.num_pending == 0:
+                        return found
+            finally:
+                await sub.unsubscribe()
 
     # -- writes --------------------------------------------------------------------------
 
