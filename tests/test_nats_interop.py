@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import httpx
 import nats
 import pytest
+from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 
 from app.backends.nats.names import key_of, token_of
@@ -183,3 +184,23 @@ async def test_listing_more_keys_than_one_direct_get_answers(
         if cursor is None:
             break
     assert seen == [f"many.{i:04d}" for i in range(1100)]
+
+
+async def test_a_bucket_a_nats_client_made_is_used_as_it_is(
+    nats_url: str, corkboard: httpx.AsyncClient,
+) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        kv = await js.create_key_value(KeyValueConfig(bucket="legacy", history=5))
+        revision = await kv.put("cfg.mode", b'"a"')
+        got = (await corkboard.get("/v1/kv/cfg.mode", params={"ns": "legacy"})).json()
+        assert (got["value"], got["revision"]) == ("a", revision)
+        put = (await corkboard.put("/v1/kv/cfg.mode", params={"ns": "legacy"}, json="b")).json()
+        assert (put["version"], put["revision"]) == (2, revision + 1)
+        assert (await kv.get("cfg.mode")).value == b'"b"'
+        info = await js.stream_info("KV_legacy")
+        assert info.config.allow_direct  # switched on for Corkboard's direct gets
+        assert info.config.max_msgs_per_subject == 5  # the bucket's history is kept
+    finally:
+        await nc.close()

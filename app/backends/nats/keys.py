@@ -270,11 +270,14 @@ class NatsKeys(KeyStore):
     async def kv_list(
         self, ns: str, pattern: Pattern, *, limit: int, after: str | None
     ) -> KeyPage:
+        # Read before the messages: the revision of a page listed through a consumer (past
+        # 1,024 keys) is a lower bound, so replaying the events after it is complete.
+        before = await self.store.last_seq(ns)
         (msgs, upto), (overrides, _) = await asyncio.gather(
             self.store.multi_last(ns, f"$KV.{ns}.>"),
             self.store.multi_last(SYSTEM_BUCKET, f"$KV.{SYSTEM_BUCKET}.ttl.{ns}.>"),
         )
-        revision = upto or await self.store.last_seq(ns)
+        revision = upto or before
         by_token = {m.subject.split(".", 4)[4]: parse_override(m) for m in overrides}
         live = await self.live_entries(ns, msgs, by_token, now_ms())
         order = sorted(live)

@@ -11,6 +11,7 @@ atomic step. The stream sequence the publish gets is the namespace's new revisio
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, Not
 
 from app.backends.nats.names import SYSTEM_BUCKET, Meta, stream_of
 from app.errors import BackendUnavailable
+
+logger = logging.getLogger("corkboard.backend")
 
 #: JetStream's error code for a failed Nats-Expected-Last-Subject-Sequence check.
 WRONG_LAST_SEQUENCE = 10071
@@ -136,30 +139,43 @@ class NatsStore:
     # -- buckets -----------------------------------------------------------------------
 
     async def ensure(self, bucket: str, *, history: int | None = None) -> None:
-        """Create the bucket ``bucket`` unless it exists (an existing bucket, made by any
-        NATS client, is used as it is; direct gets are switched on if it lacks them)."""
-        if bucket in self.buckets:
+        """Create the bucket ``bucket`` unless it exists (see ``bind``)."""
+        if await self.bind(bucket):
             return
-        name = stream_of(bucket)
+        config = StreamConfig(
+            name=stream_of(bucket), subjects=[f"$KV.{bucket}.>"],
+            max_msgs_per_subject=history or max(self.retention, self.key_history),
+            discard=DiscardPolicy.NEW, allow_direct=True, allow_rollup_hdrs=True,
+            deny_delete=True, deny_purge=False, max_age=0, num_replicas=self.replicas,
+            storage=StorageType.FILE, duplicate_window=120.0,
+        )
         try:
-            info = await self.js.stream_info(name)
-        except NotFoundError:
-            config = StreamConfig(
-                name=name, subjects=[f"$KV.{bucket}.>"],
-                max_msgs_per_subject=history or max(self.retention, self.key_history),
-                discard=DiscardPolicy.NEW, allow_direct=True, allow_rollup_hdrs=True,
-                deny_delete=True, deny_purge=False, max_age=0, num_replicas=self.replicas,
-                storage=StorageType.FILE, duplicate_window=120.0,
-            )
-            try:
-                await self.js.add_stream(config)
-            except BadRequestError:  # created meanwhile by another process
-                pass
-        else:
-            if not info.config.allow_direct:
-                info.config.allow_direct = True
-                await self.js.update_stream(info.config)
+            await self.js.add_stream(config)
+        except BadRequestError:  # created meanwhile by another process
+            pass
         self.buckets.add(bucket)
+
+    async def bind(self, bucket: str) -> bool:
+        """Whether the bucket exists; an existing one, made by any NATS client, is used
+        as it is, with direct gets switched on if it lacks them."""
+        if bucket in self.buckets:
+            return True
+        try:
+            info = await self.js.stream_info(stream_of(bucket))
+        except NotFoundError:
+            return False
+        if not info.config.allow_direct:
+            info.config.allow_direct = True
+            await self.js.update_stream(info.config)
+        kept = info.config.max_msgs_per_subject or 0
+        if bucket != SYSTEM_BUCKET and 0 < kept < self.retention:
+            logger.warning(
+                "NATS bucket %r keeps %d messages per key (history), fewer than "
+                "CORKBOARD_EVENT_RETENTION: a key written more often than that before a "
+                "watcher reads it resets the watchers behind (docs/nats.md)", bucket, kept,
+            )
+        self.buckets.add(bucket)
+        return True
 
     async def last_seq(self, bucket: str) -> int:
         """The bucket's stream sequence (the namespace revision); 0 without a bucket."""
@@ -175,14 +191,19 @@ class NatsStore:
     async def last(self, bucket: str, subject: str) -> Msg | None:
         """The subject's newest message, or None."""
         async with self.mapped_errors():
-            try:
-                reply = await self.nc.request(
-                    f"$JS.API.DIRECT.GET.{stream_of(bucket)}.{subject}", b"",
-                    timeout=self.timeout,
-                )
-            except nats.errors.NoRespondersError:
-                return None  # no bucket
-        return _msg(reply)
+            for _ in range(2):
+                try:
+                    reply = await self.nc.request(
+                        f"$JS.API.DIRECT.GET.{stream_of(bucket)}.{subject}", b"",
+                        timeout=self.timeout,
+                    )
+                except nats.errors.NoRespondersError:
+                    # No bucket, or one without direct gets yet (bind switches them on).
+                    if bucket in self.buckets or not await self.bind(bucket):
+                        return None
+                    continue
+                return _msg(reply)
+        return None
 
     async def at(self, bucket: str, seq: int) -> Msg | None:
         """The message at sequence ``seq``, or None when it is gone."""
@@ -192,6 +213,10 @@ class NatsStore:
     async def batch(self, bucket: str, request: dict[str, Any]) -> tuple[list[Msg], int]:
         """A batched direct get (``seq``/``next_by_subj``/``multi_last`` with ``batch``):
         the messages, and the sequence the answer is consistent at (multi_last)."""
+        if bucket not in self.buckets:
+            async with self.mapped_errors():
+                if not await self.bind(bucket):
+                    return [], 0
         found: list[Msg] = []
         upto = 0
         async with self.mapped_errors():
