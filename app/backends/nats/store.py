@@ -11,6 +11,7 @@ atomic step. The stream sequence the publish gets is the namespace's new revisio
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -22,6 +23,7 @@ import nats
 import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg as CoreMsg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError
@@ -66,6 +68,23 @@ class Msg:
             return int(base * 1000) + int((frac + "000")[:3])
         except ValueError:
             return 0
+
+
+async def next_msg(sub: Subscription, timeout: float) -> CoreMsg:
+    """The subscription's next message within ``timeout`` (nats.errors.TimeoutError).
+
+    nats-py's ``Subscription.next_msg`` runs each wait in two tasks of its own; this one
+    waits on the subscription's queue in the caller's task, so a reader, a long poll or
+    the sweeper holds no extra task while the server answers."""
+    queue: asyncio.Queue[CoreMsg] = sub._pending_queue
+    try:
+        async with asyncio.timeout(timeout):
+            msg = await queue.get()
+    except TimeoutError:
+        raise nats.errors.TimeoutError from None
+    sub._pending_size -= len(msg.data)
+    queue.task_done()
+    return msg
 
 
 class TooManyResults(Exception):
@@ -230,7 +249,7 @@ class NatsStore:
                 )
                 while True:
                     try:
-                        reply = await sub.next_msg(timeout=self.timeout)
+                        reply = await next_msg(sub, self.timeout)
                     except nats.errors.TimeoutError:
                         if not found and not await self._exists(bucket):
                             return [], 0
@@ -347,7 +366,7 @@ class NatsStore:
                 if await changed():
                     return
                 try:
-                    await sub.next_msg(timeout=timeout)
+                    await next_msg(sub, timeout)
                 except nats.errors.TimeoutError:
                     return
             finally:
