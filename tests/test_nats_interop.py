@@ -16,6 +16,8 @@ import pytest
 from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 
+from app.backends import UnknownBackend, backend_from_url
+from app.backends.nats import replicas_of, servers_of
 from app.backends.nats.names import key_of, token_of
 from app.settings import Settings
 from tests.helpers import problem
@@ -204,3 +206,14 @@ async def test_a_bucket_a_nats_client_made_is_used_as_it_is(
         assert info.config.max_msgs_per_subject == 5  # the bucket's history is kept
     finally:
         await nc.close()
+
+
+def test_backend_urls() -> None:
+    assert servers_of("nats://a:4222,b:4223") == ["nats://a:4222", "nats://b:4223"]
+    assert servers_of("nats://u:p@a:1,b:2?replicas=3") == ["nats://u:p@a:1", "nats://u:p@b:2"]
+    assert (replicas_of("nats://a:1"), replicas_of("nats://a:1?replicas=3")) == (1, 3)
+    for bad in ["nats://a:1?replicas=0", "nats://a:1?replicas=x", "nats://a:1?replicas=9"]:
+        with pytest.raises(UnknownBackend):
+            backend_from_url(bad, Settings())
+    with pytest.raises(UnknownBackend):
+        backend_from_url("nats://", Settings())

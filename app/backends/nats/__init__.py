@@ -13,7 +13,7 @@ NATS failures become 503), mirroring ``backends/redis/`` where it applies:
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from app.backends.base import BackendInfo
 from app.backends.composed import ComposedBackend
@@ -23,11 +23,11 @@ from app.backends.nats.log import NatsLog
 from app.backends.nats.store import NatsStore
 from app.backends.nats.trim import Trimmer
 
-__all__ = ["NatsBackend", "servers_of"]
+__all__ = ["NatsBackend", "replicas_of", "servers_of"]
 
 
 def servers_of(url: str) -> list[str]:
-    """The server URLs of ``nats://[user:pass@]h1:4222[,h2:4222]``."""
+    """The server URLs of ``nats://[user:pass@]h1:4222[,h2:4222][?replicas=N]``."""
     parts = urlsplit(url)
     if parts.scheme != "nats" or not parts.netloc:
         raise ValueError(f"not a nats:// URL with a host: {url!r}")
@@ -39,12 +39,20 @@ def servers_of(url: str) -> list[str]:
     return servers
 
 
+def replicas_of(url: str) -> int:
+    """``?replicas=N`` (1 to 5): the replicas of the buckets Corkboard creates."""
+    values = parse_qs(urlsplit(url).query).get("replicas", ["1"])
+    if len(values) != 1 or not values[0].isdigit() or not 1 <= int(values[0]) <= 5:
+        raise ValueError(f"replicas must be one number from 1 to 5 in {url!r}")
+    return int(values[0])
+
+
 class NatsBackend(ComposedBackend):
     """State in NATS JetStream KV buckets, shared by every replica pointing at it."""
 
     def __init__(
         self, url: str, *, timeout: float = 2.0, key_history: int = 10,
-        event_retention: int = 100_000, replicas: int = 1,
+        event_retention: int = 100_000, replicas: int | None = None,
     ) -> None:
         self.url = url
         self.info = BackendInfo(
@@ -53,7 +61,8 @@ class NatsBackend(ComposedBackend):
         )
         self.store = NatsStore(
             servers_of(url), timeout=timeout, key_history=key_history,
-            retention=event_retention, replicas=replicas, url=url,
+            retention=event_retention,
+            replicas=replicas if replicas is not None else replicas_of(url), url=url,
         )
         self.trimmer = Trimmer(self.store, retention=event_retention, keep=key_history)
         self.store.written = self.trimmer.wrote
