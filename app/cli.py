@@ -121,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("serve", help="run the service")
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to bind (default 8000)")
-    p.add_argument("--backend", help="memory:// (default) or redis://host:6379/0")
+    p.add_argument(
+        "--backend", help="memory:// (default), redis://host:6379/0 or nats://host:4222"
+    )
     p.add_argument(
         "--artifacts", help="memory://, redis://host:6379/0 or file:///dir (default: the backend)"
     )

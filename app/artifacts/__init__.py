@@ -44,6 +44,10 @@ def store_from_url(url: str, settings: Settings, backend: Backend | None = None)
             max_connections=settings.redis_max_connections,
             wait_replicas=settings.redis_wait_replicas,
         )
+    if scheme == "nats":
+        from app.backends.nats.unsupported import NoBlobStore
+
+        return NoBlobStore()  # the Object Store is issue 17's next stage
     if scheme == "file":
         from app.artifacts.file import FileBlobStore, InvalidFileStoreURL
 

@@ -8,7 +8,7 @@ from app.backends.base import Backend
 from app.domain.bounds import Bounds
 from app.settings import Settings
 
-SCHEMES = ("memory", "redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+SCHEMES = ("memory", "redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "nats")
 
 
 class UnknownBackend(ValueError):
@@ -29,13 +29,24 @@ def bounds_of(settings: Settings) -> Bounds:
 
 def backend_from_url(url: str, settings: Settings) -> Backend:
     """A Backend for ``memory://``, ``redis://``, ``rediss://``, ``unix://``, and Redis
-    Cluster's ``redis+cluster://h1:7000,h2:7001`` or ``rediss+cluster://`` URLs."""
+    Cluster's ``redis+cluster://h1:7000,h2:7001`` or ``rediss+cluster://`` URLs, and NATS
+    JetStream's ``nats://h1:4222[,h2:4222]``."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         from app.backends.memory import MemoryBackend
 
         return MemoryBackend(key_history=settings.key_history, bounds=bounds_of(settings))
-    if scheme in SCHEMES[1:]:
+    if scheme == "nats":
+        from app.backends.nats import NatsBackend
+
+        try:
+            return NatsBackend(
+                url, timeout=settings.backend_timeout_seconds, key_history=settings.key_history,
+                event_retention=settings.event_retention,
+            )
+        except ValueError as exc:
+            raise UnknownBackend(f"invalid backend URL: {exc}") from exc
+    if scheme in SCHEMES[1:-1]:
         from app.backends.redis import RedisBackend
 
         try:
@@ -52,5 +63,5 @@ def backend_from_url(url: str, settings: Settings) -> Backend:
     raise UnknownBackend(
         f"unknown backend URL {url!r}: use memory:// (embedded) or redis://host:6379/0 "
         "(also rediss:// and unix://), or a Redis Cluster: redis+cluster://h1:7000,h2:7001 "
-        "(also rediss+cluster://)"
+        "(also rediss+cluster://), or NATS JetStream: nats://h1:4222[,h2:4222]"
     )

@@ -24,6 +24,13 @@ from app.variables import MAX_PATTERN_LENGTH
 
 router = APIRouter(tags=["service"])
 
+#: Everything a backend may offer; a backend lacking some lists what it has in its
+#: ``info.extra["supports"]`` (the NATS backend, so far).
+ALL_FEATURES = (
+    "keys", "events", "watch", "ttl", "history", "locks", "sessions", "artifacts", "leases",
+    "txn",
+)
+
 
 @router.get("/healthz", response_model=Health, summary="The process is alive")
 async def healthz() -> Response:
@@ -107,6 +114,7 @@ async def capabilities(request: Request, backend: BackendDep, settings: Settings
             # Writes are acknowledged once this many Redis replicas have them.
             "redis_wait_replicas": settings.redis_wait_replicas if info.name != "memory" else 0,
         },
+        "supports": list(info.extra.get("supports", ALL_FEATURES)),
         "version": __version__,
     }
     return json_response(orjson.dumps(body))

@@ -1,0 +1,85 @@
+"""The NATS JetStream backend: each namespace is a JetStream KV bucket shared with
+NATS clients (docs/nats.md). ``NatsBackend`` is a composition of parts built on one
+``NatsStore`` (store.py: the connection, the JetStream requests, the one boundary where
+NATS failures become 503), mirroring ``backends/redis/`` where it applies:
+
+- ``keys.py``: the key store; ``log.py``: the change log and the sweeper's pass;
+- ``names.py``: namespaces, keys and metadata headers; ``entries.py``: entries read
+  from messages, expiry overrides and the deadline index;
+- ``trim.py``: compaction (what bounds a namespace's storage);
+- ``unsupported.py``: the parts not built yet (locks, sessions, artifacts, leases,
+  transactions), which answer 501 ``not_supported_by_backend``.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+from app.backends.base import BackendInfo
+from app.backends.composed import ComposedBackend
+from app.backends.nats import unsupported
+from app.backends.nats.keys import NatsKeys
+from app.backends.nats.log import NatsLog
+from app.backends.nats.store import NatsStore
+from app.backends.nats.trim import Trimmer
+
+__all__ = ["NatsBackend", "replicas_of", "servers_of"]
+
+
+def servers_of(url: str) -> list[str]:
+    """The server URLs of ``nats://[user:pass@]h1:4222[,h2:4222][?replicas=N]``."""
+    parts = urlsplit(url)
+    if parts.scheme != "nats" or not parts.netloc:
+        raise ValueError(f"not a nats:// URL with a host: {url!r}")
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    prefix = f"nats://{credentials}@" if credentials else "nats://"
+    servers = [prefix + host for host in hosts.split(",") if host]
+    if not servers:
+        raise ValueError(f"no server in {url!r}")
+    return servers
+
+
+def replicas_of(url: str) -> int:
+    """``?replicas=N`` (1 to 5): the replicas of the buckets Corkboard creates."""
+    values = parse_qs(urlsplit(url).query).get("replicas", ["1"])
+    if len(values) != 1 or not values[0].isdigit() or not 1 <= int(values[0]) <= 5:
+        raise ValueError(f"replicas must be one number from 1 to 5 in {url!r}")
+    return int(values[0])
+
+
+class NatsBackend(ComposedBackend):
+    """State in NATS JetStream KV buckets, shared by every replica pointing at it."""
+
+    def __init__(
+        self, url: str, *, timeout: float = 2.0, key_history: int = 10,
+        event_retention: int = 100_000, replicas: int | None = None,
+    ) -> None:
+        self.url = url
+        self.info = BackendInfo(
+            name="nats", persistence=True, distribution=True,
+            extra={"supports": list(unsupported.SUPPORTS)},
+        )
+        self.store = NatsStore(
+            servers_of(url), timeout=timeout, key_history=key_history,
+            retention=event_retention,
+            replicas=replicas if replicas is not None else replicas_of(url), url=url,
+        )
+        self.trimmer = Trimmer(self.store, retention=event_retention, keep=key_history)
+        self.store.written = self.trimmer.wrote
+        self.keys = NatsKeys(self.store)
+        self.log = NatsLog(self.store, self.keys)
+        self.locks = unsupported.locks()
+        self.artifacts = unsupported.artifacts()
+        self.sessions = unsupported.sessions()
+        self.leases = unsupported.leases()
+        self.txns = unsupported.txns()
+
+    async def start(self) -> None:
+        await self.store.start()
+
+    async def close(self) -> None:
+        await self.trimmer.close()
+        await self.store.close()
+
+    async def ping(self) -> None:
+        await self.store.ping()

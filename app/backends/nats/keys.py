@@ -1,0 +1,305 @@
+"""The NATS key store: a key is its subject in the namespace's bucket; every write is
+one publish with ``Nats-Expected-Last-Subject-Sequence`` set to the sequence the write
+was decided on (its checks, its value, its metadata), retried from a fresh read when
+another writer came between. A due TTL is expired first, the same way (a ``kv.expire``
+delete marker), so a read never shows an expired key.
+
+What this engine does not have yet answers plainly: there are no locks on NATS yet, so
+a fenced write's fence names no holder and is stale (409 ``stale_fence``); there are no
+leases, so a write on a lease gets 404 ``lease_not_found``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import orjson
+
+from app.backends.nats.entries import (
+    derive,
+    entry_from,
+    lower_deadline,
+    meta_after,
+    override_subject,
+    parse_override,
+    with_override,
+)
+from app.backends.nats.names import SYSTEM_BUCKET, Meta, key_of_subject, subject_of, token_of
+from app.backends.nats.store import Msg, NatsStore
+from app.backends.paging import page_sorted
+from app.backends.parts.keys import KeyStore
+from app.domain.conditions import KEY, NO_CONDITION, Condition
+from app.domain.fence import Fence
+from app.domain.keys import KeyEntry, KeyPage, PutResult, ValueUpdate, apply_update
+from app.domain.leases import lease_not_found
+from app.domain.numbers import add_exact, number_to_increment
+from app.errors import BackendUnavailable, NotFound
+from app.syntax import Pattern, now_ms
+
+#: Compare-and-swap attempts of one write racing other writers of its key.
+WRITE_ATTEMPTS = 200
+
+#: What a write decides from the key's live entry and the time: the value and expiry to
+#: store (None: store nothing, answer the entry as it is).
+Decision = Callable[[KeyEntry | None, int], tuple[bytes, int | None] | None]
+
+
+def refuse_fence_and_lease(fence: Fence | None, lease: str | None) -> None:
+    """No lock can be held and no lease granted on this engine yet (see the module)."""
+    if fence is not None:
+        raise fence.stale()
+    if lease is not None:
+        raise lease_not_found(lease)
+
+
+class NatsKeys(KeyStore):
+    """The key store on a ``NatsStore``."""
+
+    def __init__(self, store: NatsStore) -> None:
+        self.store = store
+
+    # -- internals, also used by the sweeper -----------------------------------------------
+
+    async def newest(self, ns: str, key: str) -> tuple[Msg | None, KeyEntry | None]:
+        """The key's newest message and the entry it holds (expired or not)."""
+        subject = subject_of(ns, key)
+        msg, override = await asyncio.gather(
+            self.store.last(ns, subject),
+            self.store.last(SYSTEM_BUCKET, override_subject(ns, key)),
+        )
+        return msg, await entry_from(self.store, ns, key, msg, parse_override(override))
+
+    async def expire(self, ns: str, key: str, msg: Msg, entry: KeyEntry, now: int) -> Msg | None:
+        """Replace the expired ``entry`` (at ``msg``) by a ``kv.expire`` delete marker,
+        unless the key changed since; the marker, or None."""
+        meta = Meta(entry.created_revision, entry.version, entry.created_at, now, 0, msg.seq,
+                    "expire")
+        headers = {"KV-Operation": "DEL", "Cb-Meta": meta.header()}
+        seq = await self.store.publish(ns, msg.subject, b"", headers, msg.seq)
+        return None if seq is None else Msg(msg.subject, seq, b"", headers)
+
+    async def live(self, ns: str, key: str, now: int) -> tuple[Msg | None, KeyEntry | None]:
+        """The newest message and the live entry, a due expiry done first."""
+        while True:
+            msg, entry = await self.newest(ns, key)
+            if msg is None or entry is None or entry.expires_at is None:
+                return msg, entry
+            if entry.expires_at > now:
+                return msg, entry
+            marker = await self.expire(ns, key, msg, entry, now)
+            if marker is not None:
+                return marker, None
+
+    async def write(
+        self, ns: str, key: str, decide: Decision, op: str = "put",
+    ) -> tuple[KeyEntry | None, KeyEntry | None]:
+        """Decide and store, compare-and-swap on the subject's sequence; (the entry
+        before, the entry written or kept)."""
+        subject = subject_of(ns, key)
+        for _ in range(WRITE_ATTEMPTS):
+            now = now_ms()
+            msg, before = await self.live(ns, key, now)
+            decision = decide(before, now)
+            if decision is None:
+                return before, before
+            value, expires_at = decision
+            previous = msg.seq if msg is not None else 0
+            meta = meta_after(before, previous, now, expires_at, op)
+            headers = {"Cb-Meta": meta.header()}
+            if op == "delete":
+                headers["KV-Operation"] = "DEL"
+            seq = await self.store.publish(ns, subject, value, headers, previous)
+            if seq is None:
+                await asyncio.sleep(0)
+                continue
+            if expires_at:
+                await lower_deadline(self.store, ns, expires_at)
+            if op == "delete":
+                return before, None
+            created = meta.created_revision or seq
+            return before, KeyEntry(
+                key, value, seq, created, meta.version, meta.created_at, now, expires_at
+            )
+        raise BackendUnavailable(
+            f"Key {key!r} changed under {WRITE_ATTEMPTS} consecutive write attempts; retry."
+        )
+
+    async def _put(self, ns: str, key: str, decide: Decision) -> PutResult:
+        before, after = await self.write(ns, key, decide)
+        assert after is not None
+        return PutResult(after, before is None)
+
+    # -- keys ------------------------------------------------------------------------------
+
+    async def kv_get(self, ns: str, key: str, revision: int | None = None) -> KeyEntry | None:
+        _, entry = await self.newest(ns, key)
+        if entry is None or (entry.expires_at is not None and entry.expires_at <= now_ms()):
+            return None
+        if revision is None:
+            return entry
+        return next((e for e in await self.kv_history(ns, key) if e.revision <= revision), None)
+
+    async def kv_put(
+        self,
+        ns: str,
+        key: str,
+        value: bytes,
+        *,
+        ttl_ms: int = 0,
+        condition: Condition = NO_CONDITION,
+        fence: Fence | None = None,
+        lease: str | None = None,
+    ) -> PutResult:
+        refuse_fence_and_lease(fence, lease)
+
+        def decide(before: KeyEntry | None, now: int) -> tuple[bytes, int | None]:
+            condition.check(before, KEY)
+            return value, now + ttl_ms if ttl_ms else None
+
+        return await self._put(ns, key, decide)
+
+    async def kv_update(
+        self,
+        ns: str,
+        key: str,
+        update: ValueUpdate,
+        *,
+        initial: bytes | None = None,
+        ttl_ms: int | None = None,
+        condition: Condition = NO_CONDITION,
+        fence: Fence | None = None,
+        lease: str | None = None,
+    ) -> PutResult:
+        refuse_fence_and_lease(fence, lease)
+
+        def decide(before: KeyEntry | None, now: int) -> tuple[bytes, int | None]:
+            condition.check(before, KEY)
+            if before is None and initial is None:
+                raise NotFound(f"Key {key!r} does not exist and no initial value was given.")
+            base = before.value if before is not None else initial
+            assert base is not None
+            new_value = apply_update(update, base, before)
+            if ttl_ms is None:
+                return new_value, before.expires_at if before is not None else None
+            return new_value, now + ttl_ms if ttl_ms else None
+
+        return await self._put(ns, key, decide)
+
+    async def kv_increment(
+        self,
+        ns: str,
+        key: str,
+        by: int | float,
+        *,
+        initial: int | float = 0,
+        ttl_ms: int = 0,
+        fence: Fence | None = None,
+    ) -> PutResult:
+        refuse_fence_and_lease(fence, None)
+
+        def decide(before: KeyEntry | None, now: int) -> tuple[bytes, int | None]:
+            start = number_to_increment(key, before.value if before is not None else initial)
+            value = orjson.dumps(add_exact(start, by))
+            if before is not None:
+                return value, before.expires_at
+            return value, now + ttl_ms if ttl_ms else None
+
+        return await self._put(ns, key, decide)
+
+    async def kv_touch(
+        self, ns: str, key: str, ttl_ms: int, *, fence: Fence | None = None
+    ) -> KeyEntry:
+        refuse_fence_and_lease(fence, None)
+        while True:
+            now = now_ms()
+            msg, entry = await self.live(ns, key, now)
+            if msg is None or entry is None:
+                raise NotFound(f"Key {key!r} does not exist.")
+            expires_at = now + ttl_ms if ttl_ms else 0
+            await self.store.publish(
+                SYSTEM_BUCKET, override_subject(ns, key), f"{msg.seq} {expires_at}".encode(),
+                {}, None,
+            )
+            # The override applies to the message it names: if the key was written
+            # meanwhile, the touch did nothing; do it again on what is there now.
+            still = await self.store.last(ns, msg.subject)
+            if still is not None and still.seq == msg.seq:
+                if expires_at:
+                    await lower_deadline(self.store, ns, expires_at)
+                return with_override(entry, msg, (msg.seq, expires_at))
+
+    async def kv_delete(
+        self,
+        ns: str,
+        key: str,
+        *,
+        condition: Condition = NO_CONDITION,
+        fence: Fence | None = None,
+    ) -> KeyEntry | None:
+        refuse_fence_and_lease(fence, None)
+
+        def decide(before: KeyEntry | None, now: int) -> tuple[bytes, int | None] | None:
+            condition.check(before, KEY)
+            return None if before is None else (b"", None)
+
+        before, _ = await self.write(ns, key, decide, "delete")
+        return before
+
+    async def kv_history(self, ns: str, key: str) -> list[KeyEntry]:
+        msgs, override = await asyncio.gather(
+            self.store.history(ns, subject_of(ns, key)),
+            self.store.last(SYSTEM_BUCKET, override_subject(ns, key)),
+        )
+        if not msgs:
+            return []
+        entries = derive(key, msgs)
+        newest = entries[-1]
+        if newest is None:
+            return []
+        newest = with_override(newest, msgs[-1], parse_override(override))
+        if newest.expires_at is not None and newest.expires_at <= now_ms():
+            return []
+        kept = [newest]
+        for entry in reversed(entries[:-1]):
+            if entry is None or len(kept) == self.store.key_history:
+                break
+            kept.append(entry)
+        return kept
+
+    async def kv_list(
+        self, ns: str, pattern: Pattern, *, limit: int, after: str | None
+    ) -> KeyPage:
+        # Read before the messages: the revision of a page listed through a consumer (past
+        # 1,024 keys) is a lower bound, so replaying the events after it is complete.
+        before = await self.store.last_seq(ns)
+        (msgs, upto), (overrides, _) = await asyncio.gather(
+            self.store.multi_last(ns, f"$KV.{ns}.>"),
+            self.store.multi_last(SYSTEM_BUCKET, f"$KV.{SYSTEM_BUCKET}.ttl.{ns}.>"),
+        )
+        revision = upto or before
+        by_token = {m.subject.split(".", 4)[4]: parse_override(m) for m in overrides}
+        live = await self.live_entries(ns, msgs, by_token, now_ms())
+        order = sorted(live)
+        items, cursor = page_sorted(order, pattern, after, limit, live.get)
+        return KeyPage(items, cursor, revision)
+
+    async def live_entries(
+        self, ns: str, msgs: list[Msg], overrides: dict[str, tuple[int, int] | None], now: int,
+        *, expired: bool = False,
+    ) -> dict[str, KeyEntry]:
+        """The entries the newest messages ``msgs`` hold, by key: the live ones, or with
+        ``expired`` the ones whose deadline has passed."""
+        out: dict[str, KeyEntry] = {}
+        waits: list[Awaitable[KeyEntry | None]] = []
+        for msg in msgs:
+            key = key_of_subject(ns, msg.subject)
+            if key is not None and not msg.deleted:
+                waits.append(entry_from(self.store, ns, key, msg, overrides.get(token_of(key))))
+        for entry in await asyncio.gather(*waits):
+            if entry is None:
+                continue
+            due = entry.expires_at is not None and entry.expires_at <= now
+            if due == expired:
+                out[entry.key] = entry
+        return out

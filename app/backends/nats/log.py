@@ -1,0 +1,167 @@
+"""The NATS change log: the namespace's bucket stream is the log. Each message of a
+Corkboard key is one event, encoded by ``build_event`` at the message's sequence:
+``kv.put`` for a value, ``kv.delete`` / ``kv.expire`` for a delete marker (Corkboard's
+``Cb-Meta`` says which; any other client's delete or purge is a ``kv.delete``). The
+``old_value`` is the subject's previous message (named by ``Cb-Meta``, else found with a
+direct get of the subject's last message up to the previous sequence).
+
+Compaction: the events at or below ``current - CORKBOARD_EVENT_RETENTION`` are compacted
+(their messages are purged by trim.py as far as keys no longer need them). A read that
+meets a gap above that (messages another client purged) reports the sequence before it
+as compacted too: a resume point behind it gets ``reset``.
+
+Expiry: the sweeper's index (``_corkboard`` bucket, ``deadline.<ns>``) holds each
+namespace's earliest deadline; a pass lists the due namespaces' keys and replaces each
+expired one by a ``kv.expire`` marker (a compare-and-swap on its sequence).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from app.backends.nats.entries import json_value, lower_deadline, parse_override
+from app.backends.nats.keys import NatsKeys
+from app.backends.nats.names import SYSTEM_BUCKET, key_of_subject, subject_of
+from app.backends.nats.store import Msg, NatsStore
+from app.backends.parts.log import ChangeLog
+from app.domain.events import ChangeEvent, EventBatch, build_event
+from app.syntax import now_ms
+
+#: Messages the change log remembers (their old values), across namespaces.
+RECENT_MESSAGES = 20_000
+
+
+class NatsLog(ChangeLog):
+    """The change log on a ``NatsStore``; expiry through the key store."""
+
+    def __init__(self, store: NatsStore, keys: NatsKeys) -> None:
+        self.store = store
+        self.keys = keys
+        #: Messages read lately, by (namespace, sequence): an event's previous message
+        #: (its old value) was usually read just before; messages never change.
+        self.recent: OrderedDict[tuple[str, int], Msg] = OrderedDict()
+
+    def remember(self, ns: str, msg: Msg) -> None:
+        self.recent[(ns, msg.seq)] = msg
+        if len(self.recent) > RECENT_MESSAGES:
+            self.recent.popitem(last=False)
+
+    async def current_revision(self, ns: str) -> int:
+        return await self.store.last_seq(ns)
+
+    async def read_events(
+        self, ns: str, after: int, *, limit: int = 1000, timeout: float = 0.0
+    ) -> EventBatch:
+        batch = await self._read(ns, after, limit)
+        if batch.events or timeout <= 0:
+            return batch
+        found: list[EventBatch] = []
+
+        async def changed() -> bool:
+            found.append(await self._read(ns, after, limit))
+            return bool(found[-1].events)
+
+        await self.store.wait_for_change(ns, timeout, changed)
+        if found and found[-1].events:
+            return found[-1]
+        return await self._read(ns, after, limit)
+
+    async def _read(self, ns: str, after: int, limit: int) -> EventBatch:
+        current = await self.store.last_seq(ns)
+        compacted = max(0, current - self.store.retention)
+        if current <= after or after < compacted:
+            return EventBatch([], current, compacted)
+        events: list[ChangeEvent] = []
+        expected = after + 1
+        seen: dict[str, Msg] = {}
+        while len(events) < limit and expected <= current:
+            msgs, _ = await self.store.batch(ns, {"seq": expected, "batch": limit})
+            if not msgs:
+                compacted = max(compacted, current)
+                break
+            gap = False
+            for msg in msgs:
+                if msg.seq != expected:
+                    if events:  # deliver up to the gap; the next read reports it
+                        gap = True
+                        break
+                    compacted = msg.seq - 1
+                event = await self._event(ns, msg, seen)
+                seen[msg.subject] = msg
+                self.remember(ns, msg)
+                expected = msg.seq + 1
+                if event is not None:
+                    events.append(event)
+                    if len(events) == limit:
+                        break
+            if gap:
+                break
+        return EventBatch(events, current, compacted)
+
+    async def _event(self, ns: str, msg: Msg, seen: dict[str, Msg]) -> ChangeEvent | None:
+        key = key_of_subject(ns, msg.subject)
+        if key is None:
+            return None
+        meta = msg.meta
+        previous = seen.get(msg.subject)
+        if meta is not None and meta.previous == 0:
+            previous = None
+        elif meta is not None and (previous is None or previous.seq != meta.previous):
+            previous = self.recent.get((ns, meta.previous))
+            if previous is None:
+                previous = await self.store.at(ns, meta.previous)
+        elif meta is None and previous is None and msg.seq > 1:
+            found, _ = await self.store.multi_last(ns, msg.subject, up_to=msg.seq - 1)
+            previous = found[0] if found else None
+        old = json_value(previous) if previous is not None and not previous.deleted else None
+        at = meta.modified_at if meta is not None else msg.time_ms
+        if msg.deleted:
+            type_ = "kv.expire" if meta is not None and meta.op == "expire" else "kv.delete"
+            return build_event(ns, msg.seq, type_, key, at, value=None, old_value=old)
+        return build_event(ns, msg.seq, "kv.put", key, at, value=json_value(msg), old_value=old)
+
+    async def expire_due(self) -> int:
+        """Expire the keys of every namespace the index says is due; the count."""
+        now = now_ms()
+        index, _ = await self.store.multi_last(SYSTEM_BUCKET, f"$KV.{SYSTEM_BUCKET}.deadline.>")
+        total = 0
+        for row in index:
+            if row.deleted or not row.data.isdigit() or int(row.data) > now:
+                continue
+            ns = row.subject.rsplit(".", 1)[1]
+            count, next_deadline = await self._sweep(ns, now)
+            total += count
+            await self._settle(row, next_deadline)
+        return total
+
+    async def _sweep(self, ns: str, now: int) -> tuple[int, int]:
+        """Expire the namespace's due keys; (how many, its next deadline or 0)."""
+        msgs, _ = await self.store.multi_last(ns, f"$KV.{ns}.>")
+        overrides, _ = await self.store.multi_last(
+            SYSTEM_BUCKET, f"$KV.{SYSTEM_BUCKET}.ttl.{ns}.>"
+        )
+        by_token = {m.subject.split(".", 4)[4]: parse_override(m) for m in overrides}
+        by_subject = {m.subject: m for m in msgs}
+        due = await self.keys.live_entries(ns, msgs, by_token, now, expired=True)
+        count = 0
+        for entry in due.values():
+            msg = by_subject[subject_of(ns, entry.key)]
+            if await self.keys.expire(ns, entry.key, msg, entry, now) is not None:
+                count += 1
+        live = await self.keys.live_entries(ns, msgs, by_token, now)
+        deadlines = [e.expires_at for e in live.values() if e.expires_at is not None]
+        return count, min(deadlines, default=0)
+
+    async def _settle(self, row: Msg, next_deadline: int) -> None:
+        """Set the namespace's index row to its next deadline (or remove it), unless a
+        writer lowered it meanwhile."""
+        data = str(next_deadline).encode() if next_deadline else b""
+        headers = {} if next_deadline else {"KV-Operation": "DEL"}
+        if await self.store.publish(SYSTEM_BUCKET, row.subject, data, headers, row.seq):
+            return
+        current = await self.store.last(SYSTEM_BUCKET, row.subject)
+        if next_deadline and (
+            current is None or current.deleted or not current.data.isdigit()
+            or int(current.data) > next_deadline
+        ):
+            await lower_deadline(self.store, row.subject.rsplit(".", 1)[1], next_deadline)

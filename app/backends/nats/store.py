@@ -1,0 +1,396 @@
+"""What every part of the NATS backend runs on: one nats-py connection, the JetStream
+requests the parts make (direct gets, batched direct gets, publishes with an expected
+last subject sequence), bucket creation, and the one boundary where NATS failures
+become 503 backend_unavailable, ``mapped_errors``.
+
+Every change is one JetStream publish carrying ``Nats-Expected-Last-Subject-Sequence``:
+the stream stores it only if the key's subject is still at the sequence the change was
+computed from, so a check (condition, fence, expiry) and the change it allows are one
+atomic step. The stream sequence the publish gets is the namespace's new revision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import nats
+import orjson
+from nats.aio.client import Client
+from nats.aio.msg import Msg as CoreMsg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
+from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError
+
+from app.backends.nats.names import SYSTEM_BUCKET, Meta, stream_of
+from app.errors import BackendUnavailable
+
+logger = logging.getLogger("corkboard.backend")
+
+#: JetStream's error code for a failed Nats-Expected-Last-Subject-Sequence check.
+WRONG_LAST_SEQUENCE = 10071
+
+
+@dataclass(frozen=True, slots=True)
+class Msg:
+    """A stored message: its subject, sequence (the revision), bytes and headers."""
+
+    subject: str
+    seq: int
+    data: bytes
+    headers: dict[str, str]
+
+    @property
+    def deleted(self) -> bool:
+        """A KV delete or purge marker (Corkboard's or any client's, or the server's)."""
+        return (
+            self.headers.get("KV-Operation") in ("DEL", "PURGE")
+            or "Nats-Marker-Reason" in self.headers
+        )
+
+    @property
+    def meta(self) -> Meta | None:
+        return Meta.parse(self.headers.get("Cb-Meta"))
+
+    @property
+    def time_ms(self) -> int:
+        """When the server stored it (epoch ms)."""
+        stamp = self.headers.get("Nats-Time-Stamp", "")
+        try:
+            head, _, frac = stamp.rstrip("Z").partition(".")
+            base = datetime.fromisoformat(head + "+00:00").timestamp()
+            return int(base * 1000) + int((frac + "000")[:3])
+        except ValueError:
+            return 0
+
+
+async def next_msg(sub: Subscription, timeout: float) -> CoreMsg:
+    """The subscription's next message within ``timeout`` (nats.errors.TimeoutError).
+
+    nats-py's ``Subscription.next_msg`` runs each wait in two tasks of its own; this one
+    waits on the subscription's queue in the caller's task, so a reader, a long poll or
+    the sweeper holds no extra task while the server answers."""
+    queue: asyncio.Queue[CoreMsg] = sub._pending_queue
+    try:
+        async with asyncio.timeout(timeout):
+            msg = await queue.get()
+    except TimeoutError:
+        raise nats.errors.TimeoutError from None
+    sub._pending_size -= len(msg.data)
+    queue.task_done()
+    return msg
+
+
+class TooManyResults(Exception):
+    """A direct get's answer would exceed the server's limit (status 413)."""
+
+
+def _msg(reply: CoreMsg) -> Msg | None:
+    headers = dict(reply.headers or {})
+    if "Status" in headers or "Nats-Sequence" not in headers:
+        return None
+    return Msg(headers["Nats-Subject"], int(headers["Nats-Sequence"]), reply.data, headers)
+
+
+class NatsStore:
+    """The connection and the JetStream requests the parts share."""
+
+    def __init__(
+        self, servers: list[str], *, timeout: float, key_history: int, retention: int,
+        replicas: int, url: str,
+    ) -> None:
+        self.servers = servers
+        self.timeout = timeout
+        self.key_history = key_history
+        #: Events kept per namespace: the revisions at or below ``last - retention`` are
+        #: compacted (trim.py); also the bucket's limit of messages per key.
+        self.retention = retention
+        #: Told of every stored message of a namespace's bucket (the compaction's count).
+        self.written: Callable[[str], None] | None = None
+        self.replicas = replicas
+        self.url = url
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self.buckets: set[str] = set()
+
+    @property
+    def nc(self) -> Client:
+        if self._nc is None:
+            raise BackendUnavailable("The NATS backend is not connected.")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise BackendUnavailable("The NATS backend is not connected.")
+        return self._js
+
+    async def start(self) -> None:
+        async with self.mapped_errors():
+            self._nc = await nats.connect(
+                self.servers, connect_timeout=self.timeout, allow_reconnect=True,
+                max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+            )
+            self._js = self._nc.jetstream(timeout=self.timeout)
+            await self.ensure(SYSTEM_BUCKET, history=1)
+
+    async def close(self) -> None:
+        if self._nc is not None:
+            nc, self._nc, self._js = self._nc, None, None
+            try:
+                await nc.close()
+            except Exception:  # closing a broken connection must not fail the shutdown
+                pass
+
+    def mapped_errors(self) -> AbstractAsyncContextManager[None]:
+        return mapped_errors(self.url)
+
+    async def ping(self) -> None:
+        async with self.mapped_errors():
+            await self.js.account_info()
+
+    # -- buckets -----------------------------------------------------------------------
+
+    async def ensure(self, bucket: str, *, history: int | None = None) -> None:
+        """Create the bucket ``bucket`` unless it exists (see ``bind``)."""
+        if await self.bind(bucket):
+            return
+        config = StreamConfig(
+            name=stream_of(bucket), subjects=[f"$KV.{bucket}.>"],
+            max_msgs_per_subject=history or max(self.retention, self.key_history),
+            discard=DiscardPolicy.NEW, allow_direct=True, allow_rollup_hdrs=True,
+            deny_delete=True, deny_purge=False, max_age=0, num_replicas=self.replicas,
+            storage=StorageType.FILE, duplicate_window=120.0,
+        )
+        try:
+            await self.js.add_stream(config)
+        except BadRequestError:  # created meanwhile by another process
+            pass
+        self.buckets.add(bucket)
+
+    async def bind(self, bucket: str) -> bool:
+        """Whether the bucket exists; an existing one, made by any NATS client, is used
+        as it is, with direct gets switched on if it lacks them."""
+        if bucket in self.buckets:
+            return True
+        try:
+            info = await self.js.stream_info(stream_of(bucket))
+        except NotFoundError:
+            return False
+        if not info.config.allow_direct:
+            info.config.allow_direct = True
+            await self.js.update_stream(info.config)
+        kept = info.config.max_msgs_per_subject or 0
+        if bucket != SYSTEM_BUCKET and 0 < kept < self.retention:
+            logger.warning(
+                "NATS bucket %r keeps %d messages per key (history), fewer than "
+                "CORKBOARD_EVENT_RETENTION: a key written more often than that before a "
+                "watcher reads it resets the watchers behind (docs/nats.md)", bucket, kept,
+            )
+        self.buckets.add(bucket)
+        return True
+
+    async def last_seq(self, bucket: str) -> int:
+        """The bucket's stream sequence (the namespace revision); 0 without a bucket."""
+        async with self.mapped_errors():
+            try:
+                info = await self.js.stream_info(stream_of(bucket))
+            except NotFoundError:
+                return 0
+            return int(info.state.last_seq)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def last(self, bucket: str, subject: str) -> Msg | None:
+        """The subject's newest message, or None."""
+        async with self.mapped_errors():
+            for _ in range(2):
+                try:
+                    reply = await self.nc.request(
+                        f"$JS.API.DIRECT.GET.{stream_of(bucket)}.{subject}", b"",
+                        timeout=self.timeout,
+                    )
+                except nats.errors.NoRespondersError:
+                    # No bucket, or one without direct gets yet (bind switches them on).
+                    if bucket in self.buckets or not await self.bind(bucket):
+                        return None
+                    continue
+                return _msg(reply)
+        return None
+
+    async def at(self, bucket: str, seq: int) -> Msg | None:
+        """The message at sequence ``seq``, or None when it is gone."""
+        found = await self.batch(bucket, {"seq": seq, "batch": 1})
+        return found[0][0] if found[0] and found[0][0].seq == seq else None
+
+    async def batch(self, bucket: str, request: dict[str, Any]) -> tuple[list[Msg], int]:
+        """A batched direct get (``seq``/``next_by_subj``/``multi_last`` with ``batch``):
+        the messages, and the sequence the answer is consistent at (multi_last)."""
+        if bucket not in self.buckets:
+            async with self.mapped_errors():
+                if not await self.bind(bucket):
+                    return [], 0
+        found: list[Msg] = []
+        upto = 0
+        async with self.mapped_errors():
+            nc = self.nc
+            inbox = nc.new_inbox()
+            sub = await nc.subscribe(inbox)
+            try:
+                await nc.publish(
+                    f"$JS.API.DIRECT.GET.{stream_of(bucket)}", orjson.dumps(request),
+                    reply=inbox,
+                )
+                while True:
+                    try:
+                        reply = await next_msg(sub, self.timeout)
+                    except nats.errors.TimeoutError:
+                        if not found and not await self._exists(bucket):
+                            return [], 0
+                        raise
+                    msg = _msg(reply)
+                    if msg is not None:
+                        found.append(msg)
+                        continue
+                    headers = reply.headers or {}
+                    if headers.get("Status") == "413":
+                        raise TooManyResults(headers.get("Description", ""))
+                    upto = int(headers.get("Nats-UpTo-Sequence", 0) or 0)
+                    break  # EOB (204), no messages (404), no bucket (503)
+            finally:
+                await sub.unsubscribe()
+        return found, upto
+
+    async def _exists(self, bucket: str) -> bool:
+        try:
+            await self.js.stream_info(stream_of(bucket))
+        except NotFoundError:
+            return False
+        return True
+
+    async def history(self, bucket: str, subject: str) -> list[Msg]:
+        """Every kept message of ``subject``, oldest first."""
+        msgs: list[Msg] = []
+        seq = 1
+        while True:
+            found, _ = await self.batch(
+                bucket, {"seq": seq, "next_by_subj": subject, "batch": 256}
+            )
+            msgs.extend(found)
+            if len(found) < 256:
+                return msgs
+            seq = found[-1].seq + 1
+
+    async def multi_last(
+        self, bucket: str, subject: str, *, up_to: int = 0
+    ) -> tuple[list[Msg], int]:
+        """The newest message of every subject matching ``subject`` (at or below
+        sequence ``up_to`` when given), and the sequence the answer is consistent at (0:
+        not known). One batched direct get when the server allows that many answers
+        (1,024 subjects), else an ordered consumer delivering the last per subject."""
+        request: dict[str, Any] = {"multi_last": [subject], "batch": 1_000_000}
+        if up_to:
+            request["up_to_seq"] = up_to
+        try:
+            return await self.batch(bucket, request)
+        except TooManyResults:
+            if up_to:
+                raise
+        return await self.last_per_subject(bucket, subject), 0
+
+    async def last_per_subject(self, bucket: str, subject: str) -> list[Msg]:
+        """The newest message of every subject matching ``subject``, through an ordered
+        consumer (what NATS KV clients' ``keys()`` and ``watch()`` use)."""
+        found: list[Msg] = []
+        async with self.mapped_errors():
+            sub = await self.js.subscribe(
+                subject, ordered_consumer=True, deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                inactive_threshold=30.0,
+            )
+            try:
+                # Only asked after a direct get found over 1,024 subjects, so at least one
+                # message comes (the consumer's own pending count may read 0 at first).
+                while True:
+                    reply = await sub.next_msg(timeout=self.timeout)
+                    meta = reply.metadata
+                    headers = dict(reply.headers or {})
+                    headers["Nats-Time-Stamp"] = meta.timestamp.isoformat().replace("+00:00", "Z")
+                    found.append(Msg(reply.subject, meta.sequence.stream, reply.data, headers))
+                    if meta.num_pending == 0:
+                        return found
+            finally:
+                await sub.unsubscribe()
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def publish(
+        self, bucket: str, subject: str, data: bytes, headers: dict[str, str],
+        expected: int | None,
+    ) -> int | None:
+        """Store a message if ``subject`` is still at sequence ``expected`` (0: has no
+        message; None: no check); its sequence, or None when the check failed."""
+        if expected is not None:
+            headers = {**headers, "Nats-Expected-Last-Subject-Sequence": str(expected)}
+        async with self.mapped_errors():
+            await self.ensure(bucket)
+            for _ in range(2):
+                try:
+                    ack = await self.js.publish(
+                        subject, data, timeout=self.timeout, headers=headers
+                    )
+                except NoStreamResponseError:
+                    self.buckets.discard(bucket)  # deleted under us: make it again
+                    await self.ensure(bucket)
+                    continue
+                except APIError as exc:
+                    if exc.err_code == WRONG_LAST_SEQUENCE:
+                        return None
+                    raise
+                if self.written is not None and bucket != SYSTEM_BUCKET:
+                    self.written(bucket)
+                return int(ack.seq)
+        raise BackendUnavailable(f"The NATS bucket {bucket!r} could not be created.")
+
+    async def wait_for_change(self, bucket: str, timeout: float, changed: Any) -> None:
+        """Wait up to ``timeout`` for a message on the bucket's subjects after calling
+        ``changed()`` (an awaitable that says whether something is there already)."""
+        async with self.mapped_errors():
+            sub = await self.nc.subscribe(f"$KV.{bucket}.>", max_msgs=1)
+            try:
+                if await changed():
+                    return
+                try:
+                    await next_msg(sub, timeout)
+                except nats.errors.TimeoutError:
+                    return
+            finally:
+                try:
+                    await sub.unsubscribe()
+                except nats.errors.BadSubscriptionError:
+                    pass  # already done (max_msgs reached)
+
+
+@asynccontextmanager
+async def mapped_errors(url: str) -> AsyncIterator[None]:
+    """The one boundary where NATS failures become 503 backend_unavailable."""
+    try:
+        yield
+    except (TimeoutError, nats.errors.Error, OSError) as exc:
+        raise BackendUnavailable(
+            f"The NATS backend is unavailable ({type(exc).__name__}: {exc}).".replace(
+                url, _redact(url)
+            )
+        ) from exc
+
+
+def _redact(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
