@@ -27,6 +27,7 @@ most general class of its status). Each carries ``status``, ``code``, ``detail``
      +-- Unprocessable                      422     validation_failed
      |    +-- ConstraintViolation, InvalidConstraint
      +-- InternalError                      500     internal_error (a bug of the service)
+     +-- NotSupportedByBackend              501     not_supported_by_backend (see capabilities)
      +-- QuotaExceeded                      507     quota_exceeded
      +-- Unavailable                        (``retry_after`` seconds, or None)
      |    +-- BackendUnavailable            503     backend_unavailable
@@ -204,6 +205,13 @@ class InternalError(CorkboardError):
     status, code = 500, "internal_error"
 
 
+class NotSupportedByBackend(CorkboardError):
+    """The service's backend does not offer this resource (yet); its
+    ``/v1/capabilities`` lists what it does offer."""
+
+    status, code = 501, "not_supported_by_backend"
+
+
 class QuotaExceeded(CorkboardError):
     status, code = 507, "quota_exceeded"
 
@@ -273,7 +281,7 @@ CODES: dict[str, type[CorkboardError]] = {
         RevisionMismatch,
         PayloadTooLarge, UnsupportedMediaType, RangeNotSatisfiable,
         Unprocessable, ConstraintViolation, InvalidConstraint,
-        InternalError, QuotaExceeded,
+        InternalError, NotSupportedByBackend, QuotaExceeded,
         BackendUnavailable, TooManyWatchers, TooManyWaiters,
     )
 }

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from app.backends.parts.locks import LockEngine
@@ -112,34 +112,36 @@ class RedisLocks(LockEngine):
                     self._lock_withdraw(step("cancel"))
                 raise
             task = asyncio.current_task()
-            while reply[0] == b"waiting":
-                assert woken is not None
-                item = bytes(reply[1])
-                if task is not None and task.cancelling():
-                    # A cancellation swallowed inside redis-py: honour it.
-                    self._lock_withdraw(step("cancel", item))
-                    raise asyncio.CancelledError
-                remaining = deadline - loop.time()
-                woke: Wake | Literal["timeout"] | None = "timeout"
-                if remaining >= _MIN_BLOCK_SECONDS:
-                    try:
+            item = b""
+            try:
+                while reply[0] == b"waiting":
+                    assert woken is not None
+                    item = bytes(reply[1])
+                    if task is not None and task.cancelling():
+                        raise asyncio.CancelledError  # swallowed inside redis-py: honour it
+                    remaining = deadline - loop.time()
+                    woke: Wake | Literal["timeout"] | None = "timeout"
+                    if remaining >= _MIN_BLOCK_SECONDS:
                         woke = await _first_of(woken, gone, remaining)
-                    except BaseException:
-                        # Cancelled (shutdown): leave the line, and give back a lock
-                        # handed over meanwhile, in the background.
-                        self._lock_withdraw(step("cancel", item))
-                        raise
-                if woke is None:  # the client went away: leave the line, give back a hand-over
-                    await step("cancel", item)
-                    raise client_gone(name)
-                if woke == RESYNC and loop.time() < deadline - _MIN_BLOCK_SECONDS:
-                    # A message may have been lost: was the lock handed to this ticket?
-                    woken = wakeups.register(ticket)
-                    if not await self._lock_handed(ns, ticket):
-                        continue
-                reply = await step("final" if woke == "timeout" else "wake", item)
-                if reply[0] == b"waiting":
-                    woken = wakeups.register(ticket)  # back in line: a fresh wake-up
+                    if woke is None:  # the client went away: leave, give back a hand-over
+                        withdrawing, item = self._lock_withdraw(step("cancel", item)), b""
+                        await withdrawing
+                        raise client_gone(name)
+                    if woke == RESYNC and loop.time() < deadline - _MIN_BLOCK_SECONDS:
+                        # A message may have been lost: was the lock handed to this ticket?
+                        woken = wakeups.register(ticket)
+                        if not await self._lock_handed(ns, ticket):
+                            continue
+                    reply = await step("final" if woke == "timeout" else "wake", item)
+                    if reply[0] == b"waiting":
+                        woken = wakeups.register(ticket)  # back in line: a fresh wake-up
+            except BaseException:
+                # Cancelled (shutdown, or the request's task) or failed at any await while
+                # in line: leave the line, and give back a lock handed over meanwhile, in
+                # the background (a cancelled task cannot await it).
+                if item:
+                    self._lock_withdraw(step("cancel", item))
+                raise
         finally:
             if waits:
                 wakeups.unregister(ticket)
@@ -152,11 +154,14 @@ class RedisLocks(LockEngine):
         key = f"cb:{{{ns}}}:lockwake:{ticket}"
         return bool(await self.store.call(key, lambda c: c.exists(key), write=False))
 
-    def _lock_withdraw(self, call: Any) -> None:
+    def _lock_withdraw(self, call: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run a withdrawal (a 'cancel' step) in the background: kept in ``withdrawals``
+        until done, so that closing the backend (and tests) can wait for it."""
         tasks = self.withdrawals
         task = asyncio.ensure_future(call)
-        tasks.add(task)
+        tasks.add(task)  # (a strong reference until done)
         task.add_done_callback(_finish_withdrawal(tasks))
+        return task
 
     async def lock_refresh(
         self,
