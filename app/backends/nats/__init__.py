@@ -3,11 +3,12 @@ NATS clients (docs/nats.md). ``NatsBackend`` is a composition of parts built on 
 ``NatsStore`` (store.py: the connection, the JetStream requests, the one boundary where
 NATS failures become 503), mirroring ``backends/redis/`` where it applies:
 
-- ``keys.py``: the key store; ``log.py``: the change log and the sweeper's pass;
+- ``keys.py``: the key store (fenced writes included); ``locks.py``: the lock engine
+  (namespace locks); ``log.py``: the change log and the sweeper's pass;
 - ``names.py``: namespaces, keys and metadata headers; ``entries.py``: entries read
   from messages, expiry overrides and the deadline index;
 - ``trim.py``: compaction (what bounds a namespace's storage);
-- ``unsupported.py``: the parts not built yet (locks, sessions, artifacts, leases,
+- ``unsupported.py``: the parts not built yet (sessions, artifacts, leases,
   transactions), which answer 501 ``not_supported_by_backend``.
 """
 
@@ -19,6 +20,7 @@ from app.backends.base import BackendInfo
 from app.backends.composed import ComposedBackend
 from app.backends.nats import unsupported
 from app.backends.nats.keys import NatsKeys
+from app.backends.nats.locks import NatsLocks
 from app.backends.nats.log import NatsLog
 from app.backends.nats.store import NatsStore
 from app.backends.nats.trim import Trimmer
@@ -67,8 +69,8 @@ class NatsBackend(ComposedBackend):
         self.trimmer = Trimmer(self.store, retention=event_retention, keep=key_history)
         self.store.written = self.trimmer.wrote
         self.keys = NatsKeys(self.store)
-        self.log = NatsLog(self.store, self.keys)
-        self.locks = unsupported.locks()
+        self.locks = NatsLocks(self.store)
+        self.log = NatsLog(self.store, self.keys, self.locks)
         self.artifacts = unsupported.artifacts()
         self.sessions = unsupported.sessions()
         self.leases = unsupported.leases()
