@@ -43,18 +43,12 @@ CLUSTER_MODULES = {
 #: full (docs/nats.md says what the NATS backend does not offer yet).
 NATS_MODULES = {
     "test_kv", "test_kv_listing", "test_ttl", "test_event_log", "test_events_poll",
-    "test_locks",
+    "test_locks", "test_locks_backend", "test_lock_waiters",
 }
 #: Tests of NATS_MODULES whose NATS run is deselected, with the part NATS lacks (each
 #: such call answers 501 not_supported_by_backend there: tests/test_nats_locks.py).
+#: Tests marked ``redis_only`` are deselected on NATS too (they look inside Redis).
 NATS_LACKS = {
-    "test_locks.py::test_force_release_hands_the_lock_to_the_next_waiter": "lock waiters",
-    "test_locks.py::test_a_waiter_wakes_as_soon_as_the_lock_is_released": "lock waiters",
-    "test_locks.py::test_a_waiter_gets_the_lock_and_entries_of_an_expired_holder":
-        "lock waiters",
-    "test_locks.py::test_a_waiter_that_times_out_gets_lock_held_and_leaves_the_line":
-        "lock waiters",
-    "test_locks.py::test_waiters_are_served_first_come_first_served": "lock waiters",
     "test_locks.py::test_the_router_mounts_unchanged_for_session_scoped_locks":
         "session-scoped locks",
 }
@@ -92,7 +86,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         engine = callspec.params.get("backend") if callspec is not None else None
         test = item.nodeid.split("[", 1)[0].rsplit("/", 1)[-1]
         if (engine == "cluster" and module not in CLUSTER_MODULES) or (
-            engine == "nats" and (module not in NATS_MODULES or test in NATS_LACKS)
+            engine == "nats" and (
+                module not in NATS_MODULES or test in NATS_LACKS
+                or item.get_closest_marker("redis_only") is not None
+            )
         ):
             drop.append(item)
         else:

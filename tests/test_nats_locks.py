@@ -1,5 +1,7 @@
-"""Locks on NATS beyond the shared suite (tests/test_locks.py runs there too): what the
-NATS lock engine does not offer answers 501 and changes nothing, a lock's record is a
+"""Locks on NATS beyond the shared suite (test_locks, test_locks_backend and
+test_lock_waiters run there too): what the NATS lock engine does not offer (session
+scope) answers 501 and changes nothing, a waiter leaving the line writes a message that
+is no event, a lock's record is a
 ``_cbl.`` key of the bucket that NATS clients can read but Corkboard never lists as a
 key, and a fenced write is atomic with its fence check (``Nats-Expected-Last-Sequence``):
 no write under a token lands after the event that ended the token's hold."""
@@ -14,7 +16,11 @@ import httpx
 import nats
 import pytest
 
+from app.backends.nats import NatsBackend
+from app.domain.locks import LockRequest
+from app.errors import NotSupportedByBackend
 from app.settings import Settings
+from app.syntax import Pattern
 from tests.helpers import problem
 from tests.locks_support import acquire, events, release, revision
 from tests.nats_server import flush_nats
@@ -28,20 +34,42 @@ async def corkboard(nats_url: str) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-async def test_waiting_and_session_locks_answer_501_and_change_nothing(
-    corkboard: httpx.AsyncClient,
+async def test_session_locks_answer_501_and_leases_404_changing_nothing(
+    corkboard: httpx.AsyncClient, nats_url: str,
 ) -> None:
     held = (await acquire(corkboard, "a", "alice")).json()
     rev = await revision(corkboard)
-    for name in ("a", "free"):  # refused whether the lock is held or free
-        problem(await acquire(corkboard, name, "bob", wait=5), 501, "not_supported_by_backend")
-    assert await revision(corkboard) == rev
-    assert (await corkboard.get("/v1/locks/free")).status_code == 404
-    assert (await corkboard.get("/v1/locks/a")).json()["token"] == held["token"]
-    # wait applies to exclusive mode only: a queued entry does not wait
-    assert (await acquire(corkboard, "a", "bob", mode="queue", wait=5)).status_code == 202
-    # a lock on a lease: there are no leases on NATS
     problem(await acquire(corkboard, "b", "bob", lease="x" * 16), 404, "lease_not_found")
+    engine = NatsBackend(nats_url)
+    await engine.start()
+    try:
+        calls = [
+            engine.lock_acquire("default", "s1", "a", LockRequest("bob", 1000)),
+            engine.lock_acquire("default", "", "a", LockRequest("bob", 1000), session=True),
+            engine.lock_refresh("default", "s1", "a", "alice", held["token"], None),
+            engine.lock_release("default", "s1", "a", "alice", held["token"]),
+            engine.lock_force_release("default", "s1", "a"),
+            engine.lock_get("default", "s1", "a"),
+            engine.lock_list("default", "s1", Pattern.compile("*")),
+        ]
+        for call in calls:
+            with pytest.raises(NotSupportedByBackend):
+                await call
+    finally:
+        await engine.close()
+    assert await revision(corkboard) == rev
+    assert (await corkboard.get("/v1/locks/a")).json()["token"] == held["token"]
+
+
+async def test_a_waiter_leaving_the_line_is_no_event(corkboard: httpx.AsyncClient) -> None:
+    held = (await acquire(corkboard, "a", "alice")).json()
+    since = await revision(corkboard)
+    problem(await acquire(corkboard, "a", "bob", wait="200ms"), 409, "lock_held")
+    assert [e["type"] for e in await events(corkboard, since)] == ["lock.queued"]
+    # bob left the line: the release frees the lock for anyone
+    await release(corkboard, "a", "alice", held["token"])
+    assert (await corkboard.get("/v1/locks/a")).status_code == 404
+    assert (await acquire(corkboard, "a", "carol")).json()["token"] == held["token"] + 1
 
 
 async def test_a_lock_record_is_a_reserved_key_nats_clients_read(

@@ -55,6 +55,7 @@ class NatsBackend(ComposedBackend):
     def __init__(
         self, url: str, *, timeout: float = 2.0, key_history: int = 10,
         event_retention: int = 100_000, replicas: int | None = None,
+        lock_max_waiters: int = 1000,
     ) -> None:
         self.url = url
         self.info = BackendInfo(
@@ -69,8 +70,9 @@ class NatsBackend(ComposedBackend):
         self.trimmer = Trimmer(self.store, retention=event_retention, keep=key_history)
         self.store.written = self.trimmer.wrote
         self.keys = NatsKeys(self.store)
-        self.locks = NatsLocks(self.store)
-        self.log = NatsLog(self.store, self.keys, self.locks)
+        self.lock_engine = NatsLocks(self.store, max_waiters=lock_max_waiters)
+        self.locks = self.lock_engine
+        self.log = NatsLog(self.store, self.keys, self.lock_engine)
         self.artifacts = unsupported.artifacts()
         self.sessions = unsupported.sessions()
         self.leases = unsupported.leases()
@@ -80,6 +82,7 @@ class NatsBackend(ComposedBackend):
         await self.store.start()
 
     async def close(self) -> None:
+        await self.lock_engine.close()
         await self.trimmer.close()
         await self.store.close()
 

@@ -33,7 +33,7 @@ from app.backends.nats.entries import (
     parse_override,
     with_override,
 )
-from app.backends.nats.locks import fence_holds
+from app.backends.nats.lockstate import fence_holds
 from app.backends.nats.names import (
     SYSTEM_BUCKET,
     Meta,

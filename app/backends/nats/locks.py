@@ -1,222 +1,128 @@
 """Locks on NATS: each lock is one record in its namespace's bucket (the KV key
-``_cbl.<escaped name>``, names.py), and every change of it is one message there,
-published with ``Nats-Expected-Last-Subject-Sequence`` set to the sequence the change
-was decided on (another writer came between: decide again from a fresh read).
+``_cbl.<escaped name>``, names.py; the record and the steps that change it are in
+lockstate.py), and every change of it is one message there, published with
+``Nats-Expected-Last-Subject-Sequence`` set to the sequence the change was decided on
+(another writer came between: decide again from a fresh read).
 
-A message holds the lock's whole state (``lock``: holder, token, deadline, TTL, the
-token counter and the pending list) and the event the change is (``event``: type, time,
-fields): the message *is* the ``lock.*`` event of the change log, at its sequence, so a
-lock change and its event never come apart. Tokens come from the record's counter
-(``last_token``), which a release or expiry keeps: monotonic per lock, never repeated.
+A message holds the lock's whole state and the event the change is: the message *is*
+the ``lock.*`` event of the change log, at its sequence, so a lock change and its event
+never come apart. Tokens come from the record's counter, which a release or expiry
+keeps: monotonic per lock, never repeated.
 
-A due holder is expired by whoever meets it first (a call on the lock, or the sweeper's
-pass through ``sweep``), with a ``lock.expired`` message, compare-and-swap like any
-change; a deadline is put in the sweeper's index (``deadline.<ns>``) as keys' are.
+Whoever meets a lock first (a call on it, a waiter woken by its message, the sweeper's
+pass through ``sweep``) finishes what is due, each a compare-and-swap of its own: a due
+holder becomes a ``lock.expired`` message, then a free lock with a line is handed to
+the first waiter still waiting (``lock.acquired``, for at most the claim window until
+the waiter claims it). A release and the hand-over are two messages (two events, as on
+the other engines); between them the lock is free with a line, and any caller hands it
+over before deciding, so nobody jumps the line.
 
-Not built on NATS yet (501 ``not_supported_by_backend``): waiting for a held lock in
-exclusive mode (``wait`` > 0: the FIFO line of waiters), session-scoped locks and locks
+A waiter (exclusive mode, ``wait``) joins the record's line with a random ticket (a
+``lock.queued`` event; at most ``CORKBOARD_LOCK_MAX_WAITERS``, beyond: 429), and waits on
+a core NATS subscription to the lock's subject: every change of the lock wakes it, and
+it claims the lock once it was handed its ticket (``lock.refreshed``, taking the pending
+entries). At its deadline, or when its client is gone, it leaves the line (a message
+that is no event) or gives back a lock handed to it (``lock.released``, abandoned). A
+waiter whose process died stays in the line until its own deadline passes; a lock
+handed to it meanwhile goes on after the claim window.
+
+Not built on NATS yet (501 ``not_supported_by_backend``): session-scoped locks, and locks
 on a lease (there are no leases: 404 ``lease_not_found`` as for key writes).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+import secrets
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import orjson
 
 from app.backends.nats.entries import lower_deadline
+from app.backends.nats.lockstate import (
+    CLAIM_WINDOW_MS,
+    Change,
+    LockRecord,
+    Step,
+    Waiter,
+    acquire,
+    decode,
+    end,
+    expire,
+    hand_over,
+    holder_fields,
+    holding,
+    withdraw,
+)
 from app.backends.nats.names import LOCK_PREFIX, is_lock_subject, lock_subject
 from app.backends.nats.store import Msg, NatsStore
 from app.backends.nats.unsupported import refusal
 from app.backends.parts.locks import LockEngine
-from app.domain.events import ChangeEvent, build_event
-from app.domain.fence import Fence
 from app.domain.leases import lease_not_found
 from app.domain.locks import (
     LockInfo,
     LockOutcome,
     LockRelease,
     LockRequest,
+    client_gone,
     lock_held,
-    lock_not_held,
-    not_owner,
+    too_many_waiters,
 )
 from app.errors import BackendUnavailable
-from app.syntax import Pattern, iso_ms, now_ms
+from app.syntax import Pattern, now_ms
+
+__all__ = ["NatsLocks"]
+
+R = TypeVar("R")
 
 #: Compare-and-swap attempts of one lock call racing other writers of the lock.
 WRITE_ATTEMPTS = 200
 
-R = TypeVar("R")
+#: A waiter's answer so far: the outcome, or the holder it waits behind.
+Waiting = tuple[LockOutcome | None, LockInfo | None]
 
 
-@dataclass(slots=True)
-class LockRecord:
-    """A lock's state as its newest message holds it (``expires_at`` 0: none)."""
-
-    name: str
-    last_token: int = 0
-    owner: str | None = None
-    token: int = 0
-    acquired_at: int = 0
-    expires_at: int = 0
-    ttl_ms: int = 0
-    pending: list[str] = field(default_factory=list)
-
-    def live(self, now: int) -> bool:
-        return self.owner is not None and (self.expires_at == 0 or self.expires_at > now)
-
-    def info(self) -> LockInfo:
-        assert self.owner is not None
-        return LockInfo(self.name, self.owner, self.token, self.acquired_at,
-                        self.expires_at or None, len(self.pending))
-
-    def freed(self) -> LockRecord:
-        """Without a holder (the counter and, unless taken, the pending list stay)."""
-        return replace(self, owner=None, token=0, acquired_at=0, expires_at=0)
-
-    def taken(self) -> tuple[bytes, ...]:
-        return tuple(entry.encode() for entry in self.pending)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "last_token": self.last_token, "owner": self.owner,
-                "token": self.token, "acquired_at": self.acquired_at,
-                "expires_at": self.expires_at, "ttl_ms": self.ttl_ms,
-                "pending": self.pending}
+def _nothing(record: LockRecord, now: int) -> tuple[Change | None, None]:
+    """The step that only finishes what is due (expiry, hand-over)."""
+    return None, None
 
 
-def decode(msg: Msg | None, name: str | None = None) -> LockRecord | None:
-    """The record a lock message holds; None when ``msg`` holds none (no message, a
-    delete marker, bytes that are not Corkboard's)."""
-    if msg is None or msg.deleted:
-        return None
-    try:
-        body = orjson.loads(msg.data)["lock"]
-        record = LockRecord(
-            str(body["name"]), int(body["last_token"]),
-            None if body["owner"] is None else str(body["owner"]), int(body["token"]),
-            int(body["acquired_at"]), int(body["expires_at"]), int(body["ttl_ms"]),
-            [str(e) for e in body["pending"]],
-        )
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None
-    return record if name is None or record.name == name else None
-
-
-def lock_event(ns: str, msg: Msg) -> ChangeEvent | None:
-    """The ``lock.*`` event a lock message is (log.py), encoded by ``build_event``."""
-    if not is_lock_subject(ns, msg.subject) or msg.deleted:
-        return None
-    try:
-        body = orjson.loads(msg.data)
-        event = body["event"]
-        return build_event(ns, msg.seq, str(event["type"]), str(body["lock"]["name"]),
-                           int(event["at"]), extra=dict(event["fields"]), with_values=False)
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None
-
-
-def fence_holds(msg: Msg | None, fence: Fence, now: int) -> bool:
-    """Whether the lock message ``msg`` (the lock's newest) says ``fence`` holds."""
-    record = decode(msg, fence.name)
-    return (fence.scope == "" and record is not None and record.live(now)
-            and record.token == fence.token)
-
-
-def holder_fields(holder: LockRecord, pending_count: int,
-                  handed_over: int | None = None) -> dict[str, Any]:
-    """An event's fields, as the other engines write them."""
-    fields: dict[str, Any] = {
-        "owner": holder.owner,
-        "token": holder.token,
-        "expires_at": iso_ms(holder.expires_at) if holder.expires_at else None,
-        "pending_count": pending_count,
-    }
-    if handed_over is not None:
-        fields["handed_over"] = handed_over
-    return fields
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """What a step stores: the new record and the event it is."""
-
-    record: LockRecord
-    type_: str
-    fields: dict[str, Any]
-
-
-#: A step decides from the live record (a due holder already expired) and the time.
-Step = Callable[[LockRecord, int], tuple[Change | None, R]]
-
-
-def _holding(record: LockRecord, owner: str, token: int) -> None:
-    if record.owner is None:
-        raise lock_not_held(record.name, token)
-    if record.owner != owner:
-        raise not_owner(record.info(), owner)
-    if record.token != token:
-        raise lock_not_held(record.name, token)
-
-
-def _end(record: LockRecord, forced: bool) -> tuple[Change | None, LockRelease]:
-    """Release whatever holds the lock and hand the pending entries over."""
-    if record.owner is None and not record.pending:
-        return None, LockRelease(None, ())
-    taken = record.taken()
-    if record.owner is not None:
-        info: LockInfo | None = record.info()
-        fields = holder_fields(record, 0, len(taken))
-    else:
-        info = None
-        fields = {"owner": None, "token": None, "expires_at": None, "pending_count": 0,
-                  "handed_over": len(taken)}
-    if forced:
-        fields["forced"] = True
-    new = replace(record.freed(), pending=[])
-    return Change(new, "lock.released", fields), LockRelease(info, taken)
-
-
-def _acquire_step(request: LockRequest) -> Step[LockOutcome]:
+def _attempt(request: LockRequest) -> Step[LockOutcome]:
     def step(record: LockRecord, now: int) -> tuple[Change | None, LockOutcome]:
-        expires_at = now + request.ttl_ms if request.ttl_ms else 0
-        taken = record.taken()
-        if record.owner == request.owner:
-            new = replace(record, expires_at=expires_at, ttl_ms=request.ttl_ms, pending=[])
-            change = Change(new, "lock.refreshed", holder_fields(new, 0, len(taken)))
-            return change, LockOutcome("acquired", new.info(), taken)
-        if record.owner is None:
-            token = record.last_token + 1
-            new = replace(record, last_token=token, owner=request.owner, token=token,
-                          acquired_at=now, expires_at=expires_at, ttl_ms=request.ttl_ms,
-                          pending=[])
-            change = Change(new, "lock.acquired", holder_fields(new, 0, len(taken)))
-            return change, LockOutcome("acquired", new.info(), taken)
-        if request.mode == "exclusive":
+        change, outcome = acquire(record, request, now)
+        if outcome is None:
             raise lock_held(record.info())
-        if request.mode == "queue" and len(record.pending) >= request.max_pending:
-            raise lock_held(record.info(), full=True)
-        entry = request.entry.decode()
-        pending = [entry] if request.mode == "debounce" else [*record.pending, entry]
-        new = replace(record, pending=pending)
-        position = len(pending)
-        change = Change(new, "lock.queued", {"mode": request.mode, "owner": request.owner,
-                                             "position": position, "pending_count": position})
-        if request.mode == "debounce":
-            return change, LockOutcome("debounced")
-        return change, LockOutcome("queued", position=position)
+        return change, outcome
 
     return step
+
+
+def _cancelled_meanwhile() -> None:
+    """Raise CancelledError if this task was cancelled during an await that swallowed
+    it (nats-py's requests wait with ``asyncio.wait_for``, which on Python 3.11 loses a
+    cancellation that arrives as the answer does)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _withdraw(ticket: str) -> Step[None]:
+    return lambda record, now: (withdraw(record, ticket), None)
 
 
 class NatsLocks(LockEngine):
     """The lock engine on a ``NatsStore`` (namespace locks; see the module)."""
 
-    def __init__(self, store: NatsStore) -> None:
+    def __init__(self, store: NatsStore, *, max_waiters: int = 1000) -> None:
         self.store = store
+        self.max_waiters = max_waiters
+        #: Withdrawals of cancelled waiters, still running.
+        self.withdrawals: set[asyncio.Task[Any]] = set()
+
+    async def close(self) -> None:
+        if self.withdrawals:
+            await asyncio.gather(*self.withdrawals, return_exceptions=True)
 
     # -- internals, also used by the sweeper -------------------------------------------
 
@@ -224,9 +130,9 @@ class NatsLocks(LockEngine):
         """Store ``change`` if the lock is still at ``msg``; the new message, or None."""
         record = change.record
         subject = lock_subject(ns, record.name)
-        data = orjson.dumps({"lock": record.as_dict(),
-                             "event": {"type": change.type_, "at": now,
-                                       "fields": change.fields}})
+        event = None if change.type_ is None else {
+            "type": change.type_, "at": now, "fields": change.fields}
+        data = orjson.dumps({"lock": record.as_dict(), "event": event})
         seq = await self.store.publish(ns, subject, data, {}, msg.seq if msg is not None else 0)
         if seq is None:
             return None
@@ -234,26 +140,46 @@ class NatsLocks(LockEngine):
             await lower_deadline(self.store, ns, record.expires_at)
         return Msg(subject, seq, data, {})
 
-    async def expire(self, ns: str, msg: Msg, record: LockRecord, now: int) -> Msg | None:
-        """Replace the due holder of ``record`` (at ``msg``) by a ``lock.expired``
-        message, unless the lock changed since; the new message, or None."""
-        change = Change(record.freed(), "lock.expired",
-                        holder_fields(record, len(record.pending)))
-        return await self._put(ns, msg, change, now)
+    async def _read(self, ns: str, name: str, now: int) -> tuple[Msg | None, LockRecord]:
+        """The lock's newest message and record, its line without the waiters gone."""
+        msg = await self.store.last(ns, lock_subject(ns, name))
+        record = decode(msg, name) or LockRecord(name)
+        record.waiters = [w for w in record.waiters if w.until > now]
+        return msg, record
+
+    async def _settle(
+        self, ns: str, msg: Msg | None, record: LockRecord, now: int
+    ) -> tuple[Msg | None, LockRecord] | None:
+        """Expire a due holder, then hand a free lock to its line; the message and
+        record after, or None when the lock changed meanwhile (read it again)."""
+        if msg is not None and record.owner is not None and not record.live(now):
+            change = expire(record)
+            msg = await self._put(ns, msg, change, now)
+            if msg is None:
+                return None
+            record = change.record
+        handed = hand_over(record, now)
+        if handed is not None:
+            msg = await self._put(ns, msg, handed, now)
+            if msg is None:
+                return None
+            record = handed.record
+        return msg, record
 
     async def _run(self, ns: str, name: str, step: Step[R]) -> R:
-        subject = lock_subject(ns, name)
         for _ in range(WRITE_ATTEMPTS):
             now = now_ms()
-            msg = await self.store.last(ns, subject)
-            record = decode(msg, name) or LockRecord(name)
-            if msg is not None and record.owner is not None and not record.live(now):
-                expired = await self.expire(ns, msg, record, now)
-                if expired is None:
-                    continue
-                msg, record = expired, record.freed()
+            msg, record = await self._read(ns, name, now)
+            settled = await self._settle(ns, msg, record, now)
+            if settled is None:
+                continue
+            msg, record = settled
             change, result = step(record, now)
-            if change is None or await self._put(ns, msg, change, now) is not None:
+            if change is None:
+                return result
+            if await self._put(ns, msg, change, now) is not None:
+                if hand_over(change.record, now) is not None:
+                    await self._run(ns, name, _nothing)  # freed with a line: hand it on
                 return result
             await asyncio.sleep(0)
         raise BackendUnavailable(
@@ -261,25 +187,102 @@ class NatsLocks(LockEngine):
         )
 
     async def sweep(self, ns: str, msgs: list[Msg], now: int) -> tuple[int, int]:
-        """Expire the due holders among a namespace's newest messages ``msgs``; (how
-        many, the earliest deadline still ahead or 0)."""
+        """Expire the due holders among a namespace's newest messages ``msgs`` (and
+        hand their locks to their lines); (how many, the earliest deadline ahead or 0)."""
         count = 0
         deadlines: list[int] = []
         for msg in msgs:
             if not is_lock_subject(ns, msg.subject):
                 continue
             record = decode(msg)
-            if record is None or record.owner is None or not record.expires_at:
+            if record is None:
                 continue
-            if record.expires_at > now:
+            due = record.owner is not None and 0 < record.expires_at <= now
+            if due or hand_over(record, now) is not None:
+                await self._run(ns, record.name, _nothing)
+                count += due
+                record = decode(await self.store.last(ns, msg.subject))
+            if record is not None and record.owner is not None and record.expires_at:
                 deadlines.append(record.expires_at)
-            elif await self.expire(ns, msg, record, now) is not None:
-                count += 1
-            else:  # changed meanwhile: what holds it now may have a deadline
-                now_record = decode(await self.store.last(ns, msg.subject))
-                if now_record is not None and now_record.owner and now_record.expires_at:
-                    deadlines.append(now_record.expires_at)
         return count, min(deadlines, default=0)
+
+    # -- waiting -----------------------------------------------------------------------
+
+    def _wait_step(
+        self, request: LockRequest, ticket: str, until: int, final: bool
+    ) -> Step[Waiting]:
+        """Claim (handed the lock), acquire (free), or join the line / stay in it; at
+        the deadline (``final``), leave it instead."""
+
+        def step(record: LockRecord, now: int) -> tuple[Change | None, Waiting]:
+            change, outcome = acquire(record, request, now, ticket)
+            if outcome is not None:
+                return change, (outcome, None)
+            mine = any(w.ticket == ticket for w in record.waiters)
+            if final:
+                return (withdraw(record, ticket) if mine else None), (None, record.info())
+            if mine:
+                return None, (None, record.info())
+            if len(record.waiters) >= self.max_waiters:
+                raise too_many_waiters(record.name, self.max_waiters)
+            waiters = [*record.waiters, Waiter(ticket, request.owner, request.ttl_ms, until)]
+            fields = {"mode": "exclusive", "owner": request.owner, "position": len(waiters),
+                      "pending_count": len(record.pending)}
+            new = replace(record, waiters=waiters)
+            return Change(new, "lock.queued", fields), (None, record.info())
+
+        return step
+
+    async def _wait(
+        self, ns: str, name: str, request: LockRequest, gone: asyncio.Event | None
+    ) -> LockOutcome:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + request.wait_s
+        until = now_ms() + int(request.wait_s * 1000) + CLAIM_WINDOW_MS
+        ticket = secrets.token_hex(16)
+        woken = asyncio.Event()
+
+        async def wake(_: Any) -> None:
+            woken.set()
+
+        async with self.store.mapped_errors():
+            sub = await self.store.nc.subscribe(lock_subject(ns, name), cb=wake)
+        try:
+            while True:
+                woken.clear()
+                final = loop.time() >= deadline
+                outcome, holder = await self._run(
+                    ns, name, self._wait_step(request, ticket, until, final)
+                )
+                if outcome is not None:
+                    return outcome
+                assert holder is not None
+                _cancelled_meanwhile()
+                if final:
+                    raise lock_held(holder)
+                watched = [asyncio.ensure_future(woken.wait())]
+                if gone is not None:
+                    watched.append(asyncio.ensure_future(gone.wait()))
+                try:
+                    await asyncio.wait(watched, timeout=max(0.0, deadline - loop.time()),
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for future in watched:
+                        future.cancel()
+                _cancelled_meanwhile()
+                if gone is not None and gone.is_set():
+                    await self._run(ns, name, _withdraw(ticket))
+                    raise client_gone(name)
+        except asyncio.CancelledError:
+            task = asyncio.ensure_future(self._run(ns, name, _withdraw(ticket)))
+            self.withdrawals.add(task)
+            task.add_done_callback(self.withdrawals.discard)
+            raise
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # a broken connection: the subscription is gone with it
+                pass
 
     # -- the engine --------------------------------------------------------------------
 
@@ -302,8 +305,8 @@ class NatsLocks(LockEngine):
         if request.lease is not None:
             raise lease_not_found(request.lease)
         if request.mode == "exclusive" and request.wait_s > 0:
-            raise refusal("waiting for a held lock (wait)")
-        return await self._run(ns, name, _acquire_step(request))
+            return await self._wait(ns, name, request, gone)
+        return await self._run(ns, name, _attempt(request))
 
     async def lock_refresh(
         self,
@@ -319,7 +322,7 @@ class NatsLocks(LockEngine):
         self._refuse(scope, session)
 
         def step(record: LockRecord, now: int) -> tuple[Change | None, LockInfo]:
-            _holding(record, owner, token)
+            holding(record, owner, token)
             ttl = record.ttl_ms if ttl_ms is None else ttl_ms
             new = replace(record, ttl_ms=ttl, expires_at=now + ttl if ttl else 0)
             fields = holder_fields(new, len(new.pending), 0)
@@ -333,8 +336,8 @@ class NatsLocks(LockEngine):
         self._refuse(scope, session)
 
         def step(record: LockRecord, now: int) -> tuple[Change | None, LockRelease]:
-            _holding(record, owner, token)
-            return _end(record, False)
+            holding(record, owner, token)
+            return end(record, False)
 
         return await self._run(ns, name, step)
 
@@ -342,7 +345,7 @@ class NatsLocks(LockEngine):
         self, ns: str, scope: str, name: str, *, session: bool = False
     ) -> LockRelease:
         self._refuse(scope, session)
-        return await self._run(ns, name, lambda record, now: _end(record, True))
+        return await self._run(ns, name, lambda record, now: end(record, True))
 
     async def lock_get(self, ns: str, scope: str, name: str) -> tuple[LockInfo | None, int]:
         self._refuse(scope, False)

@@ -25,7 +25,8 @@ from collections import OrderedDict
 
 from app.backends.nats.entries import json_value, lower_deadline, parse_override
 from app.backends.nats.keys import NatsKeys
-from app.backends.nats.locks import NatsLocks, lock_event
+from app.backends.nats.locks import NatsLocks
+from app.backends.nats.lockstate import lock_event
 from app.backends.nats.names import SYSTEM_BUCKET, key_of_subject, subject_of
 from app.backends.nats.store import Msg, NatsStore
 from app.backends.parts.log import ChangeLog
