@@ -79,6 +79,9 @@ R = TypeVar("R")
 #: Compare-and-swap attempts of one lock call racing other writers of the lock.
 WRITE_ATTEMPTS = 200
 
+#: Reads of a waiter catching up with the message that woke it (``_caught_up``).
+CATCH_UP_TRIES = 20
+
 #: A waiter's answer so far: the outcome, or the holder it waits behind.
 Waiting = tuple[LockOutcome | None, LockInfo | None]
 
@@ -241,15 +244,22 @@ class NatsLocks(LockEngine):
         until = now_ms() + int(request.wait_s * 1000) + CLAIM_WINDOW_MS
         ticket = secrets.token_hex(16)
         woken = asyncio.Event()
+        seen: list[bytes] = []
 
-        async def wake(_: Any) -> None:
+        async def wake(msg: Any) -> None:
+            seen.append(msg.data)
             woken.set()
 
+        subject = lock_subject(ns, name)
         async with self.store.mapped_errors():
-            sub = await self.store.nc.subscribe(lock_subject(ns, name), cb=wake)
+            sub = await self.store.nc.subscribe(subject, cb=wake)
         try:
             while True:
                 woken.clear()
+                latest = seen[-1] if seen else None
+                seen.clear()
+                if latest is not None:
+                    await self._caught_up(ns, subject, latest)
                 final = loop.time() >= deadline
                 outcome, holder = await self._run(
                     ns, name, self._wait_step(request, ticket, until, final)
@@ -283,6 +293,18 @@ class NatsLocks(LockEngine):
                 await sub.unsubscribe()
             except Exception:  # a broken connection: the subscription is gone with it
                 pass
+
+    async def _caught_up(self, ns: str, subject: str, data: bytes) -> None:
+        """Wait (briefly) until a direct get of the lock returns the message a waiter
+        was woken by: the server delivers a published message to subscribers before
+        the stream has stored it, so a read right after the wake-up may still see the
+        message before. Gives up after ``CATCH_UP_TRIES`` reads (a newer message came
+        meanwhile: it wakes the waiter again)."""
+        for _ in range(CATCH_UP_TRIES):
+            msg = await self.store.last(ns, subject)
+            if msg is not None and msg.data == data:
+                return
+            await asyncio.sleep(0.001)  # the stream's own store: nothing to await
 
     # -- the engine --------------------------------------------------------------------
 
