@@ -80,7 +80,7 @@ R = TypeVar("R")
 WRITE_ATTEMPTS = 200
 
 #: Reads of a waiter catching up with the message that woke it (``_caught_up``).
-CATCH_UP_TRIES = 20
+CATCH_UP_TRIES = 5
 
 #: A waiter's answer so far: the outcome, or the holder it waits behind.
 Waiting = tuple[LockOutcome | None, LockInfo | None]
@@ -99,6 +99,11 @@ def _attempt(request: LockRequest) -> Step[LockOutcome]:
         return change, outcome
 
     return step
+
+
+def progress(record: LockRecord) -> tuple[int, bool]:
+    """How far a lock's history is: (its token counter, freed since): never goes back."""
+    return record.last_token, record.owner is None
 
 
 def _cancelled_meanwhile() -> None:
@@ -244,10 +249,12 @@ class NatsLocks(LockEngine):
         until = now_ms() + int(request.wait_s * 1000) + CLAIM_WINDOW_MS
         ticket = secrets.token_hex(16)
         woken = asyncio.Event()
-        seen: list[bytes] = []
+        seen: list[tuple[int, bool]] = []
 
         async def wake(msg: Any) -> None:
-            seen.append(msg.data)
+            record = decode(Msg(msg.subject, 0, msg.data, dict(msg.headers or {})))
+            if record is not None and (record.owner is None or record.ticket == ticket):
+                seen.append(progress(record))  # freed, or handed to this waiter
             woken.set()
 
         subject = lock_subject(ns, name)
@@ -294,15 +301,16 @@ class NatsLocks(LockEngine):
             except Exception:  # a broken connection: the subscription is gone with it
                 pass
 
-    async def _caught_up(self, ns: str, subject: str, data: bytes) -> None:
-        """Wait (briefly) until a direct get of the lock returns the message a waiter
-        was woken by: the server delivers a published message to subscribers before
-        the stream has stored it, so a read right after the wake-up may still see the
-        message before. Gives up after ``CATCH_UP_TRIES`` reads (a newer message came
-        meanwhile: it wakes the waiter again)."""
+    async def _caught_up(self, ns: str, subject: str, target: tuple[int, bool]) -> None:
+        """Wait (briefly) until a direct get of the lock shows it at least as far as
+        the message that woke a waiter (freed, or handed to it): the server delivers a
+        published message to subscribers before the stream stores it (and even one
+        the stream then refuses, a lost compare-and-swap), so a read right after the
+        wake-up may still see the state before. Gives up after ``CATCH_UP_TRIES``
+        reads (a refused message: what was stored instead wakes the waiter too)."""
         for _ in range(CATCH_UP_TRIES):
-            msg = await self.store.last(ns, subject)
-            if msg is not None and msg.data == data:
+            record = decode(await self.store.last(ns, subject))
+            if record is not None and progress(record) >= target:
                 return
             await asyncio.sleep(0.001)  # the stream's own store: nothing to await
 
