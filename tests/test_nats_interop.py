@@ -123,10 +123,8 @@ async def test_what_the_backend_lacks_answers_501_and_capabilities_say_so(
 ) -> None:
     caps = (await corkboard.get("/v1/capabilities")).json()
     assert caps["backend"] == "nats"
-    assert caps["supports"] == ["keys", "events", "watch", "ttl", "history"]
+    assert caps["supports"] == ["keys", "events", "watch", "ttl", "history", "locks"]
     for r in [
-        await corkboard.post("/v1/locks/job", json={"owner": "a", "ttl": "5s"}),
-        await corkboard.get("/v1/locks"),
         await corkboard.put("/v1/sessions/s1", json={}),
         await corkboard.post("/v1/leases", json={"ttl": "5s"}),
         await corkboard.post("/v1/txn", json={"success": [{"op": "get", "key": "k"}]}),

@@ -3,11 +3,12 @@ NATS clients (docs/nats.md). ``NatsBackend`` is a composition of parts built on 
 ``NatsStore`` (store.py: the connection, the JetStream requests, the one boundary where
 NATS failures become 503), mirroring ``backends/redis/`` where it applies:
 
-- ``keys.py``: the key store; ``log.py``: the change log and the sweeper's pass;
+- ``keys.py``: the key store (fenced writes included); ``locks.py``: the lock engine
+  (namespace locks); ``log.py``: the change log and the sweeper's pass;
 - ``names.py``: namespaces, keys and metadata headers; ``entries.py``: entries read
   from messages, expiry overrides and the deadline index;
 - ``trim.py``: compaction (what bounds a namespace's storage);
-- ``unsupported.py``: the parts not built yet (locks, sessions, artifacts, leases,
+- ``unsupported.py``: the parts not built yet (sessions, artifacts, leases,
   transactions), which answer 501 ``not_supported_by_backend``.
 """
 
@@ -19,6 +20,7 @@ from app.backends.base import BackendInfo
 from app.backends.composed import ComposedBackend
 from app.backends.nats import unsupported
 from app.backends.nats.keys import NatsKeys
+from app.backends.nats.locks import NatsLocks
 from app.backends.nats.log import NatsLog
 from app.backends.nats.store import NatsStore
 from app.backends.nats.trim import Trimmer
@@ -53,6 +55,7 @@ class NatsBackend(ComposedBackend):
     def __init__(
         self, url: str, *, timeout: float = 2.0, key_history: int = 10,
         event_retention: int = 100_000, replicas: int | None = None,
+        lock_max_waiters: int = 1000,
     ) -> None:
         self.url = url
         self.info = BackendInfo(
@@ -67,8 +70,9 @@ class NatsBackend(ComposedBackend):
         self.trimmer = Trimmer(self.store, retention=event_retention, keep=key_history)
         self.store.written = self.trimmer.wrote
         self.keys = NatsKeys(self.store)
-        self.log = NatsLog(self.store, self.keys)
-        self.locks = unsupported.locks()
+        self.lock_engine = NatsLocks(self.store, max_waiters=lock_max_waiters)
+        self.locks = self.lock_engine
+        self.log = NatsLog(self.store, self.keys, self.lock_engine)
         self.artifacts = unsupported.artifacts()
         self.sessions = unsupported.sessions()
         self.leases = unsupported.leases()
@@ -78,6 +82,7 @@ class NatsBackend(ComposedBackend):
         await self.store.start()
 
     async def close(self) -> None:
+        await self.lock_engine.close()
         await self.trimmer.close()
         await self.store.close()
 

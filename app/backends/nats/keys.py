@@ -4,9 +4,17 @@ was decided on (its checks, its value, its metadata), retried from a fresh read 
 another writer came between. A due TTL is expired first, the same way (a ``kv.expire``
 delete marker), so a read never shows an expired key.
 
-What this engine does not have yet answers plainly: there are no locks on NATS yet, so
-a fenced write's fence names no holder and is stale (409 ``stale_fence``); there are no
-leases, so a write on a lease gets 404 ``lease_not_found``.
+A fenced write (``Fence-Lock``/``Fence-Token``) reads the namespace's last sequence
+first, then the key and the lock's record (locks.py); both must be at or below that
+sequence (else it reads again), the fence must hold in that record, and the write is
+published with ``Nats-Expected-Last-Sequence`` = that sequence as well: JetStream stores
+it only if nothing in the namespace (so neither the lock nor the key) changed since the
+check, which makes the fence check and the write one step. Its cost: a fenced write
+starts again whenever any key of the namespace changed meanwhile. A fenced touch is the
+exception (its override lives in ``_corkboard``): its fence is checked just before, not
+atomically (docs/nats.md).
+
+There are no leases on NATS yet, so a write on a lease gets 404 ``lease_not_found``.
 """
 
 from __future__ import annotations
@@ -25,7 +33,15 @@ from app.backends.nats.entries import (
     parse_override,
     with_override,
 )
-from app.backends.nats.names import SYSTEM_BUCKET, Meta, key_of_subject, subject_of, token_of
+from app.backends.nats.lockstate import fence_holds
+from app.backends.nats.names import (
+    SYSTEM_BUCKET,
+    Meta,
+    key_of_subject,
+    lock_subject,
+    subject_of,
+    token_of,
+)
 from app.backends.nats.store import Msg, NatsStore
 from app.backends.paging import page_sorted
 from app.backends.parts.keys import KeyStore
@@ -45,10 +61,8 @@ WRITE_ATTEMPTS = 200
 Decision = Callable[[KeyEntry | None, int], tuple[bytes, int | None] | None]
 
 
-def refuse_fence_and_lease(fence: Fence | None, lease: str | None) -> None:
-    """No lock can be held and no lease granted on this engine yet (see the module)."""
-    if fence is not None:
-        raise fence.stale()
+def refuse_lease(lease: str | None) -> None:
+    """No lease can be granted on this engine yet (see the module)."""
     if lease is not None:
         raise lease_not_found(lease)
 
@@ -93,13 +107,22 @@ class NatsKeys(KeyStore):
 
     async def write(
         self, ns: str, key: str, decide: Decision, op: str = "put",
+        fence: Fence | None = None,
     ) -> tuple[KeyEntry | None, KeyEntry | None]:
-        """Decide and store, compare-and-swap on the subject's sequence; (the entry
-        before, the entry written or kept)."""
+        """Decide and store, compare-and-swap on the subject's sequence (and, with a
+        fence, on the namespace's: see the module); (the entry before, the entry
+        written or kept)."""
         subject = subject_of(ns, key)
         for _ in range(WRITE_ATTEMPTS):
             now = now_ms()
+            upto = await self.store.last_seq(ns) if fence is not None else None
             msg, before = await self.live(ns, key, now)
+            if fence is not None and upto is not None:
+                lock = await self.store.last(ns, lock_subject(ns, fence.name))
+                if any(m is not None and m.seq > upto for m in (msg, lock)):
+                    continue  # changed after the namespace's sequence was read
+                if not fence_holds(lock, fence, now):
+                    raise fence.stale()
             decision = decide(before, now)
             if decision is None:
                 return before, before
@@ -109,7 +132,9 @@ class NatsKeys(KeyStore):
             headers = {"Cb-Meta": meta.header()}
             if op == "delete":
                 headers["KV-Operation"] = "DEL"
-            seq = await self.store.publish(ns, subject, value, headers, previous)
+            seq = await self.store.publish(
+                ns, subject, value, headers, previous, expected_stream=upto
+            )
             if seq is None:
                 await asyncio.sleep(0)
                 continue
@@ -125,8 +150,10 @@ class NatsKeys(KeyStore):
             f"Key {key!r} changed under {WRITE_ATTEMPTS} consecutive write attempts; retry."
         )
 
-    async def _put(self, ns: str, key: str, decide: Decision) -> PutResult:
-        before, after = await self.write(ns, key, decide)
+    async def _put(
+        self, ns: str, key: str, decide: Decision, fence: Fence | None
+    ) -> PutResult:
+        before, after = await self.write(ns, key, decide, fence=fence)
         assert after is not None
         return PutResult(after, before is None)
 
@@ -151,13 +178,13 @@ class NatsKeys(KeyStore):
         fence: Fence | None = None,
         lease: str | None = None,
     ) -> PutResult:
-        refuse_fence_and_lease(fence, lease)
+        refuse_lease(lease)
 
         def decide(before: KeyEntry | None, now: int) -> tuple[bytes, int | None]:
             condition.check(before, KEY)
             return value, now + ttl_ms if ttl_ms else None
 
-        return await self._put(ns, key, decide)
+        return await self._put(ns, key, decide, fence)
 
     async def kv_update(
         self,
@@ -171,7 +198,7 @@ class NatsKeys(KeyStore):
         fence: Fence | None = None,
         lease: str | None = None,
     ) -> PutResult:
-        refuse_fence_and_lease(fence, lease)
+        refuse_lease(lease)
 
         def decide(before: KeyEntry | None, now: int) -> tuple[bytes, int | None]:
             condition.check(before, KEY)
@@ -184,7 +211,7 @@ class NatsKeys(KeyStore):
                 return new_value, before.expires_at if before is not None else None
             return new_value, now + ttl_ms if ttl_ms else None
 
-        return await self._put(ns, key, decide)
+        return await self._put(ns, key, decide, fence)
 
     async def kv_increment(
         self,
@@ -196,8 +223,6 @@ class NatsKeys(KeyStore):
         ttl_ms: int = 0,
         fence: Fence | None = None,
     ) -> PutResult:
-        refuse_fence_and_lease(fence, None)
-
         def decide(before: KeyEntry | None, now: int) -> tuple[bytes, int | None]:
             start = number_to_increment(key, before.value if before is not None else initial)
             value = orjson.dumps(add_exact(start, by))
@@ -205,14 +230,17 @@ class NatsKeys(KeyStore):
                 return value, before.expires_at
             return value, now + ttl_ms if ttl_ms else None
 
-        return await self._put(ns, key, decide)
+        return await self._put(ns, key, decide, fence)
 
     async def kv_touch(
         self, ns: str, key: str, ttl_ms: int, *, fence: Fence | None = None
     ) -> KeyEntry:
-        refuse_fence_and_lease(fence, None)
         while True:
             now = now_ms()
+            if fence is not None and not fence_holds(
+                await self.store.last(ns, lock_subject(ns, fence.name)), fence, now
+            ):
+                raise fence.stale()  # checked before the touch, not atomically with it
             msg, entry = await self.live(ns, key, now)
             if msg is None or entry is None:
                 raise NotFound(f"Key {key!r} does not exist.")
@@ -237,13 +265,11 @@ class NatsKeys(KeyStore):
         condition: Condition = NO_CONDITION,
         fence: Fence | None = None,
     ) -> KeyEntry | None:
-        refuse_fence_and_lease(fence, None)
-
         def decide(before: KeyEntry | None, now: int) -> tuple[bytes, int | None] | None:
             condition.check(before, KEY)
             return None if before is None else (b"", None)
 
-        before, _ = await self.write(ns, key, decide, "delete")
+        before, _ = await self.write(ns, key, decide, "delete", fence)
         return before
 
     async def kv_history(self, ns: str, key: str) -> list[KeyEntry]:

@@ -10,9 +10,13 @@ Compaction: the events at or below ``current - CORKBOARD_EVENT_RETENTION`` are c
 meets a gap above that (messages another client purged) reports the sequence before it
 as compacted too: a resume point behind it gets ``reset``.
 
+A lock's record (``_cbl.<name>``) is not a key: each of its messages is a ``lock.*``
+event (locks.py: the message carries the event's fields).
+
 Expiry: the sweeper's index (``_corkboard`` bucket, ``deadline.<ns>``) holds each
 namespace's earliest deadline; a pass lists the due namespaces' keys and replaces each
-expired one by a ``kv.expire`` marker (a compare-and-swap on its sequence).
+expired one by a ``kv.expire`` marker (a compare-and-swap on its sequence), and each
+due lock holder by a ``lock.expired`` message (the same way).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from collections import OrderedDict
 
 from app.backends.nats.entries import json_value, lower_deadline, parse_override
 from app.backends.nats.keys import NatsKeys
+from app.backends.nats.locks import NatsLocks
+from app.backends.nats.lockstate import lock_event
 from app.backends.nats.names import SYSTEM_BUCKET, key_of_subject, subject_of
 from app.backends.nats.store import Msg, NatsStore
 from app.backends.parts.log import ChangeLog
@@ -34,9 +40,10 @@ RECENT_MESSAGES = 20_000
 class NatsLog(ChangeLog):
     """The change log on a ``NatsStore``; expiry through the key store."""
 
-    def __init__(self, store: NatsStore, keys: NatsKeys) -> None:
+    def __init__(self, store: NatsStore, keys: NatsKeys, locks: NatsLocks) -> None:
         self.store = store
         self.keys = keys
+        self.locks = locks
         #: Messages read lately, by (namespace, sequence): an event's previous message
         #: (its old value) was usually read just before; messages never change.
         self.recent: OrderedDict[tuple[str, int], Msg] = OrderedDict()
@@ -101,7 +108,7 @@ class NatsLog(ChangeLog):
     async def _event(self, ns: str, msg: Msg, seen: dict[str, Msg]) -> ChangeEvent | None:
         key = key_of_subject(ns, msg.subject)
         if key is None:
-            return None
+            return lock_event(ns, msg)  # None for other records and foreign keys
         meta = msg.meta
         previous = seen.get(msg.subject)
         if meta is not None and meta.previous == 0:
@@ -135,7 +142,8 @@ class NatsLog(ChangeLog):
         return total
 
     async def _sweep(self, ns: str, now: int) -> tuple[int, int]:
-        """Expire the namespace's due keys; (how many, its next deadline or 0)."""
+        """Expire the namespace's due keys and lock holders; (how many, its next
+        deadline or 0)."""
         msgs, _ = await self.store.multi_last(ns, f"$KV.{ns}.>")
         overrides, _ = await self.store.multi_last(
             SYSTEM_BUCKET, f"$KV.{SYSTEM_BUCKET}.ttl.{ns}.>"
@@ -150,7 +158,10 @@ class NatsLog(ChangeLog):
                 count += 1
         live = await self.keys.live_entries(ns, msgs, by_token, now)
         deadlines = [e.expires_at for e in live.values() if e.expires_at is not None]
-        return count, min(deadlines, default=0)
+        locks_expired, lock_deadline = await self.locks.sweep(ns, msgs, now)
+        if lock_deadline:
+            deadlines.append(lock_deadline)
+        return count + locks_expired, min(deadlines, default=0)
 
     async def _settle(self, row: Msg, next_deadline: int) -> None:
         """Set the namespace's index row to its next deadline (or remove it), unless a

@@ -67,6 +67,22 @@ def key_of(token: str) -> str | None:
     return token
 
 
+#: The KV keys of lock records (``_cbl.<escaped name>``) in a namespace's bucket.
+LOCK_PREFIX = "_cbl."
+_LOCK_ESCAPES = {"_": "_5F", **_ESCAPES}
+
+
+def lock_subject(ns: str, name: str) -> str:
+    """The subject of lock ``name``'s record in namespace ``ns``'s bucket: one NATS KV
+    key, ``_cbl.`` + the name with ``_ . : @ +`` escaped (``_5F`` ...), so it is
+    reversible and never a Corkboard key (those never start with ``_``)."""
+    return f"$KV.{ns}.{LOCK_PREFIX}" + "".join(_LOCK_ESCAPES.get(c, c) for c in name)
+
+
+def is_lock_subject(ns: str, subject: str) -> bool:
+    return subject.startswith(f"$KV.{ns}.{LOCK_PREFIX}")
+
+
 def subject_of(ns: str, key: str) -> str:
     return f"$KV.{ns}.{token_of(key)}"
 

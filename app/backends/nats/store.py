@@ -331,12 +331,16 @@ class NatsStore:
 
     async def publish(
         self, bucket: str, subject: str, data: bytes, headers: dict[str, str],
-        expected: int | None,
+        expected: int | None, *, expected_stream: int | None = None,
     ) -> int | None:
         """Store a message if ``subject`` is still at sequence ``expected`` (0: has no
-        message; None: no check); its sequence, or None when the check failed."""
+        message; None: no check) and, with ``expected_stream``, the whole stream is still
+        at that sequence (``Nats-Expected-Last-Sequence``: nothing in the bucket changed
+        since); its sequence, or None when a check failed."""
         if expected is not None:
             headers = {**headers, "Nats-Expected-Last-Subject-Sequence": str(expected)}
+        if expected_stream is not None:
+            headers = {**headers, "Nats-Expected-Last-Sequence": str(expected_stream)}
         async with self.mapped_errors():
             await self.ensure(bucket)
             for _ in range(2):

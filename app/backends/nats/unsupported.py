@@ -1,7 +1,8 @@
 """The parts the NATS backend does not have yet (issue 17's later stages): each of their
 calls answers 501 ``not_supported_by_backend``, and /v1/capabilities leaves them out of
-``supports``. Nothing is stored, so nothing is pretended: no lock can be held (a fenced
-write's fence is stale), no lease exists, no artifact or session either."""
+``supports``. Nothing is stored, so nothing is pretended: no lease exists, no artifact
+or session either. ``refusal`` is also the answer of the lock engine's parts not built
+yet (locks.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from typing import Any, TypeVar
 
 from app.artifacts.base import BlobReader, BlobStore, BlobWriter
 from app.backends.parts.artifacts import ArtifactIndex
-from app.backends.parts.locks import LockEngine
 from app.backends.parts.sessions import SessionStore
 from app.backends.parts.txn import LeaseStore, TxnStore
 from app.errors import NotSupportedByBackend
 
 #: What the NATS backend offers so far (the ``supports`` list of /v1/capabilities).
-SUPPORTS = ("keys", "events", "watch", "ttl", "history")
+#: "locks": namespace locks, without waiting (``wait``) or session scope (locks.py).
+SUPPORTS = ("keys", "events", "watch", "ttl", "history", "locks")
 
 P = TypeVar("P")
 
@@ -41,10 +42,6 @@ def unsupported(part: type[P], what: str) -> P:
     cls = type(f"Nats{part.__name__}Unsupported", (part,), {n: method(n) for n in names})
     instance: P = cls()
     return instance
-
-
-def locks() -> LockEngine:
-    return unsupported(LockEngine, "locks")  # type: ignore[type-abstract]
 
 
 def sessions() -> SessionStore:
