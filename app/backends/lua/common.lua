@@ -425,9 +425,10 @@ end
 -- a quota: a new key counts one key; the bytes are the new revision's value less the
 -- revisions its history push drops.
 local function write_fails(key, old, value)
-  local keys, dropped = 1, 0
-  if old then keys, dropped = 0, replaced_bytes(key, old) end
-  return quota_fails(keys, #value - dropped)
+  if not old then return quota_fails(1, #value) end
+  -- What the history push frees is read only when the write would not fit without it.
+  if not quota_fails(0, #value) then return nil end
+  return quota_fails(0, #value - replaced_bytes(key, old))
 end
 
 -- Store a new value at revision rev, whose event the caller appends; the caller
@@ -456,15 +457,18 @@ local function store_entry(key, old, value, ea, rev, lease)
   end
   -- The replaced revision joins the older ones; a key with one revision has no list.
   local freed = 0
-  if old then
-    freed = replaced_bytes(key, old)
-    if HISTORY <= 1 then
-      redis.call('DEL', hkey(key))
+  if old and HISTORY <= 1 then
+    freed = #old.v
+    redis.call('DEL', hkey(key))
+  elseif old then
+    local hk, kept = hkey(key), nil
+    if item_is_revision(redis.call('LINDEX', hk, 0), old.r) then
+      kept = redis.call('LLEN', hk)  -- the earlier layout: it is there already
     else
-      local hk = hkey(key)
-      if not item_is_revision(redis.call('LINDEX', hk, 0), old.r) then
-        redis.call('LPUSH', hk, history_item(old))
-      end
+      kept = redis.call('LPUSH', hk, history_item(old))
+    end
+    if kept > HISTORY - 1 then
+      freed = history_bytes(key, HISTORY - 1)
       redis.call('LTRIM', hk, 0, HISTORY - 2)
     end
   end
