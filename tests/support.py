@@ -45,34 +45,18 @@ def wait_for_port(
     raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
 
 
-class RedisServer:
-    """A private redis-server on a free port, in a temporary directory."""
+class ServerProcess:
+    """A private server process on a free loopback port, with a temporary directory:
+    ``_spawn(argv)`` starts it and waits for its port; ``stop``, ``cleanup`` end it."""
 
-    def __init__(
-        self, port: int | None = None, *, appendonly: bool = False, extra: tuple[str, ...] = ()
-    ) -> None:
+    def __init__(self, port: int | None, prefix: str) -> None:
         self.port = port or free_port()
-        self.extra = extra
-        self.dir = tempfile.mkdtemp(prefix="corkboard-redis-")
-        self.appendonly = appendonly
+        self.dir = tempfile.mkdtemp(prefix=prefix)
         self.proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise FileNotFoundError("redis-server is not on PATH")
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes" if self.appendonly else "no", "--dir", self.dir,
-             "--protected-mode", "no", *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+    def _spawn(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, proc=self.proc)
-        return self
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -87,6 +71,32 @@ class RedisServer:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisServer(ServerProcess):
+    """A private redis-server on a free port, in a temporary directory."""
+
+    def __init__(
+        self, port: int | None = None, *, appendonly: bool = False, extra: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(port, "corkboard-redis-")
+        self.extra = extra
+        self.appendonly = appendonly
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise FileNotFoundError("redis-server is not on PATH")
+        self._spawn([
+            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no", "--dir", self.dir,
+            "--protected-mode", "no", *self.extra,
+        ])
+        return self
 
 
 class LifespanApp:
