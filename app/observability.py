@@ -22,7 +22,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.request_metrics import Metrics
-from app.syntax import iso_ms, now_ms
+from app.syntax import iso_ms
 
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 #: Query parameters whose values are secrets (matched after percent-decoding the name).
@@ -109,7 +109,7 @@ class AccessLog:
     def __init__(self, stream: BinaryIO | None = None, *, fmt: str = "json") -> None:
         self.stream = stream if stream is not None else sys.stderr.buffer
         self.fmt = fmt
-        self._pending: list[tuple[Any, ...] | dict[str, Any]] = []
+        self._pending: list[tuple[Any, ...]] = []
 
     def record(
         self, request_id: str, method: str, path: str, query: bytes, route: str,
@@ -122,16 +122,7 @@ class AccessLog:
         if len(self._pending) >= self.FLUSH_ENTRIES:
             self.flush()
 
-    def write(self, entry: dict[str, Any]) -> None:
-        """A line of ``entry``'s fields (already escaped by the caller)."""
-        self._pending.append({"time": iso_ms(now_ms()), **entry})
-        if len(self._pending) >= self.FLUSH_ENTRIES:
-            self.flush()
-
-    def _entry(self, item: tuple[Any, ...] | dict[str, Any]) -> dict[str, Any]:
-        if isinstance(item, dict):
-            head = {"time": item.pop("time"), "level": "info", "logger": "corkboard.access"}
-            return head | item
+    def _entry(self, item: tuple[Any, ...]) -> dict[str, Any]:
         at_ns, request_id, method, raw_path, raw_query, route, status, seconds, sent, token = item
         path = escape_controls(raw_path)
         return {

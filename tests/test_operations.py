@@ -28,12 +28,24 @@ async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
 def test_access_log_lines_are_json_and_redact_tokens() -> None:
     stream = io.BytesIO()
     log = AccessLog(stream)
-    log.write({"message": "GET /v1/events 200", "query": "ns=a&access_token=***", "status": 200})
+    log.record("r-1", "GET", "/v1/events", b"ns=a&access_token=secret", "/v1/events", 200,
+               0.0012, 10, None)
     assert stream.getvalue() == b""  # buffered until flushed
     log.flush()
     line = json.loads(stream.getvalue())
     assert line["level"] == "info" and line["logger"] == "corkboard.access"
     assert line["status"] == 200 and line["time"].endswith("Z")
+    assert line["query"] == "ns=a&access_token=***" and b"secret" not in stream.getvalue()
+    assert line["duration_ms"] == 1.2 and line["request_id"] == "r-1"
+
+
+def test_access_log_text_lines_escape_control_characters() -> None:
+    stream = io.BytesIO()
+    log = AccessLog(stream, fmt="text")
+    log.record("r-2", "GET", "/v1/kv/a\nb", b"", "/v1/kv/{key}", 404, 0.001, 5, "ops")
+    log.flush()
+    [line] = stream.getvalue().splitlines()
+    assert b"path=/v1/kv/a\\x0ab" in line and b"status=404" in line and b"token=ops" in line
 
 
 async def test_access_log_records_requests(make_client: ClientFactory, capfdbinary: object) -> None:
