@@ -23,6 +23,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+#: Methods counted by name; any other (a client may send any token) counts as "OTHER",
+#: so that hostile requests cannot grow the metric cells without bound.
+METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"})
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 
 
@@ -37,6 +40,8 @@ class RequestStats(Collector):
 
     def record(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one finished request: the one metric update of a request."""
+        if method not in METHODS:
+            method = "OTHER"
         cell = self._cells.get((route, method, status))
         if cell is None:
             cell = self._cells[(route, method, status)] = [0] * (len(self.buckets) + 3)

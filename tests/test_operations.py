@@ -170,3 +170,8 @@ def test_request_metrics_render_counts_latency_buckets_and_in_flight() -> None:
     assert f'corkboard_http_request_duration_seconds_bucket{{le="+Inf",{put}}} 1.0' in text
     assert f'corkboard_http_request_duration_seconds_sum{{{put}}} 20.0' in text
     assert "corkboard_http_requests_in_flight 1.0" in text
+    for i in range(100):  # any method a client invents is one "OTHER" cell
+        stats.record("unmatched", f"X{i}", 405, 0.001)
+    text = generate_latest(metrics.registry).decode()
+    assert 'corkboard_http_requests_total{method="OTHER",route="unmatched",status="405"} 100.0' \
+        in text and "X1" not in text
