@@ -8,7 +8,7 @@ a pending list of queued entries that survives expiry, and a FIFO of waiters.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 
@@ -152,3 +152,31 @@ def too_many_waiters(name: str, limit: int) -> TooManyWaiters:
         "retry later.",
         limit=limit,
     )
+
+
+class Holder(Protocol):
+    """What a lock event needs of a holder, whatever the engine keeps it as."""
+
+    @property
+    def owner(self) -> str | None: ...
+    @property
+    def token(self) -> int: ...
+    @property
+    def expires_at(self) -> int | None: ...
+
+
+def holder_event_fields(
+    holder: Holder, pending_count: int, handed_over: int | None = None
+) -> dict[str, Any]:
+    """A lock event's fields on every engine: the holder, the pending list's length after
+    the change and, on acquired/refreshed/released, how many entries the change handed
+    over."""
+    fields: dict[str, Any] = {
+        "owner": holder.owner,
+        "token": holder.token,
+        "expires_at": iso_ms(holder.expires_at) if holder.expires_at else None,
+        "pending_count": pending_count,
+    }
+    if handed_over is not None:
+        fields["handed_over"] = handed_over
+    return fields

@@ -29,13 +29,14 @@ from app.domain.locks import (
     LockRelease,
     LockRequest,
     client_gone,
+    holder_event_fields,
     lock_held,
     lock_not_held,
     not_owner,
     too_many_waiters,
 )
 from app.errors import QuotaExceeded
-from app.syntax import Pattern, iso_ms, now_ms
+from app.syntax import Pattern, now_ms
 
 #: A lock handed to a waiter is held for at most this long until the waiter claims it
 #: (then for its TTL), so a waiter that vanished holds up the line only briefly.
@@ -124,22 +125,6 @@ class MemoryLocks(LockEngine):
         self.store.emit(ns, type_, name, now, session=scope or None, extra=fields,
                         with_values=False)
 
-    @staticmethod
-    def _holder_fields(
-        holder: LockState, pending_count: int, handed_over: int | None = None
-    ) -> dict[str, Any]:
-        """An event's fields: the holder, the pending list's length after the change and,
-        on acquired/refreshed/released, how many entries the change handed over."""
-        fields: dict[str, Any] = {
-            "owner": holder.owner,
-            "token": holder.token,
-            "expires_at": iso_ms(holder.expires_at) if holder.expires_at else None,
-            "pending_count": pending_count,
-        }
-        if handed_over is not None:
-            fields["handed_over"] = handed_over
-        return fields
-
     def _lock_live(self, ns: str, scope: str, name: str, now: int) -> LockState | None:
         """The live holder; one past its deadline is expired here (with its event) and
         the lock handed to the next waiter, who is then returned as the holder."""
@@ -149,7 +134,7 @@ class MemoryLocks(LockEngine):
             pending = len(self.slot(ns, scope, name).pending)
             self._lock_event(
                 ns, "lock.expired", scope, name, now,
-                self._holder_fields(holder, pending),
+                holder_event_fields(holder, pending),
             )
             return self.handoff(ns, scope, name, now)
         return holder
@@ -183,7 +168,7 @@ class MemoryLocks(LockEngine):
             pending = len(self.slot(ns, scope, name).pending)
             self._lock_event(
                 ns, "lock.acquired", scope, name, now,
-                self._holder_fields(holder, pending, 0),
+                holder_event_fields(holder, pending, 0),
             )
             waiter.granted.set_result(None)
             return holder
@@ -210,7 +195,7 @@ class MemoryLocks(LockEngine):
             pending = self._lock_take(ns, scope, name)
             self._lock_event(
                 ns, "lock.refreshed", scope, name, now,
-                self._holder_fields(holder, 0, len(pending)),
+                holder_event_fields(holder, 0, len(pending)),
             )
             return LockOutcome("acquired", self._lock_info(ns, scope, name, holder), pending), None
         if holder is None:
@@ -218,7 +203,7 @@ class MemoryLocks(LockEngine):
             pending = self._lock_take(ns, scope, name)
             self._lock_event(
                 ns, "lock.acquired", scope, name, now,
-                self._holder_fields(holder, 0, len(pending)),
+                holder_event_fields(holder, 0, len(pending)),
             )
             return LockOutcome("acquired", self._lock_info(ns, scope, name, holder), pending), None
         if request.mode == "exclusive":
@@ -253,7 +238,7 @@ class MemoryLocks(LockEngine):
                 self.store.schedule_deadline(holder.expires_at, ns, f"l:{scope}|{name}")
             pending = self._lock_take(ns, scope, name)
             self._lock_event(ns, "lock.refreshed", scope, name, now,
-                             self._holder_fields(holder, 0, len(pending)))
+                             holder_event_fields(holder, 0, len(pending)))
             return LockOutcome("acquired", self._lock_info(ns, scope, name, holder), pending), None
         if waiter in slot.waiters:
             slot.waiters.remove(waiter)
@@ -275,7 +260,7 @@ class MemoryLocks(LockEngine):
             del self.store.ns(ns).locks[(scope, name)]
             self._lock_event(
                 ns, "lock.released", scope, name, now,
-                {**self._holder_fields(holder, len(slot.pending), 0), "abandoned": True},
+                {**holder_event_fields(holder, len(slot.pending), 0), "abandoned": True},
             )
             self.handoff(ns, scope, name, now)
 
@@ -390,7 +375,7 @@ class MemoryLocks(LockEngine):
         if holder.expires_at is not None:
             self.store.schedule_deadline(holder.expires_at, ns, f"l:{scope}|{name}")
         self._lock_event(ns, "lock.refreshed", scope, name, now,
-                         self._holder_fields(holder, len(slot.pending), 0))
+                         holder_event_fields(holder, len(slot.pending), 0))
         if session:
             self._session_side().lock_session_use(ns, scope, now)
         return self._lock_info(ns, scope, name, holder)
@@ -404,7 +389,7 @@ class MemoryLocks(LockEngine):
         if holder is not None:
             del self.store.ns(ns).locks[(scope, name)]
             self.slot(ns, scope, name).ticket = ""
-            fields = self._holder_fields(holder, 0, len(pending))
+            fields = holder_event_fields(holder, 0, len(pending))
         elif pending:
             fields = {"owner": None, "token": None, "expires_at": None, "pending_count": 0,
                       "handed_over": len(pending)}

@@ -51,7 +51,6 @@ from app.backends.nats.lockstate import (
     end,
     expire,
     hand_over,
-    holder_fields,
     holding,
     withdraw,
 )
@@ -66,6 +65,7 @@ from app.domain.locks import (
     LockRelease,
     LockRequest,
     client_gone,
+    holder_event_fields,
     lock_held,
     too_many_waiters,
 )
@@ -355,7 +355,7 @@ class NatsLocks(LockEngine):
             holding(record, owner, token)
             ttl = record.ttl_ms if ttl_ms is None else ttl_ms
             new = replace(record, ttl_ms=ttl, expires_at=now + ttl if ttl else 0)
-            fields = holder_fields(new, len(new.pending), 0)
+            fields = holder_event_fields(new, len(new.pending), 0)
             return Change(new, "lock.refreshed", fields), new.info()
 
         return await self._run(ns, name, step)

@@ -26,11 +26,11 @@ from app.domain.locks import (
     LockOutcome,
     LockRelease,
     LockRequest,
+    holder_event_fields,
     lock_held,
     lock_not_held,
     not_owner,
 )
-from app.syntax import iso_ms
 
 #: A lock handed to a waiter is held for at most this long until the waiter claims it
 #: (then for its TTL), so a waiter that vanished holds up the line only briefly.
@@ -134,20 +134,6 @@ def fence_holds(msg: Msg | None, fence: Fence, now: int) -> bool:
             and record.token == fence.token)
 
 
-def holder_fields(holder: LockRecord, pending_count: int,
-                  handed_over: int | None = None) -> dict[str, Any]:
-    """An event's fields, as the other engines write them."""
-    fields: dict[str, Any] = {
-        "owner": holder.owner,
-        "token": holder.token,
-        "expires_at": iso_ms(holder.expires_at) if holder.expires_at else None,
-        "pending_count": pending_count,
-    }
-    if handed_over is not None:
-        fields["handed_over"] = handed_over
-    return fields
-
-
 @dataclass(frozen=True, slots=True)
 class Change:
     """What a step stores: the new record and the event it is (None: no event)."""
@@ -172,7 +158,7 @@ def holding(record: LockRecord, owner: str, token: int) -> None:
 
 
 def expire(record: LockRecord) -> Change:
-    return Change(record.freed(), "lock.expired", holder_fields(record, len(record.pending)))
+    return Change(record.freed(), "lock.expired", holder_event_fields(record, len(record.pending)))
 
 
 def end(record: LockRecord, forced: bool) -> tuple[Change | None, LockRelease]:
@@ -182,7 +168,7 @@ def end(record: LockRecord, forced: bool) -> tuple[Change | None, LockRelease]:
     taken = record.taken()
     if record.owner is not None:
         info: LockInfo | None = record.info()
-        fields = holder_fields(record, 0, len(taken))
+        fields = holder_event_fields(record, 0, len(taken))
     else:
         info = None
         fields = {"owner": None, "token": None, "expires_at": None, "pending_count": 0,
@@ -204,7 +190,7 @@ def hand_over(record: LockRecord, now: int) -> Change | None:
     new = replace(record, last_token=token, owner=first.owner, token=token, acquired_at=now,
                   expires_at=now + min(first.ttl_ms or CLAIM_WINDOW_MS, CLAIM_WINDOW_MS),
                   ttl_ms=first.ttl_ms, ticket=first.ticket, waiters=rest)
-    return Change(new, "lock.acquired", holder_fields(new, len(new.pending), 0))
+    return Change(new, "lock.acquired", holder_event_fields(new, len(new.pending), 0))
 
 
 def acquire(record: LockRecord, request: LockRequest, now: int,
@@ -215,20 +201,20 @@ def acquire(record: LockRecord, request: LockRequest, now: int,
     if ticket and record.ticket == ticket and record.owner == request.owner:
         new = replace(record, ticket="", pending=[],
                       expires_at=now + record.ttl_ms if record.ttl_ms else 0)
-        change = Change(new, "lock.refreshed", holder_fields(new, 0, len(taken)))
+        change = Change(new, "lock.refreshed", holder_event_fields(new, 0, len(taken)))
         return change, LockOutcome("acquired", new.info(), taken)
     expires_at = now + request.ttl_ms if request.ttl_ms else 0
     if record.owner == request.owner:
         new = replace(record, expires_at=expires_at, ttl_ms=request.ttl_ms, pending=[],
                       waiters=record.without(ticket))
-        change = Change(new, "lock.refreshed", holder_fields(new, 0, len(taken)))
+        change = Change(new, "lock.refreshed", holder_event_fields(new, 0, len(taken)))
         return change, LockOutcome("acquired", new.info(), taken)
     if record.owner is None:
         token = record.last_token + 1
         new = replace(record, last_token=token, owner=request.owner, token=token,
                       acquired_at=now, expires_at=expires_at, ttl_ms=request.ttl_ms,
                       pending=[], waiters=record.without(ticket))
-        change = Change(new, "lock.acquired", holder_fields(new, 0, len(taken)))
+        change = Change(new, "lock.acquired", holder_event_fields(new, 0, len(taken)))
         return change, LockOutcome("acquired", new.info(), taken)
     if request.mode == "exclusive":
         return None, None
@@ -250,7 +236,7 @@ def withdraw(record: LockRecord, ticket: str) -> Change | None:
     the lock handed to it and not claimed (``lock.released``, abandoned); the pending
     entries stay pending."""
     if record.owner is not None and record.ticket == ticket:
-        fields = {**holder_fields(record, len(record.pending), 0), "abandoned": True}
+        fields = {**holder_event_fields(record, len(record.pending), 0), "abandoned": True}
         return Change(record.freed(), "lock.released", fields)
     if any(w.ticket == ticket for w in record.waiters):
         return Change(replace(record, waiters=record.without(ticket)), None, {})
