@@ -218,6 +218,21 @@ class BackendUnavailable(RetryLater):
     code = "backend_unavailable"
 
 
+def backend_unavailable(engine: str, exc: BaseException, url: str) -> BackendUnavailable:
+    """The 503 for a failed call to ``engine`` at ``url``: the client library's error in
+    the detail, with the URL's password (which the error may quote) redacted."""
+    detail = f"The {engine} backend is unavailable ({type(exc).__name__}: {exc})."
+    return BackendUnavailable(detail.replace(url, redact_url(url)))
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its credentials (``scheme://***@host``), for messages and logs."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+
+
 class AtCapacity(RetryLater):
     """This process is at a configured capacity (watchers); retry, or another replica."""
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.support import ROOT, free_port
 
 
@@ -43,6 +45,19 @@ def test_password_is_not_printed() -> None:
                 "--port", str(free_port()))
     assert r.returncode == 2
     assert "s3cret" not in r.stderr
+
+
+@pytest.mark.parametrize("engine,url", [
+    ("Redis", "redis://:s3cret@127.0.0.1:1/0"),
+    ("NATS", "nats://ops:s3cret@127.0.0.1:1,127.0.0.1:2"),
+])
+def test_an_unavailable_backend_never_names_the_password(engine: str, url: str) -> None:
+    from app.errors import backend_unavailable
+
+    error = backend_unavailable(engine, OSError(f"cannot reach {url}"), url)
+    assert error.status == 503 and "s3cret" not in error.detail
+    assert f"The {engine} backend is unavailable (OSError: cannot reach " in error.detail
+    assert "://***@127.0.0.1:1" in error.detail
 
 
 def test_openapi_to_stdout() -> None:

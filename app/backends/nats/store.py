@@ -29,7 +29,7 @@ from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError
 
 from app.backends.nats.names import SYSTEM_BUCKET, Meta, stream_of
-from app.errors import BackendUnavailable
+from app.errors import BackendUnavailable, backend_unavailable
 
 logger = logging.getLogger("corkboard.backend")
 
@@ -386,15 +386,5 @@ async def mapped_errors(url: str) -> AsyncIterator[None]:
     try:
         yield
     except (TimeoutError, nats.errors.Error, OSError) as exc:
-        raise BackendUnavailable(
-            f"The NATS backend is unavailable ({type(exc).__name__}: {exc}).".replace(
-                url, _redact(url)
-            )
-        ) from exc
+        raise backend_unavailable("NATS", exc, url) from exc
 
-
-def _redact(url: str) -> str:
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"

@@ -25,7 +25,7 @@ from app.backends.redis.runner import ScriptBatcher
 from app.backends.redis.sweeper import DEADLINES_KEY, DeadlineIndex
 from app.domain.bounds import Bounds, quota_exceeded
 from app.domain.fence import Fence
-from app.errors import BackendUnavailable
+from app.errors import backend_unavailable
 from app.syntax import Pattern
 
 #: Set of namespaces that ever had deadlines: walked slowly by the sweeper's repair pass
@@ -190,16 +190,5 @@ async def mapped_errors(url: str, client: Any = None) -> AsyncIterator[None]:
     try:
         yield
     except (RedisError, OSError, TimeoutError) as exc:
-        raise BackendUnavailable(
-            f"The Redis backend is unavailable ({type(exc).__name__}: {exc}).".replace(
-                url, _redact(url)
-            )
-        ) from exc
+        raise backend_unavailable("Redis", exc, url) from exc
 
-
-def _redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
