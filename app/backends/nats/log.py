@@ -21,6 +21,7 @@ due lock holder by a ``lock.expired`` message (the same way).
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 
 from app.backends.nats.entries import json_value, lower_deadline, parse_override
@@ -31,7 +32,10 @@ from app.backends.nats.names import SYSTEM_BUCKET, key_of_subject, subject_of
 from app.backends.nats.store import Msg, NatsStore
 from app.backends.parts.log import ChangeLog
 from app.domain.events import ChangeEvent, EventBatch, build_event
+from app.errors import BackendUnavailable
 from app.syntax import now_ms
+
+logger = logging.getLogger("corkboard.sweeper")
 
 #: Messages the change log remembers (their old values), across namespaces.
 RECENT_MESSAGES = 20_000
@@ -131,14 +135,23 @@ class NatsLog(ChangeLog):
         """Expire the keys of every namespace the index says is due; the count."""
         now = now_ms()
         index, _ = await self.store.multi_last(SYSTEM_BUCKET, f"$KV.{SYSTEM_BUCKET}.deadline.>")
-        total = 0
+        total, due, failed = 0, 0, 0
         for row in index:
             if row.deleted or not row.data.isdigit() or int(row.data) > now:
                 continue
             ns = row.subject.rsplit(".", 1)[1]
-            count, next_deadline = await self._sweep(ns, now)
-            total += count
-            await self._settle(row, next_deadline)
+            due += 1
+            # A namespace that refuses (its bucket sealed or without a leader, a limit)
+            # stays due; the pass goes on with the others, as on Redis.
+            try:
+                count, next_deadline = await self._sweep(ns, now)
+                total += count
+                await self._settle(row, next_deadline)
+            except BackendUnavailable as exc:
+                failed += 1
+                logger.debug("expiry in namespace %r deferred: %s", ns, exc.detail)
+        if failed and not total and failed == due:
+            raise BackendUnavailable(f"expiry deferred in all {failed} due namespaces")
         return total
 
     async def _sweep(self, ns: str, now: int) -> tuple[int, int]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,12 +29,16 @@ from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError
 
 from app.backends.nats.names import SYSTEM_BUCKET, Meta, stream_of
+from app.backends.nats.wake import Wakers
 from app.errors import BackendUnavailable, backend_unavailable
 
 logger = logging.getLogger("corkboard.backend")
 
 #: JetStream's error code for a failed Nats-Expected-Last-Subject-Sequence check.
 WRONG_LAST_SEQUENCE = 10071
+#: Pauses (s) between the checks of a wait after a wake-up: a message reaches
+#: subscribers before its stream stores it (on a cluster, before its replicas agree).
+SETTLE_DELAYS = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +122,8 @@ class NatsStore:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self.buckets: set[str] = set()
+        #: The subscriptions long polls and watch feeds wait on, one per namespace.
+        self.wakers = Wakers(lambda: self.nc, timeout)
 
     @property
     def nc(self) -> Client:
@@ -143,6 +149,7 @@ class NatsStore:
     async def close(self) -> None:
         if self._nc is not None:
             nc, self._nc, self._js = self._nc, None, None
+            self.wakers.clear()
             try:
                 await nc.close()
             except Exception:  # closing a broken connection must not fail the shutdown
@@ -361,23 +368,32 @@ class NatsStore:
                 return int(ack.seq)
         raise BackendUnavailable(f"The NATS bucket {bucket!r} could not be created.")
 
-    async def wait_for_change(self, bucket: str, timeout: float, changed: Any) -> None:
-        """Wait up to ``timeout`` for a message on the bucket's subjects after calling
-        ``changed()`` (an awaitable that says whether something is there already)."""
-        async with self.mapped_errors():
-            sub = await self.nc.subscribe(f"$KV.{bucket}.>", max_msgs=1)
-            try:
-                if await changed():
+    async def wait_for_change(
+        self, bucket: str, timeout: float, changed: Callable[[], Awaitable[bool]]
+    ) -> None:
+        """Wait up to ``timeout`` until ``changed()`` (an awaitable that says whether
+        something is there) is true: checked first, then after each message on the
+        bucket's subjects. The namespace's subscription (wake.py) is in place before the
+        first check and counts messages, so none can fall between a check and the wait.
+        NATS delivers a message to subscribers before the stream stores it (and delivers
+        one the stream then refuses), so after a wake-up, and on a fresh subscription,
+        the check runs again a few times, briefly apart (``SETTLE_DELAYS``)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with self.mapped_errors(), self.wakers.watching(bucket) as (waker, fresh):
+            seen = waker.count
+            delays = SETTLE_DELAYS if fresh else (0.0,)
+            while True:
+                for delay in delays:
+                    if delay:
+                        await asyncio.sleep(delay)
+                    if await changed():
+                        return
+                remaining = deadline - loop.time()
+                if remaining <= 0 or not await waker.wait(seen, remaining):
                     return
-                try:
-                    await next_msg(sub, timeout)
-                except nats.errors.TimeoutError:
-                    return
-            finally:
-                try:
-                    await sub.unsubscribe()
-                except nats.errors.BadSubscriptionError:
-                    pass  # already done (max_msgs reached)
+                seen = waker.count
+                delays = SETTLE_DELAYS
 
 
 @asynccontextmanager

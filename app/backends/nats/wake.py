@@ -1,0 +1,123 @@
+"""Wake-ups of long polls and watch feeds: one core NATS subscription per namespace
+(``$KV.<ns>.>``), shared by every wait of this process on that namespace and kept
+between waits, so that no message can fall between a wait's check and its wait.
+
+A fresh subscription for each wait cannot promise that: a message the server routed
+just before the subscription reached it is not delivered to it, and may not be stored
+yet when the wait's check reads the stream, so the wait slept until its timeout (a
+watch feed's tick, about 2 s late). Here a waiter notes the subscription's message
+count *before* it checks, and waits only while the count has not moved; the
+subscription is in place (flushed to the server) before its first waiter checks.
+
+A subscription unused for ``LINGER_SECONDS`` is removed at the next wait of any
+namespace, so a process holds one per namespace waited on lately, not one per
+namespace ever seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+#: Seconds a namespace's subscription outlives its last waiter.
+LINGER_SECONDS = 30.0
+
+
+class Waker:
+    """A namespace's subscription: how many messages it got, and an event to wait on."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.users = 0
+        self.idle_since = 0.0
+        self.sub: Subscription | None = None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._changed = asyncio.Event()
+
+    async def on_message(self, msg: Msg) -> None:
+        self.count += 1
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait(self, seen: int, timeout: float) -> bool:
+        """Whether a message came after the count was ``seen``, waiting up to ``timeout``."""
+        if self.count != seen:
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+class Wakers:
+    """The subscriptions of one connection, by namespace (bucket)."""
+
+    def __init__(self, connection: Callable[[], Client], timeout: float) -> None:
+        self.connection = connection
+        self.timeout = timeout
+        self._wakers: OrderedDict[str, Waker] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._wakers)
+
+    @contextlib.asynccontextmanager
+    async def watching(self, bucket: str) -> AsyncIterator[tuple[Waker, bool]]:
+        """The bucket's waker, subscribed and known to the server, and whether it was
+        made for this wait (it has seen nothing yet: messages routed just before it may
+        still be on their way into the stream)."""
+        await self._retire_idle()
+        waker = self._wakers.get(bucket)
+        fresh = waker is None
+        if waker is None:
+            waker = self._wakers[bucket] = Waker()
+            try:
+                nc = self.connection()
+                waker.sub = await nc.subscribe(f"$KV.{bucket}.>", cb=waker.on_message)
+                await nc.flush(timeout=max(1, round(self.timeout)))
+            except BaseException as exc:
+                del self._wakers[bucket]
+                waker.ready.set_exception(exc)
+                waker.ready.exception()  # retrieved: the waiters sharing it get it raised
+                await self._unsubscribe(waker)
+                raise
+            waker.ready.set_result(None)
+        else:
+            self._wakers.move_to_end(bucket)
+            await asyncio.shield(waker.ready)
+        waker.users += 1
+        try:
+            yield waker, fresh
+        finally:
+            waker.users -= 1
+            waker.idle_since = asyncio.get_running_loop().time()
+
+    async def _retire_idle(self) -> None:
+        """Unsubscribe the oldest wakers unused for LINGER_SECONDS."""
+        now = asyncio.get_running_loop().time()
+        for bucket in list(self._wakers):
+            waker = self._wakers[bucket]
+            if waker.users or not waker.ready.done():
+                continue  # in use (a long wait keeps its place near the front)
+            if now - waker.idle_since < LINGER_SECONDS:
+                break  # the rest were used later
+            del self._wakers[bucket]
+            await self._unsubscribe(waker)
+
+    @staticmethod
+    async def _unsubscribe(waker: Waker) -> None:
+        if waker.sub is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await waker.sub.unsubscribe()
+
+    def clear(self) -> None:
+        """Forget every subscription (the connection is closing with them)."""
+        self._wakers.clear()
