@@ -86,7 +86,10 @@ class NatsLog(ChangeLog):
         expected = after + 1
         seen: dict[str, Msg] = {}
         while len(events) < limit and expected <= current:
-            msgs, _ = await self.store.batch(ns, {"seq": expected, "batch": limit})
+            request = {"seq": expected, "batch": limit}
+            msgs, _ = await self.store.batch(ns, request)
+            if not msgs:  # a follower behind the leader, or messages purged
+                msgs = await self.store.settled(ns, request)
             if not msgs:
                 compacted = max(compacted, current)
                 break

@@ -29,16 +29,16 @@ from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError
 
 from app.backends.nats.names import SYSTEM_BUCKET, Meta, stream_of
-from app.backends.nats.wake import Wakers
+from app.backends.nats.wake import SETTLE_DELAYS, Wakers
 from app.errors import BackendUnavailable, backend_unavailable
 
 logger = logging.getLogger("corkboard.backend")
 
 #: JetStream's error code for a failed Nats-Expected-Last-Subject-Sequence check.
 WRONG_LAST_SEQUENCE = 10071
-#: Pauses (s) between the checks of a wait after a wake-up: a message reaches
-#: subscribers before its stream stores it (on a cluster, before its replicas agree).
-SETTLE_DELAYS = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02)
+#: Publishes of a message no stream answered for (a bucket being made again, or a new
+#: replicated bucket electing its leader), 0.05 s more apart each time.
+PUBLISH_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,9 +232,28 @@ class NatsStore:
         return None
 
     async def at(self, bucket: str, seq: int) -> Msg | None:
-        """The message at sequence ``seq``, or None when it is gone."""
-        found = await self.batch(bucket, {"seq": seq, "batch": 1})
-        return found[0][0] if found[0] and found[0][0].seq == seq else None
+        """The message at sequence ``seq``, or None when it is gone (see ``settled``)."""
+        for delay in SETTLE_DELAYS:
+            if delay:
+                await asyncio.sleep(delay)
+            found = await self.batch(bucket, {"seq": seq, "batch": 1})
+            if found[0] and found[0][0].seq == seq:
+                return found[0][0]
+        return None
+
+    async def settled(self, bucket: str, request: dict[str, Any]) -> list[Msg]:
+        """A batched direct get of messages known to be stored (at or below the
+        stream's last sequence as its leader said), asked again a few times, briefly
+        apart, while the answer is empty: on a replicated bucket any replica answers a
+        direct get, a follower a few ms behind the leader included. Empty only when the
+        messages are really gone (purged)."""
+        for delay in SETTLE_DELAYS:
+            if delay:
+                await asyncio.sleep(delay)
+            found, _ = await self.batch(bucket, request)
+            if found:
+                return found
+        return []
 
     async def batch(self, bucket: str, request: dict[str, Any]) -> tuple[list[Msg], int]:
         """A batched direct get (``seq``/``next_by_subj``/``multi_last`` with ``batch``):
@@ -350,14 +369,18 @@ class NatsStore:
             headers = {**headers, "Nats-Expected-Last-Sequence": str(expected_stream)}
         async with self.mapped_errors():
             await self.ensure(bucket)
-            for _ in range(2):
+            for attempt in range(PUBLISH_ATTEMPTS):
                 try:
                     ack = await self.js.publish(
                         subject, data, timeout=self.timeout, headers=headers
                     )
                 except NoStreamResponseError:
-                    self.buckets.discard(bucket)  # deleted under us: make it again
+                    # No stream took it (so it is not stored): the bucket was deleted
+                    # under us (make it again), or, on a cluster, it was just made and
+                    # its replicas are still electing a leader (wait a little).
+                    self.buckets.discard(bucket)
                     await self.ensure(bucket)
+                    await asyncio.sleep(0.05 * attempt)
                     continue
                 except APIError as exc:
                     if exc.err_code == WRONG_LAST_SEQUENCE:
@@ -371,29 +394,9 @@ class NatsStore:
     async def wait_for_change(
         self, bucket: str, timeout: float, changed: Callable[[], Awaitable[bool]]
     ) -> None:
-        """Wait up to ``timeout`` until ``changed()`` (an awaitable that says whether
-        something is there) is true: checked first, then after each message on the
-        bucket's subjects. The namespace's subscription (wake.py) is in place before the
-        first check and counts messages, so none can fall between a check and the wait.
-        NATS delivers a message to subscribers before the stream stores it (and delivers
-        one the stream then refuses), so after a wake-up, and on a fresh subscription,
-        the check runs again a few times, briefly apart (``SETTLE_DELAYS``)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        async with self.mapped_errors(), self.wakers.watching(bucket) as (waker, fresh):
-            seen = waker.count
-            delays = SETTLE_DELAYS if fresh else (0.0,)
-            while True:
-                for delay in delays:
-                    if delay:
-                        await asyncio.sleep(delay)
-                    if await changed():
-                        return
-                remaining = deadline - loop.time()
-                if remaining <= 0 or not await waker.wait(seen, remaining):
-                    return
-                seen = waker.count
-                delays = SETTLE_DELAYS
+        """Wait up to ``timeout`` until ``changed()`` is true (wake.py says how)."""
+        async with self.mapped_errors():
+            await self.wakers.wait(bucket, timeout, changed)
 
 
 @asynccontextmanager

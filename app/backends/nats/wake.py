@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import nats
 from nats.aio.client import Client
@@ -28,6 +28,10 @@ from nats.aio.subscription import Subscription
 
 #: Seconds a namespace's subscription outlives its last waiter.
 LINGER_SECONDS = 30.0
+#: Pauses (s) between checks that expect a message to be stored: a message reaches
+#: subscribers before its stream stores it, and on a replicated bucket a direct get may
+#: be answered by a follower a few ms behind the leader.
+SETTLE_DELAYS = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02)
 
 
 class Waker:
@@ -68,6 +72,33 @@ class Wakers:
 
     def __len__(self) -> int:
         return len(self._wakers)
+
+    async def wait(
+        self, bucket: str, timeout: float, changed: Callable[[], Awaitable[bool]]
+    ) -> None:
+        """Wait up to ``timeout`` until ``changed()`` (an awaitable that says whether
+        something is there) is true: checked first, then after each message on the
+        bucket's subjects. The message count is noted before each check, so a message
+        during the check ends the wait at once. NATS delivers a message to subscribers
+        before the stream stores it (and delivers one the stream then refuses), so after
+        a wake-up, and on a fresh subscription, the check runs again a few times,
+        briefly apart (``SETTLE_DELAYS``)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with self.watching(bucket) as (waker, fresh):
+            seen = waker.count
+            delays = SETTLE_DELAYS if fresh else (0.0,)
+            while True:
+                for delay in delays:
+                    if delay:
+                        await asyncio.sleep(delay)
+                    if await changed():
+                        return
+                remaining = deadline - loop.time()
+                if remaining <= 0 or not await waker.wait(seen, remaining):
+                    return
+                seen = waker.count
+                delays = SETTLE_DELAYS
 
     @contextlib.asynccontextmanager
     async def watching(self, bucket: str) -> AsyncIterator[tuple[Waker, bool]]:
