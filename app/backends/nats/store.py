@@ -224,12 +224,14 @@ class NatsStore:
                         timeout=self.timeout,
                     )
                 except nats.errors.NoRespondersError:
-                    # No bucket, or one without direct gets yet (bind switches them on).
-                    if bucket in self.buckets or not await self.bind(bucket):
+                    # No bucket, one without direct gets yet (bind switches them on), or
+                    # none of its replicas answering (just made, or its servers down).
+                    self.buckets.discard(bucket)
+                    if not await self.bind(bucket):
                         return None
                     continue
                 return _msg(reply)
-        return None
+        raise BackendUnavailable(f"No replica of the NATS bucket {bucket!r} answered.")
 
     async def at(self, bucket: str, seq: int) -> Msg | None:
         """The message at sequence ``seq``, or None when it is gone (see ``settled``)."""
