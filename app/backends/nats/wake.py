@@ -9,9 +9,11 @@ watch feed's tick, about 2 s late). Here a waiter notes the subscription's messa
 count *before* it checks, and waits only while the count has not moved; the
 subscription is in place (flushed to the server) before its first waiter checks.
 
-A subscription unused for ``LINGER_SECONDS`` is removed at the next wait of any
-namespace, so a process holds one per namespace waited on lately, not one per
-namespace ever seen.
+A subscription holds no task and at most one message: the messages beyond it are
+dropped but counted (a count is all a wait needs). One unused for ``LINGER_SECONDS`` is
+removed at the next wait of any namespace, so a process holds one per namespace waited
+on lately, not one per namespace ever seen (until then the server still sends it that
+namespace's messages, which it drops).
 """
 
 from __future__ import annotations
@@ -35,31 +37,46 @@ SETTLE_DELAYS = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02)
 
 
 class Waker:
-    """A namespace's subscription: how many messages it got, and an event to wait on."""
+    """A namespace's subscription: how many messages it got, and a wait for the next.
+
+    No task of its own: the subscription keeps at most one message (the rest are
+    dropped, but counted by nats-py as received: ``count``), and one of the waiting
+    callers at a time reads it, telling the others when the count moved."""
 
     def __init__(self) -> None:
-        self.count = 0
         self.users = 0
         self.idle_since = 0.0
         self.sub: Subscription | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._changed = asyncio.Event()
+        self._reading = False
+        self._turn = asyncio.Event()
 
-    async def on_message(self, msg: Msg) -> None:
-        self.count += 1
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+    @property
+    def count(self) -> int:
+        """Messages delivered to the subscription so far (kept or dropped)."""
+        return self.sub._received if self.sub is not None else 0
 
     async def wait(self, seen: int, timeout: float) -> bool:
         """Whether a message came after the count was ``seen``, waiting up to ``timeout``."""
-        if self.count != seen:
-            return True
+        assert self.sub is not None
+        queue: asyncio.Queue[Msg] = self.sub._pending_queue
         try:
             async with asyncio.timeout(timeout):
-                await self._changed.wait()
+                while self.count == seen:
+                    if self._reading:  # another caller reads; it says when
+                        await self._turn.wait()
+                        continue
+                    self._reading = True
+                    try:
+                        msg = await queue.get()  # empty queue: nothing came since
+                        self.sub._pending_size -= len(msg.data)
+                    finally:
+                        self._reading = False
+                        turn, self._turn = self._turn, asyncio.Event()
+                        turn.set()
         except TimeoutError:
-            return False
-        return True
+            pass
+        return self.count != seen
 
 
 class Wakers:
@@ -69,6 +86,7 @@ class Wakers:
         self.connection = connection
         self.timeout = timeout
         self._wakers: OrderedDict[str, Waker] = OrderedDict()
+        self._sids: set[int] = set()
 
     def __len__(self) -> int:
         return len(self._wakers)
@@ -112,7 +130,10 @@ class Wakers:
             waker = self._wakers[bucket] = Waker()
             try:
                 nc = self.connection()
-                waker.sub = await nc.subscribe(f"$KV.{bucket}.>", cb=waker.on_message)
+                waker.sub = await nc.subscribe(
+                    f"$KV.{bucket}.>", pending_msgs_limit=1, pending_bytes_limit=0
+                )
+                self._sids.add(waker.sub._id)
                 await nc.flush(timeout=max(1, round(self.timeout)))
             except BaseException as exc:
                 del self._wakers[bucket]
@@ -143,12 +164,18 @@ class Wakers:
             del self._wakers[bucket]
             await self._unsubscribe(waker)
 
-    @staticmethod
-    async def _unsubscribe(waker: Waker) -> None:
+    async def _unsubscribe(self, waker: Waker) -> None:
         if waker.sub is not None:
+            self._sids.discard(waker.sub._id)
             with contextlib.suppress(nats.errors.Error):
                 await waker.sub.unsubscribe()
+
+    def owns(self, sub: Subscription | None) -> bool:
+        """Whether ``sub`` is one of these subscriptions (their dropped messages, reported
+        by nats-py as a slow consumer, are expected)."""
+        return sub is not None and sub._id in self._sids
 
     def clear(self) -> None:
         """Forget every subscription (the connection is closing with them)."""
         self._wakers.clear()
+        self._sids.clear()
