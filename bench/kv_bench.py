@@ -603,7 +603,7 @@ def print_report(
         )
     print()
     if ratio_rows:
-        print(f"{'ratio (median req/s)':36} {'value':>6} {'per round':>13}  goal")
+        print(f"{'ratio (median req/s)':42} {'value':>6} {'per round':>13}  goal")
         for row in ratio_rows:
             pr = row["per_round"]
             rng = f"{min(pr):.2f}-{max(pr):.2f}" if pr else "-"
@@ -612,7 +612,7 @@ def print_report(
             else:
                 verdict = "met" if row["meets_goal"] else "NOT met"
                 goal = f">= {row['goal']:.1f}x: {verdict}"
-            print(f"{row['name']:36} {row['ratio']:5.2f}x {rng:>13}  {goal}")
+            print(f"{row['name']:42} {row['ratio']:5.2f}x {rng:>13}  {goal}")
     else:
         print("no ratios: a ratio needs both of its targets in the run")
     if any(s.errors for s in summaries):

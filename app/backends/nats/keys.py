@@ -14,12 +14,18 @@ starts again whenever any key of the namespace changed meanwhile. A fenced touch
 exception (its override lives in ``_corkboard``): its fence is checked just before, not
 atomically (docs/nats.md).
 
+Writes of one key by one process take turns (an asyncio lock per key, dropped when no
+write holds or awaits it): only writers in different processes race each other's
+compare-and-swap, so a hot key costs one attempt per write in a process instead of one
+per concurrent writer (32 concurrent PUTs of one key: see bench/README.md).
+
 There are no leases on NATS yet, so a write on a lease gets 404 ``lease_not_found``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -72,6 +78,10 @@ class NatsKeys(KeyStore):
 
     def __init__(self, store: NatsStore) -> None:
         self.store = store
+        #: The turn of each key being written by this process (see the module).
+        self._turns: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     # -- internals, also used by the sweeper -----------------------------------------------
 
@@ -112,6 +122,15 @@ class NatsKeys(KeyStore):
         """Decide and store, compare-and-swap on the subject's sequence (and, with a
         fence, on the namespace's: see the module); (the entry before, the entry
         written or kept)."""
+        turn = self._turns.get((ns, key))
+        if turn is None:
+            turn = self._turns[(ns, key)] = asyncio.Lock()
+        async with turn:
+            return await self._write(ns, key, decide, op, fence)
+
+    async def _write(
+        self, ns: str, key: str, decide: Decision, op: str, fence: Fence | None
+    ) -> tuple[KeyEntry | None, KeyEntry | None]:
         subject = subject_of(ns, key)
         for _ in range(WRITE_ATTEMPTS):
             now = now_ms()
