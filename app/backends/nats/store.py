@@ -15,91 +15,30 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import nats
 import orjson
 from nats.aio.client import Client
-from nats.aio.msg import Msg as CoreMsg
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError
 
-from app.backends.nats.names import SYSTEM_BUCKET, Meta, stream_of
+from app.backends.nats.msgs import Msg, TooManyResults, message_of, next_msg
+from app.backends.nats.names import SYSTEM_BUCKET, stream_of
 from app.backends.nats.wake import SETTLE_DELAYS, Wakers
 from app.errors import BackendUnavailable, backend_unavailable, redact_url
+
+#: ``Msg`` lives in msgs.py; the parts import it from here, with the store.
+__all__ = ["Msg", "NatsStore", "TooManyResults", "mapped_errors", "next_msg"]
 
 logger = logging.getLogger("corkboard.backend")
 
 #: JetStream's error code for a failed Nats-Expected-Last-Subject-Sequence check.
 WRONG_LAST_SEQUENCE = 10071
-#: Publishes of a message no stream answered for (a bucket being made again, or a new
-#: replicated bucket electing its leader), 0.05 s more apart each time.
+#: Publishes (and direct gets) no stream answered for (a bucket being made again, or a
+#: new replicated bucket electing its leader), 0.05 s more apart each time.
 PUBLISH_ATTEMPTS = 5
-
-
-@dataclass(frozen=True, slots=True)
-class Msg:
-    """A stored message: its subject, sequence (the revision), bytes and headers."""
-
-    subject: str
-    seq: int
-    data: bytes
-    headers: dict[str, str]
-
-    @property
-    def deleted(self) -> bool:
-        """A KV delete or purge marker (Corkboard's or any client's, or the server's)."""
-        return (
-            self.headers.get("KV-Operation") in ("DEL", "PURGE")
-            or "Nats-Marker-Reason" in self.headers
-        )
-
-    @property
-    def meta(self) -> Meta | None:
-        return Meta.parse(self.headers.get("Cb-Meta"))
-
-    @property
-    def time_ms(self) -> int:
-        """When the server stored it (epoch ms)."""
-        stamp = self.headers.get("Nats-Time-Stamp", "")
-        try:
-            head, _, frac = stamp.rstrip("Z").partition(".")
-            base = datetime.fromisoformat(head + "+00:00").timestamp()
-            return int(base * 1000) + int((frac + "000")[:3])
-        except ValueError:
-            return 0
-
-
-async def next_msg(sub: Subscription, timeout: float) -> CoreMsg:
-    """The subscription's next message within ``timeout`` (nats.errors.TimeoutError).
-
-    nats-py's ``Subscription.next_msg`` runs each wait in two tasks of its own; this one
-    waits on the subscription's queue in the caller's task, so a reader, a long poll or
-    the sweeper holds no extra task while the server answers."""
-    queue: asyncio.Queue[CoreMsg] = sub._pending_queue
-    try:
-        async with asyncio.timeout(timeout):
-            msg = await queue.get()
-    except TimeoutError:
-        raise nats.errors.TimeoutError from None
-    sub._pending_size -= len(msg.data)
-    queue.task_done()
-    return msg
-
-
-class TooManyResults(Exception):
-    """A direct get's answer would exceed the server's limit (status 413)."""
-
-
-def _msg(reply: CoreMsg) -> Msg | None:
-    headers = dict(reply.headers or {})
-    if "Status" in headers or "Nats-Sequence" not in headers:
-        return None
-    return Msg(headers["Nats-Subject"], int(headers["Nats-Sequence"]), reply.data, headers)
 
 
 class NatsStore:
@@ -122,6 +61,7 @@ class NatsStore:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self.buckets: set[str] = set()
+        self._making: dict[str, asyncio.Future[None]] = {}
         #: The subscriptions long polls and watch feeds wait on, one per namespace.
         self.wakers = Wakers(lambda: self.nc, timeout)
 
@@ -172,7 +112,23 @@ class NatsStore:
     # -- buckets -----------------------------------------------------------------------
 
     async def ensure(self, bucket: str, *, history: int | None = None) -> None:
-        """Create the bucket ``bucket`` unless it exists (see ``bind``)."""
+        """Create the bucket ``bucket`` unless it exists (see ``bind``): once per process
+        at a time, the concurrent first writes of a new namespace waiting on that one
+        creation (on a cluster, a replicated stream takes a while to make)."""
+        if bucket in self.buckets:
+            return
+        making = self._making.get(bucket)
+        if making is None:
+            making = self._making[bucket] = asyncio.ensure_future(self._create(bucket, history))
+            making.add_done_callback(lambda done: self._made(bucket, done))
+        await asyncio.shield(making)
+
+    def _made(self, bucket: str, done: asyncio.Future[None]) -> None:
+        self._making.pop(bucket, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: the callers awaiting it got it raised
+
+    async def _create(self, bucket: str, history: int | None) -> None:
         if await self.bind(bucket):
             return
         config = StreamConfig(
@@ -224,7 +180,7 @@ class NatsStore:
     async def last(self, bucket: str, subject: str) -> Msg | None:
         """The subject's newest message, or None."""
         async with self.mapped_errors():
-            for _ in range(2):
+            for attempt in range(PUBLISH_ATTEMPTS):
                 try:
                     reply = await self.nc.request(
                         f"$JS.API.DIRECT.GET.{stream_of(bucket)}.{subject}", b"",
@@ -232,12 +188,14 @@ class NatsStore:
                     )
                 except nats.errors.NoRespondersError:
                     # No bucket, one without direct gets yet (bind switches them on), or
-                    # none of its replicas answering (just made, or its servers down).
+                    # none of its replicas answering yet (just made on a cluster: wait a
+                    # little), or none at all (its servers down).
                     self.buckets.discard(bucket)
                     if not await self.bind(bucket):
                         return None
+                    await asyncio.sleep(0.05 * attempt)
                     continue
-                return _msg(reply)
+                return message_of(reply)
         raise BackendUnavailable(f"No replica of the NATS bucket {bucket!r} answered.")
 
     async def at(self, bucket: str, seq: int) -> Msg | None:
@@ -289,7 +247,7 @@ class NatsStore:
                         if not found and not await self._exists(bucket):
                             return [], 0
                         raise
-                    msg = _msg(reply)
+                    msg = message_of(reply)
                     if msg is not None:
                         found.append(msg)
                         continue
