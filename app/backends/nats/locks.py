@@ -26,14 +26,21 @@ that is no event) or gives back a lock handed to it (``lock.released``, abandone
 waiter whose process died stays in the line until its own deadline passes; a lock
 handed to it meanwhile goes on after the claim window.
 
-Not built on NATS yet (501 ``not_supported_by_backend``): session-scoped locks, and locks
-on a lease (there are no leases: 404 ``lease_not_found`` as for key writes).
+A session's locks (scope = the session id) live in its session's record
+(``_cbs.<id>``, sessions.py), each a ``LockRecord`` there, changed by the same steps
+through ``NatsSessions.run_lock``: a session lock change and its session step (creating
+or touching the session, for ``session=True`` calls that changed something) are one
+message. Waiters of a session lock wait on the session record's subject.
+
+Not built on NATS yet: locks on a lease (there are no leases: 404 ``lease_not_found`` as
+for key writes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -54,9 +61,10 @@ from app.backends.nats.lockstate import (
     holding,
     withdraw,
 )
-from app.backends.nats.names import LOCK_PREFIX, is_lock_subject, lock_subject
+from app.backends.nats.names import LOCK_PREFIX, is_lock_subject, lock_subject, session_subject
+from app.backends.nats.sessions import NatsSessions
+from app.backends.nats.sessionstate import decode as decode_session
 from app.backends.nats.store import Msg, NatsStore
-from app.backends.nats.unsupported import refusal
 from app.backends.parts.locks import LockEngine
 from app.domain.leases import lease_not_found
 from app.domain.locks import (
@@ -115,6 +123,11 @@ def _cancelled_meanwhile() -> None:
         raise asyncio.CancelledError
 
 
+def _always(change: Change, result: object) -> bool:
+    """Every change of the call counts as a write to its session."""
+    return True
+
+
 def _withdraw(ticket: str) -> Step[None]:
     return lambda record, now: (withdraw(record, ticket), None)
 
@@ -122,8 +135,13 @@ def _withdraw(ticket: str) -> Step[None]:
 class NatsLocks(LockEngine):
     """The lock engine on a ``NatsStore`` (namespace locks; see the module)."""
 
-    def __init__(self, store: NatsStore, *, max_waiters: int = 1000) -> None:
+    def __init__(
+        self, store: NatsStore, sessions: NatsSessions | None = None, *,
+        max_waiters: int = 1000,
+    ) -> None:
         self.store = store
+        #: Where session-scoped locks live (in their session's record).
+        self.sessions = sessions if sessions is not None else NatsSessions(store)
         self.max_waiters = max_waiters
         #: Withdrawals of cancelled waiters, still running.
         self.withdrawals: set[asyncio.Task[Any]] = set()
@@ -194,6 +212,25 @@ class NatsLocks(LockEngine):
             f"Lock {name!r} changed under {WRITE_ATTEMPTS} consecutive attempts; retry."
         )
 
+    async def _run_in(
+        self, ns: str, scope: str, name: str, step: Step[R],
+        touches: Callable[[Change, Any], bool] | None = None,
+    ) -> R:
+        """``_run`` for a namespace lock, ``NatsSessions.run_lock`` for a session's
+        (``touches``: which changes count as a write to the session)."""
+        if scope:
+            return await self.sessions.run_lock(ns, scope, name, step, touches)
+        return await self._run(ns, name, step)
+
+    @staticmethod
+    def _lock_of(scope: str, name: str, msg: Msg | None) -> LockRecord | None:
+        """The lock's record in ``msg``: the lock's own message, or its session's."""
+        if not scope:
+            return decode(msg)
+        if msg is None:
+            return None
+        return decode_session(msg, scope).locks.get(name)
+
     async def sweep(self, ns: str, msgs: list[Msg], now: int) -> tuple[int, int]:
         """Expire the due holders among a namespace's newest messages ``msgs`` (and
         hand their locks to their lines); (how many, the earliest deadline ahead or 0)."""
@@ -242,7 +279,8 @@ class NatsLocks(LockEngine):
         return step
 
     async def _wait(
-        self, ns: str, name: str, request: LockRequest, gone: asyncio.Event | None
+        self, ns: str, scope: str, name: str, request: LockRequest,
+        gone: asyncio.Event | None, session: bool,
     ) -> LockOutcome:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + request.wait_s
@@ -252,12 +290,14 @@ class NatsLocks(LockEngine):
         seen: list[tuple[int, bool]] = []
 
         async def wake(msg: Any) -> None:
-            record = decode(Msg(msg.subject, 0, msg.data, dict(msg.headers or {})))
+            record = self._lock_of(
+                scope, name, Msg(msg.subject, 0, msg.data, dict(msg.headers or {})))
             if record is not None and (record.owner is None or record.ticket == ticket):
                 seen.append(progress(record))  # freed, or handed to this waiter
             woken.set()
 
-        subject = lock_subject(ns, name)
+        subject = session_subject(ns, scope) if scope else lock_subject(ns, name)
+        touches = (lambda change, got: got[0] is not None) if session else None
         async with self.store.mapped_errors():
             sub = await self.store.nc.subscribe(subject, cb=wake)
         try:
@@ -266,10 +306,10 @@ class NatsLocks(LockEngine):
                 latest = seen[-1] if seen else None
                 seen.clear()
                 if latest is not None:
-                    await self._caught_up(ns, subject, latest)
+                    await self._caught_up(ns, scope, name, subject, latest)
                 final = loop.time() >= deadline
-                outcome, holder = await self._run(
-                    ns, name, self._wait_step(request, ticket, until, final)
+                outcome, holder = await self._run_in(
+                    ns, scope, name, self._wait_step(request, ticket, until, final), touches
                 )
                 if outcome is not None:
                     return outcome
@@ -288,10 +328,10 @@ class NatsLocks(LockEngine):
                         future.cancel()
                 _cancelled_meanwhile()
                 if gone is not None and gone.is_set():
-                    await self._run(ns, name, _withdraw(ticket))
+                    await self._run_in(ns, scope, name, _withdraw(ticket))
                     raise client_gone(name)
         except asyncio.CancelledError:
-            task = asyncio.ensure_future(self._run(ns, name, _withdraw(ticket)))
+            task = asyncio.ensure_future(self._run_in(ns, scope, name, _withdraw(ticket)))
             self.withdrawals.add(task)
             task.add_done_callback(self.withdrawals.discard)
             raise
@@ -301,7 +341,9 @@ class NatsLocks(LockEngine):
             except Exception:  # a broken connection: the subscription is gone with it
                 pass
 
-    async def _caught_up(self, ns: str, subject: str, target: tuple[int, bool]) -> None:
+    async def _caught_up(
+        self, ns: str, scope: str, name: str, subject: str, target: tuple[int, bool]
+    ) -> None:
         """Wait (briefly) until a direct get of the lock shows it at least as far as
         the message that woke a waiter (freed, or handed to it): the server delivers a
         published message to subscribers before the stream stores it (and even one
@@ -309,17 +351,12 @@ class NatsLocks(LockEngine):
         wake-up may still see the state before. Gives up after ``CATCH_UP_TRIES``
         reads (a refused message: what was stored instead wakes the waiter too)."""
         for _ in range(CATCH_UP_TRIES):
-            record = decode(await self.store.last(ns, subject))
+            record = self._lock_of(scope, name, await self.store.last(ns, subject))
             if record is not None and progress(record) >= target:
                 return
             await asyncio.sleep(0.001)  # the stream's own store: nothing to await
 
     # -- the engine --------------------------------------------------------------------
-
-    @staticmethod
-    def _refuse(scope: str, session: bool) -> None:
-        if scope or session:
-            raise refusal("session-scoped locks")
 
     async def lock_acquire(
         self,
@@ -331,12 +368,12 @@ class NatsLocks(LockEngine):
         *,
         session: bool = False,
     ) -> LockOutcome:
-        self._refuse(scope, session)
         if request.lease is not None:
             raise lease_not_found(request.lease)
+        session = session and bool(scope)
         if request.mode == "exclusive" and request.wait_s > 0:
-            return await self._wait(ns, name, request, gone)
-        return await self._run(ns, name, _attempt(request))
+            return await self._wait(ns, scope, name, request, gone, session)
+        return await self._run_in(ns, scope, name, _attempt(request), _always if session else None)
 
     async def lock_refresh(
         self,
@@ -349,8 +386,6 @@ class NatsLocks(LockEngine):
         *,
         session: bool = False,
     ) -> LockInfo:
-        self._refuse(scope, session)
-
         def step(record: LockRecord, now: int) -> tuple[Change | None, LockInfo]:
             holding(record, owner, token)
             ttl = record.ttl_ms if ttl_ms is None else ttl_ms
@@ -358,37 +393,40 @@ class NatsLocks(LockEngine):
             fields = holder_event_fields(new, len(new.pending), 0)
             return Change(new, "lock.refreshed", fields), new.info()
 
-        return await self._run(ns, name, step)
+        return await self._run_in(ns, scope, name, step, _always if session else None)
 
     async def lock_release(
         self, ns: str, scope: str, name: str, owner: str, token: int, *, session: bool = False
     ) -> LockRelease:
-        self._refuse(scope, session)
-
         def step(record: LockRecord, now: int) -> tuple[Change | None, LockRelease]:
             holding(record, owner, token)
             return end(record, False)
 
-        return await self._run(ns, name, step)
+        return await self._run_in(ns, scope, name, step, _always if session else None)
 
     async def lock_force_release(
         self, ns: str, scope: str, name: str, *, session: bool = False
     ) -> LockRelease:
-        self._refuse(scope, session)
-        return await self._run(ns, name, lambda record, now: end(record, True))
+        return await self._run_in(ns, scope, name, lambda record, now: end(record, True),
+                                  _always if session else None)
 
     async def lock_get(self, ns: str, scope: str, name: str) -> tuple[LockInfo | None, int]:
-        self._refuse(scope, False)
-        record = decode(await self.store.last(ns, lock_subject(ns, name)), name)
+        now = now_ms()
+        if scope:
+            record = (await self.sessions.lock_view(ns, scope)).locks.get(name)
+        else:
+            record = decode(await self.store.last(ns, lock_subject(ns, name)), name)
         if record is None:
             return None, 0
-        return (record.info() if record.live(now_ms()) else None), len(record.pending)
+        return (record.info() if record.live(now) else None), len(record.pending)
 
     async def lock_list(self, ns: str, scope: str, pattern: Pattern) -> list[LockInfo]:
-        self._refuse(scope, False)
-        msgs, _ = await self.store.multi_last(ns, f"$KV.{ns}.{LOCK_PREFIX}>")
         now = now_ms()
-        records = [r for r in map(decode, msgs) if r is not None]
+        if scope:
+            records = list((await self.sessions.lock_view(ns, scope)).locks.values())
+        else:
+            msgs, _ = await self.store.multi_last(ns, f"$KV.{ns}.{LOCK_PREFIX}>")
+            records = [r for r in map(decode, msgs) if r is not None]
         return sorted(
             (r.info() for r in records if r.live(now) and pattern.matches(r.name)),
             key=lambda info: info.name,

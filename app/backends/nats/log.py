@@ -10,13 +10,15 @@ Compaction: the events at or below ``current - CORKBOARD_EVENT_RETENTION`` are c
 meets a gap above that (messages another client purged) reports the sequence before it
 as compacted too: a resume point behind it gets ``reset``.
 
-A lock's record (``_cbl.<name>``) is not a key: each of its messages is a ``lock.*``
-event (locks.py: the message carries the event's fields).
+A lock's record (``_cbl.<name>``) and a session's (``_cbs.<id>``) are not keys: each of
+their messages is the event it carries (a ``lock.*`` event; a ``session.*``,
+``variable.*`` or session ``lock.*`` one), or no event.
 
 Expiry: the sweeper's index (``_corkboard`` bucket, ``deadline.<ns>``) holds each
 namespace's earliest deadline; a pass lists the due namespaces' keys and replaces each
 expired one by a ``kv.expire`` marker (a compare-and-swap on its sequence), and each
-due lock holder by a ``lock.expired`` message (the same way).
+due lock holder by a ``lock.expired`` message, and does what is due in each session
+record (idle expiry, its locks' expiries and hand-overs), the same way.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from app.backends.nats.keys import NatsKeys
 from app.backends.nats.locks import NatsLocks
 from app.backends.nats.lockstate import lock_event
 from app.backends.nats.names import SYSTEM_BUCKET, key_of_subject, subject_of
+from app.backends.nats.sessions import NatsSessions
+from app.backends.nats.sessionstate import session_event
 from app.backends.nats.store import Msg, NatsStore
 from app.backends.parts.log import ChangeLog
 from app.domain.events import ChangeEvent, EventBatch, build_event
@@ -40,10 +44,14 @@ RECENT_MESSAGES = 20_000
 class NatsLog(ChangeLog):
     """The change log on a ``NatsStore``; expiry through the key store."""
 
-    def __init__(self, store: NatsStore, keys: NatsKeys, locks: NatsLocks) -> None:
+    def __init__(
+        self, store: NatsStore, keys: NatsKeys, locks: NatsLocks,
+        sessions: NatsSessions | None = None,
+    ) -> None:
         self.store = store
         self.keys = keys
         self.locks = locks
+        self.sessions = sessions
         #: Messages read lately, by (namespace, sequence): an event's previous message
         #: (its old value) was usually read just before; messages never change.
         self.recent: OrderedDict[tuple[str, int], Msg] = OrderedDict()
@@ -108,7 +116,8 @@ class NatsLog(ChangeLog):
     async def _event(self, ns: str, msg: Msg, seen: dict[str, Msg]) -> ChangeEvent | None:
         key = key_of_subject(ns, msg.subject)
         if key is None:
-            return lock_event(ns, msg)  # None for other records and foreign keys
+            # None for other records, foreign keys and messages that are no event
+            return lock_event(ns, msg) or session_event(ns, msg)
         meta = msg.meta
         previous = seen.get(msg.subject)
         if meta is not None and meta.previous == 0:
@@ -161,6 +170,11 @@ class NatsLog(ChangeLog):
         locks_expired, lock_deadline = await self.locks.sweep(ns, msgs, now)
         if lock_deadline:
             deadlines.append(lock_deadline)
+        if self.sessions is not None:
+            settled, session_deadline = await self.sessions.sweep(ns, msgs, now)
+            locks_expired += settled
+            if session_deadline:
+                deadlines.append(session_deadline)
         return count + locks_expired, min(deadlines, default=0)
 
     async def _settle(self, row: Msg, next_deadline: int) -> None:

@@ -181,7 +181,7 @@ class NatsSessions(SessionStore):
 
     async def run_lock(
         self, ns: str, sid: str, name: str, step: Step[R],
-        touches: Callable[[Change, R], bool] | None = None,
+        touches: Callable[[Change, Any], bool] | None = None,
     ) -> R:
         """Run a lock step on lock ``name`` of session ``sid`` (its line without the
         waiters gone); a change for which ``touches`` says so also creates or touches
