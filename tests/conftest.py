@@ -49,7 +49,12 @@ NATS_MODULES = {
 #: Tests of NATS_MODULES whose NATS run is deselected, with the part NATS lacks (each
 #: such call answers 501 not_supported_by_backend there: tests/test_nats_locks.py).
 #: Tests marked ``redis_only`` are deselected on NATS too (they look inside Redis).
-NATS_LACKS: dict[str, str] = {}
+NATS_LACKS = {
+    "test_session_locks.py::test_a_call_refused_by_the_session_quota_takes_no_lock":
+        "namespace byte quota (CORKBOARD_NAMESPACE_MAX_BYTES is not enforced on NATS yet)",
+    "test_session_locks.py::test_a_waiter_refused_by_the_session_quota_gives_the_lock_back":
+        "namespace byte quota (CORKBOARD_NAMESPACE_MAX_BYTES is not enforced on NATS yet)",
+}
 REQUIRE_REDIS = os.environ.get("CORKBOARD_REQUIRE_REDIS") == "1"
 REQUIRE_NATS = os.environ.get("CORKBOARD_REQUIRE_NATS") == "1"
 

@@ -239,12 +239,12 @@ class NatsSessions(SessionStore):
     ) -> tuple[SessionInfo, bool]:
         def step(record: SessionRecord, now: int) -> tuple[Fields, tuple[SessionInfo, bool]]:
             old = record.session
+            old_metadata = old.metadata if old is not None else None
             s = touch(record, now)
             s.metadata, s.ttl_ms = metadata, ttl_ms
             s.expires_at = now + ttl_ms if ttl_ms else 0
             event = updated_event(sid, now, "metadata", value=metadata,
-                                  old_value=old.metadata if old is not None else None,
-                                  created=old is None,
+                                  old_value=old_metadata, created=old is None,
                                   ttl=seconds(ttl_ms) if ttl_ms else None)
             return event, (s.info(sid), old is None)
 
