@@ -46,8 +46,8 @@ NATS_MODULES = {
     "test_locks", "test_locks_backend", "test_lock_waiters", "test_sessions",
     "test_session_snapshots", "test_variable_types", "test_session_locks",
 }
-#: Tests of NATS_MODULES whose NATS run is deselected, with the part NATS lacks (each
-#: such call answers 501 not_supported_by_backend there: tests/test_nats_locks.py).
+#: Tests of NATS_MODULES whose NATS run is deselected, with the part NATS lacks
+#: (docs/nats.md says what is not built on NATS yet).
 #: Tests marked ``redis_only`` are deselected on NATS too (they look inside Redis).
 NATS_LACKS = {
     "test_session_locks.py::test_a_call_refused_by_the_session_quota_takes_no_lock":
