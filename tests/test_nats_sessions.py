@@ -148,3 +148,22 @@ async def test_a_session_larger_than_one_nats_message_is_refused(
     assert problem(r, 413, "payload_too_large")["detail"].startswith("Session 'chat:1'")
     assert await revision(corkboard) == start
     assert (await corkboard.get(f"{S}/threads/b/state")).status_code == 404
+
+
+async def test_a_write_that_only_counts_as_activity_is_a_message_but_no_event(
+    corkboard: httpx.AsyncClient,
+) -> None:
+    await corkboard.put(S, json={"ttl": "1h"})
+    r = await corkboard.post(f"{S}/dedupe", json={"key": "m1", "limit": 10})
+    assert r.json()["duplicate"] is False
+    before = (await corkboard.get(S)).json()
+    start = await revision(corkboard)
+    await asyncio.sleep(0.01)  # so that the touch moves updated_at
+    r = await corkboard.post(f"{S}/dedupe", json={"key": "m1", "limit": 10})
+    assert r.json()["duplicate"] is True
+    after = (await corkboard.get(S)).json()
+    assert after["updated_at"] > before["updated_at"]
+    assert after["expires_at"] > before["expires_at"]
+    # The touch took a sequence of the stream (the revision grew) but is no event.
+    assert await revision(corkboard) == start + 1
+    assert await events(corkboard, since=start) == []
