@@ -1,4 +1,4 @@
-"""A NATS session's record and the pure steps on it (sessions.py does the I/O).
+"""A NATS session's record and the pure steps on it (sessionrecords.py does the I/O).
 
 A session is ONE record in its namespace's bucket, the KV key ``_cbs.<escaped id>``
 (names.py): its newest message holds the whole session (metadata, idle TTL, times,
@@ -134,7 +134,7 @@ class SessionRecord:
             "session": self.session.as_dict() if self.session is not None else None,
             "locks": {name: lk.as_dict() for name, lk in sorted(self.locks.items())
                       if lk.last_token or lk.pending or lk.waiters or lk.owner},
-            "event": [f.decode() for f in event] if event is not None else None,
+            "event": [f.decode() for f in event] if event else None,
         })
 
 
