@@ -2,9 +2,11 @@
 test_variable_types and test_session_locks run there too): a session is one record, a
 ``_cbs.`` key of the bucket that NATS clients read (its locks inside it) and Corkboard
 never lists as a key; a deleted session without lock state is a KV delete marker; racing
-writers in two processes lose no update (compare-and-swap on the record); a session
-lock fences key writes (``Fence-Session``) atomically; a session too large for one NATS
-message is refused and nothing is written."""
+writers in two processes lose no update (compare-and-swap on the record), and waiters of
+a session lock in two processes hold it one at a time while the session's other writes
+race its changes; a session lock fences key writes (``Fence-Session``) atomically; a
+session too large for one NATS message is refused and nothing is written; a write that
+only counts as activity is a message but no event."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import pytest
 from nats.js.errors import KeyNotFoundError
 
 from app.backends.nats import NatsBackend
+from app.domain.locks import LockRequest
 from app.settings import Settings
 from tests.helpers import events, problem, revision
 from tests.nats_server import flush_nats
@@ -167,3 +170,36 @@ async def test_a_write_that_only_counts_as_activity_is_a_message_but_no_event(
     # The touch took a sequence of the stream (the revision grew) but is no event.
     assert await revision(corkboard) == start + 1
     assert await events(corkboard, since=start) == []
+
+
+async def test_session_lock_waiters_in_two_processes_hold_it_one_at_a_time(
+    corkboard: httpx.AsyncClient, nats_url: str,
+) -> None:
+    engines = [NatsBackend(nats_url), NatsBackend(nats_url)]
+    for engine in engines:
+        await engine.start()
+    holding: list[str] = []
+    order: list[int] = []
+    try:
+
+        async def worker(engine: NatsBackend, i: int) -> None:
+            got = await engine.lock_acquire(
+                "default", "s1", "l", LockRequest(f"w{i}", 10_000, wait_s=20), session=True)
+            assert got.holder is not None
+            holding.append(f"w{i}")
+            assert len(holding) == 1, holding  # nobody else holds it meanwhile
+            order.append(got.holder.token)
+            # Other writes of the same session race the lock's changes.
+            await engine.dedupe_check("default", "s1", f"k{i}", 100)
+            holding.remove(f"w{i}")
+            await engine.lock_release("default", "s1", "l", f"w{i}", got.holder.token,
+                                      session=True)
+
+        await asyncio.gather(*(worker(engines[i % 2], i) for i in range(8)))
+    finally:
+        for engine in engines:
+            await engine.close()
+    assert sorted(order) == list(range(1, 9))
+    snap = (await corkboard.get("/v1/sessions/s1/snapshot")).json()
+    assert sorted(snap["dedupe"]) == sorted(f"k{i}" for i in range(8))
+    assert snap["locks"] == {}
