@@ -17,7 +17,7 @@ the waiter claims it). A release and the hand-over are two messages (two events,
 the other engines); between them the lock is free with a line, and any caller hands it
 over before deciding, so nobody jumps the line.
 
-A waiter (exclusive mode, ``wait``) joins the record's line with a random ticket (a
+A waiter (exclusive mode, ``wait``; lockwait.py) joins the record's line with a random ticket (a
 ``lock.queued`` event; at most ``CORKBOARD_LOCK_MAX_WAITERS``, beyond: 429), and waits on
 a core NATS subscription to the lock's subject: every change of the lock wakes it, and
 it claims the lock once it was handed its ticket (``lock.refreshed``, taking the pending
@@ -27,7 +27,7 @@ waiter whose process died stays in the line until its own deadline passes; a loc
 handed to it meanwhile goes on after the claim window.
 
 A session's locks (scope = the session id) live in its session's record
-(``_cbs.<id>``, sessions.py), each a ``LockRecord`` there, changed by the same steps
+(``_cbs.<id>``, sessionrecords.py), each a ``LockRecord`` there, changed by the same steps
 through ``NatsSessions.run_lock``: a session lock change and its session step (creating
 or touching the session, for ``session=True`` calls that changed something) are one
 message. Waiters of a session lock wait on the session record's subject.
@@ -103,7 +103,8 @@ def _always(change: Change, result: object) -> bool:
 
 
 class NatsLocks(LockWaiting, LockEngine):
-    """The lock engine on a ``NatsStore`` (namespace locks; see the module)."""
+    """The lock engine on a ``NatsStore``: namespace locks in their own records,
+    session-scoped ones in their session's (see the module)."""
 
     def __init__(
         self, store: NatsStore, sessions: NatsSessions | None = None, *,
