@@ -43,7 +43,7 @@ CLUSTER_MODULES = {
 #: full (docs/nats.md says what the NATS backend does not offer yet).
 NATS_MODULES = {
     "test_kv", "test_kv_listing", "test_ttl", "test_event_log", "test_events_poll",
-    "test_locks", "test_locks_backend", "test_lock_waiters",
+    "test_locks", "test_locks_backend", "test_lock_waiters", "test_txn",
 }
 #: Tests of NATS_MODULES whose NATS run is deselected, with the part NATS lacks (each
 #: such call answers 501 not_supported_by_backend there: tests/test_nats_locks.py).
@@ -51,6 +51,11 @@ NATS_MODULES = {
 NATS_LACKS = {
     "test_locks.py::test_the_router_mounts_unchanged_for_session_scoped_locks":
         "session-scoped locks",
+    "test_txn.py::test_lock_compares_hold_while_the_token_holds": "session-scoped locks",
+    "test_txn.py::test_quota_reached_inside_a_transaction": "namespace quotas",
+    # One atomic batch holds at most 1,000 messages: tests/test_nats_txn.py.
+    "test_txn.py::test_delete_by_pattern_refuses_more_than_ten_thousand_keys":
+        "pattern deletes beyond 998 keys",
 }
 REQUIRE_REDIS = os.environ.get("CORKBOARD_REQUIRE_REDIS") == "1"
 REQUIRE_NATS = os.environ.get("CORKBOARD_REQUIRE_NATS") == "1"

@@ -24,6 +24,7 @@ from app.backends.nats.locks import NatsLocks
 from app.backends.nats.log import NatsLog
 from app.backends.nats.store import NatsStore
 from app.backends.nats.trim import Trimmer
+from app.backends.nats.txn import NatsTxn
 
 __all__ = ["NatsBackend", "replicas_of", "servers_of"]
 
@@ -76,7 +77,7 @@ class NatsBackend(ComposedBackend):
         self.artifacts = unsupported.artifacts()
         self.sessions = unsupported.sessions()
         self.leases = unsupported.leases()
-        self.txns = unsupported.txns()
+        self.txns = NatsTxn(self.store, self.keys)
 
     async def start(self) -> None:
         await self.store.start()

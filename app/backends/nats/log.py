@@ -11,7 +11,11 @@ meets a gap above that (messages another client purged) reports the sequence bef
 as compacted too: a resume point behind it gets ``reset``.
 
 A lock's record (``_cbl.<name>``) is not a key: each of its messages is a ``lock.*``
-event (locks.py: the message carries the event's fields).
+event (locks.py: the message carries the event's fields); a lease's grant is its
+``lease.granted`` event (leasestate.py). An atomic batch that is one event (a
+transaction, a pattern delete, a lease's end) is reported at its commit message
+(``_cbt``, compound.py), built from the batch's key messages, which are no events of
+their own.
 
 Expiry: the sweeper's index (``_corkboard`` bucket, ``deadline.<ns>``) holds each
 namespace's earliest deadline; a pass lists the due namespaces' keys and replaces each
@@ -22,9 +26,17 @@ due lock holder by a ``lock.expired`` message (the same way).
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
-from app.backends.nats.entries import json_value, lower_deadline, parse_override
+from app.backends.nats.compound import compound_event, is_commit
+from app.backends.nats.entries import (
+    json_value,
+    lower_deadline,
+    parse_override,
+    txn_offset,
+)
 from app.backends.nats.keys import NatsKeys
+from app.backends.nats.leasestate import lease_event
 from app.backends.nats.locks import NatsLocks
 from app.backends.nats.lockstate import lock_event
 from app.backends.nats.names import SYSTEM_BUCKET, key_of_subject, subject_of
@@ -94,6 +106,12 @@ class NatsLog(ChangeLog):
                         break
                     compacted = msg.seq - 1
                 event = await self._event(ns, msg, seen)
+                if event is None and is_commit(ns, msg):
+                    # A batch whose key messages are gone (compacted): never half of it.
+                    if events:
+                        gap = True
+                        break
+                    compacted = msg.seq
                 seen[msg.subject] = msg
                 self.remember(ns, msg)
                 expected = msg.seq + 1
@@ -108,9 +126,32 @@ class NatsLog(ChangeLog):
     async def _event(self, ns: str, msg: Msg, seen: dict[str, Msg]) -> ChangeEvent | None:
         key = key_of_subject(ns, msg.subject)
         if key is None:
-            return lock_event(ns, msg)  # None for other records and foreign keys
+            if is_commit(ns, msg):
+                return await compound_event(ns, msg, lambda seq: self._part(ns, seq, seen))
+            # None for other records (checks, keepalives) and foreign keys
+            return lock_event(ns, msg) or lease_event(ns, msg)
+        if txn_offset(msg):
+            return None  # a part of a batch: its commit message is the event
+        type_, value, old, at = await self._change(ns, msg, seen)
+        return build_event(ns, msg.seq, type_, key, at, value=value, old_value=old)
+
+    async def _part(self, ns: str, seq: int, seen: dict[str, Msg]) -> dict[str, Any] | None:
+        """The change a batch's key message at ``seq`` is, for its commit's event."""
+        msg = self.recent.get((ns, seq)) or await self.store.at(ns, seq)
+        key = key_of_subject(ns, msg.subject) if msg is not None else None
+        if msg is None or key is None:
+            return None
+        type_, value, old, _ = await self._change(ns, msg, seen, own=False)
+        return {"type": type_, "key": key, "value": value, "old_value": old}
+
+    async def _change(
+        self, ns: str, msg: Msg, seen: dict[str, Msg], *, own: bool = True
+    ) -> tuple[str, bytes | None, bytes | None, int]:
+        """A key message's change: (type, value, old value, time). ``seen`` holds the
+        newest message of each subject read so far: with ``own`` false, ``msg`` was
+        already recorded there (it precedes its commit)."""
         meta = msg.meta
-        previous = seen.get(msg.subject)
+        previous = seen.get(msg.subject) if own else None
         if meta is not None and meta.previous == 0:
             previous = None
         elif meta is not None and (previous is None or previous.seq != meta.previous):
@@ -124,8 +165,8 @@ class NatsLog(ChangeLog):
         at = meta.modified_at if meta is not None else msg.time_ms
         if msg.deleted:
             type_ = "kv.expire" if meta is not None and meta.op == "expire" else "kv.delete"
-            return build_event(ns, msg.seq, type_, key, at, value=None, old_value=old)
-        return build_event(ns, msg.seq, "kv.put", key, at, value=json_value(msg), old_value=old)
+            return type_, None, old, at
+        return "kv.put", json_value(msg), old, at
 
     async def expire_due(self) -> int:
         """Expire the keys of every namespace the index says is due; the count."""
