@@ -44,6 +44,7 @@ CLUSTER_MODULES = {
 NATS_MODULES = {
     "test_kv", "test_kv_listing", "test_ttl", "test_event_log", "test_events_poll",
     "test_locks", "test_locks_backend", "test_lock_waiters", "test_txn",
+    "test_leases",
 }
 #: Tests of NATS_MODULES whose NATS run is deselected, with the part NATS lacks (each
 #: such call answers 501 not_supported_by_backend there: tests/test_nats_locks.py).
@@ -53,6 +54,8 @@ NATS_LACKS = {
         "session-scoped locks",
     "test_txn.py::test_lock_compares_hold_while_the_token_holds": "session-scoped locks",
     "test_txn.py::test_quota_reached_inside_a_transaction": "namespace quotas",
+    "test_leases.py::test_keys_and_locks_on_a_lease_go_with_its_revoke":
+        "session-scoped locks",
     # One atomic batch holds at most 1,000 messages: tests/test_nats_txn.py.
     "test_txn.py::test_delete_by_pattern_refuses_more_than_ten_thousand_keys":
         "pattern deletes beyond 998 keys",

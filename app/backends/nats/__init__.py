@@ -8,8 +8,11 @@ NATS failures become 503), mirroring ``backends/redis/`` where it applies:
 - ``names.py``: namespaces, keys and metadata headers; ``entries.py``: entries read
   from messages, expiry overrides and the deadline index;
 - ``trim.py``: compaction (what bounds a namespace's storage);
-- ``unsupported.py``: the parts not built yet (sessions, artifacts, leases,
-  transactions), which answer 501 ``not_supported_by_backend``.
+- ``batch.py``: JetStream atomic batch publish; ``compound.py``: a batch that is one
+  event; ``txn.py``: transactions and pattern deletes; ``leases.py`` (and
+  ``leasestate.py``): leases;
+- ``unsupported.py``: the parts not built yet (sessions, artifacts), which answer 501
+  ``not_supported_by_backend``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from app.backends.base import BackendInfo
 from app.backends.composed import ComposedBackend
 from app.backends.nats import unsupported
 from app.backends.nats.keys import NatsKeys
+from app.backends.nats.leases import NatsLeases
 from app.backends.nats.locks import NatsLocks
 from app.backends.nats.log import NatsLog
 from app.backends.nats.store import NatsStore
@@ -56,7 +60,7 @@ class NatsBackend(ComposedBackend):
     def __init__(
         self, url: str, *, timeout: float = 2.0, key_history: int = 10,
         event_retention: int = 100_000, replicas: int | None = None,
-        lock_max_waiters: int = 1000,
+        lock_max_waiters: int = 1000, max_leases: int = 100_000,
     ) -> None:
         self.url = url
         self.info = BackendInfo(
@@ -76,7 +80,8 @@ class NatsBackend(ComposedBackend):
         self.log = NatsLog(self.store, self.keys, self.lock_engine)
         self.artifacts = unsupported.artifacts()
         self.sessions = unsupported.sessions()
-        self.leases = unsupported.leases()
+        self.leases = NatsLeases(self.store, self.keys, self.lock_engine, max_leases=max_leases)
+        self.log.lease_sweep = self.leases.sweep
         self.txns = NatsTxn(self.store, self.keys)
 
     async def start(self) -> None:

@@ -26,8 +26,11 @@ that is no event) or gives back a lock handed to it (``lock.released``, abandone
 waiter whose process died stays in the line until its own deadline passes; a lock
 handed to it meanwhile goes on after the claim window.
 
-Not built on NATS yet (501 ``not_supported_by_backend``): session-scoped locks, and locks
-on a lease (there are no leases: 404 ``lease_not_found`` as for key writes).
+A lock acquired on a lease (``"lease"``) records it (``lease`` in the record) and is
+stored in one atomic batch with a check that the lease's record is the one read live
+(batch.py); the lease's end releases it (leases.py).
+
+Not built on NATS yet (501 ``not_supported_by_backend``): session-scoped locks.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ from typing import Any, TypeVar
 
 import orjson
 
+from app.backends.nats.batch import Out, check, publish_batch
 from app.backends.nats.entries import lower_deadline
+from app.backends.nats.leasestate import live_lease
 from app.backends.nats.lockstate import (
     CLAIM_WINDOW_MS,
     Change,
@@ -54,11 +59,10 @@ from app.backends.nats.lockstate import (
     holding,
     withdraw,
 )
-from app.backends.nats.names import LOCK_PREFIX, is_lock_subject, lock_subject
+from app.backends.nats.names import LOCK_PREFIX, is_lock_subject, lease_subject, lock_subject
 from app.backends.nats.store import Msg, NatsStore
 from app.backends.nats.unsupported import refusal
 from app.backends.parts.locks import LockEngine
-from app.domain.leases import lease_not_found
 from app.domain.locks import (
     LockInfo,
     LockOutcome,
@@ -134,14 +138,21 @@ class NatsLocks(LockEngine):
 
     # -- internals, also used by the sweeper -------------------------------------------
 
-    async def _put(self, ns: str, msg: Msg | None, change: Change, now: int) -> Msg | None:
-        """Store ``change`` if the lock is still at ``msg``; the new message, or None."""
+    async def _put(
+        self, ns: str, msg: Msg | None, change: Change, now: int, guard: Out | None = None
+    ) -> Msg | None:
+        """Store ``change`` if the lock is still at ``msg`` (and, with ``guard``, in one
+        batch with that check); the new message, or None."""
         record = change.record
         subject = lock_subject(ns, record.name)
         event = None if change.type_ is None else {
             "type": change.type_, "at": now, "fields": change.fields}
         data = orjson.dumps({"lock": record.as_dict(), "event": event})
-        seq = await self.store.publish(ns, subject, data, {}, msg.seq if msg is not None else 0)
+        expected = msg.seq if msg is not None else 0
+        if guard is not None:
+            seq = await publish_batch(self.store, ns, [guard, Out(subject, data, {}, expected)])
+        else:
+            seq = await self.store.publish(ns, subject, data, {}, expected)
         if seq is None:
             return None
         if record.owner is not None and record.expires_at:
@@ -174,9 +185,15 @@ class NatsLocks(LockEngine):
             record = handed.record
         return msg, record
 
-    async def _run(self, ns: str, name: str, step: Step[R]) -> R:
+    async def _run(self, ns: str, name: str, step: Step[R], lease: str | None = None) -> R:
         for _ in range(WRITE_ATTEMPTS):
             now = now_ms()
+            guard = None
+            if lease is not None:  # on a lease: checked live, and unchanged at the write
+                lease_msg = await self.store.last(ns, lease_subject(ns, lease))
+                live_lease(lease_msg, lease, now)
+                assert lease_msg is not None
+                guard = check(ns, lease_msg.subject, lease_msg.seq)
             msg, record = await self._read(ns, name, now)
             settled = await self._settle(ns, msg, record, now)
             if settled is None:
@@ -185,7 +202,7 @@ class NatsLocks(LockEngine):
             change, result = step(record, now)
             if change is None:
                 return result
-            if await self._put(ns, msg, change, now) is not None:
+            if await self._put(ns, msg, change, now, guard) is not None:
                 if hand_over(change.record, now) is not None:
                     await self._run(ns, name, _nothing)  # freed with a line: hand it on
                 return result
@@ -332,11 +349,9 @@ class NatsLocks(LockEngine):
         session: bool = False,
     ) -> LockOutcome:
         self._refuse(scope, session)
-        if request.lease is not None:
-            raise lease_not_found(request.lease)
         if request.mode == "exclusive" and request.wait_s > 0:
-            return await self._wait(ns, name, request, gone)
-        return await self._run(ns, name, _attempt(request))
+            return await self._wait(ns, name, request, gone)  # never on a lease (router)
+        return await self._run(ns, name, _attempt(request), request.lease)
 
     async def lock_refresh(
         self,

@@ -25,7 +25,9 @@ due lock holder by a ``lock.expired`` message (the same way).
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app.backends.nats.compound import compound_event, is_commit
@@ -59,6 +61,9 @@ class NatsLog(ChangeLog):
         #: Messages read lately, by (namespace, sequence): an event's previous message
         #: (its old value) was usually read just before; messages never change.
         self.recent: OrderedDict[tuple[str, int], Msg] = OrderedDict()
+        #: Ends the due leases among a namespace's newest messages (leases.py).
+        self.lease_sweep: Callable[[str, list[Msg], int], Awaitable[tuple[int, int]]] | None
+        self.lease_sweep = None
 
     def remember(self, ns: str, msg: Msg) -> None:
         self.recent[(ns, msg.seq)] = msg
@@ -80,9 +85,16 @@ class NatsLog(ChangeLog):
             found.append(await self._read(ns, after, limit))
             return bool(found[-1].events)
 
-        await self.store.wait_for_change(ns, timeout, changed)
-        if found and found[-1].events:
-            return found[-1]
+        # A message wakes the wait before the stream stores it (the first of an atomic
+        # batch, before its commit; even one the stream refuses): wait again, up to the
+        # timeout, until a read finds an event.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (left := deadline - loop.time()) > 0:
+            await self.store.wait_for_change(ns, left, changed)
+            if found and found[-1].events:
+                return found[-1]
+            found.clear()
         return await self._read(ns, after, limit)
 
     async def _read(self, ns: str, after: int, limit: int) -> EventBatch:
@@ -202,6 +214,11 @@ class NatsLog(ChangeLog):
         locks_expired, lock_deadline = await self.locks.sweep(ns, msgs, now)
         if lock_deadline:
             deadlines.append(lock_deadline)
+        if self.lease_sweep is not None:
+            leases_ended, lease_deadline = await self.lease_sweep(ns, msgs, now)
+            locks_expired += leases_ended
+            if lease_deadline:
+                deadlines.append(lease_deadline)
         return count + locks_expired, min(deadlines, default=0)
 
     async def _settle(self, row: Msg, next_deadline: int) -> None:

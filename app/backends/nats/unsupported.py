@@ -16,7 +16,7 @@ from app.errors import NotSupportedByBackend
 
 #: What the NATS backend offers so far (the ``supports`` list of /v1/capabilities).
 #: "locks": namespace locks, without waiting (``wait``) or session scope (locks.py).
-SUPPORTS = ("keys", "events", "watch", "ttl", "history", "locks", "txn")
+SUPPORTS = ("keys", "events", "watch", "ttl", "history", "locks", "leases", "txn")
 
 P = TypeVar("P")
 
