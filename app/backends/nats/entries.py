@@ -11,6 +11,8 @@ that sequence (any later write supersedes it).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import orjson
 
 from app.backends.nats.names import SYSTEM_BUCKET, Meta, token_of
@@ -41,6 +43,13 @@ def txn_offset(msg: Msg) -> int:
 def revision_of(msg: Msg) -> int:
     """The revision a key's message stands for (see ``txn_offset``)."""
     return msg.seq + txn_offset(msg)
+
+
+def torn(msgs: Iterable[Msg | None], upto: int) -> bool:
+    """Whether messages read as the stream stood at ``upto`` hold a batch's part whose
+    commit is past it: the server was storing that batch as they were read (its
+    messages become readable one after the other within it), so read again."""
+    return any(m is not None and m.seq + txn_offset(m) > upto >= m.seq for m in msgs)
 
 
 def lease_of(msg: Msg | None) -> str | None:

@@ -14,9 +14,9 @@ starts again whenever any key of the namespace changed meanwhile. A fenced touch
 exception (its override lives in ``_corkboard``): its fence is checked just before, not
 atomically (docs/nats.md).
 
-A write on a lease (``?lease=``) is an atomic batch (batch.py) of a check that the
-lease's record (leases.py) is still the one read live, and the key's message carrying
-``Cb-Lease: <id>``; a PATCH or increment keeps the key's lease, a plain PUT detaches it.
+A write on a lease (``?lease=``) is an atomic batch (batch.py) of the lease's record
+again (compare-and-swap on the one read live: leasestate.attach) and the key's message
+carrying ``Cb-Lease: <id>``; a PATCH or increment keeps the key's lease, a plain PUT detaches it.
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ from app.backends.nats.entries import (
     meta_after,
     override_subject,
     parse_override,
+    torn,
     with_override,
 )
-from app.backends.nats.leasestate import live_lease
+from app.backends.nats.leasestate import attach, live_lease
 from app.backends.nats.lockstate import fence_holds
 from app.backends.nats.names import (
     SYSTEM_BUCKET,
@@ -60,6 +61,9 @@ from app.syntax import Pattern, now_ms
 
 #: Compare-and-swap attempts of one write racing other writers of its key.
 WRITE_ATTEMPTS = 200
+
+#: Reads of a listing that met an atomic batch being stored (entries.torn).
+TORN_READS = 50
 
 #: What a write decides from the key's live entry and the time: the value and expiry to
 #: store (None: store nothing, answer the entry as it is).
@@ -110,8 +114,8 @@ class NatsKeys(KeyStore):
     ) -> tuple[KeyEntry | None, KeyEntry | None]:
         """Decide and store, compare-and-swap on the subject's sequence (and, with a
         fence, on the namespace's: see the module); on ``lease`` (or, ``keep_lease``,
-        the key's own), in one batch with the lease's check; (the entry before, the
-        entry written or kept)."""
+        the key's own), in one batch with the lease's record (see the module); (the entry
+        before, the entry written or kept)."""
         subject = subject_of(ns, key)
         for _ in range(WRITE_ATTEMPTS):
             now = now_ms()
@@ -120,12 +124,10 @@ class NatsKeys(KeyStore):
             if lease is not None:
                 lease_msg = await self.store.last(ns, lease_subject(ns, lease))
             msg, before = await self.live(ns, key, now)
-            attach = lease
-            if attach is None and keep_lease and before is not None:
-                attach = lease_of(msg)
+            attached = lease
+            if attached is None and keep_lease and before is not None:
+                attached = lease_of(msg)
             guards: list[Out] = []
-            if lease_msg is not None:
-                guards.append(check(ns, lease_msg.subject, lease_msg.seq))
             if fence is not None and upto is not None:
                 lock = await self.store.last(ns, lock_subject(ns, fence.name))
                 guards.append(check(ns, lock_subject(ns, fence.name),
@@ -136,6 +138,8 @@ class NatsKeys(KeyStore):
                     raise fence.stale()
             if lease is not None:
                 live_lease(lease_msg, lease, now)
+                assert lease_msg is not None
+                guards.insert(0, attach(lease_msg))
             decision = decide(before, now)
             if decision is None:
                 return before, before
@@ -145,8 +149,8 @@ class NatsKeys(KeyStore):
             headers = {"Cb-Meta": meta.header()}
             if op == "delete":
                 headers["KV-Operation"] = "DEL"
-            elif attach is not None:
-                headers["Cb-Lease"] = attach
+            elif attached is not None:
+                headers["Cb-Lease"] = attached
             if lease_msg is not None:  # the fence, if any, checked on the lock's subject
                 seq = await publish_batch(
                     self.store, ns, [*guards, Out(subject, value, headers, previous)]
@@ -321,12 +325,17 @@ class NatsKeys(KeyStore):
     ) -> KeyPage:
         # Read before the messages: the revision of a page listed through a consumer (past
         # 1,024 keys) is a lower bound, so replaying the events after it is complete.
-        before = await self.store.last_seq(ns)
-        (msgs, upto), (overrides, _) = await asyncio.gather(
-            self.store.multi_last(ns, f"$KV.{ns}.>"),
-            self.store.multi_last(SYSTEM_BUCKET, f"$KV.{SYSTEM_BUCKET}.ttl.{ns}.>"),
-        )
-        revision = upto or before
+        for attempt in range(TORN_READS):
+            before = await self.store.last_seq(ns)
+            (msgs, upto), (overrides, _) = await asyncio.gather(
+                self.store.multi_last(ns, f"$KV.{ns}.>"),
+                self.store.multi_last(SYSTEM_BUCKET, f"$KV.{SYSTEM_BUCKET}.ttl.{ns}.>"),
+            )
+            revision = upto or before
+            # Never part of a transaction: read again while its batch is being stored.
+            if not upto or not torn(msgs, upto) or attempt == TORN_READS - 1:
+                break
+            await asyncio.sleep(0.001)  # the server's own store: nothing to await
         by_token = {m.subject.split(".", 4)[4]: parse_override(m) for m in overrides}
         live = await self.live_entries(ns, msgs, by_token, now_ms())
         order = sorted(live)

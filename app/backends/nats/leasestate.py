@@ -2,7 +2,8 @@
 namespace's bucket, ``{"lease": {"id", "ttl_ms", "granted_at", "expires_at"}, "event":
 <the lease.granted event of a grant, else null>}`` (times epoch ms). A grant is its
 first message (the ``lease.granted`` event, as lock messages are their events), a
-keepalive a new message that is no event, the end of the lease a delete marker inside
+keepalive a new message that is no event (as is each write attaching a key or lock to
+it: ``attach``), the end of the lease a delete marker inside
 the atomic batch that deletes its keys and releases its locks (leases.py).
 """
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from app.backends.nats.batch import Out
 from app.backends.nats.names import LEASE_PREFIX
 from app.backends.nats.store import Msg
 from app.domain.events import ChangeEvent, build_event
@@ -48,6 +50,16 @@ def encode_lease(lease: LeaseInfo, *, granted: bool) -> bytes:
                   "expires_at": lease.expires_at},
         "event": event,
     })
+
+
+def attach(msg: Msg) -> Out:
+    """The message a write attaching something to the lease (record ``msg``, live) adds
+    to its batch: the record again, compare-and-swap on its sequence, no event. So the
+    lease's end, which checks the record's sequence, cannot miss what attached after
+    it listed what is attached, and an attachment cannot follow the end."""
+    lease = decode_lease(msg)
+    assert lease is not None
+    return Out(msg.subject, encode_lease(lease, granted=False), {}, msg.seq)
 
 
 def is_lease_subject(ns: str, subject: str) -> bool:

@@ -27,8 +27,8 @@ waiter whose process died stays in the line until its own deadline passes; a loc
 handed to it meanwhile goes on after the claim window.
 
 A lock acquired on a lease (``"lease"``) records it (``lease`` in the record) and is
-stored in one atomic batch with a check that the lease's record is the one read live
-(batch.py); the lease's end releases it (leases.py).
+stored in one atomic batch with the lease's record again (compare-and-swap on the one
+read live: leasestate.attach); the lease's end releases it (leases.py).
 
 Not built on NATS yet (501 ``not_supported_by_backend``): session-scoped locks.
 """
@@ -42,9 +42,9 @@ from typing import Any, TypeVar
 
 import orjson
 
-from app.backends.nats.batch import Out, check, publish_batch
+from app.backends.nats.batch import Out, publish_batch
 from app.backends.nats.entries import lower_deadline
-from app.backends.nats.leasestate import live_lease
+from app.backends.nats.leasestate import attach, live_lease
 from app.backends.nats.lockstate import (
     CLAIM_WINDOW_MS,
     Change,
@@ -189,11 +189,11 @@ class NatsLocks(LockEngine):
         for _ in range(WRITE_ATTEMPTS):
             now = now_ms()
             guard = None
-            if lease is not None:  # on a lease: checked live, and unchanged at the write
+            if lease is not None:  # on a lease: live, and stored with the lock (attach)
                 lease_msg = await self.store.last(ns, lease_subject(ns, lease))
                 live_lease(lease_msg, lease, now)
                 assert lease_msg is not None
-                guard = check(ns, lease_msg.subject, lease_msg.seq)
+                guard = attach(lease_msg)
             msg, record = await self._read(ns, name, now)
             settled = await self._settle(ns, msg, record, now)
             if settled is None:

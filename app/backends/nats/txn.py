@@ -27,9 +27,15 @@ from typing import Any
 
 from app.backends.nats.batch import MAX_BATCH, Out, check, publish_batch
 from app.backends.nats.compound import with_commit
-from app.backends.nats.entries import lease_of, lower_deadline, meta_after, parse_override
+from app.backends.nats.entries import (
+    lease_of,
+    lower_deadline,
+    meta_after,
+    parse_override,
+    torn,
+)
 from app.backends.nats.keys import NatsKeys
-from app.backends.nats.leasestate import live_lease
+from app.backends.nats.leasestate import attach, live_lease
 from app.backends.nats.lockstate import fence_holds
 from app.backends.nats.names import (
     SYSTEM_BUCKET,
@@ -108,7 +114,9 @@ class NatsTxn(TxnStore):
             writes = [s for s in p.steps if s.kind == "put"
                       or (s.kind == "delete" and entries.get(s.key) is not None)]
             if not writes:
-                if any(m is not None and m.seq > upto for m in (*msgs.values(), *locks)):
+                got = [*msgs.values(), *locks]
+                if any(m is not None and m.seq > upto for m in got) or torn(got, upto):
+                    await asyncio.sleep(0)
                     continue  # read across a change: read again at one sequence
                 return TxnOutcome(p.succeeded, upto, _results(p, entries, {}, upto, now))
             outcome = await self._apply(ns, p, now, msgs, entries, fence_msg, fence,
@@ -140,8 +148,9 @@ class NatsTxn(TxnStore):
             guard(lock_subject(ns, fence.name), fence_msg)
         for name, msg in locks.items():
             guard(lock_subject(ns, name), msg)
-        for lease_id, msg in leases.items():
-            guard(lease_subject(ns, lease_id), msg)
+        for msg in leases.values():
+            assert msg is not None
+            guards[msg.subject] = attach(msg)  # the record again (leasestate.attach)
         parts: list[Out] = []
         stored: dict[str, tuple[Any, ...]] = {}
         for step in p.steps:
