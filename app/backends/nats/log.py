@@ -19,8 +19,9 @@ their own.
 
 Expiry: the sweeper's index (``_corkboard`` bucket, ``deadline.<ns>``) holds each
 namespace's earliest deadline; a pass lists the due namespaces' keys and replaces each
-expired one by a ``kv.expire`` marker (a compare-and-swap on its sequence), and each
-due lock holder by a ``lock.expired`` message (the same way).
+expired one by a ``kv.expire`` marker (a compare-and-swap on its sequence), each due
+lock holder by a ``lock.expired`` message (the same way), and ends each due lease
+(``lease_sweep``: leases.py, one atomic batch).
 """
 
 from __future__ import annotations
