@@ -23,6 +23,7 @@ before a grant, so grants racing each other may pass it by their number.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import orjson
@@ -42,6 +43,8 @@ from app.domain.bounds import quota_exceeded
 from app.domain.leases import LeaseDetail, LeaseInfo, LeaseLock, lease_not_found
 from app.errors import BackendUnavailable, Conflict, TooManyKeys
 from app.syntax import Pattern, now_ms
+
+logger = logging.getLogger("corkboard.backend")
 
 #: Compare-and-swap attempts of one lease call racing other writers.
 ATTEMPTS = 200
@@ -162,7 +165,12 @@ class NatsLeases(LeaseStore):
             if lease is None:
                 continue
             if lease.expires_at <= now:
-                if await self._end(ns, lease.id, "lease.expired") is not None:
+                try:
+                    ended = await self._end(ns, lease.id, "lease.expired")
+                except TooManyKeys as exc:  # past one batch: the other leases go on
+                    logger.warning("lease %r of %r cannot expire: %s", lease.id, ns, exc)
+                    continue
+                if ended is not None:
                     count += 1
                     continue
                 _, lease = await self._read(ns, lease.id)
