@@ -38,13 +38,12 @@ from app.backends.nats.entries import (
     torn,
     with_override,
 )
-from app.backends.nats.leasestate import attach, live_lease
+from app.backends.nats.leasestate import attach_live
 from app.backends.nats.lockstate import fence_holds
 from app.backends.nats.names import (
     SYSTEM_BUCKET,
     Meta,
     key_of_subject,
-    lease_subject,
     lock_subject,
     subject_of,
     token_of,
@@ -120,9 +119,6 @@ class NatsKeys(KeyStore):
         for _ in range(WRITE_ATTEMPTS):
             now = now_ms()
             upto = await self.store.last_seq(ns) if fence is not None else None
-            lease_msg = None
-            if lease is not None:
-                lease_msg = await self.store.last(ns, lease_subject(ns, lease))
             msg, before = await self.live(ns, key, now)
             attached = lease
             if attached is None and keep_lease and before is not None:
@@ -137,9 +133,7 @@ class NatsKeys(KeyStore):
                 if not fence_holds(lock, fence, now):
                     raise fence.stale()
             if lease is not None:
-                live_lease(lease_msg, lease, now)
-                assert lease_msg is not None
-                guards.insert(0, attach(lease_msg))
+                guards.insert(0, await attach_live(self.store, ns, lease, now))
             decision = decide(before, now)
             if decision is None:
                 return before, before
@@ -151,7 +145,7 @@ class NatsKeys(KeyStore):
                 headers["KV-Operation"] = "DEL"
             elif attached is not None:
                 headers["Cb-Lease"] = attached
-            if lease_msg is not None:  # the fence, if any, checked on the lock's subject
+            if lease is not None:  # the fence, if any, checked on the lock's subject
                 seq = await publish_batch(
                     self.store, ns, [*guards, Out(subject, value, headers, previous)]
                 )

@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 
 from app.backends.nats.batch import Out
-from app.backends.nats.names import LEASE_PREFIX
-from app.backends.nats.store import Msg
+from app.backends.nats.names import LEASE_PREFIX, lease_subject
+from app.backends.nats.store import Msg, NatsStore
 from app.domain.events import ChangeEvent, build_event
 from app.domain.leases import LeaseInfo, lease_not_found, ttl_seconds
 from app.syntax import iso_ms
@@ -60,6 +60,14 @@ def attach(msg: Msg) -> Out:
     lease = decode_lease(msg)
     assert lease is not None
     return Out(msg.subject, encode_lease(lease, granted=False), {}, msg.seq)
+
+
+async def attach_live(store: NatsStore, ns: str, lease_id: str, now: int) -> Out:
+    """``attach`` for lease ``lease_id`` of namespace ``ns`` read now; 404 unless live."""
+    msg = await store.last(ns, lease_subject(ns, lease_id))
+    live_lease(msg, lease_id, now)
+    assert msg is not None
+    return attach(msg)
 
 
 def is_lease_subject(ns: str, subject: str) -> bool:

@@ -26,11 +26,9 @@ that is no event) or gives back a lock handed to it (``lock.released``, abandone
 waiter whose process died stays in the line until its own deadline passes; a lock
 handed to it meanwhile goes on after the claim window.
 
-A lock acquired on a lease (``"lease"``) records it (``lease`` in the record) and is
-stored in one atomic batch with the lease's record again (compare-and-swap on the one
-read live: leasestate.attach); the lease's end releases it (leases.py).
-
-Not built on NATS yet (501 ``not_supported_by_backend``): session-scoped locks.
+A lock acquired on a lease has it in its record, stored in one batch with the lease's
+record (leasestate.attach); the lease's end releases it (leases.py). Not built on NATS
+yet (501 ``not_supported_by_backend``): session-scoped locks.
 """
 
 from __future__ import annotations
@@ -44,7 +42,7 @@ import orjson
 
 from app.backends.nats.batch import Out, publish_batch
 from app.backends.nats.entries import lower_deadline
-from app.backends.nats.leasestate import attach, live_lease
+from app.backends.nats.leasestate import attach_live
 from app.backends.nats.lockstate import (
     CLAIM_WINDOW_MS,
     Change,
@@ -59,7 +57,7 @@ from app.backends.nats.lockstate import (
     holding,
     withdraw,
 )
-from app.backends.nats.names import LOCK_PREFIX, is_lock_subject, lease_subject, lock_subject
+from app.backends.nats.names import LOCK_PREFIX, is_lock_subject, lock_subject
 from app.backends.nats.store import Msg, NatsStore
 from app.backends.nats.unsupported import refusal
 from app.backends.parts.locks import LockEngine
@@ -188,12 +186,8 @@ class NatsLocks(LockEngine):
     async def _run(self, ns: str, name: str, step: Step[R], lease: str | None = None) -> R:
         for _ in range(WRITE_ATTEMPTS):
             now = now_ms()
-            guard = None
-            if lease is not None:  # on a lease: live, and stored with the lock (attach)
-                lease_msg = await self.store.last(ns, lease_subject(ns, lease))
-                live_lease(lease_msg, lease, now)
-                assert lease_msg is not None
-                guard = attach(lease_msg)
+            # On a lease: live, and its record stored again with the lock (attach).
+            guard = None if lease is None else await attach_live(self.store, ns, lease, now)
             msg, record = await self._read(ns, name, now)
             settled = await self._settle(ns, msg, record, now)
             if settled is None:
