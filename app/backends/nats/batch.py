@@ -16,7 +16,8 @@ a lock, a lease). The server checks them all against the stream as it is before 
 batch, under its lock, at the commit: one failed check and nothing is stored (``None``).
 
 Limits of the server: at most 1,000 messages per batch (``MAX_BATCH``), and one subject
-may not be checked twice in a batch.
+may not be checked twice in a batch. A server older than 2.12 would store the messages
+one by one: a batch to it is refused (501) before anything is sent.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from nats.js.errors import NoStreamResponseError
 
 from app.backends.nats.names import CHECK_TOKEN, SYSTEM_BUCKET
 from app.backends.nats.store import WRONG_LAST_SEQUENCE, NatsStore, next_msg
-from app.errors import BackendUnavailable
+from app.errors import BackendUnavailable, NotSupportedByBackend
 
 #: The most messages one atomic batch holds (nats-server's limit).
 MAX_BATCH = 1000
@@ -79,6 +80,13 @@ async def publish_batch(store: NatsStore, ns: str, msgs: list[Out]) -> int | Non
     was stored."""
     if not msgs or len(msgs) > MAX_BATCH:
         raise ValueError(f"an atomic batch holds 1 to {MAX_BATCH} messages, not {len(msgs)}")
+    version = store.nc.connected_server_version
+    if (version.major, version.minor) < (2, 12):
+        # An older server ignores the batch headers and stores each message as it comes.
+        raise NotSupportedByBackend(
+            f"This needs JetStream atomic batch publish, nats-server 2.12 or later; the "
+            f"server is {version} (see docs/nats.md)."
+        )
     async with store.mapped_errors():
         await store.ensure(ns)
         for _ in range(BUSY_ATTEMPTS):
