@@ -316,3 +316,29 @@ async def test_raw_batch_primitive_refuses_a_stale_check(nats_url: str) -> None:
         assert await publish_batch(store, "ns1", fresh) == first + 2
     finally:
         await store.close()
+
+
+async def test_another_process_reads_a_transaction_from_its_messages(
+    corkboard: httpx.AsyncClient, nats_url: str,
+) -> None:
+    """A process that read none of the batch (a fresh backend: nothing cached) builds
+    the transaction's event from its key messages, old values included, and reports
+    nothing at the parts' own sequences."""
+    from app.backends.nats import NatsBackend
+
+    await txn(corkboard, {"success": [{"op": "put", "key": f"k/{i:03d}", "value": i}
+                                      for i in range(100)]})
+    out = await txn(corkboard, {"success": [{"op": "put", "key": f"k/{i:03d}", "value": -i}
+                                            for i in range(100)]})
+    commit = out["revision"]
+    fresh = NatsBackend(nats_url)
+    await fresh.start()
+    try:
+        batch = await fresh.read_events("default", commit - 101)
+    finally:
+        await fresh.close()
+    [event] = [e for e in batch.events if e.revision > commit - 101]
+    assert event.revision == commit and event.type == "txn"
+    changes = json.loads(event.data)["changes"]
+    assert [(c["key"], c["value"], c["old_value"]) for c in changes] == [
+        (f"k/{i:03d}", -i, i) for i in range(100)]

@@ -140,7 +140,9 @@ class NatsLog(ChangeLog):
         key = key_of_subject(ns, msg.subject)
         if key is None:
             if is_commit(ns, msg):
-                return await compound_event(ns, msg, lambda seq: self._part(ns, seq, seen))
+                return await compound_event(
+                    ns, msg, lambda seq: self._part(ns, seq, msg.seq, seen)
+                )
             # None for other records (checks, keepalives) and foreign keys
             return lock_event(ns, msg) or lease_event(ns, msg)
         if txn_offset(msg):
@@ -148,9 +150,19 @@ class NatsLog(ChangeLog):
         type_, value, old, at = await self._change(ns, msg, seen)
         return build_event(ns, msg.seq, type_, key, at, value=value, old_value=old)
 
-    async def _part(self, ns: str, seq: int, seen: dict[str, Msg]) -> dict[str, Any] | None:
-        """The change a batch's key message at ``seq`` is, for its commit's event."""
-        msg = self.recent.get((ns, seq)) or await self.store.at(ns, seq)
+    async def _part(
+        self, ns: str, seq: int, commit: int, seen: dict[str, Msg]
+    ) -> dict[str, Any] | None:
+        """The change a batch's key message at ``seq`` is, for its commit's event (at
+        ``commit``). The parts are asked in order: a part not read yet brings the rest
+        of the batch with it, in one batched direct get."""
+        msg = self.recent.get((ns, seq))
+        if msg is None:
+            found, _ = await self.store.batch(ns, {"seq": seq, "batch": commit - seq})
+            for got in found:
+                if got.seq < commit:
+                    self.remember(ns, got)
+            msg = self.recent.get((ns, seq))
         key = key_of_subject(ns, msg.subject) if msg is not None else None
         if msg is None or key is None:
             return None
