@@ -135,7 +135,9 @@ class NatsTxn(TxnStore):
         locks: dict[str, Msg | None], leases: dict[str, Msg | None],
     ) -> TxnOutcome | None:
         """Publish the plan's batch; its outcome, or None when something moved."""
-        written = {s.key for s in p.steps if s.kind != "get"}
+        # Keys the batch writes (a delete of an absent key writes nothing: checked).
+        written = {s.key for s in p.steps
+                   if s.kind == "put" or (s.kind == "delete" and entries.get(s.key) is not None)}
         guards: dict[str, Out] = {}
 
         def guard(subject: str, msg: Msg | None) -> None:
