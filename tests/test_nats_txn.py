@@ -342,3 +342,26 @@ async def test_another_process_reads_a_transaction_from_its_messages(
     changes = json.loads(event.data)["changes"]
     assert [(c["key"], c["value"], c["old_value"]) for c in changes] == [
         (f"k/{i:03d}", -i, i) for i in range(100)]
+
+
+async def test_a_fenced_write_on_a_lease_is_one_batch_with_both_checks(
+    corkboard: httpx.AsyncClient,
+) -> None:
+    """The fence is checked on the lock's subject and the lease attached, in one batch:
+    a stale fence writes nothing, a holding one writes the key on the lease."""
+    assert (await corkboard.post("/v1/leases", json={"ttl": "30s", "id": "l"})).status_code == 201
+    token = (await corkboard.post("/v1/locks/f", json={"owner": "o"})).json()["token"]
+    start = await revision(corkboard)
+    r = await corkboard.put("/v1/kv/k", params={"lease": "l"}, json=1,
+                            headers={"Fence-Lock": "f", "Fence-Token": str(token + 1)})
+    problem(r, 409, "stale_fence")
+    assert await revision(corkboard) == start
+    r = await corkboard.put("/v1/kv/k", params={"lease": "l"}, json=1,
+                            headers={"Fence-Lock": "f", "Fence-Token": str(token)})
+    assert r.status_code == 201, r.text
+    assert (await corkboard.get("/v1/leases/l")).json()["keys"] == ["k"]
+    await corkboard.post("/v1/locks/f/release", json={"owner": "o", "token": token})
+    r = await corkboard.put("/v1/kv/k", params={"lease": "l"}, json=2,
+                            headers={"Fence-Lock": "f", "Fence-Token": str(token)})
+    problem(r, 409, "stale_fence")
+    assert (await corkboard.get("/v1/kv/k")).json()["value"] == 1
