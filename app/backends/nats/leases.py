@@ -237,7 +237,11 @@ class NatsLeases(LeaseStore):
         return page_sorted(sorted(live), pattern, after, limit, live.get)
 
     async def lease_revoke(self, ns: str, lease_id: str) -> LeaseDetail:
-        if await self._end(ns, lease_id, "lease.expired") is not None:  # due: expires
+        _, lease = await self._read(ns, lease_id)
+        if lease is None:
+            raise lease_not_found(lease_id)
+        if lease.expires_at <= now_ms():  # due: it expires, and is not there to revoke
+            await self._end(ns, lease_id, "lease.expired")
             raise lease_not_found(lease_id)
         ended = await self._end(ns, lease_id, "lease.revoked")
         if ended is None:
