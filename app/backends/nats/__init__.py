@@ -9,8 +9,11 @@ NATS failures become 503), mirroring ``backends/redis/`` where it applies:
 - ``names.py``: namespaces, keys and metadata headers; ``entries.py``: entries read
   from messages, expiry overrides and the deadline index;
 - ``trim.py``: compaction (what bounds a namespace's storage);
-- ``unsupported.py``: the parts not built yet (artifacts, leases, transactions),
-  which answer 501 ``not_supported_by_backend``.
+- ``batch.py``: JetStream atomic batch publish; ``compound.py``: a batch that is one
+  event; ``txn.py``: transactions and pattern deletes; ``leases.py`` (and
+  ``leasestate.py``): leases;
+- ``unsupported.py``: the parts not built yet (artifacts), which answer 501
+  ``not_supported_by_backend``.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ from app.backends.base import BackendInfo
 from app.backends.composed import ComposedBackend
 from app.backends.nats import unsupported
 from app.backends.nats.keys import NatsKeys
+from app.backends.nats.leases import NatsLeases
 from app.backends.nats.locks import NatsLocks
 from app.backends.nats.log import NatsLog
 from app.backends.nats.sessions import NatsSessions
 from app.backends.nats.store import NatsStore
 from app.backends.nats.trim import Trimmer
+from app.backends.nats.txn import NatsTxn
 
 __all__ = ["NatsBackend", "replicas_of", "servers_of"]
 
@@ -57,7 +62,7 @@ class NatsBackend(ComposedBackend):
     def __init__(
         self, url: str, *, timeout: float = 2.0, key_history: int = 10,
         event_retention: int = 100_000, replicas: int | None = None,
-        lock_max_waiters: int = 1000,
+        lock_max_waiters: int = 1000, max_leases: int = 100_000,
     ) -> None:
         self.url = url
         self.info = BackendInfo(
@@ -77,8 +82,9 @@ class NatsBackend(ComposedBackend):
         self.locks = self.lock_engine
         self.log = NatsLog(self.store, self.keys, self.lock_engine, self.sessions)
         self.artifacts = unsupported.artifacts()
-        self.leases = unsupported.leases()
-        self.txns = unsupported.txns()
+        self.leases = NatsLeases(self.store, self.keys, self.lock_engine, max_leases=max_leases)
+        self.log.lease_sweep = self.leases.sweep
+        self.txns = NatsTxn(self.store, self.keys)
 
     async def start(self) -> None:
         await self.store.start()
