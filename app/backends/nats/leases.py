@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from app.backends.nats.batch import MAX_BATCH, Out, publish_batch
+from app.backends.nats.batch import DEFAULT_MAX_BATCH, Out, publish_batch
 from app.backends.nats.compound import with_commit
 from app.backends.nats.entries import entry_from, lease_of, lower_deadline, meta_after
 from app.backends.nats.keys import NatsKeys
@@ -58,12 +58,14 @@ class NatsLeases(LeaseStore):
     """The lease engine on a ``NatsStore``; its end deletes keys and frees locks."""
 
     def __init__(
-        self, store: NatsStore, keys: NatsKeys, locks: NatsLocks, *, max_leases: int = 100_000
+        self, store: NatsStore, keys: NatsKeys, locks: NatsLocks, *, max_leases: int = 100_000,
+        max_batch: int = DEFAULT_MAX_BATCH,
     ) -> None:
         self.store = store
         self.keys = keys
         self.locks = locks
         self.max_leases = max_leases
+        self.max_batch = max_batch  # the most messages of one lease's end
 
     # -- internals -----------------------------------------------------------------------
 
@@ -123,11 +125,11 @@ class NatsLeases(LeaseStore):
                                 "token": lock.token, "pending_count": len(lock.pending)})
                 released.append(LeaseLock(lock.name, "", lock.owner, lock.token))
             batch = with_commit(ns, type_, lease_id, now, parts, changes, guards=others)
-            if len(batch) > MAX_BATCH:
+            if len(batch) > self.max_batch:
                 raise TooManyKeys(
-                    f"Lease {lease_id!r} holds {len(batch) - 2} keys and locks; NATS "
-                    f"JetStream ends at most {MAX_BATCH - 2} in one atomic batch "
-                    "(docs/nats.md). Nothing was removed."
+                    f"Lease {lease_id!r} holds {len(batch) - 2} keys and locks; this "
+                    f"deployment ends at most {self.max_batch - 2} in one NATS JetStream "
+                    "atomic batch (?max_batch=, docs/nats.md). Nothing was removed."
                 )
             revision = await publish_batch(self.store, ns, batch)
             if revision is None:
