@@ -64,8 +64,9 @@ def max_batch_of(url: str) -> int:
     """``?max_batch=N`` (10 to 100,000, default 1,000): the most messages Corkboard puts
     in one JetStream atomic batch; the servers' ``jetstream { limits { batch { max_msgs
     } } }`` must allow as many (docs/nats.md)."""
-    values = parse_qs(urlsplit(url).query).get("max_batch", [str(DEFAULT_MAX_BATCH)])
-    if (len(values) != 1 or not values[0].isdigit()
+    query = parse_qs(urlsplit(url).query, keep_blank_values=True)
+    values = query.get("max_batch", [str(DEFAULT_MAX_BATCH)])
+    if (len(values) != 1 or not (values[0].isascii() and values[0].isdigit())
             or not SMALLEST_BATCH <= int(values[0]) <= LARGEST_BATCH):
         # Not the URL itself: it may hold credentials.
         raise ValueError(
