@@ -219,9 +219,9 @@ class NatsTxn(TxnStore):
                     "deletes at most that many. Nothing was deleted: narrow the pattern."
                 )
             if len(live) > pattern_keys(self.max_batch):
-                guards = 1 if fence is not None else 0
+                checks = 1 if fence is not None else 0
                 raise _too_many(f"Deleting the {len(live)} keys matching {pattern.text!r}",
-                                len(live) + guards + 1, self.max_batch)
+                                len(live) + checks + 1, self.max_batch)
             if not live:
                 return PatternDelete([], upto or before)
             by_subject = {m.subject: m for m in matching}
