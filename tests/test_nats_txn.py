@@ -431,3 +431,33 @@ async def test_a_fenced_write_on_a_lease_is_one_batch_with_both_checks(
                             headers={"Fence-Lock": "f", "Fence-Token": str(token)})
     problem(r, 409, "stale_fence")
     assert (await corkboard.get("/v1/kv/k")).json()["value"] == 1
+
+
+async def test_transactions_and_lease_ends_keep_to_max_batch(nats_url: str) -> None:
+    """``?max_batch=10``: a transaction of 9 puts (and its commit) is one batch, 10 puts
+    are 409 with nothing written; a lease holding 8 keys ends (its record, the keys, the
+    commit), one holding 9 cannot be revoked (409, nothing removed) until it holds 8."""
+    flush_nats(nats_url)
+    settings = Settings(backend=f"{nats_url}?max_batch=10", sweep_interval_seconds=0.05)
+    async with app_client(settings) as corkboard:
+        ok = await txn(corkboard, {"success": [
+            {"op": "put", "key": f"t/{i}", "value": i} for i in range(9)]})
+        assert ok["succeeded"] is True
+        before = await revision(corkboard)
+        r = await corkboard.post("/v1/txn", json={"success": [
+            {"op": "put", "key": f"u/{i}", "value": i} for i in range(10)]})
+        body = problem(r, 409, "too_many_keys")
+        assert "11 messages" in body["detail"] and "10" in body["detail"]
+        assert await revision(corkboard) == before
+        r = await corkboard.post("/v1/leases", json={"ttl": "30s", "id": "l"})
+        assert r.status_code == 201
+        for i in range(9):
+            r = await corkboard.put(f"/v1/kv/l/{i}", params={"lease": "l"}, json=i)
+            assert r.status_code == 201, r.text
+        before = await revision(corkboard)
+        problem(await corkboard.delete("/v1/leases/l"), 409, "too_many_keys")
+        assert await revision(corkboard) == before
+        assert len((await corkboard.get("/v1/leases/l")).json()["keys"]) == 9
+        await corkboard.delete("/v1/kv/l/8")
+        r = await corkboard.delete("/v1/leases/l")
+        assert r.status_code == 200 and len(r.json()["keys"]) == 8, r.text
