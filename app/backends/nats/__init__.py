@@ -32,6 +32,7 @@ from app.backends.nats.sessions import NatsSessions
 from app.backends.nats.store import NatsStore
 from app.backends.nats.trim import Trimmer
 from app.backends.nats.txn import NatsTxn, pattern_keys
+from app.errors import redact_url
 
 __all__ = ["NatsBackend", "max_batch_of", "replicas_of", "servers_of"]
 
@@ -43,20 +44,25 @@ def servers_of(url: str) -> list[str]:
     """The server URLs of ``nats://[user:pass@]h1:4222[,h2:4222][?replicas=N&max_batch=M]``."""
     parts = urlsplit(url)
     if parts.scheme != "nats" or not parts.netloc:
-        raise ValueError(f"not a nats:// URL with a host: {url!r}")
+        raise ValueError(f"not a nats:// URL with a host: {redact_url(url)!r}")
     credentials, _, hosts = parts.netloc.rpartition("@")
     prefix = f"nats://{credentials}@" if credentials else "nats://"
     servers = [prefix + host for host in hosts.split(",") if host]
     if not servers:
-        raise ValueError(f"no server in {url!r}")
+        raise ValueError(f"no server in {redact_url(url)!r}")
     return servers
 
 
 def replicas_of(url: str) -> int:
     """``?replicas=N`` (1 to 5): the replicas of the buckets Corkboard creates."""
-    values = parse_qs(urlsplit(url).query).get("replicas", ["1"])
-    if len(values) != 1 or not values[0].isdigit() or not 1 <= int(values[0]) <= 5:
-        raise ValueError(f"replicas must be one number from 1 to 5 in {url!r}")
+    values = parse_qs(urlsplit(url).query, keep_blank_values=True).get("replicas", ["1"])
+    if (len(values) != 1 or not (values[0].isascii() and values[0].isdigit())
+            or not 1 <= int(values[0]) <= 5):
+        # Not the URL itself: it may hold credentials.
+        raise ValueError(
+            f"replicas must be one number from 1 to 5 in the nats:// URL, "
+            f"not {', '.join(values)[:40]!r}"
+        )
     return int(values[0])
 
 
