@@ -123,11 +123,9 @@ async def test_what_the_backend_lacks_answers_501_and_capabilities_say_so(
 ) -> None:
     caps = (await corkboard.get("/v1/capabilities")).json()
     assert caps["backend"] == "nats"
-    assert caps["supports"] == ["keys", "events", "watch", "ttl", "history", "locks"]
+    assert caps["supports"] == ["keys", "events", "watch", "ttl", "history", "locks",
+                                "sessions", "leases", "txn"]
     for r in [
-        await corkboard.put("/v1/sessions/s1", json={}),
-        await corkboard.post("/v1/leases", json={"ttl": "5s"}),
-        await corkboard.post("/v1/txn", json={"success": [{"op": "get", "key": "k"}]}),
         await corkboard.put("/v1/artifacts/a", content=b"x"),
     ]:
         problem(r, 501, "not_supported_by_backend")
@@ -215,3 +213,16 @@ def test_backend_urls() -> None:
             backend_from_url(bad, Settings())
     with pytest.raises(UnknownBackend):
         backend_from_url("nats://", Settings())
+
+
+@pytest.mark.parametrize(
+    "query", ["replicas=0", "replicas=x", "replicas=", "replicas=1&replicas=2"]
+)
+def test_a_bad_replicas_is_refused_without_the_credentials(query: str) -> None:
+    with pytest.raises(ValueError, match="replicas must be one number from 1 to 5") as e:
+        replicas_of(f"nats://user:s3cret@127.0.0.1:1?{query}")
+    assert "s3cret" not in str(e.value)
+    for bad in ["nats://user:s3cr@t@", "http://user:s3cret@h:1"]:
+        with pytest.raises(ValueError) as e:
+            servers_of(bad)
+        assert "s3cr" not in str(e.value)
