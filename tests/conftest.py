@@ -43,7 +43,7 @@ CLUSTER_MODULES = {
 #: full (docs/nats.md says what the NATS backend does not offer yet).
 NATS_MODULES = {
     "test_kv", "test_kv_listing", "test_ttl", "test_event_log", "test_events_poll",
-    "test_locks", "test_locks_backend", "test_lock_waiters",
+    "test_locks", "test_locks_backend", "test_lock_waiters", "test_artifacts",
 }
 #: Tests of NATS_MODULES whose NATS run is deselected, with the part NATS lacks (each
 #: such call answers 501 not_supported_by_backend there: tests/test_nats_locks.py).

@@ -4,12 +4,12 @@ NATS clients (docs/nats.md). ``NatsBackend`` is a composition of parts built on 
 NATS failures become 503), mirroring ``backends/redis/`` where it applies:
 
 - ``keys.py``: the key store (fenced writes included); ``locks.py``: the lock engine
-  (namespace locks); ``log.py``: the change log and the sweeper's pass;
+  (namespace locks); ``artifacts.py`` (with ``blobrows.py``): the artifact index;
+  ``log.py``: the change log and the sweeper's pass;
 - ``names.py``: namespaces, keys and metadata headers; ``entries.py``: entries read
   from messages, expiry overrides and the deadline index;
 - ``trim.py``: compaction (what bounds a namespace's storage);
-- ``unsupported.py``: the parts not built yet (sessions, artifacts, leases,
-  transactions), which answer 501 ``not_supported_by_backend``.
+- ``unsupported.py``: the parts not built yet (sessions, leases, transactions), which answer 501 ``not_supported_by_backend``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 from app.backends.base import BackendInfo
 from app.backends.composed import ComposedBackend
 from app.backends.nats import unsupported
+from app.backends.nats.artifacts import NatsArtifacts
 from app.backends.nats.keys import NatsKeys
 from app.backends.nats.locks import NatsLocks
 from app.backends.nats.log import NatsLog
@@ -72,8 +73,8 @@ class NatsBackend(ComposedBackend):
         self.keys = NatsKeys(self.store)
         self.lock_engine = NatsLocks(self.store, max_waiters=lock_max_waiters)
         self.locks = self.lock_engine
-        self.log = NatsLog(self.store, self.keys, self.lock_engine)
-        self.artifacts = unsupported.artifacts()
+        self.artifacts = NatsArtifacts(self.store)
+        self.log = NatsLog(self.store, self.keys, self.lock_engine, self.artifacts)
         self.sessions = unsupported.sessions()
         self.leases = unsupported.leases()
         self.txns = unsupported.txns()

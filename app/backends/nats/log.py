@@ -11,18 +11,21 @@ meets a gap above that (messages another client purged) reports the sequence bef
 as compacted too: a resume point behind it gets ``reset``.
 
 A lock's record (``_cbl.<name>``) is not a key: each of its messages is a ``lock.*``
-event (locks.py: the message carries the event's fields).
+event (locks.py: the message carries the event's fields); so is an artifact's record
+(``_cba.<key>``: an ``artifact.*`` event, artifacts.py).
 
 Expiry: the sweeper's index (``_corkboard`` bucket, ``deadline.<ns>``) holds each
 namespace's earliest deadline; a pass lists the due namespaces' keys and replaces each
 expired one by a ``kv.expire`` marker (a compare-and-swap on its sequence), and each
-due lock holder by a ``lock.expired`` message (the same way).
+due lock holder by a ``lock.expired`` message and each due artifact by an
+``artifact.delete`` marker (the same way).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
+from app.backends.nats.artifacts import NatsArtifacts, artifact_event
 from app.backends.nats.entries import json_value, lower_deadline, parse_override
 from app.backends.nats.keys import NatsKeys
 from app.backends.nats.locks import NatsLocks
@@ -40,10 +43,13 @@ RECENT_MESSAGES = 20_000
 class NatsLog(ChangeLog):
     """The change log on a ``NatsStore``; expiry through the key store."""
 
-    def __init__(self, store: NatsStore, keys: NatsKeys, locks: NatsLocks) -> None:
+    def __init__(
+        self, store: NatsStore, keys: NatsKeys, locks: NatsLocks, artifacts: NatsArtifacts
+    ) -> None:
         self.store = store
         self.keys = keys
         self.locks = locks
+        self.artifacts = artifacts
         #: Messages read lately, by (namespace, sequence): an event's previous message
         #: (its old value) was usually read just before; messages never change.
         self.recent: OrderedDict[tuple[str, int], Msg] = OrderedDict()
@@ -108,7 +114,8 @@ class NatsLog(ChangeLog):
     async def _event(self, ns: str, msg: Msg, seen: dict[str, Msg]) -> ChangeEvent | None:
         key = key_of_subject(ns, msg.subject)
         if key is None:
-            return lock_event(ns, msg)  # None for other records and foreign keys
+            # None for other records and foreign keys
+            return lock_event(ns, msg) or artifact_event(ns, msg)
         meta = msg.meta
         previous = seen.get(msg.subject)
         if meta is not None and meta.previous == 0:
@@ -159,9 +166,9 @@ class NatsLog(ChangeLog):
         live = await self.keys.live_entries(ns, msgs, by_token, now)
         deadlines = [e.expires_at for e in live.values() if e.expires_at is not None]
         locks_expired, lock_deadline = await self.locks.sweep(ns, msgs, now)
-        if lock_deadline:
-            deadlines.append(lock_deadline)
-        return count + locks_expired, min(deadlines, default=0)
+        artifacts_expired, artifact_deadline = await self.artifacts.sweep(ns, msgs, now)
+        deadlines.extend(d for d in (lock_deadline, artifact_deadline) if d)
+        return count + locks_expired + artifacts_expired, min(deadlines, default=0)
 
     async def _settle(self, row: Msg, next_deadline: int) -> None:
         """Set the namespace's index row to its next deadline (or remove it), unless a

@@ -1,22 +1,20 @@
 """The parts the NATS backend does not have yet (issue 17's later stages): each of their
 calls answers 501 ``not_supported_by_backend``, and /v1/capabilities leaves them out of
-``supports``. Nothing is stored, so nothing is pretended: no lease exists, no artifact
-or session either. ``refusal`` is also the answer of the lock engine's parts not built
+``supports``. Nothing is stored, so nothing is pretended: no lease exists, no
+session either. ``refusal`` is also the answer of the lock engine's parts not built
 yet (locks.py)."""
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from app.artifacts.base import BlobReader, BlobStore, BlobWriter
-from app.backends.parts.artifacts import ArtifactIndex
 from app.backends.parts.sessions import SessionStore
 from app.backends.parts.txn import LeaseStore, TxnStore
 from app.errors import NotSupportedByBackend
 
 #: What the NATS backend offers so far (the ``supports`` list of /v1/capabilities).
-#: "locks": namespace locks, without waiting (``wait``) or session scope (locks.py).
-SUPPORTS = ("keys", "events", "watch", "ttl", "history", "locks")
+#: "locks": namespace locks, without session scope (locks.py).
+SUPPORTS = ("keys", "events", "watch", "ttl", "history", "locks", "artifacts")
 
 P = TypeVar("P")
 
@@ -54,39 +52,3 @@ def leases() -> LeaseStore:
 
 def txns() -> TxnStore:
     return unsupported(TxnStore, "transactions and pattern deletes")  # type: ignore[type-abstract]
-
-
-def artifacts() -> ArtifactIndex:
-    index = unsupported(ArtifactIndex, "artifacts")  # type: ignore[type-abstract]
-
-    async def no_garbage(*, limit: int, lease_ms: int) -> list[tuple[str, str]]:
-        return []  # no artifact is ever stored, so none is garbage: the collector idles
-
-    index.artifact_garbage = no_garbage  # type: ignore[method-assign]
-    return index
-
-
-class NoBlobStore(BlobStore):
-    """The artifact store of ``nats://`` until the Object Store one exists: it holds
-    nothing, and refuses every write with 501."""
-
-    name = "nats"
-    needs_grace = False
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def create(self, blob: str) -> BlobWriter:
-        raise refusal("artifacts")
-
-    async def open(self, blob: str, size: int) -> BlobReader:
-        raise refusal("artifacts")
-
-    async def delete(self, blob: str) -> None:
-        return None
-
-    async def blobs(self) -> list[str]:
-        return []
