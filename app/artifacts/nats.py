@@ -39,8 +39,10 @@ from app.backends.nats.store import Msg, _msg, mapped_errors, next_msg
 
 #: The Object Store bucket of a ``nats://`` artifact store without ``?bucket=``.
 DEFAULT_BUCKET = "corkboard_artifacts"
-#: Bytes a download asks the server for at once (whole chunks, at least one).
+#: Bytes a download asks the server for at once (whole chunks, at least one) ...
 READ_BYTES = 1_048_576
+#: ... and at most this many chunks.
+READ_CHUNKS = 8
 #: Room left in a message for its headers, below the server's max payload.
 HEADROOM = 1024
 
@@ -276,7 +278,7 @@ class _NatsReader(BlobReader):
             return
         size = self._chunk_bytes
         first, last = start // size, (end - 1) // size
-        per_read = max(1, READ_BYTES // size)
+        per_read = max(1, min(READ_CHUNKS, READ_BYTES // size))
         n, seq = 0, 1
         while n <= last:
             msgs = await self._store.chunks(self._subject, seq, per_read)
