@@ -19,7 +19,8 @@ class Settings(BaseSettings):
         "redis+cluster://h1:7000,h2:7001, rediss+cluster://, nats://h1:4222[,h2:4222]",
     )
     artifacts: str | None = Field(
-        None, description="Artifact store URL (memory://, redis://, file:///path); default: backend"
+        None,
+        description="Artifact store URL (memory://, redis://, nats://, file:///path); default: backend",
     )
     host: str = Field("127.0.0.1", description="Address `corkboard serve` binds")
     port: int = Field(8000, ge=0, le=65535, description="Port `corkboard serve` binds")

@@ -1,8 +1,9 @@
 """Artifacts (API.md section 6) through HTTP, on every state backend x artifact store.
 
 Each test runs on memory, Redis, Redis Cluster and NATS state, each with the memory,
-Redis and file artifact stores, and with the NATS Object Store on memory and NATS state. The harness exposes the backend and the store so that "nothing was stored" is
-checked in the store itself, and runs the collector when the test says so.
+Redis and file artifact stores, and with the NATS Object Store on memory and NATS state.
+The harness exposes the backend and the store so that "nothing was stored" is checked in
+the store itself, and runs the collector when the test says so.
 """
 
 from __future__ import annotations

@@ -22,9 +22,11 @@ subjects, so nothing of it is left. NATS failures are 503 (store.mapped_errors).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import nats
@@ -43,13 +45,16 @@ DEFAULT_BUCKET = "corkboard_artifacts"
 READ_BYTES = 1_048_576
 #: ... and at most this many chunks.
 READ_CHUNKS = 8
+#: The first connection's time limit, in backend timeouts.
+CONNECT_TRIES = 3
 #: Room left in a message for its headers, below the server's max payload.
 HEADROOM = 1024
 
 
 def bucket_of(url: str) -> str:
     """``?bucket=NAME`` of a ``nats://`` URL, else the default bucket."""
-    values = parse_qs(urlsplit(url).query).get("bucket", [DEFAULT_BUCKET])
+    query = parse_qs(urlsplit(url).query, keep_blank_values=True)
+    values = query.get("bucket", [DEFAULT_BUCKET])
     name = values[-1]
     if not name or not all(c.isalnum() or c in "_-" for c in name):
         raise ValueError(f"bucket must be letters, digits, '_' or '-' in {url!r}")
@@ -98,11 +103,24 @@ class NatsBlobStore(BlobStore):
     async def start(self) -> None:
         async with mapped_errors(self.url):
             if self._shared is None:
-                self._nc = await nats.connect(
-                    self.servers, connect_timeout=self.timeout, allow_reconnect=True,
-                    max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                )
+                await self._connect()
             await self.ensure()
+
+    async def _connect(self) -> None:
+        """Connect, reconnecting for ever once connected; the first connection gets
+        ``CONNECT_TRIES`` timeouts (nats-py would try a server that is down for ever)."""
+        nc = Client()
+        options: dict[str, Any] = {
+            "connect_timeout": self.timeout, "allow_reconnect": True,
+            "max_reconnect_attempts": -1, "reconnect_time_wait": 0.5,
+        }
+        try:
+            async with asyncio.timeout(self.timeout * CONNECT_TRIES):
+                await nc.connect(self.servers, **options)
+        except BaseException:
+            await nc.close()
+            raise
+        self._nc = nc
 
     async def ensure(self) -> None:
         """Create the Object Store bucket unless it exists (an existing one is used as

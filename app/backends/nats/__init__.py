@@ -9,7 +9,8 @@ NATS failures become 503), mirroring ``backends/redis/`` where it applies:
 - ``names.py``: namespaces, keys and metadata headers; ``entries.py``: entries read
   from messages, expiry overrides and the deadline index;
 - ``trim.py``: compaction (what bounds a namespace's storage);
-- ``unsupported.py``: the parts not built yet (sessions, leases, transactions), which answer 501 ``not_supported_by_backend``.
+- ``unsupported.py``: the parts not built yet (sessions, leases, transactions), which
+  answer 501 ``not_supported_by_backend``.
 """
 
 from __future__ import annotations
