@@ -10,8 +10,11 @@ import asyncio
 import base64
 import hashlib
 import os
-from collections.abc import AsyncIterator
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
 
+import httpx
 import nats
 import orjson
 import pytest
@@ -27,8 +30,15 @@ from app.settings import Settings
 from app.syntax import now_ms
 from tests.helpers import problem
 from tests.nats_server import NatsServer, flush_nats
-from tests.support import free_port
-from tests.support_artifacts import Harness, harness
+from tests.support import ServiceProcess, free_port, running
+from tests.support_artifacts import (
+    Harness,
+    MiB,
+    PatternBody,
+    harness,
+    memory_status,
+    reset_peak,
+)
 
 
 @pytest.fixture
@@ -234,3 +244,87 @@ async def test_an_expired_artifact_is_a_delete_marker_with_its_event(
         await nc.close()
     assert await h.collect() == 1
     assert await h.blobs() == []
+
+
+async def test_events_read_byte_for_byte_as_on_the_memory_engine(nats_url: str) -> None:
+    """The same calls on memory and on NATS give the same event JSON (times aside)."""
+    import re
+
+    flush_nats(nats_url)
+    bodies: list[bytes] = []
+    for backend in ("memory://", nats_url):
+        async with harness(Settings(backend=backend, artifact_grace_seconds=0)) as h:
+            await h.client.put("/v1/artifacts/runs/a.txt", content=b"one",
+                               headers={"Content-Type": "text/plain"})
+            await h.client.put("/v1/artifacts/runs/a.txt", content=b"two")
+            await h.client.put("/v1/artifacts/b", content=b"x", params={"ttl": "1h"})
+            await h.client.delete("/v1/artifacts/runs/a.txt")
+            await h.client.put("/v1/artifacts/b", content=b"y", headers={"If-Match": "*"})
+            r = await h.client.get("/v1/events", params={"since": 0})
+            bodies.append(re.sub(rb'"\d{4}-\d\d-\d\dT[0-9:.]+Z"', b'"T"', r.content))
+    assert bodies[0] == bodies[1]
+    assert bodies[0].count(b'"type":"artifact.') == 5
+
+
+# -- a real server process -----------------------------------------------------------
+
+
+def _object_count(url: str) -> int:
+    """Blobs in the default Object Store bucket, seen from outside (a nats-py client)."""
+
+    async def count() -> int:
+        nc = await nats.connect(url)
+        try:
+            info = await nc.jetstream().stream_info(
+                f"OBJ_{DEFAULT_BUCKET}", subjects_filter=f"$O.{DEFAULT_BUCKET}.C.>"
+            )
+            return len(info.state.subjects or {})
+        finally:
+            await nc.close()
+
+    return asyncio.run(count())
+
+
+def _wait_until(check: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def test_a_server_process_streams_in_bounded_memory_and_a_killed_upload_is_collected(
+    nats_url: str,
+) -> None:
+    flush_nats(nats_url)
+    env = {"CORKBOARD_BACKEND": nats_url, "CORKBOARD_ARTIFACT_GC_INTERVAL_SECONDS": "0.1",
+           "CORKBOARD_ARTIFACT_GRACE_SECONDS": "0", "CORKBOARD_LOG_LEVEL": "warning",
+           "CORKBOARD_ARTIFACT_UPLOAD_TIMEOUT_SECONDS": "2"}
+    with running(ServiceProcess(env)) as (svc,), httpx.Client(base_url=svc.url) as client:
+        assert svc.proc is not None
+        pid = svc.proc.pid
+        warm = os.urandom(2 * MiB)
+        assert client.put("/v1/artifacts/warm", content=warm).status_code == 201
+        assert client.get("/v1/artifacts/warm").content == warm
+        baseline = memory_status(pid)["VmRSS"]
+        reset_peak(pid)
+        body = PatternBody(48 * MiB)
+        r = client.put("/v1/artifacts/big.bin", content=iter(body), timeout=120)
+        assert r.status_code == 201
+        digest = hashlib.sha256()
+        with client.stream("GET", "/v1/artifacts/big.bin", timeout=120) as r:
+            for piece in r.iter_raw(MiB):
+                digest.update(piece)
+        assert digest.hexdigest() == body.digest.hexdigest()
+        growth = memory_status(pid)["VmHWM"] - baseline
+        assert growth < 40 * MiB, f"server peak memory grew by {growth / MiB:.1f} MiB"
+        # Killed mid-upload: the previous version stays; the dead upload's chunks go once
+        # its reservation lapses (2 x the upload timeout), by the next server's collector.
+        with socket.create_connection(("127.0.0.1", svc.port)) as s:
+            s.sendall(b"PUT /v1/artifacts/warm HTTP/1.1\r\nHost: corkboard\r\n"
+                      + b"Content-Length: %d\r\n\r\n" % (10 * MiB) + os.urandom(2 * MiB))
+            _wait_until(lambda: _object_count(nats_url) >= 3)
+            svc.kill()
+    with running(ServiceProcess(env)) as (svc,), httpx.Client(base_url=svc.url) as client:
+        assert client.get("/v1/artifacts/warm").content == warm
+        _wait_until(lambda: _object_count(nats_url) == 2)
+        assert client.get("/v1/artifacts/big.bin").status_code == 200
