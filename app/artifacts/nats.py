@@ -34,7 +34,7 @@ import orjson
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import ObjectInfo, ObjectMetaOptions, StorageType
-from nats.js.errors import NoStreamResponseError, NotFoundError
+from nats.js.errors import BadRequestError, NoStreamResponseError, NotFoundError
 
 from app.artifacts.base import BlobMissing, BlobReader, BlobStore, BlobWriter, is_blob_id
 from app.backends.nats.store import Msg, _msg, mapped_errors, next_msg
@@ -128,9 +128,12 @@ class NatsBlobStore(BlobStore):
         try:
             await self.js.stream_info(self.stream)
         except NotFoundError:
-            await self.js.create_object_store(
-                self.bucket, storage=StorageType.FILE, replicas=self.replicas
-            )
+            try:
+                await self.js.create_object_store(
+                    self.bucket, storage=StorageType.FILE, replicas=self.replicas
+                )
+            except BadRequestError:  # created meanwhile by another process
+                pass
 
     async def close(self) -> None:
         if self._nc is not None:
@@ -168,7 +171,10 @@ class NatsBlobStore(BlobStore):
         msg = _msg(reply)
         if msg is None or msg.deleted:
             return None
-        info = ObjectInfo.from_response(orjson.loads(msg.data))
+        try:
+            info = ObjectInfo.from_response(orjson.loads(msg.data))
+        except (ValueError, TypeError, KeyError):
+            return None  # not an object's info (another client's stray message)
         return None if info.deleted else info
 
     async def open(self, blob: str, size: int) -> BlobReader:
@@ -205,15 +211,6 @@ class NatsBlobStore(BlobStore):
             if is_blob_id(tail):
                 found.add(tail)
         return sorted(found)
-
-    async def purge(self) -> int:
-        count = len(await self.blobs())
-        async with mapped_errors(self.url):
-            try:
-                await self.js.purge_stream(self.stream)
-            except NotFoundError:
-                pass
-        return count
 
     async def chunks(self, subject: str, seq: int, count: int) -> list[Msg]:
         """Up to ``count`` messages of ``subject`` from sequence ``seq`` (one batched
