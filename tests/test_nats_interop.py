@@ -124,9 +124,8 @@ async def test_what_the_backend_lacks_answers_501_and_capabilities_say_so(
     caps = (await corkboard.get("/v1/capabilities")).json()
     assert caps["backend"] == "nats"
     assert caps["supports"] == ["keys", "events", "watch", "ttl", "history", "locks",
-                                "artifacts"]
+                                "sessions", "artifacts"]
     for r in [
-        await corkboard.put("/v1/sessions/s1", json={}),
         await corkboard.post("/v1/leases", json={"ttl": "5s"}),
         await corkboard.post("/v1/txn", json={"success": [{"op": "get", "key": "k"}]}),
     ]:

@@ -3,14 +3,15 @@ NATS clients (docs/nats.md). ``NatsBackend`` is a composition of parts built on 
 ``NatsStore`` (store.py: the connection, the JetStream requests, the one boundary where
 NATS failures become 503), mirroring ``backends/redis/`` where it applies:
 
-- ``keys.py``: the key store (fenced writes included); ``locks.py``: the lock engine
-  (namespace locks); ``artifacts.py`` (with ``blobrows.py``): the artifact index;
-  ``log.py``: the change log and the sweeper's pass;
+- ``keys.py``: the key store (fenced writes included); ``locks.py``: the lock engine;
+  ``sessions.py``: sessions, variables and chat state, one record per session holding
+  its locks too (``sessionstate.py``); ``artifacts.py`` (with ``blobrows.py``): the
+  artifact index; ``log.py``: the change log and the sweeper's pass;
 - ``names.py``: namespaces, keys and metadata headers; ``entries.py``: entries read
   from messages, expiry overrides and the deadline index;
 - ``trim.py``: compaction (what bounds a namespace's storage);
-- ``unsupported.py``: the parts not built yet (sessions, leases, transactions), which
-  answer 501 ``not_supported_by_backend``.
+- ``unsupported.py``: the parts not built yet (leases, transactions), which answer 501
+  ``not_supported_by_backend``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from app.backends.nats.artifacts import NatsArtifacts
 from app.backends.nats.keys import NatsKeys
 from app.backends.nats.locks import NatsLocks
 from app.backends.nats.log import NatsLog
+from app.backends.nats.sessions import NatsSessions
 from app.backends.nats.store import NatsStore
 from app.backends.nats.trim import Trimmer
 
@@ -72,11 +74,13 @@ class NatsBackend(ComposedBackend):
         self.trimmer = Trimmer(self.store, retention=event_retention, keep=key_history)
         self.store.written = self.trimmer.wrote
         self.keys = NatsKeys(self.store)
-        self.lock_engine = NatsLocks(self.store, max_waiters=lock_max_waiters)
+        self.sessions = NatsSessions(self.store)
+        self.lock_engine = NatsLocks(self.store, self.sessions, max_waiters=lock_max_waiters)
         self.locks = self.lock_engine
         self.artifacts = NatsArtifacts(self.store)
-        self.log = NatsLog(self.store, self.keys, self.lock_engine, self.artifacts)
-        self.sessions = unsupported.sessions()
+        self.log = NatsLog(
+            self.store, self.keys, self.lock_engine, self.sessions, self.artifacts
+        )
         self.leases = unsupported.leases()
         self.txns = unsupported.txns()
 

@@ -33,15 +33,15 @@ from app.backends.nats.entries import (
     parse_override,
     with_override,
 )
-from app.backends.nats.lockstate import fence_holds
 from app.backends.nats.names import (
     SYSTEM_BUCKET,
     Meta,
+    fence_subject,
     key_of_subject,
-    lock_subject,
     subject_of,
     token_of,
 )
+from app.backends.nats.sessionstate import fence_holds
 from app.backends.nats.store import Msg, NatsStore
 from app.backends.paging import page_sorted
 from app.backends.parts.keys import KeyStore
@@ -118,7 +118,7 @@ class NatsKeys(KeyStore):
             upto = await self.store.last_seq(ns) if fence is not None else None
             msg, before = await self.live(ns, key, now)
             if fence is not None and upto is not None:
-                lock = await self.store.last(ns, lock_subject(ns, fence.name))
+                lock = await self.store.last(ns, fence_subject(ns, fence.scope, fence.name))
                 if any(m is not None and m.seq > upto for m in (msg, lock)):
                     continue  # changed after the namespace's sequence was read
                 if not fence_holds(lock, fence, now):
@@ -238,7 +238,7 @@ class NatsKeys(KeyStore):
         while True:
             now = now_ms()
             if fence is not None and not fence_holds(
-                await self.store.last(ns, lock_subject(ns, fence.name)), fence, now
+                await self.store.last(ns, fence_subject(ns, fence.scope, fence.name)), fence, now
             ):
                 raise fence.stale()  # checked before the touch, not atomically with it
             msg, entry = await self.live(ns, key, now)

@@ -91,21 +91,24 @@ class LockRecord:
                 "waiters": [[w.ticket, w.owner, w.ttl_ms, w.until] for w in self.waiters]}
 
 
+def lock_from_dict(body: dict[str, Any]) -> LockRecord:
+    """A lock record from its JSON object (KeyError, TypeError, ValueError if not one)."""
+    return LockRecord(
+        str(body["name"]), int(body["last_token"]),
+        None if body["owner"] is None else str(body["owner"]), int(body["token"]),
+        int(body["acquired_at"]), int(body["expires_at"]), int(body["ttl_ms"]),
+        [str(e) for e in body["pending"]], str(body.get("ticket", "")),
+        [Waiter(str(t), str(o), int(ttl), int(u)) for t, o, ttl, u in body.get("waiters", [])],
+    )
+
+
 def decode(msg: Msg | None, name: str | None = None) -> LockRecord | None:
     """The record a lock message holds; None when ``msg`` holds none (no message, a
     delete marker, bytes that are not Corkboard's, another lock's)."""
     if msg is None or msg.deleted:
         return None
     try:
-        body = orjson.loads(msg.data)["lock"]
-        record = LockRecord(
-            str(body["name"]), int(body["last_token"]),
-            None if body["owner"] is None else str(body["owner"]), int(body["token"]),
-            int(body["acquired_at"]), int(body["expires_at"]), int(body["ttl_ms"]),
-            [str(e) for e in body["pending"]], str(body.get("ticket", "")),
-            [Waiter(str(t), str(o), int(ttl), int(u))
-             for t, o, ttl, u in body.get("waiters", [])],
-        )
+        record = lock_from_dict(orjson.loads(msg.data)["lock"])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
     return record if name is None or record.name == name else None

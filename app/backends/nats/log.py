@@ -10,15 +10,17 @@ Compaction: the events at or below ``current - CORKBOARD_EVENT_RETENTION`` are c
 meets a gap above that (messages another client purged) reports the sequence before it
 as compacted too: a resume point behind it gets ``reset``.
 
-A lock's record (``_cbl.<name>``) is not a key: each of its messages is a ``lock.*``
-event (locks.py: the message carries the event's fields); so is an artifact's record
-(``_cba.<key>``: an ``artifact.*`` event, artifacts.py).
+A lock's record (``_cbl.<name>``), a session's (``_cbs.<id>``) and an artifact's
+(``_cba.<key>``) are not keys: each of their messages is the event it carries (a
+``lock.*`` event; a ``session.*``, ``variable.*`` or session ``lock.*`` one; an
+``artifact.*`` one, artifacts.py), or no event.
 
 Expiry: the sweeper's index (``_corkboard`` bucket, ``deadline.<ns>``) holds each
 namespace's earliest deadline; a pass lists the due namespaces' keys and replaces each
 expired one by a ``kv.expire`` marker (a compare-and-swap on its sequence), and each
 due lock holder by a ``lock.expired`` message and each due artifact by an
-``artifact.delete`` marker (the same way).
+``artifact.delete`` marker, and does what is due in each session record (idle expiry,
+its locks' expiries and hand-overs), the same way.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from app.backends.nats.keys import NatsKeys
 from app.backends.nats.locks import NatsLocks
 from app.backends.nats.lockstate import lock_event
 from app.backends.nats.names import SYSTEM_BUCKET, key_of_subject, subject_of
+from app.backends.nats.sessions import NatsSessions
+from app.backends.nats.sessionstate import session_event
 from app.backends.nats.store import Msg, NatsStore
 from app.backends.parts.log import ChangeLog
 from app.domain.events import ChangeEvent, EventBatch, build_event
@@ -44,11 +48,13 @@ class NatsLog(ChangeLog):
     """The change log on a ``NatsStore``; expiry through the key store."""
 
     def __init__(
-        self, store: NatsStore, keys: NatsKeys, locks: NatsLocks, artifacts: NatsArtifacts
+        self, store: NatsStore, keys: NatsKeys, locks: NatsLocks,
+        sessions: NatsSessions | None = None, artifacts: NatsArtifacts | None = None,
     ) -> None:
         self.store = store
         self.keys = keys
         self.locks = locks
+        self.sessions = sessions
         self.artifacts = artifacts
         #: Messages read lately, by (namespace, sequence): an event's previous message
         #: (its old value) was usually read just before; messages never change.
@@ -114,8 +120,8 @@ class NatsLog(ChangeLog):
     async def _event(self, ns: str, msg: Msg, seen: dict[str, Msg]) -> ChangeEvent | None:
         key = key_of_subject(ns, msg.subject)
         if key is None:
-            # None for other records and foreign keys
-            return lock_event(ns, msg) or artifact_event(ns, msg)
+            # None for other records, foreign keys and messages that are no event
+            return lock_event(ns, msg) or session_event(ns, msg) or artifact_event(ns, msg)
         meta = msg.meta
         previous = seen.get(msg.subject)
         if meta is not None and meta.previous == 0:
@@ -166,9 +172,19 @@ class NatsLog(ChangeLog):
         live = await self.keys.live_entries(ns, msgs, by_token, now)
         deadlines = [e.expires_at for e in live.values() if e.expires_at is not None]
         locks_expired, lock_deadline = await self.locks.sweep(ns, msgs, now)
-        artifacts_expired, artifact_deadline = await self.artifacts.sweep(ns, msgs, now)
-        deadlines.extend(d for d in (lock_deadline, artifact_deadline) if d)
-        return count + locks_expired + artifacts_expired, min(deadlines, default=0)
+        if lock_deadline:
+            deadlines.append(lock_deadline)
+        if self.sessions is not None:
+            settled, session_deadline = await self.sessions.sweep(ns, msgs, now)
+            locks_expired += settled
+            if session_deadline:
+                deadlines.append(session_deadline)
+        if self.artifacts is not None:
+            expired, artifact_deadline = await self.artifacts.sweep(ns, msgs, now)
+            locks_expired += expired
+            if artifact_deadline:
+                deadlines.append(artifact_deadline)
+        return count + locks_expired, min(deadlines, default=0)
 
     async def _settle(self, row: Msg, next_deadline: int) -> None:
         """Set the namespace's index row to its next deadline (or remove it), unless a

@@ -83,6 +83,25 @@ def is_lock_subject(ns: str, subject: str) -> bool:
     return subject.startswith(f"$KV.{ns}.{LOCK_PREFIX}")
 
 
+#: The KV keys of session records (``_cbs.<escaped id>``) in a namespace's bucket.
+SESSION_PREFIX = "_cbs."
+
+
+def session_subject(ns: str, sid: str) -> str:
+    """The subject of session ``sid``'s record (its state and its locks) in namespace
+    ``ns``'s bucket: ``_cbs.`` + the id escaped as a lock name is (sessionstate.py)."""
+    return f"$KV.{ns}.{SESSION_PREFIX}" + "".join(_LOCK_ESCAPES.get(c, c) for c in sid)
+
+
+def is_session_subject(ns: str, subject: str) -> bool:
+    return subject.startswith(f"$KV.{ns}.{SESSION_PREFIX}")
+
+
+def fence_subject(ns: str, scope: str, name: str) -> str:
+    """The record a fence is checked in: the lock's, or its session's (scope)."""
+    return session_subject(ns, scope) if scope else lock_subject(ns, name)
+
+
 def subject_of(ns: str, key: str) -> str:
     return f"$KV.{ns}.{token_of(key)}"
 

@@ -1,20 +1,16 @@
 """The parts the NATS backend does not have yet (issue 17's later stages): each of their
 calls answers 501 ``not_supported_by_backend``, and /v1/capabilities leaves them out of
-``supports``. Nothing is stored, so nothing is pretended: no lease exists, no
-session either. ``refusal`` is also the answer of the lock engine's parts not built
-yet (locks.py)."""
+``supports``. Nothing is stored, so nothing is pretended: no lease exists."""
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from app.backends.parts.sessions import SessionStore
 from app.backends.parts.txn import LeaseStore, TxnStore
 from app.errors import NotSupportedByBackend
 
 #: What the NATS backend offers so far (the ``supports`` list of /v1/capabilities).
-#: "locks": namespace locks, without session scope (locks.py).
-SUPPORTS = ("keys", "events", "watch", "ttl", "history", "locks", "artifacts")
+SUPPORTS = ("keys", "events", "watch", "ttl", "history", "locks", "sessions", "artifacts")
 
 P = TypeVar("P")
 
@@ -40,10 +36,6 @@ def unsupported(part: type[P], what: str) -> P:
     cls = type(f"Nats{part.__name__}Unsupported", (part,), {n: method(n) for n in names})
     instance: P = cls()
     return instance
-
-
-def sessions() -> SessionStore:
-    return unsupported(SessionStore, "sessions and variables")  # type: ignore[type-abstract]
 
 
 def leases() -> LeaseStore:
