@@ -328,3 +328,46 @@ def test_a_server_process_streams_in_bounded_memory_and_a_killed_upload_is_colle
         assert client.get("/v1/artifacts/warm").content == warm
         _wait_until(lambda: _object_count(nats_url) == 2)
         assert client.get("/v1/artifacts/big.bin").status_code == 200
+
+
+async def test_two_replicas_racing_puts_deletes_and_collectors_lose_nothing(
+    nats_url: str,
+) -> None:
+    """Two services on one NATS replace and delete one artifact at once while both
+    collect: every answered put is one revision and one event, the artifact ends as the
+    last change left it, and once collected exactly its live bytes remain."""
+    flush_nats(nats_url)
+    settings = Settings(backend=nats_url, artifact_grace_seconds=0,
+                        artifact_gc_interval_seconds=300, artifact_chunk_bytes=4096)
+    async with harness(settings) as a, harness(settings) as b:
+
+        async def writer(h: Harness, tag: bytes) -> list[int]:
+            revisions = []
+            for i in range(12):
+                r = await h.client.put("/v1/artifacts/hot", content=tag * 5000 + b"%d" % i)
+                assert r.status_code in (200, 201), r.text
+                revisions.append(r.json()["revision"])
+                if i % 4 == 3:
+                    assert (await h.client.delete("/v1/artifacts/hot")).status_code == 204
+                await h.collect()
+            return revisions
+
+        got = await asyncio.gather(writer(a, b"a"), writer(b, b"b"))
+        revisions = sorted(got[0] + got[1])
+        assert len(set(revisions)) == 24
+        events = (await a.client.get("/v1/events", params={"since": 0, "limit": 1000})).json()
+        puts = [e["revision"] for e in events["events"] if e["type"] == "artifact.put"]
+        assert puts == revisions
+        for event in events["events"]:
+            if event["type"] == "artifact.put":
+                assert event["value"]["revision"] == event["revision"]
+        await a.collect()
+        await b.collect()
+        live = await a.backend.artifact_get("default", "hot")
+        blobs = await a.blobs()
+        if live is None:
+            assert blobs == []
+        else:
+            assert blobs == [live.blob]
+            r = await b.client.get("/v1/artifacts/hot")
+            assert r.headers["etag"] == live.etag and len(r.content) == live.size
