@@ -5,13 +5,15 @@ NATS failures become 503), mirroring ``backends/redis/`` where it applies:
 
 - ``keys.py``: the key store (fenced writes included); ``locks.py``: the lock engine;
   ``sessions.py``: sessions, variables and chat state, one record per session holding
-  its locks too (``sessionstate.py``); ``artifacts.py`` (with ``blobrows.py``): the
-  artifact index; ``log.py``: the change log and the sweeper's pass;
+  its locks too (``sessionstate.py``); ``log.py``: the change log and the sweeper's pass;
 - ``names.py``: namespaces, keys and metadata headers; ``entries.py``: entries read
   from messages, expiry overrides and the deadline index;
 - ``trim.py``: compaction (what bounds a namespace's storage);
-- ``unsupported.py``: the parts not built yet (leases, transactions), which answer 501
-  ``not_supported_by_backend``.
+- ``batch.py``: JetStream atomic batch publish; ``compound.py``: a batch that is one
+  event; ``txn.py``: transactions and pattern deletes; ``leases.py`` (and
+  ``leasestate.py``): leases; ``artifacts.py`` (with ``blobrows.py``): the artifact
+  index (the bytes: ``app/artifacts/nats.py``);
+- ``unsupported.py``: what the backend supports, and the 501 of what it does not.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from app.backends.composed import ComposedBackend
 from app.backends.nats import unsupported
 from app.backends.nats.artifacts import NatsArtifacts
 from app.backends.nats.keys import NatsKeys
+from app.backends.nats.leases import NatsLeases
 from app.backends.nats.locks import NatsLocks
 from app.backends.nats.log import NatsLog
 from app.backends.nats.sessions import NatsSessions
 from app.backends.nats.store import NatsStore
 from app.backends.nats.trim import Trimmer
+from app.backends.nats.txn import NatsTxn
 
 __all__ = ["NatsBackend", "replicas_of", "servers_of"]
 
@@ -59,7 +63,7 @@ class NatsBackend(ComposedBackend):
     def __init__(
         self, url: str, *, timeout: float = 2.0, key_history: int = 10,
         event_retention: int = 100_000, replicas: int | None = None,
-        lock_max_waiters: int = 1000,
+        lock_max_waiters: int = 1000, max_leases: int = 100_000,
     ) -> None:
         self.url = url
         self.info = BackendInfo(
@@ -81,8 +85,9 @@ class NatsBackend(ComposedBackend):
         self.log = NatsLog(
             self.store, self.keys, self.lock_engine, self.sessions, self.artifacts
         )
-        self.leases = unsupported.leases()
-        self.txns = unsupported.txns()
+        self.leases = NatsLeases(self.store, self.keys, self.lock_engine, max_leases=max_leases)
+        self.log.lease_sweep = self.leases.sweep
+        self.txns = NatsTxn(self.store, self.keys)
 
     async def start(self) -> None:
         await self.store.start()

@@ -32,8 +32,9 @@ through ``NatsSessions.run_lock``: a session lock change and its session step (c
 or touching the session, for ``session=True`` calls that changed something) are one
 message. Waiters of a session lock wait on the session record's subject.
 
-Not built on NATS yet: locks on a lease (there are no leases: 404 ``lease_not_found`` as
-for key writes).
+A namespace lock acquired on a lease has it in its record, stored in one batch with the
+lease's record (leasestate.attach); the lease's end releases it (leases.py). Not built on
+NATS (501 ``not_supported_by_backend``): a session-scoped lock on a lease.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ from typing import Any, TypeVar
 
 import orjson
 
+from app.backends.nats.batch import Out, publish_batch
 from app.backends.nats.entries import lower_deadline
+from app.backends.nats.leasestate import attach_live
 from app.backends.nats.lockstate import (
     Change,
     LockRecord,
@@ -62,8 +65,8 @@ from app.backends.nats.names import LOCK_PREFIX, is_lock_subject, lock_subject
 from app.backends.nats.sessions import NatsSessions
 from app.backends.nats.sessionstate import decode as decode_session
 from app.backends.nats.store import Msg, NatsStore
+from app.backends.nats.unsupported import refusal
 from app.backends.parts.locks import LockEngine
-from app.domain.leases import lease_not_found
 from app.domain.locks import (
     LockInfo,
     LockOutcome,
@@ -123,14 +126,21 @@ class NatsLocks(LockWaiting, LockEngine):
 
     # -- internals, also used by the sweeper -------------------------------------------
 
-    async def _put(self, ns: str, msg: Msg | None, change: Change, now: int) -> Msg | None:
-        """Store ``change`` if the lock is still at ``msg``; the new message, or None."""
+    async def _put(
+        self, ns: str, msg: Msg | None, change: Change, now: int, guard: Out | None = None
+    ) -> Msg | None:
+        """Store ``change`` if the lock is still at ``msg`` (and, with ``guard``, in one
+        batch with that check); the new message, or None."""
         record = change.record
         subject = lock_subject(ns, record.name)
         event = None if change.type_ is None else {
             "type": change.type_, "at": now, "fields": change.fields}
         data = orjson.dumps({"lock": record.as_dict(), "event": event})
-        seq = await self.store.publish(ns, subject, data, {}, msg.seq if msg is not None else 0)
+        expected = msg.seq if msg is not None else 0
+        if guard is not None:
+            seq = await publish_batch(self.store, ns, [guard, Out(subject, data, {}, expected)])
+        else:
+            seq = await self.store.publish(ns, subject, data, {}, expected)
         if seq is None:
             return None
         if record.owner is not None and record.expires_at:
@@ -163,9 +173,11 @@ class NatsLocks(LockWaiting, LockEngine):
             record = handed.record
         return msg, record
 
-    async def _run(self, ns: str, name: str, step: Step[R]) -> R:
+    async def _run(self, ns: str, name: str, step: Step[R], lease: str | None = None) -> R:
         for _ in range(WRITE_ATTEMPTS):
             now = now_ms()
+            # On a lease: live, and its record stored again with the lock (attach).
+            guard = None if lease is None else await attach_live(self.store, ns, lease, now)
             msg, record = await self._read(ns, name, now)
             settled = await self._settle(ns, msg, record, now)
             if settled is None:
@@ -174,7 +186,7 @@ class NatsLocks(LockWaiting, LockEngine):
             change, result = step(record, now)
             if change is None:
                 return result
-            if await self._put(ns, msg, change, now) is not None:
+            if await self._put(ns, msg, change, now, guard) is not None:
                 if hand_over(change.record, now) is not None:
                     await self._run(ns, name, _nothing)  # freed with a line: hand it on
                 return result
@@ -234,12 +246,16 @@ class NatsLocks(LockWaiting, LockEngine):
         *,
         session: bool = False,
     ) -> LockOutcome:
-        if request.lease is not None:
-            raise lease_not_found(request.lease)
         session = session and bool(scope)
+        if scope and request.lease is not None:
+            await attach_live(self.store, ns, request.lease, now_ms())  # 404 unless live
+            raise refusal("session-scoped locks on a lease")
         if request.mode == "exclusive" and request.wait_s > 0:
-            return await self._wait(ns, scope, name, request, gone, session)
-        return await self._run_in(ns, scope, name, _attempt(request), _always if session else None)
+            return await self._wait(ns, scope, name, request, gone, session)  # no lease (router)
+        if scope:
+            return await self._run_in(
+                ns, scope, name, _attempt(request), _always if session else None)
+        return await self._run(ns, name, _attempt(request), request.lease)
 
     async def lock_refresh(
         self,

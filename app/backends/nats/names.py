@@ -67,6 +67,14 @@ def key_of(token: str) -> str | None:
     return token
 
 
+#: Reserved KV keys of a namespace's bucket: the commit message of a transaction or of a
+#: lease's end (``_cbt``, the event), the check messages of atomic batches (``_cbc``,
+#: batch.py), and lease records (``_cbe.<id>``, the id escaped as a lock name is).
+TXN_TOKEN = "_cbt"
+CHECK_TOKEN = "_cbc"
+LEASE_PREFIX = "_cbe."
+
+
 #: The KV keys of lock records (``_cbl.<escaped name>``) in a namespace's bucket.
 LOCK_PREFIX = "_cbl."
 _LOCK_ESCAPES = {"_": "_5F", **_ESCAPES}
@@ -77,6 +85,11 @@ def lock_subject(ns: str, name: str) -> str:
     key, ``_cbl.`` + the name with ``_ . : @ +`` escaped (``_5F`` ...), so it is
     reversible and never a Corkboard key (those never start with ``_``)."""
     return f"$KV.{ns}.{LOCK_PREFIX}" + "".join(_LOCK_ESCAPES.get(c, c) for c in name)
+
+
+def lease_subject(ns: str, lease_id: str) -> str:
+    """The subject of lease ``lease_id``'s record in namespace ``ns``'s bucket."""
+    return f"$KV.{ns}.{LEASE_PREFIX}" + "".join(_LOCK_ESCAPES.get(c, c) for c in lease_id)
 
 
 def is_lock_subject(ns: str, subject: str) -> bool:
