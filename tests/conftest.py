@@ -45,7 +45,7 @@ NATS_MODULES = {
     "test_kv", "test_kv_listing", "test_ttl", "test_event_log", "test_events_poll",
     "test_locks", "test_locks_backend", "test_lock_waiters", "test_sessions",
     "test_session_snapshots", "test_variable_types", "test_session_locks",
-    "test_txn", "test_leases",
+    "test_txn", "test_leases", "test_artifacts",
 }
 #: Tests of NATS_MODULES whose NATS run is deselected, with the part NATS lacks
 #: (docs/nats.md says what is not built on NATS yet).

@@ -11,9 +11,9 @@ NATS failures become 503), mirroring ``backends/redis/`` where it applies:
 - ``trim.py``: compaction (what bounds a namespace's storage);
 - ``batch.py``: JetStream atomic batch publish; ``compound.py``: a batch that is one
   event; ``txn.py``: transactions and pattern deletes; ``leases.py`` (and
-  ``leasestate.py``): leases;
-- ``unsupported.py``: the parts not built yet (artifacts), which answer 501
-  ``not_supported_by_backend``.
+  ``leasestate.py``): leases; ``artifacts.py`` (with ``blobrows.py``): the artifact
+  index (the bytes: ``app/artifacts/nats.py``);
+- ``unsupported.py``: what the backend supports, and the 501 of what it does not.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 from app.backends.base import BackendInfo
 from app.backends.composed import ComposedBackend
 from app.backends.nats import unsupported
+from app.backends.nats.artifacts import NatsArtifacts
 from app.backends.nats.batch import DEFAULT_MAX_BATCH, LARGEST_BATCH
 from app.backends.nats.keys import NatsKeys
 from app.backends.nats.leases import NatsLeases
@@ -108,8 +109,10 @@ class NatsBackend(ComposedBackend):
         self.sessions = NatsSessions(self.store)
         self.lock_engine = NatsLocks(self.store, self.sessions, max_waiters=lock_max_waiters)
         self.locks = self.lock_engine
-        self.log = NatsLog(self.store, self.keys, self.lock_engine, self.sessions)
-        self.artifacts = unsupported.artifacts()
+        self.artifacts = NatsArtifacts(self.store)
+        self.log = NatsLog(
+            self.store, self.keys, self.lock_engine, self.sessions, self.artifacts
+        )
         self.leases = NatsLeases(self.store, self.keys, self.lock_engine, max_leases=max_leases,
                                  max_batch=max_batch)
         self.log.lease_sweep = self.leases.sweep
