@@ -37,7 +37,7 @@ from nats.js.api import ObjectInfo, ObjectMetaOptions, StorageType
 from nats.js.errors import BadRequestError, NoStreamResponseError, NotFoundError
 
 from app.artifacts.base import BlobMissing, BlobReader, BlobStore, BlobWriter, is_blob_id
-from app.backends.nats.store import Msg, _msg, mapped_errors, next_msg
+from app.backends.nats.store import Msg, mapped_errors, message_of, next_msg
 
 #: The Object Store bucket of a ``nats://`` artifact store without ``?bucket=``.
 DEFAULT_BUCKET = "corkboard_artifacts"
@@ -168,7 +168,7 @@ class NatsBlobStore(BlobStore):
                 )
             except nats.errors.NoRespondersError:
                 return None
-        msg = _msg(reply)
+        msg = message_of(reply)
         if msg is None or msg.deleted:
             return None
         try:
@@ -226,7 +226,7 @@ class NatsBlobStore(BlobStore):
                                  reply=inbox)
                 while True:
                     reply = await next_msg(sub, self.timeout)
-                    msg = _msg(reply)
+                    msg = message_of(reply)
                     if msg is None:
                         return found  # end of batch, no message (404), no bucket
                     found.append(msg)

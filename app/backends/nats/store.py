@@ -30,7 +30,7 @@ from app.backends.nats.wake import SETTLE_DELAYS, Wakers
 from app.errors import BackendUnavailable, backend_unavailable, redact_url
 
 #: ``Msg`` lives in msgs.py; the parts import it from here, with the store.
-__all__ = ["Msg", "NatsStore", "TooManyResults", "mapped_errors", "next_msg"]
+__all__ = ["Msg", "NatsStore", "TooManyResults", "mapped_errors", "message_of", "next_msg"]
 
 logger = logging.getLogger("corkboard.backend")
 
