@@ -63,7 +63,7 @@ class NatsStore:
         self.buckets: set[str] = set()
         self._making: dict[str, asyncio.Future[None]] = {}
         #: The subscriptions long polls and watch feeds wait on, one per namespace.
-        self.wakers = Wakers(lambda: self.nc, timeout)
+        self.wakers = Wakers(lambda: self.nc)
 
     @property
     def nc(self) -> Client:

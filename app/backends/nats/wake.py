@@ -7,7 +7,8 @@ just before the subscription reached it is not delivered to it, and may not be s
 yet when the wait's check reads the stream, so the wait slept until its timeout (a
 watch feed's tick, about 2 s late). Here a waiter notes the subscription's message
 count *before* it checks, and waits only while the count has not moved; the
-subscription is in place (flushed to the server) before its first waiter checks.
+subscription is sent to the server before its first waiter checks (the check's requests
+follow it on the same connection, so the server has the interest when it answers them).
 
 A subscription holds no task and at most one message: the messages beyond it are
 dropped but counted (a count is all a wait needs). One unused for ``LINGER_SECONDS`` is
@@ -82,9 +83,8 @@ class Waker:
 class Wakers:
     """The subscriptions of one connection, by namespace (bucket)."""
 
-    def __init__(self, connection: Callable[[], Client], timeout: float) -> None:
+    def __init__(self, connection: Callable[[], Client]) -> None:
         self.connection = connection
-        self.timeout = timeout
         self._wakers: OrderedDict[str, Waker] = OrderedDict()
         self._sids: set[int] = set()
 
@@ -120,7 +120,7 @@ class Wakers:
 
     @contextlib.asynccontextmanager
     async def watching(self, bucket: str) -> AsyncIterator[tuple[Waker, bool]]:
-        """The bucket's waker, subscribed and known to the server, and whether it was
+        """The bucket's waker, subscribed, and whether it was
         made for this wait (it has seen nothing yet: messages routed just before it may
         still be on their way into the stream)."""
         await self._retire_idle()
@@ -129,12 +129,15 @@ class Wakers:
         if waker is None:
             waker = self._wakers[bucket] = Waker()
             try:
-                nc = self.connection()
-                waker.sub = await nc.subscribe(
+                # No flush (PING/PONG) to confirm the SUB: the first check's requests
+                # follow it on the same connection, so the server has the interest before
+                # it answers them; and nats-py's flush, when cancelled (a watcher leaving),
+                # leaves its PONG future behind, which breaks the connection's read loop
+                # at the next PONG.
+                waker.sub = await self.connection().subscribe(
                     f"$KV.{bucket}.>", pending_msgs_limit=1, pending_bytes_limit=0
                 )
                 self._sids.add(waker.sub._id)
-                await nc.flush(timeout=max(1, round(self.timeout)))
             except BaseException as exc:
                 del self._wakers[bucket]
                 waker.ready.set_exception(exc)
