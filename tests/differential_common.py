@@ -10,6 +10,9 @@ from typing import Any
 import httpx
 import orjson
 from hypothesis import strategies as st
+from hypothesis.stateful import precondition
+
+from app.routers.service import ALL_FEATURES
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 VAR_ID = re.compile(r"^var_[A-Za-z0-9_.-]+$")
@@ -44,6 +47,19 @@ NUMBERS = (
     | st.sampled_from([2**53, 2**53 - 1, -(2**53), 2**63, 2**64, 0.5, -0.25, 1e16, 1e300])
     | st.floats(allow_nan=False, allow_infinity=False)
 )
+
+#: The features whose rules the differential test draws: every feature on memory vs
+#: Redis; on memory vs NATS, the NATS app's ``supports`` (GET /v1/capabilities), so a
+#: family joins the NATS run by itself when its feature lands there.
+EVERY_FEATURE = frozenset(ALL_FEATURES)
+
+
+def needs(*features: str) -> Any:
+    """A rule drawn only when the engines under test support every one of ``features``
+    (the machine's ``features``)."""
+    wanted = frozenset(features)
+    return precondition(lambda machine: wanted <= machine.features)
+
 
 VAR_TYPES: dict[str, tuple[Any, st.SearchStrategy[Any]]] = {
     "float": ({"min": -10, "max": 10}, st.floats(-20, 20) | st.integers(-20, 20) | st.text()),

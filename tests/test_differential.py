@@ -43,6 +43,7 @@ from app.settings import Settings
 from tests.conftest import flush
 from tests.differential_common import (
     ARTIFACTS,
+    EVERY_FEATURE,
     JSON,
     KEYS,
     LOCKS,
@@ -60,8 +61,10 @@ from tests.differential_common import (
     Normalizer,
     answer,
     json_text,
+    needs,
 )
 from tests.differential_txn import GEN, NOT_GENERATED, TxnLeaseRules
+from tests.nats_server import flush_nats
 from tests.support import app_client
 
 T = TypeVar("T")
@@ -80,6 +83,8 @@ class Differential(TxnLeaseRules, RuleBasedStateMachine):
 
     loop: asyncio.AbstractEventLoop
     clients: tuple[httpx.AsyncClient, httpx.AsyncClient]
+    #: The features whose rules are drawn (``needs``): the second engine's ``supports``.
+    features: frozenset[str] = EVERY_FEATURE
 
     def __init__(self) -> None:
         super().__init__()
@@ -241,11 +246,13 @@ class Differential(TxnLeaseRules, RuleBasedStateMachine):
             if cursor is None:
                 return
 
+    @needs("locks")
     @rule(key=KEYS, value=JSON, lock=LOCKS, token=TOKENS)
     def kv_fenced_put(self, key: str, value: Any, lock: str, token: int) -> None:
         self.call("PUT", f"/v1/kv/{key}", body=value,
                   headers={"Fence-Lock": lock, "Fence-Token": str(token)})
 
+    @needs("locks")
     @rule(key=KEYS, patch=OBJECTS, lock=LOCKS, token=TOKENS)
     def kv_fenced_patch(self, key: str, patch: Any, lock: str, token: int) -> None:
         self.call("PATCH", f"/v1/kv/{key}", raw=orjson.dumps(patch),
@@ -255,8 +262,12 @@ class Differential(TxnLeaseRules, RuleBasedStateMachine):
     # -- locks -----------------------------------------------------------------------
 
     def lock_base(self, sid: str | None) -> str:
-        return f"/v1/sessions/{sid}/locks" if sid else "/v1/locks"
+        """A session's locks, or the namespace's (always, without the sessions feature:
+        the lock rules then draw namespace locks only)."""
+        return f"/v1/sessions/{sid}/locks" if sid and "sessions" in self.features \
+            else "/v1/locks"
 
+    @needs("locks")
     @rule(sid=st.none() | SIDS, name=LOCKS, owner=OWNERS,
           mode=st.sampled_from(["exclusive", "queue", "debounce"]),
           ttl=st.sampled_from([None, "1h", 0, 60]), entry=JSON)
@@ -267,6 +278,7 @@ class Differential(TxnLeaseRules, RuleBasedStateMachine):
             body["ttl"] = ttl
         self.call("POST", f"{self.lock_base(sid)}/{name}", body=body)
 
+    @needs("locks")
     @rule(sid=st.none() | SIDS, name=LOCKS, owner=OWNERS, token=TOKENS,
           ttl=st.sampled_from([None, "2h"]))
     def lock_refresh(self, sid: str | None, name: str, owner: str, token: int,
@@ -276,15 +288,18 @@ class Differential(TxnLeaseRules, RuleBasedStateMachine):
             body["ttl"] = ttl
         self.call("POST", f"{self.lock_base(sid)}/{name}/refresh", body=body)
 
+    @needs("locks")
     @rule(sid=st.none() | SIDS, name=LOCKS, owner=OWNERS, token=TOKENS)
     def lock_release(self, sid: str | None, name: str, owner: str, token: int) -> None:
         self.call("POST", f"{self.lock_base(sid)}/{name}/release",
                   body={"owner": owner, "token": token})
 
+    @needs("locks")
     @rule(sid=st.none() | SIDS, name=LOCKS)
     def lock_force_release(self, sid: str | None, name: str) -> None:
         self.call("POST", f"{self.lock_base(sid)}/{name}/force-release")
 
+    @needs("locks")
     @rule(sid=st.none() | SIDS, name=st.none() | LOCKS)
     def lock_read(self, sid: str | None, name: str | None) -> None:
         if name is None:
@@ -294,6 +309,7 @@ class Differential(TxnLeaseRules, RuleBasedStateMachine):
 
     # -- sessions --------------------------------------------------------------------
 
+    @needs("sessions")
     @rule(sid=SIDS, metadata=OBJECTS, ttl=LONG_TTL)
     def session_put(self, sid: str, metadata: Any, ttl: Any) -> None:
         body: dict[str, Any] = {"metadata": metadata}
@@ -301,21 +317,25 @@ class Differential(TxnLeaseRules, RuleBasedStateMachine):
             body["ttl"] = ttl
         self.call("PUT", f"/v1/sessions/{sid}", body=body)
 
+    @needs("sessions")
     @rule(sid=SIDS)
     def session_get(self, sid: str) -> None:
         self.call("GET", f"/v1/sessions/{sid}")
 
+    @needs("sessions")
     @rule(sid=SIDS, lock=st.none() | LOCKS, token=TOKENS)
     def session_delete(self, sid: str, lock: str | None, token: int) -> None:
         headers = {"Fence-Lock": lock, "Fence-Token": str(token),
                    "Fence-Session": sid} if lock else {}
         self.call("DELETE", f"/v1/sessions/{sid}", headers=headers)
 
+    @needs("sessions")
     @rule(pattern=PATTERNS, limit=st.integers(1, 3))
     def session_list(self, pattern: str, limit: int) -> None:
         self.call("GET", "/v1/sessions", params={"pattern": pattern.replace("/", ""),
                                                   "limit": limit})
 
+    @needs("sessions")
     @rule(sid=SIDS, name=NAMES, type_=st.sampled_from(sorted(VAR_TYPES)), data=st.data(),
           with_constraints=st.booleans())
     def var_register(self, sid: str, name: str, type_: str, data: st.DataObject,
@@ -328,6 +348,7 @@ class Differential(TxnLeaseRules, RuleBasedStateMachine):
             body["constraints"] = constraints
         self.call("POST", f"/v1/sessions/{sid}/variables", body=body)
 
+    @needs("sessions")
     @rule(sid=SIDS, name=NAMES, type_=st.sampled_from(sorted(VAR_TYPES)), data=st.data(),
           cond=st.none() | st.integers(0, 4), metadata=st.none() | OBJECTS)
     def var_set(self, sid: str, name: str, type_: str, data: st.DataObject,
@@ -338,15 +359,18 @@ class Differential(TxnLeaseRules, RuleBasedStateMachine):
         headers = {"If-Match": f'"{cond}"'} if cond is not None else {}
         self.call("PUT", f"/v1/sessions/{sid}/variables/{name}", body=body, headers=headers)
 
+    @needs("sessions")
     @rule(sid=SIDS, name=st.none() | NAMES)
     def var_get(self, sid: str, name: str | None) -> None:
         path = f"/v1/sessions/{sid}/variables" + (f"/{name}" if name else "")
         self.call("GET", path)
 
+    @needs("sessions")
     @rule(sid=SIDS, name=NAMES)
     def var_delete(self, sid: str, name: str) -> None:
         self.call("DELETE", f"/v1/sessions/{sid}/variables/{name}")
 
+    @needs("sessions")
     @rule(sid=SIDS, updates=st.dictionaries(NAMES, JSON | st.integers(-5, 105), max_size=3),
           atomic=st.booleans(), metadata=st.none() | OBJECTS)
     def values_write(self, sid: str, updates: dict[str, Any], atomic: bool,
@@ -356,19 +380,23 @@ class Differential(TxnLeaseRules, RuleBasedStateMachine):
             body["metadata"] = metadata
         self.call("PATCH", f"/v1/sessions/{sid}/values", body=body)
 
+    @needs("sessions")
     @rule(sid=SIDS, names=st.lists(NAMES, min_size=1, max_size=3))
     def values_read(self, sid: str, names: list[str]) -> None:
         self.call("GET", f"/v1/sessions/{sid}/values", params={"names": ",".join(names)})
 
+    @needs("sessions")
     @rule(sid=SIDS, thread=THREADS, on=st.sampled_from(["PUT", "DELETE", "GET"]))
     def subscription(self, sid: str, thread: str, on: str) -> None:
         self.call(on, f"/v1/sessions/{sid}/subscriptions/{thread}")
         self.call("GET", f"/v1/sessions/{sid}/subscriptions")
 
+    @needs("sessions")
     @rule(sid=SIDS, key=st.sampled_from(["m1", "m/2", "m3"]), limit=st.integers(1, 3))
     def dedupe(self, sid: str, key: str, limit: int) -> None:
         self.call("POST", f"/v1/sessions/{sid}/dedupe", body={"key": key, "limit": limit})
 
+    @needs("sessions")
     @rule(sid=SIDS, kind=st.sampled_from(["threads", "channels"]), ident=THREADS,
           method=st.sampled_from(["PUT", "PATCH", "DELETE", "GET"]), state=OBJECTS)
     def chat_state(self, sid: str, kind: str, ident: str, method: str, state: Any) -> None:
@@ -381,11 +409,13 @@ class Differential(TxnLeaseRules, RuleBasedStateMachine):
         else:
             self.call(method, path)
 
+    @needs("sessions")
     @rule(sid=SIDS)
     def snapshot_export(self, sid: str) -> None:
         responses = self.call("GET", f"/v1/sessions/{sid}/snapshot")
         self.last_snapshot = [r.json() if r.status_code == 200 else None for r in responses]
 
+    @needs("sessions")
     @rule(sid=SIDS)
     def snapshot_reimport(self, sid: str) -> None:
         """Each backend imports its own last export (their variable ids differ)."""
@@ -402,6 +432,7 @@ class Differential(TxnLeaseRules, RuleBasedStateMachine):
         memory, redis = (answer(r, n) for r, n in zip(responses, self.norms, strict=True))
         assert memory == redis, (memory, redis)
 
+    @needs("sessions")
     @rule(sid=SIDS, doc=st.fixed_dictionaries({}, optional={
         "metadata": OBJECTS,
         "ttl": st.sampled_from([None, 3600, "1h"]),
@@ -434,12 +465,14 @@ class Differential(TxnLeaseRules, RuleBasedStateMachine):
                     artifact: str) -> None:
         """Something with a short TTL, then wait until both backends have expired it:
         nothing else happens meanwhile, so the expiry is deterministic."""
+        if kind not in self.short_kinds():
+            kind = "kv"
         before = self.run(self.revisions())
         if kind == "kv":
             responses = self.call("PUT", f"/v1/kv/{key}", params={"ttl": "0.2s"}, body=1)
             wanted = ("kv.expire", key)
         elif kind in ("lock", "session_lock"):
-            base = f"/v1/sessions/{sid}/locks" if kind == "session_lock" else "/v1/locks"
+            base = self.lock_base(sid if kind == "session_lock" else None)
             responses = self.call("POST", f"{base}/{name}", body={"owner": owner, "ttl": 0.2})
             wanted = ("lock.expired", name)
         elif kind == "session":
@@ -451,7 +484,7 @@ class Differential(TxnLeaseRules, RuleBasedStateMachine):
             responses = self.call("POST", "/v1/leases", body={"id": "Ls", "ttl": 1})
             if responses[0].status_code == 201:
                 self.call("PUT", f"/v1/kv/{key}", params={"lease": "Ls"}, body=2)
-                base = f"/v1/sessions/{sid}/locks" if owner == "o1" else "/v1/locks"
+                base = self.lock_base(sid if owner == "o1" else None)
                 self.call("POST", f"{base}/{name}", body={"owner": owner, "lease": "Ls"})
             wanted = ("lease.expired", "Ls")
         else:
@@ -477,6 +510,13 @@ class Differential(TxnLeaseRules, RuleBasedStateMachine):
 
         self.run(both())
 
+    def short_kinds(self) -> set[str]:
+        """The kinds of ``short_lived`` the engines under test support."""
+        wanted = {"kv": {"keys", "ttl"}, "lock": {"locks"}, "session_lock": {"locks", "sessions"},
+                  "session": {"sessions"}, "artifact": {"artifacts"},
+                  "lease": {"leases", "locks"}}
+        return {kind for kind, features in wanted.items() if features <= self.features}
+
     async def revisions(self) -> list[int]:
         out = []
         for client in self.clients:
@@ -486,6 +526,7 @@ class Differential(TxnLeaseRules, RuleBasedStateMachine):
 
     # -- artifacts -------------------------------------------------------------------
 
+    @needs("artifacts")
     @rule(key=ARTIFACTS, content=st.binary(max_size=16),
           content_type=st.sampled_from([None, "text/plain", "text/plain;\tq=\"a/b\"",
                                         "application/x.y+json; v=1"]),
@@ -498,10 +539,12 @@ class Differential(TxnLeaseRules, RuleBasedStateMachine):
         self.call("PUT", f"/v1/artifacts/{key}", params={"ttl": ttl}, raw=content,
                   headers=headers)
 
+    @needs("artifacts")
     @rule(key=ARTIFACTS, method=st.sampled_from(["GET", "HEAD", "DELETE"]))
     def artifact_other(self, key: str, method: str) -> None:
         self.call(method, f"/v1/artifacts/{key}")
 
+    @needs("artifacts")
     @rule(pattern=PATTERNS, limit=st.integers(1, 3))
     def artifact_list(self, pattern: str, limit: int) -> None:
         self.call("GET", "/v1/artifacts", params={"pattern": pattern, "limit": limit})
@@ -515,15 +558,29 @@ def event_loop_for_machine() -> Any:
 
 
 def test_memory_and_redis_answer_alike(redis_url: str, event_loop_for_machine: Any) -> None:
-    loop: asyncio.AbstractEventLoop = event_loop_for_machine
     flush(redis_url)
+    run_machine(event_loop_for_machine, redis_url)
+
+
+def test_memory_and_nats_answer_alike(nats_url: str, event_loop_for_machine: Any) -> None:
+    """The same machine on memory vs NATS JetStream, drawing only the rule families the
+    NATS app lists in ``supports`` (the others join when their feature lands there).
+    Never skipped with CORKBOARD_REQUIRE_NATS=1 (the ``nats_url`` fixture fails then)."""
+    flush_nats(nats_url)
+    run_machine(event_loop_for_machine, nats_url)
+
+
+def run_machine(loop: asyncio.AbstractEventLoop, url: str) -> None:
+    """Run ``Differential`` on memory:// vs ``url``, with the features ``url`` supports."""
     stack = contextlib.AsyncExitStack()
     clients = []
-    for url in ("memory://", redis_url):
-        settings_ = Settings(backend=url, sweep_interval_seconds=0.05)
+    for backend in ("memory://", url):
+        settings_ = Settings(backend=backend, sweep_interval_seconds=0.05)
         clients.append(loop.run_until_complete(stack.enter_async_context(app_client(settings_))))
+    capabilities = loop.run_until_complete(clients[1].get("/v1/capabilities")).json()
     Differential.loop = loop
     Differential.clients = (clients[0], clients[1])
+    Differential.features = frozenset(capabilities["supports"])
     try:
         run_state_machine_as_test(
             Differential,
@@ -533,7 +590,5 @@ def test_memory_and_redis_answer_alike(redis_url: str, event_loop_for_machine: A
                                       *([Phase.shrink] if SHRINK else [])]),
         )
     finally:
+        Differential.features = EVERY_FEATURE
         loop.run_until_complete(stack.aclose())
-
-
-
