@@ -43,7 +43,7 @@ CLUSTER_MODULES = {
 #: full (docs/nats.md says what the NATS backend does not offer yet).
 NATS_MODULES = {
     "test_kv", "test_kv_listing", "test_ttl", "test_event_log", "test_events_poll",
-    "test_locks", "test_locks_backend", "test_lock_waiters",
+    "test_locks", "test_locks_backend", "test_lock_waiters", "test_quotas",
 }
 #: Tests of NATS_MODULES whose NATS run is deselected, with the part NATS lacks (each
 #: such call answers 501 not_supported_by_backend there: tests/test_nats_locks.py).
@@ -51,6 +51,8 @@ NATS_MODULES = {
 NATS_LACKS = {
     "test_locks.py::test_the_router_mounts_unchanged_for_session_scoped_locks":
         "session-scoped locks",
+    "test_quotas.py::test_byte_quota_counts_history_and_session_state":
+        "sessions (their bytes); keys' bytes: tests/test_nats_quotas.py",
 }
 REQUIRE_REDIS = os.environ.get("CORKBOARD_REQUIRE_REDIS") == "1"
 REQUIRE_NATS = os.environ.get("CORKBOARD_REQUIRE_NATS") == "1"

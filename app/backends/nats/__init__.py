@@ -7,7 +7,8 @@ NATS failures become 503), mirroring ``backends/redis/`` where it applies:
   (namespace locks); ``log.py``: the change log and the sweeper's pass;
 - ``names.py``: namespaces, keys and metadata headers; ``entries.py``: entries read
   from messages, expiry overrides and the deadline index;
-- ``trim.py``: compaction (what bounds a namespace's storage);
+- ``trim.py``: compaction (what bounds a namespace's storage); ``quotas.py``: the
+  namespace quotas' counters;
 - ``unsupported.py``: the parts not built yet (sessions, artifacts, leases,
   transactions), which answer 501 ``not_supported_by_backend``.
 """
@@ -22,6 +23,7 @@ from app.backends.nats import unsupported
 from app.backends.nats.keys import NatsKeys
 from app.backends.nats.locks import NatsLocks
 from app.backends.nats.log import NatsLog
+from app.backends.nats.quotas import NatsQuotas
 from app.backends.nats.store import NatsStore
 from app.backends.nats.trim import Trimmer
 
@@ -55,7 +57,8 @@ class NatsBackend(ComposedBackend):
     def __init__(
         self, url: str, *, timeout: float = 2.0, key_history: int = 10,
         event_retention: int = 100_000, replicas: int | None = None,
-        lock_max_waiters: int = 1000,
+        lock_max_waiters: int = 1000, max_keys: int = 1_000_000,
+        max_bytes: int = 1_073_741_824,
     ) -> None:
         self.url = url
         self.info = BackendInfo(
@@ -69,7 +72,10 @@ class NatsBackend(ComposedBackend):
         )
         self.trimmer = Trimmer(self.store, retention=event_retention, keep=key_history)
         self.store.written = self.trimmer.wrote
-        self.keys = NatsKeys(self.store)
+        self.quotas = NatsQuotas(
+            self.store, max_keys=max_keys, max_bytes=max_bytes, key_history=key_history
+        )
+        self.keys = NatsKeys(self.store, self.quotas)
         self.lock_engine = NatsLocks(self.store, max_waiters=lock_max_waiters)
         self.locks = self.lock_engine
         self.log = NatsLog(self.store, self.keys, self.lock_engine)

@@ -42,6 +42,7 @@ from app.backends.nats.names import (
     subject_of,
     token_of,
 )
+from app.backends.nats.quotas import NatsQuotas
 from app.backends.nats.store import Msg, NatsStore
 from app.backends.paging import page_sorted
 from app.backends.parts.keys import KeyStore
@@ -70,8 +71,9 @@ def refuse_lease(lease: str | None) -> None:
 class NatsKeys(KeyStore):
     """The key store on a ``NatsStore``."""
 
-    def __init__(self, store: NatsStore) -> None:
+    def __init__(self, store: NatsStore, quotas: NatsQuotas) -> None:
         self.store = store
+        self.quotas = quotas  # reserved before a write, settled after it (quotas.py)
 
     # -- internals, also used by the sweeper -----------------------------------------------
 
@@ -91,7 +93,10 @@ class NatsKeys(KeyStore):
                     "expire")
         headers = {"KV-Operation": "DEL", "Cb-Meta": meta.header()}
         seq = await self.store.publish(ns, msg.subject, b"", headers, msg.seq)
-        return None if seq is None else Msg(msg.subject, seq, b"", headers)
+        if seq is None:
+            return None
+        await self.quotas.settle(ns, self.quotas.removal(msg))
+        return Msg(msg.subject, seq, b"", headers)
 
     async def live(self, ns: str, key: str, now: int) -> tuple[Msg | None, KeyEntry | None]:
         """The newest message and the live entry, a due expiry done first."""
@@ -132,9 +137,10 @@ class NatsKeys(KeyStore):
             headers = {"Cb-Meta": meta.header()}
             if op == "delete":
                 headers["KV-Operation"] = "DEL"
-            seq = await self.store.publish(
+            change = self.quotas.change(msg, value, op, headers)  # adds Cb-Kept
+            seq = await self.quotas.charged(ns, change, self.store.publish(
                 ns, subject, value, headers, previous, expected_stream=upto
-            )
+            ))
             if seq is None:
                 await asyncio.sleep(0)
                 continue
