@@ -26,11 +26,14 @@ import orjson
 
 from app.backends.nats.entries import (
     derive,
+    drop_override,
     entry_from,
     lower_deadline,
+    mark_ended,
     meta_after,
     override_subject,
     parse_override,
+    touched,
     with_override,
 )
 from app.backends.nats.lockstate import fence_holds
@@ -95,6 +98,8 @@ class NatsKeys(KeyStore):
         seq = await self.store.publish(ns, msg.subject, b"", headers, msg.seq)
         if seq is None:
             return None
+        if touched(msg, entry):
+            await drop_override(self.store, ns, key, seq)
         await self.quotas.settle(ns, self.quotas.removal(msg))
         return Msg(msg.subject, seq, b"", headers)
 
@@ -137,6 +142,7 @@ class NatsKeys(KeyStore):
             headers = {"Cb-Meta": meta.header()}
             if op == "delete":
                 headers["KV-Operation"] = "DEL"
+            ended = mark_ended(msg, before, headers)  # a touched revision's expiry
             change = self.quotas.change(msg, value, op, headers)  # adds Cb-Kept
             seq = await self.quotas.charged(ns, change, self.store.publish(
                 ns, subject, value, headers, previous, expected_stream=upto
@@ -144,6 +150,8 @@ class NatsKeys(KeyStore):
             if seq is None:
                 await asyncio.sleep(0)
                 continue
+            if ended:
+                await drop_override(self.store, ns, key, seq)
             if expires_at:
                 await lower_deadline(self.store, ns, expires_at)
             if op == "delete":
