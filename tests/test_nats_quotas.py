@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 
 import httpx
@@ -32,17 +33,20 @@ async def apps(nats_url: str, count: int, **settings: object) -> AsyncIterator[
 
 
 async def used(nats_url: str, ns: str = "default") -> Usage:
-    """The counter, read with nats-py alone."""
+    """The counters, read with nats-py alone (JetStream counters: ``{"val": "12"}``)."""
     nc = await nats.connect(nats_url)
     try:
-        kv = await nc.jetstream().key_value("_corkboard")
-        try:
-            entry = await kv.get(f"quota.{ns}")
-        except nats.js.errors.KeyNotFoundError:
-            return Usage()
-        assert entry.value is not None
-        keys, nbytes = entry.value.split()
-        return Usage(int(keys), int(nbytes))
+        js = nc.jetstream()
+        found = []
+        for what in ("keys", "bytes"):
+            try:
+                msg = await js.get_last_msg("KV__corkboard_quota",
+                                            f"$KV._corkboard_quota.{ns}.{what}")
+            except nats.js.errors.NotFoundError:
+                found.append(0)
+                continue
+            found.append(int(json.loads(msg.data or b"{}")["val"]))
+        return Usage(found[0], found[1])
     finally:
         await nc.close()
 

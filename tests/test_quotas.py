@@ -14,9 +14,10 @@ import httpx
 
 from app.backends.base import Backend
 from app.backends.memory.session_state import var_bytes
+from app.backends.nats.entries import derive
+from app.backends.nats.names import key_of_subject
 from app.main import create_app
 from app.settings import Settings
-from app.syntax import Pattern
 from tests.helpers import problem, revision
 from tests.support import LifespanApp
 
@@ -66,20 +67,25 @@ async def counted_bytes(backend: Backend, ns: str = "default") -> tuple[int, int
 
 
 async def nats_counted(backend: Backend, ns: str) -> tuple[int, int]:
-    """NATS: the counter record (app/backends/nats/quotas.py), and every live key's kept
-    revisions read back through the key store (its history), as the sweeper may expire
-    something meanwhile, read until the counter is the same before and after."""
-    keys = backend.keys  # type: ignore[attr-defined]
+    """NATS: the counter (app/backends/nats/quotas.py), and every stored key's kept
+    revisions read back from its messages (expired ones the sweeper has not reached
+    included, as memory and Redis count them too); as the sweeper may expire something
+    meanwhile, read until the counter is the same before and after."""
+    store = backend.store  # type: ignore[attr-defined]
     while True:
         before = await backend.quotas.used(ns)  # type: ignore[attr-defined]
-        total, after = 0, None
-        while True:
-            page = await keys.kv_list(ns, Pattern.compile("*"), limit=1000, after=after)
-            for entry in page.items:
-                total += sum(len(e.value) for e in await keys.kv_history(ns, entry.key))
-            after = page.next_cursor
-            if after is None:
-                break
+        total = 0
+        newest, _ = await store.multi_last(ns, f"$KV.{ns}.>")
+        for msg in newest:
+            key = key_of_subject(ns, msg.subject)
+            if key is None or msg.deleted:
+                continue
+            kept = []
+            for entry in reversed(derive(key, await store.history(ns, msg.subject))):
+                if entry is None or len(kept) == store.key_history:
+                    break
+                kept.append(entry)
+            total += sum(len(e.value) for e in kept)
         if await backend.quotas.used(ns) == before:  # type: ignore[attr-defined]
             return before.bytes, total
 

@@ -10,33 +10,42 @@ the history. A key counts while its newest message carries ``Cb-Kept``: a key a 
 client wrote (or one written before quotas existed) counts from its first write through
 Corkboard.
 
-The counter is the record ``quota.<ns>`` = ``"<keys> <bytes>"`` in ``_corkboard``,
-changed by compare-and-swap on its sequence. JetStream cannot make it atomic with the
-key's message (another stream), so a write that grows the namespace *reserves* first
-(checks the quota and adds its growth in one compare-and-swap: 507 ``quota_exceeded``
-and nothing written past it), publishes, and gives the reservation back when the
-publish did not happen; a write that frees room settles after its message is stored.
-Concurrent writers therefore never take the counter past a quota. The counter can only
-be too high, never too low, for Corkboard's writes: a process that dies between a
-reservation and its publish (or between a freeing write and its settlement) leaves its
-bytes counted (see docs/nats.md).
+The counters are JetStream counters (``Nats-Incr``, nats-server 2.12+): the subjects
+``<ns>.keys`` and ``<ns>.bytes`` of the bucket ``_corkboard_quota``, a stream that
+allows message counters, so each add is one atomic step of the server's, however many
+processes add at once (no compare-and-swap to lose). JetStream cannot make a counter
+atomic with the key's message (another stream), so a write that grows the namespace
+*reserves* first: it adds its growth, and when the new total passes the quota takes it
+back and answers 507 ``quota_exceeded`` (nothing written); then it publishes, and gives
+the reservation back when the publish did not happen. A write that frees room settles
+after its message is stored. Writers together therefore never take a counter past its
+quota; near it, racing writers that would each fit alone may all be refused. The
+counters can only be too high, never too low, for Corkboard's writes: a process that
+dies between a reservation and its publish (or between a freeing write and its
+settlement) leaves its bytes counted (see docs/nats.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from app.backends.nats.names import SYSTEM_BUCKET
+import orjson
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NoStreamResponseError
+
+from app.backends.nats.names import stream_of
 from app.backends.nats.store import Msg, NatsStore
 from app.domain.bounds import quota_exceeded
 from app.errors import BackendUnavailable
 
 #: The header of a key message with its kept revisions' sizes, newest first.
 KEPT = "Cb-Kept"
-#: Compare-and-swap attempts on a namespace's counter, racing other writers.
-ATTEMPTS = 200
+#: The bucket of the counters (a stream with JetStream's counters, nats-server 2.12+):
+#: ``<ns>.keys`` and ``<ns>.bytes``, which NATS clients can read.
+QUOTA_BUCKET = "_corkboard_quota"
 
 
 def kept_sizes(msg: Msg | None) -> list[int] | None:
@@ -83,6 +92,7 @@ class NatsQuotas:
         self.max_keys = max_keys
         self.max_bytes = max_bytes
         self.key_history = max(1, key_history)
+        self.created = False
 
     # -- what a write changes ------------------------------------------------------------
 
@@ -103,27 +113,68 @@ class NatsQuotas:
         before = kept_sizes(msg)
         return Usage() if before is None else Usage(-1, -sum(before))
 
-    # -- the counter ---------------------------------------------------------------------
+    # -- the counters --------------------------------------------------------------------
 
-    def subject(self, ns: str) -> str:
-        return f"$KV.{SYSTEM_BUCKET}.quota.{ns}"
+    async def ready(self) -> None:
+        """Create the counters' stream unless it exists (once per process)."""
+        if self.created:
+            return
+        self.store.buckets.add(QUOTA_BUCKET)  # (not bound as a key bucket)
+        config = StreamConfig(
+            name=stream_of(QUOTA_BUCKET), subjects=[f"$KV.{QUOTA_BUCKET}.>"],
+            allow_msg_counter=True, allow_direct=True, max_msgs_per_subject=1,
+            num_replicas=self.store.replicas, storage=StorageType.FILE,
+        )
+        async with self.store.mapped_errors():
+            try:
+                await self.store.js.add_stream(config)
+            except BadRequestError:  # made meanwhile by another process
+                pass
+        self.created = True
+
+    def subject(self, ns: str, what: str) -> str:
+        return f"$KV.{QUOTA_BUCKET}.{ns}.{what}"
 
     async def used(self, ns: str) -> Usage:
-        """The namespace's counter as it is."""
-        return parse(await self.store.last(SYSTEM_BUCKET, self.subject(ns)))
+        """The namespace's counters as they are."""
+        await self.ready()
+        keys, nbytes = await asyncio.gather(*(
+            self.store.last(QUOTA_BUCKET, self.subject(ns, what)) for what in ("keys", "bytes")
+        ))
+        return Usage(value_of(keys), value_of(nbytes))
+
+    async def incr(self, ns: str, what: str, by: int) -> int:
+        """Add ``by`` to a counter (one atomic step of JetStream's); its new value."""
+        await self.ready()
+        async with self.store.mapped_errors():
+            for _ in range(2):
+                try:
+                    ack = await self.store.js.publish(
+                        self.subject(ns, what), b"", timeout=self.store.timeout,
+                        headers={"Nats-Incr": f"{by:+d}"},
+                    )
+                except NoStreamResponseError:  # deleted under us: make it again
+                    self.created = False
+                    await self.ready()
+                    continue
+                return int(ack.val or 0)
+        raise BackendUnavailable("The NATS quota counters' stream could not be created.")
 
     async def reserve(self, ns: str, change: Usage) -> None:
-        """Check the quotas for ``change``'s growth and count it, in one step; 507 when
-        the namespace would pass a quota (nothing counted)."""
-        await self.add(ns, change.growth, check=True)
-
-    async def unreserve(self, ns: str, change: Usage) -> None:
-        """Give back a reservation whose write did not happen."""
-        await self.add(ns, -change.growth)
-
-    async def settle(self, ns: str, change: Usage) -> None:
-        """Count what a stored write freed."""
-        await self.add(ns, change.room)
+        """Count ``change``'s growth; 507 (given back: nothing counted) when a counter
+        then passes its quota. Each counter is one atomic add, so writers together never
+        take it past its quota; near the quota, racing writers that would each fit
+        alone may all be refused (each saw the others' reservations)."""
+        grow = change.growth
+        if grow.keys:
+            if await self.incr(ns, "keys", grow.keys) > self.max_keys and not grow.adopted:
+                await self.incr(ns, "keys", -grow.keys)
+                raise quota_exceeded(ns, "keys", self.max_keys)
+        if grow.bytes and await self.incr(ns, "bytes", grow.bytes) > self.max_bytes:
+            await self.incr(ns, "bytes", -grow.bytes)
+            if grow.keys:
+                await self.incr(ns, "keys", -grow.keys)
+            raise quota_exceeded(ns, "bytes", self.max_bytes)
 
     async def charged(
         self, ns: str, change: Usage, publish: Coroutine[Any, Any, int | None]
@@ -139,7 +190,7 @@ class NatsQuotas:
         try:
             seq = await publish
         except BaseException:
-            await self.unreserve(ns, change)  # (503 if NATS is gone: then it stays counted)
+            await self.unreserve(ns, change)  # (if NATS is gone, it stays counted)
             raise
         if seq is None:
             await self.unreserve(ns, change)
@@ -147,32 +198,26 @@ class NatsQuotas:
             await self.settle(ns, change)
         return seq
 
-    async def add(self, ns: str, change: Usage, *, check: bool = False) -> None:
-        if not change:
-            return
-        subject = self.subject(ns)
-        for _ in range(ATTEMPTS):
-            record = await self.store.last(SYSTEM_BUCKET, subject)
-            used = parse(record)
-            keys, nbytes = used.keys + change.keys, used.bytes + change.bytes
-            if check and change.keys > 0 and not change.adopted and keys > self.max_keys:
-                raise quota_exceeded(ns, "keys", self.max_keys)
-            if check and change.bytes > 0 and nbytes > self.max_bytes:
-                raise quota_exceeded(ns, "bytes", self.max_bytes)
-            data = f"{max(keys, 0)} {max(nbytes, 0)}".encode()
-            expected = record.seq if record is not None else 0
-            if await self.store.publish(SYSTEM_BUCKET, subject, data, {}, expected) is not None:
-                return
-        raise BackendUnavailable(
-            f"The quota counter of namespace {ns!r} changed under {ATTEMPTS} consecutive "
-            "attempts; retry."
-        )
+    async def add(self, ns: str, change: Usage) -> None:
+        if change.keys:
+            await self.incr(ns, "keys", change.keys)
+        if change.bytes:
+            await self.incr(ns, "bytes", change.bytes)
+
+    async def unreserve(self, ns: str, change: Usage) -> None:
+        """Give back a reservation whose write did not happen."""
+        await self.add(ns, -change.growth)
+
+    async def settle(self, ns: str, change: Usage) -> None:
+        """Count what a stored write freed."""
+        await self.add(ns, change.room)
 
 
-def parse(record: Msg | None) -> Usage:
-    if record is None or record.deleted:
-        return Usage()
-    parts = record.data.split()
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        return Usage()
-    return Usage(int(parts[0]), int(parts[1]))
+def value_of(counter: Msg | None) -> int:
+    """A counter message's value (``{"val": "12"}``); 0 for none."""
+    if counter is None:
+        return 0
+    try:
+        return int(orjson.loads(counter.data).get("val", 0))
+    except (orjson.JSONDecodeError, AttributeError, ValueError):
+        return 0
