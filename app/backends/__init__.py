@@ -45,6 +45,7 @@ def backend_from_url(url: str, settings: Settings) -> Backend:
                 event_retention=settings.event_retention,
                 lock_max_waiters=settings.lock_max_waiters,
                 max_keys=settings.namespace_max_keys, max_bytes=settings.namespace_max_bytes,
+                event_retention_bytes=settings.event_retention_bytes,
             )
         except ValueError as exc:
             raise UnknownBackend(f"invalid backend URL: {exc}") from exc

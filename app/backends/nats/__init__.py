@@ -8,7 +8,7 @@ NATS failures become 503), mirroring ``backends/redis/`` where it applies:
 - ``names.py``: namespaces, keys and metadata headers; ``entries.py``: entries read
   from messages, expiry overrides and the deadline index;
 - ``trim.py``: compaction (what bounds a namespace's storage); ``quotas.py``: the
-  namespace quotas' counters;
+  namespace quotas' counters; ``retention.py``: the log's byte bound;
 - ``unsupported.py``: the parts not built yet (sessions, artifacts, leases,
   transactions), which answer 501 ``not_supported_by_backend``.
 """
@@ -24,6 +24,7 @@ from app.backends.nats.keys import NatsKeys
 from app.backends.nats.locks import NatsLocks
 from app.backends.nats.log import NatsLog
 from app.backends.nats.quotas import NatsQuotas
+from app.backends.nats.retention import Ledger
 from app.backends.nats.store import NatsStore
 from app.backends.nats.trim import Trimmer
 
@@ -58,7 +59,7 @@ class NatsBackend(ComposedBackend):
         self, url: str, *, timeout: float = 2.0, key_history: int = 10,
         event_retention: int = 100_000, replicas: int | None = None,
         lock_max_waiters: int = 1000, max_keys: int = 1_000_000,
-        max_bytes: int = 1_073_741_824,
+        max_bytes: int = 1_073_741_824, event_retention_bytes: int = 64 * 1_048_576,
     ) -> None:
         self.url = url
         self.info = BackendInfo(
@@ -70,7 +71,10 @@ class NatsBackend(ComposedBackend):
             retention=event_retention,
             replicas=replicas if replicas is not None else replicas_of(url), url=url,
         )
-        self.trimmer = Trimmer(self.store, retention=event_retention, keep=key_history)
+        self.ledger = Ledger(self.store, limit=event_retention_bytes)
+        self.trimmer = Trimmer(
+            self.store, retention=event_retention, keep=key_history, ledger=self.ledger
+        )
         self.store.written = self.trimmer.wrote
         self.quotas = NatsQuotas(
             self.store, max_keys=max_keys, max_bytes=max_bytes, key_history=key_history
@@ -78,7 +82,7 @@ class NatsBackend(ComposedBackend):
         self.keys = NatsKeys(self.store, self.quotas)
         self.lock_engine = NatsLocks(self.store, max_waiters=lock_max_waiters)
         self.locks = self.lock_engine
-        self.log = NatsLog(self.store, self.keys, self.lock_engine)
+        self.log = NatsLog(self.store, self.keys, self.lock_engine, self.ledger)
         self.artifacts = unsupported.artifacts()
         self.sessions = unsupported.sessions()
         self.leases = unsupported.leases()
