@@ -101,8 +101,9 @@ class Ledger:
         if seq == upto + 1:
             return cut
         upto = seq - 1
-        for mark_seq, prefix in marks:  # the lowest mark that leaves at most the bound
-            if total - prefix <= self.limit:
+        base = next((prefix for seq, prefix in marks if seq == cut), 0)  # total at the cut
+        for mark_seq, prefix in marks if total - base > self.limit else ():
+            if total - prefix <= self.limit:  # the lowest mark leaving at most the bound
                 cut = max(cut, min(mark_seq, upto - 1))
                 break
         marks = [m for m in marks if m[0] >= cut]
