@@ -1,4 +1,5 @@
-"""The differential test: memory and Redis give the same answers to the same requests.
+"""The differential test: memory and Redis, and memory and NATS JetStream, give the same
+answers to the same requests.
 
 A hypothesis ``RuleBasedStateMachine`` drives two apps through HTTP, one on memory://
 and one on a real Redis, with the same random operations (keys with TTL, CAS, merge and
@@ -17,6 +18,16 @@ TTLs are long (an hour), except in ``short_lived``: a key, lock, session, artifa
 lease (with a key and a lock on it) of 0.2-1 s, after which both apps are waited for
 until each has sent the expiry event, with nothing else happening meanwhile. The number
 of examples is bounded in the suite (20); ``CORKBOARD_PARITY_EXAMPLES=2000`` runs more.
+
+On NATS (``test_memory_and_nats_answer_alike``, never skipped with
+CORKBOARD_REQUIRE_NATS=1) the machine draws only the rule families whose feature the
+NATS app lists in ``supports`` (``needs``; session-scoped lock calls become namespace
+lock calls without "sessions"), so sessions, artifacts, leases and transactions join by
+themselves when NATS offers them. Revisions are compared as they are there too: no rule
+drawn on NATS makes a revision without an event (docs/nats.md: a waiter leaving a
+lock's line does, and ``wait`` is drawn only with leases). When such a rule joins,
+answers must be compared with each engine's revisions mapped to the event sequence
+(a per-engine map, as ``Normalizer`` maps ids), never by dropping the comparison.
 """
 
 from __future__ import annotations
