@@ -74,9 +74,11 @@ def refuse_lease(lease: str | None) -> None:
 class NatsKeys(KeyStore):
     """The key store on a ``NatsStore``."""
 
-    def __init__(self, store: NatsStore, quotas: NatsQuotas) -> None:
+    def __init__(self, store: NatsStore, quotas: NatsQuotas | None = None) -> None:
         self.store = store
-        self.quotas = quotas  # reserved before a write, settled after it (quotas.py)
+        #: Reserved before a write, settled after it (quotas.py); the default quotas
+        #: without one.
+        self.quotas = quotas or NatsQuotas(store, key_history=store.key_history)
 
     # -- internals, also used by the sweeper -----------------------------------------------
 

@@ -38,7 +38,7 @@ from nats.js.errors import BadRequestError, NoStreamResponseError
 
 from app.backends.nats.names import stream_of
 from app.backends.nats.store import Msg, NatsStore
-from app.domain.bounds import quota_exceeded
+from app.domain.bounds import Bounds, quota_exceeded
 from app.errors import BackendUnavailable
 
 #: The header of a key message with its kept revisions' sizes, newest first.
@@ -46,6 +46,7 @@ KEPT = "Cb-Kept"
 #: The bucket of the counters (a stream with JetStream's counters, nats-server 2.12+):
 #: ``<ns>.keys`` and ``<ns>.bytes``, which NATS clients can read.
 QUOTA_BUCKET = "_corkboard_quota"
+DEFAULTS = Bounds()
 
 
 def kept_sizes(msg: Msg | None) -> list[int] | None:
@@ -86,8 +87,8 @@ class Usage:
 class NatsQuotas:
     """The namespaces' counters on a ``NatsStore``."""
 
-    def __init__(self, store: NatsStore, *, max_keys: int, max_bytes: int,
-                 key_history: int) -> None:
+    def __init__(self, store: NatsStore, *, max_keys: int = DEFAULTS.max_keys,
+                 max_bytes: int = DEFAULTS.max_bytes, key_history: int) -> None:
         self.store = store
         self.max_keys = max_keys
         self.max_bytes = max_bytes
