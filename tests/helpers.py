@@ -36,3 +36,14 @@ async def events(
     assert r.status_code == 200, r.text
     found: list[dict[str, Any]] = r.json()["events"]
     return found
+
+
+def next_revision(backend: str, start: int, got: int) -> int:
+    """Assert ``got`` is the one revision a write took after ``start``: ``start + 1``,
+    or on NATS any later one (its revisions are stream sequences, with gaps for the
+    messages that are no events, such as the parts of an atomic batch); ``got``."""
+    if backend.startswith("nats"):
+        assert got > start, (start, got)
+    else:
+        assert got == start + 1, (start, got)
+    return got

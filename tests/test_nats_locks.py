@@ -1,7 +1,7 @@
-"""Locks on NATS beyond the shared suite (test_locks, test_locks_backend and
-test_lock_waiters run there too): what the NATS lock engine does not offer (session
-scope) answers 501 and changes nothing, a waiter leaving the line writes a message that
-is no event, a lock's record is a
+"""Locks on NATS beyond the shared suite (test_locks, test_locks_backend,
+test_lock_waiters and test_session_locks run there too): a lock on a lease (there are no
+leases on NATS yet) answers 404 and changes nothing, a waiter leaving the line writes a
+message that is no event, a lock's record is a
 ``_cbl.`` key of the bucket that NATS clients can read but Corkboard never lists as a
 key, and a fenced write is atomic with its fence check (``Nats-Expected-Last-Sequence``):
 no write under a token lands after the event that ended the token's hold."""
@@ -18,9 +18,8 @@ import pytest
 
 from app.backends.nats import NatsBackend
 from app.domain.locks import LockRequest
-from app.errors import NotSupportedByBackend
+from app.errors import LeaseNotFound
 from app.settings import Settings
-from app.syntax import Pattern
 from tests.helpers import problem
 from tests.locks_support import acquire, events, release, revision
 from tests.nats_server import flush_nats
@@ -34,7 +33,7 @@ async def corkboard(nats_url: str) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-async def test_session_locks_answer_501_and_leases_404_changing_nothing(
+async def test_locks_on_a_lease_answer_404_changing_nothing(
     corkboard: httpx.AsyncClient, nats_url: str,
 ) -> None:
     held = (await acquire(corkboard, "a", "alice")).json()
@@ -43,18 +42,9 @@ async def test_session_locks_answer_501_and_leases_404_changing_nothing(
     engine = NatsBackend(nats_url)
     await engine.start()
     try:
-        calls = [
-            engine.lock_acquire("default", "s1", "a", LockRequest("bob", 1000)),
-            engine.lock_acquire("default", "", "a", LockRequest("bob", 1000), session=True),
-            engine.lock_refresh("default", "s1", "a", "alice", held["token"], None),
-            engine.lock_release("default", "s1", "a", "alice", held["token"]),
-            engine.lock_force_release("default", "s1", "a"),
-            engine.lock_get("default", "s1", "a"),
-            engine.lock_list("default", "s1", Pattern.compile("*")),
-        ]
-        for call in calls:
-            with pytest.raises(NotSupportedByBackend):
-                await call
+        with pytest.raises(LeaseNotFound):
+            await engine.lock_acquire("default", "s1", "a",
+                                      LockRequest("bob", 1000, lease="y" * 16), session=True)
     finally:
         await engine.close()
     assert await revision(corkboard) == rev

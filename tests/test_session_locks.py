@@ -27,8 +27,8 @@ async def lock(c: httpx.AsyncClient, sid: str, name: str, owner: str,
 
 async def indexed(backend: Backend, sid: str) -> set[str]:
     """The lock names the Redis backend indexed for session ``sid`` (memory: none kept
-    apart from its lock slots, so empty)."""
-    if backend.info.name == "memory":
+    apart from its lock slots, NATS: none apart from the session's record, so empty)."""
+    if backend.info.name in ("memory", "nats"):
         return set()
     key = f"cb:{{{NS}}}:slk:{sid}"
     client = backend.client_for(key)  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import events, problem, revision
+from tests.helpers import events, next_revision, problem, revision
 
 
 async def txn(client: httpx.AsyncClient, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
@@ -30,7 +30,7 @@ async def put(client: httpx.AsyncClient, key: str, value: Any) -> dict[str, Any]
 
 
 async def test_success_branch_applies_every_op_at_one_revision_with_one_event(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, backend: str,
 ) -> None:
     await put(client, "cfg", {"mode": "a", "n": 1})
     await put(client, "old", "x")
@@ -49,8 +49,8 @@ async def test_success_branch_applies_every_op_at_one_revision_with_one_event(
                     {"op": "delete", "key": "never"}],
         "failure": [{"op": "get", "key": "leader"}],
     })
-    rev = start + 1
-    assert out["succeeded"] is True and out["revision"] == rev
+    rev = next_revision(backend, start, out["revision"])
+    assert out["succeeded"] is True
     leader, deleted, cfg, counter, got, missing, never = out["results"]
     assert leader["value"] == "a1" and leader["revision"] == rev and leader["expires_at"]
     assert deleted == {"deleted": True} and never == {"deleted": False}
@@ -311,20 +311,21 @@ async def test_the_log_filters_transactions_per_watcher(client: httpx.AsyncClien
 
 
 async def test_delete_by_pattern_is_one_revision_and_one_event(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, backend: str,
 ) -> None:
     for key in ("agents/a", "agents/b/c", "agentsx", "other"):
         await put(client, key, key)
     start = await revision(client)
     r = await client.delete("/v1/kv", params={"pattern": "agents/*"})
     assert r.status_code == 200, r.text
-    assert r.json() == {"deleted": 2, "keys": ["agents/a", "agents/b/c"], "revision": start + 1}
+    rev = next_revision(backend, start, r.json()["revision"])
+    assert r.json() == {"deleted": 2, "keys": ["agents/a", "agents/b/c"], "revision": rev}
     found = await events(client, since=start)
     assert len(found) == 1 and found[0]["type"] == "txn"
     assert [(c["type"], c["key"], c["old_value"]) for c in found[0]["changes"]] == [
         ("kv.delete", "agents/a", "agents/a"), ("kv.delete", "agents/b/c", "agents/b/c")]
     r = await client.delete("/v1/kv", params={"pattern": "agents/*"})
-    assert r.json() == {"deleted": 0, "keys": [], "revision": start + 1}
+    assert r.json() == {"deleted": 0, "keys": [], "revision": rev}
     r = await client.delete("/v1/kv", params={"pattern": "other"})
     assert r.json()["keys"] == ["other"]
     problem(await client.delete("/v1/kv"), 400, "invalid_request")

@@ -1,6 +1,7 @@
 """Transactions and leases across real service processes: live watch streams filtered
-per watcher, a bank transfer over three replicas on one Redis, leader election on a
-stream-bound lease whose process is killed, and a presence list of 50 agents.
+per watcher, a bank transfer over three replicas on one Redis (or NATS), leader election
+on a stream-bound lease whose process is killed, and a presence list of 50 agents; on
+memory, Redis and NATS.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ CLIENTS = 20
 OPENING_BALANCE = 1000
 
 
-@pytest.fixture(scope="module", params=["memory", "redis"])
+@pytest.fixture(scope="module", params=["memory", "redis", "nats"])
 def service(request: pytest.FixtureRequest) -> Iterator[ServiceProcess]:
-    url = "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
+    url = "memory://" if request.param == "memory" else request.getfixturevalue(
+        f"{request.param}_url")
     env = {"CORKBOARD_BACKEND": url, "CORKBOARD_SWEEP_INTERVAL_SECONDS": "0.1",
            "CORKBOARD_LOG_LEVEL": "warning"}
     with running(ServiceProcess(env)) as [svc]:
@@ -173,18 +175,25 @@ async def test_presence_list_of_fifty_agents(service: ServiceProcess) -> None:
                     await stack.aclose()
 
 
-# -- several replicas on one Redis ---------------------------------------------------------
+# -- several replicas on one Redis (or one NATS) --------------------------------------------
 
 
-def replica_env(redis_url: str) -> dict[str, str]:
-    return {"CORKBOARD_BACKEND": redis_url, "CORKBOARD_LOG_LEVEL": "warning",
+@pytest.fixture(params=["redis", "nats"])
+def shared_url(request: pytest.FixtureRequest) -> str:
+    """The URL of a store several replicas share: Redis, or NATS JetStream."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+def replica_env(url: str) -> dict[str, str]:
+    return {"CORKBOARD_BACKEND": url, "CORKBOARD_LOG_LEVEL": "warning",
             "CORKBOARD_WATCH_PROGRESS_SECONDS": "1"}
 
 
-async def test_bank_transfer_over_three_replicas(redis_url: str) -> None:
+async def test_bank_transfer_over_three_replicas(shared_url: str) -> None:
     ns = fresh_ns()
     accounts = [f"acct/{i}" for i in range(ACCOUNTS)]
-    with running(*(ServiceProcess(replica_env(redis_url)) for _ in range(3))) as replicas:
+    with running(*(ServiceProcess(replica_env(shared_url)) for _ in range(3))) as replicas:
         cs = [client_for(s) for s in replicas]
         stacks = contextlib.AsyncExitStack()
         try:
@@ -248,11 +257,11 @@ async def test_bank_transfer_over_three_replicas(redis_url: str) -> None:
                 await c.aclose()
 
 
-async def test_leader_election_hands_on_when_the_leader_dies(redis_url: str) -> None:
+async def test_leader_election_hands_on_when_the_leader_dies(shared_url: str) -> None:
     ns = fresh_ns()
     ttl = 2.0
     sweep = 0.25  # the default CORKBOARD_SWEEP_INTERVAL_SECONDS
-    services = [ServiceProcess(replica_env(redis_url)) for _ in range(3)]
+    services = [ServiceProcess(replica_env(shared_url)) for _ in range(3)]
     with running(*services) as replicas:
         cs = [client_for(s) for s in replicas]
         stacks = [contextlib.AsyncExitStack() for _ in replicas]

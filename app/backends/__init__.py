@@ -46,6 +46,7 @@ def backend_from_url(url: str, settings: Settings) -> Backend:
                 lock_max_waiters=settings.lock_max_waiters,
                 max_keys=settings.namespace_max_keys, max_bytes=settings.namespace_max_bytes,
                 event_retention_bytes=settings.event_retention_bytes,
+                max_leases=settings.namespace_max_leases,
             )
         except ValueError as exc:
             raise UnknownBackend(f"invalid backend URL: {exc}") from exc

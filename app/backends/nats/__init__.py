@@ -3,14 +3,18 @@ NATS clients (docs/nats.md). ``NatsBackend`` is a composition of parts built on 
 ``NatsStore`` (store.py: the connection, the JetStream requests, the one boundary where
 NATS failures become 503), mirroring ``backends/redis/`` where it applies:
 
-- ``keys.py``: the key store (fenced writes included); ``locks.py``: the lock engine
-  (namespace locks); ``log.py``: the change log and the sweeper's pass;
+- ``keys.py``: the key store (fenced writes included); ``locks.py``: the lock engine;
+  ``sessions.py``: sessions, variables and chat state, one record per session holding
+  its locks too (``sessionstate.py``); ``log.py``: the change log and the sweeper's pass;
 - ``names.py``: namespaces, keys and metadata headers; ``entries.py``: entries read
   from messages, expiry overrides and the deadline index;
 - ``trim.py``: compaction (what bounds a namespace's storage); ``quotas.py``: the
   namespace quotas' counters; ``retention.py``: the log's byte bound;
-- ``unsupported.py``: the parts not built yet (sessions, artifacts, leases,
-  transactions), which answer 501 ``not_supported_by_backend``.
+- ``batch.py``: JetStream atomic batch publish; ``compound.py``: a batch that is one
+  event; ``txn.py``: transactions and pattern deletes; ``leases.py`` (and
+  ``leasestate.py``): leases;
+- ``unsupported.py``: the parts not built yet (artifacts), which answer 501
+  ``not_supported_by_backend``.
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ from app.backends.base import BackendInfo
 from app.backends.composed import ComposedBackend
 from app.backends.nats import unsupported
 from app.backends.nats.keys import NatsKeys
+from app.backends.nats.leases import NatsLeases
 from app.backends.nats.locks import NatsLocks
 from app.backends.nats.log import NatsLog
 from app.backends.nats.quotas import NatsQuotas
 from app.backends.nats.retention import Ledger
+from app.backends.nats.sessions import NatsSessions
 from app.backends.nats.store import NatsStore
 from app.backends.nats.trim import Trimmer
+from app.backends.nats.txn import NatsTxn
 
 __all__ = ["NatsBackend", "replicas_of", "servers_of"]
 
@@ -58,7 +65,7 @@ class NatsBackend(ComposedBackend):
     def __init__(
         self, url: str, *, timeout: float = 2.0, key_history: int = 10,
         event_retention: int = 100_000, replicas: int | None = None,
-        lock_max_waiters: int = 1000, max_keys: int = 1_000_000,
+        lock_max_waiters: int = 1000, max_leases: int = 100_000, max_keys: int = 1_000_000,
         max_bytes: int = 1_073_741_824, event_retention_bytes: int = 64 * 1_048_576,
     ) -> None:
         self.url = url
@@ -80,13 +87,14 @@ class NatsBackend(ComposedBackend):
             self.store, max_keys=max_keys, max_bytes=max_bytes, key_history=key_history
         )
         self.keys = NatsKeys(self.store, self.quotas)
-        self.lock_engine = NatsLocks(self.store, max_waiters=lock_max_waiters)
+        self.sessions = NatsSessions(self.store)
+        self.lock_engine = NatsLocks(self.store, self.sessions, max_waiters=lock_max_waiters)
         self.locks = self.lock_engine
-        self.log = NatsLog(self.store, self.keys, self.lock_engine, self.ledger)
+        self.log = NatsLog(self.store, self.keys, self.lock_engine, self.sessions, self.ledger)
         self.artifacts = unsupported.artifacts()
-        self.sessions = unsupported.sessions()
-        self.leases = unsupported.leases()
-        self.txns = unsupported.txns()
+        self.leases = NatsLeases(self.store, self.keys, self.lock_engine, max_leases=max_leases)
+        self.log.lease_sweep = self.leases.sweep
+        self.txns = NatsTxn(self.store, self.keys)
 
     async def start(self) -> None:
         await self.store.start()

@@ -14,6 +14,8 @@ the record's subject up to the record it read: a touch made meanwhile stays).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import orjson
 
 from app.backends.nats.names import SYSTEM_BUCKET, Meta, stream_of, token_of
@@ -33,11 +35,39 @@ def json_value(msg: Msg) -> bytes:
     return msg.data
 
 
+def txn_offset(msg: Msg) -> int:
+    """How far after a message its batch's commit is (``Cb-Txn``): a key written by a
+    transaction (or deleted by a lease's end) is at the commit's sequence, the
+    transaction's revision; 0 for any other message."""
+    text = msg.headers.get("Cb-Txn", "")
+    return int(text) if text.isdigit() else 0
+
+
+def revision_of(msg: Msg) -> int:
+    """The revision a key's message stands for (see ``txn_offset``)."""
+    return msg.seq + txn_offset(msg)
+
+
+def torn(msgs: Iterable[Msg | None], upto: int) -> bool:
+    """Whether messages read as the stream stood at ``upto`` hold a batch's part whose
+    commit is past it: the server was storing that batch as they were read (its
+    messages become readable one after the other within it), so read again."""
+    return any(m is not None and m.seq + txn_offset(m) > upto >= m.seq for m in msgs)
+
+
+def lease_of(msg: Msg | None) -> str | None:
+    """The lease a key's newest message attaches it to (``Cb-Lease``), or None."""
+    if msg is None or msg.deleted:
+        return None
+    return msg.headers.get("Cb-Lease") or None
+
+
 def from_meta(key: str, msg: Msg, meta: Meta) -> KeyEntry:
     """The entry a message Corkboard wrote holds (a creation's ``created_revision`` is
-    written as 0: it is the message's own sequence)."""
+    written as 0: it is the message's own revision)."""
+    revision = revision_of(msg)
     return KeyEntry(
-        key, msg.data, msg.seq, meta.created_revision or msg.seq, meta.version,
+        key, msg.data, revision, meta.created_revision or revision, meta.version,
         meta.created_at, meta.modified_at, meta.expires_at or None,
     )
 

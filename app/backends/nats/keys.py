@@ -14,7 +14,9 @@ starts again whenever any key of the namespace changed meanwhile. A fenced touch
 exception (its override lives in ``_corkboard``): its fence is checked just before, not
 atomically (docs/nats.md).
 
-There are no leases on NATS yet, so a write on a lease gets 404 ``lease_not_found``.
+A write on a lease (``?lease=``) is an atomic batch (batch.py) of the lease's record
+again (compare-and-swap on the one read live: leasestate.attach) and the key's message
+carrying ``Cb-Lease: <id>``; a PATCH or increment keeps the key's lease, a plain PUT detaches it.
 """
 
 from __future__ import annotations
@@ -24,35 +26,38 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 
+from app.backends.nats.batch import Out, check, publish_batch
 from app.backends.nats.entries import (
     derive,
     drop_override,
     entry_from,
+    lease_of,
     lower_deadline,
     mark_ended,
     meta_after,
     override_subject,
     parse_override,
+    torn,
     touched,
     with_override,
 )
-from app.backends.nats.lockstate import fence_holds
+from app.backends.nats.leasestate import attach_live
 from app.backends.nats.names import (
     SYSTEM_BUCKET,
     Meta,
+    fence_subject,
     key_of_subject,
-    lock_subject,
     subject_of,
     token_of,
 )
 from app.backends.nats.quotas import NatsQuotas
+from app.backends.nats.sessionstate import fence_holds
 from app.backends.nats.store import Msg, NatsStore
 from app.backends.paging import page_sorted
 from app.backends.parts.keys import KeyStore
 from app.domain.conditions import KEY, NO_CONDITION, Condition
 from app.domain.fence import Fence
 from app.domain.keys import KeyEntry, KeyPage, PutResult, ValueUpdate, apply_update
-from app.domain.leases import lease_not_found
 from app.domain.numbers import add_exact, number_to_increment
 from app.errors import BackendUnavailable, NotFound
 from app.syntax import Pattern, now_ms
@@ -60,15 +65,12 @@ from app.syntax import Pattern, now_ms
 #: Compare-and-swap attempts of one write racing other writers of its key.
 WRITE_ATTEMPTS = 200
 
+#: Reads of a listing that met an atomic batch being stored (entries.torn).
+TORN_READS = 50
+
 #: What a write decides from the key's live entry and the time: the value and expiry to
 #: store (None: store nothing, answer the entry as it is).
 Decision = Callable[[KeyEntry | None, int], tuple[bytes, int | None] | None]
-
-
-def refuse_lease(lease: str | None) -> None:
-    """No lease can be granted on this engine yet (see the module)."""
-    if lease is not None:
-        raise lease_not_found(lease)
 
 
 class NatsKeys(KeyStore):
@@ -119,22 +121,31 @@ class NatsKeys(KeyStore):
 
     async def write(
         self, ns: str, key: str, decide: Decision, op: str = "put",
-        fence: Fence | None = None,
+        fence: Fence | None = None, *, lease: str | None = None, keep_lease: bool = False,
     ) -> tuple[KeyEntry | None, KeyEntry | None]:
         """Decide and store, compare-and-swap on the subject's sequence (and, with a
-        fence, on the namespace's: see the module); (the entry before, the entry
-        written or kept)."""
+        fence, on the namespace's: see the module); on ``lease`` (or, ``keep_lease``,
+        the key's own), in one batch with the lease's record (see the module); (the entry
+        before, the entry written or kept)."""
         subject = subject_of(ns, key)
         for _ in range(WRITE_ATTEMPTS):
             now = now_ms()
             upto = await self.store.last_seq(ns) if fence is not None else None
             msg, before = await self.live(ns, key, now)
+            attached = lease
+            if attached is None and keep_lease and before is not None:
+                attached = lease_of(msg)
+            guards: list[Out] = []
             if fence is not None and upto is not None:
-                lock = await self.store.last(ns, lock_subject(ns, fence.name))
+                fenced = fence_subject(ns, fence.scope, fence.name)
+                lock = await self.store.last(ns, fenced)
+                guards.append(check(ns, fenced, lock.seq if lock is not None else 0))
                 if any(m is not None and m.seq > upto for m in (msg, lock)):
                     continue  # changed after the namespace's sequence was read
                 if not fence_holds(lock, fence, now):
                     raise fence.stale()
+            if lease is not None:
+                guards.insert(0, await attach_live(self.store, ns, lease, now))
             decision = decide(before, now)
             if decision is None:
                 return before, before
@@ -144,11 +155,18 @@ class NatsKeys(KeyStore):
             headers = {"Cb-Meta": meta.header()}
             if op == "delete":
                 headers["KV-Operation"] = "DEL"
+            elif attached is not None:
+                headers["Cb-Lease"] = attached
             ended = mark_ended(msg, before, headers)  # a touched revision's expiry
             change = self.quotas.change(msg, value, op, headers)  # adds Cb-Kept
-            seq = await self.quotas.charged(ns, change, self.store.publish(
-                ns, subject, value, headers, previous, expected_stream=upto
-            ))
+            if lease is not None:  # the fence, if any, checked on the lock's subject
+                seq = await self.quotas.charged(ns, change, publish_batch(
+                    self.store, ns, [*guards, Out(subject, value, headers, previous)]
+                ))
+            else:
+                seq = await self.quotas.charged(ns, change, self.store.publish(
+                    ns, subject, value, headers, previous, expected_stream=upto
+                ))
             if seq is None:
                 await asyncio.sleep(0)
                 continue
@@ -167,9 +185,12 @@ class NatsKeys(KeyStore):
         )
 
     async def _put(
-        self, ns: str, key: str, decide: Decision, fence: Fence | None
+        self, ns: str, key: str, decide: Decision, fence: Fence | None,
+        lease: str | None = None, keep_lease: bool = False,
     ) -> PutResult:
-        before, after = await self.write(ns, key, decide, fence=fence)
+        before, after = await self.write(
+            ns, key, decide, fence=fence, lease=lease, keep_lease=keep_lease
+        )
         assert after is not None
         return PutResult(after, before is None)
 
@@ -194,13 +215,11 @@ class NatsKeys(KeyStore):
         fence: Fence | None = None,
         lease: str | None = None,
     ) -> PutResult:
-        refuse_lease(lease)
-
         def decide(before: KeyEntry | None, now: int) -> tuple[bytes, int | None]:
             condition.check(before, KEY)
-            return value, now + ttl_ms if ttl_ms else None
+            return value, now + ttl_ms if ttl_ms and lease is None else None
 
-        return await self._put(ns, key, decide, fence)
+        return await self._put(ns, key, decide, fence, lease)
 
     async def kv_update(
         self,
@@ -214,8 +233,6 @@ class NatsKeys(KeyStore):
         fence: Fence | None = None,
         lease: str | None = None,
     ) -> PutResult:
-        refuse_lease(lease)
-
         def decide(before: KeyEntry | None, now: int) -> tuple[bytes, int | None]:
             condition.check(before, KEY)
             if before is None and initial is None:
@@ -223,11 +240,15 @@ class NatsKeys(KeyStore):
             base = before.value if before is not None else initial
             assert base is not None
             new_value = apply_update(update, base, before)
+            if lease is not None:
+                return new_value, None
             if ttl_ms is None:
                 return new_value, before.expires_at if before is not None else None
             return new_value, now + ttl_ms if ttl_ms else None
 
-        return await self._put(ns, key, decide, fence)
+        # Without a lease or TTL, PATCH keeps the key's lifetime, its lease included.
+        return await self._put(ns, key, decide, fence, lease,
+                               keep_lease=lease is None and ttl_ms is None)
 
     async def kv_increment(
         self,
@@ -246,7 +267,7 @@ class NatsKeys(KeyStore):
                 return value, before.expires_at
             return value, now + ttl_ms if ttl_ms else None
 
-        return await self._put(ns, key, decide, fence)
+        return await self._put(ns, key, decide, fence, keep_lease=True)  # keeps its lease
 
     async def kv_touch(
         self, ns: str, key: str, ttl_ms: int, *, fence: Fence | None = None
@@ -254,7 +275,7 @@ class NatsKeys(KeyStore):
         while True:
             now = now_ms()
             if fence is not None and not fence_holds(
-                await self.store.last(ns, lock_subject(ns, fence.name)), fence, now
+                await self.store.last(ns, fence_subject(ns, fence.scope, fence.name)), fence, now
             ):
                 raise fence.stale()  # checked before the touch, not atomically with it
             msg, entry = await self.live(ns, key, now)
@@ -314,12 +335,17 @@ class NatsKeys(KeyStore):
     ) -> KeyPage:
         # Read before the messages: the revision of a page listed through a consumer (past
         # 1,024 keys) is a lower bound, so replaying the events after it is complete.
-        before = await self.store.last_seq(ns)
-        (msgs, upto), (overrides, _) = await asyncio.gather(
-            self.store.multi_last(ns, f"$KV.{ns}.>"),
-            self.store.multi_last(SYSTEM_BUCKET, f"$KV.{SYSTEM_BUCKET}.ttl.{ns}.>"),
-        )
-        revision = upto or before
+        for attempt in range(TORN_READS):
+            before = await self.store.last_seq(ns)
+            (msgs, upto), (overrides, _) = await asyncio.gather(
+                self.store.multi_last(ns, f"$KV.{ns}.>"),
+                self.store.multi_last(SYSTEM_BUCKET, f"$KV.{SYSTEM_BUCKET}.ttl.{ns}.>"),
+            )
+            revision = upto or before
+            # Never part of a transaction: read again while its batch is being stored.
+            if not upto or not torn(msgs, upto) or attempt == TORN_READS - 1:
+                break
+            await asyncio.sleep(0.001)  # the server's own store: nothing to await
         by_token = {m.subject.split(".", 4)[4]: parse_override(m) for m in overrides}
         live = await self.live_entries(ns, msgs, by_token, now_ms())
         order = sorted(live)

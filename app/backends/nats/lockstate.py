@@ -64,6 +64,8 @@ class LockRecord:
     pending: list[str] = field(default_factory=list)
     ticket: str = ""
     waiters: list[Waiter] = field(default_factory=list)
+    #: The lease the holder holds it on ("" for none): it is released with the lease.
+    lease: str = ""
 
     def live(self, now: int) -> bool:
         return self.owner is not None and (self.expires_at == 0 or self.expires_at > now)
@@ -75,7 +77,8 @@ class LockRecord:
 
     def freed(self) -> LockRecord:
         """Without a holder (the counter, pending list and line stay)."""
-        return replace(self, owner=None, token=0, acquired_at=0, expires_at=0, ticket="")
+        return replace(self, owner=None, token=0, acquired_at=0, expires_at=0, ticket="",
+                       lease="")
 
     def taken(self) -> tuple[bytes, ...]:
         return tuple(entry.encode() for entry in self.pending)
@@ -88,7 +91,20 @@ class LockRecord:
                 "token": self.token, "acquired_at": self.acquired_at,
                 "expires_at": self.expires_at, "ttl_ms": self.ttl_ms,
                 "pending": self.pending, "ticket": self.ticket,
-                "waiters": [[w.ticket, w.owner, w.ttl_ms, w.until] for w in self.waiters]}
+                "waiters": [[w.ticket, w.owner, w.ttl_ms, w.until] for w in self.waiters],
+                "lease": self.lease}
+
+
+def lock_from_dict(body: dict[str, Any]) -> LockRecord:
+    """A lock record from its JSON object (KeyError, TypeError, ValueError if not one)."""
+    return LockRecord(
+        str(body["name"]), int(body["last_token"]),
+        None if body["owner"] is None else str(body["owner"]), int(body["token"]),
+        int(body["acquired_at"]), int(body["expires_at"]), int(body["ttl_ms"]),
+        [str(e) for e in body["pending"]], str(body.get("ticket", "")),
+        [Waiter(str(t), str(o), int(ttl), int(u)) for t, o, ttl, u in body.get("waiters", [])],
+        str(body.get("lease", "")),
+    )
 
 
 def decode(msg: Msg | None, name: str | None = None) -> LockRecord | None:
@@ -97,15 +113,7 @@ def decode(msg: Msg | None, name: str | None = None) -> LockRecord | None:
     if msg is None or msg.deleted:
         return None
     try:
-        body = orjson.loads(msg.data)["lock"]
-        record = LockRecord(
-            str(body["name"]), int(body["last_token"]),
-            None if body["owner"] is None else str(body["owner"]), int(body["token"]),
-            int(body["acquired_at"]), int(body["expires_at"]), int(body["ttl_ms"]),
-            [str(e) for e in body["pending"]], str(body.get("ticket", "")),
-            [Waiter(str(t), str(o), int(ttl), int(u))
-             for t, o, ttl, u in body.get("waiters", [])],
-        )
+        record = lock_from_dict(orjson.loads(msg.data)["lock"])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
     return record if name is None or record.name == name else None
@@ -206,14 +214,14 @@ def acquire(record: LockRecord, request: LockRequest, now: int,
     expires_at = now + request.ttl_ms if request.ttl_ms else 0
     if record.owner == request.owner:
         new = replace(record, expires_at=expires_at, ttl_ms=request.ttl_ms, pending=[],
-                      waiters=record.without(ticket))
+                      waiters=record.without(ticket), lease=request.lease or record.lease)
         change = Change(new, "lock.refreshed", holder_event_fields(new, 0, len(taken)))
         return change, LockOutcome("acquired", new.info(), taken)
     if record.owner is None:
         token = record.last_token + 1
         new = replace(record, last_token=token, owner=request.owner, token=token,
                       acquired_at=now, expires_at=expires_at, ttl_ms=request.ttl_ms,
-                      pending=[], waiters=record.without(ticket))
+                      pending=[], waiters=record.without(ticket), lease=request.lease or "")
         change = Change(new, "lock.acquired", holder_event_fields(new, 0, len(taken)))
         return change, LockOutcome("acquired", new.info(), taken)
     if request.mode == "exclusive":

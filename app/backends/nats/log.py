@@ -11,26 +11,44 @@ and those at or below the byte cut of ``CORKBOARD_EVENT_RETENTION_BYTES`` (reten
 meets a gap above that (messages another client purged) reports the sequence before it
 as compacted too: a resume point behind it gets ``reset``.
 
-A lock's record (``_cbl.<name>``) is not a key: each of its messages is a ``lock.*``
-event (locks.py: the message carries the event's fields).
+A lock's record (``_cbl.<name>``) and a session's (``_cbs.<id>``) are not keys: each of
+their messages is the event it carries (a ``lock.*`` event; a ``session.*``,
+``variable.*`` or session ``lock.*`` one), or no event; a lease's grant is its
+``lease.granted`` event (leasestate.py). An atomic batch that is one event (a
+transaction, a pattern delete, a lease's end) is reported at its commit message
+(``_cbt``, compound.py), built from the batch's key messages, which are no events of
+their own.
 
 Expiry: the sweeper's index (``_corkboard`` bucket, ``deadline.<ns>``) holds each
 namespace's earliest deadline; a pass lists the due namespaces' keys and replaces each
-expired one by a ``kv.expire`` marker (a compare-and-swap on its sequence), and each
-due lock holder by a ``lock.expired`` message (the same way).
+expired one by a ``kv.expire`` marker (a compare-and-swap on its sequence), each due
+lock holder by a ``lock.expired`` message, does what is due in each session record
+(idle expiry, its locks' expiries and hand-overs), the same way, and ends each due lease
+(``lease_sweep``: leases.py, one atomic batch).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from app.backends.nats.entries import json_value, lower_deadline, parse_override
+from app.backends.nats.compound import compound_event, is_commit
+from app.backends.nats.entries import (
+    json_value,
+    lower_deadline,
+    parse_override,
+    txn_offset,
+)
 from app.backends.nats.keys import NatsKeys
+from app.backends.nats.leasestate import lease_event
 from app.backends.nats.locks import NatsLocks
 from app.backends.nats.lockstate import lock_event
 from app.backends.nats.names import SYSTEM_BUCKET, key_of_subject, subject_of
 from app.backends.nats.retention import Ledger
+from app.backends.nats.sessions import NatsSessions
+from app.backends.nats.sessionstate import session_event
 from app.backends.nats.store import Msg, NatsStore
 from app.backends.parts.log import ChangeLog
 from app.domain.events import ChangeEvent, EventBatch, build_event
@@ -43,15 +61,21 @@ RECENT_MESSAGES = 20_000
 class NatsLog(ChangeLog):
     """The change log on a ``NatsStore``; expiry through the key store."""
 
-    def __init__(self, store: NatsStore, keys: NatsKeys, locks: NatsLocks,
-                 ledger: Ledger | None = None) -> None:
+    def __init__(
+        self, store: NatsStore, keys: NatsKeys, locks: NatsLocks,
+        sessions: NatsSessions | None = None, ledger: Ledger | None = None,
+    ) -> None:
         self.store = store
         self.ledger = ledger  # the byte cut (retention.py)
         self.keys = keys
         self.locks = locks
+        self.sessions = sessions
         #: Messages read lately, by (namespace, sequence): an event's previous message
         #: (its old value) was usually read just before; messages never change.
         self.recent: OrderedDict[tuple[str, int], Msg] = OrderedDict()
+        #: Ends the due leases among a namespace's newest messages (leases.py).
+        self.lease_sweep: Callable[[str, list[Msg], int], Awaitable[tuple[int, int]]] | None
+        self.lease_sweep = None
 
     def remember(self, ns: str, msg: Msg) -> None:
         self.recent[(ns, msg.seq)] = msg
@@ -73,9 +97,16 @@ class NatsLog(ChangeLog):
             found.append(await self._read(ns, after, limit))
             return bool(found[-1].events)
 
-        await self.store.wait_for_change(ns, timeout, changed)
-        if found and found[-1].events:
-            return found[-1]
+        # A message wakes the wait before the stream stores it (the first of an atomic
+        # batch, before its commit; even one the stream refuses): wait again, up to the
+        # timeout, until a read finds an event.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (left := deadline - loop.time()) > 0:
+            await self.store.wait_for_change(ns, left, changed)
+            if found and found[-1].events:
+                return found[-1]
+            found.clear()
         return await self._read(ns, after, limit)
 
     async def _read(self, ns: str, after: int, limit: int) -> EventBatch:
@@ -102,6 +133,12 @@ class NatsLog(ChangeLog):
                         break
                     compacted = msg.seq - 1
                 event = await self._event(ns, msg, seen)
+                if event is None and is_commit(ns, msg):
+                    # A batch whose key messages are gone (compacted): never half of it.
+                    if events:
+                        gap = True
+                        break
+                    compacted = msg.seq
                 seen[msg.subject] = msg
                 self.remember(ns, msg)
                 expected = msg.seq + 1
@@ -116,9 +153,45 @@ class NatsLog(ChangeLog):
     async def _event(self, ns: str, msg: Msg, seen: dict[str, Msg]) -> ChangeEvent | None:
         key = key_of_subject(ns, msg.subject)
         if key is None:
-            return lock_event(ns, msg)  # None for other records and foreign keys
+            if is_commit(ns, msg):
+                return await compound_event(
+                    ns, msg, lambda seq: self._part(ns, seq, msg.seq, seen)
+                )
+            # None for other records (checks, keepalives), foreign keys and messages
+            # that are no event
+            return lock_event(ns, msg) or session_event(ns, msg) or lease_event(ns, msg)
+        if txn_offset(msg):
+            return None  # a part of a batch: its commit message is the event
+        type_, value, old, at = await self._change(ns, msg, seen)
+        return build_event(ns, msg.seq, type_, key, at, value=value, old_value=old)
+
+    async def _part(
+        self, ns: str, seq: int, commit: int, seen: dict[str, Msg]
+    ) -> dict[str, Any] | None:
+        """The change a batch's key message at ``seq`` is, for its commit's event (at
+        ``commit``). The parts are asked in order: a part not read yet brings the rest
+        of the batch with it, in one batched direct get."""
+        msg = self.recent.get((ns, seq))
+        if msg is None:
+            found, _ = await self.store.batch(ns, {"seq": seq, "batch": commit - seq})
+            for got in found:
+                if got.seq < commit:
+                    self.remember(ns, got)
+            msg = self.recent.get((ns, seq))
+        key = key_of_subject(ns, msg.subject) if msg is not None else None
+        if msg is None or key is None:
+            return None
+        type_, value, old, _ = await self._change(ns, msg, seen, own=False)
+        return {"type": type_, "key": key, "value": value, "old_value": old}
+
+    async def _change(
+        self, ns: str, msg: Msg, seen: dict[str, Msg], *, own: bool = True
+    ) -> tuple[str, bytes | None, bytes | None, int]:
+        """A key message's change: (type, value, old value, time). ``seen`` holds the
+        newest message of each subject read so far: with ``own`` false, ``msg`` was
+        already recorded there (it precedes its commit)."""
         meta = msg.meta
-        previous = seen.get(msg.subject)
+        previous = seen.get(msg.subject) if own else None
         if meta is not None and meta.previous == 0:
             previous = None
         elif meta is not None and (previous is None or previous.seq != meta.previous):
@@ -132,8 +205,8 @@ class NatsLog(ChangeLog):
         at = meta.modified_at if meta is not None else msg.time_ms
         if msg.deleted:
             type_ = "kv.expire" if meta is not None and meta.op == "expire" else "kv.delete"
-            return build_event(ns, msg.seq, type_, key, at, value=None, old_value=old)
-        return build_event(ns, msg.seq, "kv.put", key, at, value=json_value(msg), old_value=old)
+            return type_, None, old, at
+        return "kv.put", json_value(msg), old, at
 
     async def expire_due(self) -> int:
         """Expire the keys of every namespace the index says is due; the count."""
@@ -169,6 +242,16 @@ class NatsLog(ChangeLog):
         locks_expired, lock_deadline = await self.locks.sweep(ns, msgs, now)
         if lock_deadline:
             deadlines.append(lock_deadline)
+        if self.sessions is not None:
+            settled, session_deadline = await self.sessions.sweep(ns, msgs, now)
+            locks_expired += settled
+            if session_deadline:
+                deadlines.append(session_deadline)
+        if self.lease_sweep is not None:
+            leases_ended, lease_deadline = await self.lease_sweep(ns, msgs, now)
+            locks_expired += leases_ended
+            if lease_deadline:
+                deadlines.append(lease_deadline)
         return count + locks_expired, min(deadlines, default=0)
 
     async def _settle(self, row: Msg, next_deadline: int) -> None:

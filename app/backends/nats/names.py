@@ -67,6 +67,14 @@ def key_of(token: str) -> str | None:
     return token
 
 
+#: Reserved KV keys of a namespace's bucket: the commit message of a transaction or of a
+#: lease's end (``_cbt``, the event), the check messages of atomic batches (``_cbc``,
+#: batch.py), and lease records (``_cbe.<id>``, the id escaped as a lock name is).
+TXN_TOKEN = "_cbt"
+CHECK_TOKEN = "_cbc"
+LEASE_PREFIX = "_cbe."
+
+
 #: The KV keys of lock records (``_cbl.<escaped name>``) in a namespace's bucket.
 LOCK_PREFIX = "_cbl."
 _LOCK_ESCAPES = {"_": "_5F", **_ESCAPES}
@@ -79,8 +87,32 @@ def lock_subject(ns: str, name: str) -> str:
     return f"$KV.{ns}.{LOCK_PREFIX}" + "".join(_LOCK_ESCAPES.get(c, c) for c in name)
 
 
+def lease_subject(ns: str, lease_id: str) -> str:
+    """The subject of lease ``lease_id``'s record in namespace ``ns``'s bucket."""
+    return f"$KV.{ns}.{LEASE_PREFIX}" + "".join(_LOCK_ESCAPES.get(c, c) for c in lease_id)
+
+
 def is_lock_subject(ns: str, subject: str) -> bool:
     return subject.startswith(f"$KV.{ns}.{LOCK_PREFIX}")
+
+
+#: The KV keys of session records (``_cbs.<escaped id>``) in a namespace's bucket.
+SESSION_PREFIX = "_cbs."
+
+
+def session_subject(ns: str, sid: str) -> str:
+    """The subject of session ``sid``'s record (its state and its locks) in namespace
+    ``ns``'s bucket: ``_cbs.`` + the id escaped as a lock name is (sessionstate.py)."""
+    return f"$KV.{ns}.{SESSION_PREFIX}" + "".join(_LOCK_ESCAPES.get(c, c) for c in sid)
+
+
+def is_session_subject(ns: str, subject: str) -> bool:
+    return subject.startswith(f"$KV.{ns}.{SESSION_PREFIX}")
+
+
+def fence_subject(ns: str, scope: str, name: str) -> str:
+    """The record a fence is checked in: the lock's, or its session's (scope)."""
+    return session_subject(ns, scope) if scope else lock_subject(ns, name)
 
 
 def subject_of(ns: str, key: str) -> str:

@@ -165,6 +165,7 @@ class NatsStore:
             name=stream_of(bucket), subjects=[f"$KV.{bucket}.>"],
             max_msgs_per_subject=history or max(self.retention, self.key_history),
             discard=DiscardPolicy.NEW, allow_direct=True, allow_rollup_hdrs=True,
+            allow_atomic=True,
             deny_delete=True, deny_purge=False, max_age=0, num_replicas=self.replicas,
             storage=StorageType.FILE, duplicate_window=120.0,
         )
@@ -176,15 +177,17 @@ class NatsStore:
 
     async def bind(self, bucket: str) -> bool:
         """Whether the bucket exists; an existing one, made by any NATS client, is used
-        as it is, with direct gets switched on if it lacks them."""
+        as it is, with direct gets and atomic batches (batch.py) switched on if it lacks
+        them."""
         if bucket in self.buckets:
             return True
         try:
             info = await self.js.stream_info(stream_of(bucket))
         except NotFoundError:
             return False
-        if not info.config.allow_direct:
+        if not info.config.allow_direct or not info.config.allow_atomic:
             info.config.allow_direct = True
+            info.config.allow_atomic = True
             await self.js.update_stream(info.config)
         kept = info.config.max_msgs_per_subject or 0
         if bucket != SYSTEM_BUCKET and 0 < kept < self.retention:

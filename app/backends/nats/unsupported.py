@@ -1,8 +1,8 @@
 """The parts the NATS backend does not have yet (issue 17's later stages): each of their
 calls answers 501 ``not_supported_by_backend``, and /v1/capabilities leaves them out of
-``supports``. Nothing is stored, so nothing is pretended: no lease exists, no artifact
-or session either. ``refusal`` is also the answer of the lock engine's parts not built
-yet (locks.py)."""
+``supports``. Nothing is stored, so nothing is pretended: no artifact exists.
+``refusal`` is also the answer of the parts of the lock engine not built (a
+session-scoped lock on a lease: locks.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,10 @@ from typing import Any, TypeVar
 
 from app.artifacts.base import BlobReader, BlobStore, BlobWriter
 from app.backends.parts.artifacts import ArtifactIndex
-from app.backends.parts.sessions import SessionStore
-from app.backends.parts.txn import LeaseStore, TxnStore
 from app.errors import NotSupportedByBackend
 
 #: What the NATS backend offers so far (the ``supports`` list of /v1/capabilities).
-#: "locks": namespace locks, without waiting (``wait``) or session scope (locks.py).
-SUPPORTS = ("keys", "events", "watch", "ttl", "history", "locks")
+SUPPORTS = ("keys", "events", "watch", "ttl", "history", "locks", "sessions", "leases", "txn")
 
 P = TypeVar("P")
 
@@ -42,18 +39,6 @@ def unsupported(part: type[P], what: str) -> P:
     cls = type(f"Nats{part.__name__}Unsupported", (part,), {n: method(n) for n in names})
     instance: P = cls()
     return instance
-
-
-def sessions() -> SessionStore:
-    return unsupported(SessionStore, "sessions and variables")  # type: ignore[type-abstract]
-
-
-def leases() -> LeaseStore:
-    return unsupported(LeaseStore, "leases")  # type: ignore[type-abstract]
-
-
-def txns() -> TxnStore:
-    return unsupported(TxnStore, "transactions and pattern deletes")  # type: ignore[type-abstract]
 
 
 def artifacts() -> ArtifactIndex:

@@ -1,0 +1,250 @@
+"""Leases on NATS (API.md section 11). A lease is a record in its namespace's bucket
+(``_cbe.<id>``, leasestate.py): granted by a compare-and-swap on that subject (the
+message is the ``lease.granted`` event), kept alive by another (a message that is no
+event: the namespace's revision grows by one without an event). A key on a lease
+carries ``Cb-Lease: <id>`` in its newest message (keys.py), a lock the id in its record
+(locks.py); both are written in one atomic batch with a check that the lease's record
+is unchanged, so nothing attaches to a lease that ended meanwhile.
+
+The end of a lease (revoke, or expiry by whoever meets it due first: the sweeper, a
+grant of the same id, a revoke) lists the namespace's newest messages (one batched
+direct get, consistent at one sequence), and publishes one atomic batch: the lease
+record's delete marker and each held lock's freed record (compare-and-swap on what was
+listed), each attached key's delete marker (``Cb-Txn`` parts) and the commit message,
+the ``lease.revoked`` / ``lease.expired`` event listing them (compound.py). Anything
+that moved since the listing fails the batch, and it starts again. Locks freed with a
+line of waiters are handed on after (as after any release). Finding what is attached
+costs a listing of the namespace: O(keys) per read or end of a lease.
+
+Not atomic: the namespace's lease quota (``CORKBOARD_NAMESPACE_MAX_LEASES``) is counted
+before a grant, so grants racing each other may pass it by their number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+
+from app.backends.nats.batch import MAX_BATCH, Out, publish_batch
+from app.backends.nats.compound import with_commit
+from app.backends.nats.entries import entry_from, lease_of, lower_deadline, meta_after
+from app.backends.nats.keys import NatsKeys
+from app.backends.nats.leasestate import decode_lease, encode_lease, is_lease_subject
+from app.backends.nats.locks import NatsLocks
+from app.backends.nats.lockstate import LockRecord, decode, hand_over
+from app.backends.nats.names import LEASE_PREFIX, is_lock_subject, key_of_subject, lease_subject
+from app.backends.nats.store import Msg, NatsStore
+from app.backends.paging import page_sorted
+from app.backends.parts.txn import LeaseStore
+from app.domain.bounds import quota_exceeded
+from app.domain.leases import LeaseDetail, LeaseInfo, LeaseLock, lease_not_found
+from app.errors import BackendUnavailable, Conflict, TooManyKeys
+from app.syntax import Pattern, now_ms
+
+logger = logging.getLogger("corkboard.backend")
+
+#: Compare-and-swap attempts of one lease call racing other writers.
+ATTEMPTS = 200
+
+
+def _nothing(record: LockRecord, now: int) -> tuple[None, None]:
+    return None, None
+
+
+class NatsLeases(LeaseStore):
+    """The lease engine on a ``NatsStore``; its end deletes keys and frees locks."""
+
+    def __init__(
+        self, store: NatsStore, keys: NatsKeys, locks: NatsLocks, *, max_leases: int = 100_000
+    ) -> None:
+        self.store = store
+        self.keys = keys
+        self.locks = locks
+        self.max_leases = max_leases
+
+    # -- internals -----------------------------------------------------------------------
+
+    async def _attached(
+        self, ns: str, lease_id: str
+    ) -> tuple[list[tuple[str, Msg]], list[tuple[LockRecord, Msg]], Msg | None]:
+        """The keys and held locks attached to the lease (sorted), and its record's
+        message, from one listing of the namespace's newest messages."""
+        msgs, _ = await self.store.multi_last(ns, f"$KV.{ns}.>")
+        keys: list[tuple[str, Msg]] = []
+        locks: list[tuple[LockRecord, Msg]] = []
+        record: Msg | None = None
+        subject = lease_subject(ns, lease_id)
+        for msg in msgs:
+            if msg.subject == subject:
+                record = msg
+            elif is_lock_subject(ns, msg.subject):
+                lock = decode(msg)
+                if lock is not None and lock.owner is not None and lock.lease == lease_id:
+                    locks.append((lock, msg))
+            elif lease_of(msg) == lease_id:
+                key = key_of_subject(ns, msg.subject)
+                if key is not None:
+                    keys.append((key, msg))
+        keys.sort(key=lambda pair: pair[0])
+        locks.sort(key=lambda pair: pair[0].name)
+        return keys, locks, record
+
+    async def _end(self, ns: str, lease_id: str, type_: str) -> LeaseDetail | None:
+        """End the lease if it is still there (``lease.expired``: only once due); what
+        it removed, or None when there is no such lease (or it is not due)."""
+        for _ in range(ATTEMPTS):
+            now = now_ms()
+            keys, locks, record_msg = await self._attached(ns, lease_id)
+            lease = decode_lease(record_msg)
+            if record_msg is None or lease is None or lease.id != lease_id:
+                return None
+            if type_ == "lease.expired" and lease.expires_at > now:
+                return None
+            key_type = "expire" if type_ == "lease.expired" else "delete"
+            parts: list[Out] = []
+            for key, msg in keys:
+                entry = await entry_from(self.store, ns, key, msg, None)
+                meta = meta_after(entry, msg.seq, now, None, key_type)
+                parts.append(Out(msg.subject, b"", {"Cb-Meta": meta.header(),
+                                                    "KV-Operation": "DEL"}, msg.seq))
+            others = [Out(record_msg.subject, b"", {"KV-Operation": "DEL"}, record_msg.seq)]
+            changes: list[dict[str, Any]] = []
+            released: list[LeaseLock] = []
+            for lock, msg in locks:
+                assert lock.owner is not None
+                freed = lock.freed()
+                # Freed with no event of its own: the lease's event lists it.
+                data = orjson.dumps({"lock": freed.as_dict(), "event": None})
+                others.append(Out(msg.subject, data, {}, msg.seq))
+                changes.append({"type": "lock.released", "key": lock.name, "owner": lock.owner,
+                                "token": lock.token, "pending_count": len(lock.pending)})
+                released.append(LeaseLock(lock.name, "", lock.owner, lock.token))
+            batch = with_commit(ns, type_, lease_id, now, parts, changes, guards=others)
+            if len(batch) > MAX_BATCH:
+                raise TooManyKeys(
+                    f"Lease {lease_id!r} holds {len(batch) - 2} keys and locks; NATS "
+                    f"JetStream ends at most {MAX_BATCH - 2} in one atomic batch "
+                    "(docs/nats.md). Nothing was removed."
+                )
+            revision = await publish_batch(self.store, ns, batch)
+            if revision is None:
+                await asyncio.sleep(0)
+                continue
+            for lock, _ in locks:
+                if hand_over(lock.freed(), now) is not None:
+                    await self.locks._run(ns, lock.name, _nothing)  # hand it to its line
+            return LeaseDetail(lease, [k for k, _ in keys], released, revision)
+        raise BackendUnavailable(
+            f"Lease {lease_id!r} changed under {ATTEMPTS} consecutive attempts; retry."
+        )
+
+    async def _read(self, ns: str, lease_id: str) -> tuple[Msg | None, LeaseInfo | None]:
+        msg = await self.store.last(ns, lease_subject(ns, lease_id))
+        lease = decode_lease(msg)
+        return msg, lease if lease is not None and lease.id == lease_id else None
+
+    async def _live(self, ns: str) -> dict[str, LeaseInfo]:
+        """The namespace's live leases, by id."""
+        msgs, _ = await self.store.multi_last(ns, f"$KV.{ns}.{LEASE_PREFIX}>")
+        now = now_ms()
+        found = (decode_lease(m) for m in msgs)
+        return {x.id: x for x in found if x is not None and x.expires_at > now}
+
+    async def sweep(self, ns: str, msgs: list[Msg], now: int) -> tuple[int, int]:
+        """End the due leases among a namespace's newest messages ``msgs``; (how many,
+        the earliest deadline of a live lease, or 0)."""
+        count = 0
+        deadlines: list[int] = []
+        for msg in msgs:
+            if not is_lease_subject(ns, msg.subject):
+                continue
+            lease = decode_lease(msg)
+            if lease is None:
+                continue
+            if lease.expires_at <= now:
+                try:
+                    ended = await self._end(ns, lease.id, "lease.expired")
+                except TooManyKeys as exc:  # past one batch: the other leases go on
+                    logger.warning("lease %r of %r cannot expire: %s", lease.id, ns, exc)
+                    continue
+                if ended is not None:
+                    count += 1
+                    continue
+                _, lease = await self._read(ns, lease.id)
+            if lease is not None:
+                deadlines.append(lease.expires_at)
+        return count, min(deadlines, default=0)
+
+    # -- the engine ----------------------------------------------------------------------
+
+    async def lease_grant(self, ns: str, lease_id: str, ttl_ms: int) -> LeaseInfo:
+        for _ in range(ATTEMPTS):
+            now = now_ms()
+            msg, lease = await self._read(ns, lease_id)
+            if lease is not None and lease.expires_at > now:
+                raise Conflict(f"Lease {lease_id!r} exists and is live.", code="already_exists")
+            if lease is not None:
+                await self._end(ns, lease_id, "lease.expired")
+                continue
+            if len(await self._live(ns)) >= self.max_leases:
+                raise quota_exceeded(ns, "leases", self.max_leases)
+            new = LeaseInfo(lease_id, ttl_ms, now, now + ttl_ms)
+            seq = await self.store.publish(
+                ns, lease_subject(ns, lease_id), encode_lease(new, granted=True), {},
+                msg.seq if msg is not None else 0,
+            )
+            if seq is not None:
+                await lower_deadline(self.store, ns, new.expires_at)
+                return new
+        raise BackendUnavailable(
+            f"Lease {lease_id!r} changed under {ATTEMPTS} consecutive attempts; retry."
+        )
+
+    async def lease_keepalive(self, ns: str, lease_id: str) -> LeaseInfo:
+        for _ in range(ATTEMPTS):
+            now = now_ms()
+            msg, lease = await self._read(ns, lease_id)
+            if msg is None or lease is None or lease.expires_at <= now:
+                raise lease_not_found(lease_id)
+            new = LeaseInfo(lease.id, lease.ttl_ms, lease.granted_at, now + lease.ttl_ms)
+            seq = await self.store.publish(
+                ns, msg.subject, encode_lease(new, granted=False), {}, msg.seq
+            )
+            if seq is not None:
+                await lower_deadline(self.store, ns, new.expires_at)
+                return new
+        raise BackendUnavailable(
+            f"Lease {lease_id!r} changed under {ATTEMPTS} consecutive attempts; retry."
+        )
+
+    async def lease_get(self, ns: str, lease_id: str) -> LeaseDetail | None:
+        keys, locks, msg = await self._attached(ns, lease_id)
+        lease = decode_lease(msg)
+        if lease is None or lease.id != lease_id or lease.expires_at <= now_ms():
+            return None
+        return LeaseDetail(
+            lease, [k for k, _ in keys],
+            [LeaseLock(lock.name, "", lock.owner or "", lock.token) for lock, _ in locks],
+        )
+
+    async def lease_list(
+        self, ns: str, pattern: Pattern, *, limit: int, after: str | None
+    ) -> tuple[list[LeaseInfo], str | None]:
+        live = await self._live(ns)
+        return page_sorted(sorted(live), pattern, after, limit, live.get)
+
+    async def lease_revoke(self, ns: str, lease_id: str) -> LeaseDetail:
+        _, lease = await self._read(ns, lease_id)
+        if lease is None:
+            raise lease_not_found(lease_id)
+        if lease.expires_at <= now_ms():  # due: it expires, and is not there to revoke
+            await self._end(ns, lease_id, "lease.expired")
+            raise lease_not_found(lease_id)
+        ended = await self._end(ns, lease_id, "lease.revoked")
+        if ended is None:
+            raise lease_not_found(lease_id)
+        return ended
+

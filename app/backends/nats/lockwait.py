@@ -1,0 +1,192 @@
+"""Waiters of NATS locks (exclusive mode with ``wait``), a part of the lock engine
+(locks.py): a waiter joins the lock's FIFO line in its record with a random ticket (a
+``lock.queued`` event; at most ``CORKBOARD_LOCK_MAX_WAITERS``, beyond: 429) and waits on
+a core NATS subscription to the record's subject (the lock's own, or its session's), so
+any process's change of the lock wakes it; it claims the lock once it was handed its
+ticket (``lock.refreshed``, taking the pending entries). At its deadline, or when its
+client is gone, it leaves the line (a message that is no event) or gives back a lock
+handed to it (``lock.released``, abandoned).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from app.backends.nats.lockstate import (
+    CLAIM_WINDOW_MS,
+    Change,
+    LockRecord,
+    Step,
+    Waiter,
+    acquire,
+    withdraw,
+)
+from app.backends.nats.names import lock_subject, session_subject
+from app.backends.nats.store import Msg, NatsStore
+from app.domain.locks import (
+    LockInfo,
+    LockOutcome,
+    LockRequest,
+    client_gone,
+    lock_held,
+    too_many_waiters,
+)
+from app.syntax import now_ms
+
+R = TypeVar("R")
+
+#: Reads of a waiter catching up with the message that woke it (``_caught_up``).
+CATCH_UP_TRIES = 5
+
+#: A waiter's answer so far: the outcome, or the holder it waits behind.
+Waiting = tuple[LockOutcome | None, LockInfo | None]
+
+
+def progress(record: LockRecord) -> tuple[int, bool]:
+    """How far a lock's history is: (its token counter, freed since): never goes back."""
+    return record.last_token, record.owner is None
+
+
+def _cancelled_meanwhile() -> None:
+    """Raise CancelledError if this task was cancelled during an await that swallowed
+    it (nats-py's requests wait with ``asyncio.wait_for``, which on Python 3.11 loses a
+    cancellation that arrives as the answer does)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _withdraw(ticket: str) -> Step[None]:
+    return lambda record, now: (withdraw(record, ticket), None)
+
+
+
+class LockWaiting(ABC):
+    """Waiting in line for a lock (exclusive mode with ``wait``): the lock engine's
+    part that joins the line, waits for the lock's changes and claims the lock handed
+    to it, or leaves the line (see locks.py)."""
+
+    store: NatsStore
+    max_waiters: int
+    #: Withdrawals of cancelled waiters, still running.
+    withdrawals: set[asyncio.Task[Any]]
+
+    @abstractmethod
+    async def _run_in(
+        self, ns: str, scope: str, name: str, step: Step[R],
+        touches: Callable[[Change, Any], bool] | None = None,
+    ) -> R:
+        """Run ``step`` on the lock (locks.py)."""
+
+    @staticmethod
+    @abstractmethod
+    def _lock_of(scope: str, name: str, msg: Msg | None) -> LockRecord | None:
+        """The lock's record in ``msg`` (locks.py)."""
+
+    def _wait_step(
+        self, request: LockRequest, ticket: str, until: int, final: bool
+    ) -> Step[Waiting]:
+        """Claim (handed the lock), acquire (free), or join the line / stay in it; at
+        the deadline (``final``), leave it instead."""
+
+        def step(record: LockRecord, now: int) -> tuple[Change | None, Waiting]:
+            change, outcome = acquire(record, request, now, ticket)
+            if outcome is not None:
+                return change, (outcome, None)
+            mine = any(w.ticket == ticket for w in record.waiters)
+            if final:
+                return (withdraw(record, ticket) if mine else None), (None, record.info())
+            if mine:
+                return None, (None, record.info())
+            if len(record.waiters) >= self.max_waiters:
+                raise too_many_waiters(record.name, self.max_waiters)
+            waiters = [*record.waiters, Waiter(ticket, request.owner, request.ttl_ms, until)]
+            fields = {"mode": "exclusive", "owner": request.owner, "position": len(waiters),
+                      "pending_count": len(record.pending)}
+            new = replace(record, waiters=waiters)
+            return Change(new, "lock.queued", fields), (None, record.info())
+
+        return step
+
+    async def _wait(
+        self, ns: str, scope: str, name: str, request: LockRequest,
+        gone: asyncio.Event | None, session: bool,
+    ) -> LockOutcome:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + request.wait_s
+        until = now_ms() + int(request.wait_s * 1000) + CLAIM_WINDOW_MS
+        ticket = secrets.token_hex(16)
+        woken = asyncio.Event()
+        seen: list[tuple[int, bool]] = []
+
+        async def wake(msg: Any) -> None:
+            record = self._lock_of(
+                scope, name, Msg(msg.subject, 0, msg.data, dict(msg.headers or {})))
+            if record is not None and (record.owner is None or record.ticket == ticket):
+                seen.append(progress(record))  # freed, or handed to this waiter
+            woken.set()
+
+        subject = session_subject(ns, scope) if scope else lock_subject(ns, name)
+        touches = (lambda change, got: got[0] is not None) if session else None
+        async with self.store.mapped_errors():
+            sub = await self.store.nc.subscribe(subject, cb=wake)
+        try:
+            while True:
+                woken.clear()
+                latest = seen[-1] if seen else None
+                seen.clear()
+                if latest is not None:
+                    await self._caught_up(ns, scope, name, subject, latest)
+                final = loop.time() >= deadline
+                outcome, holder = await self._run_in(
+                    ns, scope, name, self._wait_step(request, ticket, until, final), touches
+                )
+                if outcome is not None:
+                    return outcome
+                assert holder is not None
+                _cancelled_meanwhile()
+                if final:
+                    raise lock_held(holder)
+                watched = [asyncio.ensure_future(woken.wait())]
+                if gone is not None:
+                    watched.append(asyncio.ensure_future(gone.wait()))
+                try:
+                    await asyncio.wait(watched, timeout=max(0.0, deadline - loop.time()),
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for future in watched:
+                        future.cancel()
+                _cancelled_meanwhile()
+                if gone is not None and gone.is_set():
+                    await self._run_in(ns, scope, name, _withdraw(ticket))
+                    raise client_gone(name)
+        except asyncio.CancelledError:
+            task = asyncio.ensure_future(self._run_in(ns, scope, name, _withdraw(ticket)))
+            self.withdrawals.add(task)
+            task.add_done_callback(self.withdrawals.discard)
+            raise
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # a broken connection: the subscription is gone with it
+                pass
+
+    async def _caught_up(
+        self, ns: str, scope: str, name: str, subject: str, target: tuple[int, bool]
+    ) -> None:
+        """Wait (briefly) until a direct get of the lock shows it at least as far as
+        the message that woke a waiter (freed, or handed to it): the server delivers a
+        published message to subscribers before the stream stores it (and even one
+        the stream then refuses, a lost compare-and-swap), so a read right after the
+        wake-up may still see the state before. Gives up after ``CATCH_UP_TRIES``
+        reads (a refused message: what was stored instead wakes the waiter too)."""
+        for _ in range(CATCH_UP_TRIES):
+            record = self._lock_of(scope, name, await self.store.last(ns, subject))
+            if record is not None and progress(record) >= target:
+                return
+            await asyncio.sleep(0.001)  # the stream's own store: nothing to await

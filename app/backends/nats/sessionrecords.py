@@ -1,0 +1,203 @@
+"""The records of NATS sessions: each session is ONE record in its namespace's bucket,
+the KV key ``_cbs.<escaped id>`` (sessionstate.py has the record and the pure steps),
+holding the session's whole state and its locks. Every change of it is one message
+there, published with ``Nats-Expected-Last-Subject-Sequence`` set to the sequence the
+change was decided on; another writer came between: decide again from a fresh read (at
+most ``WRITE_ATTEMPTS`` times, then 503). The message carries the change's event, so a
+change and its event are one step, and the sequence it gets is the change's revision.
+
+What is due is done first, each a message (an event) of its own, by whoever meets the
+record first (a call on it, the sweeper): the session's idle expiry
+(``session.deleted``, expired), a session lock's holder expiry (``lock.expired``), the
+hand-over of a free session lock to its first waiter (``lock.acquired``).
+
+A fenced write (``Fence-Lock``/``Fence-Token`` [+ ``Fence-Session``]) checks its fence as
+a fenced key write does (keys.py): it reads the namespace's last sequence first, then
+the session's record and the fence's (the same one for a lock of this session); both
+must be at or below that sequence, and the write is published with
+``Nats-Expected-Last-Sequence`` as well, so the fence check and the change are atomic.
+
+A record (with its event) larger than the server's ``max_payload`` is refused with 413
+``payload_too_large``, nothing written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from app.backends.nats.entries import lower_deadline
+from app.backends.nats.lockstate import Change, Step
+from app.backends.nats.names import fence_subject, session_subject
+from app.backends.nats.sessionstate import (
+    SessionData,
+    SessionRecord,
+    decode,
+    decode_any,
+    due,
+    fence_holds,
+    lock_event,
+    touch,
+    view,
+)
+from app.backends.nats.store import Msg, NatsStore
+from app.domain.events import Fields
+from app.domain.fence import Fence
+from app.errors import BackendUnavailable, PayloadTooLarge
+from app.syntax import now_ms
+
+__all__ = ["WRITE_ATTEMPTS", "SessionRecords", "SessionStep"]
+
+R = TypeVar("R")
+
+#: Compare-and-swap attempts of one session write racing other writers of the session.
+WRITE_ATTEMPTS = 200
+
+#: What a session step decides from the record (what is due already done) and the time,
+#: changing the record in place: the event of the write (``[]``: a write that is no
+#: event; None: write nothing) and its answer.
+SessionStep = Callable[[SessionRecord, int], tuple[Fields | None, R]]
+
+
+def _nothing(record: SessionRecord, now: int) -> tuple[Fields | None, None]:
+    return None, None
+
+
+def _work_left(record: SessionRecord, now: int) -> bool:
+    """Whether something is due right after a write (a freed lock with a line)."""
+    return any(lk.owner is None and any(w.until > now for w in lk.waiters)
+               for lk in record.locks.values())
+
+
+class SessionRecords:
+    """The records of sessions on a ``NatsStore``: the read, the compare-and-swap loop
+    (``_run``), the steps of session-scoped locks (``run_lock``, for the lock engine) and
+    the sweeper's pass (``sweep``); sessions.py adds the session store's calls."""
+
+    def __init__(self, store: NatsStore) -> None:
+        self.store = store
+
+    # -- internals ---------------------------------------------------------------------
+
+    async def _publish(
+        self, ns: str, msg: Msg | None, record: SessionRecord, event: Fields | None,
+        upto: int | None = None,
+    ) -> Msg | None:
+        """Store ``record`` (with ``event``) if the session is still at ``msg`` (and,
+        with ``upto``, the whole namespace at that sequence); the message, or None."""
+        subject = session_subject(ns, record.sid)
+        data = record.encode(event)
+        limit = self.store.nc.max_payload
+        if len(data) > limit:
+            raise PayloadTooLarge(
+                f"Session {record.sid!r} would take {len(data)} bytes, more than the NATS "
+                f"server's largest message ({limit} bytes, its max_payload); a NATS session "
+                "is one message (docs/nats.md). Nothing was written."
+            )
+        headers = {"KV-Operation": "DEL"} if record.empty() else {}
+        seq = await self.store.publish(
+            ns, subject, data, headers, msg.seq if msg is not None else 0, expected_stream=upto
+        )
+        if seq is None:
+            return None
+        deadlines = [lk.expires_at for lk in record.locks.values()
+                     if lk.owner is not None and lk.expires_at]
+        if record.session is not None and record.session.expires_at:
+            deadlines.append(record.session.expires_at)
+        if deadlines:
+            await lower_deadline(self.store, ns, min(deadlines))
+        return Msg(subject, seq, data, headers)
+
+    async def _read(self, ns: str, sid: str) -> tuple[Msg | None, SessionRecord]:
+        msg = await self.store.last(ns, session_subject(ns, sid))
+        return msg, decode(msg, sid)
+
+    async def _run(
+        self, ns: str, sid: str, step: SessionStep[R], fence: Fence | None = None
+    ) -> tuple[R, int | None]:
+        """Do what is due, then decide and store (see the module); the step's answer and
+        the revision it wrote (None: it wrote nothing)."""
+        for _ in range(WRITE_ATTEMPTS):
+            now = now_ms()
+            upto = await self.store.last_seq(ns) if fence is not None else None
+            msg, record = await self._read(ns, sid)
+            if fence is not None and upto is not None:
+                fenced = msg if fence.scope == sid else await self.store.last(
+                    ns, fence_subject(ns, fence.scope, fence.name))
+                if any(m is not None and m.seq > upto for m in (msg, fenced)):
+                    continue  # changed after the namespace's sequence was read
+                if not fence_holds(fenced, fence, now):
+                    raise fence.stale()
+            settle = due(record, now)
+            if settle is not None:
+                await self._publish(ns, msg, record, settle)
+                continue  # done, or another writer did something: read again
+            event, result = step(record, now)
+            if event is None:
+                return result, None
+            written = await self._publish(ns, msg, record, event, upto)
+            if written is None:
+                await asyncio.sleep(0)
+                continue
+            if _work_left(record, now):
+                await self._run(ns, sid, _nothing)
+            return result, written.seq
+        raise BackendUnavailable(
+            f"Session {sid!r} changed under {WRITE_ATTEMPTS} consecutive attempts; retry."
+        )
+
+    async def _live(self, ns: str, sid: str) -> SessionData | None:
+        """The live session for a read (one past its deadline reads as absent)."""
+        _, record = await self._read(ns, sid)
+        return record.live(now_ms())
+
+    # -- for the lock engine and the sweeper ------------------------------------------
+
+    async def run_lock(
+        self, ns: str, sid: str, name: str, step: Step[R],
+        touches: Callable[[Change, Any], bool] | None = None,
+    ) -> R:
+        """Run a lock step on lock ``name`` of session ``sid`` (its line without the
+        waiters gone); a change for which ``touches`` says so also creates or touches
+        the session, in the same message."""
+
+        def session_step(record: SessionRecord, now: int) -> tuple[Fields | None, R]:
+            lk = record.lock(name)
+            lk.waiters = [w for w in lk.waiters if w.until > now]
+            change, result = step(lk, now)
+            if change is None:
+                return None, result
+            record.locks[name] = change.record
+            if touches is not None and touches(change, result):
+                touch(record, now)
+            return lock_event(sid, change, now) or [], result
+
+        result, _ = await self._run(ns, sid, session_step)
+        return result
+
+    async def lock_view(self, ns: str, sid: str) -> SessionRecord:
+        """The session's record as a read sees it now (``sessionstate.view``)."""
+        _, record = await self._read(ns, sid)
+        return view(record, now_ms())
+
+    async def sweep(self, ns: str, msgs: list[Msg], now: int) -> tuple[int, int]:
+        """Do what is due in the session records among a namespace's newest messages
+        ``msgs`` (expiries, hand-overs); (how many records, the earliest deadline ahead
+        or 0)."""
+        count = 0
+        deadlines: list[int] = []
+        for msg in msgs:
+            record = decode_any(ns, msg)
+            if record is None:
+                continue
+            probe = decode(msg, record.sid)
+            if due(probe, now) is not None:
+                await self._run(ns, record.sid, _nothing)
+                count += 1
+                _, record = await self._read(ns, record.sid)
+            if record.session is not None and record.session.expires_at:
+                deadlines.append(record.session.expires_at)
+            deadlines += [lk.expires_at for lk in record.locks.values()
+                          if lk.owner is not None and lk.expires_at]
+        return count, min(deadlines, default=0)
