@@ -36,6 +36,7 @@ from app.backends.nats.leasestate import decode_lease, encode_lease, is_lease_su
 from app.backends.nats.locks import NatsLocks
 from app.backends.nats.lockstate import LockRecord, decode, hand_over
 from app.backends.nats.names import LEASE_PREFIX, is_lock_subject, key_of_subject, lease_subject
+from app.backends.nats.quotas import Tally
 from app.backends.nats.store import Msg, NatsStore
 from app.backends.paging import page_sorted
 from app.backends.parts.txn import LeaseStore
@@ -105,9 +106,11 @@ class NatsLeases(LeaseStore):
                 return None
             key_type = "expire" if type_ == "lease.expired" else "delete"
             parts: list[Out] = []
+            tally = Tally(self.keys.quotas)  # what the deletes free (quotas.py)
             for key, msg in keys:
                 entry = await entry_from(self.store, ns, key, msg, None)
                 meta = meta_after(entry, msg.seq, now, None, key_type)
+                tally.delete(msg.subject, msg)
                 parts.append(Out(msg.subject, b"", {"Cb-Meta": meta.header(),
                                                     "KV-Operation": "DEL"}, msg.seq))
             others = [Out(record_msg.subject, b"", {"KV-Operation": "DEL"}, record_msg.seq)]
@@ -129,7 +132,9 @@ class NatsLeases(LeaseStore):
                     f"JetStream ends at most {MAX_BATCH - 2} in one atomic batch "
                     "(docs/nats.md). Nothing was removed."
                 )
-            revision = await publish_batch(self.store, ns, batch)
+            revision = await self.keys.quotas.charged(
+                ns, tally.change(), publish_batch(self.store, ns, batch)
+            )
             if revision is None:
                 await asyncio.sleep(0)
                 continue

@@ -222,3 +222,41 @@ def value_of(counter: Msg | None) -> int:
         return int(orjson.loads(counter.data).get("val", 0))
     except (orjson.JSONDecodeError, AttributeError, ValueError):
         return 0
+
+
+class Tally:
+    """The usage change of one batch of key writes (a transaction, a pattern delete, a
+    lease's end): each key's kept sizes followed through its writes in order, from its
+    newest message before the batch; a put's ``Cb-Kept`` is added to its headers."""
+
+    def __init__(self, quotas: NatsQuotas) -> None:
+        self.quotas = quotas
+        self.first: dict[str, list[int] | None] = {}
+        self.now: dict[str, list[int] | None] = {}
+        self.uncounted: set[str] = set()  # keys that exist without Cb-Kept (adopted)
+
+    def _start(self, subject: str, msg: Msg | None) -> None:
+        if subject not in self.now:
+            self.first[subject] = self.now[subject] = kept_sizes(msg)
+            if self.first[subject] is None and msg is not None and not msg.deleted:
+                self.uncounted.add(subject)
+
+    def put(self, subject: str, msg: Msg | None, value: bytes,
+            headers: dict[str, str]) -> None:
+        self._start(subject, msg)
+        kept = [len(value), *(self.now[subject] or [])][: self.quotas.key_history]
+        headers[KEPT] = " ".join(map(str, kept))
+        self.now[subject] = kept
+
+    def delete(self, subject: str, msg: Msg | None) -> None:
+        self._start(subject, msg)
+        self.now[subject] = None
+
+    def change(self) -> Usage:
+        keys = nbytes = new = 0
+        for subject, kept in self.now.items():
+            first = self.first[subject]
+            keys += (kept is not None) - (first is not None)
+            new += kept is not None and first is None and subject not in self.uncounted
+            nbytes += sum(kept or []) - sum(first or [])
+        return Usage(keys, nbytes, adopted=new == 0)
