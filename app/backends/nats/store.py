@@ -29,12 +29,11 @@ from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError
 
 from app.backends.nats.names import SYSTEM_BUCKET, Meta, stream_of
-from app.errors import BackendUnavailable, PayloadTooLarge, backend_unavailable
+from app.backends.nats.payload import check_size
+from app.errors import BackendUnavailable, backend_unavailable
 
 logger = logging.getLogger("corkboard.backend")
 
-#: The first line of a NATS message's headers (NATS counts headers in ``max_payload``).
-HEADER_LINE = b"NATS/1.0\r\n"
 #: JetStream's error code for a failed Nats-Expected-Last-Subject-Sequence check.
 WRONG_LAST_SEQUENCE = 10071
 
@@ -334,21 +333,6 @@ class NatsStore:
 
     # -- writes --------------------------------------------------------------------------
 
-    def check_size(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
-        """Refuse (413) a message larger than the server's ``max_payload``, which counts
-        its headers too: the server would answer it by closing the connection, failing
-        every other request on it."""
-        limit = self.nc.max_payload
-        size = len(data) + len(HEADER_LINE) + 2 + sum(
-            len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items()
-        )
-        if size > limit:
-            raise PayloadTooLarge(
-                f"The message for {subject!r} would take {size} bytes, more than the NATS "
-                f"server's largest message ({limit} bytes, its max_payload: see "
-                "docs/nats.md). Nothing was written."
-            )
-
     async def publish(
         self, bucket: str, subject: str, data: bytes, headers: dict[str, str],
         expected: int | None, *, expected_stream: int | None = None,
@@ -361,7 +345,7 @@ class NatsStore:
             headers = {**headers, "Nats-Expected-Last-Subject-Sequence": str(expected)}
         if expected_stream is not None:
             headers = {**headers, "Nats-Expected-Last-Sequence": str(expected_stream)}
-        self.check_size(subject, data, headers)
+        check_size(self.nc.max_payload, subject, data, headers)
         async with self.mapped_errors():
             await self.ensure(bucket)
             for _ in range(2):
