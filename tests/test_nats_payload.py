@@ -56,3 +56,23 @@ async def test_over_http_the_refused_write_changes_nothing(nats_url: str) -> Non
         problem(r, 413, "payload_too_large")
         assert (await c.get("/v1/kv/k")).json()["value"] == 1
         assert await revision(c) == before
+
+
+async def test_a_transaction_with_a_message_too_large_is_413_and_sends_nothing(
+    nats_url: str,
+) -> None:
+    """A transaction is one atomic batch (batch.py): every message is checked before the
+    first is sent, so none of them is, and the connection stays up."""
+    flush_nats(nats_url)
+    async with app_client(Settings(backend=nats_url)) as c:
+        await c.put("/v1/kv/k", json=1)
+        before = await revision(c)
+        r = await c.post("/v1/txn", content=b'{"success": [{"op": "put", "key": "a", "value": 2}, '
+                         b'{"op": "put", "key": "big", "value": ' + BIG + b"}]}",
+                         headers={"content-type": "application/json"})
+        problem(r, 413, "payload_too_large")
+        assert await revision(c) == before
+        problem(await c.get("/v1/kv/a"), 404, "not_found")
+        r = await c.post("/v1/txn", json={"success": [{"op": "put", "key": "a", "value": 3}]})
+        assert r.status_code == 200, r.text
+        assert (await c.get("/v1/kv/a")).json()["value"] == 3
