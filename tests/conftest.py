@@ -69,30 +69,27 @@ NATS_LACKS = {
     "test_mcp.py::test_every_tool": "needs artifacts (issue 17, in flight)",
     "test_mcp.py::test_a_token_is_refused_outside_its_namespace":
         "needs artifacts (issue 17, in flight)",
-    "test_mcp.py::test_txn_and_leases": "needs transactions and leases (issue 17, in flight)",
     "test_generated_client.py::test_generated_client_against_a_live_server":
         "needs artifacts (issue 17, in flight)",
     "test_parity.py::test_a_tab_or_quote_in_an_artifact_content_type_keeps_its_events_valid":
         "needs artifacts (issue 17, in flight)",
-    "test_parity.py::test_values_with_slashes_and_floats_read_alike_in_every_event":
-        "needs leases and transactions (issue 17, in flight)",
     "test_parity.py::test_a_sparse_pattern_pages_on_past_the_scan_budget":
         "needs artifacts (issue 17, in flight)",
-    "test_parity.py::test_a_txn_with_a_stale_fence_is_409_before_an_op_fails":
-        "needs transactions (issue 17, in flight)",
-    # Its only findings on NATS are the 501s of these parts (no 500, no other finding).
+    # Its only findings on NATS were the 501s of parts not merged (no 500, nothing else).
     "test_schema_conformance.py::test_schemathesis_finds_no_server_error_or_nonconformance":
-        "needs artifacts, leases, transactions and pattern deletes (issue 17, in flight)",
+        "needs artifacts (issue 17, in flight)",
     "test_methods.py::test_head_answers_as_get_without_a_body":
-        "needs artifacts and leases (issue 17, in flight)",
+        "needs artifacts (issue 17, in flight)",
     # These read the event log's byte counter inside the engine (log_bytes): they need
-    # retention bytes on NATS and a NATS reading of what the stream holds.
+    # retention bytes on NATS and a NATS reading of what the stream holds. The first
+    # writes 1 MiB values, over the test server's default max_payload too (a 413 on NATS,
+    # docs/nats.md), unless that server gets a larger one.
     "test_bounds.py::test_event_log_stays_under_its_byte_limit":
         "needs retention bytes (issue 17, in flight)",
     "test_bounds.py::test_event_log_bytes_also_bound_small_events":
         "needs retention bytes (issue 17, in flight)",
     "test_bounds.py::test_an_event_counts_the_same_bytes_on_both_backends":
-        "needs retention bytes, leases, transactions and artifacts (issue 17, in flight)",
+        "needs retention bytes and artifacts (issue 17, in flight)",
 }
 REQUIRE_REDIS = os.environ.get("CORKBOARD_REQUIRE_REDIS") == "1"
 REQUIRE_NATS = os.environ.get("CORKBOARD_REQUIRE_NATS") == "1"
