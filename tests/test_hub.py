@@ -101,9 +101,9 @@ async def collect(sub: Subscription, final: int, timeout: float = 5.0) -> list[F
 
 async def test_events_of_every_resource_are_filtered_generically(hub: Hub, store: Backend) -> None:
     if isinstance(store, NatsBackend):
-        # On NATS an event is the message of a key, lock or session record: there is no
-        # call that appends an event of any type: tests/test_nats_hub.py makes them by
-        # real lock, session and key writes instead.
+        # On NATS an event is the message of a key, lock or session record, and no call
+        # appends an event of any type; tests/test_nats_hub.py feeds the hub by real
+        # lock, session and key writes instead.
         pytest.skip("emits events through memory's and Redis's internals")
     filters = {
         "locks": EventFilter.parse(None, "lock", None),
