@@ -40,9 +40,10 @@ CLUSTER_MODULES = {
     "test_lock_waiters", "test_watch", "test_session_locks",
 }
 #: Modules whose ``backend`` tests also run on NATS JetStream: every module using the
-#: ``backend`` fixture, less those of parts other branches bring (artifacts, txn, leases,
-#: quotas). test_watch picks its engines itself (NATS included); test_memory_structures
-#: is the memory engine's own. docs/nats.md says what the NATS backend does not offer yet.
+#: ``backend`` fixture, less those of parts other branches bring (test_artifacts,
+#: test_quotas). test_watch picks its engines itself (NATS included);
+#: test_memory_structures is the memory engine's own. docs/nats.md says what the NATS
+#: backend does not offer yet.
 NATS_MODULES = {
     "test_kv", "test_kv_listing", "test_ttl", "test_event_log", "test_events_poll",
     "test_locks", "test_locks_backend", "test_lock_waiters", "test_sessions",
