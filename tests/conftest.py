@@ -39,13 +39,20 @@ CLUSTER_MODULES = {
     "test_session_snapshots", "test_variable_types", "test_artifacts", "test_quotas",
     "test_lock_waiters", "test_watch", "test_session_locks",
 }
-#: Modules whose ``backend`` tests also run on NATS JetStream: those that pass there in
-#: full (docs/nats.md says what the NATS backend does not offer yet).
+#: Modules whose ``backend`` tests also run on NATS JetStream: every module using the
+#: ``backend`` fixture, less those of parts other branches bring (test_artifacts,
+#: test_quotas). test_watch picks its engines itself (NATS included);
+#: test_memory_structures is the memory engine's own. docs/nats.md says what the NATS
+#: backend does not offer yet.
 NATS_MODULES = {
     "test_kv", "test_kv_listing", "test_ttl", "test_event_log", "test_events_poll",
     "test_locks", "test_locks_backend", "test_lock_waiters", "test_sessions",
     "test_session_snapshots", "test_variable_types", "test_session_locks",
     "test_txn", "test_leases", "test_artifacts",
+    "test_hub", "test_bounds", "test_mcp", "test_parity", "test_safe_to_share",
+    "test_service", "test_bad_input", "test_schema_conformance", "test_generated_client",
+    "test_locks_processes", "test_access", "test_kv_concurrency", "test_methods",
+    "test_namespace_isolation", "test_operations", "test_ui_routes",
 }
 #: Tests of NATS_MODULES whose NATS run is deselected, with the part NATS lacks
 #: (docs/nats.md says what is not built on NATS yet).
@@ -59,6 +66,16 @@ NATS_LACKS = {
         "session-scoped locks on a lease",
     # Not a 501: namespace quotas are not enforced on NATS yet (docs/nats.md).
     "test_txn.py::test_quota_reached_inside_a_transaction": "namespace quotas",
+    # These read the event log's byte counter inside the engine (log_bytes): they need
+    # retention bytes on NATS and a NATS reading of what the stream holds. The first
+    # writes 1 MiB values, over the test server's default max_payload too (a 413 on NATS,
+    # docs/nats.md), unless that server gets a larger one.
+    "test_bounds.py::test_event_log_stays_under_its_byte_limit":
+        "needs retention bytes (issue 17, in flight)",
+    "test_bounds.py::test_event_log_bytes_also_bound_small_events":
+        "needs retention bytes (issue 17, in flight)",
+    "test_bounds.py::test_an_event_counts_the_same_bytes_on_both_backends":
+        "needs retention bytes and artifacts (issue 17, in flight)",
 }
 REQUIRE_REDIS = os.environ.get("CORKBOARD_REQUIRE_REDIS") == "1"
 REQUIRE_NATS = os.environ.get("CORKBOARD_REQUIRE_NATS") == "1"
