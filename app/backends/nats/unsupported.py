@@ -1,8 +1,6 @@
 """The parts the NATS backend does not have yet (issue 17's later stages): each of their
 calls answers 501 ``not_supported_by_backend``, and /v1/capabilities leaves them out of
-``supports``. Nothing is stored, so nothing is pretended: no artifact exists.
-``refusal`` is also the answer of the parts of the lock engine not built (a
-session-scoped lock on a lease: locks.py)."""
+``supports``. Nothing is stored, so nothing is pretended: no artifact exists."""
 
 from __future__ import annotations
 
