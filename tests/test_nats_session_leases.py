@@ -153,3 +153,42 @@ async def test_a_revoke_racing_session_writes_releases_exactly_what_was_acquired
         assert r.status_code == 200 and r.json() == {"n": i}, r.text
     listed = await corkboard.get("/v1/sessions/s0/locks")
     assert listed.status_code == 200 and listed.json()["items"] == []
+
+
+async def idle_scenario(c: httpx.AsyncClient) -> list[dict[str, Any]]:
+    """A session past its idle deadline holds a lock on the lease: its expiry comes
+    first (releasing the lock), and the lease's end lists only the other session's."""
+    assert (await c.post("/v1/leases", json={"ttl": "30s", "id": "a1"})).status_code == 201
+    assert (await c.put("/v1/sessions/idle", json={"ttl": "200ms"})).status_code == 201
+    for sid in ("idle", "busy"):
+        r = await c.post(f"/v1/sessions/{sid}/locks/l", json={"owner": "a1", "lease": "a1"})
+        assert r.status_code == 200, r.text
+    start = await revision(c)
+    await asyncio.sleep(0.3)  # past the idle deadline (a time, not an event, to wait for)
+    revoked = await c.delete("/v1/leases/a1")
+    assert revoked.status_code == 200, revoked.text
+    assert [x["session"] for x in revoked.json()["locks"]] == ["busy"]
+    found = [without_revision(e) for e in await events(c, since=start)]
+    assert [e["type"] for e in found] == ["session.deleted", "lease.revoked"]
+    return found
+
+
+@pytest.mark.parametrize("sweep", [0.05, 5], ids=["swept", "met-by-the-revoke"])
+async def test_a_session_past_its_idle_deadline_expires_before_the_lease_ends(
+    nats_url: str, sweep: float,
+) -> None:
+    """Whether the sweeper expired the session first, or the revoke meets it due (NATS
+    does what is due first, as at the deadline; memory, whose sweeper has not run yet
+    then, still lists the lock in the lease's event: compared only when swept)."""
+    flush_nats(nats_url)
+    async with app_client(Settings(backend=nats_url, sweep_interval_seconds=sweep)) as c:
+        on_nats = await idle_scenario(c)
+    if sweep < 1:
+        async with app_client(
+            Settings(backend="memory://", sweep_interval_seconds=sweep)
+        ) as memory:
+            assert on_nats == await idle_scenario(memory)
+    assert on_nats[1]["changes"] == [
+        {"type": "lock.released", "key": "l", "session": "busy", "owner": "a1", "token": 1,
+         "pending_count": 0},
+    ]
