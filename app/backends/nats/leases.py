@@ -3,18 +3,23 @@
 message is the ``lease.granted`` event), kept alive by another (a message that is no
 event: the namespace's revision grows by one without an event). A key on a lease
 carries ``Cb-Lease: <id>`` in its newest message (keys.py), a lock the id in its record
-(locks.py); both are written in one atomic batch with a check that the lease's record
-is unchanged, so nothing attaches to a lease that ended meanwhile.
+(a namespace lock's own, locks.py; a session lock's inside its session's record,
+sessionrecords.py); each is written in one atomic batch with the lease's record again
+(compare-and-swap), so nothing attaches to a lease that ended meanwhile.
 
 The end of a lease (revoke, or expiry by whoever meets it due first: the sweeper, a
 grant of the same id, a revoke) lists the namespace's newest messages (one batched
-direct get, consistent at one sequence), and publishes one atomic batch: the lease
-record's delete marker and each held lock's freed record (compare-and-swap on what was
-listed), each attached key's delete marker (``Cb-Txn`` parts) and the commit message,
-the ``lease.revoked`` / ``lease.expired`` event listing them (compound.py). Anything
-that moved since the listing fails the batch, and it starts again. Locks freed with a
-line of waiters are handed on after (as after any release). Finding what is attached
-costs a listing of the namespace: O(keys) per read or end of a lease.
+direct get, consistent at one sequence); a session holding a lock on the lease with
+something due (its idle expiry, ...) gets it done first (events of their own, as at
+their deadlines), and the listing is read again. Then one atomic batch: the lease
+record's delete marker, each held namespace lock's freed record and each holding
+session's record with those locks freed (compare-and-swap on what was listed, no
+events), each attached key's delete marker (``Cb-Txn`` parts) and the commit message,
+the ``lease.revoked`` / ``lease.expired`` event listing them (compound.py) as the
+memory engine does. Anything that moved since the listing fails the batch, and it
+starts again. Locks freed with a line of waiters are handed on after (as after any
+release). Finding what is attached costs a listing of the namespace: O(keys) per read
+or end of a lease.
 
 Not atomic: the namespace's lease quota (``CORKBOARD_NAMESPACE_MAX_LEASES``) is counted
 before a grant, so grants racing each other may pass it by their number.
