@@ -3,7 +3,8 @@ there too): the lock is written in its session's record in one atomic batch with
 lease's record, and the lease's end frees it there, inside the end's batch, listing it
 in the ``lease.revoked`` event exactly as the memory engine does (the same scenario on
 both, compared); a revoke racing acquisitions and other writes of the same sessions
-releases exactly the locks that were acquired, and loses no session write."""
+releases exactly the locks that were acquired, and loses no session write; a session
+past its idle deadline expires before the lease's end; the sweeper ends such a lease."""
 
 from __future__ import annotations
 
@@ -192,3 +193,27 @@ async def test_a_session_past_its_idle_deadline_expires_before_the_lease_ends(
         {"type": "lock.released", "key": "l", "session": "busy", "owner": "a1", "token": 1,
          "pending_count": 0},
     ]
+
+
+async def test_the_sweeper_expires_a_lease_with_its_session_locks(
+    corkboard: httpx.AsyncClient,
+) -> None:
+    assert (await corkboard.post("/v1/leases", json={"ttl": "300ms", "id": "short"})
+            ).status_code == 201
+    r = await corkboard.post("/v1/sessions/s1/locks/l", json={"owner": "a", "lease": "short"})
+    token = r.json()["token"]
+    since = await revision(corkboard)
+    found: list[dict[str, Any]] = []
+    for _ in range(10):  # long polls (a woken poll may read before the batch is stored)
+        r = await corkboard.get("/v1/events", params={"since": since, "wait": "1s"})
+        found = [e for e in r.json()["events"] if e["type"] == "lease.expired"]
+        if found:
+            break
+    [event] = found
+    assert event["key"] == "short" and event["changes"] == [
+        {"type": "lock.released", "key": "l", "session": "s1", "owner": "a", "token": token,
+         "pending_count": 0},
+    ]
+    problem(await corkboard.get("/v1/sessions/s1/locks/l"), 404, "not_found")
+    r = await corkboard.post("/v1/sessions/s1/locks/l", json={"owner": "b"})
+    assert r.status_code == 200 and r.json()["token"] == token + 1
