@@ -24,7 +24,7 @@ import pytest
 import redis
 
 from app.settings import Settings
-from tests.nats_server import NatsServer, flush_nats, nats_server_binary
+from tests.nats_server import TEST_BATCH_MSGS, NatsServer, flush_nats, nats_server_binary
 from tests.redis_cluster import RedisCluster
 from tests.support import RedisServer, app_client
 
@@ -57,9 +57,6 @@ NATS_LACKS = {
         "namespace byte quota (CORKBOARD_NAMESPACE_MAX_BYTES is not enforced on NATS yet)",
     # Not a 501: namespace quotas are not enforced on NATS yet (docs/nats.md).
     "test_txn.py::test_quota_reached_inside_a_transaction": "namespace quotas",
-    # A 409 past 998 keys: one atomic batch holds 1,000 messages (tests/test_nats_txn.py).
-    "test_txn.py::test_delete_by_pattern_refuses_more_than_ten_thousand_keys":
-        "pattern deletes beyond 998 keys",
 }
 REQUIRE_REDIS = os.environ.get("CORKBOARD_REQUIRE_REDIS") == "1"
 REQUIRE_NATS = os.environ.get("CORKBOARD_REQUIRE_NATS") == "1"
@@ -170,7 +167,8 @@ def backend(request: pytest.FixtureRequest) -> str:
     if request.param == "nats":
         nats: str = request.getfixturevalue("nats_url")
         flush_nats(nats)
-        return nats
+        # Batches as large as the test server allows: pattern deletes of 10,000 keys.
+        return f"{nats}?max_batch={TEST_BATCH_MSGS}"
     if request.param == "cluster":
         cluster: RedisCluster = request.getfixturevalue("redis_cluster")
         cluster.flush()

@@ -213,3 +213,16 @@ def test_backend_urls() -> None:
             backend_from_url(bad, Settings())
     with pytest.raises(UnknownBackend):
         backend_from_url("nats://", Settings())
+
+
+@pytest.mark.parametrize(
+    "query", ["replicas=0", "replicas=x", "replicas=", "replicas=1&replicas=2"]
+)
+def test_a_bad_replicas_is_refused_without_the_credentials(query: str) -> None:
+    with pytest.raises(ValueError, match="replicas must be one number from 1 to 5") as e:
+        replicas_of(f"nats://user:s3cret@127.0.0.1:1?{query}")
+    assert "s3cret" not in str(e.value)
+    for bad in ["nats://user:s3cr@t@", "http://user:s3cret@h:1"]:
+        with pytest.raises(ValueError) as e:
+            servers_of(bad)
+        assert "s3cr" not in str(e.value)

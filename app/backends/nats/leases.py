@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from app.backends.nats.batch import MAX_BATCH, Out, publish_batch
+from app.backends.nats.batch import DEFAULT_MAX_BATCH, Out, publish_batch
 from app.backends.nats.compound import with_commit
 from app.backends.nats.entries import entry_from, lease_of, lower_deadline, meta_after
 from app.backends.nats.keys import NatsKeys
@@ -89,12 +89,14 @@ class NatsLeases(LeaseStore):
     """The lease engine on a ``NatsStore``; its end deletes keys and frees locks."""
 
     def __init__(
-        self, store: NatsStore, keys: NatsKeys, locks: NatsLocks, *, max_leases: int = 100_000
+        self, store: NatsStore, keys: NatsKeys, locks: NatsLocks, *, max_leases: int = 100_000,
+        max_batch: int = DEFAULT_MAX_BATCH,
     ) -> None:
         self.store = store
         self.keys = keys
         self.locks = locks
         self.max_leases = max_leases
+        self.max_batch = max_batch  # the most messages of one lease's end
 
     # -- internals -----------------------------------------------------------------------
 
@@ -181,12 +183,12 @@ class NatsLeases(LeaseStore):
                 # No event of its own, and no touch of the session (as on the other engines).
                 others.append(Out(msg.subject, session.encode(None), {}, msg.seq))
             batch = with_commit(ns, type_, lease_id, now, parts, changes, guards=others)
-            if len(batch) > MAX_BATCH:
+            if len(batch) > self.max_batch:
                 raise TooManyKeys(
                     f"Lease {lease_id!r} holds {len(found.keys)} keys and "
-                    f"{len(found.locks)} locks, {len(batch)} messages to end; NATS "
-                    f"JetStream stores at most {MAX_BATCH} in one atomic batch "
-                    "(docs/nats.md). Nothing was removed."
+                    f"{len(found.locks)} locks, {len(batch)} messages to end; this "
+                    f"deployment ends at most {self.max_batch} in one NATS JetStream "
+                    "atomic batch (?max_batch=, docs/nats.md). Nothing was removed."
                 )
             revision = await publish_batch(self.store, ns, batch)
             if revision is None:
