@@ -62,8 +62,6 @@ NATS_LACKS = {
         "namespace byte quota (CORKBOARD_NAMESPACE_MAX_BYTES is not enforced on NATS yet)",
     "test_session_locks.py::test_a_waiter_refused_by_the_session_quota_gives_the_lock_back":
         "namespace byte quota (CORKBOARD_NAMESPACE_MAX_BYTES is not enforced on NATS yet)",
-    "test_leases.py::test_keys_and_locks_on_a_lease_go_with_its_revoke":
-        "session-scoped locks on a lease",
     # Not a 501: namespace quotas are not enforced on NATS yet (docs/nats.md).
     "test_txn.py::test_quota_reached_inside_a_transaction": "namespace quotas",
     # These read the event log's byte counter inside the engine (log_bytes): they need

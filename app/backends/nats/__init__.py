@@ -13,7 +13,7 @@ NATS failures become 503), mirroring ``backends/redis/`` where it applies:
   event; ``txn.py``: transactions and pattern deletes; ``leases.py`` (and
   ``leasestate.py``): leases; ``artifacts.py`` (with ``blobrows.py``): the artifact
   index (the bytes: ``app/artifacts/nats.py``);
-- ``unsupported.py``: what the backend supports, and the 501 of what it does not.
+- ``unsupported.py``: what the backend supports (the capabilities' ``supports``).
 """
 
 from __future__ import annotations
