@@ -230,7 +230,7 @@ def redact_url(url: str) -> str:
     if "@" not in url:
         return url
     scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
 
 
 class AtCapacity(RetryLater):

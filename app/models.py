@@ -102,7 +102,8 @@ class Limits(BaseModel):
         description="Compares, and operations per branch, of one transaction (POST /v1/txn)"
     )
     max_pattern_delete_keys: int = Field(
-        description="Keys one DELETE /v1/kv?pattern= removes (409 too_many_keys beyond)"
+        description="Keys one DELETE /v1/kv?pattern= removes (409 too_many_keys beyond): "
+        "10,000; on NATS min(10,000, max_batch - 2) of the backend URL's ?max_batch="
     )
     max_json_depth: int = Field(description="Levels of nesting of any JSON accepted (422 beyond)")
     max_number_digits: int = Field(

@@ -19,7 +19,9 @@ class Settings(BaseSettings):
         "redis+cluster://h1:7000,h2:7001, rediss+cluster://, nats://h1:4222[,h2:4222]",
     )
     artifacts: str | None = Field(
-        None, description="Artifact store URL (memory://, redis://, file:///path); default: backend"
+        None,
+        description="Artifact store URL (memory://, redis://, nats://, file:///path); "
+        "default: backend",
     )
     host: str = Field("127.0.0.1", description="Address `corkboard serve` binds")
     port: int = Field(8000, ge=0, le=65535, description="Port `corkboard serve` binds")
@@ -119,12 +121,13 @@ class Settings(BaseSettings):
 
     # -- artifacts ---
     artifact_chunk_bytes: int = Field(
-        262_144, ge=4096, le=8_388_608, description="Chunk size of blobs in a Redis artifact store"
+        262_144, ge=4096, le=8_388_608,
+        description="Chunk size of blobs in a Redis or NATS artifact store",
     )
     artifact_grace_seconds: float = Field(
         300.0, ge=0, le=86_400,
         description="How long replaced or deleted artifact bytes stay readable for downloads "
-        "already under way (Redis artifact store; files and memory need no grace)",
+        "already under way (Redis and NATS artifact stores; files and memory need no grace)",
     )
     artifact_upload_timeout_seconds: float = Field(
         3600.0, gt=0, le=7 * 86_400,

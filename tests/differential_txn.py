@@ -148,7 +148,6 @@ class TxnLeaseRules:
     ns: str
     features: frozenset[str]
     renumbered: bool
-    no_session_locks_on_leases: bool
     renumber: Renumber
 
     def call(self, method: str, path: str, **kwargs: Any) -> list[httpx.Response]:
@@ -299,6 +298,4 @@ class TxnLeaseRules:
         body: dict[str, Any] = {"owner": owner, "mode": mode, "entry": entry, "lease": lease}
         if extra is not None:
             body[extra] = 60 if extra == "ttl" else 0
-        if self.no_session_locks_on_leases:  # a 501 on NATS (test_differential.py)
-            sid = None
         self.call("POST", f"{self.lock_base(sid)}/{name}", body=body)

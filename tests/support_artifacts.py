@@ -106,6 +106,17 @@ async def grant_lock(backend: Backend, ns: str, name: str, token: int) -> None:
 
         assert isinstance(backend, MemoryBackend)
         backend.store.ns(ns).locks[("", name)] = LockState("owner", token, now_ms(), None)
+    elif backend.info.name == "nats":
+        import orjson
+
+        from app.backends.nats import NatsBackend
+        from app.backends.nats.lockstate import LockRecord
+        from app.backends.nats.names import lock_subject
+
+        assert isinstance(backend, NatsBackend)
+        record = LockRecord(name, token, "owner", token, now_ms())
+        data = orjson.dumps({"lock": record.as_dict(), "event": None})
+        await backend.store.publish(ns, lock_subject(ns, name), data, {}, None)
     else:
         from app.backends.redis import RedisBackend
 

@@ -1,8 +1,9 @@
 """Artifacts (API.md section 6) through HTTP, on every state backend x artifact store.
 
-Each test runs on memory and Redis state, each with the memory, Redis and file artifact
-stores. The harness exposes the backend and the store so that "nothing was stored" is
-checked in the store itself, and runs the collector when the test says so.
+Each test runs on memory, Redis, Redis Cluster and NATS state, each with the memory,
+Redis and file artifact stores, and with the NATS Object Store on memory and NATS state.
+The harness exposes the backend and the store so that "nothing was stored" is checked in
+the store itself, and runs the collector when the test says so.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 
 from app.artifacts.base import BlobMissing
 from tests.conftest import flush
+from tests.nats_server import flush_nats
 from tests.support_artifacts import (
     Harness,
     MiB,
@@ -31,18 +33,28 @@ from tests.support_artifacts import (
     sha,
 )
 
-STORES = ["memory", "redis", "file"]
+STORES = ["memory", "redis", "file", "nats"]
 
 MakeHarness = Callable[..., AbstractAsyncContextManager[Harness]]
 
 
 @pytest.fixture(params=STORES)
 def store_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> str:
-    """The artifact store of this run: memory://, a flushed Redis, or a directory."""
+    """The artifact store of this run: memory://, a flushed Redis, a directory, or a
+    NATS server's Object Store (with memory and NATS state only: the Redis engines add
+    nothing to what the NATS store is tested for)."""
     if request.param == "memory":
         return "memory://"
     if request.param == "file":
         return (tmp_path / "artifacts").as_uri()
+    if request.param == "nats":
+        if backend.startswith("nats://"):
+            return backend  # the backend's own server, flushed by the backend fixture
+        if backend != "memory://":
+            pytest.skip("the NATS artifact store runs with memory and NATS state")
+        nats: str = request.getfixturevalue("nats_url")
+        flush_nats(nats)
+        return nats
     if backend.startswith("redis+cluster://"):
         return backend  # the cluster itself, flushed by the backend fixture
     url: str = request.getfixturevalue("redis_url")
@@ -465,7 +477,7 @@ async def test_an_open_download_keeps_its_version(make_harness: MakeHarness) -> 
 async def test_a_download_outliving_the_grace_fails_rather_than_mixing(
     make_harness: MakeHarness, store_url: str
 ) -> None:
-    if not store_url.startswith("redis"):
+    if not store_url.startswith(("redis", "nats")):
         pytest.skip("memory and file readers hold their version open: no grace involved")
     async with make_harness(artifact_grace_seconds=0) as h:
         await put(h, "doc", os.urandom(50_000))

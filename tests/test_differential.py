@@ -22,8 +22,8 @@ of examples is bounded in the suite (20); ``CORKBOARD_PARITY_EXAMPLES=2000`` run
 On NATS (``test_memory_and_nats_answer_alike``, never skipped with
 CORKBOARD_REQUIRE_NATS=1) the machine draws only the rule families whose feature the
 NATS app lists in ``supports`` (``needs``; session-scoped lock calls become namespace
-lock calls without "sessions", and on a lease always: a 501 on NATS), so the families
-join by themselves when NATS offers them. Revisions differ there legitimately
+lock calls without "sessions"), so the families join by themselves when NATS offers
+them. Revisions differ there legitimately
 (docs/nats.md: an atomic batch takes a sequence per message, a touch-only session step
 or a waiter leaving a line one with no event): every revision of every answer and
 event is compared as its place among the namespace's events, and a drawn revision is
@@ -101,9 +101,6 @@ class Differential(TxnLeaseRules, RuleBasedStateMachine):
     features: frozenset[str] = EVERY_FEATURE
     #: Compare revisions as places among the events (``Renumber``: on NATS).
     renumbered = False
-    #: Session-scoped locks on a lease are drawn as namespace locks: NATS answers 501
-    #: for them (docs/nats.md, "What it offers so far"), a lack ``supports`` cannot say.
-    no_session_locks_on_leases = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -540,8 +537,7 @@ class Differential(TxnLeaseRules, RuleBasedStateMachine):
             responses = self.call("POST", "/v1/leases", body={"id": "Ls", "ttl": 1})
             if responses[0].status_code == 201:
                 self.call("PUT", f"/v1/kv/{key}", params={"lease": "Ls"}, body=2)
-                on_session = owner == "o1" and not self.no_session_locks_on_leases
-                base = self.lock_base(sid if on_session else None)
+                base = self.lock_base(sid if owner == "o1" else None)
                 self.call("POST", f"{base}/{name}", body={"owner": owner, "lease": "Ls"})
             wanted = ("lease.expired", "Ls")
         else:
@@ -639,7 +635,6 @@ def run_machine(loop: asyncio.AbstractEventLoop, url: str) -> None:
     Differential.clients = (clients[0], clients[1])
     Differential.features = frozenset(capabilities["supports"])
     Differential.renumbered = url.startswith("nats://")
-    Differential.no_session_locks_on_leases = url.startswith("nats://")
     try:
         run_state_machine_as_test(
             Differential,
@@ -651,5 +646,4 @@ def run_machine(loop: asyncio.AbstractEventLoop, url: str) -> None:
     finally:
         Differential.features = EVERY_FEATURE
         Differential.renumbered = False
-        Differential.no_session_locks_on_leases = False
         loop.run_until_complete(stack.aclose())

@@ -1,8 +1,8 @@
 """Corkboard and plain NATS KV clients share keys (issue 17): the other side of each test
 is nats-py's own KeyValue API, with no Corkboard code. A key written through Corkboard's
 HTTP API reads and watches the same in NATS (bytes and revision); a key a NATS client
-writes reads, lists and watches the same through Corkboard. Also what the backend does
-not offer yet answers 501, and the names NATS cannot hold round-trip."""
+writes reads, lists and watches the same through Corkboard. Also the capabilities list
+every part, and the names NATS cannot hold round-trip."""
 
 from __future__ import annotations
 
@@ -118,17 +118,13 @@ async def test_values_nats_cannot_parse_and_names_it_cannot_hold(
     assert "snake_case" not in keys and "a:b" in keys
 
 
-async def test_what_the_backend_lacks_answers_501_and_capabilities_say_so(
-    corkboard: httpx.AsyncClient,
-) -> None:
+async def test_capabilities_list_every_part(corkboard: httpx.AsyncClient) -> None:
     caps = (await corkboard.get("/v1/capabilities")).json()
     assert caps["backend"] == "nats"
     assert caps["supports"] == ["keys", "events", "watch", "ttl", "history", "locks",
-                                "sessions", "leases", "txn"]
-    for r in [
-        await corkboard.put("/v1/artifacts/a", content=b"x"),
-    ]:
-        problem(r, 501, "not_supported_by_backend")
+                                "sessions", "artifacts", "leases", "txn"]
+    assert caps["artifact_store"] == "nats"
+    assert (await corkboard.put("/v1/artifacts/a", content=b"x")).status_code == 201
     assert (await corkboard.get("/readyz")).status_code == 200
 
 
@@ -213,3 +209,16 @@ def test_backend_urls() -> None:
             backend_from_url(bad, Settings())
     with pytest.raises(UnknownBackend):
         backend_from_url("nats://", Settings())
+
+
+@pytest.mark.parametrize(
+    "query", ["replicas=0", "replicas=x", "replicas=", "replicas=1&replicas=2"]
+)
+def test_a_bad_replicas_is_refused_without_the_credentials(query: str) -> None:
+    with pytest.raises(ValueError, match="replicas must be one number from 1 to 5") as e:
+        replicas_of(f"nats://user:s3cret@127.0.0.1:1?{query}")
+    assert "s3cret" not in str(e.value)
+    for bad in ["nats://user:s3cr@t@", "http://user:s3cret@h:1"]:
+        with pytest.raises(ValueError) as e:
+            servers_of(bad)
+        assert "s3cr" not in str(e.value)

@@ -2,8 +2,10 @@
 test_leases run there too): each is one JetStream atomic batch (app/backends/nats/
 batch.py), so a plain NATS client (nats-py, no Corkboard code) never sees part of one;
 a NATS client's write racing a transaction makes its batch fail with nothing stored,
-and the transaction is planned again; a pattern delete is bounded by the batch's
-1,000 messages; a lease's end takes one batch with its keys and namespace locks."""
+and the transaction is planned again; a pattern delete is bounded by the batch size
+(``?max_batch=``, 1,000 by default: 998 keys; the test servers allow 10,002, the
+shared suite's 10,000 keys); a batch larger than the server allows is 409, nothing
+stored; a lease's end takes one batch with its keys and namespace locks."""
 
 from __future__ import annotations
 
@@ -18,12 +20,13 @@ import nats
 import pytest
 from nats.js.kv import KeyValue
 
+from app.backends.nats import max_batch_of
 from app.backends.nats import txn as nats_txn
 from app.backends.nats.batch import Out, publish_batch
 from app.backends.nats.store import NatsStore
 from app.settings import Settings
 from tests.helpers import events, problem, revision
-from tests.nats_server import flush_nats
+from tests.nats_server import NatsServer, flush_nats
 from tests.support import app_client
 
 
@@ -227,23 +230,86 @@ async def test_lock_compares_and_fences_on_nats(corkboard: httpx.AsyncClient) ->
     assert (await txn(corkboard, ok))["succeeded"] is False
 
 
-async def test_a_pattern_delete_is_one_batch_of_at_most_998_keys(
-    corkboard: httpx.AsyncClient, plain: nats.NATS,
+async def put_many(client: httpx.AsyncClient, count: int) -> None:
+    for start in range(0, count, 128):
+        await txn(client, {"success": [{"op": "put", "key": f"many/{i:05d}", "value": i}
+                                       for i in range(start, min(start + 128, count))]})
+
+
+async def test_a_pattern_delete_is_one_batch_of_at_most_998_keys_by_default(
+    nats_url: str, plain: nats.NATS,
 ) -> None:
-    for start in range(0, 999, 128):
-        await txn(corkboard, {"success": [{"op": "put", "key": f"many/{i:04d}", "value": i}
-                                          for i in range(start, min(start + 128, 999))]})
-    before = await revision(corkboard)
-    body = problem(await corkboard.delete("/v1/kv", params={"pattern": "many/*"}), 409,
-                   "too_many_keys")
-    assert "1000" in body["detail"]
-    assert await revision(corkboard) == before
-    await corkboard.delete("/v1/kv/many/0000")
-    r = await corkboard.delete("/v1/kv", params={"pattern": "many/*"})
-    assert r.status_code == 200 and r.json()["deleted"] == 998
+    """``?max_batch=1000`` (the default, and nats-server's): one pattern delete removes at
+    most 998 keys (its batch: the keys, a fence check, the commit); capabilities say so."""
+    settings = Settings(backend=f"{nats_url}?max_batch=1000", sweep_interval_seconds=0.05)
+    async with app_client(settings) as corkboard:
+        caps = (await corkboard.get("/v1/capabilities")).json()
+        assert caps["limits"]["max_pattern_delete_keys"] == 998
+        await put_many(corkboard, 999)
+        before = await revision(corkboard)
+        body = problem(await corkboard.delete("/v1/kv", params={"pattern": "many/*"}), 409,
+                       "too_many_keys")
+        assert "1000" in body["detail"]
+        assert await revision(corkboard) == before
+        await corkboard.delete("/v1/kv/many/00000")
+        r = await corkboard.delete("/v1/kv", params={"pattern": "many/*"})
+        assert r.status_code == 200 and r.json()["deleted"] == 998
     kv = await bucket_of(plain)
     with pytest.raises(nats.js.errors.KeyNotFoundError):
-        await kv.get("many/0500")
+        await kv.get("many/00500")
+
+
+async def test_capabilities_report_the_pattern_delete_limit_of_the_batch_size(
+    nats_url: str,
+) -> None:
+    """min(10,000, max_batch - 2): API.md's 10,000 once the batches hold 10,002."""
+    flush_nats(nats_url)
+    for max_batch, keys in [(10, 8), (5000, 4998), (10_002, 10_000), (100_000, 10_000)]:
+        settings = Settings(backend=f"{nats_url}?max_batch={max_batch}")
+        async with app_client(settings) as c:
+            caps = (await c.get("/v1/capabilities")).json()
+        assert caps["limits"]["max_pattern_delete_keys"] == keys
+
+
+@pytest.mark.parametrize("query", [
+    "max_batch=9", "max_batch=100001", "max_batch=x", "max_batch=-5", "max_batch=",
+    "max_batch=10&max_batch=20",
+])
+def test_a_bad_max_batch_is_refused_without_the_credentials(query: str) -> None:
+    url = f"nats://user:s3cret@127.0.0.1:1?{query}"
+    with pytest.raises(ValueError, match="max_batch must be one number from 10 to 100000") as e:
+        max_batch_of(url)
+    assert "s3cret" not in str(e.value)
+    assert (max_batch_of("nats://a:1"), max_batch_of("nats://a:1?replicas=3&max_batch=10002")) \
+        == (1000, 10_002)
+
+
+async def test_a_batch_larger_than_the_server_allows_is_409_with_nothing_stored() -> None:
+    """Corkboard told ``?max_batch=5000`` on a server left at its default (1,000): a
+    pattern delete of 2,000 keys is sent as one batch, which the server refuses whole;
+    the caller gets 409 ``too_many_keys`` saying why, and nothing is deleted; 100 keys go
+    through in one batch. A transaction past the server's limit is refused the same way."""
+    server = NatsServer(batch_msgs=None).start()
+    try:
+        settings = Settings(backend=f"{server.url}?max_batch=5000", max_txn_ops=2000,
+                            sweep_interval_seconds=0.05)
+        async with app_client(settings) as corkboard:
+            await put_many(corkboard, 2000)
+            before = await revision(corkboard)
+            body = problem(await corkboard.delete("/v1/kv", params={"pattern": "many/*"}),
+                           409, "too_many_keys")
+            assert "max_msgs" in body["detail"] and "max_batch" in body["detail"]
+            assert await revision(corkboard) == before
+            assert (await corkboard.get("/v1/kv/many/01999")).status_code == 200
+            r = await corkboard.post("/v1/txn", json={"success": [
+                {"op": "put", "key": f"t/{i}", "value": i} for i in range(1500)]})
+            problem(r, 409, "too_many_keys")
+            assert await revision(corkboard) == before
+            r = await corkboard.delete("/v1/kv", params={"pattern": "many/000*"})
+            assert r.status_code == 200 and r.json()["deleted"] == 100
+            assert (await corkboard.get("/v1/kv/many/01999")).status_code == 200
+    finally:
+        server.cleanup()
 
 
 async def test_a_lease_ends_in_one_batch_with_its_keys_and_locks(
@@ -365,3 +431,33 @@ async def test_a_fenced_write_on_a_lease_is_one_batch_with_both_checks(
                             headers={"Fence-Lock": "f", "Fence-Token": str(token)})
     problem(r, 409, "stale_fence")
     assert (await corkboard.get("/v1/kv/k")).json()["value"] == 1
+
+
+async def test_transactions_and_lease_ends_keep_to_max_batch(nats_url: str) -> None:
+    """``?max_batch=10``: a transaction of 9 puts (and its commit) is one batch, 10 puts
+    are 409 with nothing written; a lease holding 8 keys ends (its record, the keys, the
+    commit), one holding 9 cannot be revoked (409, nothing removed) until it holds 8."""
+    flush_nats(nats_url)
+    settings = Settings(backend=f"{nats_url}?max_batch=10", sweep_interval_seconds=0.05)
+    async with app_client(settings) as corkboard:
+        ok = await txn(corkboard, {"success": [
+            {"op": "put", "key": f"t/{i}", "value": i} for i in range(9)]})
+        assert ok["succeeded"] is True
+        before = await revision(corkboard)
+        r = await corkboard.post("/v1/txn", json={"success": [
+            {"op": "put", "key": f"u/{i}", "value": i} for i in range(10)]})
+        body = problem(r, 409, "too_many_keys")
+        assert "11 messages" in body["detail"] and "10" in body["detail"]
+        assert await revision(corkboard) == before
+        r = await corkboard.post("/v1/leases", json={"ttl": "30s", "id": "l"})
+        assert r.status_code == 201
+        for i in range(9):
+            r = await corkboard.put(f"/v1/kv/l/{i}", params={"lease": "l"}, json=i)
+            assert r.status_code == 201, r.text
+        before = await revision(corkboard)
+        problem(await corkboard.delete("/v1/leases/l"), 409, "too_many_keys")
+        assert await revision(corkboard) == before
+        assert len((await corkboard.get("/v1/leases/l")).json()["keys"]) == 9
+        await corkboard.delete("/v1/kv/l/8")
+        r = await corkboard.delete("/v1/leases/l")
+        assert r.status_code == 200 and len(r.json()["keys"]) == 8, r.text

@@ -1,6 +1,6 @@
 """Artifact stores, chosen by URL scheme; a store's module is imported only when its
 scheme is asked for (``memory://``, ``redis://``/``rediss://``/``unix://`` and
-``redis+cluster://``/``rediss+cluster://``, ``file:///path``).
+``redis+cluster://``/``rediss+cluster://``, ``nats://``, ``file:///path``).
 """
 
 from __future__ import annotations
@@ -45,9 +45,7 @@ def store_from_url(url: str, settings: Settings, backend: Backend | None = None)
             wait_replicas=settings.redis_wait_replicas,
         )
     if scheme == "nats":
-        from app.backends.nats.unsupported import NoBlobStore
-
-        return NoBlobStore()  # the Object Store is issue 17's next stage
+        return _nats_store(url, settings, backend)
     if scheme == "file":
         from app.artifacts.file import FileBlobStore, InvalidFileStoreURL
 
@@ -59,4 +57,26 @@ def store_from_url(url: str, settings: Settings, backend: Backend | None = None)
         f"unknown artifact store URL {url!r}: use memory://, redis://host:6379/0 "
         "(also rediss://, unix://, redis+cluster://h1:7000,h2:7001 and rediss+cluster://) "
         "or file:///absolute/directory"
+    )
+
+
+def _nats_store(url: str, settings: Settings, backend: Backend | None) -> BlobStore:
+    """A JetStream Object Store; at the NATS backend's own URL it shares the backend's
+    connection (the default when ``CORKBOARD_BACKEND`` is ``nats://`` and
+    ``CORKBOARD_ARTIFACTS`` is unset, as Redis shares its pool)."""
+    from app.artifacts.nats import NatsBlobStore, bucket_of
+    from app.backends.nats import NatsBackend, replicas_of, servers_of
+
+    try:
+        servers, replicas, bucket = servers_of(url), replicas_of(url), bucket_of(url)
+    except ValueError as exc:
+        raise UnknownArtifactStore(str(exc)) from exc
+    shared = None
+    if isinstance(backend, NatsBackend) and url == backend.url:
+        store = backend.store
+        shared = lambda: store.nc  # noqa: E731
+    return NatsBlobStore(
+        servers, url=url, bucket=bucket, replicas=replicas,
+        chunk_bytes=settings.artifact_chunk_bytes, timeout=settings.backend_timeout_seconds,
+        shared=shared,
     )

@@ -67,7 +67,7 @@ class BlobReader(ABC):
 
 
 class BlobStore(ABC):
-    """Where artifact bytes live: ``memory://``, ``redis://`` or ``file:///path``."""
+    """Where artifact bytes live: ``memory://``, ``redis://``, ``nats://`` or ``file:///path``."""
 
     #: The URL scheme, reported by /v1/capabilities.
     name: str

@@ -25,7 +25,8 @@ from app.variables import MAX_PATTERN_LENGTH
 router = APIRouter(tags=["service"])
 
 #: Everything a backend may offer; a backend lacking some lists what it has in its
-#: ``info.extra["supports"]`` (the NATS backend, so far).
+#: ``info.extra["supports"]`` (the NATS backend, so far); ``info.extra["limits"]`` holds
+#: the limits a backend lowers (``max_pattern_delete_keys`` on NATS).
 ALL_FEATURES = (
     "keys", "events", "watch", "ttl", "history", "locks", "sessions", "artifacts", "leases",
     "txn",
@@ -111,6 +112,8 @@ async def capabilities(request: Request, backend: BackendDep, settings: Settings
         "distribution": info.distribution,
         "limits": {
             **limits_of(settings),
+            # A backend's own limits where they are lower (NATS: its atomic batch size).
+            **info.extra.get("limits", {}),
             # Writes are acknowledged once this many Redis replicas have them.
             "redis_wait_replicas": settings.redis_wait_replicas if info.name != "memory" else 0,
         },

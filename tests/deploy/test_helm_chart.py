@@ -87,6 +87,18 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
         "dataVolume": {"enabled": True, "existingClaim": "corkboard-artifacts"},
     },
+    "external-nats": {
+        "replicaCount": 3,
+        "externalNats": {
+            "url": "nats://nats-0.nats:4222,nats-1.nats:4222?replicas=3",
+            "existingSecret": "nats-creds",
+        },
+        "networkPolicy": {
+            "enabled": True,
+            "restrictEgress": True,
+            "extraEgress": [{"ports": [{"port": 4222, "protocol": "TCP"}]}],
+        },
+    },
 }
 
 EXPECTED_KINDS = {
@@ -128,6 +140,14 @@ EXPECTED_KINDS = {
         "Deployment",
         "PodDisruptionBudget",
         "Secret",
+        "Service",
+        "ServiceAccount",
+    ],
+    "external-nats": [
+        "ConfigMap",
+        "Deployment",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
         "Service",
         "ServiceAccount",
     ],
@@ -266,6 +286,16 @@ MEMORY_ONE_PROCESS = "the memory backend serves one process only"
             id="pdb-two-bounds",
         ),
         pytest.param(
+            {"redis": {"enabled": True}, "externalNats": {"url": "nats://n:4222"}},
+            "externalNats and Redis (redis.enabled or externalRedis) are both set",
+            id="nats-and-redis",
+        ),
+        pytest.param(
+            {"externalNats": {"existingSecret": "nats-creds"}},
+            "externalNats.existingSecret holds credentials only; set externalNats.url",
+            id="nats-secret-without-url",
+        ),
+        pytest.param(
             {"config": {"artifacts": "file:///var/lib/corkboard"}},
             "config.artifacts is a file:// store but the root filesystem is read-only",
             id="file-artifacts-without-volume",
@@ -305,6 +335,8 @@ def test_memory_backend_allows_an_hpa_capped_at_one(render: Render) -> None:
         ({"externalRedis": {"url": "redis+sentinel://r:26379"}}, "/externalRedis/url"),
         ({"externalRedis": {"waitReplicas": -1}}, "/externalRedis/waitReplicas"),
         ({"redis": {"auth": {"password": "p@ss/word"}}}, "/redis/auth/password"),
+        ({"externalNats": {"url": "nats://user:pw@nats:4222"}}, "/externalNats/url"),
+        ({"externalNats": {"url": "redis://nats:4222"}}, "/externalNats/url"),
     ],
 )
 def test_schema_rejects_bad_values(
@@ -584,6 +616,54 @@ def test_external_redis_cluster_from_a_secret_waits_for_replicas(render: Render)
     assert secret_ref(rendered.env()["CORKBOARD_BACKEND"]) == ("redis-cluster", "redis-url")
     assert rendered.config["CORKBOARD_REDIS_WAIT_REPLICAS"] == "1"
     assert rendered.maybe("StatefulSet") is None
+
+
+NATS_PASSWORD = "n4ts-s3cret"  # what the Secret would hold: never given to the chart
+
+
+def test_external_nats_credentials_come_from_the_existing_secret(render: Render) -> None:
+    rendered = render(VALUE_SETS["external-nats"])
+    env = rendered.env()
+    assert secret_ref(env["NATS_USER"]) == ("nats-creds", "nats-user")
+    assert secret_ref(env["NATS_PASSWORD"]) == ("nats-creds", "nats-password")
+    assert env["CORKBOARD_BACKEND"]["value"] == (
+        "nats://$(NATS_USER):$(NATS_PASSWORD)@nats-0.nats:4222,nats-1.nats:4222?replicas=3"
+    )
+    # $(VAR) expands only variables defined before it in the list.
+    names = [e["name"] for e in rendered.container["env"]]
+    assert names.index("CORKBOARD_BACKEND") > max(names.index("NATS_USER"),
+                                                  names.index("NATS_PASSWORD"))
+    # Artifacts follow the backend (the Object Store): no URL of their own anywhere.
+    assert "CORKBOARD_BACKEND" not in rendered.config
+    assert "CORKBOARD_ARTIFACTS" not in rendered.config and "CORKBOARD_ARTIFACTS" not in env
+    assert rendered.maybe("Secret") is None, "the chart holds no NATS credentials"
+    assert rendered.deployment["spec"]["replicas"] == 3
+    assert rendered.deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert "external NATS JetStream" in rendered.notes
+    text = "".join(rendered.files.values())
+    assert NATS_PASSWORD not in text
+    assert not re.search(r"nats://[^$\s\"]*@", text), "no literal credentials in any URL"
+
+
+def test_external_nats_with_a_token(render: Render) -> None:
+    rendered = render({"externalNats": {
+        "url": "nats://nats:4222", "existingSecret": "nats-token",
+        "existingSecretUserKey": "", "existingSecretPasswordKey": "token",
+    }})
+    env = rendered.env()
+    assert "NATS_USER" not in env
+    assert secret_ref(env["NATS_PASSWORD"]) == ("nats-token", "token")
+    assert env["CORKBOARD_BACKEND"]["value"] == "nats://$(NATS_PASSWORD)@nats:4222"
+
+
+def test_external_nats_without_credentials_is_in_the_configmap(render: Render) -> None:
+    rendered = render({"replicaCount": 2, "externalNats": {"url": "nats://nats:4222"},
+                       "config": {"artifacts": "file:///var/lib/corkboard"},
+                       "dataVolume": {"enabled": True}})
+    assert rendered.config["CORKBOARD_BACKEND"] == "nats://nats:4222"
+    assert rendered.config["CORKBOARD_ARTIFACTS"] == "file:///var/lib/corkboard"
+    assert "env" not in rendered.container
+    assert rendered.deployment["spec"]["replicas"] == 2
 
 
 def test_data_volume_for_file_artifacts(render: Render) -> None:

@@ -12,9 +12,9 @@ NATS failures become 503), mirroring ``backends/redis/`` where it applies:
   namespace quotas' counters; ``retention.py``: the log's byte bound;
 - ``batch.py``: JetStream atomic batch publish; ``compound.py``: a batch that is one
   event; ``txn.py``: transactions and pattern deletes; ``leases.py`` (and
-  ``leasestate.py``): leases;
-- ``unsupported.py``: the parts not built yet (artifacts), which answer 501
-  ``not_supported_by_backend``.
+  ``leasestate.py``): leases; ``artifacts.py`` (with ``blobrows.py``): the artifact
+  index (the bytes: ``app/artifacts/nats.py``);
+- ``unsupported.py``: what the backend supports (the capabilities' ``supports``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from urllib.parse import parse_qs, urlsplit
 from app.backends.base import BackendInfo
 from app.backends.composed import ComposedBackend
 from app.backends.nats import unsupported
+from app.backends.nats.artifacts import NatsArtifacts
+from app.backends.nats.batch import DEFAULT_MAX_BATCH, LARGEST_BATCH
 from app.backends.nats.keys import NatsKeys
 from app.backends.nats.leases import NatsLeases
 from app.backends.nats.locks import NatsLocks
@@ -33,29 +35,54 @@ from app.backends.nats.retention import Ledger
 from app.backends.nats.sessions import NatsSessions
 from app.backends.nats.store import NatsStore
 from app.backends.nats.trim import Trimmer
-from app.backends.nats.txn import NatsTxn
+from app.backends.nats.txn import NatsTxn, pattern_keys
+from app.errors import redact_url
 
-__all__ = ["NatsBackend", "replicas_of", "servers_of"]
+__all__ = ["NatsBackend", "max_batch_of", "replicas_of", "servers_of"]
+
+#: The smallest ``?max_batch=``: a write, a check and the commit.
+SMALLEST_BATCH = 10
 
 
 def servers_of(url: str) -> list[str]:
-    """The server URLs of ``nats://[user:pass@]h1:4222[,h2:4222][?replicas=N]``."""
+    """The server URLs of ``nats://[user:pass@]h1:4222[,h2:4222][?replicas=N&max_batch=M]``."""
     parts = urlsplit(url)
     if parts.scheme != "nats" or not parts.netloc:
-        raise ValueError(f"not a nats:// URL with a host: {url!r}")
+        raise ValueError(f"not a nats:// URL with a host: {redact_url(url)!r}")
     credentials, _, hosts = parts.netloc.rpartition("@")
     prefix = f"nats://{credentials}@" if credentials else "nats://"
     servers = [prefix + host for host in hosts.split(",") if host]
     if not servers:
-        raise ValueError(f"no server in {url!r}")
+        raise ValueError(f"no server in {redact_url(url)!r}")
     return servers
 
 
 def replicas_of(url: str) -> int:
     """``?replicas=N`` (1 to 5): the replicas of the buckets Corkboard creates."""
-    values = parse_qs(urlsplit(url).query).get("replicas", ["1"])
-    if len(values) != 1 or not values[0].isdigit() or not 1 <= int(values[0]) <= 5:
-        raise ValueError(f"replicas must be one number from 1 to 5 in {url!r}")
+    values = parse_qs(urlsplit(url).query, keep_blank_values=True).get("replicas", ["1"])
+    if (len(values) != 1 or not (values[0].isascii() and values[0].isdigit())
+            or not 1 <= int(values[0]) <= 5):
+        # Not the URL itself: it may hold credentials.
+        raise ValueError(
+            f"replicas must be one number from 1 to 5 in the nats:// URL, "
+            f"not {', '.join(values)[:40]!r}"
+        )
+    return int(values[0])
+
+
+def max_batch_of(url: str) -> int:
+    """``?max_batch=N`` (10 to 100,000, default 1,000): the most messages Corkboard puts
+    in one JetStream atomic batch; the servers' ``jetstream { limits { batch { max_msgs
+    } } }`` must allow as many (docs/nats.md)."""
+    query = parse_qs(urlsplit(url).query, keep_blank_values=True)
+    values = query.get("max_batch", [str(DEFAULT_MAX_BATCH)])
+    if (len(values) != 1 or not (values[0].isascii() and values[0].isdigit())
+            or not SMALLEST_BATCH <= int(values[0]) <= LARGEST_BATCH):
+        # Not the URL itself: it may hold credentials.
+        raise ValueError(
+            f"max_batch must be one number from {SMALLEST_BATCH} to {LARGEST_BATCH} in the "
+            f"nats:// URL, not {', '.join(values)[:40]!r}"
+        )
     return int(values[0])
 
 
@@ -69,9 +96,11 @@ class NatsBackend(ComposedBackend):
         max_bytes: int = 1_073_741_824, event_retention_bytes: int = 64 * 1_048_576,
     ) -> None:
         self.url = url
+        max_batch = max_batch_of(url)
         self.info = BackendInfo(
             name="nats", persistence=True, distribution=True,
-            extra={"supports": list(unsupported.SUPPORTS)},
+            extra={"supports": list(unsupported.SUPPORTS),
+                   "limits": {"max_pattern_delete_keys": pattern_keys(max_batch)}},
         )
         self.store = NatsStore(
             servers_of(url), timeout=timeout, key_history=key_history,
@@ -90,11 +119,14 @@ class NatsBackend(ComposedBackend):
         self.sessions = NatsSessions(self.store)
         self.lock_engine = NatsLocks(self.store, self.sessions, max_waiters=lock_max_waiters)
         self.locks = self.lock_engine
-        self.log = NatsLog(self.store, self.keys, self.lock_engine, self.sessions, self.ledger)
-        self.artifacts = unsupported.artifacts()
-        self.leases = NatsLeases(self.store, self.keys, self.lock_engine, max_leases=max_leases)
+        self.artifacts = NatsArtifacts(self.store)
+        self.log = NatsLog(
+            self.store, self.keys, self.lock_engine, self.sessions, self.artifacts, self.ledger
+        )
+        self.leases = NatsLeases(self.store, self.keys, self.lock_engine, max_leases=max_leases,
+                                 max_batch=max_batch)
         self.log.lease_sweep = self.leases.sweep
-        self.txns = NatsTxn(self.store, self.keys)
+        self.txns = NatsTxn(self.store, self.keys, max_batch=max_batch)
 
     async def start(self) -> None:
         await self.store.start()

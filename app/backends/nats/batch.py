@@ -15,9 +15,14 @@ subject ``_cbc`` guards a subject the batch reads but does not write (a compared
 a lock, a lease). The server checks them all against the stream as it is before the
 batch, under its lock, at the commit: one failed check and nothing is stored (``None``).
 
-Limits of the server: at most 1,000 messages per batch (``MAX_BATCH``), and one subject
-may not be checked twice in a batch. A server older than 2.12 would store the messages
-one by one: a batch to it is refused (501) before anything is sent.
+Limits of the server: at most ``jetstream { limits { batch { max_msgs: N } } }``
+messages per batch (1,000 by default, ``DEFAULT_MAX_BATCH``; Corkboard's
+``nats://...?max_batch=N`` says how many it may send, and its callers, txn.py and
+leases.py, refuse larger ones before sending anything), and one subject may not be
+checked twice in a batch. A batch the server refuses as larger than its own limit (a
+``?max_batch=`` above the server's) is 409 ``too_many_keys``, nothing stored. A server
+older than 2.12 would store the messages one by one: a batch to it is refused (501)
+before anything is sent.
 """
 
 from __future__ import annotations
@@ -30,11 +35,20 @@ import orjson
 from nats.js.errors import NoStreamResponseError
 
 from app.backends.nats.names import CHECK_TOKEN, SYSTEM_BUCKET
+from app.backends.nats.payload import check_size
 from app.backends.nats.store import WRONG_LAST_SEQUENCE, NatsStore, next_msg
-from app.errors import BackendUnavailable, NotSupportedByBackend
+from app.errors import BackendUnavailable, NotSupportedByBackend, TooManyKeys
 
-#: The most messages one atomic batch holds (nats-server's limit).
-MAX_BATCH = 1000
+#: The most messages one atomic batch holds unless configured (nats-server's default
+#: ``max_msgs``; ``?max_batch=`` in the backend URL).
+DEFAULT_MAX_BATCH = 1000
+
+#: The largest ``?max_batch=`` accepted (each batch is held whole by the server, and
+#: read back whole by a change-log reader).
+LARGEST_BATCH = 100_000
+
+#: JetStream's error code of a batch larger than the server's ``max_msgs``.
+TOO_LARGE = 10199
 
 #: JetStream's error codes of a batch refused for its checks (a conflict: try again).
 CONFLICTS = frozenset({WRONG_LAST_SEQUENCE, 10164})
@@ -74,12 +88,16 @@ class BatchRefused(BackendUnavailable):
     """The server refused a batch for another reason than its checks."""
 
 
+class BatchTooLarge(TooManyKeys):
+    """The server refused a batch as larger than its ``max_msgs`` (409, nothing stored)."""
+
+
 async def publish_batch(store: NatsStore, ns: str, msgs: list[Out]) -> int | None:
     """Store ``msgs`` in namespace ``ns``'s bucket atomically: the sequence of the last
     one (the others precede it, consecutively), or None when a check failed and nothing
     was stored."""
-    if not msgs or len(msgs) > MAX_BATCH:
-        raise ValueError(f"an atomic batch holds 1 to {MAX_BATCH} messages, not {len(msgs)}")
+    if not msgs or len(msgs) > LARGEST_BATCH:
+        raise ValueError(f"an atomic batch holds 1 to {LARGEST_BATCH} messages, not {len(msgs)}")
     version = store.nc.connected_server_version
     if (version.major, version.minor) < (2, 12):
         # An older server ignores the batch headers and stores each message as it comes.
@@ -87,6 +105,11 @@ async def publish_batch(store: NatsStore, ns: str, msgs: list[Out]) -> int | Non
             f"This needs JetStream atomic batch publish, nats-server 2.12 or later; the "
             f"server is {version} (see docs/nats.md)."
         )
+    batch_headers = {"Nats-Batch-Id": "x" * 22, "Nats-Batch-Sequence": str(len(msgs)),
+                     "Nats-Batch-Commit": "1"}  # the largest a message gets
+    for out in msgs:  # all before any is sent (payload.py)
+        check_size(store.nc.max_payload, out.subject, out.data,
+                   {**out.wire_headers(), **batch_headers})
     async with store.mapped_errors():
         await store.ensure(ns)
         for _ in range(BUSY_ATTEMPTS):
@@ -147,4 +170,11 @@ def _ack(data: bytes) -> int | None:
         return int(body["seq"])
     if error.get("err_code") in CONFLICTS:
         return None
+    if error.get("err_code") == TOO_LARGE:
+        raise BatchTooLarge(
+            f"The NATS server refused an atomic batch as too large ({error.get('description')})"
+            ": Corkboard's ?max_batch= is above the server's jetstream { limits { batch { "
+            "max_msgs } } } (1000 by default). Nothing was written: write fewer keys at once, "
+            "or raise the server's limit (docs/nats.md)."
+        )
     raise BatchRefused(f"The NATS server refused an atomic batch: {error.get('description')}.")

@@ -13,7 +13,8 @@ as compacted too: a resume point behind it gets ``reset``.
 
 A lock's record (``_cbl.<name>``) and a session's (``_cbs.<id>``) are not keys: each of
 their messages is the event it carries (a ``lock.*`` event; a ``session.*``,
-``variable.*`` or session ``lock.*`` one), or no event; a lease's grant is its
+``variable.*`` or session ``lock.*`` one), or no event; so is an artifact's record
+(``_cba.<key>``: an ``artifact.*`` event, artifacts.py); a lease's grant is its
 ``lease.granted`` event (leasestate.py). An atomic batch that is one event (a
 transaction, a pattern delete, a lease's end) is reported at its commit message
 (``_cbt``, compound.py), built from the batch's key messages, which are no events of
@@ -22,7 +23,8 @@ their own.
 Expiry: the sweeper's index (``_corkboard`` bucket, ``deadline.<ns>``) holds each
 namespace's earliest deadline; a pass lists the due namespaces' keys and replaces each
 expired one by a ``kv.expire`` marker (a compare-and-swap on its sequence), each due
-lock holder by a ``lock.expired`` message, does what is due in each session record
+lock holder by a ``lock.expired`` message and each due artifact by an
+``artifact.delete`` marker, does what is due in each session record
 (idle expiry, its locks' expiries and hand-overs), the same way, and ends each due lease
 (``lease_sweep``: leases.py, one atomic batch).
 """
@@ -34,6 +36,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from app.backends.nats.artifacts import NatsArtifacts, artifact_event
 from app.backends.nats.compound import compound_event, is_commit
 from app.backends.nats.entries import (
     json_value,
@@ -63,13 +66,15 @@ class NatsLog(ChangeLog):
 
     def __init__(
         self, store: NatsStore, keys: NatsKeys, locks: NatsLocks,
-        sessions: NatsSessions | None = None, ledger: Ledger | None = None,
+        sessions: NatsSessions | None = None, artifacts: NatsArtifacts | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.store = store
         self.ledger = ledger  # the byte cut (retention.py)
         self.keys = keys
         self.locks = locks
         self.sessions = sessions
+        self.artifacts = artifacts
         #: Messages read lately, by (namespace, sequence): an event's previous message
         #: (its old value) was usually read just before; messages never change.
         self.recent: OrderedDict[tuple[str, int], Msg] = OrderedDict()
@@ -159,7 +164,8 @@ class NatsLog(ChangeLog):
                 )
             # None for other records (checks, keepalives), foreign keys and messages
             # that are no event
-            return lock_event(ns, msg) or session_event(ns, msg) or lease_event(ns, msg)
+            return (lock_event(ns, msg) or session_event(ns, msg) or lease_event(ns, msg)
+                    or artifact_event(ns, msg))
         if txn_offset(msg):
             return None  # a part of a batch: its commit message is the event
         type_, value, old, at = await self._change(ns, msg, seen)
@@ -252,6 +258,11 @@ class NatsLog(ChangeLog):
             locks_expired += leases_ended
             if lease_deadline:
                 deadlines.append(lease_deadline)
+        if self.artifacts is not None:
+            expired, artifact_deadline = await self.artifacts.sweep(ns, msgs, now)
+            locks_expired += expired
+            if artifact_deadline:
+                deadlines.append(artifact_deadline)
         return count + locks_expired, min(deadlines, default=0)
 
     async def _settle(self, row: Msg, next_deadline: int) -> None:

@@ -153,3 +153,17 @@ class Meta:
             return None
         c, v, ca, ma, e, p = (int(x) for x in parts[1:])
         return cls(c, v, ca, ma, e, p, parts[0])
+
+
+#: The KV keys of artifact records (``_cba.<escaped key>``) in a namespace's bucket.
+ARTIFACT_PREFIX = "_cba."
+
+
+def artifact_subject(ns: str, key: str) -> str:
+    """The subject of artifact ``key``'s record in namespace ``ns``'s bucket: one NATS KV
+    key, ``_cba.`` + the key escaped as a lock name is (never a Corkboard key)."""
+    return f"$KV.{ns}.{ARTIFACT_PREFIX}" + "".join(_LOCK_ESCAPES.get(c, c) for c in key)
+
+
+def is_artifact_subject(ns: str, subject: str) -> bool:
+    return subject.startswith(f"$KV.{ns}.{ARTIFACT_PREFIX}")

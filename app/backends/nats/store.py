@@ -29,6 +29,7 @@ from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError
 
 from app.backends.nats.names import SYSTEM_BUCKET, Meta, stream_of
+from app.backends.nats.payload import check_size
 from app.errors import BackendUnavailable, backend_unavailable
 
 logger = logging.getLogger("corkboard.backend")
@@ -344,6 +345,7 @@ class NatsStore:
             headers = {**headers, "Nats-Expected-Last-Subject-Sequence": str(expected)}
         if expected_stream is not None:
             headers = {**headers, "Nats-Expected-Last-Sequence": str(expected_stream)}
+        check_size(self.nc.max_payload, subject, data, headers)
         async with self.mapped_errors():
             await self.ensure(bucket)
             for _ in range(2):

@@ -15,9 +15,12 @@ nothing: it reads at one stream sequence (every message it read at or below it) 
 answers that revision.
 
 A pattern delete is the same batch: every live matching key's delete marker, checked on
-its sequence as listed, and the commit. JetStream holds at most 1,000 messages in one
-batch, so on NATS one pattern delete removes at most ``MAX_PATTERN_KEYS`` keys (more:
-409 ``too_many_keys``, nothing deleted), and a transaction at most that many messages.
+its sequence as listed, and the commit. JetStream holds at most ``max_msgs`` messages
+in one batch (1,000 unless the server's configuration raises it; Corkboard sends at
+most ``?max_batch=``), so on NATS one pattern delete removes at most
+``pattern_keys(max_batch)`` keys: min(10,000, max_batch - 2) (more: 409
+``too_many_keys``, nothing deleted), and a transaction writes at most max_batch
+messages, its checks and commit included.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from app.backends.nats.batch import MAX_BATCH, Out, check, publish_batch
+from app.backends.nats.batch import DEFAULT_MAX_BATCH, Out, check, publish_batch
 from app.backends.nats.compound import with_commit
 from app.backends.nats.entries import (
     drop_override,
@@ -59,24 +62,31 @@ from app.txn import Limits, Plan, Txn, plan
 #: Attempts of a transaction whose subjects other writers keep changing.
 TXN_ATTEMPTS = 200
 
-#: The most keys one pattern delete removes on NATS: one batch, less its fence check
-#: and its commit message.
-MAX_PATTERN_KEYS = MAX_BATCH - 2
+
+def pattern_keys(max_batch: int) -> int:
+    """The most keys one pattern delete removes on NATS: API.md's 10,000, or one batch
+    of ``max_batch`` messages less its fence check and its commit message."""
+    return min(MAX_PATTERN_DELETE, max_batch - 2)
 
 
-def _too_many(what: str, count: int) -> TooManyKeys:
+def _too_many(what: str, count: int, max_batch: int) -> TooManyKeys:
     return TooManyKeys(
-        f"{what} needs {count} messages in one atomic batch; NATS JetStream stores at most "
-        f"{MAX_BATCH} at once (docs/nats.md). Nothing was written: split it."
+        f"{what} needs {count} messages in one atomic batch; this deployment sends at most "
+        f"{max_batch} at once to NATS JetStream (?max_batch=, docs/nats.md). Nothing was "
+        "written: split it."
     )
 
 
 class NatsTxn(TxnStore):
-    """The transaction engine on a ``NatsStore``, with the key store's reads."""
+    """The transaction engine on a ``NatsStore``, with the key store's reads; its
+    batches hold at most ``max_batch`` messages."""
 
-    def __init__(self, store: NatsStore, keys: NatsKeys) -> None:
+    def __init__(
+        self, store: NatsStore, keys: NatsKeys, *, max_batch: int = DEFAULT_MAX_BATCH
+    ) -> None:
         self.store = store
         self.keys = keys
+        self.max_batch = max_batch
 
     async def _fence(self, ns: str, fence: Fence | None, now: int) -> Msg | None:
         """The fence's lock message, checked to hold; None without a fence."""
@@ -189,8 +199,8 @@ class NatsTxn(TxnStore):
             parts.append(Out(subject, step.value, headers, previous))
             stored[step.key] = (meta, expires_at)
         batch = with_commit(ns, "txn", "", now, parts, guards=list(guards.values()))
-        if len(batch) > MAX_BATCH:
-            raise _too_many("The transaction", len(batch))
+        if len(batch) > self.max_batch:
+            raise _too_many("The transaction", len(batch), self.max_batch)
         revision = await self.keys.quotas.charged(
             ns, tally.change(), publish_batch(self.store, ns, batch)
         )
@@ -224,9 +234,10 @@ class NatsTxn(TxnStore):
                     f"More than {MAX_PATTERN_DELETE} keys match {pattern.text!r}; one call "
                     "deletes at most that many. Nothing was deleted: narrow the pattern."
                 )
-            if len(live) > MAX_PATTERN_KEYS:
+            if len(live) > pattern_keys(self.max_batch):
+                checks = 1 if fence is not None else 0
                 raise _too_many(f"Deleting the {len(live)} keys matching {pattern.text!r}",
-                                len(live) + 1)
+                                len(live) + checks + 1, self.max_batch)
             if not live:
                 return PatternDelete([], upto or before)
             by_subject = {m.subject: m for m in matching}

@@ -80,12 +80,13 @@ app.kubernetes.io/component: redis
 {{- end }}
 
 {{/*
-Where state lives: "memory", "bundled" (redis.enabled) or "external"
-(externalRedis.url / externalRedis.existingSecret).
+Where state lives: "memory", "bundled" (redis.enabled), "external"
+(externalRedis.url / externalRedis.existingSecret) or "nats" (externalNats.url).
 */}}
 {{- define "corkboard.backend" -}}
 {{- if .Values.redis.enabled }}bundled
 {{- else if or .Values.externalRedis.url .Values.externalRedis.existingSecret }}external
+{{- else if .Values.externalNats.url }}nats
 {{- else }}memory
 {{- end }}
 {{- end }}
@@ -118,8 +119,12 @@ Where state lives: "memory", "bundled" (redis.enabled) or "external"
 {{- end }}
 
 {{/*
-Variables that come from Secrets (a Redis URL with its password, the tokens);
-everything else is in the ConfigMap. Explicit env wins over envFrom.
+Variables that come from Secrets (a Redis URL with its password, NATS credentials,
+the tokens); everything else is in the ConfigMap. Explicit env wins over envFrom.
+NATS: the user and password become NATS_USER / NATS_PASSWORD from the existing
+Secret, and CORKBOARD_BACKEND refers to them ($(VAR), expanded by the kubelet), so
+neither the values nor the ConfigMap nor the pod spec holds them. Artifacts follow
+CORKBOARD_BACKEND (the Object Store) while config.artifacts is empty.
 */}}
 {{- define "corkboard.env" -}}
 {{- $backend := include "corkboard.backend" . }}
@@ -137,6 +142,22 @@ everything else is in the ConfigMap. Explicit env wins over envFrom.
       key: {{ .Values.redis.auth.existingSecretPasswordKey }}
 - name: CORKBOARD_BACKEND
   value: {{ printf "redis://:$(REDIS_PASSWORD)@%s/%d" (include "corkboard.redis.address" .) (int .Values.redis.database) | quote }}
+{{- else if and (eq $backend "nats") .Values.externalNats.existingSecret }}
+{{- $nats := .Values.externalNats }}
+{{- if $nats.existingSecretUserKey }}
+- name: NATS_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ $nats.existingSecret }}
+      key: {{ $nats.existingSecretUserKey }}
+{{- end }}
+- name: NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $nats.existingSecret }}
+      key: {{ $nats.existingSecretPasswordKey }}
+- name: CORKBOARD_BACKEND
+  value: {{ printf "nats://%s$(NATS_PASSWORD)@%s" (ternary "$(NATS_USER):" "" (ne $nats.existingSecretUserKey "")) (trimPrefix "nats://" $nats.url) | quote }}
 {{- end }}
 {{- if or .Values.auth.tokens .Values.auth.existingSecret }}
 - name: CORKBOARD_TOKENS
@@ -155,10 +176,10 @@ change. Included by the Deployment, which every release renders.
 {{- $backend := include "corkboard.backend" . }}
 {{- if eq $backend "memory" }}
   {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.maxReplicas) 1) }}
-    {{- fail (printf "corkboard: the memory backend serves one process only, but autoscaling.maxReplicas is %d. Use Redis for more than one replica (redis.enabled=true, or externalRedis.url / externalRedis.existingSecret), or set autoscaling.maxReplicas=1." (int .Values.autoscaling.maxReplicas)) }}
+    {{- fail (printf "corkboard: the memory backend serves one process only, but autoscaling.maxReplicas is %d. Use Redis or NATS for more than one replica (redis.enabled=true, externalRedis.url / externalRedis.existingSecret, or externalNats.url), or set autoscaling.maxReplicas=1." (int .Values.autoscaling.maxReplicas)) }}
   {{- end }}
   {{- if and (not .Values.autoscaling.enabled) (gt (int .Values.replicaCount) 1) }}
-    {{- fail (printf "corkboard: the memory backend serves one process only, but replicaCount is %d. Use Redis for more than one replica (redis.enabled=true, or externalRedis.url / externalRedis.existingSecret), or set replicaCount=1." (int .Values.replicaCount)) }}
+    {{- fail (printf "corkboard: the memory backend serves one process only, but replicaCount is %d. Use Redis or NATS for more than one replica (redis.enabled=true, externalRedis.url / externalRedis.existingSecret, or externalNats.url), or set replicaCount=1." (int .Values.replicaCount)) }}
   {{- end }}
   {{- if gt (int .Values.config.workers) 1 }}
     {{- fail (printf "corkboard: the memory backend serves one process only, but config.workers is %d. Use Redis, or set config.workers=1." (int .Values.config.workers)) }}
@@ -166,6 +187,12 @@ change. Included by the Deployment, which every release renders.
 {{- end }}
 {{- if and .Values.redis.enabled (or .Values.externalRedis.url .Values.externalRedis.existingSecret) }}
   {{- fail "corkboard: redis.enabled (bundled Redis) and externalRedis are both set; choose one." }}
+{{- end }}
+{{- if and .Values.externalNats.url (or .Values.redis.enabled .Values.externalRedis.url .Values.externalRedis.existingSecret) }}
+  {{- fail "corkboard: externalNats and Redis (redis.enabled or externalRedis) are both set; choose one backend." }}
+{{- end }}
+{{- if and .Values.externalNats.existingSecret (not .Values.externalNats.url) }}
+  {{- fail "corkboard: externalNats.existingSecret holds credentials only; set externalNats.url (nats://host:4222, without credentials) too." }}
 {{- end }}
 {{- if and .Values.externalRedis.url .Values.externalRedis.existingSecret }}
   {{- fail "corkboard: set only one of externalRedis.url and externalRedis.existingSecret." }}
