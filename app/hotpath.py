@@ -7,11 +7,11 @@ with plain ASGI messages, no Request or Response objects and no layer calls. It 
 the very functions the documented routes run (``Gate.admit``, ``kv.read_key_at``,
 ``kv.write_key``, ``error_response``), so statuses, headers, bodies, metrics and access
 lines are those of the full stack; tests/test_hotpath_front.py checks that call by call.
-Every other request, and any hot call that carries an ``Origin`` while CORS is on, goes
-to the full stack untouched.
+Every other request goes to the full stack untouched. With CORS configured there is no
+front (CORS's layer adds ``Vary: Origin`` to every answer): every call takes the stack.
 
 ``HotPath`` is the same calls' layer inside the full stack (in front of FastAPI's
-router), for the hot calls the front hands on (CORS).
+router), for apps without the front (CORS).
 """
 
 from __future__ import annotations
@@ -77,33 +77,28 @@ class KeyFront:
 
     def __init__(
         self, *, gate: Gate, settings: Settings, metrics: Metrics,
-        access_log: AccessLog | None, ids: RequestIds, cors: bool,
+        access_log: AccessLog | None, ids: RequestIds,
     ) -> None:
         self.gate = gate
         self.metrics = metrics
         self.stats = metrics.requests
         self.access_log = access_log
         self.ids = ids
-        self.cors = cors
         # app.main.body_limits' limit for /v1/kv/ paths (BodyLimit's).
         self.request_limit = settings.max_request_bytes
 
     def takes(self, scope: Scope) -> bool:
         """Whether this front serves the call: the hot path's calls (``kv.hot_routes``;
-        HEAD is its path's GET), unless CORS is on and the call names an Origin."""
+        HEAD is its path's GET)."""
         if scope["type"] != "http":
             return False
         path: str = scope["path"]
         if not path.startswith(_PREFIX):
             return False
         method = scope["method"]
-        if method == "PUT" or (
+        return method == "PUT" or (
             (method == "GET" or method == "HEAD") and not path.endswith("/history")
-        ):
-            if self.cors:
-                return not any(name == b"origin" for name, _ in scope["headers"])
-            return True
-        return False
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]

@@ -67,6 +67,9 @@ class Corkboard(FastAPI):
     tests compare the two)."""
 
     front: KeyFront | None = None
+    #: The app's request metrics and access log (None: off), as every layer uses them.
+    metrics: Metrics
+    access_log: AccessLog | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         front = self.front
@@ -158,6 +161,8 @@ def create_app(settings: Settings | None = None) -> Corkboard:
         docs_url=None,
         redoc_url=None,
     )
+    app.metrics = metrics
+    app.access_log = access_log
     install_error_handlers(app)
     app.openapi = lambda: build_openapi(  # type: ignore[method-assign]
         app, max_list_limit=settings.max_list_limit
@@ -177,11 +182,13 @@ def create_app(settings: Settings | None = None) -> Corkboard:
     app.add_middleware(RequestObserver, metrics=metrics, access_log=access_log, ids=ids)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     # GET/HEAD/PUT of a key skip all of the above: the front does what each layer does
-    # for them, in one call (app.hotpath).
-    app.front = KeyFront(
-        gate=Gate(grants), settings=settings, metrics=metrics, access_log=access_log,
-        ids=ids, cors=bool(origins),
-    )
+    # for them, in one call (app.hotpath). Not with CORS: its layer changes every
+    # response (Vary: Origin, even without an Origin), so those calls take the stack.
+    if not origins:
+        app.front = KeyFront(
+            gate=Gate(grants), settings=settings, metrics=metrics, access_log=access_log,
+            ids=ids,
+        )
     if origins:
         app.add_middleware(
             CORSMiddleware,

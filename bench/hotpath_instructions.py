@@ -37,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _procs import LOOPBACK, ProcessSet, free_port  # noqa: E402  (bench/ is no package)
+from _procs import LOOPBACK, ProcessSet, free_port
 
 VALUE = b'{"status":"running","step":42,"agent":"a1"}'
 OPS = ("GET", "PUT")
