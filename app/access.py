@@ -167,9 +167,9 @@ def authorize(scope_or_grant: Mapping[str, Any] | Grant | None, ns: str | None,
     scope) allows ``permission`` on namespace ``ns`` (None: a call of no namespace). A scope
     the access layer never saw has no grant and is refused."""
     grant = (
-        scope_or_grant.get("corkboard.grant")
-        if isinstance(scope_or_grant, Mapping)
-        else scope_or_grant
+        scope_or_grant
+        if scope_or_grant is None or isinstance(scope_or_grant, Grant)
+        else scope_or_grant.get("corkboard.grant")
     )
     if not isinstance(grant, Grant) or not grant.allows(ns, permission):
         where = f"namespace {ns!r}" if ns is not None else "this call"

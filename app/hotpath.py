@@ -170,16 +170,21 @@ class KeyFront:
         self, scope: Scope, receive: Receive, method: str
     ) -> tuple[int, bytes, str]:
         state = scope["state"]
-        headers = _headers(scope["headers"])
         key = scope["path"][len(_PREFIX):]
         if method == "PUT":
             return await write_key(
                 state["backend"], state["settings"], scope["corkboard.ns"], key,
-                scope["corkboard.query"], headers, self._limited(scope, receive),
+                scope["corkboard.query"], _headers(scope["headers"]),
+                self._limited(scope, receive),
             )
+        if_none_match = None
+        for name, value in scope["headers"]:
+            if name == b"if-none-match":
+                if_none_match = value.decode("latin-1")
+                break
         return await read_key_at(
             state["backend"], scope["corkboard.ns"], key, scope["corkboard.query"],
-            headers.get("if-none-match"),
+            if_none_match,
         )
 
     def _limited(self, scope: Scope, receive: Receive) -> Receive:

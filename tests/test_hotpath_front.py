@@ -267,3 +267,13 @@ async def test_an_unexpected_error_is_a_problem_500_on_both_paths(
     problem = orjson.loads(answers[0].body)
     assert problem["code"] == "internal_error"
     assert dict(answers[0].headers)[b"content-type"] == b"application/problem+json"
+
+
+@pytest.mark.parametrize("expires_at", [None, 1_764_540_000_123])
+@pytest.mark.parametrize("key", ["a", "agent/7f/ü-\u2028", 'q"uote\\'])
+def test_an_entry_s_json_is_orjson_s_of_its_dict(key: str, expires_at: int | None) -> None:
+    from app.domain.keys import KeyEntry
+
+    entry = KeyEntry(key, b'{"x":[1,2.5,"\\u00e9"]}', 12, 3, 10, 1_764_540_000_000,
+                     1_764_540_001_999, expires_at)
+    assert entry.to_json() == orjson.dumps(entry.as_dict())
