@@ -277,3 +277,25 @@ def test_an_entry_s_json_is_orjson_s_of_its_dict(key: str, expires_at: int | Non
     entry = KeyEntry(key, b'{"x":[1,2.5,"\\u00e9"]}', 12, 3, 10, 1_764_540_000_000,
                      1_764_540_001_999, expires_at)
     assert entry.to_json() == orjson.dumps(entry.as_dict())
+
+
+@pytest.mark.parametrize("args", [
+    (),
+    ("key", b'{"v":1}', 0, "", "", "", "", "", ""),
+    ("agent/\u00e9t\u00e9", b"\x00\r\n" * 3000, 12345678901234567890, "match", "12", "-1"),
+])
+def test_a_packed_script_call_is_redis_py_s_packing(args: tuple[Any, ...]) -> None:
+    from redis.asyncio import Redis
+    from redis.asyncio.connection import Connection
+
+    from app.backends.redis.runner import ScriptPacker
+
+    client = Redis()
+    packer = ScriptPacker("b1|b2", 10, client)
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    argv = ["cb:{team-a}:rev", "team-a", "b1|b2", 10, *args]
+    expected = b"".join(Connection().pack_command("EVALSHA", sha, 1, *argv))
+    for _ in range(2):  # the head packed, then remembered
+        assert packer.evalsha(sha, "kv_put", "team-a", argv[0], args) == expected
+    assert packer.evalsha(sha, "kv_put", "team-a", argv[0], (1.5,)) is None
+    assert packer.evalsha(sha, "kv_put", "team-a", argv[0], (True,)) is None
