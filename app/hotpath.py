@@ -121,10 +121,20 @@ class KeyFront:
                 finally:
                     scope["method"] = method
                 if method == "PUT":
-                    self._check_declared_length(scope)
-                route = KEY_ROUTE
-                scope["corkboard.route"] = KEY_ROUTE
-                status, body, etag = await self._endpoint(scope, receive, method)
+                    request_headers = _headers(scope["headers"])
+                    self._check_declared_length(request_headers)
+                    route = KEY_ROUTE
+                    scope["corkboard.route"] = KEY_ROUTE
+                    state = scope["state"]
+                    status, body, etag = await write_key(
+                        state["backend"], state["settings"], scope["corkboard.ns"],
+                        scope["path"][len(_PREFIX):], scope["corkboard.query"],
+                        request_headers, self._limited(scope, receive),
+                    )
+                else:
+                    route = KEY_ROUTE
+                    scope["corkboard.route"] = KEY_ROUTE
+                    status, body, etag = await self._get(scope)
                 if status == 304:
                     headers = [(b"etag", etag.encode("latin-1"))]
                 else:
@@ -154,29 +164,23 @@ class KeyFront:
                     status, elapsed, sent, scope.get("corkboard.token"),
                 )
 
-    def _check_declared_length(self, scope: Scope) -> None:
-        """BodyLimit's refusal of a declared Content-Length over the request limit."""
+    def _check_declared_length(self, headers: dict[str, str]) -> None:
+        """BodyLimit's refusal of a declared Content-Length over the request limit (the
+        first Content-Length, as there)."""
         limit = self.request_limit
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                # bytes.isdigit() is ASCII only; a 21-digit length exceeds any limit.
-                if value.isdigit() and (len(value) > 20 or int(value) > limit):
-                    raise PayloadTooLarge(
-                        f"The request body is {value[:24].decode()} bytes; the limit is {limit}."
-                    )
-                return
+        value = headers.get("content-length")
+        # ASCII digits only (BodyLimit's bytes.isdigit()); 21 digits exceed any limit.
+        if (
+            value is not None and value.isascii() and value.isdigit()
+            and (len(value) > 20 or int(value) > limit)
+        ):
+            raise PayloadTooLarge(
+                f"The request body is {value[:24]} bytes; the limit is {limit}."
+            )
 
-    async def _endpoint(
-        self, scope: Scope, receive: Receive, method: str
-    ) -> tuple[int, bytes, str]:
+    async def _get(self, scope: Scope) -> tuple[int, bytes, str]:
         state = scope["state"]
         key = scope["path"][len(_PREFIX):]
-        if method == "PUT":
-            return await write_key(
-                state["backend"], state["settings"], scope["corkboard.ns"], key,
-                scope["corkboard.query"], _headers(scope["headers"]),
-                self._limited(scope, receive),
-            )
         if_none_match = None
         for name, value in scope["headers"]:
             if name == b"if-none-match":
