@@ -167,9 +167,9 @@ def authorize(scope_or_grant: Mapping[str, Any] | Grant | None, ns: str | None,
     scope) allows ``permission`` on namespace ``ns`` (None: a call of no namespace). A scope
     the access layer never saw has no grant and is refused."""
     grant = (
-        scope_or_grant.get("corkboard.grant")
-        if isinstance(scope_or_grant, Mapping)
-        else scope_or_grant
+        scope_or_grant
+        if scope_or_grant is None or isinstance(scope_or_grant, Grant)
+        else scope_or_grant.get("corkboard.grant")
     )
     if not isinstance(grant, Grant) or not grant.allows(ns, permission):
         where = f"namespace {ns!r}" if ns is not None else "this call"
@@ -207,15 +207,14 @@ def bearer_token(scope: Scope) -> str | None:
     return None
 
 
-class Access:
-    """For every /v1 call: the query parsed once (``corkboard.query``), the namespace
-    resolved once (``corkboard.ns``; None on calls of no namespace) and, when tokens are
-    configured, the bearer token checked against it (401 without a valid token, 403 outside
-    its grant); ``corkboard.grant`` is the grant (``OPEN`` without tokens). A call to a
-    self-scoped face (/mcp) is authenticated alike and gets its ``corkboard.grant``."""
+class Gate:
+    """The access checks of one call, on its scope: the query parsed once
+    (``corkboard.query``), the namespace resolved once (``corkboard.ns``; None on calls of
+    no namespace) and, when tokens are configured, the bearer token checked against it
+    (401 without a valid token, 403 outside its grant); ``corkboard.grant`` is the grant
+    (``OPEN`` without tokens). Used by ``Access`` and by app.hotpath's front."""
 
-    def __init__(self, app: ASGIApp, grants: list[Grant]) -> None:
-        self.app = app
+    def __init__(self, grants: list[Grant]) -> None:
         self.grants = grants
 
     def _authenticate(self, token: str) -> Grant | None:
@@ -226,23 +225,8 @@ class Access:
                 found = grant
         return found
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if (
-            scope["type"] != "http"
-            or not (path.startswith("/v1") or path in SELF_SCOPED_PATHS)
-            or scope["method"] == "OPTIONS"
-        ):
-            await self.app(scope, receive, send)
-            return
-        try:
-            self._admit(scope)
-        except CorkboardError as exc:
-            await error_response(exc)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-    def _admit(self, scope: Scope) -> None:
+    def admit(self, scope: Scope) -> None:
+        """Check the call (raising the CorkboardError to answer) and mark its scope."""
         path = scope["path"]
         method = scope["method"]
         query = parse_query(scope["query_string"])
@@ -269,3 +253,28 @@ class Access:
         authorize(grant, ns, required_permission(method, path, query))
         scope["corkboard.ns"] = ns
         scope["corkboard.grant"] = grant
+
+
+class Access:
+    """For every /v1 call, and for calls to a self-scoped face (/mcp): ``Gate.admit``
+    (query, namespace, token and grant), answering its refusal as problem+json."""
+
+    def __init__(self, app: ASGIApp, grants: list[Grant]) -> None:
+        self.app = app
+        self.gate = Gate(grants)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or not (path.startswith("/v1") or path in SELF_SCOPED_PATHS)
+            or scope["method"] == "OPTIONS"
+        ):
+            await self.app(scope, receive, send)
+            return
+        try:
+            self.gate.admit(scope)
+        except CorkboardError as exc:
+            await error_response(exc)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

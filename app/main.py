@@ -17,18 +17,19 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from app import __version__
-from app.access import Access, load_grants
+from app.access import Access, Gate, load_grants
 from app.artifacts.collector import running_store
 from app.backends import backend_from_url
 from app.errors import BackendUnavailable, install_error_handlers
 from app.events import Hub
-from app.hotpath import HotPath
+from app.hotpath import HotPath, KeyFront
 from app.limits import BodyLimit
 from app.mcp import McpEndpoint, McpRuntime, Parts
 from app.methods import HeadAsGet
-from app.observability import AccessLog, RequestObserver, configure_logging
+from app.observability import AccessLog, RequestIds, RequestObserver, configure_logging
 from app.openapi import build_openapi
 from app.request_metrics import Metrics
 from app.routers import artifacts, events, kv, leases, locks, service, sessions, txn
@@ -60,7 +61,26 @@ def body_limits(settings: Settings) -> Callable[[str], int | None]:
     return limit_for
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+class Corkboard(FastAPI):
+    """The service's app: FastAPI, with ``front`` (app.hotpath.KeyFront) serving the hot
+    calls ahead of the whole middleware stack; None hands every call to the stack (the
+    tests compare the two)."""
+
+    front: KeyFront | None = None
+    #: The app's request metrics and access log (None: off), as every layer uses them.
+    metrics: Metrics
+    access_log: AccessLog | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        front = self.front
+        if front is not None and not self.root_path and front.takes(scope):
+            scope["app"] = self
+            await front(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> Corkboard:
     """Build the service for ``settings`` (default: read from ``CORKBOARD_*`` variables)."""
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -128,7 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         await task
             await backend.close()
 
-    app = FastAPI(
+    app = Corkboard(
         title="Corkboard",
         version=__version__,
         description=DESCRIPTION,
@@ -141,6 +161,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    app.metrics = metrics
+    app.access_log = access_log
     install_error_handlers(app)
     app.openapi = lambda: build_openapi(  # type: ignore[method-assign]
         app, max_list_limit=settings.max_list_limit
@@ -156,8 +178,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not grants:
         logger.warning("no access tokens configured: every /v1 call is open to anyone")
     app.add_middleware(HeadAsGet, routes=app.router.routes)
-    app.add_middleware(RequestObserver, metrics=metrics, access_log=access_log)
+    ids = RequestIds()
+    app.add_middleware(RequestObserver, metrics=metrics, access_log=access_log, ids=ids)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    # GET/HEAD/PUT of a key skip all of the above: the front does what each layer does
+    # for them, in one call (app.hotpath). Not with CORS: its layer changes every
+    # response (Vary: Origin, even without an Origin), so those calls take the stack.
+    if not origins:
+        app.front = KeyFront(
+            gate=Gate(grants), settings=settings, metrics=metrics, access_log=access_log,
+            ids=ids,
+        )
     if origins:
         app.add_middleware(
             CORSMiddleware,

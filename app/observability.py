@@ -165,31 +165,45 @@ def _route_of(scope: Scope) -> str:
     return str(path) if path else "unmatched"
 
 
+class RequestIds:
+    """Request ids: the client's X-Request-ID when it is a sane one, else one of ours,
+    unique across processes (a random prefix) and cheap within one (a counter). One
+    instance per app, shared by the observer and app.hotpath's front."""
+
+    def __init__(self) -> None:
+        self._prefix = uuid.uuid4().hex[:12]
+        self._counter = 0
+
+    def of(self, scope: Scope) -> str:
+        name: bytes
+        value: bytes
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _REQUEST_ID_RE.fullmatch(candidate):
+                    return candidate
+                break
+        self._counter += 1
+        return f"{self._prefix}-{self._counter:x}"
+
+
 class RequestObserver:
     """Pure-ASGI middleware: request id, access log line, request metrics."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: AccessLog | None) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, access_log: AccessLog | None,
+        ids: RequestIds | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
-        self._prefix = uuid.uuid4().hex[:12]
-        self._counter = 0
+        self.ids = ids or RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = ""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                candidate = value.decode("latin-1")
-                if _REQUEST_ID_RE.fullmatch(candidate):
-                    request_id = candidate
-                break
-        if not request_id:
-            # Unique across processes (random prefix), cheap within one (a counter).
-            self._counter += 1
-            request_id = f"{self._prefix}-{self._counter:x}"
+        request_id = self.ids.of(scope)
         started = time.perf_counter()
         status = 500
         sent = 0

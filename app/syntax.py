@@ -39,8 +39,22 @@ def check_namespace(ns: str) -> str:
     return ns
 
 
+@functools.lru_cache(maxsize=8192)
+def _is_sane_key(key: str, actions: frozenset[str]) -> bool:
+    """Whether ``check_key`` accepts ``key`` (the same rules, without the messages): the
+    keys in use are checked once, not on every call (bounded: at most 8,192 remembered)."""
+    if not key or len(key) > MAX_KEY_BYTES or key.startswith("/"):
+        return False
+    if not _KEY_CHARS_RE.fullmatch(key):
+        return False
+    segments = key.split("/")
+    return "" not in segments and ".." not in segments and segments[-1] not in actions
+
+
 def check_key(key: str, *, what: str = "key", actions: frozenset[str] = frozenset()) -> str:
     """Validate a key or resource name: 1-512 bytes of [A-Za-z0-9._:/@=+-], sane segments."""
+    if _is_sane_key(key, actions):
+        return key
     if not key:
         raise InvalidKey(f"The {what} is empty.")
     if len(key) > MAX_KEY_BYTES:

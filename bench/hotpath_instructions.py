@@ -1,18 +1,27 @@
-"""Instructions per key read inside the app: a figure that a busy machine cannot move.
+"""Instructions per key read and write inside the app: figures a busy machine cannot move.
 
-    .venv/bin/python bench/hotpath_instructions.py                  # this checkout
+    .venv/bin/python bench/hotpath_instructions.py                  # this checkout, memory
+    .venv/bin/python bench/hotpath_instructions.py --backend memory --backend redis
     .venv/bin/python bench/hotpath_instructions.py --app-dir /tmp/old --app-dir .
 
 Throughput ratios (kv_bench.py) need a quiet machine; this does not. The ASGI app,
-built by ``create_app`` with its defaults on the memory backend (access log on, metrics,
-access layer, hot path), is driven in process, with no server and no sockets: one PUT of
-the bench value, 200 GETs of warm-up, then N GETs of ``/v1/kv/bench``. The process runs
-under ``valgrind --tool=callgrind`` twice, with N = ``--small`` and N = ``--large``;
-the difference of the two instruction totals over the difference of N is the
-instructions one GET costs in the app (interpreter start, imports and warm-up cancel
-out). valgrind counts instructions, not time: the same build gives the same figure,
-whatever else the machine is doing. Each run takes a few minutes (the interpreter's
-start-up under valgrind). What uvicorn, the kernel and the client cost is not in it.
+built by ``create_app`` with its defaults (access log on, metrics, access layer, hot
+path) on the memory backend or on Redis (a ``redis-server`` of its own on a free
+loopback port), is driven in process, with no server and no sockets to a client: one
+PUT of the bench value and 200 GETs and PUTs of warm-up, then ``--count`` GETs of
+``/v1/kv/bench``, then ``--count`` PUTs of the bench value to it (a new revision each).
+
+The process runs under ``valgrind --tool=callgrind --dump-before=getppid``: the driver
+calls ``os.getppid()`` between the phases, so callgrind writes one count per phase and
+the instructions of one GET (PUT) are its phase's count over ``--count``, with the
+interpreter's start-up, the imports and the warm-up in phases of their own. valgrind
+counts instructions, not time: the same build gives the same figure, whatever else the
+machine is doing. What uvicorn, the kernel and the client cost is not in it; on Redis
+the server's work is not either (it runs outside valgrind), redis-py's packing and
+parsing and the script runner are. Background work that runs by the clock (the deadline
+sweeper, the access log's flush timer) adds to a phase by its wall time: the sweeper is
+slowed to its slowest setting here; Redis figures still move by a few percent between
+runs, memory figures by much less.
 """
 
 from __future__ import annotations
@@ -29,27 +38,40 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _procs import LOOPBACK, ProcessSet, free_port
+
 VALUE = b'{"status":"running","step":42,"agent":"a1"}'
+OPS = ("GET", "PUT")
+WARMUP = 200
 
 
-async def drive(count: int) -> None:
-    """The measured process: build the app and send ``count`` GETs through it."""
+async def drive(count: int, backend_url: str) -> None:
+    """The measured process: build the app, warm it up, then ``count`` GETs and ``count``
+    PUTs, each phase between two ``os.getppid()`` markers."""
     from app.main import create_app
     from app.settings import Settings
 
-    app = create_app(Settings(backend="memory://"))
+    # Deadlines swept every 5 s (the most the setting allows), not every 0.25 s: each
+    # sweep is work of its own, and how many fall into a phase depends on how long the
+    # phase takes under valgrind on a machine of that moment's load (on Redis, one
+    # sweep's round trips weigh as much as a few hundred key reads of a phase).
+    app = create_app(Settings(backend=backend_url, sweep_interval_seconds=5))
     async with app.router.lifespan_context(app) as state:
         base: dict[str, Any] = {
             "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
             "scheme": "http", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5555),
             "root_path": "", "query_string": b"", "state": dict(state or {}),
         }
+        put_headers = [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
+                       (b"content-length", str(len(VALUE)).encode())]
+        get_headers = [(b"host", b"127.0.0.1:8000")]
 
-        async def call(method: str, body: bytes = b"") -> None:
+        async def call(method: str) -> None:
+            body = VALUE if method == "PUT" else b""
             scope = dict(base, method=method, path="/v1/kv/bench", raw_path=b"/v1/kv/bench",
-                         headers=[(b"host", b"127.0.0.1:8000"),
-                                  (b"content-type", b"application/json"),
-                                  (b"content-length", str(len(body)).encode())])
+                         headers=put_headers if body else get_headers)
             messages = [{"type": "http.request", "body": body, "more_body": False}]
 
             async def receive() -> dict[str, Any]:
@@ -64,25 +86,40 @@ async def drive(count: int) -> None:
 
             await app(scope, receive, send)
 
-        await call("PUT", VALUE)
-        for _ in range(200 + count):
+        await call("PUT")
+        for _ in range(WARMUP):
             await call("GET")
+            await call("PUT")
+        for op in OPS:
+            os.getppid()  # callgrind dumps the count before this call: a phase ends
+            for _ in range(count):
+                await call(op)
+        os.getppid()
 
 
-def instructions(app_dir: Path, count: int) -> int:
+def phase_counts(app_dir: Path, count: int, backend_url: str) -> dict[str, float]:
+    """Instructions per call of each op, from one callgrind run."""
     with tempfile.TemporaryDirectory(prefix="cb-callgrind-") as tmp:
         out = Path(tmp) / "callgrind.out"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CORKBOARD_")}
         env["PYTHONPATH"] = str(app_dir)
         proc = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-             sys.executable, __file__, "--drive", str(count)],
+             "--dump-before=getppid", sys.executable, __file__,
+             "--drive", str(count), "--backend-url", backend_url],
             cwd=app_dir, env=env, capture_output=True, text=True,
         )
-        found = re.search(r"Collected : (\d+)", proc.stderr)
-        if proc.returncode != 0 or found is None:
+        if proc.returncode != 0:
             raise SystemExit(f"callgrind run failed:\n{proc.stderr[-2000:]}")
-        return int(found.group(1))
+        totals = []
+        # Dump 1 is start-up, imports and warm-up; dump 2 the first op's phase, and so on.
+        for i in range(2, 2 + len(OPS)):
+            text = (Path(tmp) / f"callgrind.out.{i}").read_text()
+            found = re.search(r"^totals: (\d+)", text, re.MULTILINE)
+            if found is None:
+                raise SystemExit(f"no totals in callgrind dump {i}")
+            totals.append(int(found.group(1)))
+        return {op: total / count for op, total in zip(OPS, totals, strict=True)}
 
 
 def main() -> None:
@@ -90,20 +127,41 @@ def main() -> None:
     parser.add_argument("--app-dir", action="append", type=Path,
                         help="directory holding the app/ package (repeat to compare; "
                              "default: this checkout)")
-    parser.add_argument("--small", type=int, default=100)
-    parser.add_argument("--large", type=int, default=1100)
+    parser.add_argument("--backend", action="append", choices=("memory", "redis"),
+                        help="backend(s) to measure (repeat; default: memory)")
+    parser.add_argument("--count", type=int, default=1000, help="calls per op measured")
     parser.add_argument("--drive", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--backend-url", default="memory://", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drive is not None:
-        asyncio.run(drive(args.drive))
+        asyncio.run(drive(args.drive, args.backend_url))
         return
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not on PATH (Debian package: valgrind)")
-    for app_dir in args.app_dir or [Path(__file__).resolve().parent.parent]:
-        small = instructions(app_dir.resolve(), args.small)
-        large = instructions(app_dir.resolve(), args.large)
-        per_get = (large - small) / (args.large - args.small)
-        print(f"{app_dir}: {per_get:,.0f} instructions per GET in the app", flush=True)
+    backends = args.backend or ["memory"]
+    app_dirs = [d.resolve() for d in args.app_dir or [Path(__file__).resolve().parent.parent]]
+    with tempfile.TemporaryDirectory(prefix="cb-hotpath-") as tmp, ProcessSet(Path(tmp)) as procs:
+        for backend in backends:
+            for app_dir in app_dirs:
+                url = "memory://"
+                if backend == "redis":
+                    # A fresh server per app, so that each starts from an empty database.
+                    exe = shutil.which("redis-server")
+                    if exe is None:
+                        raise SystemExit("redis-server is not on PATH")
+                    port = free_port()
+                    server = procs.start(f"redis-{port}", [
+                        exe, "--port", str(port), "--bind", LOOPBACK, "--save", "",
+                        "--appendonly", "no", "--dir", tmp, "--daemonize", "no",
+                    ])
+                    server.wait_for_port(port)
+                    url = f"redis://{LOOPBACK}:{port}/0"
+                per_op = phase_counts(app_dir, args.count, url)
+                if backend == "redis":
+                    procs.stop(server)
+                figures = ", ".join(f"{op} {n:,.0f}" for op, n in per_op.items())
+                print(f"{backend} {app_dir}: instructions per call in the app: {figures}",
+                      flush=True)
 
 
 if __name__ == "__main__":

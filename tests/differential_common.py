@@ -3,13 +3,18 @@ the strategies, JSON encoding of any value, and the normalisation of answers."""
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import orjson
 from hypothesis import strategies as st
+from hypothesis.stateful import precondition
+
+from app.routers.service import ALL_FEATURES
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 VAR_ID = re.compile(r"^var_[A-Za-z0-9_.-]+$")
@@ -45,6 +50,19 @@ NUMBERS = (
     | st.floats(allow_nan=False, allow_infinity=False)
 )
 
+#: The features whose rules the differential test draws: every feature on memory vs
+#: Redis; on memory vs NATS, the NATS app's ``supports`` (GET /v1/capabilities), so a
+#: family joins the NATS run by itself when its feature lands there.
+EVERY_FEATURE = frozenset(ALL_FEATURES)
+
+
+def needs(*features: str) -> Any:
+    """A rule drawn only when the engines under test support every one of ``features``
+    (the machine's ``features``)."""
+    wanted = frozenset(features)
+    return precondition(lambda machine: wanted <= machine.features)
+
+
 VAR_TYPES: dict[str, tuple[Any, st.SearchStrategy[Any]]] = {
     "float": ({"min": -10, "max": 10}, st.floats(-20, 20) | st.integers(-20, 20) | st.text()),
     "integer": ({"min": 0, "max": 100}, st.integers(-5, 105) | st.booleans() | st.floats(0, 1)),
@@ -68,19 +86,97 @@ def json_text(value: Any) -> bytes:
         return json.dumps(value, allow_nan=False).encode()
 
 
+#: The fields of answers and events that hold a revision (renumbered on NATS).
+REVISION_FIELDS = frozenset({"revision", "created_revision", "compacted_revision",
+                             "current_revision"})
+#: Revisions in problem details: "is at revision 7, not 5", "at or below 5".
+REVISION_TEXT = re.compile(r"(revision )(\d+)(?:(, not )(\d+))?|(at or below )(\d+)")
+#: A revision of a request, replaced per engine (``Renumber.substitute``).
+REVISION_PLACEHOLDER = re.compile(r'"<<rev:(\d+)>>"')
+BARE_PLACEHOLDER = re.compile(r"<<rev:(\d+)>>")
+
+
+class Renumber:
+    """Revisions mapped per engine to the order of the namespace's events.
+
+    NATS takes sequences without an event (docs/nats.md: a transaction's or a lease's
+    end's atomic batch takes one per message, the commit's being the event's revision;
+    a session step that only counts as activity, a waiter leaving a lock's line), so the
+    same history has other revision numbers there. Each engine's revision ``r`` is
+    compared as the number of the namespace's events at or below ``r`` (an event's
+    revision: its place in the event stream), and a revision a request names (drawn as
+    that number, ``c``) is sent to each engine as the revision of its ``c``-th event,
+    or past its current revision by as much as ``c`` is past the events. Nothing is
+    dropped: every revision of every answer and event is still compared, as a place
+    among the events."""
+
+    def __init__(self, engines: int = 2) -> None:
+        self.revs: list[list[int]] = [[] for _ in range(engines)]
+        self.current = [0] * engines
+        self.beyond: list[dict[int, int]] = [{} for _ in range(engines)]
+
+    def saw(self, engine: int, revisions: list[int], current: int) -> None:
+        """The engine's events read since the last call (their revisions), and its
+        current revision."""
+        last = self.revs[engine][-1] if self.revs[engine] else 0
+        assert all(r > last for r in revisions), (engine, last, revisions)
+        self.revs[engine].extend(revisions)
+        self.current[engine] = current
+
+    def canonical(self, engine: int, revision: int) -> int:
+        revs = self.revs[engine]
+        place = bisect.bisect_right(revs, revision)
+        if place and revs[place - 1] == revision:  # an event's revision
+            return place
+        if revision > self.current[engine] and revision in self.beyond[engine]:
+            return self.beyond[engine][revision]  # one a request named past the events
+        return place  # a revision without an event: the place after the events before
+
+    def translate(self, engine: int, number: int) -> int:
+        revs = self.revs[engine]
+        if number <= 0:
+            return number
+        if number <= len(revs):
+            return revs[number - 1]
+        out = max(self.current[engine], revs[-1] if revs else 0) + number - len(revs)
+        self.beyond[engine][out] = number
+        return out
+
+    @staticmethod
+    def placeholder(number: int) -> str:
+        return f"<<rev:{number}>>"
+
+    def substitute(self, engine: int, text: str, *, json: bool = False) -> str:
+        """``text`` with each placeholder made the engine's revision (in JSON, the
+        quoted placeholder becomes a number)."""
+        pattern = REVISION_PLACEHOLDER if json else BARE_PLACEHOLDER
+        return pattern.sub(lambda m: str(self.translate(engine, int(m.group(1)))), text)
+
+
 class Normalizer:
     """Maps what legitimately differs between two backends to stable placeholders:
     timestamps, variable ids and generated lease ids (random), numbered in the order
-    they first appear."""
+    they first appear; with ``revision``, revisions too (``Renumber``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, revision: Callable[[int], int] | None = None) -> None:
         self.ids: dict[str, str] = {}
         self.leases: dict[str, str] = {}
+        self.revision = revision
 
     def lease(self, found: re.Match[str]) -> str:
         return self.leases.setdefault(found.group(), f"<lease{len(self.leases)}>")
 
     def text(self, value: str) -> str:
+        if self.revision is not None and REVISION_TEXT.search(value):
+            mapped = self.revision
+
+            def one(m: re.Match[str]) -> str:
+                if m.group(5):
+                    return m.group(5) + str(mapped(int(m.group(6))))
+                out = m.group(1) + str(mapped(int(m.group(2))))
+                return out + (m.group(3) + str(mapped(int(m.group(4)))) if m.group(3) else "")
+
+            value = REVISION_TEXT.sub(one, value)
         if ISO.match(value):
             return "<time>"
         if VAR_ID.match(value):
@@ -92,6 +188,10 @@ class Normalizer:
     def __call__(self, value: Any) -> Any:
         if isinstance(value, dict):
             out = {self.text(k): self(v) for k, v in value.items()}
+            if self.revision is not None:
+                for name in REVISION_FIELDS.intersection(value):
+                    if isinstance(value[name], int) and not isinstance(value[name], bool):
+                        out[name] = self.revision(value[name])
             if "owner" in value and "token" in value and value.get("expires_at"):
                 # A held lock's remaining seconds (a snapshot's "ttl"): read a few ms apart.
                 out["ttl"] = "<remaining>" if "ttl" in value else out.get("ttl")
@@ -109,6 +209,12 @@ def answer(response: httpx.Response, norm: Normalizer) -> dict[str, Any]:
     for header in ("etag", "content-type", "location", "retry-after"):
         if header in response.headers:
             out[header] = response.headers[header]
+    tag = out.get("etag", "").strip('"')
+    if norm.revision is not None and tag.isdigit() and \
+            response.headers.get("content-type", "").endswith("json") and response.content:
+        raw = orjson.loads(response.content)
+        if isinstance(raw, dict) and raw.get("revision") == int(tag):  # a key's revision
+            out["etag"] = f'"{norm.revision(int(tag))}"'
     if response.headers.get("content-type", "").endswith("json"):
         out["body"] = norm(orjson.loads(response.content)) if response.content else None
     else:

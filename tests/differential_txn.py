@@ -28,7 +28,9 @@ from tests.differential_common import (
     SIDS,
     TOKENS,
     Normalizer,
+    Renumber,
     answer,
+    needs,
 )
 
 #: Placeholders for the first generated lease ids (random strings of at most 4
@@ -144,13 +146,21 @@ class TxnLeaseRules:
     generated: list[list[str]]
     norms: tuple[Normalizer, Normalizer]
     ns: str
+    features: frozenset[str]
+    renumbered: bool
+    renumber: Renumber
 
     def call(self, method: str, path: str, **kwargs: Any) -> list[httpx.Response]:
+        raise NotImplementedError
+
+    def lock_base(self, sid: str | None) -> str:
         raise NotImplementedError
 
     @initialize(fixed=st.booleans(), generated=st.booleans())
     def some_leases(self, fixed: bool, generated: bool) -> None:
         """Most examples start with a live lease or two, for the rules that attach."""
+        if "leases" not in self.features:  # (an initialize rule takes no precondition)
+            return
         if fixed:
             self.lease_grant("L1", "1h")
         if generated:
@@ -158,12 +168,18 @@ class TxnLeaseRules:
 
     # -- transactions ----------------------------------------------------------------
 
+    @needs("txn")
     @rule(compare=st.lists(COMPARES, max_size=3), success=BRANCH, failure=BRANCH,
           shape=SHAPES, data=st.data(), peek=st.booleans(), fence=FENCE)
     def txn(self, compare: list[Any], success: list[Any], failure: list[Any], shape: str,
             data: st.DataObject, peek: bool, fence: tuple[str, int] | None) -> None:
+        if "sessions" not in self.features:  # namespace locks only (lock_base)
+            compare[:] = [{k: v for k, v in c.items() if k != "session"} for c in compare]
         if peek:  # compare against things as they are, so that success branches run
             compare[:] = [self.as_it_is(c) for c in compare]
+        if self.renumbered:  # each engine's revision of that place among the events
+            compare[:] = [{**c, "revision": Renumber.placeholder(c["revision"])}
+                          if "revision" in c else c for c in compare]
         body: dict[str, Any] = {"compare": compare, "success": success, "failure": failure}
         if shape == "bad_compare":
             compare.insert(data.draw(st.integers(0, len(compare))), data.draw(BAD_COMPARES))
@@ -193,9 +209,8 @@ class TxnLeaseRules:
     def as_it_is(self, compare: dict[str, Any]) -> dict[str, Any]:
         """``compare`` made to hold now (as both apps agree), by reading what it names."""
         if "lock" in compare:
-            sid = compare.get("session")
-            base = f"/v1/sessions/{sid}/locks" if sid else "/v1/locks"
-            found = self.call("GET", f"{base}/{compare['lock']}")[0]
+            found = self.call("GET", f"{self.lock_base(compare.get('session'))}/"
+                                     f"{compare['lock']}")[0]
             return {**compare, "token": found.json()["token"]} if found.status_code == 200 \
                 else compare
         found = self.call("GET", f"/v1/kv/{compare['key']}")[0]
@@ -205,8 +220,11 @@ class TxnLeaseRules:
             return {"key": compare["key"], "exists": entry is not None}
         if what == "value":
             return {"key": compare["key"], "value": entry["value"]} if entry else compare
+        if what == "revision" and entry and self.renumbered:  # memory's, as a place
+            return {"key": compare["key"], what: self.renumber.canonical(0, entry[what])}
         return {"key": compare["key"], what: entry[what] if entry else 0}
 
+    @needs("txn")
     @rule(pattern=PATTERNS | st.sampled_from(["", "a b", "**"]), fence=FENCE)
     def kv_delete_pattern(self, pattern: str, fence: tuple[str, int] | None) -> None:
         self.call("DELETE", "/v1/kv", params={"pattern": pattern},
@@ -214,6 +232,7 @@ class TxnLeaseRules:
 
     # -- leases ----------------------------------------------------------------------
 
+    @needs("leases")
     @rule(lease_id=st.none() | LEASE_IDS | st.sampled_from(["a/b", ""]),
           ttl=st.sampled_from(["1h"] * 6 + [3600, 0, "0s", -1, "soon", None]))
     def lease_grant(self, lease_id: str | None, ttl: Any) -> None:
@@ -227,6 +246,7 @@ class TxnLeaseRules:
             for mine, r in zip(self.generated, responses, strict=True):
                 mine.append(r.json()["id"])
 
+    @needs("leases")
     @rule(lease=LEASES, what=st.sampled_from(["keepalive", "get", "revoke"]))
     def lease_other(self, lease: str, what: str) -> None:
         if what == "keepalive":
@@ -234,6 +254,7 @@ class TxnLeaseRules:
         else:
             self.call("GET" if what == "get" else "DELETE", f"/v1/leases/{lease}")
 
+    @needs("leases")
     @rule(pattern=LEASE_PATTERNS, limit=st.integers(1, 3))
     def lease_list(self, pattern: str, limit: int) -> None:
         if pattern in ("*", "lease-*"):
@@ -255,6 +276,7 @@ class TxnLeaseRules:
             if cursor is None:
                 return
 
+    @needs("leases")
     @rule(key=KEYS, value=JSON, lease=LEASES, ttl=st.sampled_from([None, None, "1h"]),
           merge=st.booleans())
     def kv_write_on_lease(self, key: str, value: Any, lease: str, ttl: Any,
@@ -267,6 +289,7 @@ class TxnLeaseRules:
         else:
             self.call("PUT", f"/v1/kv/{key}", params=params, body=value)
 
+    @needs("leases", "locks")
     @rule(sid=st.none() | SIDS, name=LOCKS, owner=OWNERS, lease=LEASES,
           mode=st.sampled_from(["exclusive", "queue", "debounce"]),
           extra=st.sampled_from([None, None, None, "ttl", "wait"]), entry=JSON)
@@ -275,5 +298,4 @@ class TxnLeaseRules:
         body: dict[str, Any] = {"owner": owner, "mode": mode, "entry": entry, "lease": lease}
         if extra is not None:
             body[extra] = 60 if extra == "ttl" else 0
-        base = f"/v1/sessions/{sid}/locks" if sid else "/v1/locks"
-        self.call("POST", f"{base}/{name}", body=body)
+        self.call("POST", f"{self.lock_base(sid)}/{name}", body=body)

@@ -175,7 +175,12 @@ def visits(backend: Any) -> int:
     return int(backend.deadlines.visits)
 
 
-async def test_a_sweep_visits_only_what_is_due(make_settings: MakeSettings) -> None:
+async def test_a_sweep_visits_only_what_is_due(backend: str, make_settings: MakeSettings) -> None:
+    if backend.startswith("nats"):
+        # The visit counter is memory's and Redis's; NATS's sweep reads its deadline index
+        # and visits only the namespaces it says are due (log.py expire_due). And 2,000
+        # namespaces are 2,000 JetStream streams, more than a test server makes quickly.
+        pytest.skip("counts the visits of memory's and Redis's sweepers")
     async with service(make_settings, sweep_interval_seconds=0.05) as (c, b):
         # Set up 2,000 namespaces straight through the backend (pipelined): fast.
         for first in range(0, 2000, 500):

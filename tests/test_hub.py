@@ -16,6 +16,7 @@ import pytest
 from app.backends import backend_from_url
 from app.backends.base import Backend
 from app.backends.memory import MemoryBackend
+from app.backends.nats import NatsBackend
 from app.backends.redis import RedisBackend
 from app.domain.events import EventBatch, event_fields
 from app.domain.keys import KeyPage
@@ -99,6 +100,11 @@ async def collect(sub: Subscription, final: int, timeout: float = 5.0) -> list[F
 
 
 async def test_events_of_every_resource_are_filtered_generically(hub: Hub, store: Backend) -> None:
+    if isinstance(store, NatsBackend):
+        # On NATS an event is the message of a key, lock or session record, and no call
+        # appends an event of any type; tests/test_nats_hub.py feeds the hub by real
+        # lock, session and key writes instead.
+        pytest.skip("emits events through memory's and Redis's internals")
     filters = {
         "locks": EventFilter.parse(None, "lock", None),
         "updates": EventFilter.parse(None, "variable.updated,artifact", None),
@@ -233,6 +239,8 @@ def interleaving(base: type[Backend]) -> type[Backend]:
 async def test_snapshot_replays_changes_made_between_pages(backend: str) -> None:
     if backend.startswith("memory"):
         store: Any = interleaving(MemoryBackend)()
+    elif backend.startswith("nats"):
+        store = interleaving(NatsBackend)(backend)
     else:
         store = interleaving(RedisBackend).from_url(backend)
     await store.start()

@@ -114,7 +114,7 @@ async def test_no_fenced_write_lands_after_its_token_stopped_holding(
     assert nxt["token"] == token + 1
     r = await corkboard.put("/v1/kv/w0", json="new",
                             headers={"Fence-Lock": "f", "Fence-Token": str(token + 1)})
-    assert r.status_code == 200
+    assert r.status_code in (200, 201)  # (201: writer 0 landed nothing before the release)
     problem(await corkboard.delete("/v1/kv/w0", headers=fence), 409, "stale_fence")
     assert (await release(corkboard, "f", "bob", nxt["token"])).status_code == 200
 

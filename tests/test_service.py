@@ -24,9 +24,9 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
 
 async def test_capabilities(client: httpx.AsyncClient, backend: str) -> None:
     caps = (await client.get("/v1/capabilities")).json()
-    expected = "memory" if backend.startswith("memory") else "redis"
+    expected = backend.split(":", 1)[0] if backend.startswith(("memory", "nats")) else "redis"
     assert caps["backend"] == expected
-    assert caps["persistence"] is caps["distribution"] is (expected == "redis")
+    assert caps["persistence"] is caps["distribution"] is (expected != "memory")
     assert caps["atomic_updates"] is True and caps["streaming"] is True
     assert caps["limits"]["max_value_bytes"] == 1_048_576
     assert caps["limits"]["key_history"] == 10

@@ -44,6 +44,8 @@ def backend_from_url(url: str, settings: Settings) -> Backend:
                 url, timeout=settings.backend_timeout_seconds, key_history=settings.key_history,
                 event_retention=settings.event_retention,
                 lock_max_waiters=settings.lock_max_waiters,
+                max_keys=settings.namespace_max_keys, max_bytes=settings.namespace_max_bytes,
+                event_retention_bytes=settings.event_retention_bytes,
                 max_leases=settings.namespace_max_leases,
             )
         except ValueError as exc:

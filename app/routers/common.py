@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
@@ -15,8 +15,9 @@ from fastapi import Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.convertors import Convertor, register_url_convertor
-from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.types import Receive
 
 from app.backends.base import NO_CONDITION, Backend, Fence, Precondition
 from app.backends.parts.artifacts import ArtifactIndex
@@ -175,7 +176,7 @@ def json_response(
     return JsonBytes(content, status_code, headers)
 
 
-def write_precondition(headers: Headers) -> tuple[str | None, bool]:
+def write_precondition(headers: Mapping[str, str]) -> tuple[str | None, bool]:
     """The precondition headers of a write, checked: (If-Match value or None, whether
     If-None-Match: * asks that nothing exists). Each resource parses its own ETags."""
     if_match = headers.get("if-match")
@@ -187,7 +188,7 @@ def write_precondition(headers: Headers) -> tuple[str | None, bool]:
     return if_match, if_none_match is not None
 
 
-def condition_from_headers(headers: Headers) -> Precondition:
+def condition_from_headers(headers: Mapping[str, str]) -> Precondition:
     """If-Match ("<rev>" or *) and If-None-Match (* only) of a write."""
     if_match, must_not_exist = write_precondition(headers)
     if must_not_exist:
@@ -200,7 +201,7 @@ def condition_from_headers(headers: Headers) -> Precondition:
     return NO_CONDITION
 
 
-def fence_from_headers(headers: Headers) -> Fence | None:
+def fence_from_headers(headers: Mapping[str, str]) -> Fence | None:
     """Fence-Lock + Fence-Token (+ Fence-Session for a session-scoped lock), or None."""
     name = headers.get("fence-lock")
     token = headers.get("fence-token")
@@ -234,6 +235,34 @@ async def read_body(request: Request, limit: int, *, what: str = "request body")
             raise PayloadTooLarge(f"The {what} exceeds the limit of {limit} bytes.")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def receive_body(
+    headers: Mapping[str, str], receive: Receive, limit: int, *, what: str = "request body"
+) -> bytes:
+    """``read_body`` on a bare ASGI ``receive`` (the hot path has no Request): the same
+    checks in the same order, the same errors; a disconnect is ``ClientDisconnect``."""
+    declared = headers.get("content-length")
+    if declared is not None:
+        if parse_count(declared, what="Content-Length") > limit:
+            raise PayloadTooLarge(f"The {what} is {declared} bytes; the limit is {limit}.")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.request":
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"The {what} exceeds the limit of {limit} bytes.")
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        elif kind == "http.disconnect":
+            raise ClientDisconnect()
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 #: JSON is accepted nested at most this deep, a scalar being one level (orjson encodes at
@@ -306,7 +335,11 @@ def check_json_body(request: Request, *, patch: bool = False) -> None:
 
 
 def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return media_type_of(request.headers)
+
+
+def media_type_of(headers: Mapping[str, str]) -> str:
+    return headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
 def is_json_media(mt: str) -> bool:

@@ -5,12 +5,13 @@ Request and return a Response, and app.hotpath serves them ahead of FastAPI's ro
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Body, Query, Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from app.backends.base import KeyEntry, PutResult
 from app.backends.parts.keys import KeyStore
@@ -35,11 +36,13 @@ from app.routers.common import (
     is_json_media,
     json_response,
     media_type,
+    media_type_of,
     namespace_of,
     parse_json,
-    query_param,
     read_body,
+    receive_body,
 )
+from app.settings import Settings
 from app.syntax import (
     KV_ACTIONS,
     check_id,
@@ -162,41 +165,66 @@ def patch_update(
 
 async def get_key(request: Request) -> Response:
     """Read a key; `?revision=N` reads the value it had at revision N while kept."""
-    backend = get_backend(request)
-    ns = namespace_of(request)
-    key = key_of(request.path_params["key"])
-    raw_revision = query_param(request, "revision")
+    status, body, etag = await read_key_at(
+        get_backend(request), namespace_of(request), request.path_params["key"],
+        request.scope["corkboard.query"], request.headers.get("if-none-match"),
+    )
+    if status == 304:
+        return Response(status_code=304, headers={"ETag": etag})
+    return json_response(body, status, {"ETag": etag})
+
+
+async def put_key(request: Request) -> Response:
+    """Store the body as the key's value: 201 created, 200 replaced."""
+    status, body, etag = await write_key(
+        get_backend(request), get_settings(request), namespace_of(request),
+        request.path_params["key"], request.scope["corkboard.query"], request.headers,
+        request.receive,
+    )
+    return json_response(body, status, {"ETag": etag})
+
+
+async def read_key_at(
+    backend: KeyStore, ns: str, raw_key: str, query: Mapping[str, str],
+    if_none_match: str | None,
+) -> tuple[int, bytes, str]:
+    """GET of a key, for the route and for app.hotpath's front alike: (status, JSON body,
+    ETag); 304 with an empty body when If-None-Match names the current revision."""
+    key = key_of(raw_key)
+    raw_revision = query.get("revision")
     revision = None if raw_revision is None else parse_count(raw_revision, what="revision")
     entry = await read_key(backend, ns, key, revision)
-    if_none_match = request.headers.get("if-none-match")
     if if_none_match is not None and if_none_match.strip() != "*":
         try:
             cached = parse_etag(if_none_match, what="If-None-Match")
         except InvalidRequest:
             cached = None
         if cached == entry.revision:
-            return Response(status_code=304, headers={"ETag": entry.etag})
-    return entry_response(entry)
+            return 304, b"", entry.etag
+    return 200, entry.to_json(), entry.etag
 
 
-async def put_key(request: Request) -> Response:
-    """Store the body as the key's value: 201 created, 200 replaced."""
-    backend = get_backend(request)
-    settings = get_settings(request)
-    ns = namespace_of(request)
-    key = key_of(request.path_params["key"])
-    ttl = query_param(request, "ttl")
-    lease = lease_of(query_param(request, "lease"), ttl)
+async def write_key(
+    backend: KeyStore, settings: Settings, ns: str, raw_key: str, query: Mapping[str, str],
+    headers: Mapping[str, str], receive: Receive,
+) -> tuple[int, bytes, str]:
+    """PUT of a key, for the route and for app.hotpath's front alike: (201 created or
+    200 replaced, the entry's JSON, its ETag). The body is read from ``receive`` after
+    the key, query and headers are checked."""
+    key = key_of(raw_key)
+    ttl = query.get("ttl")
+    lease = lease_of(query.get("lease"), ttl)
     ttl_ms = duration_ms(parse_duration(ttl))
-    condition = condition_from_headers(request.headers)
-    fence = fence_from_headers(request.headers)
+    condition = condition_from_headers(headers)
+    fence = fence_from_headers(headers)
     limit = settings.max_value_bytes
-    body = await read_body(request, limit + 1024, what="value")
-    value = value_from_body(body, media_type(request), limit)
+    body = await receive_body(headers, receive, limit + 1024, what="value")
+    value = value_from_body(body, media_type_of(headers), limit)
     result = await backend.kv_put(
         ns, key, value, ttl_ms=ttl_ms, condition=condition, fence=fence, lease=lease
     )
-    return put_response(result)
+    entry = result.entry
+    return 201 if result.created else 200, entry.to_json(), entry.etag
 
 
 def hot_routes(method: str, path: str) -> tuple[Endpoint, dict[str, str], str] | None:

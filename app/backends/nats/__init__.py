@@ -8,12 +8,13 @@ NATS failures become 503), mirroring ``backends/redis/`` where it applies:
   its locks too (``sessionstate.py``); ``log.py``: the change log and the sweeper's pass;
 - ``names.py``: namespaces, keys and metadata headers; ``entries.py``: entries read
   from messages, expiry overrides and the deadline index;
-- ``trim.py``: compaction (what bounds a namespace's storage);
+- ``trim.py``: compaction (what bounds a namespace's storage); ``quotas.py``: the
+  namespace quotas' counters; ``retention.py``: the log's byte bound;
 - ``batch.py``: JetStream atomic batch publish; ``compound.py``: a batch that is one
   event; ``txn.py``: transactions and pattern deletes; ``leases.py`` (and
   ``leasestate.py``): leases; ``artifacts.py`` (with ``blobrows.py``): the artifact
   index (the bytes: ``app/artifacts/nats.py``);
-- ``unsupported.py``: what the backend supports, and the 501 of what it does not.
+- ``unsupported.py``: what the backend supports (the capabilities' ``supports``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from app.backends.nats.keys import NatsKeys
 from app.backends.nats.leases import NatsLeases
 from app.backends.nats.locks import NatsLocks
 from app.backends.nats.log import NatsLog
+from app.backends.nats.quotas import NatsQuotas
+from app.backends.nats.retention import Ledger
 from app.backends.nats.sessions import NatsSessions
 from app.backends.nats.store import NatsStore
 from app.backends.nats.trim import Trimmer
@@ -89,7 +92,8 @@ class NatsBackend(ComposedBackend):
     def __init__(
         self, url: str, *, timeout: float = 2.0, key_history: int = 10,
         event_retention: int = 100_000, replicas: int | None = None,
-        lock_max_waiters: int = 1000, max_leases: int = 100_000,
+        lock_max_waiters: int = 1000, max_leases: int = 100_000, max_keys: int = 1_000_000,
+        max_bytes: int = 1_073_741_824, event_retention_bytes: int = 64 * 1_048_576,
     ) -> None:
         self.url = url
         max_batch = max_batch_of(url)
@@ -103,15 +107,21 @@ class NatsBackend(ComposedBackend):
             retention=event_retention,
             replicas=replicas if replicas is not None else replicas_of(url), url=url,
         )
-        self.trimmer = Trimmer(self.store, retention=event_retention, keep=key_history)
+        self.ledger = Ledger(self.store, limit=event_retention_bytes)
+        self.trimmer = Trimmer(
+            self.store, retention=event_retention, keep=key_history, ledger=self.ledger
+        )
         self.store.written = self.trimmer.wrote
-        self.keys = NatsKeys(self.store)
+        self.quotas = NatsQuotas(
+            self.store, max_keys=max_keys, max_bytes=max_bytes, key_history=key_history
+        )
+        self.keys = NatsKeys(self.store, self.quotas)
         self.sessions = NatsSessions(self.store)
         self.lock_engine = NatsLocks(self.store, self.sessions, max_waiters=lock_max_waiters)
         self.locks = self.lock_engine
         self.artifacts = NatsArtifacts(self.store)
         self.log = NatsLog(
-            self.store, self.keys, self.lock_engine, self.sessions, self.artifacts
+            self.store, self.keys, self.lock_engine, self.sessions, self.artifacts, self.ledger
         )
         self.leases = NatsLeases(self.store, self.keys, self.lock_engine, max_leases=max_leases,
                                  max_batch=max_batch)

@@ -35,6 +35,7 @@ import orjson
 from nats.js.errors import NoStreamResponseError
 
 from app.backends.nats.names import CHECK_TOKEN, SYSTEM_BUCKET
+from app.backends.nats.payload import check_size
 from app.backends.nats.store import WRONG_LAST_SEQUENCE, NatsStore, next_msg
 from app.errors import BackendUnavailable, NotSupportedByBackend, TooManyKeys
 
@@ -104,6 +105,11 @@ async def publish_batch(store: NatsStore, ns: str, msgs: list[Out]) -> int | Non
             f"This needs JetStream atomic batch publish, nats-server 2.12 or later; the "
             f"server is {version} (see docs/nats.md)."
         )
+    batch_headers = {"Nats-Batch-Id": "x" * 22, "Nats-Batch-Sequence": str(len(msgs)),
+                     "Nats-Batch-Commit": "1"}  # the largest a message gets
+    for out in msgs:  # all before any is sent (payload.py)
+        check_size(store.nc.max_payload, out.subject, out.data,
+                   {**out.wire_headers(), **batch_headers})
     async with store.mapped_errors():
         await store.ensure(ns)
         for _ in range(BUSY_ATTEMPTS):

@@ -6,7 +6,10 @@ Expiry overrides: a touch changes a key's expiry without a new revision, so it c
 a message in the namespace's stream (every message takes a sequence). It is a record in
 Corkboard's bucket, ``_corkboard``, at ``ttl.<ns>.<key token>`` holding
 ``"<sequence> <expires_at ms>"``; it applies while the key's newest message is still
-that sequence (any later write supersedes it).
+that sequence (any later write supersedes it). The write that supersedes a touched
+revision carries the expiry that revision ended with in a ``Cb-Ended`` header (so the
+key's history shows it, as on the other engines), and removes the record (a purge of
+the record's subject up to the record it read: a touch made meanwhile stays).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Iterable
 
 import orjson
 
-from app.backends.nats.names import SYSTEM_BUCKET, Meta, token_of
+from app.backends.nats.names import SYSTEM_BUCKET, Meta, stream_of, token_of
 from app.backends.nats.store import Msg, NatsStore
 from app.domain.keys import KeyEntry
 
@@ -77,6 +80,12 @@ def derive(key: str, msgs: list[Msg]) -> list[KeyEntry | None]:
     before: KeyEntry | None = None
     for msg in msgs:
         meta = msg.meta
+        ended = msg.headers.get(ENDED, "")
+        if before is not None and ended.isdigit():  # the previous revision was touched
+            before = out[-1] = KeyEntry(
+                key, before.value, before.revision, before.created_revision, before.version,
+                before.created_at, before.modified_at, int(ended) or None,
+            )
         if msg.deleted:
             before = None
         elif meta is not None:
@@ -92,6 +101,42 @@ def derive(key: str, msgs: list[Msg]) -> list[KeyEntry | None]:
             )
         out.append(before)
     return out
+
+
+#: The header of a message replacing a touched revision: the expiry it ended with.
+ENDED = "Cb-Ended"
+
+
+def touched(msg: Msg | None, entry: KeyEntry | None) -> bool:
+    """Whether ``entry``, read at ``msg``, has its expiry from an override (a touch)."""
+    if msg is None or entry is None:
+        return False
+    meta = msg.meta
+    return (entry.expires_at or 0) != (meta.expires_at if meta is not None else 0)
+
+
+def mark_ended(msg: Msg | None, entry: KeyEntry | None, headers: dict[str, str]) -> bool:
+    """Add ``Cb-Ended`` to the headers of the message replacing ``entry`` (at ``msg``)
+    when it was touched; whether it was (then ``drop_override`` after the write)."""
+    if not touched(msg, entry):
+        return False
+    assert entry is not None
+    headers[ENDED] = str(entry.expires_at or 0)
+    return True
+
+
+async def drop_override(store: NatsStore, ns: str, key: str, superseded_by: int) -> None:
+    """Remove the key's override record if it names a revision before ``superseded_by``
+    (one read, one purge of the record's subject up to that record: a touch of the new
+    revision made meanwhile is a later record, and stays)."""
+    subject = override_subject(ns, key)
+    record = await store.last(SYSTEM_BUCKET, subject)
+    found = parse_override(record)
+    if record is None or (found is not None and found[0] >= superseded_by):
+        return
+    async with store.mapped_errors():
+        await store.js.purge_stream(stream_of(SYSTEM_BUCKET), seq=record.seq + 1,
+                                    subject=subject)
 
 
 def override_subject(ns: str, key: str) -> str:

@@ -35,13 +35,16 @@ import orjson
 from app.backends.nats.batch import Out, check, publish_batch
 from app.backends.nats.entries import (
     derive,
+    drop_override,
     entry_from,
     lease_of,
     lower_deadline,
+    mark_ended,
     meta_after,
     override_subject,
     parse_override,
     torn,
+    touched,
     with_override,
 )
 from app.backends.nats.leasestate import attach_live
@@ -53,6 +56,7 @@ from app.backends.nats.names import (
     subject_of,
     token_of,
 )
+from app.backends.nats.quotas import NatsQuotas
 from app.backends.nats.sessionstate import fence_holds
 from app.backends.nats.store import Msg, NatsStore
 from app.backends.paging import page_sorted
@@ -78,8 +82,11 @@ Decision = Callable[[KeyEntry | None, int], tuple[bytes, int | None] | None]
 class NatsKeys(KeyStore):
     """The key store on a ``NatsStore``."""
 
-    def __init__(self, store: NatsStore) -> None:
+    def __init__(self, store: NatsStore, quotas: NatsQuotas | None = None) -> None:
         self.store = store
+        #: Reserved before a write, settled after it (quotas.py); the default quotas
+        #: without one.
+        self.quotas = quotas or NatsQuotas(store, key_history=store.key_history)
         #: The turn of each key being written by this process (see the module).
         self._turns: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -103,7 +110,12 @@ class NatsKeys(KeyStore):
                     "expire")
         headers = {"KV-Operation": "DEL", "Cb-Meta": meta.header()}
         seq = await self.store.publish(ns, msg.subject, b"", headers, msg.seq)
-        return None if seq is None else Msg(msg.subject, seq, b"", headers)
+        if seq is None:
+            return None
+        if touched(msg, entry):
+            await drop_override(self.store, ns, key, seq)
+        await self.quotas.settle(ns, self.quotas.removal(msg))
+        return Msg(msg.subject, seq, b"", headers)
 
     async def live(self, ns: str, key: str, now: int) -> tuple[Msg | None, KeyEntry | None]:
         """The newest message and the live entry, a due expiry done first."""
@@ -166,17 +178,21 @@ class NatsKeys(KeyStore):
                 headers["KV-Operation"] = "DEL"
             elif attached is not None:
                 headers["Cb-Lease"] = attached
+            ended = mark_ended(msg, before, headers)  # a touched revision's expiry
+            change = self.quotas.change(msg, value, op, headers)  # adds Cb-Kept
             if lease is not None:  # the fence, if any, checked on the lock's subject
-                seq = await publish_batch(
+                seq = await self.quotas.charged(ns, change, publish_batch(
                     self.store, ns, [*guards, Out(subject, value, headers, previous)]
-                )
+                ))
             else:
-                seq = await self.store.publish(
+                seq = await self.quotas.charged(ns, change, self.store.publish(
                     ns, subject, value, headers, previous, expected_stream=upto
-                )
+                ))
             if seq is None:
                 await asyncio.sleep(0)
                 continue
+            if ended:
+                await drop_override(self.store, ns, key, seq)
             if expires_at:
                 await lower_deadline(self.store, ns, expires_at)
             if op == "delete":

@@ -4,7 +4,8 @@ namespace's bucket, ``{"lease": {"id", "ttl_ms", "granted_at", "expires_at"}, "e
 first message (the ``lease.granted`` event, as lock messages are their events), a
 keepalive a new message that is no event (as is each write attaching a key or lock to
 it: ``attach``), the end of the lease a delete marker inside
-the atomic batch that deletes its keys and releases its locks (leases.py).
+the atomic batch that deletes its keys and releases its locks, namespace and session
+ones (leases.py).
 """
 
 from __future__ import annotations

@@ -32,9 +32,9 @@ through ``NatsSessions.run_lock``: a session lock change and its session step (c
 or touching the session, for ``session=True`` calls that changed something) are one
 message. Waiters of a session lock wait on the session record's subject.
 
-A namespace lock acquired on a lease has it in its record, stored in one batch with the
-lease's record (leasestate.attach); the lease's end releases it (leases.py). Not built on
-NATS (501 ``not_supported_by_backend``): a session-scoped lock on a lease.
+A lock acquired on a lease has it in its record (a namespace lock's own, a session lock's
+in its session's record), stored in one atomic batch with the lease's record
+(leasestate.attach); the lease's end releases it (leases.py).
 """
 
 from __future__ import annotations
@@ -65,7 +65,6 @@ from app.backends.nats.names import LOCK_PREFIX, is_lock_subject, lock_subject
 from app.backends.nats.sessions import NatsSessions
 from app.backends.nats.sessionstate import decode as decode_session
 from app.backends.nats.store import Msg, NatsStore
-from app.backends.nats.unsupported import refusal
 from app.backends.parts.locks import LockEngine
 from app.domain.locks import (
     LockInfo,
@@ -247,14 +246,12 @@ class NatsLocks(LockWaiting, LockEngine):
         session: bool = False,
     ) -> LockOutcome:
         session = session and bool(scope)
-        if scope and request.lease is not None:
-            await attach_live(self.store, ns, request.lease, now_ms())  # 404 unless live
-            raise refusal("session-scoped locks on a lease")
         if request.mode == "exclusive" and request.wait_s > 0:
             return await self._wait(ns, scope, name, request, gone, session)  # no lease (router)
-        if scope:
-            return await self._run_in(
-                ns, scope, name, _attempt(request), _always if session else None)
+        if scope:  # on a lease: one batch with its record (sessionrecords.py)
+            return await self.sessions.run_lock(
+                ns, scope, name, _attempt(request), _always if session else None,
+                request.lease)
         return await self._run(ns, name, _attempt(request), request.lease)
 
     async def lock_refresh(

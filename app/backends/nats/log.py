@@ -5,7 +5,8 @@ Corkboard key is one event, encoded by ``build_event`` at the message's sequence
 ``old_value`` is the subject's previous message (named by ``Cb-Meta``, else found with a
 direct get of the subject's last message up to the previous sequence).
 
-Compaction: the events at or below ``current - CORKBOARD_EVENT_RETENTION`` are compacted
+Compaction: the events at or below ``current - CORKBOARD_EVENT_RETENTION`` are compacted,
+and those at or below the byte cut of ``CORKBOARD_EVENT_RETENTION_BYTES`` (retention.py)
 (their messages are purged by trim.py as far as keys no longer need them). A read that
 meets a gap above that (messages another client purged) reports the sequence before it
 as compacted too: a resume point behind it gets ``reset``.
@@ -49,6 +50,7 @@ from app.backends.nats.leasestate import lease_event
 from app.backends.nats.locks import NatsLocks
 from app.backends.nats.lockstate import lock_event
 from app.backends.nats.names import SYSTEM_BUCKET, key_of_subject, subject_of
+from app.backends.nats.retention import Ledger
 from app.backends.nats.sessions import NatsSessions
 from app.backends.nats.sessionstate import session_event
 from app.backends.nats.store import Msg, NatsStore
@@ -69,8 +71,10 @@ class NatsLog(ChangeLog):
     def __init__(
         self, store: NatsStore, keys: NatsKeys, locks: NatsLocks,
         sessions: NatsSessions | None = None, artifacts: NatsArtifacts | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.store = store
+        self.ledger = ledger  # the byte cut (retention.py)
         self.keys = keys
         self.locks = locks
         self.sessions = sessions
@@ -115,8 +119,11 @@ class NatsLog(ChangeLog):
         return await self._read(ns, after, limit)
 
     async def _read(self, ns: str, after: int, limit: int) -> EventBatch:
-        current = await self.store.last_seq(ns)
-        compacted = max(0, current - self.store.retention)
+        if self.ledger is not None:
+            current, cut = await asyncio.gather(self.store.last_seq(ns), self.ledger.cut(ns))
+        else:
+            current, cut = await self.store.last_seq(ns), 0
+        compacted = max(0, current - self.store.retention, cut)
         if current <= after or after < compacted:
             return EventBatch([], current, compacted)
         events: list[ChangeEvent] = []

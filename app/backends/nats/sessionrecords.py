@@ -17,6 +17,11 @@ the session's record and the fence's (the same one for a lock of this session); 
 must be at or below that sequence, and the write is published with
 ``Nats-Expected-Last-Sequence`` as well, so the fence check and the change are atomic.
 
+A session lock acquired on a lease (``run_lock`` with ``lease``) is stored in one atomic
+batch with the lease's record (leasestate.attach, compare-and-swap on the record read
+live, no event): nothing attaches to a lease that ended, and the lease's end (leases.py),
+which expects the session record's sequence it listed, cannot miss it.
+
 A record (with its event) larger than the server's ``max_payload`` is refused with 413
 ``payload_too_large``, nothing written.
 """
@@ -27,7 +32,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from app.backends.nats.batch import Out, publish_batch
 from app.backends.nats.entries import lower_deadline
+from app.backends.nats.leasestate import attach_live
 from app.backends.nats.lockstate import Change, Step
 from app.backends.nats.names import fence_subject, session_subject
 from app.backends.nats.sessionstate import (
@@ -82,10 +89,11 @@ class SessionRecords:
 
     async def _publish(
         self, ns: str, msg: Msg | None, record: SessionRecord, event: Fields | None,
-        upto: int | None = None,
+        upto: int | None = None, guard: Out | None = None,
     ) -> Msg | None:
         """Store ``record`` (with ``event``) if the session is still at ``msg`` (and,
-        with ``upto``, the whole namespace at that sequence); the message, or None."""
+        with ``upto``, the whole namespace at that sequence; with ``guard``, in one
+        atomic batch with that message); the message, or None."""
         subject = session_subject(ns, record.sid)
         data = record.encode(event)
         limit = self.store.nc.max_payload
@@ -96,9 +104,14 @@ class SessionRecords:
                 "is one message (docs/nats.md). Nothing was written."
             )
         headers = {"KV-Operation": "DEL"} if record.empty() else {}
-        seq = await self.store.publish(
-            ns, subject, data, headers, msg.seq if msg is not None else 0, expected_stream=upto
-        )
+        expected = msg.seq if msg is not None else 0
+        if guard is not None:
+            assert upto is None, "a batch carries no expected stream sequence"
+            seq = await publish_batch(
+                self.store, ns, [guard, Out(subject, data, headers, expected)])
+        else:
+            seq = await self.store.publish(
+                ns, subject, data, headers, expected, expected_stream=upto)
         if seq is None:
             return None
         deadlines = [lk.expires_at for lk in record.locks.values()
@@ -114,12 +127,15 @@ class SessionRecords:
         return msg, decode(msg, sid)
 
     async def _run(
-        self, ns: str, sid: str, step: SessionStep[R], fence: Fence | None = None
+        self, ns: str, sid: str, step: SessionStep[R], fence: Fence | None = None,
+        lease: str | None = None,
     ) -> tuple[R, int | None]:
         """Do what is due, then decide and store (see the module); the step's answer and
-        the revision it wrote (None: it wrote nothing)."""
+        the revision it wrote (None: it wrote nothing). With ``lease``: the lease must be
+        live (else 404), and its record goes into the write's batch (``attach``)."""
         for _ in range(WRITE_ATTEMPTS):
             now = now_ms()
+            guard = None if lease is None else await attach_live(self.store, ns, lease, now)
             upto = await self.store.last_seq(ns) if fence is not None else None
             msg, record = await self._read(ns, sid)
             if fence is not None and upto is not None:
@@ -136,7 +152,7 @@ class SessionRecords:
             event, result = step(record, now)
             if event is None:
                 return result, None
-            written = await self._publish(ns, msg, record, event, upto)
+            written = await self._publish(ns, msg, record, event, upto, guard)
             if written is None:
                 await asyncio.sleep(0)
                 continue
@@ -156,11 +172,12 @@ class SessionRecords:
 
     async def run_lock(
         self, ns: str, sid: str, name: str, step: Step[R],
-        touches: Callable[[Change, Any], bool] | None = None,
+        touches: Callable[[Change, Any], bool] | None = None, lease: str | None = None,
     ) -> R:
         """Run a lock step on lock ``name`` of session ``sid`` (its line without the
         waiters gone); a change for which ``touches`` says so also creates or touches
-        the session, in the same message."""
+        the session, in the same message. With ``lease`` (an acquire on a lease), that
+        message is one atomic batch with the lease's record (``_run``)."""
 
         def session_step(record: SessionRecord, now: int) -> tuple[Fields | None, R]:
             lk = record.lock(name)
@@ -173,8 +190,14 @@ class SessionRecords:
                 touch(record, now)
             return lock_event(sid, change, now) or [], result
 
-        result, _ = await self._run(ns, sid, session_step)
+        result, _ = await self._run(ns, sid, session_step, lease=lease)
         return result
+
+    async def settle(self, ns: str, sid: str) -> None:
+        """Do what is due in the session's record (each a message of its own), for the
+        lease's end: before it (an idle or holder expiry), and after it (the hand-over
+        of a lock it freed to its line)."""
+        await self._run(ns, sid, _nothing)
 
     async def lock_view(self, ns: str, sid: str) -> SessionRecord:
         """The session's record as a read sees it now (``sessionstate.view``)."""

@@ -26,6 +26,7 @@ from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, Not
 
 from app.backends.nats.msgs import Msg, TooManyResults, message_of, next_msg
 from app.backends.nats.names import SYSTEM_BUCKET, stream_of
+from app.backends.nats.payload import check_size
 from app.backends.nats.wake import SETTLE_DELAYS, Wakers
 from app.errors import BackendUnavailable, backend_unavailable, redact_url
 
@@ -337,6 +338,7 @@ class NatsStore:
             headers = {**headers, "Nats-Expected-Last-Subject-Sequence": str(expected)}
         if expected_stream is not None:
             headers = {**headers, "Nats-Expected-Last-Sequence": str(expected_stream)}
+        check_size(self.nc.max_payload, subject, data, headers)
         async with self.mapped_errors():
             await self.ensure(bucket)
             for attempt in range(PUBLISH_ATTEMPTS):

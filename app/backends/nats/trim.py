@@ -12,6 +12,10 @@ The bucket's own per-key limit is ``CORKBOARD_EVENT_RETENTION`` messages: it can
 remove a message at or below the cut, so no event above it is ever missing. A pass runs
 in the background of a process after every ``interval`` writes it made to a namespace,
 scanning at most ``SCAN_BUDGET`` messages from where its previous pass stopped.
+
+The cut is also the byte cut of ``CORKBOARD_EVENT_RETENTION_BYTES`` when that is higher
+(retention.py): every ``PASS_WRITES`` writes a process runs a ledger pass, and a
+compaction pass too when the byte cut moved ``BYTE_TRIM`` messages past the previous one.
 """
 
 from __future__ import annotations
@@ -21,19 +25,24 @@ import logging
 from collections import defaultdict
 
 from app.backends.nats.names import stream_of
+from app.backends.nats.retention import PASS_WRITES, Ledger
 from app.backends.nats.store import NatsStore
 
 logger = logging.getLogger("corkboard.backend")
 
 #: Messages one pass reads at most.
 SCAN_BUDGET = 10_000
+#: Messages the byte cut moves past the previous compaction's end before the next one.
+BYTE_TRIM = 100
 
 
 class Trimmer:
     """Runs the compaction passes of the namespaces this process writes to."""
 
-    def __init__(self, store: NatsStore, *, retention: int, keep: int) -> None:
+    def __init__(self, store: NatsStore, *, retention: int, keep: int,
+                 ledger: Ledger | None = None) -> None:
         self.store = store
+        self.ledger = ledger
         self.retention = retention
         self.keep = max(2, keep)
         self.interval = max(10, retention // 10)
@@ -44,10 +53,13 @@ class Trimmer:
     def wrote(self, ns: str) -> None:
         """Count a write; start a pass when ``interval`` of them were made."""
         self.writes[ns] += 1
-        if self.writes[ns] < self.interval or ns in self.tasks:
+        due = self.writes[ns] >= self.interval
+        ledger = self.ledger is not None and self.writes[ns] % PASS_WRITES == 0
+        if ns in self.tasks or not (due or ledger):
             return
-        self.writes[ns] = 0
-        task = asyncio.create_task(self._run(ns), name=f"corkboard-nats-trim-{ns}")
+        if due:
+            self.writes[ns] = 0
+        task = asyncio.create_task(self._run(ns, due), name=f"corkboard-nats-trim-{ns}")
         self.tasks[ns] = task
         task.add_done_callback(lambda _: self.tasks.pop(ns, None))
 
@@ -56,9 +68,13 @@ class Trimmer:
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
-    async def _run(self, ns: str) -> None:
+    async def _run(self, ns: str, due: bool) -> None:
         try:
-            await self.trim(ns)
+            if self.ledger is not None:
+                cut = await self.ledger.advance(ns)
+                due = due or cut - self.done.get(ns, 0) >= BYTE_TRIM
+            if due:
+                await self.trim(ns)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a later pass does it
@@ -70,6 +86,8 @@ class Trimmer:
         async with self.store.mapped_errors():
             info = await self.store.js.stream_info(stream, subjects_filter=f"$KV.{ns}.>")
         cut = int(info.state.last_seq) - self.retention
+        if self.ledger is not None:
+            cut = max(cut, await self.ledger.cut(ns))
         start = max(int(info.state.first_seq), self.done.get(ns, 0) + 1)
         if cut < start:
             return 0

@@ -31,8 +31,10 @@ from typing import Any
 from app.backends.nats.batch import DEFAULT_MAX_BATCH, Out, check, publish_batch
 from app.backends.nats.compound import with_commit
 from app.backends.nats.entries import (
+    drop_override,
     lease_of,
     lower_deadline,
+    mark_ended,
     meta_after,
     parse_override,
     torn,
@@ -46,6 +48,7 @@ from app.backends.nats.names import (
     lease_subject,
     subject_of,
 )
+from app.backends.nats.quotas import Tally
 from app.backends.nats.sessionstate import fence_holds
 from app.backends.nats.store import Msg, NatsStore
 from app.backends.parts.txn import TxnStore
@@ -164,15 +167,21 @@ class NatsTxn(TxnStore):
             guards[msg.subject] = attach(msg)  # the record again (leasestate.attach)
         parts: list[Out] = []
         stored: dict[str, tuple[Any, ...]] = {}
+        tally, ended = Tally(self.keys.quotas), []  # quotas.py; entries.py (Cb-Ended)
         for step in p.steps:
             msg, before = msgs.get(step.key), entries.get(step.key)
             if step.kind == "get" or (step.kind == "delete" and before is None):
                 continue
             previous = msg.seq if msg is not None else 0
+            subject = subject_of(ns, step.key)
+            first = subject not in tally.now
             if step.kind == "delete":
                 meta = meta_after(before, previous, now, None, "delete")
-                parts.append(Out(subject_of(ns, step.key), b"",
-                                 {"Cb-Meta": meta.header(), "KV-Operation": "DEL"}, previous))
+                headers = {"Cb-Meta": meta.header(), "KV-Operation": "DEL"}
+                if first and mark_ended(msg, before, headers):
+                    ended.append(step.key)
+                tally.delete(subject, msg)
+                parts.append(Out(subject, b"", headers, previous))
                 continue
             if step.keep:
                 expires_at = before.expires_at if before is not None else None
@@ -184,14 +193,21 @@ class NatsTxn(TxnStore):
             headers = {"Cb-Meta": meta.header()}
             if lease is not None:
                 headers["Cb-Lease"] = lease
-            parts.append(Out(subject_of(ns, step.key), step.value, headers, previous))
+            if first and mark_ended(msg, before, headers):
+                ended.append(step.key)
+            tally.put(subject, msg, step.value, headers)
+            parts.append(Out(subject, step.value, headers, previous))
             stored[step.key] = (meta, expires_at)
         batch = with_commit(ns, "txn", "", now, parts, guards=list(guards.values()))
         if len(batch) > self.max_batch:
             raise _too_many("The transaction", len(batch), self.max_batch)
-        revision = await publish_batch(self.store, ns, batch)
+        revision = await self.keys.quotas.charged(
+            ns, tally.change(), publish_batch(self.store, ns, batch)
+        )
         if revision is None:
             return None
+        for key in ended:
+            await drop_override(self.store, ns, key, revision)
         deadlines = [e for _, e in stored.values() if e]
         if deadlines:
             await lower_deadline(self.store, ns, min(deadlines))
@@ -227,18 +243,20 @@ class NatsTxn(TxnStore):
             by_subject = {m.subject: m for m in matching}
             keys = sorted(live)
             parts = []
+            tally = Tally(self.keys.quotas)
             for key in keys:
                 msg = by_subject[subject_of(ns, key)]
                 meta = meta_after(live[key], msg.seq, now, None, "delete")
+                tally.delete(msg.subject, msg)
                 parts.append(Out(msg.subject, b"", {"Cb-Meta": meta.header(),
                                                     "KV-Operation": "DEL"}, msg.seq))
             guards = []
             if fence is not None:
                 guards.append(check(ns, fence_subject(ns, fence.scope, fence.name),
                                     fence_msg.seq if fence_msg is not None else 0))
-            revision = await publish_batch(
+            revision = await self.keys.quotas.charged(ns, tally.change(), publish_batch(
                 self.store, ns, with_commit(ns, "txn", "", now, parts, guards=guards)
-            )
+            ))
             if revision is not None:
                 return PatternDelete(keys, revision)
             await asyncio.sleep(0)

@@ -1,21 +1,12 @@
-"""What the NATS backend offers (``SUPPORTS``, the ``supports`` list of
-/v1/capabilities: every part, now that artifacts are built), and ``refusal``, the 501
-``not_supported_by_backend`` of what it does not (a session-scoped lock on a lease:
-locks.py)."""
+"""What the NATS backend offers: ``SUPPORTS``, the ``supports`` list of /v1/capabilities.
+Every part is built (docs/nats.md); what a server cannot do (atomic batches on a
+nats-server older than 2.12) answers 501 ``not_supported_by_backend`` where it is met
+(batch.py)."""
 
 from __future__ import annotations
 
-from app.errors import NotSupportedByBackend
-
-#: What the NATS backend offers so far (the ``supports`` list of /v1/capabilities).
+#: What the NATS backend offers (the ``supports`` list of /v1/capabilities).
 SUPPORTS = (
     "keys", "events", "watch", "ttl", "history", "locks", "sessions", "artifacts", "leases",
     "txn",
 )
-
-
-def refusal(what: str) -> NotSupportedByBackend:
-    return NotSupportedByBackend(
-        f"The NATS backend does not support {what} yet; GET /v1/capabilities lists what "
-        "it supports (see docs/nats.md)."
-    )

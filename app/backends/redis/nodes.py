@@ -52,6 +52,9 @@ class Command:
     write: bool = True
     blocking: bool = False
     script: str | None = None  # the Lua source behind an EVALSHA, reloaded after NOSCRIPT
+    #: The command in RESP, packed once by its maker (``store.RedisStore.run``); sent as
+    #: is, without redis-py's per-call packing. None: ``queue`` it through redis-py.
+    packed: bytes | None = None
 
 
 class ReplicaWaitTimeout(RedisError):
@@ -234,6 +237,13 @@ class RedisNodes:
         client = self.client_for(node, blocking=blocking)
         wait = self.wait_replicas > 0 and any(c.write for c in commands)
         try:
+            if not wait and not asking and not blocking and all(
+                c.packed is not None for c in commands
+            ):
+                packed = [c.packed for c in commands if c.packed is not None]
+                if len(packed) == 1:
+                    return [await lone_call(client, packed[0])]
+                return await bounded_pipeline(client, [_PACKED] * len(packed), packed)
             if len(commands) == 1 and not wait and not asking:
                 return [await commands[0].queue(client)]
             pipe = client.pipeline(transaction=False)
@@ -287,9 +297,36 @@ class _Unbounded:
         )
 
 
-async def bounded_pipeline(client: Redis, stack: Sequence[tuple[Any, Any]]) -> list[Any]:
+#: The parse_response arguments of a packed command (a script's EVALSHA).
+_PACKED: tuple[tuple[str], dict[str, Any]] = (("EVALSHA",), {})
+
+
+async def lone_call(client: Redis, packed: bytes) -> Any:
+    """One packed command on one of ``client``'s connections: its reply (an error reply
+    raised). What ``Redis.execute_command`` does for a command (the connection's own
+    socket timeout on each read; a connection that failed is closed), less its per-call
+    packing, its retry wrapper (the clients retry nothing: ``CLIENT_OPTIONS``) and its
+    OpenTelemetry hooks."""
+    pool = client.connection_pool
+    connection: Any = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        await connection.send_packed_command(packed)
+        return await connection.read_response()
+    except ResponseError:
+        raise  # a reply: the connection is fine
+    except BaseException:
+        await connection.disconnect()
+        raise
+    finally:
+        await pool.release(connection)
+
+
+async def bounded_pipeline(
+    client: Redis, stack: Sequence[tuple[Any, Any]], packed: Sequence[bytes] | None = None
+) -> list[Any]:
     """Send a pipeline's queued ``stack`` in one write and answer each command with its
-    own reply (an error reply is that command's answer only).
+    own reply (an error reply is that command's answer only). ``packed``: the commands
+    already in RESP (``stack`` then holds only what parsing their replies needs).
 
     Redis flushes a pipeline's replies once it has run the commands it read together,
     so a slow script holds back the replies beside it although Redis runs them all.
@@ -308,7 +345,8 @@ async def bounded_pipeline(client: Redis, stack: Sequence[tuple[Any, Any]]) -> l
         reader: Any = _Unbounded(connection)
         try:
             await connection.send_packed_command(
-                connection.pack_commands([args for args, _ in stack])
+                b"".join(packed) if packed is not None
+                else connection.pack_commands([args for args, _ in stack])
             )
             async with asyncio.timeout(per_call * PIPELINE_TIMEOUTS):
                 for args, options in stack:

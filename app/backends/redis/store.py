@@ -21,7 +21,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from app.backends.redis.nodes import Command, RedisNodes
-from app.backends.redis.runner import ScriptBatcher
+from app.backends.redis.runner import ScriptBatcher, ScriptPacker
 from app.backends.redis.sweeper import DEADLINES_KEY, DeadlineIndex
 from app.domain.bounds import Bounds, quota_exceeded
 from app.domain.fence import Fence
@@ -94,6 +94,7 @@ class RedisStore:
             name: nodes.client.register_script(source) for name, source in self.sources.items()
         }
         self.batcher = ScriptBatcher(nodes)
+        self.packer = ScriptPacker(self.bounds_arg, key_history, nodes.client)
         self.deadlines = DeadlineIndex(nodes)
         self.registered_ns: set[str] = set()
 
@@ -145,6 +146,8 @@ class RedisStore:
         command = Command(
             argv[0], lambda c: c.evalsha(code.sha, 1, *argv),
             write=write, script=self.sources[script],
+            packed=self.packer.evalsha(code.sha, script, ns, argv[0], args)
+            if client is None else None,
         )
         async with self.mapped_errors():
             if client is not None:
