@@ -5,8 +5,10 @@ for a core subscription's next message."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import nats
 from nats.aio.msg import Msg as CoreMsg
@@ -74,3 +76,21 @@ def message_of(reply: CoreMsg) -> Msg | None:
     if "Status" in headers or "Nats-Sequence" not in headers:
         return None
     return Msg(headers["Nats-Subject"], int(headers["Nats-Sequence"]), reply.data, headers)
+
+
+def message_of_api(body: dict[str, Any]) -> Msg | None:
+    """The message of a ``$JS.API.STREAM.MSG.GET`` answer (the stream leader's), as a
+    direct get would give it; None for "no message" (or no stream)."""
+    found = body.get("message")
+    if not isinstance(found, dict):
+        return None
+    headers: dict[str, str] = {}
+    raw = base64.b64decode(found.get("hdrs") or "").decode("utf-8", "replace")
+    for line in raw.split("\r\n")[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip()] = value.strip()
+    subject, seq = str(found["subject"]), int(found["seq"])
+    headers.update({"Nats-Subject": subject, "Nats-Sequence": str(seq),
+                    "Nats-Time-Stamp": str(found.get("time", ""))})
+    return Msg(subject, seq, base64.b64decode(found.get("data") or ""), headers)

@@ -24,7 +24,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy, DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError
 
-from app.backends.nats.msgs import Msg, TooManyResults, message_of, next_msg
+from app.backends.nats.msgs import Msg, TooManyResults, message_of, message_of_api, next_msg
 from app.backends.nats.names import SYSTEM_BUCKET, stream_of
 from app.backends.nats.payload import check_size
 from app.backends.nats.wake import SETTLE_DELAYS, Wakers
@@ -62,6 +62,8 @@ class NatsStore:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self.buckets: set[str] = set()
+        #: Buckets with more than one replica: their reads go to the stream's leader.
+        self.replicated: set[str] = set()
         self._making: dict[str, asyncio.Future[None]] = {}
         #: The subscriptions long polls and watch feeds wait on, one per namespace.
         self.wakers = Wakers(lambda: self.nc)
@@ -144,6 +146,8 @@ class NatsStore:
             await self.js.add_stream(config)
         except BadRequestError:  # created meanwhile by another process
             pass
+        if self.replicas > 1:
+            self.replicated.add(bucket)
         self.buckets.add(bucket)
 
     async def bind(self, bucket: str) -> bool:
@@ -167,6 +171,8 @@ class NatsStore:
                 "CORKBOARD_EVENT_RETENTION: a key written more often than that before a "
                 "watcher reads it resets the watchers behind (docs/nats.md)", bucket, kept,
             )
+        if (info.config.num_replicas or 1) > 1:
+            self.replicated.add(bucket)
         self.buckets.add(bucket)
         return True
 
@@ -182,8 +188,13 @@ class NatsStore:
     # -- reads ---------------------------------------------------------------------------
 
     async def last(self, bucket: str, subject: str) -> Msg | None:
-        """The subject's newest message, or None."""
+        """The subject's newest message, or None. On a replicated bucket the stream's
+        leader answers (a follower's direct get may be a few ms behind): read-your-writes."""
         async with self.mapped_errors():
+            if bucket not in self.buckets:
+                await self.bind(bucket)
+            if bucket in self.replicated:
+                return await self._leader_last(bucket, subject)
             for attempt in range(PUBLISH_ATTEMPTS):
                 try:
                     reply = await self.nc.request(
@@ -201,6 +212,21 @@ class NatsStore:
                     continue
                 return message_of(reply)
         raise BackendUnavailable(f"No replica of the NATS bucket {bucket!r} answered.")
+
+    async def _leader_last(self, bucket: str, subject: str) -> Msg | None:
+        reply = await self.nc.request(
+            f"$JS.API.STREAM.MSG.GET.{stream_of(bucket)}",
+            orjson.dumps({"last_by_subj": subject}), timeout=self.timeout,
+        )
+        body = orjson.loads(reply.data)
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("err_code") not in (10037, 10059):
+            # not "no message found" / "stream not found": no leader yet, or gone
+            raise BackendUnavailable(
+                f"The NATS bucket {bucket!r} has no leader to answer: "
+                f"{str(error.get('description', ''))[:200]}"
+            )
+        return message_of_api(body)
 
     async def at(self, bucket: str, seq: int) -> Msg | None:
         """The message at sequence ``seq``, or None when it is gone (see ``settled``)."""
