@@ -69,9 +69,10 @@ async def counted_bytes(backend: Backend, ns: str = "default") -> tuple[int, int
 
 async def nats_counted(backend: Backend, ns: str) -> tuple[int, int]:
     """NATS: the counter (app/backends/nats/quotas.py), and every stored key's kept
-    revisions read back from its messages, and every session's bytes from its record (expired ones the sweeper has not reached
-    included, as memory and Redis count them too); as the sweeper may expire something
-    meanwhile, read until the counter is the same before and after."""
+    revisions read back from its messages and every session's bytes from its record
+    (expired ones the sweeper has not reached included, as memory and Redis count them
+    too); as the sweeper may expire something meanwhile, read until the counter is the
+    same before and after."""
     store = backend.store  # type: ignore[attr-defined]
     while True:
         before = await backend.quotas.used(ns)  # type: ignore[attr-defined]
