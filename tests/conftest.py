@@ -58,12 +58,6 @@ NATS_MODULES = {
 #: (docs/nats.md says what is not built on NATS yet).
 #: Tests marked ``redis_only`` are deselected on NATS too (they look inside Redis).
 NATS_LACKS = {
-    "test_session_locks.py::test_a_call_refused_by_the_session_quota_takes_no_lock":
-        "sessions' bytes in the namespace byte quota (not counted on NATS yet)",
-    "test_session_locks.py::test_a_waiter_refused_by_the_session_quota_gives_the_lock_back":
-        "sessions' bytes in the namespace byte quota (not counted on NATS yet)",
-    "test_quotas.py::test_byte_quota_counts_history_and_session_state":
-        "sessions' bytes in the namespace byte quota; keys' bytes: tests/test_nats_quotas.py",
     # These read the event log's byte counter inside the engine (log_bytes) and expect
     # memory's and Redis's sizes (event fields); NATS's byte cut counts message sizes
     # (docs/nats.md, "Retention and compaction"; tests/test_nats_retention.py). The first

@@ -1,9 +1,10 @@
-"""Namespace quotas on NATS beyond the shared suite (test_quotas runs there too, less
-its session part): a key's bytes are its kept revisions, carried in each message's
-``Cb-Kept`` header and counted in ``quota.<ns>`` of ``_corkboard``; deletes, expiry and
-history trimming give room back; concurrent writers of three processes never take a
-namespace past its quota (a write reserves before it publishes); a key a NATS client
-wrote counts from its first write through Corkboard (app/backends/nats/quotas.py)."""
+"""Namespace quotas on NATS beyond the shared suite (test_quotas runs there too;
+sessions' bytes: tests/test_nats_session_quota.py): a key's bytes are its kept
+revisions, carried in each message's ``Cb-Kept`` header and counted in ``quota.<ns>``
+of ``_corkboard``; deletes, expiry and history trimming give room back; concurrent
+writers of three processes never take a namespace past its quota (a write reserves
+before it publishes); a key a NATS client wrote counts from its first write through
+Corkboard (app/backends/nats/quotas.py)."""
 
 from __future__ import annotations
 

@@ -116,7 +116,7 @@ class NatsBackend(ComposedBackend):
             self.store, max_keys=max_keys, max_bytes=max_bytes, key_history=key_history
         )
         self.keys = NatsKeys(self.store, self.quotas)
-        self.sessions = NatsSessions(self.store)
+        self.sessions = NatsSessions(self.store, self.quotas)
         self.lock_engine = NatsLocks(self.store, self.sessions, max_waiters=lock_max_waiters)
         self.locks = self.lock_engine
         self.artifacts = NatsArtifacts(self.store)

@@ -62,6 +62,7 @@ from app.backends.nats.lockstate import (
 )
 from app.backends.nats.lockwait import LockWaiting
 from app.backends.nats.names import LOCK_PREFIX, is_lock_subject, lock_subject
+from app.backends.nats.quotas import NatsQuotas
 from app.backends.nats.sessions import NatsSessions
 from app.backends.nats.sessionstate import decode as decode_session
 from app.backends.nats.store import Msg, NatsStore
@@ -114,7 +115,8 @@ class NatsLocks(LockWaiting, LockEngine):
     ) -> None:
         self.store = store
         #: Where session-scoped locks live (in their session's record).
-        self.sessions = sessions if sessions is not None else NatsSessions(store)
+        self.sessions = sessions if sessions is not None else NatsSessions(
+            store, NatsQuotas(store, key_history=store.key_history))
         self.max_waiters = max_waiters
         #: Withdrawals of cancelled waiters, still running.
         self.withdrawals: set[asyncio.Task[Any]] = set()
@@ -204,6 +206,14 @@ class NatsLocks(LockWaiting, LockEngine):
             return await self.sessions.run_lock(ns, scope, name, step, touches)
         return await self._run(ns, name, step)
 
+    async def _room(self, ns: str, scope: str, session: bool) -> None:
+        """Before a call counting as a write to session ``scope`` (``session``), as on
+        the other engines: 507 when that session does not exist and creating it would
+        not fit the byte quota, even if the call then changes nothing or is refused
+        (the write itself reserves its bytes again, sessionrecords.py)."""
+        if session and scope:
+            await self.sessions.room_for(ns, scope)
+
     @staticmethod
     def _lock_of(scope: str, name: str, msg: Msg | None) -> LockRecord | None:
         """The lock's record in ``msg``: the lock's own message, or its session's."""
@@ -246,6 +256,7 @@ class NatsLocks(LockWaiting, LockEngine):
         session: bool = False,
     ) -> LockOutcome:
         session = session and bool(scope)
+        await self._room(ns, scope, session)
         if request.mode == "exclusive" and request.wait_s > 0:
             return await self._wait(ns, scope, name, request, gone, session)  # no lease (router)
         if scope:  # on a lease: one batch with its record (sessionrecords.py)
@@ -272,6 +283,7 @@ class NatsLocks(LockWaiting, LockEngine):
             fields = holder_event_fields(new, len(new.pending), 0)
             return Change(new, "lock.refreshed", fields), new.info()
 
+        await self._room(ns, scope, session)
         return await self._run_in(ns, scope, name, step, _always if session else None)
 
     async def lock_release(
@@ -281,11 +293,13 @@ class NatsLocks(LockWaiting, LockEngine):
             holding(record, owner, token)
             return end(record, False)
 
+        await self._room(ns, scope, session)
         return await self._run_in(ns, scope, name, step, _always if session else None)
 
     async def lock_force_release(
         self, ns: str, scope: str, name: str, *, session: bool = False
     ) -> LockRelease:
+        await self._room(ns, scope, session)
         return await self._run_in(ns, scope, name, lambda record, now: end(record, True),
                                   _always if session else None)
 

@@ -5,7 +5,9 @@ a core NATS subscription to the record's subject (the lock's own, or its session
 any process's change of the lock wakes it; it claims the lock once it was handed its
 ticket (``lock.refreshed``, taking the pending entries). At its deadline, or when its
 client is gone, it leaves the line (a message that is no event) or gives back a lock
-handed to it (``lock.released``, abandoned).
+handed to it (``lock.released``, abandoned). A claim refused by the namespace's byte
+quota (it would create the waiter's session, sessionrecords.py) gives the lock back the
+same way before answering 507.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from app.domain.locks import (
     lock_held,
     too_many_waiters,
 )
+from app.errors import QuotaExceeded
 from app.syntax import now_ms
 
 R = TypeVar("R")
@@ -143,9 +146,16 @@ class LockWaiting(ABC):
                 if latest is not None:
                     await self._caught_up(ns, scope, name, subject, latest)
                 final = loop.time() >= deadline
-                outcome, holder = await self._run_in(
-                    ns, scope, name, self._wait_step(request, ticket, until, final), touches
-                )
+                try:
+                    outcome, holder = await self._run_in(
+                        ns, scope, name, self._wait_step(request, ticket, until, final),
+                        touches,
+                    )
+                except QuotaExceeded:
+                    # Its claim would create the session past the byte quota: give
+                    # back the lock handed to it (or leave the line), then the 507.
+                    await self._run_in(ns, scope, name, _withdraw(ticket))
+                    raise
                 if outcome is not None:
                     return outcome
                 assert holder is not None

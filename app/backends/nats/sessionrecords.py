@@ -22,6 +22,13 @@ batch with the lease's record (leasestate.attach, compare-and-swap on the record
 live, no event): nothing attaches to a lease that ended, and the lease's end (leases.py),
 which expects the session record's sequence it listed, cannot miss it.
 
+Each write counts the change of the session's bytes in the namespace's byte quota
+(quotas.py, ``sessionstate.quota_bytes``): growth is reserved before the publish (507
+``quota_exceeded`` past the quota, nothing written) and given back when the publish did
+not happen (a lost compare-and-swap); freed room (a deleted or expired session, a
+smaller value) is subtracted after the message is stored. The record carries what it
+counts (``bytes``), so the next write, or the deletion, knows what to replace.
+
 A record (with its event) larger than the server's ``max_payload`` is refused with 413
 ``payload_too_large``, nothing written.
 """
@@ -37,6 +44,7 @@ from app.backends.nats.entries import lower_deadline
 from app.backends.nats.leasestate import attach_live
 from app.backends.nats.lockstate import Change, Step
 from app.backends.nats.names import fence_subject, session_subject
+from app.backends.nats.quotas import NatsQuotas, Usage
 from app.backends.nats.sessionstate import (
     SessionData,
     SessionRecord,
@@ -45,10 +53,12 @@ from app.backends.nats.sessionstate import (
     due,
     fence_holds,
     lock_event,
+    quota_bytes,
     touch,
     view,
 )
 from app.backends.nats.store import Msg, NatsStore
+from app.domain.bounds import quota_exceeded
 from app.domain.events import Fields
 from app.domain.fence import Fence
 from app.errors import BackendUnavailable, PayloadTooLarge
@@ -60,6 +70,9 @@ R = TypeVar("R")
 
 #: Compare-and-swap attempts of one session write racing other writers of the session.
 WRITE_ATTEMPTS = 200
+
+#: The quota bytes of a session a lock call creates: its metadata ``{}``.
+NEW_SESSION_BYTES = 2
 
 #: What a session step decides from the record (what is due already done) and the time,
 #: changing the record in place: the event of the write (``[]``: a write that is no
@@ -82,8 +95,9 @@ class SessionRecords:
     (``_run``), the steps of session-scoped locks (``run_lock``, for the lock engine) and
     the sweeper's pass (``sweep``); sessions.py adds the session store's calls."""
 
-    def __init__(self, store: NatsStore) -> None:
+    def __init__(self, store: NatsStore, quotas: NatsQuotas) -> None:
         self.store = store
+        self.quotas = quotas
 
     # -- internals ---------------------------------------------------------------------
 
@@ -95,6 +109,9 @@ class SessionRecords:
         with ``upto``, the whole namespace at that sequence; with ``guard``, in one
         atomic batch with that message); the message, or None."""
         subject = session_subject(ns, record.sid)
+        counted = quota_bytes(record.session)
+        change = Usage(bytes=counted - record.counted)
+        record.counted = counted
         data = record.encode(event)
         limit = self.store.nc.max_payload
         if len(data) > limit:
@@ -107,11 +124,11 @@ class SessionRecords:
         expected = msg.seq if msg is not None else 0
         if guard is not None:
             assert upto is None, "a batch carries no expected stream sequence"
-            seq = await publish_batch(
-                self.store, ns, [guard, Out(subject, data, headers, expected)])
+            publish = publish_batch(self.store, ns, [guard, Out(subject, data, headers, expected)])
         else:
-            seq = await self.store.publish(
+            publish = self.store.publish(
                 ns, subject, data, headers, expected, expected_stream=upto)
+        seq = await self.quotas.charged(ns, change, publish)
         if seq is None:
             return None
         deadlines = [lk.expires_at for lk in record.locks.values()
@@ -192,6 +209,15 @@ class SessionRecords:
 
         result, _ = await self._run(ns, sid, session_step, lease=lease)
         return result
+
+    async def room_for(self, ns: str, sid: str) -> None:
+        """507 ``quota_exceeded`` when session ``sid`` does not exist (or is past its
+        idle deadline) and creating it (metadata ``{}``) would take the namespace past
+        its byte quota: a check of the counter as it is, reserving nothing."""
+        if await self._live(ns, sid) is not None:
+            return
+        if (await self.quotas.used(ns)).bytes + NEW_SESSION_BYTES > self.quotas.max_bytes:
+            raise quota_exceeded(ns, "bytes", self.quotas.max_bytes)
 
     async def settle(self, ns: str, sid: str) -> None:
         """Do what is due in the session's record (each a message of its own), for the

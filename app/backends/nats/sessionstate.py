@@ -6,7 +6,8 @@ variables, subscriptions, dedupe window, thread and channel state) *and* the ses
 locks (each a ``LockRecord`` of lockstate.py: holder, token counter, pending entries,
 line of waiters), plus the event the change is:
 
-    {"sid": ..., "session": {...} | null, "locks": {name: {...}}, "event": [...] | null}
+    {"sid": ..., "session": {...} | null, "locks": {name: {...}}, "event": [...] | null,
+     "bytes": N}
 
 ``event`` is the event's fields as ``app.domain.events.event_fields`` makes them (each
 byte string as text), so the change log encodes it with ``event_from_fields`` byte for
@@ -17,6 +18,11 @@ A deleted session whose locks hold nothing (no token ever given, no pending entr
 waiter) is a KV delete marker carrying the ``session.deleted`` record; while its locks
 keep a token counter, a line or pending entries, the record stays with ``"session":
 null`` (tokens are never reused).
+
+``bytes`` is what the record counts in its namespace's byte quota (quotas.py), as the
+other engines count a session (``quota_bytes``: metadata, variables' values and
+definitions, thread and channel state); a record without it (written before sessions
+counted) counts 0 until its next write.
 """
 
 from __future__ import annotations
@@ -111,6 +117,8 @@ class SessionRecord:
     sid: str
     session: SessionData | None = None
     locks: dict[str, LockRecord] = field(default_factory=dict)
+    #: The bytes this record counts in the namespace's byte quota (its message's).
+    counted: int = 0
 
     def live(self, now: int) -> SessionData | None:
         """The session unless absent or past its idle deadline."""
@@ -135,7 +143,20 @@ class SessionRecord:
             "locks": {name: lk.as_dict() for name, lk in sorted(self.locks.items())
                       if lk.last_token or lk.pending or lk.waiters or lk.owner},
             "event": [f.decode() for f in event] if event else None,
+            "bytes": self.counted,
         })
+
+
+def quota_bytes(s: SessionData | None) -> int:
+    """A session's bytes in its namespace's byte quota, as the memory engine counts them
+    (app/backends/memory/session_state.py): its metadata, each variable's value and
+    definition JSON, its thread and channel state values."""
+    if s is None:
+        return 0
+    return (len(s.metadata)
+            + sum(len(v.value) + len(v.definition_json()) for v in s.variables.values())
+            + sum(len(v) for v in s.threads.values())
+            + sum(len(v) for v in s.channels.values()))
 
 
 def _body(msg: Msg | None) -> dict[str, Any] | None:
@@ -156,9 +177,11 @@ def decode(msg: Msg | None, sid: str) -> SessionRecord:
         return SessionRecord(sid)
     try:
         session = body.get("session")
+        counted = body.get("bytes", 0)
         return SessionRecord(
             sid, None if session is None else _data_from(session),
             {str(n): lock_from_dict(lk) for n, lk in body.get("locks", {}).items()},
+            counted if isinstance(counted, int) and counted > 0 else 0,
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return SessionRecord(sid)
@@ -261,7 +284,7 @@ def view(record: SessionRecord, now: int) -> SessionRecord:
     """The record as a read sees it at ``now``: a session past its deadline gone (with
     its holders), due holders gone (the sweeper or the next write makes it so)."""
     if record.session is not None and record.live(now) is None:
-        record = SessionRecord(record.sid, record.session, dict(record.locks))
+        record = SessionRecord(record.sid, record.session, dict(record.locks), record.counted)
         remove(record, now)
     return record
 
