@@ -22,11 +22,11 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.access import Gate
 from app.errors import CorkboardError, PayloadTooLarge, error_response, problem_response
-from app.limits import BODY_TOO_LARGE
+from app.limits import limited
 from app.methods import HEAD_AS_GET
 from app.observability import AccessLog, RequestIds
 from app.request_metrics import Metrics
@@ -193,23 +193,7 @@ class KeyFront:
 
     def _limited(self, scope: Scope, receive: Receive) -> Receive:
         """BodyLimit's streaming check of the body against the request limit."""
-        limit = self.request_limit
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    exc = PayloadTooLarge(
-                        f"The request body exceeds the limit of {limit} bytes."
-                    )
-                    scope[BODY_TOO_LARGE] = exc
-                    raise exc
-            return message
-
-        return limited_receive
+        return limited(scope, receive, self.request_limit)
 
 
 def _headers(raw: Any) -> dict[str, str]:

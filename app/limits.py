@@ -40,21 +40,25 @@ class BodyLimit:
                     await error_response(exc)(scope, receive, send)
                     return
                 break
-        received = 0
+        await self.app(scope, limited(scope, receive, limit), send)
 
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    exc = PayloadTooLarge(
-                        f"The request body exceeds the limit of {limit} bytes."
-                    )
-                    # FastAPI reports any error while it parses a body as a 400; this
-                    # mark lets the error handler answer the 413 that happened.
-                    scope[BODY_TOO_LARGE] = exc
-                    raise exc
-            return message
 
-        await self.app(scope, limited_receive, send)
+def limited(scope: Scope, receive: Receive, limit: int) -> Receive:
+    """``receive`` checking the streamed body against ``limit``: past it, PayloadTooLarge
+    (also marked in the scope)."""
+    received = 0
+
+    async def limited_receive() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                exc = PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
+                # FastAPI reports any error while it parses a body as a 400; this mark
+                # lets the error handler answer the 413 that happened.
+                scope[BODY_TOO_LARGE] = exc
+                raise exc
+        return message
+
+    return limited_receive

@@ -52,6 +52,50 @@ class BlobWriter(ABC):
         """Remove everything this writer wrote, finished or not. Idempotent."""
 
 
+class ChunkedWriter(BlobWriter):
+    """A writer storing fixed-size chunks as they fill (one chunk in memory at most),
+    then the blob's header/info with ``_seal`` once all are stored."""
+
+    def __init__(self, blob: str, chunk_bytes: int) -> None:
+        self.blob = blob
+        self.chunk_bytes = chunk_bytes
+        self.chunks = 0
+        self._buffer = bytearray()
+
+    @abstractmethod
+    async def _put_chunk(self, data: bytes) -> None:
+        """Store chunk number ``self.chunks`` (counted up after this returns)."""
+
+    @abstractmethod
+    async def _seal(self) -> None:
+        """Store what makes the blob complete and readable (written last)."""
+
+    @abstractmethod
+    async def _remove(self) -> None:
+        """Remove whatever of the blob was stored."""
+
+    async def _chunk(self, data: bytes) -> None:
+        await self._put_chunk(data)
+        self.chunks += 1
+
+    async def write(self, data: bytes) -> None:
+        size = self.chunk_bytes
+        self._buffer += data
+        while len(self._buffer) >= size:
+            await self._chunk(bytes(self._buffer[:size]))
+            del self._buffer[:size]
+
+    async def finish(self) -> None:
+        if self._buffer:
+            await self._chunk(bytes(self._buffer))
+            self._buffer = bytearray()
+        await self._seal()
+
+    async def abort(self) -> None:
+        self._buffer = bytearray()
+        await self._remove()
+
+
 class BlobReader(ABC):
     """An opened blob: its bytes stay readable until ``close``, or, where the store has
     no handles (Redis), for the grace period after the blob is replaced."""

@@ -36,7 +36,14 @@ from nats.js import JetStreamContext
 from nats.js.api import ObjectInfo, ObjectMetaOptions, StorageType
 from nats.js.errors import BadRequestError, NoStreamResponseError, NotFoundError
 
-from app.artifacts.base import BlobMissing, BlobReader, BlobStore, BlobWriter, is_blob_id
+from app.artifacts.base import (
+    BlobMissing,
+    BlobReader,
+    BlobStore,
+    BlobWriter,
+    ChunkedWriter,
+    is_blob_id,
+)
 from app.backends.nats.store import Msg, mapped_errors, message_of, next_msg
 
 #: The Object Store bucket of a ``nats://`` artifact store without ``?bucket=``.
@@ -234,38 +241,24 @@ class NatsBlobStore(BlobStore):
                 await sub.unsubscribe()
 
 
-class _NatsWriter(BlobWriter):
+class _NatsWriter(ChunkedWriter):
     def __init__(self, store: NatsBlobStore, blob: str, chunk_bytes: int) -> None:
-        self.blob = blob
+        super().__init__(blob, chunk_bytes)
         self._store = store
-        self._chunk_bytes = chunk_bytes
-        self._buffer = bytearray()
-        self._chunks = 0
         self._size = 0
         self._digest = hashlib.sha256()
 
     async def _put_chunk(self, data: bytes) -> None:
         await self._store.publish(self._store.chunk_subject(self.blob), data, None)
-        self._chunks += 1
         self._size += len(data)
         self._digest.update(data)
 
-    async def write(self, data: bytes) -> None:
-        size = self._chunk_bytes
-        self._buffer += data
-        while len(self._buffer) >= size:
-            await self._put_chunk(bytes(self._buffer[:size]))
-            del self._buffer[:size]
-
-    async def finish(self) -> None:
-        if self._buffer:
-            await self._put_chunk(bytes(self._buffer))
-            self._buffer = bytearray()
+    async def _seal(self) -> None:
         digest = base64.urlsafe_b64encode(self._digest.digest()).decode()
         info = ObjectInfo(
             name=self.blob, bucket=self._store.bucket, nuid=self.blob, size=self._size,
-            chunks=self._chunks, digest=f"SHA-256={digest}",
-            options=ObjectMetaOptions(max_chunk_size=self._chunk_bytes),
+            chunks=self.chunks, digest=f"SHA-256={digest}",
+            options=ObjectMetaOptions(max_chunk_size=self.chunk_bytes),
         )
         # The info goes last (a rollup of its subject): only a complete blob has one.
         await self._store.publish(
@@ -273,8 +266,7 @@ class _NatsWriter(BlobWriter):
             {"Nats-Rollup": "sub"},
         )
 
-    async def abort(self) -> None:
-        self._buffer = bytearray()
+    async def _remove(self) -> None:
         await self._store.delete(self.blob)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from app.artifacts.base import BlobMissing, BlobReader, BlobStore, BlobWriter
+from app.artifacts.base import BlobMissing, BlobReader, BlobStore, BlobWriter, ChunkedWriter
 from app.backends.redis.cluster import nodes_from_url
 from app.backends.redis.nodes import Command, RedisNodes
 from app.backends.redis.store import mapped_errors
@@ -116,35 +116,21 @@ class RedisBlobStore(BlobStore):
         return sorted(found)
 
 
-class _RedisWriter(BlobWriter):
+class _RedisWriter(ChunkedWriter):
     def __init__(self, store: RedisBlobStore, blob: str) -> None:
-        self.blob = blob
+        super().__init__(blob, store.chunk_bytes)
         self._store = store
-        self._buffer = bytearray()
-        self._chunks = 0
 
-    async def _put_chunk(self, data: Any) -> None:
-        key = _chunk(self.blob, self._chunks)
+    async def _put_chunk(self, data: bytes) -> None:
+        key = _chunk(self.blob, self.chunks)
         await self._store.call(key, lambda c: c.set(key, data), write=True)
-        self._chunks += 1
 
-    async def write(self, data: bytes) -> None:
-        size = self._store.chunk_bytes
-        self._buffer += data
-        while len(self._buffer) >= size:
-            await self._put_chunk(bytes(self._buffer[:size]))
-            del self._buffer[:size]
-
-    async def finish(self) -> None:
-        if self._buffer:
-            await self._put_chunk(bytes(self._buffer))
-            self._buffer = bytearray()
+    async def _seal(self) -> None:
         # The header goes last: only a complete blob has one.
-        key, size = _header(self.blob), self._store.chunk_bytes
+        key, size = _header(self.blob), self.chunk_bytes
         await self._store.call(key, lambda c: c.set(key, size), write=True)
 
-    async def abort(self) -> None:
-        self._buffer = bytearray()
+    async def _remove(self) -> None:
         await self._store.delete(self.blob)
 
 
