@@ -34,7 +34,14 @@ LINGER_SECONDS = 30.0
 #: Pauses (s) between checks that expect a message to be stored: a message reaches
 #: subscribers before its stream stores it, and on a replicated bucket a direct get may
 #: be answered by a follower a few ms behind the leader.
-SETTLE_DELAYS = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02)
+SETTLE_DELAYS: tuple[float, ...] = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02)
+#: The same after a wake-up, then longer: a replicated bucket stores a message once a
+#: quorum of its servers has it, which on a loaded machine takes longer than
+#: ``SETTLE_DELAYS`` (a long poll then slept to its timeout with the event stored). A
+#: message that never becomes an event (a refused compare-and-swap, a waiter leaving a
+#: line) costs a waiter these few reads, about 1.6 s apart in all; a newer message ends
+#: the pauses at once (the count moved).
+WAKE_DELAYS: tuple[float, ...] = (*SETTLE_DELAYS, 0.05, 0.1, 0.2, 0.4, 0.8)
 
 
 class Waker:
@@ -109,14 +116,18 @@ class Wakers:
             while True:
                 for delay in delays:
                     if delay:
-                        await asyncio.sleep(delay)
+                        if waker.count != seen:
+                            break  # a newer message: check after it
+                        await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
                     if await changed():
+                        return
+                    if loop.time() >= deadline:
                         return
                 remaining = deadline - loop.time()
                 if remaining <= 0 or not await waker.wait(seen, remaining):
                     return
                 seen = waker.count
-                delays = SETTLE_DELAYS
+                delays = WAKE_DELAYS
 
     @contextlib.asynccontextmanager
     async def watching(self, bucket: str) -> AsyncIterator[tuple[Waker, bool]]:
