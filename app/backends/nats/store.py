@@ -40,6 +40,9 @@ WRONG_LAST_SEQUENCE = 10071
 #: Publishes (and direct gets) no stream answered for (a bucket being made again, or a
 #: new replicated bucket electing its leader), 0.05 s more apart each time.
 PUBLISH_ATTEMPTS = 5
+#: A long poll on a replicated bucket checks the log this often even without a message
+#: (wake.py: a missed wake-up answers at most this late, not at the poll's timeout).
+RECHECK_SECONDS = 0.5
 
 
 class NatsStore:
@@ -394,7 +397,8 @@ class NatsStore:
     ) -> None:
         """Wait up to ``timeout`` until ``changed()`` is true (wake.py says how)."""
         async with self.mapped_errors():
-            await self.wakers.wait(bucket, timeout, changed)
+            recheck = RECHECK_SECONDS if bucket in self.replicated else None
+            await self.wakers.wait(bucket, timeout, changed, recheck)
 
 
 @asynccontextmanager

@@ -99,7 +99,8 @@ class Wakers:
         return len(self._wakers)
 
     async def wait(
-        self, bucket: str, timeout: float, changed: Callable[[], Awaitable[bool]]
+        self, bucket: str, timeout: float, changed: Callable[[], Awaitable[bool]],
+        recheck: float | None = None,
     ) -> None:
         """Wait up to ``timeout`` until ``changed()`` (an awaitable that says whether
         something is there) is true: checked first, then after each message on the
@@ -107,7 +108,10 @@ class Wakers:
         during the check ends the wait at once. NATS delivers a message to subscribers
         before the stream stores it (and delivers one the stream then refuses), so after
         a wake-up, and on a fresh subscription, the check runs again a few times,
-        briefly apart (``SETTLE_DELAYS``)."""
+        briefly apart (``SETTLE_DELAYS``, ``WAKE_DELAYS``). With ``recheck`` (replicated
+        buckets: store.py), the check also runs every ``recheck`` seconds without a
+        message: on a loaded 3-server cluster a wake-up was missed now and then (1 to 2
+        long polls of 60 answered only at their timeout), so this bounds the lateness."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         async with self.watching(bucket) as (waker, fresh):
@@ -124,8 +128,14 @@ class Wakers:
                     if loop.time() >= deadline:
                         return
                 remaining = deadline - loop.time()
-                if remaining <= 0 or not await waker.wait(seen, remaining):
+                if remaining <= 0:
                     return
+                step = remaining if recheck is None else min(remaining, recheck)
+                if not await waker.wait(seen, step):
+                    if step >= remaining:
+                        return
+                    delays = (0.0,)  # no message for ``recheck`` seconds: check anyway
+                    continue
                 seen = waker.count
                 delays = WAKE_DELAYS
 
