@@ -63,7 +63,7 @@ async def counted_bytes(backend: Backend, ns: str = "default") -> tuple[int, int
         before = int(await client.hget(p + "quota", "b") or 0)
         total = await _recount(client, p)
         after = int(await client.hget(p + "quota", "b") or 0)
-        if before == after:
+        if before == after and total is not None:
             return after, total
 
 
@@ -98,16 +98,24 @@ async def nats_counted(backend: Backend, ns: str) -> tuple[int, int]:
             return before.bytes, total
 
 
-async def _recount(client: Any, p: str) -> int:
+async def _recount(client: Any, p: str) -> int | None:
+    """The stored bytes; None when a key or session went (expired by the sweeper) between
+    the scan naming it and its read: recount then."""
     total = 0
     # A key's current revision is its entry hash; its older ones are its history list.
     async for key in client.scan_iter(match=p + "k:*"):
-        total += len(await client.hget(key, "v"))
+        value = await client.hget(key, "v")
+        if value is None:
+            return None
+        total += len(value)
     async for key in client.scan_iter(match=p + "h:*"):
         for item in await client.lrange(key, 0, -1):
             total += len(item.split(b"|", 6)[6])
     async for key in client.scan_iter(match=p + "s:*"):
-        total += len(await client.hget(key, "md"))
+        metadata = await client.hget(key, "md")
+        if metadata is None:
+            return None
+        total += len(metadata)
     async for key in client.scan_iter(match=p + "sv:*"):
         values = await client.hgetall(p + "svv:" + key.decode()[len(p) + 3:])
         for var_id, meta in (await client.hgetall(key)).items():
