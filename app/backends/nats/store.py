@@ -194,8 +194,8 @@ class NatsStore:
         """The subject's newest message, or None. On a replicated bucket the stream's
         leader answers (a follower's direct get may be a few ms behind): read-your-writes."""
         async with self.mapped_errors():
-            if bucket not in self.buckets:
-                await self.bind(bucket)
+            if bucket not in self.buckets and not await self.bind(bucket):
+                return None  # no namespace: one request (not a direct get, a bind again)
             if bucket in self.replicated:
                 return await self._leader_last(bucket, subject)
             for attempt in range(PUBLISH_ATTEMPTS):
