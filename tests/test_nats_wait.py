@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import nats
 import pytest
 
-from app.backends.nats import NatsBackend
+from app.backends.nats import NatsBackend, wake
 from app.backends.nats.wake import LINGER_SECONDS
 from app.errors import BackendUnavailable
 from tests.conftest import need_nats
@@ -121,6 +121,30 @@ async def test_the_namespace_subscription_is_kept_between_waits_and_retired_when
         waker.idle_since -= LINGER_SECONDS + 1
     await waiter.read_events("c", 0, timeout=0.01)
     assert list(store.wakers._wakers) == ["c"]
+
+
+async def test_unused_subscriptions_are_bounded_for_a_caller_polling_many_namespaces(
+    engines: tuple[NatsBackend, NatsBackend], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Short polls of many namespaces, well within the linger: at most ``MAX_IDLE`` + 1
+    unused subscriptions stay (the newest: each wait retires before it subscribes), the
+    others unsubscribed; a namespace being
+    waited on keeps its subscription however many others come and go."""
+    waiter, writer = engines
+    store = waiter.store
+    monkeypatch.setattr(wake, "MAX_IDLE", 3)
+    held = asyncio.create_task(waiter.read_events("held", 0, timeout=10))
+    await until(lambda: "held" in store.wakers._wakers)
+    for n in range(10):
+        assert (await waiter.read_events(f"ns{n}", 0, timeout=0.01)).events == []
+    # The wait of ns9 retired the oldest before it began; it is unused now too.
+    assert list(store.wakers._wakers) == ["held", "ns6", "ns7", "ns8", "ns9"]
+    await waiter.read_events("ns10", 0, timeout=0.01)
+    assert list(store.wakers._wakers) == ["held", "ns7", "ns8", "ns9", "ns10"]
+    assert len(store.wakers._sids) == 5
+    assert len(store.nc._subs) - len(store.wakers._sids) <= 1  # (+ the request inbox)
+    rev = (await writer.kv_put("held", "k", b"1")).entry.revision
+    assert [e.revision for e in (await held).events] == [rev]
 
 
 async def until(condition: Callable[[], bool], timeout: float = 5) -> None:
