@@ -14,7 +14,9 @@ A subscription holds no task and at most one message: the messages beyond it are
 dropped but counted (a count is all a wait needs). One unused for ``LINGER_SECONDS`` is
 removed at the next wait of any namespace, so a process holds one per namespace waited
 on lately, not one per namespace ever seen (until then the server still sends it that
-namespace's messages, which it drops).
+namespace's messages, which it drops), and at most ``MAX_IDLE`` + 1 unused ones (a wait
+retires before it subscribes): the rest are the namespaces being waited on now
+(CORKBOARD_MAX_WATCHERS bounds those waits).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from nats.aio.subscription import Subscription
 
 #: Seconds a namespace's subscription outlives its last waiter.
 LINGER_SECONDS = 30.0
+#: Unused subscriptions kept at most, lingering or not (the oldest retired first): a
+#: caller polling many namespaces briefly leaves no more than this many behind.
+MAX_IDLE = 256
 #: Pauses (s) between checks that expect a message to be stored: a message reaches
 #: subscribers before its stream stores it, and on a replicated bucket a direct get may
 #: be answered by a follower a few ms behind the leader.
@@ -177,15 +182,20 @@ class Wakers:
             waker.idle_since = asyncio.get_running_loop().time()
 
     async def _retire_idle(self) -> None:
-        """Unsubscribe the oldest wakers unused for LINGER_SECONDS."""
+        """Unsubscribe the oldest wakers unused for LINGER_SECONDS, and any beyond the
+        newest MAX_IDLE unused ones (chosen first, unsubscribed after: no await between
+        the choice and the removal)."""
         now = asyncio.get_running_loop().time()
-        for bucket in list(self._wakers):
-            waker = self._wakers[bucket]
-            if waker.users or not waker.ready.done():
-                continue  # in use (a long wait keeps its place near the front)
-            if now - waker.idle_since < LINGER_SECONDS:
+        idle = [(b, w) for b, w in self._wakers.items() if not w.users and w.ready.done()]
+        excess = len(idle) - MAX_IDLE
+        retired: list[Waker] = []
+        for bucket, waker in idle:  # oldest first (a long wait keeps its place)
+            if excess <= 0 and now - waker.idle_since < LINGER_SECONDS:
                 break  # the rest were used later
+            excess -= 1
             del self._wakers[bucket]
+            retired.append(waker)
+        for waker in retired:
             await self._unsubscribe(waker)
 
     async def _unsubscribe(self, waker: Waker) -> None:
