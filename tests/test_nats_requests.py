@@ -44,3 +44,17 @@ async def test_a_get_is_two_requests_whether_or_not_the_namespace_exists(
     before = sent(engine)
     assert await engine.kv_get("here", "other") is None
     assert sent(engine) - before == 2
+
+
+async def test_a_get_at_a_revision_reads_the_history_and_the_override_only(
+    engine: NatsBackend,
+) -> None:
+    first = (await engine.kv_put("here", "k", b"1")).entry.revision
+    await engine.kv_put("here", "k", b"2")
+    before = sent(engine)
+    entry = await engine.kv_get("here", "k", revision=first)
+    assert entry is not None and entry.value == b"1" and entry.revision == first
+    assert sent(engine) - before == 2  # one batched direct get, one override read
+    await engine.kv_delete("here", "k")
+    assert await engine.kv_get("here", "k", revision=first) is None
+    assert await engine.kv_get("nowhere", "k", revision=1) is None

@@ -218,12 +218,14 @@ class NatsKeys(KeyStore):
     # -- keys ------------------------------------------------------------------------------
 
     async def kv_get(self, ns: str, key: str, revision: int | None = None) -> KeyEntry | None:
+        if revision is not None:  # the history is empty unless the key is live
+            return next(
+                (e for e in await self.kv_history(ns, key) if e.revision <= revision), None
+            )
         _, entry = await self.newest(ns, key)
         if entry is None or (entry.expires_at is not None and entry.expires_at <= now_ms()):
             return None
-        if revision is None:
-            return entry
-        return next((e for e in await self.kv_history(ns, key) if e.revision <= revision), None)
+        return entry
 
     async def kv_put(
         self,
