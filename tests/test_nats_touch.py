@@ -6,12 +6,16 @@ the new revision keeps its own."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
 import nats
 import pytest
 
+from app.backends.nats import NatsBackend
+from app.backends.nats.names import SYSTEM_BUCKET
+from app.domain.keys import KeyEntry
 from app.settings import Settings
 from tests.nats_server import flush_nats
 from tests.support import app_client
@@ -76,3 +80,35 @@ async def test_the_override_goes_with_a_delete_and_an_expiry(
     r = await c.get("/v1/events", params={"since": since, "types": "kv.expire", "wait": "5s"})
     assert [e["key"] for e in r.json()["events"]] == ["due"]
     assert await override(nats_url, "due") is None
+
+
+async def test_touches_and_writes_of_one_key_in_one_process_take_turns(
+    nats_url: str,
+) -> None:
+    """Concurrent touches and PUTs of one key in one process: each touch applies to the
+    revision it answers with (it waits its turn instead of redoing its override after
+    each write that came between: the tries are bounded), and the key's turns are gone
+    once nothing writes it."""
+    flush_nats(nats_url)
+    engine = NatsBackend(nats_url)
+    await engine.start()
+    try:
+        await engine.kv_put("t", "k", b"0")
+        overrides = await engine.store.nc.subscribe(f"$KV.{SYSTEM_BUCKET}.ttl.t.>")
+        results = await asyncio.gather(*(
+            engine.kv_touch("t", "k", 3_600_000) if n % 2 else
+            engine.kv_put("t", "k", str(n).encode())
+            for n in range(40)
+        ))
+        touches = [r for r in results if isinstance(r, KeyEntry)]
+        assert len(touches) == 20 and all(t.expires_at for t in touches)
+        # One override record per touch (none redone after a write came between).
+        await engine.store.nc.flush()
+        assert overrides._received == 20
+        history = {e.revision: e for e in await engine.kv_history("t", "k")}
+        for touched in touches:  # a later write ended it with the touched expiry
+            if touched.revision in history:
+                assert history[touched.revision].expires_at == touched.expires_at
+        assert not engine.keys._turns
+    finally:
+        await engine.close()

@@ -18,10 +18,11 @@ A write on a lease (``?lease=``) is an atomic batch (batch.py) of the lease's re
 again (compare-and-swap on the one read live: leasestate.attach) and the key's message
 carrying ``Cb-Lease: <id>``; a PATCH or increment keeps the key's lease, a plain PUT detaches it.
 
-Writes of one key by one process take turns (an asyncio lock per key, dropped when no
-write holds or awaits it): only writers in different processes race each other's
-compare-and-swap, so a hot key costs one attempt per write in a process instead of one
-per concurrent writer (32 concurrent PUTs of one key: see bench/README.md).
+Writes (and touches) of one key by one process take turns (an asyncio lock per key,
+dropped when no write holds or awaits it: no more than the writes in progress): only
+writers in different processes race each other's compare-and-swap, so a hot key costs
+one attempt per write in a process instead of one per concurrent writer (32 concurrent
+PUTs of one key: see bench/README.md).
 """
 
 from __future__ import annotations
@@ -138,11 +139,15 @@ class NatsKeys(KeyStore):
         the key's own), in one batch with the lease's record (see the module); (the entry
         before, the entry written or kept). Writes of one key by this process take
         turns (see the module)."""
+        async with self._turn(ns, key):
+            return await self._write(ns, key, decide, op, fence, lease, keep_lease)
+
+    def _turn(self, ns: str, key: str) -> asyncio.Lock:
+        """The key's turn among this process's writes (and touches) of it."""
         turn = self._turns.get((ns, key))
         if turn is None:
             turn = self._turns[(ns, key)] = asyncio.Lock()
-        async with turn:
-            return await self._write(ns, key, decide, op, fence, lease, keep_lease)
+        return turn
 
     async def _write(
         self, ns: str, key: str, decide: Decision, op: str, fence: Fence | None,
@@ -295,7 +300,11 @@ class NatsKeys(KeyStore):
     async def kv_touch(
         self, ns: str, key: str, ttl_ms: int, *, fence: Fence | None = None
     ) -> KeyEntry:
-        while True:
+        async with self._turn(ns, key):
+            return await self._touch(ns, key, ttl_ms, fence)
+
+    async def _touch(self, ns: str, key: str, ttl_ms: int, fence: Fence | None) -> KeyEntry:
+        for _ in range(WRITE_ATTEMPTS):
             now = now_ms()
             if fence is not None and not fence_holds(
                 await self.store.last(ns, fence_subject(ns, fence.scope, fence.name)), fence, now
@@ -316,6 +325,9 @@ class NatsKeys(KeyStore):
                 if expires_at:
                     await lower_deadline(self.store, ns, expires_at)
                 return with_override(entry, msg, (msg.seq, expires_at))
+        raise BackendUnavailable(
+            f"Key {key!r} changed under {WRITE_ATTEMPTS} consecutive touch attempts; retry."
+        )
 
     async def kv_delete(
         self,
