@@ -18,13 +18,22 @@ import httpx
 import nats
 import orjson
 import pytest
+from nats.js.api import ObjectMeta, ObjectMetaOptions
 
+import app.artifacts.nats
 from app.artifacts import UnknownArtifactStore, store_from_url
 from app.artifacts.base import new_blob_id
-from app.artifacts.nats import DEFAULT_BUCKET, NatsBlobStore, bucket_of
+from app.artifacts.nats import (
+    DEFAULT_BUCKET,
+    SEEK_HEADER,
+    NatsBlobStore,
+    bucket_of,
+    seek_index,
+)
 from app.backends.nats import NatsBackend
 from app.backends.nats.artifacts import NatsArtifacts
 from app.backends.nats.names import artifact_subject
+from app.backends.nats.store import Msg
 from app.errors import BackendUnavailable
 from app.settings import Settings
 from app.syntax import now_ms
@@ -95,6 +104,75 @@ async def test_a_blob_reads_alike_through_a_plain_object_store_client(
             await obs.get(meta.blob)
     finally:
         await nc.close()
+
+
+class _CountingStore(NatsBlobStore):
+    """The NATS store, counting the chunk messages its readers fetch."""
+
+    fetched = 0
+
+    async def chunks(self, subject: str, seq: int, count: int) -> list[Msg]:
+        found = await super().chunks(subject, seq, count)
+        self.fetched += len(found)
+        return found
+
+
+async def _read(store: NatsBlobStore, blob: str, size: int, start: int, end: int) -> bytes:
+    reader = await store.open(blob, size)
+    try:
+        return b"".join([piece async for piece in reader.stream(start, end)])
+    finally:
+        await reader.close()
+
+
+async def test_a_range_seeks_near_its_first_chunk(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flush_nats(nats_url)
+    monkeypatch.setattr(app.artifacts.nats, "SEEK_POINTS", 4)
+    store = _CountingStore([nats_url], url=nats_url, chunk_bytes=4096)
+    await store.start()
+    try:
+        # Two blobs written interleaved: neither's chunks are consecutive in the stream.
+        blob, other = new_blob_id(), new_blob_id()
+        data = os.urandom(10 * 4096 + 100)  # 11 chunks: seek points 0, 4 and 8 (stride 4)
+        w, w2 = await store.create(blob), await store.create(other)
+        for i in range(0, len(data), 4096):
+            await w.write(data[i : i + 4096])
+            await w2.write(b"x" * 4096)
+        await w.finish()
+        await w2.finish()
+        info = await store.info(blob)
+        assert info is not None
+        stride, seqs = seek_index(info)
+        assert (stride, len(seqs)) == (4, 3)
+        for start, end in [(0, len(data)), (len(data) - 1, len(data)), (9 * 4096 + 5, 9 * 4096 + 9),
+                           (4095, 4097), (4 * 4096, 8 * 4096), (3 * 4096 + 1, len(data))]:
+            store.fetched = 0
+            assert await _read(store, blob, len(data), start, end) == data[start:end]
+            wanted = (end - 1) // 4096 - start // 4096 + 1
+            assert store.fetched <= wanted + stride - 1, (start, end)
+        # An object another client wrote has no seek index: it reads from its start.
+        nc = await nats.connect(nats_url)
+        try:
+            obs = await nc.jetstream().object_store(DEFAULT_BUCKET)
+            plain = new_blob_id()
+            await obs.put(plain, data, meta=ObjectMeta(
+                name=plain, options=ObjectMetaOptions(max_chunk_size=4096)))
+        finally:
+            await nc.close()
+        info = await store.info(plain)
+        assert info is not None and seek_index(info) == (1, [])
+        assert await _read(store, plain, len(data), len(data) - 3, len(data)) == data[-3:]
+        # A corrupt index is ignored, never a 500.
+        info.headers = {SEEK_HEADER: ["4 9" + "9" * 5000]}
+        assert seek_index(info) == (1, [])
+        info.headers = {SEEK_HEADER: ["0 1 2"]}
+        assert seek_index(info) == (1, [])
+        info.headers = {SEEK_HEADER: ["2 5 3"]}
+        assert seek_index(info) == (1, [])
+    finally:
+        await store.close()
 
 
 async def test_uploads_take_no_revision_and_leave_no_rows(h: Harness, nats_url: str) -> None:
