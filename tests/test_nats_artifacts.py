@@ -232,9 +232,26 @@ def test_store_urls() -> None:
     assert isinstance(store, NatsBlobStore)
     assert (store.servers, store.bucket, store.replicas) == (
         ["nats://a:1", "nats://b:2"], "x-y", 3)
-    for bad in ("nats://", "nats://a:1?bucket=a.b", "nats://a:1?bucket=", "nats://a:1?replicas=0"):
+    for bad in ("nats://", "nats://a:1?bucket=a.b", "nats://a:1?bucket=", "nats://a:1?replicas=0",
+                "nats://a:1?bucket=x&bucket=y", "nats://a:1?bucket=caf%C3%A9"):
         with pytest.raises(UnknownArtifactStore):
             store_from_url(bad, Settings())
+    with pytest.raises(UnknownArtifactStore) as caught:
+        store_from_url("nats://u:s3cret-pw@a:1?bucket=a.b", Settings())
+    assert "s3cret-pw" not in str(caught.value)
+
+
+async def test_a_store_on_the_backends_servers_shares_its_connection(nats_url: str) -> None:
+    flush_nats(nats_url)
+    settings = Settings(backend=nats_url, artifacts=f"{nats_url}?bucket=team_blobs",
+                        artifact_grace_seconds=0, artifact_chunk_bytes=4096)
+    async with harness(settings) as h:
+        assert isinstance(h.store, NatsBlobStore) and isinstance(h.backend, NatsBackend)
+        assert h.store.bucket == "team_blobs"
+        assert h.store.nc is h.backend.store.nc  # one connection, the backend's
+        assert (await h.client.put("/v1/artifacts/a", content=b"bytes")).status_code == 201
+        assert (await h.client.get("/v1/artifacts/a")).content == b"bytes"
+        assert len(await h.blobs()) == 1
 
 
 # -- blob rows: a process that dies mid-way loses nothing ----------------------------------

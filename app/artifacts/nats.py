@@ -69,10 +69,15 @@ def bucket_of(url: str) -> str:
     """``?bucket=NAME`` of a ``nats://`` URL, else the default bucket."""
     query = parse_qs(urlsplit(url).query, keep_blank_values=True)
     values = query.get("bucket", [DEFAULT_BUCKET])
-    name = values[-1]
-    if not name or not all(c.isalnum() or c in "_-" for c in name):
-        raise ValueError(f"bucket must be letters, digits, '_' or '-' in {url!r}")
-    return name
+    if len(values) != 1 or not values[0] or not all(
+        c.isascii() and (c.isalnum() or c in "_-") for c in values[0]
+    ):
+        # Not the URL itself: it may hold credentials.
+        raise ValueError(
+            f"bucket must be one name of letters, digits, '_' or '-' in the nats:// URL, "
+            f"not {', '.join(values)[:40]!r}"
+        )
+    return values[0]
 
 
 class NatsBlobStore(BlobStore):
