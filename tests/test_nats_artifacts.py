@@ -175,6 +175,28 @@ async def test_a_range_seeks_near_its_first_chunk(
         await store.close()
 
 
+async def test_an_object_store_bucket_deleted_under_the_service(
+    h: Harness, nats_url: str
+) -> None:
+    assert (await h.client.put("/v1/artifacts/old", content=b"old bytes")).status_code == 201
+    nc = await nats.connect(nats_url)
+    try:
+        await nc.jetstream().delete_object_store(DEFAULT_BUCKET)
+    finally:
+        await nc.close()
+    assert await h.blobs() == []
+    r = await h.client.get("/v1/artifacts/old")  # its bytes are gone: a 503, not a 500
+    assert "no bytes for artifact 'old'" in problem(r, 503, "backend_unavailable")["detail"]
+    # An upload makes the bucket again, and reads back.
+    assert (await h.client.put("/v1/artifacts/new", content=b"new bytes")).status_code == 201
+    assert (await h.client.get("/v1/artifacts/new")).content == b"new bytes"
+    r = await h.client.get("/v1/artifacts/new", headers={"Range": "bytes=4-"})
+    assert (r.status_code, r.content) == (206, b"bytes")
+    assert (await h.client.delete("/v1/artifacts/old")).status_code == 204
+    assert await h.collect() == 1  # the lost blob's removal is a no-op, not a failure
+    assert len(await h.blobs()) == 1
+
+
 async def test_uploads_take_no_revision_and_leave_no_rows(h: Harness, nats_url: str) -> None:
     for i in range(3):
         assert (await h.client.put("/v1/artifacts/a", content=b"v%d" % i)).status_code in (
