@@ -631,6 +631,26 @@ async def test_fenced_writes(h: Harness) -> None:
     assert (await h.client.delete("/v1/artifacts/f", headers=ok)).status_code == 204
 
 
+async def test_fenced_writes_with_a_session_lock(h: Harness) -> None:
+    r = await h.client.post("/v1/sessions/s1/locks/writer", json={"owner": "bot"})
+    assert r.status_code == 200
+    token = str(r.json()["token"])
+    ok = {"Fence-Lock": "writer", "Fence-Token": token, "Fence-Session": "s1"}
+    other = {**ok, "Fence-Session": "s2"}
+    assert (await put(h, "f", b"v1", headers=ok)).status_code == 201
+    rev = await h.revision()
+    r = await put(h, "f", b"v2", headers=other)
+    assert r.status_code == 409
+    assert r.json()["code"] == "stale_fence"
+    # The namespace lock of that name is another lock: its fence is not the session's.
+    r = await put(h, "f", b"v2", headers={"Fence-Lock": "writer", "Fence-Token": token})
+    assert r.status_code == 409
+    assert (await h.client.delete("/v1/artifacts/f", headers=other)).status_code == 409
+    assert (await h.client.get("/v1/artifacts/f")).content == b"v1"
+    assert await h.revision() == rev
+    assert (await h.client.delete("/v1/artifacts/f", headers=ok)).status_code == 204
+
+
 # -- keys and the file store's root --------------------------------------------------
 
 # As httpx sends them (it removes literal dot segments itself; the wire-level test

@@ -18,13 +18,22 @@ import httpx
 import nats
 import orjson
 import pytest
+from nats.js.api import ObjectMeta, ObjectMetaOptions
 
+import app.artifacts.nats
 from app.artifacts import UnknownArtifactStore, store_from_url
 from app.artifacts.base import new_blob_id
-from app.artifacts.nats import DEFAULT_BUCKET, NatsBlobStore, bucket_of
+from app.artifacts.nats import (
+    DEFAULT_BUCKET,
+    SEEK_HEADER,
+    NatsBlobStore,
+    bucket_of,
+    seek_index,
+)
 from app.backends.nats import NatsBackend
 from app.backends.nats.artifacts import NatsArtifacts
 from app.backends.nats.names import artifact_subject
+from app.backends.nats.store import Msg
 from app.errors import BackendUnavailable
 from app.settings import Settings
 from app.syntax import now_ms
@@ -97,6 +106,97 @@ async def test_a_blob_reads_alike_through_a_plain_object_store_client(
         await nc.close()
 
 
+class _CountingStore(NatsBlobStore):
+    """The NATS store, counting the chunk messages its readers fetch."""
+
+    fetched = 0
+
+    async def chunks(self, subject: str, seq: int, count: int) -> list[Msg]:
+        found = await super().chunks(subject, seq, count)
+        self.fetched += len(found)
+        return found
+
+
+async def _read(store: NatsBlobStore, blob: str, size: int, start: int, end: int) -> bytes:
+    reader = await store.open(blob, size)
+    try:
+        return b"".join([piece async for piece in reader.stream(start, end)])
+    finally:
+        await reader.close()
+
+
+async def test_a_range_seeks_near_its_first_chunk(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flush_nats(nats_url)
+    monkeypatch.setattr(app.artifacts.nats, "SEEK_POINTS", 4)
+    store = _CountingStore([nats_url], url=nats_url, chunk_bytes=4096)
+    await store.start()
+    try:
+        # Two blobs written interleaved: neither's chunks are consecutive in the stream.
+        blob, other = new_blob_id(), new_blob_id()
+        data = os.urandom(10 * 4096 + 100)  # 11 chunks: seek points 0, 4 and 8 (stride 4)
+        w, w2 = await store.create(blob), await store.create(other)
+        for i in range(0, len(data), 4096):
+            await w.write(data[i : i + 4096])
+            await w2.write(b"x" * 4096)
+        await w.finish()
+        await w2.finish()
+        info = await store.info(blob)
+        assert info is not None
+        stride, seqs = seek_index(info)
+        assert (stride, len(seqs)) == (4, 3)
+        for start, end in [(0, len(data)), (len(data) - 1, len(data)), (9 * 4096 + 5, 9 * 4096 + 9),
+                           (4095, 4097), (4 * 4096, 8 * 4096), (3 * 4096 + 1, len(data))]:
+            store.fetched = 0
+            assert await _read(store, blob, len(data), start, end) == data[start:end]
+            wanted = (end - 1) // 4096 - start // 4096 + 1
+            assert store.fetched <= wanted + stride - 1, (start, end)
+        # An object another client wrote has no seek index: it reads from its start.
+        nc = await nats.connect(nats_url)
+        try:
+            obs = await nc.jetstream().object_store(DEFAULT_BUCKET)
+            plain = new_blob_id()
+            await obs.put(plain, data, meta=ObjectMeta(
+                name=plain, options=ObjectMetaOptions(max_chunk_size=4096)))
+        finally:
+            await nc.close()
+        info = await store.info(plain)
+        assert info is not None and seek_index(info) == (1, [])
+        assert await _read(store, plain, len(data), len(data) - 3, len(data)) == data[-3:]
+        # A corrupt index is ignored, never a 500.
+        info.headers = {SEEK_HEADER: ["4 9" + "9" * 5000]}
+        assert seek_index(info) == (1, [])
+        info.headers = {SEEK_HEADER: ["0 1 2"]}
+        assert seek_index(info) == (1, [])
+        info.headers = {SEEK_HEADER: ["2 5 3"]}
+        assert seek_index(info) == (1, [])
+    finally:
+        await store.close()
+
+
+async def test_an_object_store_bucket_deleted_under_the_service(
+    h: Harness, nats_url: str
+) -> None:
+    assert (await h.client.put("/v1/artifacts/old", content=b"old bytes")).status_code == 201
+    nc = await nats.connect(nats_url)
+    try:
+        await nc.jetstream().delete_object_store(DEFAULT_BUCKET)
+    finally:
+        await nc.close()
+    assert await h.blobs() == []
+    r = await h.client.get("/v1/artifacts/old")  # its bytes are gone: a 503, not a 500
+    assert "no bytes for artifact 'old'" in problem(r, 503, "backend_unavailable")["detail"]
+    # An upload makes the bucket again, and reads back.
+    assert (await h.client.put("/v1/artifacts/new", content=b"new bytes")).status_code == 201
+    assert (await h.client.get("/v1/artifacts/new")).content == b"new bytes"
+    r = await h.client.get("/v1/artifacts/new", headers={"Range": "bytes=4-"})
+    assert (r.status_code, r.content) == (206, b"bytes")
+    assert (await h.client.delete("/v1/artifacts/old")).status_code == 204
+    assert await h.collect() == 1  # the lost blob's removal is a no-op, not a failure
+    assert len(await h.blobs()) == 1
+
+
 async def test_uploads_take_no_revision_and_leave_no_rows(h: Harness, nats_url: str) -> None:
     for i in range(3):
         assert (await h.client.put("/v1/artifacts/a", content=b"v%d" % i)).status_code in (
@@ -154,9 +254,26 @@ def test_store_urls() -> None:
     assert isinstance(store, NatsBlobStore)
     assert (store.servers, store.bucket, store.replicas) == (
         ["nats://a:1", "nats://b:2"], "x-y", 3)
-    for bad in ("nats://", "nats://a:1?bucket=a.b", "nats://a:1?bucket=", "nats://a:1?replicas=0"):
+    for bad in ("nats://", "nats://a:1?bucket=a.b", "nats://a:1?bucket=", "nats://a:1?replicas=0",
+                "nats://a:1?bucket=x&bucket=y", "nats://a:1?bucket=caf%C3%A9"):
         with pytest.raises(UnknownArtifactStore):
             store_from_url(bad, Settings())
+    with pytest.raises(UnknownArtifactStore) as caught:
+        store_from_url("nats://u:s3cret-pw@a:1?bucket=a.b", Settings())
+    assert "s3cret-pw" not in str(caught.value)
+
+
+async def test_a_store_on_the_backends_servers_shares_its_connection(nats_url: str) -> None:
+    flush_nats(nats_url)
+    settings = Settings(backend=nats_url, artifacts=f"{nats_url}?bucket=team_blobs",
+                        artifact_grace_seconds=0, artifact_chunk_bytes=4096)
+    async with harness(settings) as h:
+        assert isinstance(h.store, NatsBlobStore) and isinstance(h.backend, NatsBackend)
+        assert h.store.bucket == "team_blobs"
+        assert h.store.nc is h.backend.store.nc  # one connection, the backend's
+        assert (await h.client.put("/v1/artifacts/a", content=b"bytes")).status_code == 201
+        assert (await h.client.get("/v1/artifacts/a")).content == b"bytes"
+        assert len(await h.blobs()) == 1
 
 
 # -- blob rows: a process that dies mid-way loses nothing ----------------------------------

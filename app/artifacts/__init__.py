@@ -61,9 +61,10 @@ def store_from_url(url: str, settings: Settings, backend: Backend | None = None)
 
 
 def _nats_store(url: str, settings: Settings, backend: Backend | None) -> BlobStore:
-    """A JetStream Object Store; at the NATS backend's own URL it shares the backend's
-    connection (the default when ``CORKBOARD_BACKEND`` is ``nats://`` and
-    ``CORKBOARD_ARTIFACTS`` is unset, as Redis shares its pool)."""
+    """A JetStream Object Store; on the NATS backend's own servers (and credentials) it
+    shares the backend's connection, whatever ``?bucket=`` or ``?replicas=`` it adds (the
+    default when ``CORKBOARD_BACKEND`` is ``nats://`` and ``CORKBOARD_ARTIFACTS`` is unset,
+    as Redis shares its pool)."""
     from app.artifacts.nats import NatsBlobStore, bucket_of
     from app.backends.nats import NatsBackend, replicas_of, servers_of
 
@@ -72,7 +73,7 @@ def _nats_store(url: str, settings: Settings, backend: Backend | None) -> BlobSt
     except ValueError as exc:
         raise UnknownArtifactStore(str(exc)) from exc
     shared = None
-    if isinstance(backend, NatsBackend) and url == backend.url:
+    if isinstance(backend, NatsBackend) and servers == servers_of(backend.url):
         store = backend.store
         shared = lambda: store.nc  # noqa: E731
     return NatsBlobStore(

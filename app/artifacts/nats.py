@@ -12,9 +12,11 @@ layout, so any NATS object store client (``nats object get``, nats-py's
 An upload publishes each chunk (``CORKBOARD_ARTIFACT_CHUNK_BYTES``, at most the server's
 max payload) as it fills and waits for JetStream's acknowledgement before the next one,
 so it holds at most one chunk in memory. A download reads the chunks with batched
-direct gets, a bounded number of bytes at a time; a Range skips the chunks before it by
-reading them (chunks are found by walking the subject: a Range near the end of a large
-blob costs reading what precedes it). A reader holds no handle on the bytes, so a
+direct gets, a bounded number of bytes at a time. The info's headers hold a seek index
+(``Corkboard-Seek``: the stream sequence of every ``stride``-th chunk, at most
+``SEEK_POINTS`` of them), so a Range starts at the chunk before it at most ``stride - 1``
+chunks early instead of reading all that precedes it; a blob written by another client
+has none and is read from its first chunk. A reader holds no handle on the bytes, so a
 replaced blob stays for the grace period (``needs_grace``); removed under a reader, the
 reader fails (BlobMissing) rather than mixing versions. Removal purges the blob's
 subjects, so nothing of it is left. NATS failures are 503 (store.mapped_errors).
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import itertools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -56,16 +59,25 @@ READ_CHUNKS = 8
 CONNECT_TRIES = 3
 #: Room left in a message for its headers, below the server's max payload.
 HEADROOM = 1024
+#: Most entries of a blob's seek index (its stride doubles to stay within).
+SEEK_POINTS = 512
+#: The info header holding the seek index: ``"<stride> <seq> <seq> ..."``.
+SEEK_HEADER = "Corkboard-Seek"
 
 
 def bucket_of(url: str) -> str:
     """``?bucket=NAME`` of a ``nats://`` URL, else the default bucket."""
     query = parse_qs(urlsplit(url).query, keep_blank_values=True)
     values = query.get("bucket", [DEFAULT_BUCKET])
-    name = values[-1]
-    if not name or not all(c.isalnum() or c in "_-" for c in name):
-        raise ValueError(f"bucket must be letters, digits, '_' or '-' in {url!r}")
-    return name
+    if len(values) != 1 or not values[0] or not all(
+        c.isascii() and (c.isalnum() or c in "_-") for c in values[0]
+    ):
+        # Not the URL itself: it may hold credentials.
+        raise ValueError(
+            f"bucket must be one name of letters, digits, '_' or '-' in the nats:// URL, "
+            f"not {', '.join(values)[:40]!r}"
+        )
+    return values[0]
 
 
 class NatsBlobStore(BlobStore):
@@ -150,16 +162,15 @@ class NatsBlobStore(BlobStore):
             except Exception:  # closing a broken connection must not fail the shutdown
                 pass
 
-    async def publish(self, subject: str, data: bytes, headers: dict[str, str] | None) -> None:
+    async def publish(self, subject: str, data: bytes, headers: dict[str, str] | None) -> int:
+        """Store a message; its stream sequence."""
         async with mapped_errors(self.url):
-            for attempt in range(2):
-                try:
-                    await self.js.publish(subject, data, timeout=self.timeout, headers=headers)
-                    return
-                except NoStreamResponseError:
-                    if attempt:
-                        raise
-                    await self.ensure()  # the bucket was deleted under us: make it again
+            try:
+                ack = await self.js.publish(subject, data, timeout=self.timeout, headers=headers)
+            except NoStreamResponseError:
+                await self.ensure()  # the bucket was deleted under us: make it again
+                ack = await self.js.publish(subject, data, timeout=self.timeout, headers=headers)
+            return int(ack.seq)
 
     async def create(self, blob: str) -> BlobWriter:
         size = min(self.chunk_bytes, max(4096, self.nc.max_payload - HEADROOM))
@@ -190,7 +201,9 @@ class NatsBlobStore(BlobStore):
             raise BlobMissing(blob)
         options = info.options
         chunk = options.max_chunk_size if options and options.max_chunk_size else size
-        return _NatsReader(self, blob, f"$O.{self.bucket}.C.{info.nuid}", size, chunk)
+        return _NatsReader(
+            self, blob, f"$O.{self.bucket}.C.{info.nuid}", size, chunk, seek_index(info)
+        )
 
     async def delete(self, blob: str) -> None:
         async with mapped_errors(self.url):
@@ -241,17 +254,42 @@ class NatsBlobStore(BlobStore):
                 await sub.unsubscribe()
 
 
+def seek_index(info: ObjectInfo) -> tuple[int, list[int]]:
+    """An object's seek index (stride, the sequence of every stride-th chunk), or
+    (1, []) when it has none usable (another client's object)."""
+    values = (info.headers or {}).get(SEEK_HEADER)
+    text = values[0] if isinstance(values, list) and values else values
+    if not isinstance(text, str):
+        return 1, []
+    parts = text.split(" ")
+    if len(parts) > SEEK_POINTS + 1 or not all(
+        p.isascii() and p.isdigit() and len(p) <= 20 for p in parts
+    ):
+        return 1, []
+    stride, *seqs = map(int, parts)
+    if stride < 1 or any(b <= a for a, b in itertools.pairwise(seqs)):
+        return 1, []
+    return stride, seqs
+
+
 class _NatsWriter(ChunkedWriter):
     def __init__(self, store: NatsBlobStore, blob: str, chunk_bytes: int) -> None:
         super().__init__(blob, chunk_bytes)
         self._store = store
         self._size = 0
         self._digest = hashlib.sha256()
+        self._stride = 1
+        self._seek: list[int] = []  # the sequence of every stride-th chunk
 
     async def _put_chunk(self, data: bytes) -> None:
-        await self._store.publish(self._store.chunk_subject(self.blob), data, None)
+        seq = await self._store.publish(self._store.chunk_subject(self.blob), data, None)
         self._size += len(data)
         self._digest.update(data)
+        if self.chunks % self._stride == 0:
+            self._seek.append(seq)
+            if len(self._seek) > SEEK_POINTS:
+                self._stride *= 2
+                self._seek = self._seek[::2]
 
     async def _seal(self) -> None:
         digest = base64.urlsafe_b64encode(self._digest.digest()).decode()
@@ -259,6 +297,7 @@ class _NatsWriter(ChunkedWriter):
             name=self.blob, bucket=self._store.bucket, nuid=self.blob, size=self._size,
             chunks=self.chunks, digest=f"SHA-256={digest}",
             options=ObjectMetaOptions(max_chunk_size=self.chunk_bytes),
+            headers={SEEK_HEADER: [" ".join(map(str, [self._stride, *self._seek]))]},
         )
         # The info goes last (a rollup of its subject): only a complete blob has one.
         await self._store.publish(
@@ -272,13 +311,15 @@ class _NatsWriter(ChunkedWriter):
 
 class _NatsReader(BlobReader):
     def __init__(
-        self, store: NatsBlobStore, blob: str, subject: str, size: int, chunk_bytes: int
+        self, store: NatsBlobStore, blob: str, subject: str, size: int, chunk_bytes: int,
+        seek: tuple[int, list[int]] = (1, []),
     ) -> None:
         self._store = store
         self._blob = blob
         self._subject = subject
         self._size = size
         self._chunk_bytes = chunk_bytes
+        self._stride, self._seek = seek
 
     async def stream(self, start: int, end: int) -> AsyncIterator[bytes]:
         if end <= start:
@@ -287,8 +328,11 @@ class _NatsReader(BlobReader):
         first, last = start // size, (end - 1) // size
         per_read = max(1, min(READ_CHUNKS, READ_BYTES // size))
         n, seq = 0, 1
+        if self._seek:  # start at the indexed chunk at or before the first one wanted
+            i = min(first // self._stride, len(self._seek) - 1)
+            n, seq = i * self._stride, self._seek[i]
         while n <= last:
-            msgs = await self._store.chunks(self._subject, seq, per_read)
+            msgs = await self._store.chunks(self._subject, seq, min(per_read, last - n + 1))
             if not msgs:
                 raise BlobMissing(self._blob)
             for msg in msgs:

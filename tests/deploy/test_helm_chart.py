@@ -244,7 +244,7 @@ MEMORY_ONE_PROCESS = "the memory backend serves one process only"
         ),
         pytest.param(
             {"config": {"workers": 4}},
-            MEMORY_ONE_PROCESS + ", but config.workers is 4",
+            MEMORY_ONE_PROCESS + ", but config.workers is 4. Use Redis or NATS",
             id="memory-workers",
         ),
         pytest.param(
@@ -294,6 +294,12 @@ MEMORY_ONE_PROCESS = "the memory backend serves one process only"
             {"externalNats": {"existingSecret": "nats-creds"}},
             "externalNats.existingSecret holds credentials only; set externalNats.url",
             id="nats-secret-without-url",
+        ),
+        pytest.param(
+            {"externalNats": {"url": "nats://n:4222", "existingSecret": "nats-creds"},
+             "config": {"artifacts": "nats://n:4222?bucket=blobs"}},
+            "config.artifacts is a nats:// URL, but externalNats.existingSecret's credentials",
+            id="nats-artifacts-without-credentials",
         ),
         pytest.param(
             {"config": {"artifacts": "file:///var/lib/corkboard"}},
@@ -643,6 +649,22 @@ def test_external_nats_credentials_come_from_the_existing_secret(render: Render)
     text = "".join(rendered.files.values())
     assert NATS_PASSWORD not in text
     assert not re.search(r"nats://[^$\s\"]*@", text), "no literal credentials in any URL"
+
+
+def test_external_nats_names_its_object_store_bucket_in_its_url(render: Render) -> None:
+    rendered = render({"externalNats": {
+        "url": "nats://nats:4222?replicas=3&bucket=team_blobs", "existingSecret": "nats-creds",
+    }})
+    assert rendered.env()["CORKBOARD_BACKEND"]["value"] == (
+        "nats://$(NATS_USER):$(NATS_PASSWORD)@nats:4222?replicas=3&bucket=team_blobs"
+    )
+    assert "CORKBOARD_ARTIFACTS" not in rendered.config
+
+
+def test_a_nats_object_store_beside_redis_state(render: Render) -> None:
+    rendered = render({"redis": {"enabled": True},
+                       "config": {"artifacts": "nats://nats:4222?bucket=blobs"}})
+    assert rendered.config["CORKBOARD_ARTIFACTS"] == "nats://nats:4222?bucket=blobs"
 
 
 def test_external_nats_with_a_token(render: Render) -> None:

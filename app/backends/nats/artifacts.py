@@ -33,13 +33,13 @@ import orjson
 
 from app.backends.nats.blobrows import BlobRows
 from app.backends.nats.entries import lower_deadline
-from app.backends.nats.lockstate import fence_holds
 from app.backends.nats.names import (
     ARTIFACT_PREFIX,
     artifact_subject,
+    fence_subject,
     is_artifact_subject,
-    lock_subject,
 )
+from app.backends.nats.sessionstate import fence_holds
 from app.backends.nats.store import Msg, NatsStore
 from app.backends.paging import page_sorted
 from app.backends.parts.artifacts import ArtifactIndex
@@ -65,6 +65,12 @@ EXAMINED_PER_CLAIM = 4
 
 def _lapsed() -> RequestTimeout:
     return RequestTimeout("The upload took too long; its bytes were discarded.")
+
+
+def _contended(key: str) -> BackendUnavailable:
+    return BackendUnavailable(
+        f"Artifact {key!r} changed under {WRITE_ATTEMPTS} consecutive attempts; retry."
+    )
 
 
 def decode(msg: Msg | None) -> ArtifactMeta | None:
@@ -162,19 +168,21 @@ class NatsArtifacts(ArtifactIndex):
             if marker is not None:
                 return marker, None
 
-    async def _fenced(
-        self, ns: str, key: str, fence: Fence | None, now: int
+    async def _decided(
+        self, ns: str, key: str, fence: Fence | None, condition: Condition | None, now: int
     ) -> tuple[Msg | None, ArtifactMeta | None, int | None] | None:
-        """The live version, with a fence checked as keys.py does: (message, version,
-        the namespace's sequence to publish at), or None to read again."""
+        """The live version, its fence and precondition checked (the fence as keys.py
+        does, a session-scoped one in its session's record): (message, version, the
+        namespace's sequence to publish at), or None to read again."""
         upto = await self.store.last_seq(ns) if fence is not None else None
         msg, meta = await self._live(ns, key, now)
         if fence is not None and upto is not None:
-            lock = await self.store.last(ns, lock_subject(ns, fence.name))
+            lock = await self.store.last(ns, fence_subject(ns, fence.scope, fence.name))
             if any(m is not None and m.seq > upto for m in (msg, lock)):
                 return None
             if not fence_holds(lock, fence, now):
                 raise fence.stale()
+        (condition or NO_CONDITION).check(meta, ARTIFACT)
         return msg, meta, upto
 
     async def sweep(self, ns: str, msgs: list[Msg], now: int) -> tuple[int, int]:
@@ -226,11 +234,10 @@ class NatsArtifacts(ArtifactIndex):
         taken = False
         for _ in range(WRITE_ATTEMPTS):
             now = now_ms()
-            found = await self._fenced(ns, key, fence, now)
+            found = await self._decided(ns, key, fence, condition, now)
             if found is None:
                 continue
             msg, old, upto = found
-            (condition or NO_CONDITION).check(old, ARTIFACT)
             if not taken:
                 # Take the reservation, so the collector cannot judge it lapsed now.
                 row = await self.rows.read(ns, blob)
@@ -258,9 +265,7 @@ class NatsArtifacts(ArtifactIndex):
             if meta.expires_at is not None:
                 await lower_deadline(self.store, ns, meta.expires_at)
             return ArtifactPut(replace(meta, revision=stored.seq), old is None)
-        raise BackendUnavailable(
-            f"Artifact {key!r} changed under {WRITE_ATTEMPTS} consecutive attempts; retry."
-        )
+        raise _contended(key)
 
     async def artifact_get(self, ns: str, key: str) -> ArtifactMeta | None:
         meta = decode(await self.store.last(ns, artifact_subject(ns, key)))
@@ -278,19 +283,16 @@ class NatsArtifacts(ArtifactIndex):
     ) -> ArtifactMeta | None:
         for _ in range(WRITE_ATTEMPTS):
             now = now_ms()
-            found = await self._fenced(ns, key, fence, now)
+            found = await self._decided(ns, key, fence, condition, now)
             if found is None:
                 continue
             msg, current, upto = found
-            (condition or NO_CONDITION).check(current, ARTIFACT)
             if msg is None or current is None:
                 return None
             if await self._remove(ns, msg, current, now, "deleted", upto) is not None:
                 return current
             await asyncio.sleep(0)
-        raise BackendUnavailable(
-            f"Artifact {key!r} changed under {WRITE_ATTEMPTS} consecutive attempts; retry."
-        )
+        raise _contended(key)
 
     async def artifact_list(
         self, ns: str, pattern: Pattern, *, limit: int, after: str | None

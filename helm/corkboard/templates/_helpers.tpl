@@ -182,7 +182,7 @@ change. Included by the Deployment, which every release renders.
     {{- fail (printf "corkboard: the memory backend serves one process only, but replicaCount is %d. Use Redis or NATS for more than one replica (redis.enabled=true, externalRedis.url / externalRedis.existingSecret, or externalNats.url), or set replicaCount=1." (int .Values.replicaCount)) }}
   {{- end }}
   {{- if gt (int .Values.config.workers) 1 }}
-    {{- fail (printf "corkboard: the memory backend serves one process only, but config.workers is %d. Use Redis, or set config.workers=1." (int .Values.config.workers)) }}
+    {{- fail (printf "corkboard: the memory backend serves one process only, but config.workers is %d. Use Redis or NATS, or set config.workers=1." (int .Values.config.workers)) }}
   {{- end }}
 {{- end }}
 {{- if and .Values.redis.enabled (or .Values.externalRedis.url .Values.externalRedis.existingSecret) }}
@@ -190,6 +190,9 @@ change. Included by the Deployment, which every release renders.
 {{- end }}
 {{- if and .Values.externalNats.url (or .Values.redis.enabled .Values.externalRedis.url .Values.externalRedis.existingSecret) }}
   {{- fail "corkboard: externalNats and Redis (redis.enabled or externalRedis) are both set; choose one backend." }}
+{{- end }}
+{{- if and .Values.externalNats.existingSecret (hasPrefix "nats://" .Values.config.artifacts) }}
+  {{- fail "corkboard: config.artifacts is a nats:// URL, but externalNats.existingSecret's credentials reach only the backend's URL; leave config.artifacts empty and put ?bucket=NAME in externalNats.url for another Object Store bucket." }}
 {{- end }}
 {{- if and .Values.externalNats.existingSecret (not .Values.externalNats.url) }}
   {{- fail "corkboard: externalNats.existingSecret holds credentials only; set externalNats.url (nats://host:4222, without credentials) too." }}
