@@ -55,8 +55,8 @@ from app.backends.nats.lockstate import (
     Step,
     acquire,
     decode,
+    due_change,
     end,
-    expire,
     hand_over,
     holding,
 )
@@ -88,6 +88,11 @@ WRITE_ATTEMPTS = 200
 def _nothing(record: LockRecord, now: int) -> tuple[Change | None, None]:
     """The step that only finishes what is due (expiry, hand-over)."""
     return None, None
+
+
+def _settled(record: LockRecord, now: int) -> tuple[Change | None, LockRecord]:
+    """The step that only finishes what is due, answering the record after it."""
+    return None, record
 
 
 def _attempt(request: LockRequest) -> Step[LockOutcome]:
@@ -160,18 +165,13 @@ class NatsLocks(LockWaiting, LockEngine):
     ) -> tuple[Msg | None, LockRecord] | None:
         """Expire a due holder, then hand a free lock to its line; the message and
         record after, or None when the lock changed meanwhile (read it again)."""
-        if msg is not None and record.owner is not None and not record.live(now):
-            change = expire(record)
+        change = due_change(record, now)
+        while change is not None:
             msg = await self._put(ns, msg, change, now)
             if msg is None:
                 return None
             record = change.record
-        handed = hand_over(record, now)
-        if handed is not None:
-            msg = await self._put(ns, msg, handed, now)
-            if msg is None:
-                return None
-            record = handed.record
+            change = due_change(record, now)
         return msg, record
 
     async def _run(self, ns: str, name: str, step: Step[R], lease: str | None = None) -> R:
@@ -234,12 +234,11 @@ class NatsLocks(LockWaiting, LockEngine):
             record = decode(msg)
             if record is None:
                 continue
-            due = record.owner is not None and 0 < record.expires_at <= now
-            if due or hand_over(record, now) is not None:
-                await self._run(ns, record.name, _nothing)
-                count += due
-                record = decode(await self.store.last(ns, msg.subject))
-            if record is not None and record.owner is not None and record.expires_at:
+            change = due_change(record, now)
+            if change is not None:
+                count += change.type_ == "lock.expired"
+                record = await self._run(ns, record.name, _settled)
+            if record.owner is not None and record.expires_at:
                 deadlines.append(record.expires_at)
         return count, min(deadlines, default=0)
 

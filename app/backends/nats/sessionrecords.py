@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 from app.backends.nats.batch import Out, publish_batch
 from app.backends.nats.entries import lower_deadline
 from app.backends.nats.leasestate import attach_live
-from app.backends.nats.lockstate import Change, Step
+from app.backends.nats.lockstate import Change, Step, hand_over
 from app.backends.nats.names import fence_subject, session_subject
 from app.backends.nats.quotas import NatsQuotas, Usage
 from app.backends.nats.sessionstate import (
@@ -84,10 +84,14 @@ def _nothing(record: SessionRecord, now: int) -> tuple[Fields | None, None]:
     return None, None
 
 
+def _settled(record: SessionRecord, now: int) -> tuple[Fields | None, SessionRecord]:
+    """The step that only finishes what is due, answering the record after it."""
+    return None, record
+
+
 def _work_left(record: SessionRecord, now: int) -> bool:
     """Whether something is due right after a write (a freed lock with a line)."""
-    return any(lk.owner is None and any(w.until > now for w in lk.waiters)
-               for lk in record.locks.values())
+    return any(hand_over(lk, now) is not None for lk in record.locks.values())
 
 
 class SessionRecords:
@@ -237,14 +241,13 @@ class SessionRecords:
         count = 0
         deadlines: list[int] = []
         for msg in msgs:
-            record = decode_any(ns, msg)
-            if record is None:
+            found = decode_any(ns, msg)
+            if found is None:
                 continue
-            probe = decode(msg, record.sid)
-            if due(probe, now) is not None:
-                await self._run(ns, record.sid, _nothing)
+            record = found
+            if due(record, now) is not None:  # (done on this copy only: the write is _run's)
+                record, _ = await self._run(ns, record.sid, _settled)
                 count += 1
-                _, record = await self._read(ns, record.sid)
             if record.session is not None and record.session.expires_at:
                 deadlines.append(record.session.expires_at)
             deadlines += [lk.expires_at for lk in record.locks.values()
