@@ -62,7 +62,6 @@ from app.backends.nats.lockstate import (
 )
 from app.backends.nats.lockwait import LockWaiting
 from app.backends.nats.names import LOCK_PREFIX, is_lock_subject, lock_subject
-from app.backends.nats.quotas import NatsQuotas
 from app.backends.nats.sessions import NatsSessions
 from app.backends.nats.sessionstate import decode as decode_session
 from app.backends.nats.store import Msg, NatsStore
@@ -115,13 +114,11 @@ class NatsLocks(LockWaiting, LockEngine):
     session-scoped ones in their session's (see the module)."""
 
     def __init__(
-        self, store: NatsStore, sessions: NatsSessions | None = None, *,
-        max_waiters: int = 1000,
+        self, store: NatsStore, sessions: NatsSessions, *, max_waiters: int = 1000
     ) -> None:
         self.store = store
         #: Where session-scoped locks live (in their session's record).
-        self.sessions = sessions if sessions is not None else NatsSessions(
-            store, NatsQuotas(store, key_history=store.key_history))
+        self.sessions = sessions
         self.max_waiters = max_waiters
         #: Withdrawals of cancelled waiters, still running.
         self.withdrawals: set[asyncio.Task[Any]] = set()
@@ -198,13 +195,14 @@ class NatsLocks(LockWaiting, LockEngine):
 
     async def _run_in(
         self, ns: str, scope: str, name: str, step: Step[R],
-        touches: Callable[[Change, Any], bool] | None = None,
+        touches: Callable[[Change, Any], bool] | None = None, lease: str | None = None,
     ) -> R:
         """``_run`` for a namespace lock, ``NatsSessions.run_lock`` for a session's
-        (``touches``: which changes count as a write to the session)."""
+        (``touches``: which changes count as a write to the session; ``lease``: the
+        change is stored in one batch with the lease's record)."""
         if scope:
-            return await self.sessions.run_lock(ns, scope, name, step, touches)
-        return await self._run(ns, name, step)
+            return await self.sessions.run_lock(ns, scope, name, step, touches, lease)
+        return await self._run(ns, name, step, lease)
 
     async def _room(self, ns: str, scope: str, session: bool) -> None:
         """Before a call counting as a write to session ``scope`` (``session``), as on
@@ -258,11 +256,8 @@ class NatsLocks(LockWaiting, LockEngine):
         await self._room(ns, scope, session)
         if request.mode == "exclusive" and request.wait_s > 0:
             return await self._wait(ns, scope, name, request, gone, session)  # no lease (router)
-        if scope:  # on a lease: one batch with its record (sessionrecords.py)
-            return await self.sessions.run_lock(
-                ns, scope, name, _attempt(request), _always if session else None,
-                request.lease)
-        return await self._run(ns, name, _attempt(request), request.lease)
+        return await self._run_in(ns, scope, name, _attempt(request),
+                                  _always if session else None, request.lease)
 
     async def lock_refresh(
         self,
