@@ -204,14 +204,6 @@ class NatsLocks(LockWaiting, LockEngine):
             return await self.sessions.run_lock(ns, scope, name, step, touches, lease)
         return await self._run(ns, name, step, lease)
 
-    async def _room(self, ns: str, scope: str, session: bool) -> None:
-        """Before a call counting as a write to session ``scope`` (``session``), as on
-        the other engines: 507 when that session does not exist and creating it would
-        not fit the byte quota, even if the call then changes nothing or is refused
-        (the write itself reserves its bytes again, sessionrecords.py)."""
-        if session and scope:
-            await self.sessions.room_for(ns, scope)
-
     @staticmethod
     def _lock_of(scope: str, name: str, msg: Msg | None) -> LockRecord | None:
         """The lock's record in ``msg``: the lock's own message, or its session's."""
@@ -253,7 +245,6 @@ class NatsLocks(LockWaiting, LockEngine):
         session: bool = False,
     ) -> LockOutcome:
         session = session and bool(scope)
-        await self._room(ns, scope, session)
         if request.mode == "exclusive" and request.wait_s > 0:
             return await self._wait(ns, scope, name, request, gone, session)  # no lease (router)
         return await self._run_in(ns, scope, name, _attempt(request),
@@ -277,7 +268,6 @@ class NatsLocks(LockWaiting, LockEngine):
             fields = holder_event_fields(new, len(new.pending), 0)
             return Change(new, "lock.refreshed", fields), new.info()
 
-        await self._room(ns, scope, session)
         return await self._run_in(ns, scope, name, step, _always if session else None)
 
     async def lock_release(
@@ -287,13 +277,11 @@ class NatsLocks(LockWaiting, LockEngine):
             holding(record, owner, token)
             return end(record, False)
 
-        await self._room(ns, scope, session)
         return await self._run_in(ns, scope, name, step, _always if session else None)
 
     async def lock_force_release(
         self, ns: str, scope: str, name: str, *, session: bool = False
     ) -> LockRelease:
-        await self._room(ns, scope, session)
         return await self._run_in(ns, scope, name, lambda record, now: end(record, True),
                                   _always if session else None)
 

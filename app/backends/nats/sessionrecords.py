@@ -149,11 +149,14 @@ class SessionRecords:
 
     async def _run(
         self, ns: str, sid: str, step: SessionStep[R], fence: Fence | None = None,
-        lease: str | None = None,
+        lease: str | None = None, room: bool = False,
     ) -> tuple[R, int | None]:
         """Do what is due, then decide and store (see the module); the step's answer and
         the revision it wrote (None: it wrote nothing). With ``lease``: the lease must be
-        live (else 404), and its record goes into the write's batch (``attach``)."""
+        live (else 404), and its record goes into the write's batch (``attach``). With
+        ``room``: before the step, 507 ``quota_exceeded`` when the session does not
+        exist and creating it would not fit the byte quota, whatever the step then does
+        (a check of the counter as it is, reserving nothing: ``_publish`` reserves)."""
         for _ in range(WRITE_ATTEMPTS):
             now = now_ms()
             guard = None if lease is None else await attach_live(self.store, ns, lease, now)
@@ -170,6 +173,10 @@ class SessionRecords:
             if settle is not None:
                 await self._publish(ns, msg, record, settle)
                 continue  # done, or another writer did something: read again
+            if room and record.live(now) is None:
+                used = await self.quotas.used(ns)
+                if used.bytes + NEW_SESSION_BYTES > self.quotas.max_bytes:
+                    raise quota_exceeded(ns, "bytes", self.quotas.max_bytes)
             event, result = step(record, now)
             if event is None:
                 return result, None
@@ -197,8 +204,11 @@ class SessionRecords:
     ) -> R:
         """Run a lock step on lock ``name`` of session ``sid`` (its line without the
         waiters gone); a change for which ``touches`` says so also creates or touches
-        the session, in the same message. With ``lease`` (an acquire on a lease), that
-        message is one atomic batch with the lease's record (``_run``)."""
+        the session, in the same message, and with ``touches`` the call is refused (507)
+        when the session does not exist and would not fit the byte quota, as on the
+        other engines, even if it changes nothing or is refused (``_run``'s ``room``).
+        With ``lease`` (an acquire on a lease), that message is one atomic batch with
+        the lease's record (``_run``)."""
 
         def session_step(record: SessionRecord, now: int) -> tuple[Fields | None, R]:
             lk = record.lock(name)
@@ -211,17 +221,9 @@ class SessionRecords:
                 touch(record, now)
             return lock_event(sid, change, now) or [], result
 
-        result, _ = await self._run(ns, sid, session_step, lease=lease)
+        result, _ = await self._run(ns, sid, session_step, lease=lease,
+                                    room=touches is not None)
         return result
-
-    async def room_for(self, ns: str, sid: str) -> None:
-        """507 ``quota_exceeded`` when session ``sid`` does not exist (or is past its
-        idle deadline) and creating it (metadata ``{}``) would take the namespace past
-        its byte quota: a check of the counter as it is, reserving nothing."""
-        if await self._live(ns, sid) is not None:
-            return
-        if (await self.quotas.used(ns)).bytes + NEW_SESSION_BYTES > self.quotas.max_bytes:
-            raise quota_exceeded(ns, "bytes", self.quotas.max_bytes)
 
     async def settle(self, ns: str, sid: str) -> None:
         """Do what is due in the session's record (each a message of its own), for the
