@@ -1,6 +1,6 @@
 """Locks on NATS beyond the shared suite (test_locks, test_locks_backend,
-test_lock_waiters and test_session_locks run there too): a lock on a lease (there are no
-leases on NATS yet) answers 404 and changes nothing, a waiter leaving the line writes a
+test_lock_waiters and test_session_locks run there too): a lock on a lease that does not
+exist answers 404 and changes nothing, a waiter leaving the line writes a
 message that is no event, a lock's record is a
 ``_cbl.`` key of the bucket that NATS clients can read but Corkboard never lists as a
 key, and a fenced write is atomic with its fence check (``Nats-Expected-Last-Sequence``):

@@ -6,7 +6,8 @@ writers in two processes lose no update (compare-and-swap on the record), and wa
 a session lock in two processes hold it one at a time while the session's other writes
 race its changes; a session lock fences key writes (``Fence-Session``) atomically; a
 session too large for one NATS message is refused and nothing is written; a write that
-only counts as activity is a message but no event."""
+only counts as activity is a message but no event; a record a NATS client garbled reads
+as no session everywhere and the next write goes over it."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from nats.js.errors import KeyNotFoundError
 from app.backends.nats import NatsBackend
 from app.domain.locks import LockRequest
 from app.settings import Settings
+from app.syntax import now_ms
 from tests.helpers import events, problem, revision
 from tests.nats_server import flush_nats
 from tests.support import app_client
@@ -203,3 +205,50 @@ async def test_session_lock_waiters_in_two_processes_hold_it_one_at_a_time(
     snap = (await corkboard.get("/v1/sessions/s1/snapshot")).json()
     assert sorted(snap["dedupe"]) == sorted(f"k{i}" for i in range(8))
     assert snap["locks"] == {}
+
+
+async def test_session_records_a_nats_client_garbled_read_as_no_session(
+    corkboard: httpx.AsyncClient, nats_url: str,
+) -> None:
+    """A ``_cbs.`` key holding bytes that are not Corkboard's record (not JSON, another
+    session's id, a record of the wrong shape, an event that is not one) reads as no
+    session, is skipped by listings, snapshots, the log and the sweeper, and the next
+    write of the session writes over it: no 500 anywhere."""
+    await corkboard.put("/v1/sessions/good", json={})
+    garbled = {
+        "junk1": b"not json",
+        "junk2": orjson.dumps({"sid": "someone-else", "session": None, "locks": {}}),
+        "junk3": orjson.dumps({"sid": "junk3", "session": "x", "locks": []}),
+        "junk4": orjson.dumps({"sid": "junk4", "session": None,
+                               "locks": {"l": {"name": "l"}}, "event": ["x", 1]}),
+        "junk5": orjson.dumps([1, 2]),
+    }
+    nc = await nats.connect(nats_url)
+    try:
+        kv = await nc.jetstream().key_value("default")
+        for sid, data in garbled.items():
+            await kv.put(f"_cbs.{sid}", data)
+    finally:
+        await nc.close()
+    engine = NatsBackend(nats_url)
+    await engine.start()
+    try:  # the sweepers' pass skips them (nothing due, no deadline)
+        msgs, _ = await engine.store.multi_last("default", "$KV.default.>")
+        assert await engine.sessions.sweep("default", msgs, now_ms()) == (0, 0)
+        assert await engine.lock_engine.sweep("default", msgs, now_ms()) == (0, 0)
+    finally:
+        await engine.close()
+    listed = (await corkboard.get("/v1/sessions")).json()["items"]
+    assert [s["session_id"] for s in listed] == ["good"]
+    assert (await corkboard.get("/v1/events")).status_code == 200
+    for sid in garbled:
+        problem(await corkboard.get(f"/v1/sessions/{sid}"), 404, "not_found")
+        problem(await corkboard.get(f"/v1/sessions/{sid}/snapshot"), 404, "not_found")
+        r = await corkboard.get(f"/v1/sessions/{sid}/locks/l")
+        assert r.status_code == 404 and r.json()["pending_count"] == 0
+    for sid in garbled:
+        assert (await corkboard.put(f"/v1/sessions/{sid}", json={"metadata": {"n": sid}})
+                ).status_code == 201
+        r = await corkboard.post(f"/v1/sessions/{sid}/locks/l", json={"owner": "a"})
+        assert r.status_code == 200 and r.json()["token"] == 1, r.text
+        assert (await corkboard.get(f"/v1/sessions/{sid}")).json()["metadata"] == {"n": sid}

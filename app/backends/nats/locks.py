@@ -55,14 +55,13 @@ from app.backends.nats.lockstate import (
     Step,
     acquire,
     decode,
+    due_change,
     end,
-    expire,
     hand_over,
     holding,
 )
 from app.backends.nats.lockwait import LockWaiting
 from app.backends.nats.names import LOCK_PREFIX, is_lock_subject, lock_subject
-from app.backends.nats.quotas import NatsQuotas
 from app.backends.nats.sessions import NatsSessions
 from app.backends.nats.sessionstate import decode as decode_session
 from app.backends.nats.store import Msg, NatsStore
@@ -90,6 +89,11 @@ def _nothing(record: LockRecord, now: int) -> tuple[Change | None, None]:
     return None, None
 
 
+def _settled(record: LockRecord, now: int) -> tuple[Change | None, LockRecord]:
+    """The step that only finishes what is due, answering the record after it."""
+    return None, record
+
+
 def _attempt(request: LockRequest) -> Step[LockOutcome]:
     def step(record: LockRecord, now: int) -> tuple[Change | None, LockOutcome]:
         change, outcome = acquire(record, request, now)
@@ -110,13 +114,11 @@ class NatsLocks(LockWaiting, LockEngine):
     session-scoped ones in their session's (see the module)."""
 
     def __init__(
-        self, store: NatsStore, sessions: NatsSessions | None = None, *,
-        max_waiters: int = 1000,
+        self, store: NatsStore, sessions: NatsSessions, *, max_waiters: int = 1000
     ) -> None:
         self.store = store
         #: Where session-scoped locks live (in their session's record).
-        self.sessions = sessions if sessions is not None else NatsSessions(
-            store, NatsQuotas(store, key_history=store.key_history))
+        self.sessions = sessions
         self.max_waiters = max_waiters
         #: Withdrawals of cancelled waiters, still running.
         self.withdrawals: set[asyncio.Task[Any]] = set()
@@ -160,18 +162,13 @@ class NatsLocks(LockWaiting, LockEngine):
     ) -> tuple[Msg | None, LockRecord] | None:
         """Expire a due holder, then hand a free lock to its line; the message and
         record after, or None when the lock changed meanwhile (read it again)."""
-        if msg is not None and record.owner is not None and not record.live(now):
-            change = expire(record)
+        change = due_change(record, now)
+        while change is not None:
             msg = await self._put(ns, msg, change, now)
             if msg is None:
                 return None
             record = change.record
-        handed = hand_over(record, now)
-        if handed is not None:
-            msg = await self._put(ns, msg, handed, now)
-            if msg is None:
-                return None
-            record = handed.record
+            change = due_change(record, now)
         return msg, record
 
     async def _run(self, ns: str, name: str, step: Step[R], lease: str | None = None) -> R:
@@ -198,21 +195,14 @@ class NatsLocks(LockWaiting, LockEngine):
 
     async def _run_in(
         self, ns: str, scope: str, name: str, step: Step[R],
-        touches: Callable[[Change, Any], bool] | None = None,
+        touches: Callable[[Change, Any], bool] | None = None, lease: str | None = None,
     ) -> R:
         """``_run`` for a namespace lock, ``NatsSessions.run_lock`` for a session's
-        (``touches``: which changes count as a write to the session)."""
+        (``touches``: which changes count as a write to the session; ``lease``: the
+        change is stored in one batch with the lease's record)."""
         if scope:
-            return await self.sessions.run_lock(ns, scope, name, step, touches)
-        return await self._run(ns, name, step)
-
-    async def _room(self, ns: str, scope: str, session: bool) -> None:
-        """Before a call counting as a write to session ``scope`` (``session``), as on
-        the other engines: 507 when that session does not exist and creating it would
-        not fit the byte quota, even if the call then changes nothing or is refused
-        (the write itself reserves its bytes again, sessionrecords.py)."""
-        if session and scope:
-            await self.sessions.room_for(ns, scope)
+            return await self.sessions.run_lock(ns, scope, name, step, touches, lease)
+        return await self._run(ns, name, step, lease)
 
     @staticmethod
     def _lock_of(scope: str, name: str, msg: Msg | None) -> LockRecord | None:
@@ -234,12 +224,11 @@ class NatsLocks(LockWaiting, LockEngine):
             record = decode(msg)
             if record is None:
                 continue
-            due = record.owner is not None and 0 < record.expires_at <= now
-            if due or hand_over(record, now) is not None:
-                await self._run(ns, record.name, _nothing)
-                count += due
-                record = decode(await self.store.last(ns, msg.subject))
-            if record is not None and record.owner is not None and record.expires_at:
+            change = due_change(record, now)
+            if change is not None:
+                count += change.type_ == "lock.expired"
+                record = await self._run(ns, record.name, _settled)
+            if record.owner is not None and record.expires_at:
                 deadlines.append(record.expires_at)
         return count, min(deadlines, default=0)
 
@@ -256,14 +245,10 @@ class NatsLocks(LockWaiting, LockEngine):
         session: bool = False,
     ) -> LockOutcome:
         session = session and bool(scope)
-        await self._room(ns, scope, session)
         if request.mode == "exclusive" and request.wait_s > 0:
             return await self._wait(ns, scope, name, request, gone, session)  # no lease (router)
-        if scope:  # on a lease: one batch with its record (sessionrecords.py)
-            return await self.sessions.run_lock(
-                ns, scope, name, _attempt(request), _always if session else None,
-                request.lease)
-        return await self._run(ns, name, _attempt(request), request.lease)
+        return await self._run_in(ns, scope, name, _attempt(request),
+                                  _always if session else None, request.lease)
 
     async def lock_refresh(
         self,
@@ -283,7 +268,6 @@ class NatsLocks(LockWaiting, LockEngine):
             fields = holder_event_fields(new, len(new.pending), 0)
             return Change(new, "lock.refreshed", fields), new.info()
 
-        await self._room(ns, scope, session)
         return await self._run_in(ns, scope, name, step, _always if session else None)
 
     async def lock_release(
@@ -293,13 +277,11 @@ class NatsLocks(LockWaiting, LockEngine):
             holding(record, owner, token)
             return end(record, False)
 
-        await self._room(ns, scope, session)
         return await self._run_in(ns, scope, name, step, _always if session else None)
 
     async def lock_force_release(
         self, ns: str, scope: str, name: str, *, session: bool = False
     ) -> LockRelease:
-        await self._room(ns, scope, session)
         return await self._run_in(ns, scope, name, lambda record, now: end(record, True),
                                   _always if session else None)
 

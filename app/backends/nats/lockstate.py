@@ -201,6 +201,15 @@ def hand_over(record: LockRecord, now: int) -> Change | None:
     return Change(new, "lock.acquired", holder_event_fields(new, len(new.pending), 0))
 
 
+def due_change(record: LockRecord, now: int) -> Change | None:
+    """What is due on the lock first: a holder past its deadline expires
+    (``lock.expired``), else a free lock with a line goes to its first waiter
+    (``hand_over``); None when nothing is due."""
+    if record.owner is not None and not record.live(now):
+        return expire(record)
+    return hand_over(record, now)
+
+
 def acquire(record: LockRecord, request: LockRequest, now: int,
             ticket: str = "") -> tuple[Change | None, LockOutcome | None]:
     """Acquire, re-acquire, claim (the lock was handed to ``ticket``), queue or

@@ -82,7 +82,7 @@ class LockWaiting(ABC):
     @abstractmethod
     async def _run_in(
         self, ns: str, scope: str, name: str, step: Step[R],
-        touches: Callable[[Change, Any], bool] | None = None,
+        touches: Callable[[Change, Any], bool] | None = None, lease: str | None = None,
     ) -> R:
         """Run ``step`` on the lock (locks.py)."""
 

@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 from app.backends.nats.batch import Out, publish_batch
 from app.backends.nats.entries import lower_deadline
 from app.backends.nats.leasestate import attach_live
-from app.backends.nats.lockstate import Change, Step
+from app.backends.nats.lockstate import Change, Step, hand_over
 from app.backends.nats.names import fence_subject, session_subject
 from app.backends.nats.quotas import NatsQuotas, Usage
 from app.backends.nats.sessionstate import (
@@ -84,10 +84,14 @@ def _nothing(record: SessionRecord, now: int) -> tuple[Fields | None, None]:
     return None, None
 
 
+def _settled(record: SessionRecord, now: int) -> tuple[Fields | None, SessionRecord]:
+    """The step that only finishes what is due, answering the record after it."""
+    return None, record
+
+
 def _work_left(record: SessionRecord, now: int) -> bool:
     """Whether something is due right after a write (a freed lock with a line)."""
-    return any(lk.owner is None and any(w.until > now for w in lk.waiters)
-               for lk in record.locks.values())
+    return any(hand_over(lk, now) is not None for lk in record.locks.values())
 
 
 class SessionRecords:
@@ -145,11 +149,14 @@ class SessionRecords:
 
     async def _run(
         self, ns: str, sid: str, step: SessionStep[R], fence: Fence | None = None,
-        lease: str | None = None,
+        lease: str | None = None, room: bool = False,
     ) -> tuple[R, int | None]:
         """Do what is due, then decide and store (see the module); the step's answer and
         the revision it wrote (None: it wrote nothing). With ``lease``: the lease must be
-        live (else 404), and its record goes into the write's batch (``attach``)."""
+        live (else 404), and its record goes into the write's batch (``attach``). With
+        ``room``: before the step, 507 ``quota_exceeded`` when the session does not
+        exist and creating it would not fit the byte quota, whatever the step then does
+        (a check of the counter as it is, reserving nothing: ``_publish`` reserves)."""
         for _ in range(WRITE_ATTEMPTS):
             now = now_ms()
             guard = None if lease is None else await attach_live(self.store, ns, lease, now)
@@ -166,6 +173,10 @@ class SessionRecords:
             if settle is not None:
                 await self._publish(ns, msg, record, settle)
                 continue  # done, or another writer did something: read again
+            if room and record.live(now) is None:
+                used = await self.quotas.used(ns)
+                if used.bytes + NEW_SESSION_BYTES > self.quotas.max_bytes:
+                    raise quota_exceeded(ns, "bytes", self.quotas.max_bytes)
             event, result = step(record, now)
             if event is None:
                 return result, None
@@ -193,8 +204,11 @@ class SessionRecords:
     ) -> R:
         """Run a lock step on lock ``name`` of session ``sid`` (its line without the
         waiters gone); a change for which ``touches`` says so also creates or touches
-        the session, in the same message. With ``lease`` (an acquire on a lease), that
-        message is one atomic batch with the lease's record (``_run``)."""
+        the session, in the same message, and with ``touches`` the call is refused (507)
+        when the session does not exist and would not fit the byte quota, as on the
+        other engines, even if it changes nothing or is refused (``_run``'s ``room``).
+        With ``lease`` (an acquire on a lease), that message is one atomic batch with
+        the lease's record (``_run``)."""
 
         def session_step(record: SessionRecord, now: int) -> tuple[Fields | None, R]:
             lk = record.lock(name)
@@ -207,17 +221,9 @@ class SessionRecords:
                 touch(record, now)
             return lock_event(sid, change, now) or [], result
 
-        result, _ = await self._run(ns, sid, session_step, lease=lease)
+        result, _ = await self._run(ns, sid, session_step, lease=lease,
+                                    room=touches is not None)
         return result
-
-    async def room_for(self, ns: str, sid: str) -> None:
-        """507 ``quota_exceeded`` when session ``sid`` does not exist (or is past its
-        idle deadline) and creating it (metadata ``{}``) would take the namespace past
-        its byte quota: a check of the counter as it is, reserving nothing."""
-        if await self._live(ns, sid) is not None:
-            return
-        if (await self.quotas.used(ns)).bytes + NEW_SESSION_BYTES > self.quotas.max_bytes:
-            raise quota_exceeded(ns, "bytes", self.quotas.max_bytes)
 
     async def settle(self, ns: str, sid: str) -> None:
         """Do what is due in the session's record (each a message of its own), for the
@@ -237,14 +243,13 @@ class SessionRecords:
         count = 0
         deadlines: list[int] = []
         for msg in msgs:
-            record = decode_any(ns, msg)
-            if record is None:
+            found = decode_any(ns, msg)
+            if found is None:
                 continue
-            probe = decode(msg, record.sid)
-            if due(probe, now) is not None:
-                await self._run(ns, record.sid, _nothing)
+            record = found
+            if due(record, now) is not None:  # (done on this copy only: the write is _run's)
+                record, _ = await self._run(ns, record.sid, _settled)
                 count += 1
-                _, record = await self._read(ns, record.sid)
             if record.session is not None and record.session.expires_at:
                 deadlines.append(record.session.expires_at)
             deadlines += [lk.expires_at for lk in record.locks.values()

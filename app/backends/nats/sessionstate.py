@@ -35,8 +35,7 @@ import orjson
 from app.backends.nats.lockstate import (
     Change,
     LockRecord,
-    expire,
-    hand_over,
+    due_change,
     lock_from_dict,
 )
 from app.backends.nats.lockstate import fence_holds as lock_fence_holds
@@ -270,10 +269,7 @@ def due(record: SessionRecord, now: int) -> Fields | None:
         remove(record, now)
         return deleted_event(record.sid, now, True)
     for name, lk in sorted(record.locks.items()):
-        if lk.owner is not None and not lk.live(now):
-            change: Change | None = expire(lk)
-        else:
-            change = hand_over(lk, now)
+        change = due_change(lk, now)
         if change is not None:
             record.locks[name] = change.record
             return lock_event(record.sid, change, now)
