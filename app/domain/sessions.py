@@ -275,3 +275,30 @@ def batch_event_updates(writes: Sequence[VariableWrite]) -> dict[str, Any]:
         }
         for w in sorted(writes, key=lambda w: w.new.name)
     }
+
+
+def write_event(
+    writes: Sequence[VariableWrite], *, batch: bool
+) -> tuple[VariableWrite, dict[str, Any]]:
+    """The one ``variable.updated`` event of planned writes: (the write it names, its
+    extra fields). A batch names its first write by name and lists them all in
+    ``updates``; a single write is the only one."""
+    if batch:
+        first = min(writes, key=lambda w: w.new.name)
+        return first, {**variable_event_fields(first.new), "batch": True,
+                       "updates": batch_event_updates(writes)}
+    (only,) = writes
+    return only, variable_event_fields(only.new)
+
+
+def session_updated(sid: str, change: str, **fields: Any) -> dict[str, Any]:
+    """The keyword arguments of a ``session.updated`` event (``event_fields``,
+    ``build_event``): its ``change``, and ``value``/``old_value`` when given."""
+    values: dict[str, Any] = {k: fields.pop(k) for k in ("value", "old_value") if k in fields}
+    return {"session": sid, "extra": {"change": change, **fields},
+            "with_values": bool(values), **values}
+
+
+def session_deleted(sid: str, expired: bool) -> dict[str, Any]:
+    """The keyword arguments of a ``session.deleted`` event."""
+    return {"session": sid, "extra": {"expired": expired}, "with_values": False}

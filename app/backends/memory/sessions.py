@@ -30,10 +30,12 @@ from app.domain.sessions import (
     StateUpdate,
     Variable,
     WriteOutcome,
-    batch_event_updates,
     plan_writes,
     seconds,
+    session_deleted,
+    session_updated,
     variable_event_fields,
+    write_event,
 )
 from app.errors import Conflict, NotFound
 from app.syntax import Pattern, now_ms
@@ -94,8 +96,7 @@ class MemorySessions(SessionStore):
         sess = self._sessions(ns).get(sid)
         if sess is not None and sess.expires_at is not None and sess.expires_at <= now:
             waited = self._session_remove(ns, sid)
-            self.store.emit(ns, "session.deleted", sid, now, session=sid, extra={"expired": True},
-                      with_values=False)
+            self.store.emit(ns, "session.deleted", sid, now, **session_deleted(sid, True))
             self._session_hand_on(ns, sid, waited, now)
             return None
         return sess
@@ -160,9 +161,8 @@ class MemorySessions(SessionStore):
                 self.locks.slot(ns, sid, name).pending.clear()
 
     def _session_event(self, ns: str, sid: str, now: int, change: str, **fields: Any) -> int:
-        values = {k: fields.pop(k) for k in ("value", "old_value") if k in fields}
-        return self.store.emit(ns, "session.updated", sid, now, session=sid,
-                         extra={"change": change, **fields}, with_values=bool(values), **values)
+        return self.store.emit(ns, "session.updated", sid, now,
+                               **session_updated(sid, change, **fields))
 
     # -- sessions --------------------------------------------------------------------
 
@@ -208,8 +208,7 @@ class MemorySessions(SessionStore):
         if self._session_live(ns, sid, now) is None:
             return False
         waited = self._session_remove(ns, sid)
-        self.store.emit(ns, "session.deleted", sid, now, session=sid, extra={"expired": False},
-                  with_values=False)
+        self.store.emit(ns, "session.deleted", sid, now, **session_deleted(sid, False))
         self._session_hand_on(ns, sid, waited, now)
         return True
 
@@ -305,19 +304,11 @@ class MemorySessions(SessionStore):
         self._session_touch(ns, sid, sess, now)
         for w in plan.writes:
             sess.variables[w.new.id] = w.new
-        if batch:
-            first = min(plan.writes, key=lambda w: w.new.name)
-            revision = self.store.emit(
-                ns, "variable.updated", first.new.name, now, session=sid,
-                value=first.new.value, old_value=first.old.value,
-                extra={**variable_event_fields(first.new), "batch": True,
-                       "updates": batch_event_updates(plan.writes)},
-            )
-        else:
-            (w,) = plan.writes
-            revision = self.store.emit(ns, "variable.updated", w.new.name, now, session=sid,
-                                 value=w.new.value, old_value=w.old.value,
-                                 extra=variable_event_fields(w.new))
+        first, extra = write_event(plan.writes, batch=batch)
+        revision = self.store.emit(
+            ns, "variable.updated", first.new.name, now, session=sid,
+            value=first.new.value, old_value=first.old.value, extra=extra,
+        )
         return WriteOutcome([w.new for w in plan.writes], plan.errors, revision)
 
     async def var_delete(

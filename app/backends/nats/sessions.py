@@ -42,10 +42,10 @@ from app.domain.sessions import (
     StateUpdate,
     Variable,
     WriteOutcome,
-    batch_event_updates,
     plan_writes,
     seconds,
     variable_event_fields,
+    write_event,
 )
 from app.errors import Conflict, NotFound
 from app.syntax import Pattern, now_ms
@@ -166,13 +166,7 @@ class NatsSessions(SessionRecords, SessionStore):
             touch(record, now)
             for w in plan.writes:
                 s.variables[w.new.id] = w.new
-            if batch:
-                first = min(plan.writes, key=lambda w: w.new.name)
-                extra = {**variable_event_fields(first.new), "batch": True,
-                         "updates": batch_event_updates(plan.writes)}
-            else:
-                (first,) = plan.writes
-                extra = variable_event_fields(first.new)
+            first, extra = write_event(plan.writes, batch=batch)
             event = event_fields("variable.updated", first.new.name, now, session=sid,
                                  value=first.new.value, old_value=first.old.value, extra=extra)
             return event, WriteOutcome([w.new for w in plan.writes], plan.errors, None)

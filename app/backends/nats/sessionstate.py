@@ -43,7 +43,13 @@ from app.backends.nats.names import is_session_subject, session_subject
 from app.backends.nats.store import Msg
 from app.domain.events import ChangeEvent, Fields, event_fields, event_from_fields
 from app.domain.fence import Fence
-from app.domain.sessions import SessionInfo, StateKind, Variable
+from app.domain.sessions import (
+    SessionInfo,
+    StateKind,
+    Variable,
+    session_deleted,
+    session_updated,
+)
 from app.variables import is_id
 
 
@@ -224,14 +230,11 @@ def lock_event(sid: str, change: Change, now: int) -> Fields | None:
 
 def updated_event(sid: str, now: int, change: str, **fields: Any) -> Fields:
     """A ``session.updated`` event, as the memory engine's ``_session_event``."""
-    values = {k: fields.pop(k) for k in ("value", "old_value") if k in fields}
-    return event_fields("session.updated", sid, now, session=sid,
-                        extra={"change": change, **fields}, with_values=bool(values), **values)
+    return event_fields("session.updated", sid, now, **session_updated(sid, change, **fields))
 
 
 def deleted_event(sid: str, now: int, expired: bool) -> Fields:
-    return event_fields("session.deleted", sid, now, session=sid, extra={"expired": expired},
-                        with_values=False)
+    return event_fields("session.deleted", sid, now, **session_deleted(sid, expired))
 
 
 # -- steps --------------------------------------------------------------------------------
