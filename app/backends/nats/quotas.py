@@ -165,16 +165,19 @@ class NatsQuotas:
         """Count ``change``'s growth; 507 (given back: nothing counted) when a counter
         then passes its quota. Each counter is one atomic add, so writers together never
         take it past its quota; near the quota, racing writers that would each fit
-        alone may all be refused (each saw the others' reservations)."""
+        alone may all be refused (each saw the others' reservations). A new key adds
+        to both counters at once (one round trip, not two)."""
         grow = change.growth
-        if grow.keys:
-            if await self.incr(ns, "keys", grow.keys) > self.max_keys and not grow.adopted:
-                await self.incr(ns, "keys", -grow.keys)
-                raise quota_exceeded(ns, "keys", self.max_keys)
-        if grow.bytes and await self.incr(ns, "bytes", grow.bytes) > self.max_bytes:
-            await self.incr(ns, "bytes", -grow.bytes)
-            if grow.keys:
-                await self.incr(ns, "keys", -grow.keys)
+        adds = {what: by for what, by in (("keys", grow.keys), ("bytes", grow.bytes)) if by}
+        if not adds:
+            return
+        totals = dict(zip(adds, await asyncio.gather(
+            *(self.incr(ns, what, by) for what, by in adds.items())), strict=True))
+        if totals.get("keys", 0) > self.max_keys and not grow.adopted:
+            await self.add(ns, -grow)
+            raise quota_exceeded(ns, "keys", self.max_keys)
+        if totals.get("bytes", 0) > self.max_bytes:
+            await self.add(ns, -grow)
             raise quota_exceeded(ns, "bytes", self.max_bytes)
 
     async def charged(
@@ -200,10 +203,9 @@ class NatsQuotas:
         return seq
 
     async def add(self, ns: str, change: Usage) -> None:
-        if change.keys:
-            await self.incr(ns, "keys", change.keys)
-        if change.bytes:
-            await self.incr(ns, "bytes", change.bytes)
+        """Add ``change`` to the counters (both at once)."""
+        await asyncio.gather(*(self.incr(ns, what, by) for what, by in
+                               (("keys", change.keys), ("bytes", change.bytes)) if by))
 
     async def unreserve(self, ns: str, change: Usage) -> None:
         """Give back a reservation whose write did not happen."""
