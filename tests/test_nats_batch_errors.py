@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nats
 import pytest
+from nats.aio.client import Client
 
 from app.backends.nats.batch import Out, publish_batch
 from app.backends.nats.store import NatsStore
@@ -44,7 +45,7 @@ class Server(ServerProcess):
         return f"nats://127.0.0.1:{self.port}"
 
 
-async def open_batch(nc: nats.NATS, subject: str) -> None:
+async def open_batch(nc: Client, subject: str) -> None:
     """Open an atomic batch by hand and leave it uncommitted (in flight)."""
     reply = await nc.request(subject, b"x", timeout=2, headers={
         "Nats-Batch-Id": "held-open-by-the-test", "Nats-Batch-Sequence": "1"})
