@@ -115,11 +115,11 @@ class NatsTxn(TxnStore):
             held = [fence_holds(m, Fence(c.name, c.token, c.scope), now)
                     for c, m in zip(txn.lock_compares, locks, strict=True)]
             p = plan(txn, entries, held, limits)
-            leases: dict[str, Msg | None] = {}
-            for step in p.steps:
-                if step.lease is not None and step.lease not in leases:
-                    leases[step.lease] = await self.store.last(ns, lease_subject(ns, step.lease))
-                    live_lease(leases[step.lease], step.lease, now)
+            ids = list(dict.fromkeys(s.lease for s in p.steps if s.lease is not None))
+            leases = dict(zip(ids, await asyncio.gather(
+                *(self.store.last(ns, lease_subject(ns, i)) for i in ids)), strict=True))
+            for lease_id, lease_msg in leases.items():  # the first one not live: 404
+                live_lease(lease_msg, lease_id, now)
             # Keys the batch writes (a delete of an absent key writes nothing: checked).
             written = {s.key for s in p.steps if s.kind == "put"
                        or (s.kind == "delete" and entries.get(s.key) is not None)}
