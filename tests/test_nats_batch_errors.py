@@ -19,7 +19,7 @@ from app.backends.nats.store import NatsStore
 from app.errors import BackendUnavailable, NotSupportedByBackend
 from app.settings import Settings
 from tests.helpers import problem, revision
-from tests.nats_server import nats_server_binary
+from tests.nats_server import flush_nats, nats_server_binary
 from tests.support import ServerProcess, app_client
 
 #: A nats-server older than 2.12 (Debian's), when this machine has one.
@@ -138,3 +138,24 @@ async def test_an_older_server_gets_no_batch_501_before_anything_is_sent() -> No
     finally:
         await store.close()
         server.cleanup()
+
+
+async def test_a_batch_to_a_bucket_deleted_under_the_process_makes_it_again(
+    nats_url: str,
+) -> None:
+    """The bucket's stream deleted by someone else after this process made it: the
+    batch finds no stream, makes the bucket again and stores."""
+    flush_nats(nats_url)
+    store = NatsStore([nats_url], timeout=2.0, key_history=10, retention=1000, replicas=1,
+                      url=nats_url)
+    await store.start()
+    try:
+        assert await publish_batch(store, "ns1", [Out("$KV.ns1.a", b"1", {}, 0)]) == 1
+        await store.js.delete_stream("KV_ns1")
+        assert "ns1" in store.buckets  # the process still takes it for there
+        assert await publish_batch(store, "ns1", [Out("$KV.ns1.a", b"2", {}, 0),
+                                                  Out("$KV.ns1.b", b"3", {}, 0)]) == 2
+        found = await store.last("ns1", "$KV.ns1.b")
+        assert found is not None and found.data == b"3"
+    finally:
+        await store.close()
