@@ -199,7 +199,7 @@ class NatsTxn(TxnStore):
         if len(batch) > self.max_batch:
             raise _too_many("The transaction", len(batch), self.max_batch)
         revision = await self.keys.quotas.charged(
-            ns, tally.change(), publish_batch(self.store, ns, batch)
+            ns, tally.change(), publish_batch(self.store, ns, batch), checked=tally.checked()
         )
         if revision is None:
             return None
