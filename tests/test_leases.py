@@ -125,6 +125,42 @@ async def test_expiry_at_the_deadline_by_the_sweeper(client: httpx.AsyncClient) 
     assert (await grant(client, 5, id="short"))["id"] == "short"
 
 
+async def test_leases_due_together_each_end_with_their_own_keys_and_locks(
+    client: httpx.AsyncClient,
+) -> None:
+    """One sweeper pass meets several due leases (on NATS, their ends start from its one
+    listing of the namespace): each ends with its own keys and locks, in an event of
+    its own; a live lease keeps its key."""
+    for name in ("d1", "d2", "d3"):
+        await grant(client, "300ms", id=name)
+        for i in range(2):
+            r = await client.put(f"/v1/kv/due/{name}/{i}", params={"lease": name}, json=i)
+            assert r.status_code == 201, r.text
+    r = await client.post("/v1/locks/held", json={"owner": "o", "lease": "d2"})
+    assert r.status_code == 200, r.text
+    await grant(client, "30s", id="live")
+    await client.put("/v1/kv/due/live", params={"lease": "live"}, json=0)
+    start = await revision(client)
+    ended: dict[str, dict[str, Any]] = {}
+    since = start
+    while len(ended) < 3:
+        r = await client.get("/v1/events", params={"since": since, "types": "lease.expired",
+                                                    "wait": "5s"})
+        found = r.json()["events"]
+        assert found, "no lease.expired within 5s"
+        ended.update({e["key"]: e for e in found})
+        since = found[-1]["revision"]
+    assert sorted(ended) == ["d1", "d2", "d3"]
+    for name, event in ended.items():
+        deleted = [(c["type"], c["key"]) for c in event["changes"] if c["type"] == "kv.expire"]
+        assert deleted == [("kv.expire", f"due/{name}/0"), ("kv.expire", f"due/{name}/1")]
+        locks = [c["key"] for c in event["changes"] if c["type"] == "lock.released"]
+        assert locks == (["held"] if name == "d2" else [])
+    listed = (await client.get("/v1/kv", params={"pattern": "due/*"})).json()["items"]
+    assert [item["key"] for item in listed] == ["due/live"]
+    assert (await client.get("/v1/locks/held")).status_code == 404  # free
+
+
 async def test_keepalive_keeps_keys(client: httpx.AsyncClient) -> None:
     await grant(client, "400ms", id="kept")
     await client.put("/v1/kv/kept", params={"lease": "kept"}, json=1)

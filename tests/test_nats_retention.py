@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from app.backends.base import Backend
+from app.backends.nats import retention
 from app.backends.nats.retention import Ledger, size_of
+from app.backends.nats.store import NatsStore
 from app.settings import Settings
 from tests.helpers import events
 from tests.nats_server import flush_nats
@@ -76,3 +80,30 @@ async def test_the_newest_event_stays_whatever_its_size(nats_url: str) -> None:
         assert await b.ledger.advance("default") == 9  # type: ignore[attr-defined]
         found = await events(c, 9)
         assert [e["revision"] for e in found] == [10]
+
+
+async def test_a_pass_past_a_purged_message_counts_every_message_once(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pass reads at most ``SCAN_BUDGET`` sequences; where a message is purged the
+    batched read goes on beyond them. What lies beyond is counted by the next pass,
+    not skipped: the ledger's total is every message's size, once."""
+    flush_nats(nats_url)
+    monkeypatch.setattr(retention, "SCAN_BUDGET", 3)
+    store = NatsStore([nats_url], timeout=2.0, key_history=10, retention=1000, replicas=1,
+                      url=nats_url)
+    await store.start()
+    try:
+        for i, subject in enumerate("abababa"):  # sequences 1..7
+            assert await store.publish("ns1", f"$KV.ns1.{subject}", b"x" * (i + 1), {},
+                                       None) == i + 1
+        await store.js.purge_stream("KV_ns1", subject="$KV.ns1.b", keep=1)  # 2, 4 gone
+        ledger = Ledger(store, limit=1 << 30)
+        for _ in range(3):  # 1-3, 4-6 (past the gap at 4: the batch reads 5, 6, 7), 7
+            await ledger.advance("ns1")
+        _, state = await ledger.read("ns1")
+        msgs, _ = await store.batch("ns1", {"seq": 1, "batch": 100})
+        assert [m.seq for m in msgs] == [1, 3, 5, 6, 7]
+        assert (state.upto, state.total) == (7, sum(size_of(m) for m in msgs))
+    finally:
+        await store.close()

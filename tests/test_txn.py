@@ -179,6 +179,28 @@ async def test_json_patch_and_put_with_lease_in_a_transaction(client: httpx.Asyn
     assert lease["keys"] == ["seen"]
 
 
+async def test_puts_on_several_leases_attach_to_each_or_to_none(
+    client: httpx.AsyncClient,
+) -> None:
+    """One lease among several not live refuses the whole transaction (404, nothing
+    written); all live, each key is on its own lease."""
+    for lease_id in ("l1", "l2"):
+        await client.post("/v1/leases", json={"ttl": "30s", "id": lease_id})
+    start = await revision(client)
+    r = await client.post("/v1/txn", json={"success": [
+        {"op": "put", "key": "a", "value": 1, "lease": "l1"},
+        {"op": "put", "key": "b", "value": 2, "lease": "gone"},
+        {"op": "put", "key": "c", "value": 3, "lease": "l2"}]})
+    assert "gone" in problem(r, 404, "lease_not_found")["detail"]
+    assert await revision(client) == start
+    await txn(client, {"success": [
+        {"op": "put", "key": "a", "value": 1, "lease": "l1"},
+        {"op": "put", "key": "b", "value": 2, "lease": "l2"},
+        {"op": "put", "key": "c", "value": 3, "lease": "l1"}]})
+    assert (await client.get("/v1/leases/l1")).json()["keys"] == ["a", "c"]
+    assert (await client.get("/v1/leases/l2")).json()["keys"] == ["b"]
+
+
 @pytest.mark.parametrize(
     ("ops", "status", "code"),
     [
@@ -379,3 +401,21 @@ async def test_quota_reached_inside_a_transaction(make_client: Any) -> None:
         await client.delete("/v1/kv", params={"pattern": "*"})
         await txn(client, {"success": [{"op": "put", "key": k, "value": "y" * 200}
                                        for k in ("x", "y", "z")]})
+
+
+async def test_deletes_in_a_transaction_make_no_room_for_its_puts(make_client: Any) -> None:
+    """The quota check of a transaction counts its puts as if its deletes were not
+    there, on every engine; what it frees is counted after."""
+    async with make_client(namespace_max_keys=2) as client:
+        await put(client, "a", 1)
+        await put(client, "b", 2)
+        start = await revision(client)
+        r = await client.post("/v1/txn", json={"success": [
+            {"op": "delete", "key": "a"}, {"op": "put", "key": "c", "value": 3}]})
+        problem(r, 507, "quota_exceeded")
+        assert await revision(client) == start
+        assert (await client.get("/v1/kv/a")).status_code == 200
+        await txn(client, {"success": [{"op": "delete", "key": "a"},
+                                       {"op": "put", "key": "b", "value": 4}]})
+        await put(client, "c", 3)  # the delete's room, once it is done
+        problem(await client.put("/v1/kv/d", json=5), 507, "quota_exceeded")

@@ -101,10 +101,12 @@ class NatsLeases(LeaseStore):
 
     # -- internals -----------------------------------------------------------------------
 
-    async def _attached(self, ns: str, lease_id: str) -> Attached:
+    async def _attached(self, ns: str, lease_id: str, msgs: list[Msg] | None = None
+                        ) -> Attached:
         """What is attached to the lease, and its record's message, from one listing of
-        the namespace's newest messages."""
-        msgs, _ = await self.store.multi_last(ns, f"$KV.{ns}.>")
+        the namespace's newest messages (``msgs``, one made before, or made now)."""
+        if msgs is None:
+            msgs, _ = await self.store.multi_last(ns, f"$KV.{ns}.>")
         found = Attached()
         subject = lease_subject(ns, lease_id)
         now = now_ms()
@@ -143,12 +145,17 @@ class NatsLeases(LeaseStore):
                 settled = True
         return settled
 
-    async def _end(self, ns: str, lease_id: str, type_: str) -> LeaseDetail | None:
+    async def _end(self, ns: str, lease_id: str, type_: str, listed: list[Msg] | None = None,
+                   ) -> LeaseDetail | None:
         """End the lease if it is still there (``lease.expired``: only once due); what
-        it removed, or None when there is no such lease (or it is not due)."""
+        it removed, or None when there is no such lease (or it is not due). ``listed``:
+        a listing of the namespace made before (the sweeper's), for the first attempt:
+        the batch checks every subject it takes from it, the lease's record included
+        (which each attachment rewrites), so a stale listing only costs an attempt."""
         for _ in range(ATTEMPTS):
             now = now_ms()
-            found = await self._attached(ns, lease_id)
+            found = await self._attached(ns, lease_id, listed)
+            listed = None
             record_msg = found.record
             lease = decode_lease(record_msg)
             if record_msg is None or lease is None or lease.id != lease_id:
@@ -241,7 +248,7 @@ class NatsLeases(LeaseStore):
                 continue
             if lease.expires_at <= now:
                 try:
-                    ended = await self._end(ns, lease.id, "lease.expired")
+                    ended = await self._end(ns, lease.id, "lease.expired", msgs)
                 except TooManyKeys as exc:  # past one batch: the other leases go on
                     logger.warning("lease %r of %r cannot expire: %s", lease.id, ns, exc)
                     continue

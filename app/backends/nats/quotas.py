@@ -18,7 +18,9 @@ atomic with the key's message (another stream), so a write that grows the namesp
 *reserves* first: it adds its growth, and when the new total passes the quota takes it
 back and answers 507 ``quota_exceeded`` (nothing written); then it publishes, and gives
 the reservation back when the publish did not happen. A write that frees room settles
-after its message is stored. Writers together therefore never take a counter past its
+after its message is stored. A transaction reserves what its puts add as if it deleted
+nothing (its deletes make no room for its puts, as on the other engines), and counts
+what the deletes free after. Writers together therefore never take a counter past its
 quota; near it, racing writers that would each fit alone may all be refused. The
 counters can only be too high, never too low, for Corkboard's writes: a process that
 dies between a reservation and its publish (or between a freeing write and its
@@ -79,6 +81,9 @@ class Usage:
 
     def __neg__(self) -> Usage:
         return Usage(-self.keys, -self.bytes)
+
+    def __sub__(self, other: Usage) -> Usage:
+        return Usage(self.keys - other.keys, self.bytes - other.bytes)
 
     def __bool__(self) -> bool:
         return bool(self.keys or self.bytes)
@@ -165,49 +170,49 @@ class NatsQuotas:
         """Count ``change``'s growth; 507 (given back: nothing counted) when a counter
         then passes its quota. Each counter is one atomic add, so writers together never
         take it past its quota; near the quota, racing writers that would each fit
-        alone may all be refused (each saw the others' reservations)."""
+        alone may all be refused (each saw the others' reservations). A new key adds
+        to both counters at once (one round trip, not two)."""
         grow = change.growth
-        if grow.keys:
-            if await self.incr(ns, "keys", grow.keys) > self.max_keys and not grow.adopted:
-                await self.incr(ns, "keys", -grow.keys)
-                raise quota_exceeded(ns, "keys", self.max_keys)
-        if grow.bytes and await self.incr(ns, "bytes", grow.bytes) > self.max_bytes:
-            await self.incr(ns, "bytes", -grow.bytes)
-            if grow.keys:
-                await self.incr(ns, "keys", -grow.keys)
+        adds = {what: by for what, by in (("keys", grow.keys), ("bytes", grow.bytes)) if by}
+        if not adds:
+            return
+        totals = dict(zip(adds, await asyncio.gather(
+            *(self.incr(ns, what, by) for what, by in adds.items())), strict=True))
+        if totals.get("keys", 0) > self.max_keys and not grow.adopted:
+            await self.add(ns, -grow)
+            raise quota_exceeded(ns, "keys", self.max_keys)
+        if totals.get("bytes", 0) > self.max_bytes:
+            await self.add(ns, -grow)
             raise quota_exceeded(ns, "bytes", self.max_bytes)
 
     async def charged(
-        self, ns: str, change: Usage, publish: Coroutine[Any, Any, int | None]
+        self, ns: str, change: Usage, publish: Coroutine[Any, Any, int | None],
+        *, checked: Usage | None = None,
     ) -> int | None:
         """Run ``publish``, a key message's publish (its sequence, or None when its
         compare-and-swap failed), with ``change`` reserved before and settled after
-        (given back when nothing was stored); not run at all past a quota."""
+        (given back when nothing was stored); not run at all past a quota.
+        ``checked``: what the quota check reserves when it is not ``change`` (a
+        transaction's puts without its deletes: ``Tally.checked``); the rest of
+        ``change`` is counted after the publish."""
+        reserved = (change if checked is None else checked).growth
         try:
-            await self.reserve(ns, change)
+            await self.reserve(ns, reserved)
         except BaseException:
             publish.close()
             raise
         try:
             seq = await publish
         except BaseException:
-            await self.unreserve(ns, change)  # (if NATS is gone, it stays counted)
+            await self.add(ns, -reserved)  # (if NATS is gone, it stays counted)
             raise
-        if seq is None:
-            await self.unreserve(ns, change)
-        else:
-            await self.settle(ns, change)
+        await self.add(ns, -reserved if seq is None else change - reserved)
         return seq
 
     async def add(self, ns: str, change: Usage) -> None:
-        if change.keys:
-            await self.incr(ns, "keys", change.keys)
-        if change.bytes:
-            await self.incr(ns, "bytes", change.bytes)
-
-    async def unreserve(self, ns: str, change: Usage) -> None:
-        """Give back a reservation whose write did not happen."""
-        await self.add(ns, -change.growth)
+        """Add ``change`` to the counters (both at once)."""
+        await asyncio.gather(*(self.incr(ns, what, by) for what, by in
+                               (("keys", change.keys), ("bytes", change.bytes)) if by))
 
     async def settle(self, ns: str, change: Usage) -> None:
         """Count what a stored write freed."""
@@ -227,34 +232,46 @@ def value_of(counter: Msg | None) -> int:
 class Tally:
     """The usage change of one batch of key writes (a transaction, a pattern delete, a
     lease's end): each key's kept sizes followed through its writes in order, from its
-    newest message before the batch; a put's ``Cb-Kept`` is added to its headers."""
+    newest message before the batch; a put's ``Cb-Kept`` is added to its headers.
+    Followed as well without the deletes: what the quota check counts (``checked``)."""
 
     def __init__(self, quotas: NatsQuotas) -> None:
         self.quotas = quotas
         self.first: dict[str, list[int] | None] = {}
         self.now: dict[str, list[int] | None] = {}
+        self.puts: dict[str, list[int] | None] = {}  # as ``now``, the deletes left out
         self.uncounted: set[str] = set()  # keys that exist without Cb-Kept (adopted)
 
     def _start(self, subject: str, msg: Msg | None) -> None:
         if subject not in self.now:
-            self.first[subject] = self.now[subject] = kept_sizes(msg)
+            self.first[subject] = self.now[subject] = self.puts[subject] = kept_sizes(msg)
             if self.first[subject] is None and msg is not None and not msg.deleted:
                 self.uncounted.add(subject)
 
     def put(self, subject: str, msg: Msg | None, value: bytes,
             headers: dict[str, str]) -> None:
         self._start(subject, msg)
-        kept = [len(value), *(self.now[subject] or [])][: self.quotas.key_history]
+        history = self.quotas.key_history
+        kept = [len(value), *(self.now[subject] or [])][:history]
         headers[KEPT] = " ".join(map(str, kept))
         self.now[subject] = kept
+        self.puts[subject] = [len(value), *(self.puts[subject] or [])][:history]
 
     def delete(self, subject: str, msg: Msg | None) -> None:
         self._start(subject, msg)
         self.now[subject] = None
 
     def change(self) -> Usage:
+        return self._change(self.now)
+
+    def checked(self) -> Usage:
+        """What the quota check counts: the puts as if the batch deleted nothing (as
+        on the other engines, a transaction's deletes make no room for its puts)."""
+        return self._change(self.puts)
+
+    def _change(self, after: dict[str, list[int] | None]) -> Usage:
         keys = nbytes = new = 0
-        for subject, kept in self.now.items():
+        for subject, kept in after.items():
             first = self.first[subject]
             keys += (kept is not None) - (first is not None)
             new += kept is not None and first is None and subject not in self.uncounted

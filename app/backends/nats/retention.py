@@ -92,12 +92,13 @@ class Ledger:
             msgs, _ = await self.store.batch(ns, {"seq": seq, "batch": min(1000, last - seq + 1)})
             if not msgs:
                 break
-            for msg in msgs:
-                if msg.seq > last:
-                    break
+            # Past a gap (a purged message) the batch goes on beyond ``last``: not counted
+            # now, the next pass counts from ``last``.
+            counted = [m for m in msgs if m.seq <= last]
+            for msg in counted:
                 total += size_of(msg)
                 marks.append([msg.seq, total])
-            seq = msgs[-1].seq + 1
+            seq = last + 1 if len(counted) < len(msgs) else msgs[-1].seq + 1
         if seq == upto + 1:
             return cut
         upto = seq - 1

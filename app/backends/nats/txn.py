@@ -115,23 +115,25 @@ class NatsTxn(TxnStore):
             held = [fence_holds(m, Fence(c.name, c.token, c.scope), now)
                     for c, m in zip(txn.lock_compares, locks, strict=True)]
             p = plan(txn, entries, held, limits)
-            leases: dict[str, Msg | None] = {}
-            for step in p.steps:
-                if step.lease is not None and step.lease not in leases:
-                    leases[step.lease] = await self.store.last(ns, lease_subject(ns, step.lease))
-                    live_lease(leases[step.lease], step.lease, now)
-            writes = [s for s in p.steps if s.kind == "put"
-                      or (s.kind == "delete" and entries.get(s.key) is not None)]
-            if not writes:
+            ids = list(dict.fromkeys(s.lease for s in p.steps if s.lease is not None))
+            leases = dict(zip(ids, await asyncio.gather(
+                *(self.store.last(ns, lease_subject(ns, i)) for i in ids)), strict=True))
+            for lease_id, lease_msg in leases.items():  # the first one not live: 404
+                live_lease(lease_msg, lease_id, now)
+            # Keys the batch writes (a delete of an absent key writes nothing: checked).
+            written = {s.key for s in p.steps if s.kind == "put"
+                       or (s.kind == "delete" and entries.get(s.key) is not None)}
+            if not written:
                 got = [*msgs.values(), *locks]
                 if any(m is not None and m.seq > upto for m in got) or torn(got, upto):
                     await asyncio.sleep(0)
                     continue  # read across a change: read again at one sequence
                 return TxnOutcome(p.succeeded, upto, _results(p, entries, {}, upto, now))
-            outcome = await self._apply(ns, p, now, msgs, entries, fence_msg, fence,
-                                        dict(zip((fence_subject(ns, c.scope, c.name)
-                                                  for c in txn.lock_compares), locks,
-                                                 strict=True)), leases)
+            checked = {} if fence is None else {
+                fence_subject(ns, fence.scope, fence.name): fence_msg}
+            for c, lock in zip(txn.lock_compares, locks, strict=True):
+                checked.setdefault(fence_subject(ns, c.scope, c.name), lock)
+            outcome = await self._apply(ns, p, now, msgs, entries, written, checked, leases)
             if outcome is not None:
                 return outcome
             await asyncio.sleep(0)
@@ -141,15 +143,12 @@ class NatsTxn(TxnStore):
 
     async def _apply(
         self, ns: str, p: Plan, now: int, msgs: dict[str, Msg | None],
-        entries: dict[str, KeyEntry | None], fence_msg: Msg | None, fence: Fence | None,
-        locks: dict[str, Msg | None], leases: dict[str, Msg | None],
+        entries: dict[str, KeyEntry | None], written: set[str],
+        checked: dict[str, Msg | None], leases: dict[str, Msg | None],
     ) -> TxnOutcome | None:
-        # ``locks``: the compared locks' records by subject (a session lock's is its
-        # session's record)
-        """Publish the plan's batch; its outcome, or None when something moved."""
-        # Keys the batch writes (a delete of an absent key writes nothing: checked).
-        written = {s.key for s in p.steps
-                   if s.kind == "put" or (s.kind == "delete" and entries.get(s.key) is not None)}
+        """Publish the plan's batch; its outcome, or None when something moved.
+        ``written``: the keys it writes; ``checked``: the fence's and the compared locks'
+        records by subject (a session lock's is its session's record)."""
         guards: dict[str, Out] = {}
 
         def guard(subject: str, msg: Msg | None) -> None:
@@ -158,9 +157,7 @@ class NatsTxn(TxnStore):
         for key, msg in msgs.items():
             if key not in written:
                 guard(subject_of(ns, key), msg)
-        if fence is not None:
-            guard(fence_subject(ns, fence.scope, fence.name), fence_msg)
-        for subject, msg in locks.items():
+        for subject, msg in checked.items():
             guard(subject, msg)
         for msg in leases.values():
             assert msg is not None
@@ -202,7 +199,7 @@ class NatsTxn(TxnStore):
         if len(batch) > self.max_batch:
             raise _too_many("The transaction", len(batch), self.max_batch)
         revision = await self.keys.quotas.charged(
-            ns, tally.change(), publish_batch(self.store, ns, batch)
+            ns, tally.change(), publish_batch(self.store, ns, batch), checked=tally.checked()
         )
         if revision is None:
             return None
