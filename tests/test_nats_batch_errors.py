@@ -159,3 +159,24 @@ async def test_a_batch_to_a_bucket_deleted_under_the_process_makes_it_again(
         assert found is not None and found.data == b"3"
     finally:
         await store.close()
+
+
+@pytest.mark.skipif(OLD_NATS is None, reason="no nats-server older than 2.12 here")
+async def test_quota_counters_on_an_older_server_answer_501_never_count_nothing() -> None:
+    """JetStream counters (``Nats-Incr``) came with nats-server 2.12: an older server
+    stores the increment as a plain message. A write that counts toward the namespace
+    quota is then refused (501), never let through uncounted."""
+    assert OLD_NATS is not None
+    server = Server(OLD_NATS)
+    try:
+        async with app_client(Settings(backend=server.url)) as c:
+            version = (await c.get("/v1/capabilities")).json()
+            assert version["backend"] == "nats"
+            r = await c.put("/v1/kv/k", json=1)
+            if r.status_code in (200, 201):
+                pytest.skip("this nats-server keeps JetStream counters")
+            body = problem(r, 501, "not_supported_by_backend")
+            assert "counters" in body["detail"] and "2.12" in body["detail"]
+            assert (await c.get("/v1/kv/k")).status_code == 404
+    finally:
+        server.cleanup()

@@ -41,7 +41,7 @@ from nats.js.errors import BadRequestError, NoStreamResponseError
 from app.backends.nats.names import stream_of
 from app.backends.nats.store import Msg, NatsStore
 from app.domain.bounds import Bounds, quota_exceeded
-from app.errors import BackendUnavailable
+from app.errors import BackendUnavailable, NotSupportedByBackend
 
 #: The header of a key message with its kept revisions' sizes, newest first.
 KEPT = "Cb-Kept"
@@ -163,7 +163,12 @@ class NatsQuotas:
                     self.created = False
                     await self.ready()
                     continue
-                return int(ack.val or 0)
+                if ack.val is None:  # stored as a plain message: no counters there
+                    raise NotSupportedByBackend(
+                        "Namespace quotas on NATS need JetStream counters (nats-server "
+                        "2.12 or later); this server stored the count as a plain message."
+                    )
+                return int(ack.val)
         raise BackendUnavailable("The NATS quota counters' stream could not be created.")
 
     async def reserve(self, ns: str, change: Usage) -> None:
