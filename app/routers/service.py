@@ -24,9 +24,9 @@ from app.variables import MAX_PATTERN_LENGTH
 
 router = APIRouter(tags=["service"])
 
-#: Everything a backend may offer; a backend lacking some lists what it has in its
-#: ``info.extra["supports"]`` (the NATS backend, so far); ``info.extra["limits"]`` holds
-#: the limits a backend lowers (``max_pattern_delete_keys`` on NATS).
+#: Everything a backend may offer; a backend lacking some would list what it has in its
+#: ``info.extra["supports"]`` (every engine offers all today); ``info.extra["limits"]``
+#: holds the limits a backend lowers (``max_pattern_delete_keys`` on NATS).
 ALL_FEATURES = (
     "keys", "events", "watch", "ttl", "history", "locks", "sessions", "artifacts", "leases",
     "txn",

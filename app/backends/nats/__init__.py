@@ -13,8 +13,7 @@ NATS failures become 503), mirroring ``backends/redis/`` where it applies:
 - ``batch.py``: JetStream atomic batch publish; ``compound.py``: a batch that is one
   event; ``txn.py``: transactions and pattern deletes; ``leases.py`` (and
   ``leasestate.py``): leases; ``artifacts.py`` (with ``blobrows.py``): the artifact
-  index (the bytes: ``app/artifacts/nats.py``);
-- ``unsupported.py``: what the backend supports (the capabilities' ``supports``).
+  index (the bytes: ``app/artifacts/nats.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from urllib.parse import parse_qs, urlsplit
 
 from app.backends.base import BackendInfo
 from app.backends.composed import ComposedBackend
-from app.backends.nats import unsupported
 from app.backends.nats.artifacts import NatsArtifacts
 from app.backends.nats.batch import DEFAULT_MAX_BATCH, LARGEST_BATCH
 from app.backends.nats.keys import NatsKeys
@@ -99,8 +97,7 @@ class NatsBackend(ComposedBackend):
         max_batch = max_batch_of(url)
         self.info = BackendInfo(
             name="nats", persistence=True, distribution=True,
-            extra={"supports": list(unsupported.SUPPORTS),
-                   "limits": {"max_pattern_delete_keys": pattern_keys(max_batch)}},
+            extra={"limits": {"max_pattern_delete_keys": pattern_keys(max_batch)}},
         )
         self.store = NatsStore(
             servers_of(url), timeout=timeout, key_history=key_history,
