@@ -27,6 +27,7 @@ before anything is sent.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass, field
 
@@ -112,12 +113,15 @@ async def publish_batch(store: NatsStore, ns: str, msgs: list[Out]) -> int | Non
                    {**out.wire_headers(), **batch_headers})
     async with store.mapped_errors():
         await store.ensure(ns)
-        for _ in range(BUSY_ATTEMPTS):
+        for attempt in range(BUSY_ATTEMPTS):
             try:
                 seq = await _send(store, msgs)
             except NoStreamResponseError:
-                store.buckets.discard(ns)  # deleted under us: make it again
+                # Deleted under us (make it again), or just made on a cluster and still
+                # electing its leader (wait a little).
+                store.buckets.discard(ns)
                 await store.ensure(ns)
+                await asyncio.sleep(0.05 * attempt)
                 continue
             except BatchRefused:
                 continue
