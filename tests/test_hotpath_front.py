@@ -292,10 +292,10 @@ def test_a_packed_script_call_is_redis_py_s_packing(args: tuple[Any, ...]) -> No
 
     client = Redis()
     packer = ScriptPacker("b1|b2", 10, client)
-    sha = "0123456789abcdef0123456789abcdef01234567"
+    function = "cb_0123456789abcdef_kv_put"
     argv = ["cb:{team-a}:rev", "team-a", "b1|b2", 10, *args]
-    expected = b"".join(Connection().pack_command("EVALSHA", sha, 1, *argv))
+    expected = b"".join(Connection().pack_command("FCALL", function, 1, *argv))
     for _ in range(2):  # the head packed, then remembered
-        assert packer.evalsha(sha, "kv_put", "team-a", argv[0], args) == expected
-    assert packer.evalsha(sha, "kv_put", "team-a", argv[0], (1.5,)) is None
-    assert packer.evalsha(sha, "kv_put", "team-a", argv[0], (True,)) is None
+        assert packer.fcall(function, "kv_put", "team-a", argv[0], args) == expected
+    assert packer.fcall(function, "kv_put", "team-a", argv[0], (1.5,)) is None
+    assert packer.fcall(function, "kv_put", "team-a", argv[0], (True,)) is None

@@ -129,9 +129,10 @@ def test_readme_documents_every_setting() -> None:
     assert not missing, f"settings missing from the README's configuration table: {missing}"
 
 
-async def test_batched_scripts_survive_a_flushed_script_cache(redis_url: str) -> None:
-    """Concurrent calls share pipelines; after SCRIPT FLUSH (as after a Redis restart)
-    each call in a batch is re-sent once its script is loaded again, exactly once."""
+async def test_batched_scripts_survive_flushed_functions(redis_url: str) -> None:
+    """Concurrent calls share pipelines; after FUNCTION FLUSH (as after a Redis restart
+    without persistence) each call in a batch is re-sent once the scripts' library is
+    loaded again, exactly once."""
     import asyncio
 
     import redis.asyncio as aioredis
@@ -143,7 +144,8 @@ async def test_batched_scripts_survive_a_flushed_script_cache(redis_url: str) ->
         await client.put("/v1/kv/n", json=0)
         admin = aioredis.Redis.from_url(redis_url)
         try:
-            await admin.script_flush()
+            await admin.function_flush()
+            assert await admin.function_list() == []
         finally:
             await admin.aclose()
         results = await asyncio.gather(

@@ -4,8 +4,9 @@
 -- Calling convention: KEYS[1] = 'cb:{<ns>}:rev' (it routes the call to the namespace's
 -- hash slot; every other key is derived from it and carries the same '{<ns>}' tag).
 -- ARGV[1] = namespace, ARGV[2] = the bounds 'events:event_bytes:max_keys:max_bytes'
--- (Bounds.script_arg; a lone number is the events kept), ARGV[3] = history depth; the
--- script's own arguments start at ARGV[4].
+-- then ':1' on Redis Cluster, ':0' on one server (Bounds.script_arg and RedisStore; a
+-- lone number is the events kept), ARGV[3] = history depth; the script's own arguments
+-- start at ARGV[4].
 --
 -- Layout under the prefix P = 'cb:{<ns>}:':
 --   P..'rev'            string   the namespace's revision counter
@@ -35,17 +36,18 @@
 --                              (key revisions' values, session metadata, variables'
 --                              values and definitions, state maps; see Bounds)
 
-local REV = KEYS[1]
-local PFX = string.sub(REV, 1, #REV - 3)
-local NS = ARGV[1]
-local BOUNDS = {}
-for n in string.gmatch(ARGV[2] or '', '[^:]+') do BOUNDS[#BOUNDS + 1] = tonumber(n) end
-local RETENTION = BOUNDS[1] or 100000
-local RETENTION_BYTES = BOUNDS[2] or 67108864
-local MAX_KEYS = BOUNDS[3] or 1000000
-local MAX_BYTES = BOUNDS[4] or 1073741824
-local HISTORY = tonumber(ARGV[3])
-local QUOTA = PFX .. 'quota'
+-- Loaded once as a Redis Functions library (store.py: library_source): everything
+-- below is defined once, when the library loads, and each call only sets the call's
+-- state (`begin`) and runs its script's body. So these are the call's state, set by
+-- `begin` at the start of every call, never kept from one call to the next.
+local KEYS, ARGV
+local REV, PFX, NS, RETENTION, RETENTION_BYTES, MAX_KEYS, MAX_BYTES, HISTORY, QUOTA
+local NOW
+-- The earliest deadline this call set that the global index may not know of: the
+-- call's reply is then wrapped as {'__reschedule', RESCHEDULE, reply} (see `finish`),
+-- and the caller updates 'cb:deadlines' in a separate call (a script may only touch its
+-- namespace's hash slot on Redis Cluster).
+local RESCHEDULE
 
 -- Redis Cluster: a namespace whose slot is moving ------------------------------------
 -- While `redis-cli --cluster reshard` moves the namespace's slot (MIGRATING on the
@@ -61,16 +63,52 @@ local function slot_moving()
   local r = redis.pcall('EXISTS', REV, PFX .. 'slot-probe')
   return type(r) == 'table' and r.err ~= nil
 end
-if slot_moving() then
-  return redis.error_reply('TRYAGAIN the hash slot of namespace ' .. NS
-    .. ' is moving between Redis Cluster masters')
-end
 
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local NOW = now_ms()
+
+-- The call's state from its KEYS and ARGV (the calling convention above); an error
+-- reply when the call must not run (its slot is moving), else nil. What follows from
+-- the namespace key and the bounds argument is worked out again only when they differ
+-- from the last call's (a pure function of those strings: nothing else is kept).
+local LAST_BOUNDS, CLUSTER
+local function begin(keys, args)
+  KEYS, ARGV = keys, args
+  if keys[1] ~= REV then
+    REV = keys[1]
+    PFX = string.sub(REV, 1, #REV - 3)
+    QUOTA = PFX .. 'quota'
+  end
+  NS = args[1]
+  if args[2] ~= LAST_BOUNDS then
+    local bounds = {}
+    for n in string.gmatch(args[2] or '', '[^:]+') do bounds[#bounds + 1] = tonumber(n) end
+    RETENTION = bounds[1] or 100000
+    RETENTION_BYTES = bounds[2] or 67108864
+    MAX_KEYS = bounds[3] or 1000000
+    MAX_BYTES = bounds[4] or 1073741824
+    CLUSTER = bounds[5] ~= 0  -- (absent: probe, the safe side)
+    LAST_BOUNDS = args[2]
+  end
+  HISTORY = tonumber(args[3])
+  RESCHEDULE = nil
+  if CLUSTER and slot_moving() then
+    return redis.error_reply('TRYAGAIN the hash slot of namespace ' .. NS
+      .. ' is moving between Redis Cluster masters')
+  end
+  NOW = now_ms()
+  return nil
+end
+
+-- The call's reply, flagged with RESCHEDULE when it set one.
+local function finish(reply)
+  if RESCHEDULE then
+    return {'__reschedule', string.format('%d', RESCHEDULE), reply}
+  end
+  return reply
+end
 
 -- RFC 3339 UTC with milliseconds, from epoch ms (days-from-civil, H. Hinnant).
 local function iso(ms)
@@ -401,12 +439,6 @@ EXPIRERS['k'] = function(key)
   if not e then redis.call('ZREM', PFX .. 'ttl', 'k:' .. key) end
   return 0
 end
-
--- The earliest deadline this script set that the global index may not know of: the
--- script's reply is then wrapped as {'__reschedule', RESCHEDULE, reply} (see
--- _load_scripts), and the caller updates 'cb:deadlines' in a separate call (a script
--- may only touch its namespace's hash slot on Redis Cluster).
-local RESCHEDULE = nil
 
 local function set_deadline(member, ea)
   if ea > 0 then

@@ -4,9 +4,9 @@
 Commands bound for one server are sent as one pipeline on one connection, so that a
 ``WAIT`` (``CORKBOARD_REDIS_WAIT_REPLICAS``) follows the writes it must cover and an
 ``ASKING`` precedes the command it allows. Redirections (MOVED, ASK, TRYAGAIN,
-CLUSTERDOWN) and NOSCRIPT are refused before the command runs, so those commands are
-sent again; any other failure is each command's own answer, never retried, since a
-script whose answer was lost may have run.
+CLUSTERDOWN), NOSCRIPT and a missing function are refused before the command runs, so
+those commands are sent again; any other failure is each command's own answer, never
+retried, since a script whose answer was lost may have run.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.backends.redis.library import function_missing
+
 #: Rounds of re-sending the commands that a server refused before running them.
 MAX_ROUNDS = 8
 #: A pipeline's replies are awaited for this many call timeouts in all (not one each).
@@ -52,6 +54,8 @@ class Command:
     write: bool = True
     blocking: bool = False
     script: str | None = None  # the Lua source behind an EVALSHA, reloaded after NOSCRIPT
+    #: The Functions library behind an FCALL, loaded after "Function not found".
+    library: str | None = None
     #: The command in RESP, packed once by its maker (``store.RedisStore.run``); sent as
     #: is, without redis-py's per-call packing. None: ``queue`` it through redis-py.
     packed: bytes | None = None
@@ -220,6 +224,14 @@ class RedisNodes:
             except RedisError:
                 return False, False
             return True, False
+        if command.library is not None and function_missing(answer):
+            # A restarted server without persistence, FUNCTION FLUSH, a new master.
+            node = asking.get(i) or self.node_for(command.key)
+            try:
+                await self.client_for(node).function_load(command.library, replace=True)
+            except RedisError:
+                return False, False
+            return True, False
         if isinstance(answer, TryAgainError | ClusterDownError):
             if isinstance(answer, ClusterDownError):
                 await self.topology_changed()
@@ -297,8 +309,8 @@ class _Unbounded:
         )
 
 
-#: The parse_response arguments of a packed command (a script's EVALSHA).
-_PACKED: tuple[tuple[str], dict[str, Any]] = (("EVALSHA",), {})
+#: The parse_response arguments of a packed command (a script's FCALL).
+_PACKED: tuple[tuple[str], dict[str, Any]] = (("FCALL",), {})
 
 
 async def lone_call(client: Redis, packed: bytes) -> Any:

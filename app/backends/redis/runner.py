@@ -22,11 +22,11 @@ def _bulk(value: bytes) -> bytes:
 
 
 class ScriptPacker:
-    """A script call's EVALSHA in RESP, the bytes redis-py's ``pack_command`` makes of
-    it (tests/test_hotpath_front.py), built with less work per call: the head (the
-    command, the sha, the key, the namespace, the bounds and the history depth) is
+    """A script call's FCALL in RESP, the bytes redis-py's ``pack_command`` makes of it
+    (tests/test_hotpath_front.py), built with less work per call: the head (the
+    command, the function, the key, the namespace, the bounds and the history depth) is
     packed once per script, namespace and argument count, and each argument is encoded
-    by its type directly. ``evalsha`` answers None (let redis-py pack it) for an
+    by its type directly. ``fcall`` answers None (let redis-py pack it) for an
     argument of another type or text redis-py would encode otherwise."""
 
     def __init__(self, bounds_arg: str, key_history: int, client: Redis) -> None:
@@ -38,8 +38,8 @@ class ScriptPacker:
         self._tail = _bulk(bounds_arg.encode()) + _bulk(b"%d" % key_history)
         self._heads: dict[tuple[str, str, int], bytes] = {}
 
-    def evalsha(
-        self, sha: str, script: str, ns: str, key: str, args: tuple[Any, ...]
+    def fcall(
+        self, function: str, script: str, ns: str, key: str, args: tuple[Any, ...]
     ) -> bytes | None:
         if not self.enabled:
             return None
@@ -61,7 +61,7 @@ class ScriptPacker:
                 if len(self._heads) >= MAX_HEADS:
                     self._heads.clear()
                 head = self._heads[(script, ns, len(args))] = (
-                    b"*%d\r\n$7\r\nEVALSHA\r\n" % (7 + len(args)) + _bulk(sha.encode())
+                    b"*%d\r\n$5\r\nFCALL\r\n" % (7 + len(args)) + _bulk(function.encode())
                     + _bulk(b"1") + _bulk(key.encode()) + _bulk(ns.encode()) + self._tail
                 )
         except UnicodeEncodeError:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
+from app.backends.redis.library import load_library
 from app.backends.redis.nodes import Command, RedisNodes
 from app.backends.redis.runner import ScriptBatcher, ScriptPacker
 from app.backends.redis.sweeper import DEADLINES_KEY, DeadlineIndex
@@ -47,27 +46,6 @@ HEAVY_SCRIPTS = frozenset({
 })
 
 
-def load_scripts() -> dict[str, str]:
-    folder = resources.files("app.backends") / "lua"
-    prelude = (folder / "common.lua").read_text()
-    libraries = sorted(
-        p.name for p in folder.iterdir() if p.name.startswith("lib_") and p.name.endswith(".lua")
-    )
-    prelude += "".join("\n" + (folder / name).read_text() for name in libraries)
-    # Each script runs as a function so that a deadline the global index may not know of
-    # (RESCHEDULE, set by set_deadline) can be added to whatever it replies.
-    tail = (
-        "\nend\nlocal __reply = __script()\nif RESCHEDULE then\n"
-        "  return {'__reschedule', string.format('%d', RESCHEDULE), __reply}\nend\n"
-        "return __reply\n"
-    )
-    return {
-        p.name[:-4]: prelude + "\nlocal function __script()\n" + p.read_text() + tail
-        for p in folder.iterdir()
-        if p.name.endswith(".lua") and p.name != "common.lua" and not p.name.startswith("lib_")
-    }
-
-
 def lua_pattern(pattern: Pattern) -> str:
     """The pattern argument of the listing scripts: '' when the pattern names one key
     exactly, else its text, matched by glob_match in common.lua (linear time)."""
@@ -86,26 +64,25 @@ class RedisStore:
         self.nodes = nodes
         self.key_history = key_history
         self.bounds = bounds
-        self.bounds_arg = bounds.script_arg()
+        # The scripts' bounds, and whether a namespace's slot can move (the probe of
+        # common.lua's `begin`, a command per call, is made on Redis Cluster only).
+        self.bounds_arg = f"{bounds.script_arg()}:{int(nodes.cluster)}"
         self.url = url
-        self.sources = load_scripts()
-        #: Registered on the first node's client; run on any node by their sha.
-        self.scripts: dict[str, AsyncScript] = {
-            name: nodes.client.register_script(source) for name, source in self.sources.items()
-        }
+        #: The scripts, one Redis Functions library (library.py) loaded on every master.
+        self.library = load_library()
         self.batcher = ScriptBatcher(nodes)
         self.packer = ScriptPacker(self.bounds_arg, key_history, nodes.client)
         self.deadlines = DeadlineIndex(nodes)
         self.registered_ns: set[str] = set()
 
     async def start(self) -> None:
-        """Reach the nodes and load every script once, so a broken script fails now."""
+        """Reach the nodes and load the scripts' library on each master, so a broken
+        script (or a server without Redis Functions) fails now."""
         async with self.mapped_errors():
             await self.nodes.start()
             await self.nodes.ready()
             for client in self.nodes.masters():
-                for script in self.scripts.values():
-                    await client.script_load(script.script)
+                await load_on(client, self.library.source, self.url)
             # Namespaces registered before the deadline index existed: visit each once.
             if not await self.nodes.call(
                 Command(DEADLINES_KEY, lambda c: c.exists(DEADLINES_KEY), write=False)
@@ -135,24 +112,21 @@ class RedisStore:
         async with self.mapped_errors():
             return await self.nodes.call(Command(key, queue, write=write, blocking=blocking))
 
-    async def run(self, script: str, ns: str, *args: Any, client: Redis | None = None) -> Any:
+    async def run(self, script: str, ns: str, *args: Any) -> Any:
         """Run one Lua script against namespace ``ns``; the single way state changes."""
         argv = [f"cb:{{{ns}}}:rev", ns, self.bounds_arg, self.key_history, *args]
-        code = self.scripts[script]
+        function = self.library.functions[script]
         # With WAIT, read_events writes a marker, so that WAIT covers what it read.
         write = script not in READ_ONLY_SCRIPTS or (
             script == "read_events" and self.nodes.wait_replicas > 0
         )
         command = Command(
-            argv[0], lambda c: c.evalsha(code.sha, 1, *argv),
-            write=write, script=self.sources[script],
-            packed=self.packer.evalsha(code.sha, script, ns, argv[0], args)
-            if client is None else None,
+            argv[0], lambda c: c.fcall(function, 1, *argv),
+            write=write, library=self.library.source,
+            packed=self.packer.fcall(function, script, ns, argv[0], args),
         )
         async with self.mapped_errors():
-            if client is not None:
-                reply = await code(keys=argv[:1], args=argv[1:], client=client)
-            elif script in HEAVY_SCRIPTS:
+            if script in HEAVY_SCRIPTS:
                 # Alone, never in a pipeline: a slow one holds up no light call.
                 reply = await self.nodes.call(command)
             else:
@@ -181,6 +155,19 @@ class RedisStore:
             return
         await self.call(NAMESPACES_KEY, lambda c: c.sadd(NAMESPACES_KEY, ns), write=True)
         self.registered_ns.add(ns)
+
+
+async def load_on(client: Redis, library: str, url: str) -> None:
+    """Load the scripts' library on one server (again: a no-op); a server without Redis
+    Functions (older than 7.0) is refused with a clear error."""
+    try:
+        await client.function_load(library, replace=True)
+    except ResponseError as exc:
+        if "unknown command" in str(exc).lower():
+            raise backend_unavailable("Redis", RedisError(
+                "this server has no Redis Functions (FUNCTION LOAD): Corkboard needs "
+                "Redis 7.0 or later"), url) from exc
+        raise
 
 
 @asynccontextmanager

@@ -1,0 +1,116 @@
+"""The Redis scripts as one Functions library (app/backends/redis/library.py): loaded at
+start, named after its source, loaded again where a server lost it, and a server
+without Redis Functions refused at start with the version it needs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from app.backends import backend_from_url
+from app.backends.redis.library import load_library
+from app.errors import BackendUnavailable
+from app.settings import Settings
+from tests.conftest import flush, need_redis_binaries
+from tests.support import RedisServer
+
+
+@pytest.fixture
+def no_functions_server() -> Iterator[RedisServer]:
+    """A real redis-server whose FUNCTION command is renamed away: to a client it is a
+    server from before Redis Functions (6.x) answering "unknown command"."""
+    need_redis_binaries()  # a skip, or a failure under CORKBOARD_REQUIRE_REDIS=1
+    server = RedisServer(extra=("--rename-command", "FUNCTION", "")).start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+def test_the_library_is_named_after_its_source() -> None:
+    library = load_library()
+    assert library.source.startswith(f"#!lua name={library.name}\n")
+    assert library.name.startswith("cb_") and len(library.name) == 3 + 16
+    assert load_library() == library  # the same scripts, the same name
+    assert library.functions["kv_put"] == f"{library.name}_kv_put"
+    assert all(name.startswith(library.name + "_") for name in library.functions.values())
+
+
+async def test_start_loads_the_library_and_calls_go_through_fcall(redis_url: str) -> None:
+    flush(redis_url)
+    admin = redis.Redis.from_url(redis_url)
+    backend = backend_from_url(redis_url, Settings(backend=redis_url))
+    library = load_library()
+    try:
+        admin.function_delete(library.name)
+    except redis.ResponseError:
+        pass  # not loaded yet
+    await backend.start()
+    try:
+        names = [dict(zip(entry[::2], entry[1::2], strict=True))[b"library_name"]
+                 for entry in admin.function_list(library.name)]
+        assert names == [library.name.encode()]
+        admin.config_resetstat()
+        await backend.kv_put("default", "k", b"1")
+        assert (await backend.kv_get("default", "k")) is not None
+        stats = admin.info("commandstats")
+        assert stats["cmdstat_fcall"]["calls"] >= 2
+        assert "cmdstat_evalsha" not in stats
+    finally:
+        await backend.close()
+        admin.close()
+
+
+async def test_a_library_of_another_version_is_left_alone(redis_url: str) -> None:
+    """Two versions of Corkboard on one Redis (a rolling upgrade): each calls its own
+    library, and loading one does not replace the other."""
+    flush(redis_url)
+    other = "#!lua name=cb_0000000000000000\n" + (
+        "redis.register_function('cb_0000000000000000_kv_read', "
+        "function(keys, args) return 'old' end)\n"
+    )
+    admin = redis.Redis.from_url(redis_url)
+    admin.function_load(other, replace=True)
+    backend = backend_from_url(redis_url, Settings(backend=redis_url))
+    await backend.start()
+    try:
+        await backend.kv_put("default", "k", b"2")
+        entry = await backend.kv_get("default", "k")
+        assert entry is not None and entry.value == b"2"
+        assert admin.fcall("cb_0000000000000000_kv_read", 1, "x") == b"old"
+    finally:
+        admin.function_delete("cb_0000000000000000")
+        await backend.close()
+        admin.close()
+
+
+async def test_a_server_without_functions_is_refused_at_start(
+    no_functions_server: RedisServer,
+) -> None:
+    url = no_functions_server.url
+    backend = backend_from_url(url, Settings(backend=url))
+    with pytest.raises(BackendUnavailable, match=r"Redis 7\.0 or later"):
+        await backend.start()
+    await backend.close()
+
+
+async def test_a_call_after_the_library_is_deleted_loads_it_again(redis_url: str) -> None:
+    """The one library deleted under a running backend (FUNCTION DELETE, or a restart
+    without persistence): the next calls load it again and run once each."""
+    flush(redis_url)
+    backend = backend_from_url(redis_url, Settings(backend=redis_url))
+    await backend.start()
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        await backend.kv_put("default", "n", b"0")
+        await admin.function_delete(load_library().name)
+        for i in range(1, 4):
+            result = await backend.kv_increment("default", "n", 1)
+            assert result.entry.value == str(i).encode()
+        assert len(await admin.function_list(load_library().name)) == 1
+    finally:
+        await admin.aclose()
+        await backend.close()
