@@ -114,3 +114,57 @@ async def test_a_call_after_the_library_is_deleted_loads_it_again(redis_url: str
     finally:
         await admin.aclose()
         await backend.close()
+
+
+async def test_a_log_from_before_byte_accounting_is_counted_at_its_next_event(
+    redis_url: str,
+) -> None:
+    """A namespace whose log has events but no sizes (``logn``) and no byte counter
+    (``eb``), as written before byte accounting: its next event counts them all once,
+    itself included; the events after it add only their own."""
+    flush(redis_url)
+    backend = backend_from_url(redis_url, Settings(backend=redis_url))
+    await backend.start()
+    admin = aioredis.Redis.from_url(redis_url)
+    ns, log = "old", "cb:{old}:log"
+    try:
+        for i in range(3):
+            await backend.kv_put(ns, f"k{i}", b'"v"')
+        await admin.delete("cb:{old}:logn")
+        await admin.hdel("cb:{old}:quota", "eb")
+        for i in range(3, 5):
+            await backend.kv_put(ns, f"k{i}", b'"v"')
+            rows = await admin.xrange(log, "-", "+")
+            sizes = [sum(len(k) + len(v) for k, v in fields.items()) for _, fields in rows]
+            assert [int(s) for s in await admin.lrange("cb:{old}:logn", 0, -1)] == sizes
+            assert int(await admin.hget("cb:{old}:quota", "eb")) == sum(sizes)
+        assert len(sizes) == 5
+    finally:
+        await admin.aclose()
+        await backend.close()
+
+
+async def test_history_is_cut_to_its_depth_and_its_bytes_leave_the_quota(
+    redis_url: str,
+) -> None:
+    """Each write past the history depth drops the oldest kept revision, and the quota
+    counts exactly the kept revisions' values; lowering the depth cuts older lists too."""
+    flush(redis_url)
+    admin = aioredis.Redis.from_url(redis_url)
+    writes = 0
+    try:
+        for depth in (3, 2):
+            backend = backend_from_url(redis_url, Settings(backend=redis_url, key_history=depth))
+            await backend.start()
+            try:
+                for i in range(6):
+                    await backend.kv_put("h", "k", b'"%s"' % (b"x" * (i + depth * 10)))
+                    writes += 1
+                    history = await backend.kv_history("h", "k")
+                    assert len(history) == min(writes, depth)
+                    used = int(await admin.hget("cb:{h}:quota", "b"))
+                    assert used == sum(len(e.value) for e in history)
+            finally:
+                await backend.close()
+    finally:
+        await admin.aclose()

@@ -236,12 +236,20 @@ local function append_event(rev, typ, key, session, tail)
       size = size + #x
     end
   end
-  local n = redis.call('XLEN', PFX .. 'log')
-  log_sizes(n)
   redis.call(unpack(args))
-  redis.call('RPUSH', PFX .. 'logn', size)
-  n = n + 1
+  local n = redis.call('RPUSH', PFX .. 'logn', size)
   local eb = redis.call('HINCRBY', QUOTA, 'eb', size)
+  if n == 1 and eb == size then
+    -- The namespace's first event, or a log from before byte accounting (no sizes, no
+    -- 'eb'): then its older events are counted now, this one with them.
+    local len = redis.call('XLEN', PFX .. 'log')
+    if len > 1 then
+      redis.call('DEL', PFX .. 'logn')
+      redis.call('HDEL', QUOTA, 'eb')
+      log_sizes(len)
+      n, eb = len, tonumber(redis.call('HGET', QUOTA, 'eb'))
+    end
+  end
   if n > RETENTION or (eb > RETENTION_BYTES and n > 1) then compact_log(n, eb) end
 end
 
@@ -499,7 +507,9 @@ local function store_entry(key, old, value, ea, rev, lease)
     else
       kept = redis.call('LPUSH', hk, history_item(old))
     end
-    if kept > HISTORY - 1 then
+    if kept == HISTORY then  -- one past the depth: drop it (one command, not two)
+      freed = item_value_bytes(redis.call('RPOP', hk))
+    elseif kept > HISTORY then  -- the depth was lowered since
       freed = history_bytes(key, HISTORY - 1)
       redis.call('LTRIM', hk, 0, HISTORY - 2)
     end
