@@ -185,6 +185,7 @@ class ClusterNodes(RedisNodes):
     async def connection_lost(self, node: str) -> None:
         self._refresh_soon()
         for client in self._client_pair(node):
+            await self.kept.drop(client.connection_pool)
             await client.connection_pool.disconnect(inuse_connections=False)
 
     async def topology_changed(self) -> None:
@@ -219,6 +220,7 @@ class ClusterNodes(RedisNodes):
             self._refresh.cancel()
             with suppress(asyncio.CancelledError, Exception):
                 await self._refresh
+        await self.kept.close()
         clients: Sequence[tuple[Redis, Redis]] = list(self._clients.values())
         self._clients = {}
         for client, blocking in clients:

@@ -12,7 +12,6 @@ retried, since a script whose answer was lost may have run.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -33,12 +32,11 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.backends.redis.exchange import PACKED, Kept, bounded_pipeline, lone_call
 from app.backends.redis.library import function_missing
 
 #: Rounds of re-sending the commands that a server refused before running them.
 MAX_ROUNDS = 8
-#: A pipeline's replies are awaited for this many call timeouts in all (not one each).
-PIPELINE_TIMEOUTS = 2
 
 
 @dataclass(slots=True)
@@ -97,6 +95,8 @@ class RedisNodes:
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
         self._owns_clients = owns_clients
+        #: Connections kept between exchanges, past their pools' checkout (exchange.py).
+        self.kept = Kept()
 
     @classmethod
     def from_url(
@@ -147,7 +147,9 @@ class RedisNodes:
     async def connection_lost(self, node: str) -> None:
         """A connection to ``node`` broke: its idle connections are dead too, so they are
         dropped now instead of each failing a call of its own."""
-        await self.client_for(node).connection_pool.disconnect(inuse_connections=False)
+        pool = self.client_for(node).connection_pool
+        await self.kept.drop(pool)
+        await pool.disconnect(inuse_connections=False)
 
     async def ready(self) -> None:
         """Raise unless every node can serve calls (not PING: Redis answers it while still
@@ -155,6 +157,7 @@ class RedisNodes:
         await self.call(Command("", lambda c: c.dbsize(), write=False))
 
     async def close(self) -> None:
+        await self.kept.close()
         if self._owns_clients:
             await self.client.aclose()
             if self.blocking is not self.client:
@@ -254,8 +257,8 @@ class RedisNodes:
             ):
                 packed = [c.packed for c in commands if c.packed is not None]
                 if len(packed) == 1:
-                    return [await lone_call(client, packed[0])]
-                return await bounded_pipeline(client, [_PACKED] * len(packed), packed)
+                    return [await lone_call(client, packed[0], self.kept)]
+                return await bounded_pipeline(client, [PACKED] * len(packed), self.kept, packed)
             if len(commands) == 1 and not wait and not asking:
                 return [await commands[0].queue(client)]
             pipe = client.pipeline(transaction=False)
@@ -268,7 +271,7 @@ class RedisNodes:
             if blocking:
                 answers: list[Any] = await pipe.execute(raise_on_error=False)
             else:
-                answers = await bounded_pipeline(client, pipe.command_stack)
+                answers = await bounded_pipeline(client, pipe.command_stack, self.kept)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -294,94 +297,6 @@ class RedisNodes:
                     for c, a in zip(commands, answers, strict=True)
                 ]
         return answers
-
-
-class _Unbounded:
-    """A connection whose reads wait as long as the batch they belong to allows (see
-    ``bounded_pipeline``), instead of one call's socket timeout each."""
-
-    def __init__(self, connection: Any) -> None:
-        self.connection = connection
-
-    async def read_response(self, disable_decoding: bool = False, **_: Any) -> Any:
-        return await self.connection.read_response(
-            disable_decoding=disable_decoding, timeout=math.inf
-        )
-
-
-#: The parse_response arguments of a packed command (a script's FCALL).
-_PACKED: tuple[tuple[str], dict[str, Any]] = (("FCALL",), {})
-
-
-async def lone_call(client: Redis, packed: bytes) -> Any:
-    """One packed command on one of ``client``'s connections: its reply (an error reply
-    raised). What ``Redis.execute_command`` does for a command (the connection's own
-    socket timeout on each read; a connection that failed is closed), less its per-call
-    packing, its retry wrapper (the clients retry nothing: ``CLIENT_OPTIONS``) and its
-    OpenTelemetry hooks."""
-    pool = client.connection_pool
-    connection: Any = await pool.get_connection()  # type: ignore[no-untyped-call]
-    try:
-        await connection.send_packed_command(packed)
-        return await connection.read_response()
-    except ResponseError:
-        raise  # a reply: the connection is fine
-    except BaseException:
-        await connection.disconnect()
-        raise
-    finally:
-        await pool.release(connection)
-
-
-async def bounded_pipeline(
-    client: Redis, stack: Sequence[tuple[Any, Any]], packed: Sequence[bytes] | None = None
-) -> list[Any]:
-    """Send a pipeline's queued ``stack`` in one write and answer each command with its
-    own reply (an error reply is that command's answer only). ``packed``: the commands
-    already in RESP (``stack`` then holds only what parsing their replies needs).
-
-    Redis flushes a pipeline's replies once it has run the commands it read together,
-    so a slow script holds back the replies beside it although Redis runs them all.
-    Reading each reply under the call timeout made that script fail every call of the
-    batch (503, though applied); here the batch as a whole gets ``PIPELINE_TIMEOUTS``
-    call timeouts. Replies read in that time are their commands' answers; the commands
-    still unanswered then (a script slower than that, or a Redis that stopped
-    answering) get a TimeoutError each, and the connection, whose later replies are
-    unread, is closed.
-    """
-    pool = client.connection_pool
-    connection: Any = await pool.get_connection()  # type: ignore[no-untyped-call]
-    answers: list[Any] = []
-    try:
-        per_call = connection.socket_timeout or 5.0
-        reader: Any = _Unbounded(connection)
-        try:
-            await connection.send_packed_command(
-                b"".join(packed) if packed is not None
-                else connection.pack_commands([args for args, _ in stack])
-            )
-            async with asyncio.timeout(per_call * PIPELINE_TIMEOUTS):
-                for args, options in stack:
-                    try:
-                        answers.append(await client.parse_response(reader, args[0], **options))
-                    except ResponseError as exc:
-                        answers.append(exc)
-        except (TimeoutError, RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            await connection.disconnect()
-            failure: Exception = (
-                RedisTimeoutError(
-                    f"no reply within {per_call * PIPELINE_TIMEOUTS:g} s for a pipelined "
-                    "call (another script of its batch was slow, or Redis stopped answering)"
-                )
-                if isinstance(exc, TimeoutError) else exc
-            )
-            answers += [failure] * (len(stack) - len(answers))
-        except BaseException:
-            await connection.disconnect()
-            raise
-    finally:
-        await pool.release(connection)
-    return answers
 
 
 def wait_timeout_ms(timeout: float) -> int:

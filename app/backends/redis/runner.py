@@ -1,6 +1,6 @@
 """The Redis script runner's batching: the light script calls made in one turn of the
 event loop go out together, one bounded pipeline per node, each call answered by its own
-reply (``RedisNodes.execute`` and ``nodes.bounded_pipeline``)."""
+reply (``RedisNodes.execute`` and ``exchange.bounded_pipeline``)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,181 @@
+"""One exchange with a Redis server on one connection (``lone_call``: a packed command;
+``bounded_pipeline``: many commands, one write), and the connections ``Kept`` between
+exchanges.
+
+A pool checkout costs more than it looks: redis-py's ``BlockingConnectionPool`` takes a
+condition and a timeout, probes the socket for unread data and records observability
+counters on every ``get_connection`` and ``release`` (about 30 us of CPU per pair on
+uvloop, as much as a third of a key read's whole cost in the worker). Under load the
+same few connections go out and come back many times a millisecond, so ``Kept`` holds
+those that just finished an exchange cleanly, checked out of their pool, and hands them
+to the next exchange directly. What the pool's checkout guards against still holds:
+
+- *unread data*: a connection is kept only after an exchange that read every reply it
+  asked for (any failure, a timeout or a cancellation disconnects it, as before);
+- *a connection gone stale while idle*: one kept longer than ``KEEP_IDLE_SECONDS`` (less
+  than the pools' one-second ``health_check_interval``) goes back to its pool, whose
+  next checkout pings it first; a connection that broke is never kept.
+- *a dead server*: ``drop`` gives every kept connection of a pool back, disconnected,
+  when one of its connections broke (``RedisNodes.connection_lost``), and ``close`` at
+  shutdown.
+
+Kept connections stay counted as in use by their pool, at most ``KEEP_PER_POOL`` each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+#: A batch's replies are awaited for this many call timeouts in all (not one each).
+PIPELINE_TIMEOUTS = 2
+#: Connections kept per pool at most, and for how long one may idle while kept.
+KEEP_PER_POOL = 8
+KEEP_IDLE_SECONDS = 0.5
+
+
+class Kept:
+    """Connections checked out of their pools between exchanges (see the module)."""
+
+    def __init__(self) -> None:
+        self._idle: dict[Any, list[tuple[Any, float]]] = {}
+
+    async def take(self, pool: Any) -> Any:
+        """A kept connection of ``pool`` that idled briefly, else the pool's checkout."""
+        stack = self._idle.get(pool)
+        if stack:
+            now = time.monotonic()
+            while stack:
+                connection, since = stack.pop()
+                if now - since < KEEP_IDLE_SECONDS and connection.is_connected:
+                    return connection
+                await pool.release(connection)  # its next checkout checks it
+        return await pool.get_connection()
+
+    async def give_back(self, pool: Any, connection: Any) -> None:
+        """Keep a connection whose exchange read all its replies; else to its pool."""
+        stack = self._idle.setdefault(pool, [])
+        if len(stack) < KEEP_PER_POOL and connection.is_connected:
+            stack.append((connection, time.monotonic()))
+        else:
+            await pool.release(connection)
+
+    async def drop(self, pool: Any) -> None:
+        """Disconnect ``pool``'s kept connections and give them back (its server failed)."""
+        for connection, _ in self._idle.pop(pool, []):
+            await connection.disconnect()
+            await pool.release(connection)
+
+    async def close(self) -> None:
+        for pool in list(self._idle):
+            for connection, _ in self._idle.pop(pool):
+                await pool.release(connection)
+
+
+class _Unbounded:
+    """A connection whose reads wait as long as the batch they belong to allows (see
+    ``bounded_pipeline``), instead of one call's socket timeout each."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    async def read_response(self, disable_decoding: bool = False, **_: Any) -> Any:
+        return await self.connection.read_response(
+            disable_decoding=disable_decoding, timeout=math.inf
+        )
+
+
+#: The parse_response arguments of a packed command (a script's FCALL).
+PACKED: tuple[tuple[str], dict[str, Any]] = (("FCALL",), {})
+
+
+async def lone_call(client: Redis, packed: bytes, kept: Kept) -> Any:
+    """One packed command on one of ``client``'s connections: its reply (an error reply
+    raised). What ``Redis.execute_command`` does for a command (the connection's own
+    socket timeout on each read; a connection that failed is closed), less its per-call
+    packing, its retry wrapper (the clients retry nothing: ``CLIENT_OPTIONS``) and its
+    OpenTelemetry hooks."""
+    pool = client.connection_pool
+    connection: Any = await kept.take(pool)
+    clean = False
+    try:
+        await connection.send_packed_command(packed)
+        reply = await connection.read_response()
+        clean = True
+        return reply
+    except ResponseError:
+        clean = True
+        raise  # a reply: the connection is fine
+    except BaseException:
+        await connection.disconnect()
+        raise
+    finally:
+        if clean:
+            await kept.give_back(pool, connection)
+        else:
+            await pool.release(connection)
+
+
+async def bounded_pipeline(
+    client: Redis, stack: Sequence[tuple[Any, Any]], kept: Kept,
+    packed: Sequence[bytes] | None = None,
+) -> list[Any]:
+    """Send a pipeline's queued ``stack`` in one write and answer each command with its
+    own reply (an error reply is that command's answer only). ``packed``: the commands
+    already in RESP (``stack`` then holds only what parsing their replies needs).
+
+    Redis flushes a pipeline's replies once it has run the commands it read together,
+    so a slow script holds back the replies beside it although Redis runs them all.
+    Reading each reply under the call timeout made that script fail every call of the
+    batch (503, though applied); here the batch as a whole gets ``PIPELINE_TIMEOUTS``
+    call timeouts. Replies read in that time are their commands' answers; the commands
+    still unanswered then (a script slower than that, or a Redis that stopped
+    answering) get a TimeoutError each, and the connection, whose later replies are
+    unread, is closed.
+    """
+    pool = client.connection_pool
+    connection: Any = await kept.take(pool)
+    answers: list[Any] = []
+    clean = False
+    try:
+        per_call = connection.socket_timeout or 5.0
+        reader: Any = _Unbounded(connection)
+        try:
+            await connection.send_packed_command(
+                b"".join(packed) if packed is not None
+                else connection.pack_commands([args for args, _ in stack])
+            )
+            async with asyncio.timeout(per_call * PIPELINE_TIMEOUTS):
+                for args, options in stack:
+                    try:
+                        answers.append(await client.parse_response(reader, args[0], **options))
+                    except ResponseError as exc:
+                        answers.append(exc)
+            clean = True
+        except (TimeoutError, RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            await connection.disconnect()
+            failure: Exception = (
+                RedisTimeoutError(
+                    f"no reply within {per_call * PIPELINE_TIMEOUTS:g} s for a pipelined "
+                    "call (another script of its batch was slow, or Redis stopped answering)"
+                )
+                if isinstance(exc, TimeoutError) else exc
+            )
+            answers += [failure] * (len(stack) - len(answers))
+        except BaseException:
+            await connection.disconnect()
+            raise
+    finally:
+        if clean:
+            await kept.give_back(pool, connection)
+        else:
+            await pool.release(connection)
+    return answers

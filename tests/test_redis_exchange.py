@@ -1,0 +1,103 @@
+"""Connections kept between exchanges (app/backends/redis/exchange.py), on a real server:
+reused while fresh, back to the pool's checked checkout when idle or broken, never
+kept with unread replies."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import ResponseError
+
+from app.backends.redis import exchange
+from app.backends.redis.exchange import Kept, bounded_pipeline, lone_call
+from tests.conftest import flush
+
+PING = b"*1\r\n$4\r\nPING\r\n"
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[Redis]:
+    flush(redis_url)
+    pool = BlockingConnectionPool.from_url(redis_url, max_connections=4, timeout=2,
+                                           socket_timeout=2, health_check_interval=1)
+    redis = Redis.from_pool(pool)
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+
+
+async def test_a_fresh_connection_is_reused_without_a_checkout(client: Redis) -> None:
+    kept, pool = Kept(), client.connection_pool
+    assert await lone_call(client, PING, kept) == b"PONG"
+    first = kept._idle[pool][-1][0]
+    checkouts = 0
+    real = pool.get_connection
+
+    async def counted() -> object:
+        nonlocal checkouts
+        checkouts += 1
+        return await real()
+
+    pool.get_connection = counted  # type: ignore[method-assign]
+    for _ in range(5):
+        assert await lone_call(client, PING, kept) == b"PONG"
+    assert checkouts == 0 and kept._idle[pool][-1][0] is first
+    await kept.close()
+    assert pool._in_use_connections == set()  # (redis-py's own bookkeeping)
+
+
+async def test_an_error_reply_keeps_the_connection(client: Redis) -> None:
+    kept = Kept()
+    with pytest.raises(ResponseError):
+        await lone_call(client, b"*1\r\n$7\r\nNOSUCHC\r\n", kept)
+    assert len(kept._idle[client.connection_pool]) == 1
+    assert await lone_call(client, PING, kept) == b"PONG"
+    await kept.close()
+
+
+async def test_an_idle_connection_goes_back_to_the_pool(
+    client: Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kept, pool = Kept(), client.connection_pool
+    await lone_call(client, PING, kept)
+    stale = kept._idle[pool][-1][0]
+    monkeypatch.setattr(exchange, "KEEP_IDLE_SECONDS", 0.0)
+    assert await lone_call(client, PING, kept) == b"PONG"
+    # The stale one went back to the pool, and the call was served by a checkout (the
+    # pool hands the same idle connection out again, after its own checks).
+    assert stale in pool._available_connections or kept._idle[pool][-1][0] is stale
+    await kept.close()
+
+
+async def test_a_timed_out_batch_is_not_kept(client: Redis) -> None:
+    """A batch whose replies were not all read (its time ran out) closes its connection
+    instead of keeping it: its late replies must never answer the next exchange."""
+    kept, pool = Kept(), client.connection_pool
+    pool.connection_kwargs["socket_timeout"] = 0.05
+    for connection in pool._available_connections:
+        connection.socket_timeout = 0.05
+    blocking = [(("BLPOP", "nothing", 1), {})]
+    answers = await bounded_pipeline(client, blocking, kept)
+    assert isinstance(answers[0], Exception) and "no reply" in str(answers[0])
+    assert not kept._idle.get(pool)
+    pool.connection_kwargs["socket_timeout"] = 2
+    for connection in pool._available_connections:
+        connection.socket_timeout = 2
+    assert await lone_call(client, PING, kept) == b"PONG"
+    await kept.close()
+
+
+async def test_drop_disconnects_the_kept_connections(client: Redis) -> None:
+    kept, pool = Kept(), client.connection_pool
+    await asyncio.gather(*(lone_call(client, PING, kept) for _ in range(3)))
+    held = [c for c, _ in kept._idle[pool]]
+    assert held
+    await kept.drop(pool)
+    assert not kept._idle.get(pool)
+    assert all(not c.is_connected for c in held)
+    assert await lone_call(client, PING, kept) == b"PONG"  # a new one from the pool
+    await kept.close()
