@@ -21,7 +21,7 @@ PING = b"*1\r\n$4\r\nPING\r\n"
 @pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[Redis]:
     flush(redis_url)
-    pool = BlockingConnectionPool.from_url(redis_url, max_connections=4, timeout=2,
+    pool = BlockingConnectionPool.from_url(redis_url, max_connections=16, timeout=2,
                                            socket_timeout=2, health_check_interval=1)
     redis = Redis.from_pool(pool)
     try:
@@ -101,3 +101,20 @@ async def test_drop_disconnects_the_kept_connections(client: Redis) -> None:
     assert all(not c.is_connected for c in held)
     assert await lone_call(client, PING, kept) == b"PONG"  # a new one from the pool
     await kept.close()
+
+
+async def test_a_small_pool_keeps_at_most_a_quarter_of_itself(redis_url: str) -> None:
+    """A pool of 2 (CORKBOARD_REDIS_MAX_CONNECTIONS' least) keeps none: a caller that
+    checks out of it directly never waits on a connection held idle here."""
+    for size, most in ((2, 0), (4, 1), (12, 3), (64, 8)):
+        pool = BlockingConnectionPool.from_url(redis_url, max_connections=size, timeout=1)
+        client, kept = Redis.from_pool(pool), Kept()
+        try:
+            await asyncio.gather(*(lone_call(client, PING, kept) for _ in range(min(size, 12))))
+            assert len(kept._idle.get(pool, [])) <= most
+            if most:
+                assert kept._idle[pool]
+            await client.ping()  # the pool still serves a direct caller at once
+        finally:
+            await kept.close()
+            await client.aclose()

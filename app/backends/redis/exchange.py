@@ -19,7 +19,9 @@ to the next exchange directly. What the pool's checkout guards against still hol
   when one of its connections broke (``RedisNodes.connection_lost``), and ``close`` at
   shutdown.
 
-Kept connections stay counted as in use by their pool, at most ``KEEP_PER_POOL`` each.
+Kept connections stay counted as in use by their pool: at most ``KEEP_PER_POOL`` and a
+quarter of the pool's size (none for a pool of fewer than 4), so that callers checking
+out of the pool directly always find most of it there.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ class Kept:
     async def give_back(self, pool: Any, connection: Any) -> None:
         """Keep a connection whose exchange read all its replies; else to its pool."""
         stack = self._idle.setdefault(pool, [])
-        if len(stack) < KEEP_PER_POOL and connection.is_connected:
+        keep = min(KEEP_PER_POOL, getattr(pool, "max_connections", 0) // 4)
+        if len(stack) < keep and connection.is_connected:
             stack.append((connection, time.monotonic()))
         else:
             await pool.release(connection)
