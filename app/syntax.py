@@ -234,10 +234,15 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+#: ".000Z" to ".999Z": the end of an ``iso_ms`` time (a format spec would cost twice the rest).
+_MS_ENDS = tuple(f".{frac:03d}Z" for frac in range(1000))
+
+
+@functools.lru_cache(maxsize=4096)
 def iso_ms(ms: int) -> str:
-    """RFC 3339 UTC with milliseconds: 2026-11-24T04:20:51.123Z."""
-    sec, frac = divmod(ms, 1000)
-    return f"{_iso_seconds(sec)}.{frac:03d}Z"
+    """RFC 3339 UTC with milliseconds: 2026-11-24T04:20:51.123Z. Remembered for the last
+    4,096 times: a key read formats its entry's two times and its access line's."""
+    return _iso_seconds(ms // 1000) + _MS_ENDS[ms % 1000]
 
 
 @functools.lru_cache(maxsize=4096)
