@@ -61,7 +61,12 @@ class Grant:
     def allows(self, ns: str | None, permission: str) -> bool:
         if permission not in self.permissions:
             return False
-        return ns is None or any(p.fullmatch(ns) for p in self.namespaces)
+        if ns is None:
+            return True
+        for pattern in self.namespaces:
+            if pattern.fullmatch(ns):
+                return True
+        return False
 
 
 #: The grant of every call when no tokens are configured: everything, everywhere.
@@ -250,7 +255,8 @@ class Gate:
             scope["corkboard.grant"] = grant
             return
         ns = None if path in UNSCOPED_PATHS else check_namespace(query.get("ns", "default"))
-        authorize(grant, ns, required_permission(method, path, query))
+        if grant is not OPEN:  # OPEN grants every permission on every (checked) namespace
+            authorize(grant, ns, required_permission(method, path, query))
         scope["corkboard.ns"] = ns
         scope["corkboard.grant"] = grant
 
