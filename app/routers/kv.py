@@ -133,10 +133,15 @@ async def read_key(backend: KeyStore, ns: str, key: str, revision: int | None) -
     """The key's entry (at ``revision`` while kept); 404 otherwise."""
     entry = await backend.kv_get(ns, key, revision)
     if entry is None:
-        if revision is not None:
-            raise NotFound(f"Key {key!r} has no kept revision at or below {revision}.")
-        raise NotFound(f"Key {key!r} does not exist.")
+        raise key_not_found(key, revision)
     return entry
+
+
+def key_not_found(key: str, revision: int | None) -> NotFound:
+    """``read_key``'s 404 for a key (at ``revision``) the backend does not have."""
+    if revision is not None:
+        return NotFound(f"Key {key!r} has no kept revision at or below {revision}.")
+    return NotFound(f"Key {key!r} does not exist.")
 
 
 def patch_update(
@@ -193,7 +198,9 @@ async def read_key_at(
     key = key_of(raw_key)
     raw_revision = query.get("revision")
     revision = None if raw_revision is None else parse_count(raw_revision, what="revision")
-    entry = await read_key(backend, ns, key, revision)
+    entry = await backend.kv_get(ns, key, revision)  # read_key, one coroutine less
+    if entry is None:
+        raise key_not_found(key, revision)
     if if_none_match is not None and if_none_match.strip() != "*":
         try:
             cached = parse_etag(if_none_match, what="If-None-Match")
