@@ -31,12 +31,14 @@ LOCK_ACTIONS = frozenset({"refresh", "release", "force-release"})
 
 @functools.lru_cache(maxsize=1024)
 def _is_namespace(ns: str) -> bool:
-    """Whether ``check_namespace`` accepts ``ns``, remembered for the last 1,024 names."""
+    """Whether ``check_namespace`` accepts ``ns``, remembered for the last 1,024 names
+    (each at most 63 characters: longer ones are refused before, so the cache holds at
+    most 1,024 short strings whatever clients send)."""
     return NAMESPACE_RE.fullmatch(ns) is not None
 
 
 def check_namespace(ns: str) -> str:
-    if not _is_namespace(ns):
+    if len(ns) > 63 or not _is_namespace(ns):
         raise InvalidRequest(
             f"Namespace {ns[:80]!r} is not valid: use 1-63 of [a-z0-9_-], "
             "starting with a letter or digit.",
