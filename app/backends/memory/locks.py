@@ -434,10 +434,11 @@ class MemoryLocks(LockEngine):
 
     async def lock_list(self, ns: str, scope: str, pattern: Pattern) -> list[LockInfo]:
         now = now_ms()
-        return [
-            self._lock_info(ns, s, name, holder)
-            for (s, name), holder in sorted(self.store.view(ns).locks.items(), key=lambda i: i[0])
-            if s == scope
-            and pattern.matches(name)
-            and (holder.expires_at is None or holder.expires_at > now)
-        ]
+        locks = self.store.view(ns).locks
+        found = []
+        for name in locks.names(scope):  # the scope's held names, sorted
+            holder = locks.get((scope, name))
+            if (holder is not None and pattern.matches(name)
+                    and (holder.expires_at is None or holder.expires_at > now)):
+                found.append(self._lock_info(ns, scope, name, holder))
+        return found
