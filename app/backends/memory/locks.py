@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app.backends.memory.store import LockState, MemoryStore
+from app.backends.paging import page_sorted
 from app.backends.parts.locks import LockEngine
 from app.domain.locks import (
     LockInfo,
@@ -432,13 +433,18 @@ class MemoryLocks(LockEngine):
             return None, pending
         return self._lock_info(ns, scope, name, holder), pending
 
-    async def lock_list(self, ns: str, scope: str, pattern: Pattern) -> list[LockInfo]:
+    async def lock_list(
+        self, ns: str, scope: str, pattern: Pattern, *, limit: int, after: str | None
+    ) -> tuple[list[LockInfo], str | None]:
         now = now_ms()
         locks = self.store.view(ns).locks
-        found = []
-        for name in locks.names(scope):  # the scope's held names, sorted
+
+        def live(name: str) -> LockInfo | None:
             holder = locks.get((scope, name))
-            if (holder is not None and pattern.matches(name)
-                    and (holder.expires_at is None or holder.expires_at > now)):
-                found.append(self._lock_info(ns, scope, name, holder))
-        return found
+            if holder is None or (holder.expires_at is not None and holder.expires_at <= now):
+                return None  # expired, not swept yet
+            return self._lock_info(ns, scope, name, holder)
+
+        # The scope's sorted held names page like every listing: from the cursor on,
+        # bounded by limit and the scan budget.
+        return page_sorted(locks.names(scope), pattern, after, limit, live)
