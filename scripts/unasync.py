@@ -63,7 +63,17 @@ def convert(text: str) -> str:
         text = re.sub(rf"\b{re.escape(old)}\b", new, text)
     for pattern, replacement in PHRASES:
         text = pattern.sub(replacement, text)
-    return text
+    return IMPORT_LINE.sub(_unique_names, text)
+
+
+#: A one-line ``from ... import a, b``: both twins of a name (``AsyncIterator`` and
+#: ``Iterator``) become the same name there, imported once.
+IMPORT_LINE = re.compile(r"^(from \S+ import )([\w, ]+)$", re.MULTILINE)
+
+
+def _unique_names(match: re.Match[str]) -> str:
+    names = dict.fromkeys(name.strip() for name in match.group(2).split(","))
+    return match.group(1) + ", ".join(names)
 
 
 def generated() -> dict[Path, str]:

@@ -37,7 +37,7 @@ CLUSTER_MODULES = {
     "test_kv", "test_kv_listing", "test_ttl", "test_event_log", "test_events_poll",
     "test_hub", "test_locks", "test_locks_backend", "test_sessions",
     "test_session_snapshots", "test_variable_types", "test_artifacts", "test_quotas",
-    "test_lock_waiters", "test_watch", "test_session_locks",
+    "test_lock_waiters", "test_watch", "test_session_locks", "test_lock_listing",
 }
 #: Modules whose ``backend`` tests also run on NATS JetStream: every module using the
 #: ``backend`` fixture. test_watch picks its engines itself (NATS included);
@@ -45,7 +45,8 @@ CLUSTER_MODULES = {
 #: backend does not offer yet.
 NATS_MODULES = {
     "test_kv", "test_kv_listing", "test_ttl", "test_event_log", "test_events_poll",
-    "test_locks", "test_locks_backend", "test_lock_waiters", "test_sessions",
+    "test_locks", "test_locks_backend", "test_lock_listing", "test_lock_waiters",
+    "test_sessions",
     "test_session_snapshots", "test_variable_types", "test_session_locks",
     "test_txn", "test_leases", "test_artifacts",
     "test_hub", "test_bounds", "test_mcp", "test_parity", "test_safe_to_share",

@@ -116,7 +116,7 @@ async def test_reads_create_no_state_in_memory(backend: str, make_settings: Make
             await b.kv_list(ns, pattern, limit=10, after=None)
             await b.read_events(ns, 0)
             await b.lock_get(ns, "", "l")
-            await b.lock_list(ns, "", pattern)
+            await b.lock_list(ns, "", pattern, limit=10, after=None)
             await b.session_list(ns, pattern, limit=10, after=None)
             await b.session_get(ns, "s")
             await b.var_list(ns, "s")

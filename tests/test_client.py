@@ -213,7 +213,7 @@ def test_lock_calls(cb: Corkboard) -> None:
     assert queued == LockQueued("queued", 1)
     holder = cb.get_lock("jobs/nightly")
     assert holder is not None and holder.token == grant.token and holder.pending_count == 1
-    assert [h.name for h in cb.list_locks("jobs/*")] == ["jobs/nightly"]
+    assert [h.name for h in cb.list_locks("jobs/*").items] == ["jobs/nightly"]
     assert cb.refresh_lock("jobs/nightly", "w1", grant.token, ttl=60).token == grant.token
     cb.put("report", "v1")
     with cb.fenced(grant):
@@ -229,6 +229,21 @@ def test_lock_calls(cb: Corkboard) -> None:
     assert isinstance(again, LockGrant) and again.token > grant.token
     forced = cb.force_release("jobs/nightly")
     assert forced.status == "released" and forced.owner == "w3"
+
+
+def test_lock_listing_pages_and_iter_locks_follows_the_cursors(cb: Corkboard) -> None:
+    names = [f"jobs/{i:02d}" for i in range(7)]
+    for name in reversed(names):
+        cb.acquire(name, owner="w")
+    cb.acquire("other", owner="w")
+    cb.acquire("jobs/s", owner="w", session="chat-9")
+    page = cb.list_locks("jobs/*", limit=3)
+    assert [h.name for h in page.items] == names[:3] and page.next_cursor is not None
+    page = cb.list_locks("jobs/*", limit=3, cursor=page.next_cursor)
+    assert [h.name for h in page.items] == names[3:6]
+    assert [h.name for h in cb.iter_locks("jobs/*", page_size=2)] == names
+    assert [h.name for h in cb.iter_locks(page_size=3)] == [*names, "other"]
+    assert [h.name for h in cb.iter_locks(session="chat-9", page_size=1)] == ["jobs/s"]
 
 
 def test_lock_context_refreshes_in_a_thread_and_fences(cb: Corkboard) -> None:
@@ -250,7 +265,7 @@ def test_session_locks_fence_session_writes(cb: Corkboard) -> None:
     grant = cb.acquire("reply", owner="bot", session="chat-1")
     assert isinstance(grant, LockGrant) and grant.session == "chat-1"
     assert grant.fence_headers["Fence-Session"] == "chat-1"
-    assert [h.name for h in cb.list_locks(session="chat-1")] == ["reply"]
+    assert [h.name for h in cb.list_locks(session="chat-1").items] == ["reply"]
     assert cb.get_lock("reply") is None  # not a namespace lock
     with cb.lock("reply2", session="chat-1", ttl=10) as held:
         assert cb.put_state("chat-1", "thread", "t1", {"a": 1}) == {"a": 1}

@@ -78,6 +78,9 @@ async def test_lock_refreshes_past_its_ttl_and_fences_writes(acb: AsyncCorkboard
         assert held.refreshes >= 3 and held.lost is None
         holder = await acb.get_lock("jobs/nightly")
         assert holder is not None and holder.token == held.token
+        assert [h.name async for h in acb.iter_locks(page_size=1)] == ["jobs/nightly"]
+        page = await acb.list_locks("jobs/*", limit=1)
+        assert [h.token for h in page.items] == [held.token]
         written = await acb.put("reports/nightly", "done")  # fenced by the lock
         assert written.value == "done"
         token = held.token

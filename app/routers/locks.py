@@ -16,7 +16,7 @@ from enum import Enum
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.responses import Response
 
@@ -27,6 +27,7 @@ from app.routers.common import (
     BACKEND_UNAVAILABLE,
     LocksDep,
     NamespaceDep,
+    PageDep,
     SettingsDep,
     dump_json,
     json_body,
@@ -35,7 +36,7 @@ from app.routers.common import (
     validated,
 )
 from app.settings import Settings
-from app.syntax import LOCK_ACTIONS, Pattern, check_id, check_key, duration_ms, parse_duration
+from app.syntax import LOCK_ACTIONS, check_id, check_key, duration_ms, parse_duration
 
 DEFAULT_TTL_SECONDS = 30.0
 MAX_WAIT_SECONDS = 60.0
@@ -122,6 +123,7 @@ class LockReleased(BaseModel):
 
 class LockList(BaseModel):
     items: list[LockHolder]
+    next_cursor: str | None
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -201,16 +203,18 @@ def lock_router(
         name=f"list_{kind}s",
         response_model=LockList,
         responses={**_ERRORS},
-        summary="The held locks whose names match a pattern, in name order",
+        summary="List held locks by name pattern, in name order, with stable paging",
+        description="At most `limit` locks a page; a page may hold fewer (even none) "
+        "with a `next_cursor` when the scan stopped early, after examining its budget of "
+        "names: follow `next_cursor` until it is null.",
     )
     async def list_locks(
-        scope: Scope,
-        ns: NamespaceDep,
-        backend: LocksDep,
-        pattern: Annotated[str, Query(description="'*' matches any run of characters")] = "*",
+        scope: Scope, ns: NamespaceDep, backend: LocksDep, page: PageDep
     ) -> Response:
-        items = await backend.lock_list(ns, scope, Pattern.compile(pattern))
-        return json_response(orjson.dumps({"items": [i.as_dict() for i in items]}))
+        items, last = await backend.lock_list(
+            ns, scope, page.pattern, limit=page.limit, after=page.after
+        )
+        return page.response([i.as_dict() for i in items], last)
 
     @router.post(
         "/{name:path}/refresh",

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app.backends.memory.store import LockState, MemoryStore
+from app.backends.paging import page_sorted
 from app.backends.parts.locks import LockEngine
 from app.domain.locks import (
     LockInfo,
@@ -432,12 +433,18 @@ class MemoryLocks(LockEngine):
             return None, pending
         return self._lock_info(ns, scope, name, holder), pending
 
-    async def lock_list(self, ns: str, scope: str, pattern: Pattern) -> list[LockInfo]:
+    async def lock_list(
+        self, ns: str, scope: str, pattern: Pattern, *, limit: int, after: str | None
+    ) -> tuple[list[LockInfo], str | None]:
         now = now_ms()
-        return [
-            self._lock_info(ns, s, name, holder)
-            for (s, name), holder in sorted(self.store.view(ns).locks.items(), key=lambda i: i[0])
-            if s == scope
-            and pattern.matches(name)
-            and (holder.expires_at is None or holder.expires_at > now)
-        ]
+        locks = self.store.view(ns).locks
+
+        def live(name: str) -> LockInfo | None:
+            holder = locks.get((scope, name))
+            if holder is None or (holder.expires_at is not None and holder.expires_at <= now):
+                return None  # expired, not swept yet
+            return self._lock_info(ns, scope, name, holder)
+
+        # The scope's sorted held names page like every listing: from the cursor on,
+        # bounded by limit and the scan budget.
+        return page_sorted(locks.names(scope), pattern, after, limit, live)

@@ -100,6 +100,56 @@ class LockState:
     expires_at: int | None
 
 
+class LockTable:
+    """A namespace's lock holders by (scope, name), and each scope's held names in a
+    ``SortedList`` so that a listing pages from its cursor instead of sorting every
+    holder (a scope's list goes with its last holder). Only these methods change it."""
+
+    __slots__ = ("holders", "order")
+
+    def __init__(self) -> None:
+        self.holders: dict[tuple[str, str], LockState] = {}
+        self.order: dict[str, SortedList[str]] = {}
+
+    def get(self, key: tuple[str, str]) -> LockState | None:
+        return self.holders.get(key)
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self.holders
+
+    def __len__(self) -> int:
+        return len(self.holders)
+
+    def __setitem__(self, key: tuple[str, str], holder: LockState) -> None:
+        if key not in self.holders:
+            names = self.order.get(key[0])
+            if names is None:
+                names = self.order[key[0]] = SortedList()
+            names.add(key[1])
+        self.holders[key] = holder
+
+    def __delitem__(self, key: tuple[str, str]) -> None:
+        del self.holders[key]
+        names = self.order[key[0]]
+        names.remove(key[1])
+        if not names:
+            del self.order[key[0]]
+
+    def pop(self, key: tuple[str, str], default: LockState | None = None) -> LockState | None:
+        holder = self.holders.get(key)
+        if holder is None:
+            return default
+        del self[key]
+        return holder
+
+    def names(self, scope: str) -> SortedList[str]:
+        """The names ``scope`` has holders for (expired ones too, until swept), sorted."""
+        return self.order.get(scope) or _NO_NAMES
+
+
+_NO_NAMES: SortedList[str] = SortedList()
+
+
 @dataclass(slots=True)
 class LeaseState:
     id: str
@@ -126,7 +176,7 @@ class Namespace:
     #: one; a key with one revision is only its row in ``keys``.
     history: dict[str, tuple[Row, ...]] = field(default_factory=dict)
     order: SortedList[str] = field(default_factory=SortedList)  # the key names
-    locks: dict[tuple[str, str], LockState] = field(default_factory=dict)
+    locks: LockTable = field(default_factory=LockTable)
     leases: dict[str, LeaseState] = field(default_factory=dict)
     lease_order: SortedList[str] = field(default_factory=SortedList)  # the lease ids
     #: The lease each key on a lease is attached to.

@@ -65,6 +65,7 @@ from app.backends.nats.names import LOCK_PREFIX, is_lock_subject, lock_subject
 from app.backends.nats.sessions import NatsSessions
 from app.backends.nats.sessionstate import decode as decode_session
 from app.backends.nats.store import Msg, NatsStore
+from app.backends.paging import page_sorted
 from app.backends.parts.locks import LockEngine
 from app.domain.locks import (
     LockInfo,
@@ -295,14 +296,16 @@ class NatsLocks(LockWaiting, LockEngine):
             return None, 0
         return (record.info() if record.live(now) else None), len(record.pending)
 
-    async def lock_list(self, ns: str, scope: str, pattern: Pattern) -> list[LockInfo]:
+    async def lock_list(
+        self, ns: str, scope: str, pattern: Pattern, *, limit: int, after: str | None
+    ) -> tuple[list[LockInfo], str | None]:
         now = now_ms()
         if scope:
             records = list((await self.sessions.lock_view(ns, scope)).locks.values())
         else:
             msgs, _ = await self.store.multi_last(ns, f"$KV.{ns}.{LOCK_PREFIX}>")
             records = [r for r in map(decode, msgs) if r is not None]
-        return sorted(
-            (r.info() for r in records if r.live(now) and pattern.matches(r.name)),
-            key=lambda info: info.name,
-        )
+        # Paged as the lease and session listings are: the records read, then the page
+        # taken from the cursor on (bounded by limit and the scan budget).
+        live = {r.name: r.info() for r in records if r.live(now)}
+        return page_sorted(sorted(live), pattern, after, limit, live.get)

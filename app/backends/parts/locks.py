@@ -94,5 +94,11 @@ class LockEngine(ABC):
         """The live holder (None when free) and the number of pending entries."""
 
     @abstractmethod
-    async def lock_list(self, ns: str, scope: str, pattern: Pattern) -> list[LockInfo]:
-        """The held locks of ``scope`` whose names match ``pattern``, in name order."""
+    async def lock_list(
+        self, ns: str, scope: str, pattern: Pattern, *, limit: int, after: str | None
+    ) -> tuple[list[LockInfo], str | None]:
+        """One page of the held locks of ``scope`` whose names match ``pattern``, in name
+        order after the name ``after``, and the cursor to continue after (None at the
+        end). Paged like every listing (``app.backends.paging``): at most ``limit`` locks,
+        and a page stops early, with a cursor, once ``LIST_SCAN_BUDGET`` names of the
+        scope were examined, so one call's work is bounded however many locks it holds."""

@@ -24,6 +24,7 @@ import secrets
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from app.backends import paging
 from app.backends.parts.locks import LockEngine
 from app.backends.redis.store import RedisStore, lua_pattern, text
 from app.backends.redis.wakeups import RESYNC, LockWakeups, Wake
@@ -213,10 +214,17 @@ class RedisLocks(LockEngine):
             return None, pending
         return _info(name, [*reply[1:], pending], 0), pending
 
-    async def lock_list(self, ns: str, scope: str, pattern: Pattern) -> list[LockInfo]:
-
-        reply = await self.store.run("lock_list", ns, scope, pattern.prefix, lua_pattern(pattern))
-        return [_info(text(reply[i]), reply, i + 1) for i in range(0, len(reply), 6)]
+    async def lock_list(
+        self, ns: str, scope: str, pattern: Pattern, *, limit: int, after: str | None
+    ) -> tuple[list[LockInfo], str | None]:
+        reply = await self.store.run(
+            "lock_list", ns, scope, after or "", pattern.prefix, lua_pattern(pattern), limit,
+            paging.LIST_SCAN_BUDGET,
+        )
+        items = [_info(text(reply[i]), reply, i + 1) for i in range(1, len(reply), 6)]
+        # The scan's cursor ('' at the end): a page the scan budget stopped, even an
+        # empty one, continues after what it examined.
+        return items, text(reply[0]) or None
 
 
 async def _first_of(

@@ -91,6 +91,7 @@ async function loadLocks() {
   const body = await api("v1/locks", { ns: state.ns });
   if (generation !== state.generation) return;
   state.locks = body.items;
+  state.locksMore = body.next_cursor !== null;
   renderLocks();
 }
 
@@ -117,7 +118,8 @@ function renderLocks() {
       el("td", { class: "waiters" }, ...waiters.map((w) => el("span", { class: `chip ${w.mode}`, text: `${w.owner} (${w.mode})` })))));
   }
   fill($("locks-table").tBodies[0], rows, "No lock is held.");
-  $("count-locks").textContent = String(state.locks.length);
+  const n = state.locks.length;
+  $("count-locks").textContent = state.locksMore ? `${n}+` : String(n);
 }
 
 function applyLockEvent(event) {

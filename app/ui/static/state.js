@@ -20,7 +20,8 @@ export const state = {
   keysPattern: "",
   keysMatch: () => true,
   selectedKey: null,
-  locks: [],
+  locks: [], // the first page of held locks
+  locksMore: false, // the listing has more pages than shown
   lockWaiters: new Map(), // lock name -> [{owner, mode, position}]
   sessions: [],
   sessionsCursor: null,

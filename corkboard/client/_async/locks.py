@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Literal
@@ -40,6 +40,7 @@ from corkboard.client.types import (
     LockHolder,
     LockQueued,
     LockRelease,
+    Page,
 )
 
 DEFAULT_LOCK_TTL = 30.0
@@ -114,11 +115,28 @@ class AsyncLocks(AsyncBase):
             return None
 
     async def list_locks(
-        self, pattern: str = "*", *, session: str | None = None
-    ) -> list[LockHolder]:
-        """The held locks whose names match ``pattern``."""
-        data = await self._json(Call.read(_locks_path(None, session), params(pattern=pattern)))
-        return [LockHolder.from_json(h) for h in data["items"]]
+        self, pattern: str = "*", *, session: str | None = None, limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[LockHolder]:
+        """One page of the held locks whose names match ``pattern``, in name order."""
+        data = await self._json(Call.read(
+            _locks_path(None, session), params(pattern=pattern, limit=limit, cursor=cursor)
+        ))
+        return Page([LockHolder.from_json(h) for h in data["items"]],
+                    data.get("next_cursor"), None)
+
+    async def iter_locks(
+        self, pattern: str = "*", *, session: str | None = None, page_size: int | None = None
+    ) -> AsyncIterator[LockHolder]:
+        """Every held lock whose name matches ``pattern``, page after page."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_locks(pattern, session=session, limit=page_size, cursor=cursor)
+            for holder in page.items:
+                yield holder
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     def lock(
         self, name: str, *, ttl: Duration = DEFAULT_LOCK_TTL, owner: str | None = None,

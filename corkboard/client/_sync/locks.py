@@ -41,6 +41,7 @@ from corkboard.client.types import (
     LockHolder,
     LockQueued,
     LockRelease,
+    Page,
 )
 
 DEFAULT_LOCK_TTL = 30.0
@@ -115,11 +116,28 @@ class Locks(Base):
             return None
 
     def list_locks(
-        self, pattern: str = "*", *, session: str | None = None
-    ) -> list[LockHolder]:
-        """The held locks whose names match ``pattern``."""
-        data = self._json(Call.read(_locks_path(None, session), params(pattern=pattern)))
-        return [LockHolder.from_json(h) for h in data["items"]]
+        self, pattern: str = "*", *, session: str | None = None, limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[LockHolder]:
+        """One page of the held locks whose names match ``pattern``, in name order."""
+        data = self._json(Call.read(
+            _locks_path(None, session), params(pattern=pattern, limit=limit, cursor=cursor)
+        ))
+        return Page([LockHolder.from_json(h) for h in data["items"]],
+                    data.get("next_cursor"), None)
+
+    def iter_locks(
+        self, pattern: str = "*", *, session: str | None = None, page_size: int | None = None
+    ) -> Iterator[LockHolder]:
+        """Every held lock whose name matches ``pattern``, page after page."""
+        cursor: str | None = None
+        while True:
+            page = self.list_locks(pattern, session=session, limit=page_size, cursor=cursor)
+            for holder in page.items:
+                yield holder
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     def lock(
         self, name: str, *, ttl: Duration = DEFAULT_LOCK_TTL, owner: str | None = None,
