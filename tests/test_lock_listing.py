@@ -151,6 +151,14 @@ async def test_the_limit_is_at_most_max_list_limit(make_client: MakeClient) -> N
             await acquire(client, name)
         problem(await client.get("/v1/locks", params={"limit": 6}), 400, "invalid_request")
         assert await pages(client, limit=5) == [list("abcde"), ["f", "g"]]
+        # Without a limit, a maximum below the default page (100) is the page size: no
+        # listing refuses the calls that name no limit.
+        first = (await client.get("/v1/locks")).json()
+        assert [i["name"] for i in first["items"]] == list("abcde") and first["next_cursor"]
+        for i in range(7):
+            await client.put(f"/v1/kv/k{i}", json=i)
+        keys = await client.get("/v1/kv")
+        assert keys.status_code == 200 and len(keys.json()["items"]) == 5
 
 
 async def test_session_scoped_listing_pages(client: httpx.AsyncClient) -> None:

@@ -101,7 +101,10 @@ class KvDelete(_Input):
 class KvList(_Input):
     pattern: str = Field("*", description="'*' matches any run of characters")
     values: bool = Field(True, description="Include values")
-    limit: int = Field(100, ge=1, description="Page size (at most the listing maximum)")
+    limit: int | None = Field(
+        None, ge=1,
+        description="Page size (at most the listing maximum); 100, or that maximum when lower",
+    )
     cursor: str | None = Field(None, description="next_cursor of the previous page")
 
 

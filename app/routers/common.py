@@ -58,6 +58,10 @@ def get_namespace(request: Request) -> str:
     return namespace_of(request)
 
 
+#: A listing's page size when the call names none (or the listing maximum, if lower).
+DEFAULT_PAGE = 100
+
+
 @dataclass(frozen=True, slots=True)
 class PageRequest:
     """A listing's page: the name pattern, the page size and where the last page ended."""
@@ -80,8 +84,14 @@ class PageRequest:
         return json_response(orjson.dumps(body))
 
     @classmethod
-    def parse(cls, pattern: str, limit: int, cursor: str | None, maximum: int) -> PageRequest:
-        """A page checked: the pattern's syntax, 1 <= limit <= maximum, a cursor given out."""
+    def parse(
+        cls, pattern: str, limit: int | None, cursor: str | None, maximum: int
+    ) -> PageRequest:
+        """A page checked: the pattern's syntax, 1 <= limit <= maximum, a cursor given out.
+        Without a limit: ``DEFAULT_PAGE``, or ``maximum`` when that is lower (a listing
+        maximum set below the default must not refuse every call that names no limit)."""
+        if limit is None:
+            limit = min(DEFAULT_PAGE, maximum)
         if not 1 <= limit <= maximum:
             raise InvalidRequest(f"limit must be between 1 and {maximum}.")
         return cls(Pattern.compile(pattern), limit, decode_cursor(cursor) if cursor else None)
@@ -90,7 +100,10 @@ class PageRequest:
 def get_page_request(
     request: Request,
     pattern: Annotated[str, Query(description="'*' matches any run of characters")] = "*",
-    limit: Annotated[int, Query(ge=1, description="Page size (at most max_list_limit)")] = 100,
+    limit: Annotated[int | None, Query(
+        ge=1, description="Page size: at most CORKBOARD_MAX_LIST_LIMIT (1000); without it "
+        "100, or that maximum when it is lower",
+    )] = None,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> PageRequest:
     return PageRequest.parse(pattern, limit, cursor, get_settings(request).max_list_limit)
