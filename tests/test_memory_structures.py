@@ -1,18 +1,26 @@
 """The in-memory backend's data structures, below HTTP (issue 15: a million keys): the
 ordered key index paging from a cursor while keys come and go, history kept only from a
 key's second revision (and the quota bytes it counts), expiry in deadline order, the
-lease index, and kept bytes copied out of orjson's buffers. The HTTP behaviour of the
-same operations is covered on every backend by test_kv*.py, test_ttl.py, test_leases.py.
+lease index, kept bytes copied out of orjson's buffers, and lock slots dropped when no
+holder, pending entry or waiter needs them. The HTTP behaviour of the same operations is
+covered on every backend by test_kv*.py, test_ttl.py, test_leases.py, test_lock*.py.
 """
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import orjson
+import pytest
 
 from app.backends.memory import MemoryBackend
 from app.backends.memory.store import REVISION, Row, compact, entry_of
 from app.domain.bounds import Bounds
+from app.domain.fence import Fence
 from app.domain.keys import KeyEntry
+from app.domain.locks import LockInfo, LockRequest
+from app.errors import Conflict, StaleFence
 from app.syntax import Pattern, now_ms
 
 NS = "default"
@@ -139,3 +147,119 @@ def test_entry_of_builds_the_same_key_entry() -> None:
     assert built == KeyEntry("k", *row) and type(built) is KeyEntry
     assert built.to_json() == KeyEntry("k", *row).to_json() and built.etag == "\"7\""
     assert entry_of("k", (*row[:6], 1_764_500_060_000)).expires_at == 1_764_500_060_000
+
+
+# -- lock slots: kept only while a lock has a holder, pending entries or waiters -------
+
+N_LOCKS = 1_000
+
+
+def lock_state(backend: MemoryBackend) -> tuple[int, int]:
+    return len(backend.locks.slots), len(backend.locks.names)
+
+
+async def acquired(backend: MemoryBackend, name: str, owner: str = "o", ttl_ms: int = 0,
+                   scope: str = "", **kw: Any) -> LockInfo:
+    out = await backend.lock_acquire(NS, scope, name, LockRequest(owner, ttl_ms, **kw),
+                                     session=bool(scope))
+    assert out.status == "acquired" and out.holder is not None
+    return out.holder
+
+
+async def test_released_locks_keep_no_slot() -> None:
+    backend = MemoryBackend()
+    before = lock_state(backend)
+    for i in range(N_LOCKS):  # exclusive: acquire, release
+        held = await acquired(backend, f"x{i}")
+        await backend.lock_release(NS, "", f"x{i}", "o", held.token)
+    for i in range(N_LOCKS):  # queue: an entry pending, handed over at the release
+        held = await acquired(backend, f"q{i}")
+        out = await backend.lock_acquire(NS, "", f"q{i}", LockRequest(
+            "p", 0, mode="queue", entry=b"1"))
+        assert out.status == "queued" and lock_state(backend) != before
+        assert (await backend.lock_release(NS, "", f"q{i}", "o", held.token)).pending == (b"1",)
+    for i in range(N_LOCKS):  # debounce, then a force-release hands the entry over
+        await acquired(backend, f"d{i}")
+        await backend.lock_acquire(NS, "", f"d{i}", LockRequest(
+            "p", 0, mode="debounce", entry=b"2"))
+        assert (await backend.lock_force_release(NS, "", f"d{i}")).pending == (b"2",)
+    for i in range(N_LOCKS):  # pending entries left by an expiry, taken by the next holder
+        await acquired(backend, f"e{i}", ttl_ms=1_000)
+        await backend.lock_acquire(NS, "", f"e{i}", LockRequest("p", 0, mode="queue"))
+    assert backend.store.expire_due(now_ms() + 5_000) == N_LOCKS
+    assert lock_state(backend) == (N_LOCKS, 1)  # the pending entries still need them
+    for i in range(N_LOCKS):
+        held = await acquired(backend, f"e{i}", owner="p")
+        await backend.lock_release(NS, "", f"e{i}", "p", held.token)
+    assert lock_state(backend) == before
+    assert len(backend.store.ns(NS).locks) == 0
+
+
+async def test_expired_locks_keep_no_slot_and_tokens_never_repeat() -> None:
+    backend = MemoryBackend()
+    before = lock_state(backend)
+    for i in range(N_LOCKS):
+        await acquired(backend, f"t{i}", ttl_ms=1_000)
+    assert lock_state(backend) == (N_LOCKS, 1)
+    assert backend.store.expire_due(now_ms() + 5_000) == N_LOCKS  # the sweeper's pass
+    assert lock_state(backend) == before
+    # The counter outlives the slot: the old holder's token must not hold the lock again.
+    held = await acquired(backend, "t7")
+    assert held.token == 2
+    with pytest.raises(StaleFence):
+        backend.store.fence_holds(NS, Fence("t7", 1), now_ms())
+    backend.store.fence_holds(NS, Fence("t7", 2), now_ms())
+    # One int per name is what stays (as Redis keeps locktok:), not a slot.
+    assert len(backend.locks.tokens[(NS, "")]) == N_LOCKS
+
+
+async def test_waiters_that_give_up_or_are_handed_the_lock_keep_no_slot() -> None:
+    backend = MemoryBackend()
+    before = lock_state(backend)
+    tokens = [(await acquired(backend, f"w{i}")).token for i in range(N_LOCKS)]
+
+    async def times_out(i: int) -> None:
+        with pytest.raises(Conflict):
+            await backend.lock_acquire(NS, "", f"w{i}", LockRequest("b", 0, wait_s=0.05))
+
+    await asyncio.gather(*(times_out(i) for i in range(N_LOCKS)))
+    assert lock_state(backend) == (N_LOCKS, 1)
+    # Waiters whose client went away, and waiters handed the lock at the release.
+    gone = asyncio.Event()
+    leaving = [asyncio.create_task(backend.lock_acquire(
+        NS, "", f"w{i}", LockRequest("c", 0, wait_s=30), gone)) for i in range(N_LOCKS)]
+    handed = [asyncio.create_task(backend.lock_acquire(
+        NS, "", f"w{i}", LockRequest("d", 0, wait_s=30))) for i in range(N_LOCKS)]
+    await asyncio.sleep(0.05)
+    gone.set()
+    for task in leaving:
+        with pytest.raises(Conflict):
+            await task
+    for i, token in enumerate(tokens):
+        await backend.lock_release(NS, "", f"w{i}", "o", token)
+    for i, task in enumerate(handed):
+        held = (await task).holder
+        assert held is not None and held.owner == "d"
+        await backend.lock_release(NS, "", f"w{i}", "d", held.token)
+    assert lock_state(backend) == before
+
+
+async def test_deleted_sessions_and_ended_leases_keep_no_lock_slot() -> None:
+    backend = MemoryBackend()
+    before = lock_state(backend)
+    for i in range(N_LOCKS):
+        sid = f"s{i}"
+        await backend.session_put(NS, sid, b"{}", 0)
+        await acquired(backend, "a", scope=sid)
+        await acquired(backend, "b", scope=sid)
+        await backend.lock_acquire(NS, sid, "b", LockRequest("p", 0, mode="queue"),
+                                   session=True)
+    assert lock_state(backend) == (2 * N_LOCKS, N_LOCKS)
+    for i in range(N_LOCKS):
+        assert await backend.session_delete(NS, f"s{i}")
+    assert lock_state(backend) == before
+    for i in range(N_LOCKS):
+        await backend.lease_grant(NS, f"lease{i}", 60_000)
+        await acquired(backend, f"l{i}", lease=f"lease{i}")
+        await backend.lease_revoke(NS, f"lease{i}")
+    assert lock_state(backend) == before

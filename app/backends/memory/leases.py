@@ -76,6 +76,7 @@ class MemoryLeases(LeaseStore):
                              extra={"changes": changes})
         for lock in locks:
             self.locks.handoff(ns, lock.scope, lock.name, now)
+            self.locks.tidy(ns, lock.scope, lock.name)
         return LeaseDetail(lease.info(), keys, locks, revision)
 
     def _expire_e(self, ns: str, lease_id: str, deadline: int, now: int) -> bool:

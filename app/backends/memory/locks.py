@@ -1,11 +1,12 @@
 """Locks for the in-memory backend: holders, fencing tokens, pending lists and FIFO waiters.
 
 Like every memory operation, each step runs without awaiting between read and write. The
-holder lives in ``Namespace.locks`` (the fencing check reads it); the token counter,
-pending list and waiters live in a per-lock slot that is never dropped, so tokens never
-repeat. Waiters are asyncio futures, woken by the release or expiry that hands them the
-lock; a woken waiter then *claims* it (takes the pending entries), so entries are never
-handed to a waiter that is gone.
+holder lives in ``Namespace.locks`` (the fencing check reads it); the pending list and
+waiters live in a per-lock slot, dropped when nothing needs it, and the token counters
+beside it are never dropped, so tokens never repeat (``lockslots.py``). Waiters are
+asyncio futures, woken by the release or expiry that hands them the lock; a woken waiter
+then *claims* it (takes the pending entries), so entries are never handed to a waiter
+that is gone.
 
 A session lock call (``session=True``) does its session step in the same critical
 section: the session store attached with ``attach_sessions`` checks the session (expiry,
@@ -17,10 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from app.backends.memory.lockslots import LockSlots, Waiter
 from app.backends.memory.store import LockState, MemoryStore
 from app.backends.paging import page_sorted
 from app.backends.parts.locks import LockEngine
@@ -55,34 +55,13 @@ class LockSessions(Protocol):
         """After a change: create or touch the session."""
 
 
-@dataclass(slots=True)
-class _Waiter:
-    ticket: str
-    owner: str
-    ttl_ms: int
-    granted: asyncio.Future[None]
-
-
-@dataclass(slots=True)
-class LockSlot:
-    """What a lock keeps beside its holder; never deleted (the token counter must last)."""
-
-    last_token: int = 0
-    ttl_ms: int = 0  # the holder's TTL, reused by a refresh without one
-    ticket: str = ""  # the waiter's ticket when the holder was handed the lock
-    pending: list[bytes] = field(default_factory=list)
-    waiters: deque[_Waiter] = field(default_factory=deque)
-
-
-class MemoryLocks(LockEngine):
+class MemoryLocks(LockSlots, LockEngine):
     """The lock engine on a ``MemoryStore``: holders live in the store (fencing reads
-    them), everything else in this engine's slots."""
+    them), everything else in this engine's slots and token counters."""
 
     def __init__(self, store: MemoryStore) -> None:
+        super().__init__()
         self.store = store
-        self.slots: dict[tuple[str, str, str], LockSlot] = {}
-        # The names of each scope's locks, so a session finds its own without a scan.
-        self.names: dict[tuple[str, str], set[str]] = {}
         self.sessions: LockSessions | None = None
         store.on_deadline("l", self._expire_l)
 
@@ -96,18 +75,6 @@ class MemoryLocks(LockEngine):
         return self.sessions
 
     # -- internals, also used by sessions and leases ---------------------------------
-
-    def slot(self, ns: str, scope: str, name: str) -> LockSlot:
-        slot = self.slots.get((ns, scope, name))
-        if slot is None:
-            slot = self.slots[(ns, scope, name)] = LockSlot()
-            self.names.setdefault((ns, scope), set()).add(name)
-        return slot
-
-    def scope_slots(self, ns: str, scope: str) -> list[tuple[str, LockSlot]]:
-        """The slots of the locks ever used in ``scope``, by name."""
-        return [(name, self.slots[(ns, scope, name)])
-                for name in sorted(self.names.get((ns, scope), ()))]
 
     def _lock_pending_count(self, ns: str, scope: str, name: str) -> int:
         """Without creating a slot: a read of an unknown name must not cost memory."""
@@ -132,34 +99,39 @@ class MemoryLocks(LockEngine):
         holder = self.store.view(ns).locks.get((scope, name))
         if holder is not None and holder.expires_at is not None and holder.expires_at <= now:
             del self.store.ns(ns).locks[(scope, name)]
-            pending = len(self.slot(ns, scope, name).pending)
+            pending = self._lock_pending_count(ns, scope, name)
             self._lock_event(
                 ns, "lock.expired", scope, name, now,
                 holder_event_fields(holder, pending),
             )
-            return self.handoff(ns, scope, name, now)
+            handed = self.handoff(ns, scope, name, now)
+            self.tidy(ns, scope, name)
+            return handed
         return holder
 
     def _lock_grant(
         self, ns: str, scope: str, name: str, owner: str, ttl_ms: int, now: int, ticket: str
     ) -> LockState:
         slot = self.slot(ns, scope, name)
-        slot.last_token += 1
+        token = self.last_token(ns, scope, name) + 1
+        self.raise_token(ns, scope, name, token)
         slot.ttl_ms = ttl_ms
         slot.ticket = ticket
         if ticket:
             expires_at: int | None = now + min(ttl_ms or CLAIM_WINDOW_MS, CLAIM_WINDOW_MS)
         else:
             expires_at = now + ttl_ms if ttl_ms else None
-        holder = LockState(owner, slot.last_token, now, expires_at)
+        holder = LockState(owner, token, now, expires_at)
         self.store.ns(ns).locks[(scope, name)] = holder
         if expires_at is not None:
             self.store.schedule_deadline(expires_at, ns, f"l:{scope}|{name}")
         return holder
 
     def handoff(self, ns: str, scope: str, name: str, now: int) -> LockState | None:
-        """Hand the free lock to the first waiter still waiting, and wake it."""
-        waiters = self.slot(ns, scope, name).waiters
+        """Hand the free lock to the first waiter still waiting, and wake it (the caller
+        tidies the slot if nobody was left)."""
+        slot = self.slots.get((ns, scope, name))
+        waiters = slot.waiters if slot is not None else ()
         while waiters:
             waiter = waiters.popleft()
             if waiter.granted.done():
@@ -225,7 +197,7 @@ class MemoryLocks(LockEngine):
         return LockOutcome("queued", position=position), None
 
     def _lock_claim(
-        self, ns: str, scope: str, name: str, request: LockRequest, waiter: _Waiter
+        self, ns: str, scope: str, name: str, request: LockRequest, waiter: Waiter
     ) -> tuple[LockOutcome | None, LockState | None]:
         """A waiter's wait is over: claim the lock handed to it (its lease now runs for
         its TTL, and it takes the pending entries), or try once more as ``_lock_attempt``."""
@@ -245,17 +217,16 @@ class MemoryLocks(LockEngine):
             slot.waiters.remove(waiter)
         return self._lock_attempt(ns, scope, name, request, now)
 
-    def _lock_withdraw(self, ns: str, scope: str, name: str, waiter: _Waiter) -> None:
+    def _lock_withdraw(self, ns: str, scope: str, name: str, waiter: Waiter) -> None:
         """A waiter was cancelled (its client is gone): leave the queue, or give back a
         lock handed to it that it never claimed; the pending entries stay pending."""
         slot = self.slot(ns, scope, name)
         if waiter in slot.waiters:
             slot.waiters.remove(waiter)
+        holder = self.store.ns(ns).locks.get((scope, name))
         if not waiter.granted.done():
             waiter.granted.cancel()
-            return
-        holder = self.store.ns(ns).locks.get((scope, name))
-        if holder is not None and slot.ticket == waiter.ticket:
+        elif holder is not None and slot.ticket == waiter.ticket:
             now = now_ms()
             slot.ticket = ""
             del self.store.ns(ns).locks[(scope, name)]
@@ -264,6 +235,7 @@ class MemoryLocks(LockEngine):
                 {**holder_event_fields(holder, len(slot.pending), 0), "abandoned": True},
             )
             self.handoff(ns, scope, name, now)
+        self.tidy(ns, scope, name)
 
     def _lock_holding(
         self, ns: str, scope: str, name: str, owner: str, token: int, now: int
@@ -318,7 +290,7 @@ class MemoryLocks(LockEngine):
             slot = self.slot(ns, scope, name)
             if len(slot.waiters) >= self.store.bounds.lock_max_waiters:
                 raise too_many_waiters(name, self.store.bounds.lock_max_waiters)
-            waiter = _Waiter(
+            waiter = Waiter(
                 secrets.token_hex(16), request.owner, request.ttl_ms, loop.create_future()
             )
             slot.waiters.append(waiter)
@@ -400,6 +372,7 @@ class MemoryLocks(LockEngine):
             fields["forced"] = True
         self._lock_event(ns, "lock.released", scope, name, now, fields)
         self.handoff(ns, scope, name, now)
+        self.tidy(ns, scope, name)
         return LockRelease(info, pending)
 
     async def lock_release(

@@ -128,8 +128,9 @@ class MemorySessions(SessionStore):
 
     def _session_remove(self, ns: str, sid: str, *, keep_waited: bool = True) -> list[str]:
         """Forget the session and its locks' holders and pending entries (token counters
-        stay: tokens are never reused). A lock with waiters in line keeps its pending
-        entries (``keep_waited``): its names are returned, for ``_session_hand_on``."""
+        stay: tokens are never reused), and the slots nothing needs any more. A lock with
+        waiters in line keeps its pending entries (``keep_waited``): its names are
+        returned, for ``_session_hand_on``."""
         sessions = self._sessions(ns)
         sess = sessions.pop(sid, None)
         if sess is not None:
@@ -150,6 +151,7 @@ class MemorySessions(SessionStore):
                 slot.pending.clear()
             slot.ticket = ""
             locks.pop((sid, name), None)
+            self.locks.tidy(ns, sid, name)
         return waited
 
     def _session_hand_on(self, ns: str, sid: str, names: list[str], now: int) -> None:
@@ -159,6 +161,7 @@ class MemorySessions(SessionStore):
         for name in names:
             if self.locks.handoff(ns, sid, name, now) is None:
                 self.locks.slot(ns, sid, name).pending.clear()
+            self.locks.tidy(ns, sid, name)
 
     def _session_event(self, ns: str, sid: str, now: int, change: str, **fields: Any) -> int:
         return self.store.emit(ns, "session.updated", sid, now,
@@ -467,16 +470,17 @@ class MemorySessions(SessionStore):
         sess.channels = dict(snapshot.channel_state)
         tokens: dict[str, int] = {}
         for name, lock in snapshot.locks.items():
-            slot = self.locks.slot(ns, sid, name)
             before = prior.get(name)
             token = lock.token
             same_holder = (before is not None and before.owner == lock.owner
                            and before.token == lock.token)
-            if token <= slot.last_token and not same_holder:
-                token = slot.last_token + 1
-            slot.last_token = max(slot.last_token, token)
+            last_token = self.locks.last_token(ns, sid, name)
+            if token <= last_token and not same_holder:
+                token = last_token + 1
+            self.locks.raise_token(ns, sid, name, token)
             if lock.expires_at is not None and lock.expires_at <= now:
                 continue  # already expired: free, its pending entries kept
+            slot = self.locks.slot(ns, sid, name)
             holders[(sid, name)] = LockState(lock.owner, token, lock.acquired_at or now,
                                              lock.expires_at)
             slot.ttl_ms = lock.ttl_ms
@@ -485,6 +489,7 @@ class MemorySessions(SessionStore):
             tokens[name] = token
         for name, entries in snapshot.pending_locks.items():
             self.locks.slot(ns, sid, name).pending[:] = entries
+            self.locks.tidy(ns, sid, name)  # none given: no slot kept for it
         revision = self.store.emit(ns, "session.imported", sid, now, session=sid,
                              extra={"created": old is None}, with_values=False)
         return ImportResult(revision, old is None, tokens)
