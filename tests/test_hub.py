@@ -74,7 +74,10 @@ async def emit(
     assert isinstance(b, RedisBackend)
     # The member pairs a script passes to emit (after t k s a: see events.event_fields).
     tail = event_fields(type_, key, 0, extra=extra, with_values=bool(values), **values)[8:]
-    script = _PRELUDE + (
+    # The prelude is a Functions library's (its KEYS and ARGV are locals set by begin):
+    # as an EVAL script, hand it the script's own first.
+    script = "local keys, args = KEYS, ARGV\n" + _PRELUDE + (
+        "\nbegin(keys, args)"
         "\nlocal tail = {}\nfor i = 7, #ARGV do tail[#tail + 1] = ARGV[i] end"
         "\nreturn emit(ARGV[4], ARGV[5], ARGV[6], tail)"
     )

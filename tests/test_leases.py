@@ -132,7 +132,9 @@ async def test_leases_due_together_each_end_with_their_own_keys_and_locks(
     listing of the namespace): each ends with its own keys and locks, in an event of
     its own; a live lease keeps its key."""
     for name in ("d1", "d2", "d3"):
-        await grant(client, "300ms", id=name)
+        # Long enough for the writes below on a loaded machine (300 ms was not, on NATS
+        # in a CI run), short enough that one sweeper pass finds all three due.
+        await grant(client, "1500ms", id=name)
         for i in range(2):
             r = await client.put(f"/v1/kv/due/{name}/{i}", params={"lease": name}, json=i)
             assert r.status_code == 201, r.text
