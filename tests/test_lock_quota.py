@@ -102,3 +102,22 @@ async def test_a_waiter_handed_the_lock_is_not_refused(make_client: MakeClient) 
         r = await waiting
         assert r.status_code == 200 and r.json()["owner"] == "bob", r.text
         refused(await acquire(c, "b", "carol"), 1)
+
+
+async def test_a_snapshot_import_past_the_quota_is_507(make_client: MakeClient) -> None:
+    """An import restores the locks its snapshot holds: refused (nothing written) when
+    it holds more than the session does now and the namespace has no room for them."""
+    async with make_client(namespace_max_locks=2) as c:
+        assert (await session_lock(c, "s1", "l", "alice", ttl=60)).status_code == 200
+        doc = (await c.get("/v1/sessions/s1/snapshot")).json()
+        assert (await acquire(c, "x", "alice")).status_code == 200  # 2 held
+        before = await revision(c)
+        refused(await c.put("/v1/sessions/copy/snapshot", json=doc), 2)
+        assert await revision(c) == before
+        problem(await c.get("/v1/sessions/copy"), 404, "not_found")
+        # Importing over s1 holds no more than s1 does: allowed at the quota.
+        assert (await c.put("/v1/sessions/s1/snapshot", json=doc)).status_code == 200
+        r = await c.post("/v1/locks/x/force-release")
+        assert r.status_code == 200, r.text
+        assert (await c.put("/v1/sessions/copy/snapshot", json=doc)).status_code == 201
+        refused(await acquire(c, "x", "alice"), 2)

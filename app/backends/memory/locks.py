@@ -258,6 +258,14 @@ class MemoryLocks(LockSlots, LockEngine):
             raise lock_not_held(name, token)
         return holder
 
+    def check_import_quota(self, ns: str, sid: str, imported: int) -> None:
+        """For a session import of ``imported`` live locks: 507 if that is more than the
+        session holds now and would take the namespace past its lock quota."""
+        locks, most = self.store.view(ns).locks, self.store.bounds.max_locks
+        held = len(locks.names(sid))
+        if imported > held and len(locks) - held + imported > most:
+            raise quota_exceeded(ns, "locks", most)
+
     def _expire_l(self, ns: str, member: str, deadline: int, now: int) -> bool:
         scope, _, name = member.partition("|")
         holder = self.store.ns(ns).locks.get((scope, name))

@@ -115,6 +115,7 @@ class NatsBackend(ComposedBackend):
         )
         self.keys = NatsKeys(self.store, self.quotas)
         self.sessions = NatsSessions(self.store, self.quotas)
+        self.sessions.max_locks = max_locks
         self.lock_engine = NatsLocks(self.store, self.sessions, max_waiters=lock_max_waiters,
                                      max_locks=max_locks)
         self.locks = self.lock_engine
