@@ -94,6 +94,9 @@ class Limits(BaseModel):
     namespace_max_keys: int = Field(description="Live keys per namespace (507 beyond)")
     namespace_max_bytes: int = Field(description="Stored bytes per namespace (507 beyond)")
     namespace_max_leases: int = Field(description="Live leases per namespace (507 beyond)")
+    namespace_max_locks: int = Field(
+        description="Locks held at once per namespace, namespace and session locks (507 beyond)"
+    )
     lock_max_waiters: int = Field(description="Waiters per lock (429 beyond)")
     lock_max_pending: int = Field(description="Pending entries per lock")
     max_watchers: int = Field(description="Open watch streams per process (503 beyond)")

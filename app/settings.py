@@ -47,6 +47,11 @@ class Settings(BaseSettings):
         100_000, ge=1, le=10_000_000,
         description="Live leases per namespace; beyond, 507 quota_exceeded",
     )
+    namespace_max_locks: int = Field(
+        100_000, ge=1, le=10_000_000,
+        description="Locks held at once per namespace (namespace and session locks); "
+        "beyond, 507 quota_exceeded",
+    )
     lock_max_waiters: int = Field(
         1000, ge=1, le=100_000,
         description="Callers waiting on one lock at once; beyond, 429 too_many_waiters",

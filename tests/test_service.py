@@ -44,7 +44,7 @@ async def test_capabilities_list_every_limit(
         "event_retention": 1234, "event_retention_bytes": 99_999, "namespace_max_keys": 55,
         "namespace_max_bytes": 66_666, "lock_max_waiters": 9, "lock_max_pending": 8,
         "max_watchers": 12, "max_patch_ops": 33, "max_txn_ops": 21,
-        "namespace_max_leases": 44,
+        "namespace_max_leases": 44, "namespace_max_locks": 45,
     }
     async with make_client(**configured) as c:
         limits = (await c.get("/v1/capabilities")).json()["limits"]

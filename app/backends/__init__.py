@@ -24,6 +24,7 @@ def bounds_of(settings: Settings) -> Bounds:
         max_bytes=settings.namespace_max_bytes,
         lock_max_waiters=settings.lock_max_waiters,
         max_leases=settings.namespace_max_leases,
+        max_locks=settings.namespace_max_locks,
     )
 
 
@@ -47,6 +48,7 @@ def backend_from_url(url: str, settings: Settings) -> Backend:
                 max_keys=settings.namespace_max_keys, max_bytes=settings.namespace_max_bytes,
                 event_retention_bytes=settings.event_retention_bytes,
                 max_leases=settings.namespace_max_leases,
+                max_locks=settings.namespace_max_locks,
             )
         except ValueError as exc:
             raise UnknownBackend(f"invalid backend URL: {exc}") from exc

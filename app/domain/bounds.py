@@ -23,6 +23,7 @@ class Bounds:
     max_bytes: int = 1_073_741_824
     lock_max_waiters: int = 1000
     max_leases: int = 100_000
+    max_locks: int = 100_000
 
     def script_arg(self) -> str:
         """The Lua prelude's ARGV[2]: 'events:event_bytes:max_keys:max_bytes'."""
@@ -37,6 +38,7 @@ _QUOTAS = {
     "keys": ("CORKBOARD_NAMESPACE_MAX_KEYS", "live keys"),
     "bytes": ("CORKBOARD_NAMESPACE_MAX_BYTES", "bytes"),
     "leases": ("CORKBOARD_NAMESPACE_MAX_LEASES", "live leases"),
+    "locks": ("CORKBOARD_NAMESPACE_MAX_LOCKS", "held locks"),
 }
 
 

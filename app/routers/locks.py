@@ -277,6 +277,9 @@ def lock_router(
             409: {"model": Problem, "description": "lock_held (with `holder`) after `wait`"},
             404: {"model": Problem, "description": "lease_not_found: the lease is not live"},
             413: {"model": Problem, "description": "entry over CORKBOARD_MAX_VALUE_BYTES"},
+            507: {"model": Problem, "description": "quota_exceeded: a new holder past "
+                  "CORKBOARD_NAMESPACE_MAX_LOCKS (or, for a session lock, a session that "
+                  "would pass CORKBOARD_NAMESPACE_MAX_BYTES); nothing changed"},
             **_ERRORS,
         },
         summary="Acquire a lock, or queue/debounce an entry for its holder",

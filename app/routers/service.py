@@ -87,6 +87,7 @@ def limits_of(settings: Settings) -> dict[str, Any]:
         "namespace_max_keys": settings.namespace_max_keys,
         "namespace_max_bytes": settings.namespace_max_bytes,
         "namespace_max_leases": settings.namespace_max_leases,
+        "namespace_max_locks": settings.namespace_max_locks,
         "lock_max_waiters": settings.lock_max_waiters,
         "lock_max_pending": settings.lock_max_pending,
         "max_watchers": settings.max_watchers,

@@ -5,7 +5,10 @@
 -- [16] a lease to hold it on ('' none): {'lease_not_found'} unless live, [17] '1' when
 -- the scope is a session the call writes to: checked (expiry, quota) before anything is
 -- written, indexed and created or touched when the call is acquired, queued or debounced
--- (here or in the claim of a lock handed to the waiter; not on joining the line).
+-- (here or in the claim of a lock handed to the waiter; not on joining the line),
+-- [18] the most locks the namespace may hold (CORKBOARD_NAMESPACE_MAX_LOCKS; absent: no
+-- bound): a new holder past it is {'quota_exceeded', 'locks', limit}, before anything is
+-- written (ZCARD of the held-lock index: an expired lock counts until it is swept).
 -- Steps: 'try' (first call), 'wake' (the waiter's wake list
 -- was pushed), 'final' (its wait is over), 'cancel' (its client is gone; item '' when
 -- the 'try' never answered: found by the ticket).
@@ -20,6 +23,7 @@ local ticket, wait, step, item = ARGV[11], tonumber(ARGV[12]), ARGV[13], ARGV[14
 local sn = lk_sn(scope, name)
 local lease = ARGV[16] or ''
 local in_session = ARGV[17] == '1'
+local max_locks = tonumber(ARGV[18] or '')
 if lease ~= '' and not TX.lease_live(lease) then return {'lease_not_found'} end
 local sess
 
@@ -99,6 +103,9 @@ if h and h.owner == owner then
 end
 
 if not h then
+  if max_locks and redis.call('ZCARD', PFX .. 'locks') >= max_locks then
+    return {'quota_exceeded', 'locks', max_locks}
+  end
   h = lk_grant(scope, name, owner, ttl, '')
   local items = lk_take(sn)
   lk_event('lock.acquired', scope, name, lk_holder_tail(h, 0, #items))

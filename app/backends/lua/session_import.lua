@@ -3,7 +3,10 @@
 -- then sections from ARGV[11], each a count and its items: variables (id, name, meta,
 -- value), subscriptions (id), dedupe keys oldest first (key), thread states (id, JSON),
 -- channel states (id, JSON), locks (name, owner, token, acquired_at, expires_at, ttl),
--- pending lists (name, count, entries...).
+-- pending lists (name, count, entries...), and last the most locks the namespace may
+-- hold (CORKBOARD_NAMESPACE_MAX_LOCKS): an import holding more live locks than the
+-- session holds now, that would take the namespace past it, is refused before anything
+-- is written, {'quota_exceeded', 'locks', limit} (as an acquire: ZCARD of the index).
 -- A lock keeps its imported token unless that token was already given out here and is
 -- not the current holder's: then it gets the next one. Token counters never go down.
 -- Replies {'ok', revision, created (0/1), then name, token per held lock} or
@@ -32,9 +35,9 @@ local function import_bytes()
       p = p + 2
     end
   end
-  return total
+  return total, p
 end
-local size = import_bytes()
+local size, locks_at = import_bytes()
 local before = 0
 if s then before = tonumber(redis.call('HGET', ss_key(sid), 'qb') or '0') end
 local refused = quota_fails(0, size - before)
@@ -48,11 +51,22 @@ local function take()
 end
 
 -- The current holders of the session's locks, before they are cleared.
-local prior = {}
+local prior, held = {}, 0
 local lock_names = ss_lock_names(sid)
 for i = 1, #lock_names do
   local h = lk_load(sid, lock_names[i])
+  if h then held = held + 1 end
   if h and not lk_expired(h) then prior[lock_names[i]] = h end
+end
+local imported = 0
+for i = 1, tonumber(ARGV[locks_at]) do
+  local ea = tonumber(ARGV[locks_at + 6 * (i - 1) + 5])
+  if ea == 0 or ea > NOW then imported = imported + 1 end
+end
+local max_locks = tonumber(ARGV[#ARGV])
+if imported > held and max_locks
+    and redis.call('ZCARD', PFX .. 'locks') - held + imported > max_locks then
+  return {'quota_exceeded', 'locks', max_locks}
 end
 ss_clear(sid, false)
 

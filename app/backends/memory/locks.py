@@ -24,6 +24,7 @@ from app.backends.memory.lockslots import LockSlots, Waiter
 from app.backends.memory.store import LockState, MemoryStore
 from app.backends.paging import page_sorted
 from app.backends.parts.locks import LockEngine
+from app.domain.bounds import quota_exceeded
 from app.domain.locks import (
     LockInfo,
     LockOutcome,
@@ -159,6 +160,13 @@ class MemoryLocks(LockSlots, LockEngine):
         """Acquire, re-acquire, queue or debounce without waiting. Returns (outcome,
         None), or (None, holder) when another owner holds it in exclusive mode."""
         holder = self._lock_live(ns, scope, name, now)
+        if holder is None:
+            # A new holder: refused past the namespace's lock quota before anything
+            # (a slot, a token, an event) is made. Held locks are counted, an expired one
+            # until it is swept, as on the other engines.
+            most = self.store.bounds.max_locks
+            if len(self.store.view(ns).locks) >= most:
+                raise quota_exceeded(ns, "locks", most)
         slot = self.slot(ns, scope, name)
         if holder is not None and holder.owner == request.owner:
             holder.expires_at = now + request.ttl_ms if request.ttl_ms else None
@@ -250,6 +258,14 @@ class MemoryLocks(LockSlots, LockEngine):
             raise lock_not_held(name, token)
         return holder
 
+    def check_import_quota(self, ns: str, sid: str, imported: int) -> None:
+        """For a session import of ``imported`` live locks: 507 if that is more than the
+        session holds now and would take the namespace past its lock quota."""
+        locks, most = self.store.view(ns).locks, self.store.bounds.max_locks
+        held = len(locks.names(sid))
+        if imported > held and len(locks) - held + imported > most:
+            raise quota_exceeded(ns, "locks", most)
+
     def _expire_l(self, ns: str, member: str, deadline: int, now: int) -> bool:
         scope, _, name = member.partition("|")
         holder = self.store.ns(ns).locks.get((scope, name))
@@ -315,13 +331,15 @@ class MemoryLocks(LockSlots, LockEngine):
             if gone is not None and gone.is_set():
                 self._lock_withdraw(ns, scope, name, waiter)
                 raise client_gone(name)
-            if session:
-                try:
+            try:
+                if session:
                     self._session_side().lock_session_check(ns, scope, now_ms())
-                except QuotaExceeded:
-                    self._lock_withdraw(ns, scope, name, waiter)
-                    raise
-            outcome, holder = self._lock_claim(ns, scope, name, request, waiter)
+                # (the lock quota refuses a waiter only when it finds the lock free, not
+                # handed to it)
+                outcome, holder = self._lock_claim(ns, scope, name, request, waiter)
+            except QuotaExceeded:
+                self._lock_withdraw(ns, scope, name, waiter)
+                raise
             if session and outcome is not None:
                 self._session_side().lock_session_use(ns, scope, now_ms())
         return outcome

@@ -451,6 +451,9 @@ class MemorySessions(SessionStore):
         old = self._session_live(ns, sid, now)
         size = snapshot_bytes(snapshot)
         self.store.check_quota(ns, 0, size - (old.used_bytes if old is not None else 0))
+        self.locks.check_import_quota(ns, sid, sum(
+            1 for lock in snapshot.locks.values()
+            if lock.expires_at is None or lock.expires_at > now))
         holders = self.store.ns(ns).locks
         prior = {name: holders.get((sid, name)) for name in snapshot.locks}
         prior = {name: h for name, h in prior.items()

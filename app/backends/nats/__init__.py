@@ -92,6 +92,7 @@ class NatsBackend(ComposedBackend):
         event_retention: int = 100_000, replicas: int | None = None,
         lock_max_waiters: int = 1000, max_leases: int = 100_000, max_keys: int = 1_000_000,
         max_bytes: int = 1_073_741_824, event_retention_bytes: int = 64 * 1_048_576,
+        max_locks: int = 100_000,
     ) -> None:
         self.url = url
         max_batch = max_batch_of(url)
@@ -114,7 +115,9 @@ class NatsBackend(ComposedBackend):
         )
         self.keys = NatsKeys(self.store, self.quotas)
         self.sessions = NatsSessions(self.store, self.quotas)
-        self.lock_engine = NatsLocks(self.store, self.sessions, max_waiters=lock_max_waiters)
+        self.sessions.max_locks = max_locks
+        self.lock_engine = NatsLocks(self.store, self.sessions, max_waiters=lock_max_waiters,
+                                     max_locks=max_locks)
         self.locks = self.lock_engine
         self.artifacts = NatsArtifacts(self.store)
         self.log = NatsLog(

@@ -95,9 +95,12 @@ def _settled(record: LockRecord, now: int) -> tuple[Change | None, LockRecord]:
     return None, record
 
 
-def _attempt(request: LockRequest) -> Step[LockOutcome]:
+def _attempt(
+    request: LockRequest, gate: Callable[[LockRecord, LockOutcome | None], None]
+) -> Step[LockOutcome]:
     def step(record: LockRecord, now: int) -> tuple[Change | None, LockOutcome]:
         change, outcome = acquire(record, request, now)
+        gate(record, outcome)
         if outcome is None:
             raise lock_held(record.info())
         return change, outcome
@@ -115,12 +118,14 @@ class NatsLocks(LockWaiting, LockEngine):
     session-scoped ones in their session's (see the module)."""
 
     def __init__(
-        self, store: NatsStore, sessions: NatsSessions, *, max_waiters: int = 1000
+        self, store: NatsStore, sessions: NatsSessions, *, max_waiters: int = 1000,
+        max_locks: int = 100_000,
     ) -> None:
         self.store = store
         #: Where session-scoped locks live (in their session's record).
         self.sessions = sessions
         self.max_waiters = max_waiters
+        self.max_locks = max_locks
         #: Withdrawals of cancelled waiters, still running.
         self.withdrawals: set[asyncio.Task[Any]] = set()
 
@@ -248,8 +253,15 @@ class NatsLocks(LockWaiting, LockEngine):
         session = session and bool(scope)
         if request.mode == "exclusive" and request.wait_s > 0:
             return await self._wait(ns, scope, name, request, gone, session)  # no lease (router)
-        return await self._run_in(ns, scope, name, _attempt(request),
-                                  _always if session else None, request.lease)
+        def make(held: int | None) -> Step[LockOutcome]:
+            def gate(record: LockRecord, outcome: LockOutcome | None) -> None:
+                self.gate(ns, record, outcome, held)
+
+            return _attempt(request, gate)
+
+        # (the lock quota: lockwait.py)
+        return await self._counted(ns, scope, name, make, _always if session else None,
+                                   request.lease)
 
     async def lock_refresh(
         self,

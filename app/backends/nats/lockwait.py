@@ -8,6 +8,14 @@ client is gone, it leaves the line (a message that is no event) or gives back a 
 handed to it (``lock.released``, abandoned). A claim refused by the namespace's byte
 quota (it would create the waiter's session, sessionrecords.py) gives the lock back the
 same way before answering 507.
+
+The namespace's lock quota (``CORKBOARD_NAMESPACE_MAX_LOCKS``, ``LockWaiting.gate``) is
+checked when a call would make a new holder of a free lock (never on a claim of a lock
+handed over, nor a re-acquire or queued entry): its held locks are counted by reading
+every lock record and every session record (``held_locks``) before the
+compare-and-swap publish, so it is *not atomic*: callers racing for different free
+locks may pass the quota by a few (docs/nats.md). The count is read only when a step
+meets a free lock: the step raises ``CountFirst``, and the call counts and runs again.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any, TypeVar
 
 from app.backends.nats.lockstate import (
@@ -28,8 +37,11 @@ from app.backends.nats.lockstate import (
     acquire,
     withdraw,
 )
-from app.backends.nats.names import lock_subject, session_subject
+from app.backends.nats.lockstate import decode as decode_lock
+from app.backends.nats.names import LOCK_PREFIX, SESSION_PREFIX, lock_subject, session_subject
+from app.backends.nats.sessionstate import decode_any
 from app.backends.nats.store import Msg, NatsStore
+from app.domain.bounds import quota_exceeded
 from app.domain.locks import (
     LockInfo,
     LockOutcome,
@@ -64,6 +76,24 @@ def _cancelled_meanwhile() -> None:
         raise asyncio.CancelledError
 
 
+class CountFirst(Exception):
+    """A step would make a new holder before the namespace's held locks were counted."""
+
+
+async def held_locks(store: NatsStore, ns: str) -> int:
+    """How many locks the namespace holds, namespace and session locks (a holder past
+    its deadline counts until it is expired, as on the other engines): one read of every
+    lock record and every session record."""
+    msgs, _ = await store.multi_last(ns, f"$KV.{ns}.{LOCK_PREFIX}>")
+    count = sum(1 for r in map(decode_lock, msgs) if r is not None and r.owner is not None)
+    msgs, _ = await store.multi_last(ns, f"$KV.{ns}.{SESSION_PREFIX}>")
+    for msg in msgs:
+        session = decode_any(ns, msg)
+        if session is not None:
+            count += sum(1 for lk in session.locks.values() if lk.owner is not None)
+    return count
+
+
 def _withdraw(ticket: str) -> Step[None]:
     return lambda record, now: (withdraw(record, ticket), None)
 
@@ -76,6 +106,8 @@ class LockWaiting(ABC):
 
     store: NatsStore
     max_waiters: int
+    #: The most locks a namespace may hold (CORKBOARD_NAMESPACE_MAX_LOCKS).
+    max_locks: int
     #: Withdrawals of cancelled waiters, still running.
     withdrawals: set[asyncio.Task[Any]]
 
@@ -91,14 +123,40 @@ class LockWaiting(ABC):
     def _lock_of(scope: str, name: str, msg: Msg | None) -> LockRecord | None:
         """The lock's record in ``msg`` (locks.py)."""
 
+    def gate(self, ns: str, record: LockRecord, outcome: LockOutcome | None,
+             held: int | None) -> None:
+        """Before storing an acquire: nothing unless it makes a new holder of the free
+        ``record``; then ``CountFirst`` if the namespace's held locks are not counted
+        yet (``held`` None), or the 507 when it holds its quota already."""
+        if record.owner is not None or outcome is None or outcome.holder is None:
+            return
+        if held is None:
+            raise CountFirst
+        if held >= self.max_locks:
+            raise quota_exceeded(ns, "locks", self.max_locks)
+
+    async def _counted(
+        self, ns: str, scope: str, name: str, make: Callable[[int | None], Step[R]],
+        touches: Callable[[Change, Any], bool] | None = None, lease: str | None = None,
+    ) -> R:
+        """``_run_in`` the step ``make`` makes without the count of the namespace's held
+        locks, and again with it if the step asks (``CountFirst``)."""
+        try:
+            return await self._run_in(ns, scope, name, make(None), touches, lease)
+        except CountFirst:
+            held = await held_locks(self.store, ns)
+            return await self._run_in(ns, scope, name, make(held), touches, lease)
+
     def _wait_step(
-        self, request: LockRequest, ticket: str, until: int, final: bool
+        self, ns: str, request: LockRequest, ticket: str, until: int, final: bool,
+        held: int | None,
     ) -> Step[Waiting]:
-        """Claim (handed the lock), acquire (free), or join the line / stay in it; at
-        the deadline (``final``), leave it instead."""
+        """Claim (handed the lock), acquire (free, within the lock quota), or join the
+        line / stay in it; at the deadline (``final``), leave it instead."""
 
         def step(record: LockRecord, now: int) -> tuple[Change | None, Waiting]:
             change, outcome = acquire(record, request, now, ticket)
+            self.gate(ns, record, outcome, held)
             if outcome is not None:
                 return change, (outcome, None)
             mine = any(w.ticket == ticket for w in record.waiters)
@@ -147,13 +205,14 @@ class LockWaiting(ABC):
                     await self._caught_up(ns, scope, name, subject, latest)
                 final = loop.time() >= deadline
                 try:
-                    outcome, holder = await self._run_in(
-                        ns, scope, name, self._wait_step(request, ticket, until, final),
-                        touches,
+                    outcome, holder = await self._counted(
+                        ns, scope, name,
+                        partial(self._wait_step, ns, request, ticket, until, final), touches,
                     )
                 except QuotaExceeded:
-                    # Its claim would create the session past the byte quota: give
-                    # back the lock handed to it (or leave the line), then the 507.
+                    # Its claim would create the session past the byte quota, or it found
+                    # the lock free past the lock quota: give back the lock handed to it
+                    # (or leave the line), then the 507.
                     await self._run_in(ns, scope, name, _withdraw(ticket))
                     raise
                 if outcome is not None:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from app.backends.nats.lockwait import held_locks
 from app.backends.nats.names import SESSION_PREFIX, session_subject
 from app.backends.nats.sessionrecords import SessionRecords
 from app.backends.nats.sessionstate import (
@@ -29,6 +30,7 @@ from app.backends.nats.sessionstate import (
 )
 from app.backends.paging import page_sorted
 from app.backends.parts.sessions import SessionStore
+from app.domain.bounds import quota_exceeded
 from app.domain.conditions import NO_CONDITION, Condition
 from app.domain.conditions import variable as variable_subject
 from app.domain.events import Fields, event_fields
@@ -57,6 +59,9 @@ __all__ = ["NatsSessions"]
 class NatsSessions(SessionRecords, SessionStore):
     """The session store on a ``NatsStore``; the lock engine runs its session-scoped
     calls through ``run_lock`` (the lock lives in its session's record)."""
+
+    #: The namespace's lock quota (CORKBOARD_NAMESPACE_MAX_LOCKS), for imports.
+    max_locks: int = 100_000
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -307,8 +312,16 @@ class NatsSessions(SessionRecords, SessionStore):
     async def session_import(
         self, ns: str, sid: str, snapshot: SessionSnapshot, *, fence: Fence | None = None
     ) -> ImportResult:
+        # The lock quota: counted before the compare-and-swap, so not atomic (lockwait.py).
+        held = await held_locks(self.store, ns)
+
         def step(record: SessionRecord, now: int) -> tuple[Fields, tuple[bool, dict[str, int]]]:
             created = record.session is None
+            mine = sum(1 for lk in record.locks.values() if lk.owner is not None)
+            imported = sum(1 for lock in snapshot.locks.values()
+                           if lock.expires_at is None or lock.expires_at > now)
+            if imported > mine and held - mine + imported > self.max_locks:
+                raise quota_exceeded(ns, "locks", self.max_locks)
             prior = {name: lk for name, lk in record.locks.items()
                      if name in snapshot.locks and lk.live(now)}
             remove(record, now, keep_waited=False)

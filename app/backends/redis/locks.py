@@ -98,7 +98,7 @@ class RedisLocks(LockEngine):
                 "lock_acquire", ns, scope, name, request.owner, request.ttl_ms, request.mode,
                 request.entry, request.max_pending, ticket, round(request.wait_s * 1000),
                 name_of_step, item, self.store.bounds.lock_max_waiters, request.lease or "",
-                "1" if session else "0",
+                "1" if session else "0", self.store.bounds.max_locks,
             )
 
         wakeups = self.wakeups

@@ -337,6 +337,7 @@ class RedisSessions(SessionStore):
         args.append(len(snapshot.pending_locks))
         for name, entries in snapshot.pending_locks.items():
             args += [name, len(entries), *entries]
+        args.append(self.store.bounds.max_locks)  # last: the lock quota
         reply = await self.store.run("session_import", ns, sid, *Fence.script_args(fence), *args)
         if text(reply[0]) == "stale_fence":
             raise _stale(fence)
