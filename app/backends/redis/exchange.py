@@ -62,6 +62,14 @@ class Kept:
                 await pool.release(connection)  # its next checkout checks it
         return await pool.get_connection()
 
+    async def settle(self, pool: Any, connection: Any, clean: bool) -> None:
+        """After an exchange: keep the connection when it read all its replies
+        (``clean``), else give it back to its pool (disconnected by the caller)."""
+        if clean:
+            await self.give_back(pool, connection)
+        else:
+            await pool.release(connection)
+
     async def give_back(self, pool: Any, connection: Any) -> None:
         """Keep a connection whose exchange read all its replies; else to its pool."""
         stack = self._idle.setdefault(pool, [])
@@ -121,10 +129,7 @@ async def lone_call(client: Redis, packed: bytes, kept: Kept) -> Any:
         await connection.disconnect()
         raise
     finally:
-        if clean:
-            await kept.give_back(pool, connection)
-        else:
-            await pool.release(connection)
+        await kept.settle(pool, connection, clean)
 
 
 async def bounded_pipeline(
@@ -177,8 +182,5 @@ async def bounded_pipeline(
             await connection.disconnect()
             raise
     finally:
-        if clean:
-            await kept.give_back(pool, connection)
-        else:
-            await pool.release(connection)
+        await kept.settle(pool, connection, clean)
     return answers
