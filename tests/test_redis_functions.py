@@ -4,18 +4,43 @@ without Redis Functions refused at start with the version it needs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 
 from app.backends import backend_from_url
+from app.backends.base import Backend
 from app.backends.redis.library import load_library
 from app.errors import BackendUnavailable
 from app.settings import Settings
 from tests.conftest import flush, need_redis_binaries
 from tests.support import RedisServer
+
+
+@asynccontextmanager
+async def started(url: str, **settings: Any) -> AsyncIterator[Backend]:
+    """A Redis backend on ``url``, started (its library loaded) and closed after."""
+    backend = backend_from_url(url, Settings(backend=url, **settings))
+    try:
+        await backend.start()
+        yield backend
+    finally:
+        await backend.close()
+
+
+@pytest.fixture
+async def admin(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A plain client of the test server, to look at what the backend stored."""
+    flush(redis_url)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture
@@ -39,95 +64,76 @@ def test_the_library_is_named_after_its_source() -> None:
     assert all(name.startswith(library.name + "_") for name in library.functions.values())
 
 
-async def test_start_loads_the_library_and_calls_go_through_fcall(redis_url: str) -> None:
-    flush(redis_url)
-    admin = redis.Redis.from_url(redis_url)
-    backend = backend_from_url(redis_url, Settings(backend=redis_url))
+async def test_start_loads_the_library_and_calls_go_through_fcall(
+    redis_url: str, admin: aioredis.Redis,
+) -> None:
     library = load_library()
     try:
-        admin.function_delete(library.name)
+        await admin.function_delete(library.name)
     except redis.ResponseError:
         pass  # not loaded yet
-    await backend.start()
-    try:
+    async with started(redis_url) as backend:
         names = [dict(zip(entry[::2], entry[1::2], strict=True))[b"library_name"]
-                 for entry in admin.function_list(library.name)]
+                 for entry in await admin.function_list(library.name)]
         assert names == [library.name.encode()]
-        admin.config_resetstat()
+        await admin.config_resetstat()
         await backend.kv_put("default", "k", b"1")
         assert (await backend.kv_get("default", "k")) is not None
-        stats = admin.info("commandstats")
+        stats = await admin.info("commandstats")
         assert stats["cmdstat_fcall"]["calls"] >= 2
         assert "cmdstat_evalsha" not in stats
-    finally:
-        await backend.close()
-        admin.close()
 
 
-async def test_a_library_of_another_version_is_left_alone(redis_url: str) -> None:
+async def test_a_library_of_another_version_is_left_alone(
+    redis_url: str, admin: aioredis.Redis,
+) -> None:
     """Two versions of Corkboard on one Redis (a rolling upgrade): each calls its own
     library, and loading one does not replace the other."""
-    flush(redis_url)
     other = "#!lua name=cb_0000000000000000\n" + (
         "redis.register_function('cb_0000000000000000_kv_read', "
         "function(keys, args) return 'old' end)\n"
     )
-    admin = redis.Redis.from_url(redis_url)
-    admin.function_load(other, replace=True)
-    backend = backend_from_url(redis_url, Settings(backend=redis_url))
-    await backend.start()
+    await admin.function_load(other, replace=True)
     try:
-        await backend.kv_put("default", "k", b"2")
-        entry = await backend.kv_get("default", "k")
-        assert entry is not None and entry.value == b"2"
-        assert admin.fcall("cb_0000000000000000_kv_read", 1, "x") == b"old"
+        async with started(redis_url) as backend:
+            await backend.kv_put("default", "k", b"2")
+            entry = await backend.kv_get("default", "k")
+            assert entry is not None and entry.value == b"2"
+            assert await admin.fcall("cb_0000000000000000_kv_read", 1, "x") == b"old"
     finally:
-        admin.function_delete("cb_0000000000000000")
-        await backend.close()
-        admin.close()
+        await admin.function_delete("cb_0000000000000000")
 
 
 async def test_a_server_without_functions_is_refused_at_start(
     no_functions_server: RedisServer,
 ) -> None:
-    url = no_functions_server.url
-    backend = backend_from_url(url, Settings(backend=url))
     with pytest.raises(BackendUnavailable, match=r"Redis 7\.0 or later"):
-        await backend.start()
-    await backend.close()
+        async with started(no_functions_server.url):
+            pass
 
 
-async def test_a_call_after_the_library_is_deleted_loads_it_again(redis_url: str) -> None:
+async def test_a_call_after_the_library_is_deleted_loads_it_again(
+    redis_url: str, admin: aioredis.Redis,
+) -> None:
     """The one library deleted under a running backend (FUNCTION DELETE, or a restart
     without persistence): the next calls load it again and run once each."""
-    flush(redis_url)
-    backend = backend_from_url(redis_url, Settings(backend=redis_url))
-    await backend.start()
-    admin = aioredis.Redis.from_url(redis_url)
-    try:
+    async with started(redis_url) as backend:
         await backend.kv_put("default", "n", b"0")
         await admin.function_delete(load_library().name)
         for i in range(1, 4):
             result = await backend.kv_increment("default", "n", 1)
             assert result.entry.value == str(i).encode()
         assert len(await admin.function_list(load_library().name)) == 1
-    finally:
-        await admin.aclose()
-        await backend.close()
 
 
 async def test_a_log_from_before_byte_accounting_is_counted_at_its_next_event(
-    redis_url: str,
+    redis_url: str, admin: aioredis.Redis,
 ) -> None:
     """A namespace whose log has events but no sizes (``logn``) and no byte counter
     (``eb``), as written before byte accounting: its next event counts them all once,
     itself included; the events after it add only their own."""
-    flush(redis_url)
-    backend = backend_from_url(redis_url, Settings(backend=redis_url))
-    await backend.start()
-    admin = aioredis.Redis.from_url(redis_url)
     ns, log = "old", "cb:{old}:log"
-    try:
+    async with started(redis_url) as backend:
         for i in range(3):
             await backend.kv_put(ns, f"k{i}", b'"v"')
         await admin.delete("cb:{old}:logn")
@@ -139,32 +145,20 @@ async def test_a_log_from_before_byte_accounting_is_counted_at_its_next_event(
             assert [int(s) for s in await admin.lrange("cb:{old}:logn", 0, -1)] == sizes
             assert int(await admin.hget("cb:{old}:quota", "eb")) == sum(sizes)
         assert len(sizes) == 5
-    finally:
-        await admin.aclose()
-        await backend.close()
 
 
 async def test_history_is_cut_to_its_depth_and_its_bytes_leave_the_quota(
-    redis_url: str,
+    redis_url: str, admin: aioredis.Redis,
 ) -> None:
     """Each write past the history depth drops the oldest kept revision, and the quota
     counts exactly the kept revisions' values; lowering the depth cuts older lists too."""
-    flush(redis_url)
-    admin = aioredis.Redis.from_url(redis_url)
     writes = 0
-    try:
-        for depth in (3, 2):
-            backend = backend_from_url(redis_url, Settings(backend=redis_url, key_history=depth))
-            await backend.start()
-            try:
-                for i in range(6):
-                    await backend.kv_put("h", "k", b'"%s"' % (b"x" * (i + depth * 10)))
-                    writes += 1
-                    history = await backend.kv_history("h", "k")
-                    assert len(history) == min(writes, depth)
-                    used = int(await admin.hget("cb:{h}:quota", "b"))
-                    assert used == sum(len(e.value) for e in history)
-            finally:
-                await backend.close()
-    finally:
-        await admin.aclose()
+    for depth in (3, 2):
+        async with started(redis_url, key_history=depth) as backend:
+            for i in range(6):
+                await backend.kv_put("h", "k", b'"%s"' % (b"x" * (i + depth * 10)))
+                writes += 1
+                history = await backend.kv_history("h", "k")
+                assert len(history) == min(writes, depth)
+                used = int(await admin.hget("cb:{h}:quota", "b"))
+                assert used == sum(len(e.value) for e in history)
