@@ -156,6 +156,21 @@ def nats_url() -> Iterator[str]:
         server.cleanup()
 
 
+@pytest.fixture
+async def nats_engine(nats_url: str) -> AsyncIterator[Any]:
+    """A started NATS backend on the session's nats-server, its buckets flushed first."""
+    from app.backends.nats import NatsBackend
+    from tests.nats_server import flush_nats
+
+    flush_nats(nats_url)
+    engine = NatsBackend(nats_url)
+    await engine.start()
+    try:
+        yield engine
+    finally:
+        await engine.close()
+
+
 def worker_database(url: str) -> str:
     """``url`` for this pytest-xdist worker: worker N uses the database N places after
     the URL's (each test flushes its database, so workers must not share one)."""

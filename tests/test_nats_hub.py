@@ -6,37 +6,23 @@ them, and each filter gets exactly the events of the log that match it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-import pytest
 
 from app.backends.nats import NatsBackend
 from app.events import EVENT, EventFilter, Hub
 from app.settings import Settings
-from tests.nats_server import flush_nats
 from tests.sse import event_matches
 from tests.support import app_client
 
 NS = "hubtest"
 
 
-@pytest.fixture
-async def store(nats_url: str) -> AsyncIterator[NatsBackend]:
-    flush_nats(nats_url)
-    b = NatsBackend(nats_url)
-    await b.start()
-    try:
-        yield b
-    finally:
-        await b.close()
-
-
 async def test_events_of_every_resource_are_filtered_generically(
-    store: NatsBackend, nats_url: str,
+    nats_engine: NatsBackend, nats_url: str,
 ) -> None:
-    hub = Hub(store, progress_seconds=0.05)
+    hub = Hub(nats_engine, progress_seconds=0.05)
     await hub.start()
     try:
         specs: dict[str, tuple[str | None, str | None, str | None]] = {
@@ -47,8 +33,8 @@ async def test_events_of_every_resource_are_filtered_generically(
         subs = {name: await hub.subscribe(NS, EventFilter.parse(*spec), None)
                 for name, spec in specs.items()}
         await driven(nats_url)
-        final = await store.current_revision(NS)
-        log = [orjson.loads(e.data) for e in (await store.read_events(NS, 0)).events]
+        final = await nats_engine.current_revision(NS)
+        log = [orjson.loads(e.data) for e in (await nats_engine.read_events(NS, 0)).events]
         types = {e["type"] for e in log}
         assert {"lock.acquired", "lock.released", "session.updated", "variable.created",
                 "variable.updated", "kv.put"} <= types, types

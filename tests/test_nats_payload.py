@@ -23,28 +23,23 @@ BIG = b'"' + b"x" * (MIB - 2) + b'"'
 
 
 async def test_a_value_too_large_for_one_message_is_413_and_the_connection_stays(
-    nats_url: str,
+    nats_engine: NatsBackend,
 ) -> None:
-    flush_nats(nats_url)
-    b = NatsBackend(nats_url)
-    await b.start()
-    try:
-        await b.kv_put("default", "small", b"1")
-        waiting = asyncio.create_task(b.read_events("default", 1, timeout=1.0))
-        await asyncio.sleep(0)
-        with pytest.raises(PayloadTooLarge, match="max_payload"):
-            await b.kv_put("default", "big", BIG)
-        assert await b.kv_get("default", "big") is None
-        # Everything else on the connection goes on: a waiter wakes, writes succeed.
-        put = await b.kv_put("default", "small", b"2")
-        assert put.entry.revision == 2
-        assert [e.revision for e in (await waiting).events] == [2]
-        assert b.store.nc.stats["reconnects"] == 0
-        # The largest value that fits is stored.
-        fits = b'"' + b"x" * (b.store.nc.max_payload - 400) + b'"'
-        assert (await b.kv_put("default", "big", fits)).entry.revision == 3
-    finally:
-        await b.close()
+    b = nats_engine
+    await b.kv_put("default", "small", b"1")
+    waiting = asyncio.create_task(b.read_events("default", 1, timeout=1.0))
+    await asyncio.sleep(0)
+    with pytest.raises(PayloadTooLarge, match="max_payload"):
+        await b.kv_put("default", "big", BIG)
+    assert await b.kv_get("default", "big") is None
+    # Everything else on the connection goes on: a waiter wakes, writes succeed.
+    put = await b.kv_put("default", "small", b"2")
+    assert put.entry.revision == 2
+    assert [e.revision for e in (await waiting).events] == [2]
+    assert b.store.nc.stats["reconnects"] == 0
+    # The largest value that fits is stored.
+    fits = b'"' + b"x" * (b.store.nc.max_payload - 400) + b'"'
+    assert (await b.kv_put("default", "big", fits)).entry.revision == 3
 
 
 async def test_over_http_the_refused_write_changes_nothing(nats_url: str) -> None:

@@ -5,56 +5,40 @@ is one stream info, not a direct get and two)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
 from app.backends.nats import NatsBackend
-from tests.nats_server import flush_nats
 
 
-@pytest.fixture
-async def engine(nats_url: str) -> AsyncIterator[NatsBackend]:
-    flush_nats(nats_url)
-    backend = NatsBackend(nats_url)
-    await backend.start()
-    try:
-        yield backend
-    finally:
-        await backend.close()
-
-
-def sent(engine: NatsBackend) -> int:
-    return int(engine.store.nc.stats["out_msgs"])
+def sent(nats_engine: NatsBackend) -> int:
+    return int(nats_engine.store.nc.stats["out_msgs"])
 
 
 async def test_a_get_is_two_requests_whether_or_not_the_namespace_exists(
-    engine: NatsBackend,
+    nats_engine: NatsBackend,
 ) -> None:
     for _ in range(2):  # not cached: the namespace may be made by another process
-        before = sent(engine)
-        assert await engine.kv_get("nowhere", "k") is None
-        assert sent(engine) - before == 2
-        assert "nowhere" not in engine.store.buckets
-    await engine.kv_put("here", "k", b"1")
-    before = sent(engine)
-    entry = await engine.kv_get("here", "k")
+        before = sent(nats_engine)
+        assert await nats_engine.kv_get("nowhere", "k") is None
+        assert sent(nats_engine) - before == 2
+        assert "nowhere" not in nats_engine.store.buckets
+    await nats_engine.kv_put("here", "k", b"1")
+    before = sent(nats_engine)
+    entry = await nats_engine.kv_get("here", "k")
     assert entry is not None and entry.value == b"1"
-    assert sent(engine) - before == 2
-    before = sent(engine)
-    assert await engine.kv_get("here", "other") is None
-    assert sent(engine) - before == 2
+    assert sent(nats_engine) - before == 2
+    before = sent(nats_engine)
+    assert await nats_engine.kv_get("here", "other") is None
+    assert sent(nats_engine) - before == 2
 
 
 async def test_a_get_at_a_revision_reads_the_history_and_the_override_only(
-    engine: NatsBackend,
+    nats_engine: NatsBackend,
 ) -> None:
-    first = (await engine.kv_put("here", "k", b"1")).entry.revision
-    await engine.kv_put("here", "k", b"2")
-    before = sent(engine)
-    entry = await engine.kv_get("here", "k", revision=first)
+    first = (await nats_engine.kv_put("here", "k", b"1")).entry.revision
+    await nats_engine.kv_put("here", "k", b"2")
+    before = sent(nats_engine)
+    entry = await nats_engine.kv_get("here", "k", revision=first)
     assert entry is not None and entry.value == b"1" and entry.revision == first
-    assert sent(engine) - before == 2  # one batched direct get, one override read
-    await engine.kv_delete("here", "k")
-    assert await engine.kv_get("here", "k", revision=first) is None
-    assert await engine.kv_get("nowhere", "k", revision=1) is None
+    assert sent(nats_engine) - before == 2  # one batched direct get, one override read
+    await nats_engine.kv_delete("here", "k")
+    assert await nats_engine.kv_get("here", "k", revision=first) is None
+    assert await nats_engine.kv_get("nowhere", "k", revision=1) is None
