@@ -27,7 +27,6 @@ before anything is sent.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from dataclasses import dataclass, field
 
@@ -117,11 +116,7 @@ async def publish_batch(store: NatsStore, ns: str, msgs: list[Out]) -> int | Non
             try:
                 seq = await _send(store, msgs)
             except NoStreamResponseError:
-                # Deleted under us (make it again), or just made on a cluster and still
-                # electing its leader (wait a little).
-                store.buckets.discard(ns)
-                await store.ensure(ns)
-                await asyncio.sleep(0.05 * attempt)
+                await store.remake(ns, attempt)
                 continue
             except BatchRefused:
                 continue

@@ -376,12 +376,7 @@ class NatsStore:
                         subject, data, timeout=self.timeout, headers=headers
                     )
                 except NoStreamResponseError:
-                    # No stream took it (so it is not stored): the bucket was deleted
-                    # under us (make it again), or, on a cluster, it was just made and
-                    # its replicas are still electing a leader (wait a little).
-                    self.buckets.discard(bucket)
-                    await self.ensure(bucket)
-                    await asyncio.sleep(0.05 * attempt)
+                    await self.remake(bucket, attempt)
                     continue
                 except APIError as exc:
                     if exc.err_code == WRONG_LAST_SEQUENCE:
@@ -391,6 +386,14 @@ class NatsStore:
                     self.written(bucket)
                 return int(ack.seq)
         raise BackendUnavailable(f"The NATS bucket {bucket!r} could not be created.")
+
+    async def remake(self, bucket: str, attempt: int) -> None:
+        """After a publish no stream took (so nothing was stored): the bucket was deleted
+        under us (make it again), or, on a cluster, it was just made and its replicas
+        are still electing a leader (wait a little longer at each ``attempt``)."""
+        self.buckets.discard(bucket)
+        await self.ensure(bucket)
+        await asyncio.sleep(0.05 * attempt)
 
     async def wait_for_change(
         self, bucket: str, timeout: float, changed: Callable[[], Awaitable[bool]]
