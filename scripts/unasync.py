@@ -34,6 +34,7 @@ NAMES = [
     ("AsyncTicker", "Ticker"),
     ("async_sleep", "sleep"),
     ("async_upload_body", "upload_body"),
+    ("AsyncPageFetch", "PageFetch"),
     ("AsyncIterator", "Iterator"),
     ("AsyncIterable", "Iterable"),
     ("AsyncGenerator", "Generator"),

@@ -6,6 +6,7 @@ Timestamps are kept as the service sends them (RFC 3339 UTC strings with millise
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
@@ -50,6 +51,11 @@ class Page(Generic[T]):
     items: list[T]
     next_cursor: str | None
     revision: int | None
+
+
+#: What a listing's iterator calls: the page after a cursor (None: the first page).
+AsyncPageFetch = Callable[[str | None], Awaitable[Page[T]]]
+PageFetch = Callable[[str | None], Page[T]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from typing import IO
 import httpx
 
 from corkboard.client._async.base import AsyncBase
+from corkboard.client._async.paging import every
 from corkboard.client._concurrency import async_upload_body
 from corkboard.client._protocol import Call, duration_param, key_path, params
 from corkboard.client.types import Artifact, ArtifactInfo, Duration, Page
@@ -107,14 +108,7 @@ class AsyncArtifacts(AsyncBase):
         return Page([Artifact.from_json(a) for a in data["items"]], data.get("next_cursor"),
                     data.get("revision"))
 
-    async def iter_artifacts(
+    def iter_artifacts(
         self, pattern: str = "*", *, page_size: int | None = None
     ) -> AsyncIterator[Artifact]:
-        cursor: str | None = None
-        while True:
-            page = await self.list_artifacts(pattern, limit=page_size, cursor=cursor)
-            for item in page.items:
-                yield item
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        return every(lambda cursor: self.list_artifacts(pattern, limit=page_size, cursor=cursor))

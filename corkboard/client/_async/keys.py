@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from corkboard.client._async.base import AsyncBase
+from corkboard.client._async.paging import every
 from corkboard.client._concurrency import async_sleep
 from corkboard.client._protocol import (
     JSON_PATCH,
@@ -122,19 +123,13 @@ class AsyncKeys(AsyncBase):
         return Page([Entry.from_json(e) for e in data["items"]], data.get("next_cursor"),
                     data.get("revision"))
 
-    async def iter_keys(
+    def iter_keys(
         self, pattern: str = "*", *, values: bool = True, page_size: int | None = None
     ) -> AsyncIterator[Entry]:
         """Every key matching ``pattern``, page after page (each exactly once while it
         exists throughout)."""
-        cursor: str | None = None
-        while True:
-            page = await self.list(pattern, values=values, limit=page_size, cursor=cursor)
-            for entry in page.items:
-                yield entry
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        return every(lambda cursor: self.list(
+            pattern, values=values, limit=page_size, cursor=cursor))
 
     async def cas_loop(
         self, key: str, fn: Callable[[Any], Any], *, default: Any = MISSING,

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 
 from corkboard.client._async.base import AsyncBase
+from corkboard.client._async.paging import every
 from corkboard.client._concurrency import AsyncTicker
 from corkboard.client._protocol import Call, duration_seconds, id_path, params
 from corkboard.client.errors import CorkboardError, LeaseLost, LeaseNotFound, Unavailable
@@ -51,18 +52,11 @@ class AsyncLeases(AsyncBase):
         return Page([LeaseInfo.from_json(i) for i in data["items"]], data.get("next_cursor"),
                     data.get("revision"))
 
-    async def iter_leases(
+    def iter_leases(
         self, pattern: str = "*", *, page_size: int | None = None
     ) -> AsyncIterator[LeaseInfo]:
         """Every live lease whose id matches ``pattern``, page after page."""
-        cursor: str | None = None
-        while True:
-            page = await self.list_leases(pattern, limit=page_size, cursor=cursor)
-            for info in page.items:
-                yield info
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        return every(lambda cursor: self.list_leases(pattern, limit=page_size, cursor=cursor))
 
     async def revoke_lease(self, lease: LeaseRef) -> LeaseDetail:
         """End the lease now: its keys are deleted and its locks released at one

@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from corkboard.client._async.base import AsyncBase
+from corkboard.client._async.paging import every
 from corkboard.client._concurrency import AsyncTicker
 from corkboard.client._protocol import (
     Call,
@@ -125,18 +126,12 @@ class AsyncLocks(AsyncBase):
         return Page([LockHolder.from_json(h) for h in data["items"]],
                     data.get("next_cursor"), None)
 
-    async def iter_locks(
+    def iter_locks(
         self, pattern: str = "*", *, session: str | None = None, page_size: int | None = None
     ) -> AsyncIterator[LockHolder]:
         """Every held lock whose name matches ``pattern``, page after page."""
-        cursor: str | None = None
-        while True:
-            page = await self.list_locks(pattern, session=session, limit=page_size, cursor=cursor)
-            for holder in page.items:
-                yield holder
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        return every(lambda cursor: self.list_locks(
+            pattern, session=session, limit=page_size, cursor=cursor))
 
     def lock(
         self, name: str, *, ttl: Duration = DEFAULT_LOCK_TTL, owner: str | None = None,

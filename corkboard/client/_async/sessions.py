@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any, Literal
 
 from corkboard.client._async.base import AsyncBase
+from corkboard.client._async.paging import every
 from corkboard.client._protocol import (
     MERGE_PATCH,
     Call,
@@ -68,17 +69,10 @@ class AsyncSessions(AsyncBase):
         return Page([Session.from_json(s) for s in data["items"]], data.get("next_cursor"),
                     None)
 
-    async def iter_sessions(
+    def iter_sessions(
         self, pattern: str = "*", *, page_size: int | None = None
     ) -> AsyncIterator[Session]:
-        cursor: str | None = None
-        while True:
-            page = await self.list_sessions(pattern, limit=page_size, cursor=cursor)
-            for item in page.items:
-                yield item
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        return every(lambda cursor: self.list_sessions(pattern, limit=page_size, cursor=cursor))
 
     # -- variables ----------------------------------------------------------------------
 

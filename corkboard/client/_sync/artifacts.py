@@ -11,6 +11,7 @@ from typing import IO
 import httpx
 
 from corkboard.client._sync.base import Base
+from corkboard.client._sync.paging import every
 from corkboard.client._concurrency import upload_body
 from corkboard.client._protocol import Call, duration_param, key_path, params
 from corkboard.client.types import Artifact, ArtifactInfo, Duration, Page
@@ -111,11 +112,4 @@ class Artifacts(Base):
     def iter_artifacts(
         self, pattern: str = "*", *, page_size: int | None = None
     ) -> Iterator[Artifact]:
-        cursor: str | None = None
-        while True:
-            page = self.list_artifacts(pattern, limit=page_size, cursor=cursor)
-            for item in page.items:
-                yield item
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        return every(lambda cursor: self.list_artifacts(pattern, limit=page_size, cursor=cursor))

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Callable
 from typing import Any
 
 from corkboard.client._sync.base import Base
+from corkboard.client._sync.paging import every
 from corkboard.client._concurrency import sleep
 from corkboard.client._protocol import (
     JSON_PATCH,
@@ -128,14 +129,8 @@ class Keys(Base):
     ) -> Iterator[Entry]:
         """Every key matching ``pattern``, page after page (each exactly once while it
         exists throughout)."""
-        cursor: str | None = None
-        while True:
-            page = self.list(pattern, values=values, limit=page_size, cursor=cursor)
-            for entry in page.items:
-                yield entry
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        return every(lambda cursor: self.list(
+            pattern, values=values, limit=page_size, cursor=cursor))
 
     def cas_loop(
         self, key: str, fn: Callable[[Any], Any], *, default: Any = MISSING,

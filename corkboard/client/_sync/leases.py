@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from types import TracebackType
 
 from corkboard.client._sync.base import Base
+from corkboard.client._sync.paging import every
 from corkboard.client._concurrency import Ticker
 from corkboard.client._protocol import Call, duration_seconds, id_path, params
 from corkboard.client.errors import CorkboardError, LeaseLost, LeaseNotFound, Unavailable
@@ -56,14 +57,7 @@ class Leases(Base):
         self, pattern: str = "*", *, page_size: int | None = None
     ) -> Iterator[LeaseInfo]:
         """Every live lease whose id matches ``pattern``, page after page."""
-        cursor: str | None = None
-        while True:
-            page = self.list_leases(pattern, limit=page_size, cursor=cursor)
-            for info in page.items:
-                yield info
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        return every(lambda cursor: self.list_leases(pattern, limit=page_size, cursor=cursor))
 
     def revoke_lease(self, lease: LeaseRef) -> LeaseDetail:
         """End the lease now: its keys are deleted and its locks released at one

@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from corkboard.client._sync.base import Base
+from corkboard.client._sync.paging import every
 from corkboard.client._concurrency import Ticker
 from corkboard.client._protocol import (
     Call,
@@ -130,14 +131,8 @@ class Locks(Base):
         self, pattern: str = "*", *, session: str | None = None, page_size: int | None = None
     ) -> Iterator[LockHolder]:
         """Every held lock whose name matches ``pattern``, page after page."""
-        cursor: str | None = None
-        while True:
-            page = self.list_locks(pattern, session=session, limit=page_size, cursor=cursor)
-            for holder in page.items:
-                yield holder
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        return every(lambda cursor: self.list_locks(
+            pattern, session=session, limit=page_size, cursor=cursor))
 
     def lock(
         self, name: str, *, ttl: Duration = DEFAULT_LOCK_TTL, owner: str | None = None,

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Iterable
 from typing import Any, Literal
 
 from corkboard.client._sync.base import Base
+from corkboard.client._sync.paging import every
 from corkboard.client._protocol import (
     MERGE_PATCH,
     Call,
@@ -72,14 +73,7 @@ class Sessions(Base):
     def iter_sessions(
         self, pattern: str = "*", *, page_size: int | None = None
     ) -> Iterator[Session]:
-        cursor: str | None = None
-        while True:
-            page = self.list_sessions(pattern, limit=page_size, cursor=cursor)
-            for item in page.items:
-                yield item
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        return every(lambda cursor: self.list_sessions(pattern, limit=page_size, cursor=cursor))
 
     # -- variables ----------------------------------------------------------------------
 
