@@ -162,3 +162,21 @@ async def test_history_is_cut_to_its_depth_and_its_bytes_leave_the_quota(
                 assert len(history) == min(writes, depth)
                 used = int(await admin.hget("cb:{h}:quota", "b"))
                 assert used == sum(len(e.value) for e in history)
+
+
+async def test_a_user_without_scripting_is_refused_at_start_naming_the_refusal(
+    redis_url: str, admin: aioredis.Redis,
+) -> None:
+    """A Redis user that may not load functions (no ``@scripting``): the start fails
+    with 503 backend_unavailable carrying Redis's NOPERM, not as a server too old."""
+    await admin.execute_command(
+        "ACL", "SETUSER", "noscript", "on", ">pw", "~*", "+@all", "-@scripting")
+    host_port = redis_url.split("//", 1)[1]
+    try:
+        with pytest.raises(BackendUnavailable, match=r"(?i)noperm|permission") as caught:
+            async with started(f"redis://noscript:pw@{host_port}"):
+                pass
+        assert "7.0" not in str(caught.value)
+        assert ":pw@" not in str(caught.value)  # the password is never shown
+    finally:
+        await admin.execute_command("ACL", "DELUSER", "noscript")
