@@ -111,6 +111,31 @@ async def test_keys_and_locks_on_a_lease_go_with_its_revoke(
     problem(await client.post("/v1/leases/a1/keepalive"), 404, "lease_not_found")
 
 
+async def test_a_session_lock_reimported_by_its_holder_stays_on_its_lease(
+    client: httpx.AsyncClient,
+) -> None:
+    """A snapshot carries no lease: importing a session whose lock holder goes on (same
+    owner and token) keeps that holder on its lease, so the lock still ends with it (on
+    NATS it lost the lease and would have been held for ever); a holder the import
+    replaces is on no lease."""
+    await grant(client, "1h", id="imp")
+    r = await client.post("/v1/sessions/s1/locks/reply", json={"owner": "a1", "lease": "imp"})
+    token = r.json()["token"]
+    await client.post("/v1/sessions/s1/locks/other", json={"owner": "a1", "lease": "imp"})
+    snapshot = (await client.get("/v1/sessions/s1/snapshot")).json()
+    assert snapshot["locks"]["reply"]["expires_at"] is None
+    snapshot["locks"]["other"]["owner"] = "a2"  # a new holder of "other"
+    r = await client.put("/v1/sessions/s1/snapshot", json=snapshot)
+    assert r.status_code == 200, r.text
+    assert r.json()["tokens"]["reply"] == token
+    held = (await client.get("/v1/leases/imp")).json()["locks"]
+    assert held == [{"name": "reply", "session": "s1", "owner": "a1", "token": token}]
+    revoked = (await client.delete("/v1/leases/imp")).json()
+    assert [lock["name"] for lock in revoked["locks"]] == ["reply"]
+    assert (await client.get("/v1/sessions/s1/locks/reply")).status_code == 404
+    assert (await client.get("/v1/sessions/s1/locks/other")).json()["owner"] == "a2"
+
+
 async def test_expiry_at_the_deadline_by_the_sweeper(client: httpx.AsyncClient) -> None:
     await grant(client, "300ms", id="short")
     await client.put("/v1/kv/p/short", params={"lease": "short"}, json=1)

@@ -343,9 +343,12 @@ class NatsSessions(SessionRecords, SessionStore):
                     token = lk.last_token + 1
                 lk = replace(lk, last_token=max(lk.last_token, token))
                 if lock.expires_at is None or lock.expires_at > now:
+                    # A holder that goes on (same owner and token) stays on its lease, as
+                    # memory and Redis keep it (their leases know a lock by its token).
                     lk = replace(lk, owner=lock.owner, token=token,
                                  acquired_at=lock.acquired_at or now,
-                                 expires_at=lock.expires_at or 0, ttl_ms=lock.ttl_ms, ticket="")
+                                 expires_at=lock.expires_at or 0, ttl_ms=lock.ttl_ms, ticket="",
+                                 lease=before.lease if same_holder and before else "")
                     tokens[name] = token
                 record.locks[name] = lk
             for name, entries in snapshot.pending_locks.items():
