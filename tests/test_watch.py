@@ -584,19 +584,32 @@ async def test_500_watchers_opened_and_closed_release_everything(
 # -- overflow and shutdown (backend-independent: memory only) ---------------------------
 
 
-@pytest.fixture(scope="module")
-def small_queue_service(backend_url: str) -> Iterator[ServiceProcess]:
+def queue_service(backend_url: str, send_timeout: float) -> Iterator[ServiceProcess]:
     if backend_url != "memory://":
         pytest.skip("the queue limit does not depend on the backend")
     env = {"CORKBOARD_BACKEND": backend_url, "CORKBOARD_WATCH_QUEUE_SIZE": "16",
            "CORKBOARD_WATCH_RETRY_MS": "1500", "CORKBOARD_HEARTBEAT_SECONDS": "0.5",
-           "CORKBOARD_WATCH_SEND_TIMEOUT_SECONDS": "1", "CORKBOARD_DEBUG_ENDPOINTS": "1"}
+           "CORKBOARD_WATCH_SEND_TIMEOUT_SECONDS": str(send_timeout),
+           "CORKBOARD_DEBUG_ENDPOINTS": "1"}
     with running(ServiceProcess(env)) as [svc]:
         yield svc
 
 
+@pytest.fixture(scope="module")
+def small_queue_service(backend_url: str) -> Iterator[ServiceProcess]:
+    """A queue of 16 and a send timeout of 1 s: a client that stops reading is cut off."""
+    yield from queue_service(backend_url, 1)
+
+
+@pytest.fixture(scope="module")
+def patient_queue_service(backend_url: str) -> Iterator[ServiceProcess]:
+    """A queue of 16 and a send timeout of 30 s: a client that pauses while 60 big writes
+    are made (seconds on a loaded machine) is not cut off first, and meets the overflow."""
+    yield from queue_service(backend_url, 30)
+
+
 async def test_a_slow_watcher_gets_overflow_and_resumes_without_loss(
-    small_queue_service: ServiceProcess,
+    patient_queue_service: ServiceProcess,
 ) -> None:
     ns = new_ns()
     big = "x" * 400_000
@@ -604,8 +617,8 @@ async def test_a_slow_watcher_gets_overflow_and_resumes_without_loss(
         # A fixed receive buffer (no autotuning to 32 MiB): the queue fills sooner.
         socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)]
     )
-    async with client_for(small_queue_service) as c, client_for(
-        small_queue_service, transport=slow
+    async with client_for(patient_queue_service) as c, client_for(
+        patient_queue_service, transport=slow
     ) as slow_client:
         async with watch(slow_client, ns=ns) as s:
             # The client reads nothing while 60 big events are written: the socket and
