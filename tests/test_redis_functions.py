@@ -143,7 +143,8 @@ async def test_a_log_from_before_byte_accounting_is_counted_at_its_next_event(
             await backend.kv_put(ns, f"k{i}", b'"v"')
             rows = await admin.xrange(log, "-", "+")
             sizes = [sum(len(k) + len(v) for k, v in fields.items()) for _, fields in rows]
-            assert [int(s) for s in await admin.lrange("cb:{old}:logn", 0, -1)] == sizes
+            logn = await admin.lrange("cb:{old}:logn", 0, -1)
+            assert [int(s.split(b":")[-1]) for s in logn] == sizes
             assert int(await admin.hget("cb:{old}:quota", "eb")) == sum(sizes)
         assert len(sizes) == 5
 
@@ -182,3 +183,40 @@ async def test_a_user_without_scripting_is_refused_at_start_naming_the_refusal(
         assert ":pw@" not in str(caught.value)  # the password is never shown
     finally:
         await admin.execute_command("ACL", "DELUSER", "noscript")
+
+
+async def test_the_log_is_trimmed_by_whole_nodes_and_reads_start_at_its_first_kept_event(
+    redis_url: str, admin: aioredis.Redis,
+) -> None:
+    """At retention each write drops one event: 'logn' names the first kept one, reads
+    start there (the compacted revision is exact), and the stream is trimmed by whole
+    nodes (XTRIM MINID ~), so it stores at most one node's worth past the cut. A log whose
+    'logn' holds plain sizes (the layout before) is trimmed exactly until they are gone."""
+    ns, log, logn = "trim", "cb:{trim}:log", "cb:{trim}:logn"
+    async with started(redis_url, event_retention=10) as backend:
+        for i in range(250):
+            await backend.kv_put(ns, f"k{i % 3}", b"%d" % i)
+        batch = await backend.read_events(ns, 0)
+        assert batch.compacted_revision == 240 and batch.current_revision == 250
+        assert [e.revision for e in batch.events] == list(range(241, 251))
+        for after, want in ((239, 241), (240, 241), (245, 246)):
+            got = (await backend.read_events(ns, after)).events
+            assert [e.revision for e in got] == list(range(want, 251)), after
+        stored = await admin.xlen(log)
+        assert 10 <= stored <= 10 + 100, stored
+        assert (await admin.lindex(logn, 0)).startswith(b"241:")
+        # The layout before: plain sizes. Exact trimming until they are popped.
+        sizes = [item.split(b":")[1] for item in await admin.lrange(logn, 0, -1)]
+        await admin.xtrim(log, maxlen=10)
+        await admin.delete(logn)
+        await admin.rpush(logn, *sizes)
+        for i in range(5):
+            await backend.kv_put(ns, "k", b"%d" % i)
+            assert await admin.xlen(log) == 10
+            batch = await backend.read_events(ns, 0)
+            assert batch.compacted_revision == 241 + i
+            assert [e.revision for e in batch.events] == list(range(242 + i, 252 + i))
+        for i in range(20):
+            await backend.kv_put(ns, "k", b"%d" % i)
+        batch = await backend.read_events(ns, 0)
+        assert batch.compacted_revision == 265 and batch.events[0].revision == 266

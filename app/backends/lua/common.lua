@@ -28,7 +28,9 @@
 --                                last told to visit this namespace at (or earlier); absent:
 --                                not indexed. See set_deadline and redis/sweeper.py.
 --   P..'lock:'..scope..'|'..name  hash  a lock holder: owner token acquired_at expires_at
---   P..'logn'           list   the byte size of each event of the log, oldest first
+--   P..'logn'           list   '<revision>:<size in bytes>' of each kept event of the log,
+--                              oldest first (a plain size: an older layout); its head is
+--                              the first kept event (compact_log)
 --   P..'quota'          hash   eb: bytes of the log's events (an event's size: the sum
 --                              of the lengths of its field names and values, on both
 --                              backends; see append_event); b: the bytes
@@ -206,18 +208,49 @@ end
 
 -- Drop the oldest events while the log holds more than RETENTION events or more than
 -- RETENTION_BYTES bytes (the newest event always stays). n: events, eb: their bytes.
--- Each event is dropped once, by one XTRIM: amortized O(1) per append.
+--
+-- 'logn' holds '<revision>:<size>' per event (a plain '<size>': written before the
+-- revision was kept beside it), so its head names the first kept event: the log's
+-- events up to the last dropped revision are compacted, whether or not the stream still
+-- stores them (read_events starts after them). The stream itself is trimmed by whole
+-- nodes (XTRIM MINID ~): trimming exactly one event a write made Redis walk the node's
+-- deleted entries every time (about a fifth of a write's server time at retention).
+-- What stays stored past the cut is at most one node (stream-node-max-bytes, 4 KiB by
+-- default, or 100 events; an event larger than that is a node of its own and goes at
+-- once). A plain size popped means the older layout: exact trimming then, as before.
 local function compact_log(n, eb)
-  local drop, freed = 0, 0
+  local drop, freed, cut, exact = 0, 0, nil, false
   while n - drop > RETENTION or (eb - freed > RETENTION_BYTES and n - drop > 1) do
-    local size = redis.call('LPOP', PFX .. 'logn')
-    if not size then break end
-    drop, freed = drop + 1, freed + tonumber(size)
+    local item = redis.call('LPOP', PFX .. 'logn')
+    if not item then break end
+    local colon = string.find(item, ':', 1, true)
+    if colon then
+      cut = string.sub(item, 1, colon - 1)
+      freed = freed + tonumber(string.sub(item, colon + 1))
+    else
+      exact = true
+      freed = freed + tonumber(item)
+    end
+    drop = drop + 1
   end
   if drop > 0 then
-    redis.call('XTRIM', PFX .. 'log', 'MAXLEN', n - drop)
+    if exact then
+      redis.call('XTRIM', PFX .. 'log', 'MAXLEN', n - drop)
+    else
+      redis.call('XTRIM', PFX .. 'log', 'MINID', '~', cut .. '-1')
+    end
     redis.call('HINCRBY', QUOTA, 'eb', -freed)
   end
+end
+
+-- The first kept event's revision as the head of 'logn' names it, or nil (an empty log,
+-- or one of the older layout: its stream is trimmed exactly, so its head is the first).
+local function log_first()
+  local head = redis.call('LINDEX', PFX .. 'logn', 0)
+  if not head then return nil end
+  local colon = string.find(head, ':', 1, true)
+  if not colon then return nil end
+  return tonumber(string.sub(head, 1, colon - 1))
 end
 
 -- Append the event of revision rev (taken by the caller) with the member pairs of
@@ -237,7 +270,7 @@ local function append_event(rev, typ, key, session, tail)
     end
   end
   redis.call(unpack(args))
-  local n = redis.call('RPUSH', PFX .. 'logn', size)
+  local n = redis.call('RPUSH', PFX .. 'logn', rev .. ':' .. size)
   local eb = redis.call('HINCRBY', QUOTA, 'eb', size)
   if n == 1 and eb == size then
     -- The namespace's first event, or a log from before byte accounting (no sizes, no
@@ -357,8 +390,9 @@ local function hkey(key) return PFX .. 'h:' .. key end
 local function load_entry(key)
   local r = redis.call('HMGET', kkey(key), 'v', 'r', 'cr', 'ver', 'ca', 'ma', 'ea', 'ls')
   if not r[1] then return nil end
+  -- raw: the stored strings, which history_item reuses instead of formatting numbers.
   return {v = r[1], r = tonumber(r[2]), cr = tonumber(r[3]), ver = tonumber(r[4]),
-    ca = tonumber(r[5]), ma = tonumber(r[6]), ea = tonumber(r[7]), ls = r[8] or ''}
+    ca = tonumber(r[5]), ma = tonumber(r[6]), ea = tonumber(r[7]), ls = r[8] or '', raw = r}
 end
 
 local function is_expired(e) return e.ea > 0 and e.ea <= NOW end
@@ -373,14 +407,23 @@ local function reply(status, key, e)
   return {status, key, e.v, e.r, e.cr, e.ver, e.ca, e.ma, e.ea}
 end
 
+-- Every string a script makes costs the server an allocation and a hash (Lua interns
+-- them): an entry loaded from its hash reuses the stored strings of the fields no script
+-- changes (r cr ver ca ma; ea and v may have been changed, as kv_touch and kv_list do).
 local function history_item(e)
+  local raw = e.raw
+  if raw then
+    return raw[2] .. '|' .. raw[3] .. '|' .. raw[4] .. '|' .. raw[5] .. '|' .. raw[6] .. '|'
+      .. e.ea .. '|' .. e.v
+  end
   return e.r .. '|' .. e.cr .. '|' .. e.ver .. '|' .. e.ca .. '|' .. e.ma .. '|' .. e.ea
     .. '|' .. e.v
 end
 
--- The value's length in a history item ('r|cr|ver|ca|ma|ea|v').
+-- The value's length in a history item ('r|cr|ver|ca|ma|ea|v'), found without a capture.
 local function item_value_bytes(item)
-  return #item - #string.match(item, '^[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|')
+  local _, stop = string.find(item, '^[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|')
+  return #item - stop
 end
 
 -- The quota bytes of the history items from index `from` to the end.
@@ -393,9 +436,16 @@ end
 
 -- Whether a history item is of revision r (an item of the current revision heads a list
 -- written before older revisions were kept apart: see the layout above).
+-- r: the revision as a number, or as the stored string (no formatting needed then).
 local function item_is_revision(item, r)
-  local prefix = r .. '|'
-  return item ~= nil and item ~= false and string.sub(item, 1, #prefix) == prefix
+  if item == nil or item == false then return false end
+  if type(r) ~= 'string' then r = string.format('%d', r) end
+  return string.byte(item, #r + 1) == 124 and string.sub(item, 1, #r) == r  -- 124: '|'
+end
+
+-- An entry's revision for item_is_revision: the stored string when it was loaded.
+local function rev_of(e)
+  return e.raw and e.raw[2] or e.r
 end
 
 -- The key's older revisions' items, newest first (never its current revision r).
@@ -410,7 +460,7 @@ end
 local function replaced_bytes(key, old)
   if HISTORY <= 1 then return #old.v end
   local from = HISTORY - 2
-  if item_is_revision(redis.call('LINDEX', hkey(key), 0), old.r) then from = HISTORY - 1 end
+  if item_is_revision(redis.call('LINDEX', hkey(key), 0), rev_of(old)) then from = HISTORY - 1 end
   return history_bytes(key, from)
 end
 
@@ -502,7 +552,7 @@ local function store_entry(key, old, value, ea, rev, lease)
     redis.call('DEL', hkey(key))
   elseif old then
     local hk, kept = hkey(key), nil
-    if item_is_revision(redis.call('LINDEX', hk, 0), old.r) then
+    if item_is_revision(redis.call('LINDEX', hk, 0), rev_of(old)) then
       kept = redis.call('LLEN', hk)  -- the earlier layout: it is there already
     else
       kept = redis.call('LPUSH', hk, history_item(old))

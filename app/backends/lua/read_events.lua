@@ -3,15 +3,22 @@
 -- fields as stored (common.lua, Event fields; Python encodes the JSON)}.
 local after, count = tonumber(ARGV[4]), tonumber(ARGV[5])
 local current = tonumber(redis.call('GET', REV) or '0')
-local head = redis.call('XRANGE', PFX .. 'log', '-', '+', 'COUNT', 1)
-local first = 0
-if #head > 0 then first = tonumber(string.match(head[1][1], '^(%d+)')) end
+-- The first kept event: as 'logn' names it (the stream may still store a few compacted
+-- ones before it: compact_log), else the stream's head.
+local first = log_first()
+if not first then
+  local head = redis.call('XRANGE', PFX .. 'log', '-', '+', 'COUNT', 1)
+  first = 0
+  if #head > 0 then first = tonumber(string.match(head[1][1], '^(%d+)')) end
+end
 local out = {current, first}
 -- Nothing is after a revision beyond the current one; and the ID is built from the
 -- argument's digits, as tostring() of a number past 2^53 is not an integer (503 before).
 local rows = {}
 if after <= current then
-  rows = redis.call('XRANGE', PFX .. 'log', '(' .. ARGV[4] .. '-0', '+', 'COUNT', count)
+  local from = '(' .. ARGV[4] .. '-0'
+  if after < first - 1 then from = string.format('%d', first) .. '-0' end
+  rows = redis.call('XRANGE', PFX .. 'log', from, '+', 'COUNT', count)
 end
 for i = 1, #rows do
   out[#out + 1] = tonumber(string.match(rows[i][1], '^(%d+)'))
