@@ -175,7 +175,10 @@ class ServiceProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", str(self.workers), "--no-access-log",
-             "--timeout-graceful-shutdown", "5", "--http", HTTP_PROTOCOL, *self.args],
+             "--timeout-graceful-shutdown", "5", "--http", HTTP_PROTOCOL,
+             # Idle connections kept longer than test clients keep them (httpx: 5 s, as
+             # uvicorn's default), so no call races the server's closing of its connection.
+             "--timeout-keep-alive", "30", *self.args],
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
         )
         # Generous by default: a cold start takes seconds on a busy 2-core machine.

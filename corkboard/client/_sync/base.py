@@ -25,6 +25,10 @@ from corkboard.client._protocol import (
 from corkboard.client.errors import ConnectionFailed
 
 DEFAULT_TIMEOUT = 10.0
+#: httpx's defaults, but an idle connection is let go after 4 s: before the server's
+#: 5 s (uvicorn's keep-alive), so a call never goes out on a connection the server is
+#: closing at that moment (a reset, and for a POST no safe retry).
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=4.0)
 
 
 class Base:
@@ -50,7 +54,8 @@ class Base:
         self.timeout = timeout
         self.retries = retries
         self._http = httpx.Client(
-            base_url=self.url, headers=all_headers, timeout=timeout, transport=transport
+            base_url=self.url, headers=all_headers, timeout=timeout, transport=transport,
+            limits=LIMITS,
         )
         #: What fences are scoped to: this connection (shared by namespace views).
         self._scope: object = self._http
