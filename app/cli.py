@@ -88,11 +88,8 @@ def serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from app.serving import JoinedHttpToolsProtocol
-
     uvicorn.run(
         "app.main:app",
-        http=JoinedHttpToolsProtocol,
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
