@@ -6,8 +6,8 @@
 The server's side of a key write or read, which ``hotpath_instructions.py`` (the app's
 side) leaves out. One ``redis-server`` on a free loopback port runs under ``valgrind
 --tool=callgrind``; the Functions library of each ``--app-dir`` (its
-``app/backends/lua``, built as ``app/backends/redis/library.py`` builds it, each under a
-name of its own) is loaded into it, and each library's namespace gets 1,500 writes of
+``app/backends/lua``, built by this checkout's ``build_library``, each under a name of its
+own) is loaded into it, and each library's namespace gets 1,500 writes of
 the bench value to one key first, so its history (depth 10) and its event log (retention
 1,000 events) are at their bounds, as in a long-running deployment. Then, per library and
 script, the counters are zeroed (``callgrind_control -z``), ``--count`` calls are sent
@@ -30,8 +30,11 @@ from pathlib import Path
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _procs import LOOPBACK, free_port
+
+from app.backends.redis.library import build_library
 
 VALUE = '{"status":"running","step":42,"agent":"a1"}'
 BOUNDS = "1000:67108864:1000000:1073741824:0"  # events kept, event bytes, keys, bytes, cluster
@@ -41,25 +44,6 @@ CALLS = {
     "kv_put": ["bench", VALUE, "0", "", "", "", "", "", ""],
     "kv_read": ["bench"],
 }
-
-
-def library_source(lua: Path, name: str) -> str:
-    """The library of the scripts in ``lua``, named ``name`` (library.py's layout)."""
-    prelude = (lua / "common.lua").read_text()
-    prelude += "".join("\n" + (lua / p).read_text() for p in sorted(
-        p.name for p in lua.iterdir() if p.name.startswith("lib_") and p.name.endswith(".lua")))
-    bodies = {p.name[:-4]: p.read_text() for p in lua.iterdir()
-              if p.name.endswith(".lua") and p.name != "common.lua"
-              and not p.name.startswith("lib_")}
-    parts = [f"#!lua name={name}\n", prelude]
-    for script in sorted(bodies):
-        parts.append(
-            f"\ndo\nlocal function body()\n{bodies[script]}\nend\n"
-            f"redis.register_function('{name}_{script}', function(keys, args)\n"
-            "  local refused = begin(keys, args)\n  if refused then return refused end\n"
-            "  return finish(body())\nend)\nend\n"
-        )
-    return "".join(parts)
 
 
 def main() -> None:
@@ -92,7 +76,10 @@ def main() -> None:
             names = []
             for i, app_dir in enumerate(dirs):
                 name = f"lib{i}"
-                client.function_load(library_source(app_dir / "app/backends/lua", name))
+                # This checkout's builder on each checkout's scripts (the same layout since
+                # the scripts became a library).
+                library = build_library(app_dir / "app/backends/lua", name)
+                client.function_load(library.source)
                 names.append(name)
                 send(client, name, "kv_put", 1500)
             dumps = 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 from redis.exceptions import ResponseError
 
@@ -36,21 +37,27 @@ class Library:
 
 
 def load_library() -> Library:
-    folder = resources.files("app.backends") / "lua"
+    return build_library(resources.files("app.backends") / "lua")
+
+
+def build_library(folder: Traversable, name: str | None = None) -> Library:
+    """The library of the scripts in ``folder`` (common.lua, lib_*.lua, and a body per
+    other file), named ``name`` or ``cb_<hash of the source>``."""
     prelude = (folder / "common.lua").read_text()
     libraries = sorted(
         p.name for p in folder.iterdir() if p.name.startswith("lib_") and p.name.endswith(".lua")
     )
-    prelude += "".join("\n" + (folder / name).read_text() for name in libraries)
+    prelude += "".join("\n" + (folder / lib).read_text() for lib in libraries)
     bodies = {
         p.name[:-4]: p.read_text()
         for p in folder.iterdir()
         if p.name.endswith(".lua") and p.name != "common.lua" and not p.name.startswith("lib_")
     }
-    digest = hashlib.sha1(prelude.encode())
-    for script in sorted(bodies):
-        digest.update(b"\0" + script.encode() + b"\0" + bodies[script].encode())
-    name = f"cb_{digest.hexdigest()[:16]}"
+    if name is None:
+        digest = hashlib.sha1(prelude.encode())
+        for script in sorted(bodies):
+            digest.update(b"\0" + script.encode() + b"\0" + bodies[script].encode())
+        name = f"cb_{digest.hexdigest()[:16]}"
     functions = {script: f"{name}_{script}" for script in bodies}
     parts = [f"#!lua name={name}\n", prelude]
     for script in sorted(bodies):
