@@ -42,6 +42,14 @@ _QUOTAS = {
 }
 
 
+def import_passes_lock_quota(held: int, session_held: int, imported: int, most: int) -> bool:
+    """Whether a session import holding ``imported`` live locks, over a session that
+    holds ``session_held`` in a namespace that holds ``held``, would take the namespace
+    past its lock quota ``most``. An import that holds no more than the session does now
+    always fits (lock_quota in session_import.lua is the same rule)."""
+    return imported > session_held and held - session_held + imported > most
+
+
 def quota_exceeded(ns: str, what: str, limit: int) -> QuotaExceeded:
     """The 507 for a write that would take ``ns`` past a quota; nothing was written."""
     setting, unit = _QUOTAS[what]

@@ -24,7 +24,7 @@ from app.backends.memory.lockslots import LockSlots, Waiter
 from app.backends.memory.store import LockState, MemoryStore
 from app.backends.paging import page_sorted
 from app.backends.parts.locks import LockEngine
-from app.domain.bounds import quota_exceeded
+from app.domain.bounds import import_passes_lock_quota, quota_exceeded
 from app.domain.locks import (
     LockInfo,
     LockOutcome,
@@ -262,8 +262,7 @@ class MemoryLocks(LockSlots, LockEngine):
         """For a session import of ``imported`` live locks: 507 if that is more than the
         session holds now and would take the namespace past its lock quota."""
         locks, most = self.store.view(ns).locks, self.store.bounds.max_locks
-        held = len(locks.names(sid))
-        if imported > held and len(locks) - held + imported > most:
+        if import_passes_lock_quota(len(locks), len(locks.names(sid)), imported, most):
             raise quota_exceeded(ns, "locks", most)
 
     def _expire_l(self, ns: str, member: str, deadline: int, now: int) -> bool:

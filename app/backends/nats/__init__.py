@@ -114,8 +114,7 @@ class NatsBackend(ComposedBackend):
             self.store, max_keys=max_keys, max_bytes=max_bytes, key_history=key_history
         )
         self.keys = NatsKeys(self.store, self.quotas)
-        self.sessions = NatsSessions(self.store, self.quotas)
-        self.sessions.max_locks = max_locks
+        self.sessions = NatsSessions(self.store, self.quotas, max_locks=max_locks)
         self.lock_engine = NatsLocks(self.store, self.sessions, max_waiters=lock_max_waiters,
                                      max_locks=max_locks)
         self.locks = self.lock_engine

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from app.backends.nats.lockwait import held_locks
+from app.backends.nats.lockwait import CountFirst, held_locks
 from app.backends.nats.names import SESSION_PREFIX, session_subject
-from app.backends.nats.sessionrecords import SessionRecords
+from app.backends.nats.quotas import NatsQuotas
+from app.backends.nats.sessionrecords import SessionRecords, SessionStep
 from app.backends.nats.sessionstate import (
     SessionData,
     SessionRecord,
@@ -28,9 +29,10 @@ from app.backends.nats.sessionstate import (
     updated_event,
     view,
 )
+from app.backends.nats.store import NatsStore
 from app.backends.paging import page_sorted
 from app.backends.parts.sessions import SessionStore
-from app.domain.bounds import quota_exceeded
+from app.domain.bounds import import_passes_lock_quota, quota_exceeded
 from app.domain.conditions import NO_CONDITION, Condition
 from app.domain.conditions import variable as variable_subject
 from app.domain.events import Fields, event_fields
@@ -60,8 +62,10 @@ class NatsSessions(SessionRecords, SessionStore):
     """The session store on a ``NatsStore``; the lock engine runs its session-scoped
     calls through ``run_lock`` (the lock lives in its session's record)."""
 
-    #: The namespace's lock quota (CORKBOARD_NAMESPACE_MAX_LOCKS), for imports.
-    max_locks: int = 100_000
+    def __init__(self, store: NatsStore, quotas: NatsQuotas, *, max_locks: int = 100_000) -> None:
+        super().__init__(store, quotas)
+        #: The namespace's lock quota (CORKBOARD_NAMESPACE_MAX_LOCKS), for imports.
+        self.max_locks = max_locks
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -312,16 +316,32 @@ class NatsSessions(SessionRecords, SessionStore):
     async def session_import(
         self, ns: str, sid: str, snapshot: SessionSnapshot, *, fence: Fence | None = None
     ) -> ImportResult:
-        # The lock quota: counted before the compare-and-swap, so not atomic (lockwait.py).
-        held = await held_locks(self.store, ns)
+        # The lock quota: the namespace's held locks are counted (every lock and session
+        # record, lockwait.py) only when the import would hold more than the session
+        # does, and before the compare-and-swap, so not atomically.
+        try:
+            (created, tokens), revision = await self._run(
+                ns, sid, self._import_step(ns, snapshot, None), fence)
+        except CountFirst:
+            held = await held_locks(self.store, ns)
+            (created, tokens), revision = await self._run(
+                ns, sid, self._import_step(ns, snapshot, held), fence)
+        assert revision is not None
+        return ImportResult(revision, created, tokens)
 
+    def _import_step(
+        self, ns: str, snapshot: SessionSnapshot, held: int | None
+    ) -> SessionStep[tuple[bool, dict[str, int]]]:
         def step(record: SessionRecord, now: int) -> tuple[Fields, tuple[bool, dict[str, int]]]:
             created = record.session is None
             mine = sum(1 for lk in record.locks.values() if lk.owner is not None)
             imported = sum(1 for lock in snapshot.locks.values()
                            if lock.expires_at is None or lock.expires_at > now)
-            if imported > mine and held - mine + imported > self.max_locks:
-                raise quota_exceeded(ns, "locks", self.max_locks)
+            if imported > mine:
+                if held is None:
+                    raise CountFirst
+                if import_passes_lock_quota(held, mine, imported, self.max_locks):
+                    raise quota_exceeded(ns, "locks", self.max_locks)
             prior = {name: lk for name, lk in record.locks.items()
                      if name in snapshot.locks and lk.live(now)}
             remove(record, now, keep_waited=False)
@@ -354,10 +374,8 @@ class NatsSessions(SessionRecords, SessionStore):
             for name, entries in snapshot.pending_locks.items():
                 record.locks[name] = replace(record.lock(name),
                                              pending=[e.decode() for e in entries])
-            event = event_fields("session.imported", sid, now, session=sid,
+            event = event_fields("session.imported", record.sid, now, session=record.sid,
                                  extra={"created": created}, with_values=False)
             return event, (created, tokens)
 
-        (created, tokens), revision = await self._run(ns, sid, step, fence)
-        assert revision is not None
-        return ImportResult(revision, created, tokens)
+        return step
