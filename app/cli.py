@@ -88,8 +88,11 @@ def serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from app.serving import JoinedHttpToolsProtocol
+
     uvicorn.run(
         "app.main:app",
+        http=JoinedHttpToolsProtocol,
         host=settings.host,
         port=settings.port,
         workers=settings.workers,

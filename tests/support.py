@@ -144,6 +144,10 @@ async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         await app.stop()
 
 
+#: The HTTP protocol ``corkboard serve`` runs (app/cli.py): real-process tests use it too.
+HTTP_PROTOCOL = "app.serving:JoinedHttpToolsProtocol"
+
+
 class ServiceProcess:
     """``python -m uvicorn app.main:app`` on a free port, configured by environment."""
 
@@ -171,7 +175,7 @@ class ServiceProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", str(self.workers), "--no-access-log",
-             "--timeout-graceful-shutdown", "5",
+             "--timeout-graceful-shutdown", "5", "--http", HTTP_PROTOCOL,
              # Idle connections kept longer than test clients keep them (httpx: 5 s, as
              # uvicorn's default), so no call races the server's closing of its connection.
              "--timeout-keep-alive", "30", *self.args],

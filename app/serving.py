@@ -1,0 +1,109 @@
+"""The HTTP protocol ``corkboard serve`` runs: uvicorn's httptools protocol, with a
+response's head and body leaving in one system call instead of two.
+
+uvicorn writes a response's status line and headers when the app sends
+``http.response.start`` and its body on ``http.response.body``: two ``send`` calls on
+the socket, two TCP segments, and on loopback the receiver's TCP work done twice inside
+the sender's system calls. That second call costs about 3.7 us of CPU per response on this
+project's 2-core machine (bench/README.md, "One system call per response").
+
+``HeadWithBody`` (the request cycle ``JoinedHttpToolsProtocol`` gives each request)
+holds a response's start message when the response declares a non-empty
+``Content-Length`` body (and is not a HEAD, 204 or 304 answer), and writes it with the
+first body message, both in one ``writelines`` (uvloop sends a list in one ``writev``,
+without copying it). Nothing else changes: a streamed response without a length (the SSE feeds) is written as
+uvicorn writes it, each message at once; the head of a held response waits only until the
+app sends its first body message, which the app's responses do at once. uvicorn's own
+checks run on both messages as before. An app that fails between the two messages had
+not written its head yet, so its client gets uvicorn's 500 answer instead of a cut-off
+response.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+
+class _Parts:
+    """The transport as the cycle sees it while it writes a held head and its body: the
+    writes are kept and leave together in one ``writelines`` (``flush``); a close sends
+    them first, as the transport's own close would."""
+
+    __slots__ = ("parts", "transport")
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def flush(self) -> None:
+        if self.parts:
+            self.transport.writelines(self.parts)
+            self.parts = []
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return bool(self.transport.is_closing())
+
+
+def _holds(message: Any, method: str) -> bool:
+    """Whether a start message's head may wait for its body: a declared non-empty
+    Content-Length on an answer that has a body."""
+    if method == "HEAD" or message["status"] in (204, 304):
+        return False
+    for name, value in message.get("headers", ()):
+        if len(name) == 14 and name.lower() == b"content-length":
+            return bool(value != b"0")
+    return False
+
+
+class HeadWithBody(RequestResponseCycle):
+    """uvicorn's request cycle, writing a held head with its first body message."""
+
+    held: Any = None
+
+    async def send(self, message: Any) -> None:
+        held = self.held
+        if held is None:
+            if (
+                message["type"] == "http.response.start"
+                and not self.response_started
+                and _holds(message, self.scope["method"])
+            ):
+                self.held = message
+                return
+            await super().send(message)
+            return
+        self.held = None
+        if message["type"] != "http.response.body":
+            # The app never wrote the held head: uvicorn answers this message alone
+            # (a 500 after a failure, or its error for an out-of-order message).
+            await super().send(message)
+            return
+        transport = self.transport
+        parts = _Parts(transport)
+        self.transport = parts  # type: ignore[assignment]
+        try:
+            await super().send(held)
+            await super().send(message)
+            parts.flush()
+        finally:
+            self.transport = transport
+
+
+class JoinedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, each request's cycle a ``HeadWithBody``."""
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and type(cycle) is RequestResponseCycle:
+            # The cycle's task is scheduled, not started: it runs with this class's send.
+            cycle.__class__ = HeadWithBody

@@ -1,0 +1,224 @@
+"""The HTTP protocol ``corkboard serve`` runs (app/serving.py): a response that declares
+its length leaves with its body in one write; everything else is written as uvicorn
+writes it, and what a client sees through a real server is unchanged (pipelined calls,
+HEAD, 304, streams, large bodies, an app failing between head and body)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from app.serving import JoinedHttpToolsProtocol
+from tests.support import ServiceProcess, running
+
+
+class Recorded:
+    """A transport that records each write call (``writelines`` as one)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bytes]] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.calls.append(("write", bytes(data)))
+
+    def writelines(self, parts: list[bytes]) -> None:
+        self.calls.append(("writelines", b"".join(parts)))
+
+    def close(self) -> None:
+        self.closing = True
+        self.calls.append(("close", b""))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 1), "sockname": ("127.0.0.1", 2)}.get(name, default)
+
+
+def app_sending(*messages: dict[str, Any], fail: bool = False) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        for message in messages:
+            await send(message)
+            await asyncio.sleep(0)  # each message in its own turn
+        if fail:
+            raise RuntimeError("failed between head and body")
+
+    return app
+
+
+async def serve_one(app: Any, request: bytes) -> list[tuple[str, bytes]]:
+    """One request through the protocol on a recording transport: its write calls."""
+    config = Config(app=app, lifespan="off", access_log=False, log_level="critical")
+    config.load()
+    protocol = JoinedHttpToolsProtocol(config, ServerState(), app_state={})
+    transport = Recorded()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol.data_received(request)
+    for _ in range(50):
+        await asyncio.sleep(0)
+    return transport.calls
+
+
+GET = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"
+START = {"type": "http.response.start", "status": 200,
+         "headers": [(b"content-type", b"text/plain"), (b"content-length", b"5")]}
+BODY = {"type": "http.response.body", "body": b"hello"}
+
+
+async def test_a_head_with_a_length_leaves_with_its_body_in_one_write() -> None:
+    calls = await serve_one(app_sending(START, BODY), GET)
+    assert len(calls) == 1
+    kind, data = calls[0]
+    assert kind == "writelines"
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b"\r\n\r\nhello")
+    assert b"content-length: 5\r\n" in data
+
+
+async def test_a_body_in_parts_sends_its_first_part_with_the_head_then_the_rest() -> None:
+    calls = await serve_one(app_sending(
+        START, {"type": "http.response.body", "body": b"he", "more_body": True},
+        {"type": "http.response.body", "body": b"llo"},
+    ), GET)
+    assert [kind for kind, _ in calls] == ["writelines", "write"]
+    assert calls[0][1].endswith(b"\r\n\r\nhe") and calls[1][1] == b"llo"
+
+
+async def test_a_stream_without_a_length_is_written_at_once_message_by_message() -> None:
+    stream_start = {"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]}
+    calls = await serve_one(app_sending(
+        stream_start, {"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True},
+    ), GET)
+    # The head went out alone, before any body: a watcher sees it at once.
+    assert calls[0][0] == "write" and calls[0][1].endswith(b"transfer-encoding: chunked\r\n\r\n")
+    assert calls[1] == ("write", b"9\r\ndata: 1\n\n\r\n")
+
+
+@pytest.mark.parametrize("case", ["head", "304", "zero-length"])
+async def test_an_answer_without_a_body_is_not_held(case: str) -> None:
+    request, start = GET, dict(START)
+    if case == "head":
+        request = b"HEAD / HTTP/1.1\r\nhost: x\r\n\r\n"
+    elif case == "304":
+        start = {"type": "http.response.start", "status": 304, "headers": [(b"etag", b'"1"')]}
+    else:
+        start = {"type": "http.response.start", "status": 200,
+                 "headers": [(b"content-length", b"0")]}
+    body = {"type": "http.response.body", "body": b""}
+    # The head is written when its start message is sent, before the body message.
+    calls = await serve_one(app_sending(start, body), request)
+    assert calls[0][0] == "write" and calls[0][1].startswith(b"HTTP/1.1 ")
+
+
+async def test_an_app_failing_after_its_start_gets_uvicorns_500_not_a_cut_response() -> None:
+    calls = await serve_one(app_sending(START, fail=True), GET)
+    written = b"".join(data for _, data in calls)
+    assert written.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert b"HTTP/1.1 200" not in written
+
+
+async def test_a_connection_close_is_sent_after_the_joined_write() -> None:
+    calls = await serve_one(
+        app_sending(START, BODY), b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    assert [kind for kind, _ in calls] == ["writelines", "close"]
+    assert b"connection: close\r\n" in calls[0][1]
+
+
+# Through a real server ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServiceProcess]:
+    with running(ServiceProcess({"CORKBOARD_BACKEND": "memory://"})) as (s,):
+        yield s
+
+
+def exchange(
+    port: int, raw: bytes, responses: int, *, bodiless: bool = False
+) -> list[tuple[bytes, bytes]]:
+    """Sends ``raw`` (one or more requests) on one connection and reads ``responses``
+    answers: (head, body) each, by Content-Length (none: ``bodiless``, HEAD's)."""
+    out: list[tuple[bytes, bytes]] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(raw)
+        buf = b""
+        while len(out) < responses:
+            while b"\r\n\r\n" not in buf:
+                chunk = sock.recv(65536)
+                assert chunk, (buf, out)
+                buf += chunk
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+            if head.startswith(b"HTTP/1.1 304") or bodiless:
+                length = 0
+            while len(buf) < length:
+                chunk = sock.recv(65536)
+                assert chunk
+                buf += chunk
+            out.append((head, buf[:length]))
+            buf = buf[length:]
+    return out
+
+
+def test_pipelined_calls_head_and_304_answer_as_before(server: ServiceProcess) -> None:
+    port = server.port
+    assert httpx.put(f"{server.url}/v1/kv/pipe", json={"n": 1}).status_code == 201
+    raw = (
+        b"GET /v1/kv/pipe HTTP/1.1\r\nhost: x\r\n\r\n"
+        b"GET /v1/kv/pipe HTTP/1.1\r\nhost: x\r\nif-none-match: \"1\"\r\n\r\n"
+        b"GET /v1/kv/missing HTTP/1.1\r\nhost: x\r\n\r\n"
+        b"PUT /v1/kv/pipe HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: 7\r\n\r\n{\"n\":2}"
+    )
+    answers = exchange(port, raw, 4)
+    statuses = [head.split(b" ", 2)[1] for head, _ in answers]
+    assert statuses == [b"200", b"304", b"404", b"200"]
+    assert b'"value":{"n":1}' in answers[0][1]
+    assert answers[1][1] == b""
+    assert b'"code":"not_found"' in answers[2][1]
+    assert b'"value":{"n":2}' in answers[3][1]
+    raw = b"HEAD /v1/kv/pipe HTTP/1.1\r\nhost: x\r\n\r\n" * 2
+    for head, body in exchange(port, raw, 2, bodiless=True):
+        assert head.startswith(b"HTTP/1.1 200") and b"content-length: 1" in head
+        assert body == b""
+
+
+def test_a_large_body_arrives_whole(server: ServiceProcess) -> None:
+    value = "v" * (600 * 1024)
+    assert httpx.put(f"{server.url}/v1/kv/big", json=value).status_code == 201
+    r = httpx.get(f"{server.url}/v1/kv/big")
+    assert r.status_code == 200 and r.json()["value"] == value
+
+
+async def test_a_stream_sends_its_head_and_each_event_at_once(server: ServiceProcess) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+        async with c.stream("GET", "/v1/watch", params={"pattern": "live*"}) as r:
+            assert r.status_code == 200
+            lines = r.aiter_lines()
+            began = time.monotonic()
+            await c.put("/v1/kv/live1", json=1)
+            async for line in lines:
+                if line.startswith("data:") and '"live1"' in line:
+                    break
+            # Written when sent, not held for a next write (the heartbeat is 15 s away).
+            assert time.monotonic() - began < 5
