@@ -11,12 +11,12 @@ project's 2-core machine (bench/README.md, "One system call per response").
 holds a response's start message when the response declares a non-empty
 ``Content-Length`` body (and is not a HEAD, 204 or 304 answer), and writes it with the
 first body message, both in one ``writelines`` (uvloop sends a list in one ``writev``,
-without copying it). Nothing else changes: a streamed response without a length (the SSE feeds) is written as
-uvicorn writes it, each message at once; the head of a held response waits only until the
-app sends its first body message, which the app's responses do at once. uvicorn's own
-checks run on both messages as before. An app that fails between the two messages had
-not written its head yet, so its client gets uvicorn's 500 answer instead of a cut-off
-response.
+without copying it). Nothing else changes: a streamed response without a length (the
+SSE feeds) is written as uvicorn writes it, each message at once; the head of a held
+response waits only until the app sends its first body message, which the app's
+responses do at once. uvicorn's own checks run on both messages as before. An app that
+fails between the two messages had not written its head yet, so its client gets
+uvicorn's 500 answer instead of a cut-off response.
 """
 
 from __future__ import annotations
