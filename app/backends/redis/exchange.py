@@ -1,6 +1,6 @@
-"""One exchange with a Redis server on one connection (``lone_call``: a packed command;
-``bounded_pipeline``: many commands, one write), and the connections ``Kept`` between
-exchanges.
+"""One exchange with a Redis server on one connection (``packed_exchange``: commands
+already in RESP, one write; ``lone_call``: one of them; ``bounded_pipeline``: redis-py's
+queued commands, one write), and the connections ``Kept`` between exchanges.
 
 A pool checkout costs more than it looks: redis-py's ``BlockingConnectionPool`` takes a
 condition and a timeout, probes the socket for unread data and records observability
@@ -104,41 +104,84 @@ class _Unbounded:
         )
 
 
-#: The parse_response arguments of a packed command (a script's FCALL).
-PACKED: tuple[tuple[str], dict[str, Any]] = (("FCALL",), {})
-
-
 async def lone_call(client: Redis, packed: bytes, kept: Kept) -> Any:
     """One packed command on one of ``client``'s connections: its reply (an error reply
-    raised). What ``Redis.execute_command`` does for a command (the connection's own
-    socket timeout on each read; a connection that failed is closed), less its per-call
-    packing, its retry wrapper (the clients retry nothing: ``CLIENT_OPTIONS``) and its
-    OpenTelemetry hooks."""
+    raised), within the connection's socket timeout (``packed_exchange``)."""
+    [answer] = await packed_exchange(client, [packed], kept)
+    if isinstance(answer, BaseException):
+        raise answer
+    return answer
+
+
+async def packed_exchange(client: Redis, packed: Sequence[bytes], kept: Kept) -> list[Any]:
+    """Commands already in RESP (scripts' FCALLs, ``runner.ScriptPacker``) sent in one
+    write on one of ``client``'s connections, each answered by its own reply (an error
+    reply is that command's answer only), as ``bounded_pipeline`` answers them.
+
+    What ``Redis.execute_command`` and a pipeline do per call, less what this exchange
+    does not need: the command is packed already; the write is not wrapped in a task of
+    its own (redis-py's ``asyncio.wait_for`` around each send); and the replies are read
+    from the connection's parser directly, not through four layers per reply that each
+    set up a timeout, an error mapping and a host name for messages. The connection's own
+    checks stay: a fresh checkout is connected and pinged when it idled past its health
+    check interval, whose clock restarts after the exchange, as after any reply. One
+    command has the connection's socket timeout; several have ``PIPELINE_TIMEOUTS`` of
+    them in all (see ``bounded_pipeline``); a failure, a timeout or a cancellation closes
+    the connection, whose later replies are unread.
+    """
     pool = client.connection_pool
     connection: Any = await kept.take(pool)
+    answers: list[Any] = []
     clean = False
     try:
-        await connection.send_packed_command(packed)
-        reply = await connection.read_response()
-        clean = True
-        return reply
-    except ResponseError:
-        clean = True
-        raise  # a reply: the connection is fine
-    except BaseException:
-        await connection.disconnect()
-        raise
+        per_call = connection.socket_timeout or 5.0
+        limit = per_call if len(packed) == 1 else per_call * PIPELINE_TIMEOUTS
+        try:
+            async with asyncio.timeout(limit):
+                if not connection.is_connected:
+                    await connection.connect()
+                await connection.check_health()
+                writer = connection._writer
+                writer.writelines(packed)
+                await writer.drain()
+                parser = connection._parser
+                for _ in range(len(packed)):
+                    # (error replies come back as ResponseError values; a broken
+                    # connection raises)
+                    answers.append(await parser.read_response())
+            interval = connection.health_check_interval
+            if interval:
+                connection.next_health_check = asyncio.get_running_loop().time() + interval
+            clean = True
+        except (TimeoutError, RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            await connection.disconnect()
+            answers += [_failure(exc, limit)] * (len(packed) - len(answers))
+        except BaseException:
+            await connection.disconnect()
+            raise
     finally:
         await kept.settle(pool, connection, clean)
+    return answers
+
+
+def _failure(exc: BaseException, limit: float) -> Exception:
+    """What the unanswered commands of a failed exchange answer."""
+    if isinstance(exc, TimeoutError):
+        return RedisTimeoutError(
+            f"no reply within {limit:g} s (a script of its batch was slow, or Redis "
+            "stopped answering)"
+        )
+    if isinstance(exc, OSError):
+        return RedisConnectionError(f"Error while talking to Redis: {exc}")
+    assert isinstance(exc, Exception)
+    return exc
 
 
 async def bounded_pipeline(
-    client: Redis, stack: Sequence[tuple[Any, Any]], kept: Kept,
-    packed: Sequence[bytes] | None = None,
+    client: Redis, stack: Sequence[tuple[Any, Any]], kept: Kept
 ) -> list[Any]:
     """Send a pipeline's queued ``stack`` in one write and answer each command with its
-    own reply (an error reply is that command's answer only). ``packed``: the commands
-    already in RESP (``stack`` then holds only what parsing their replies needs).
+    own reply (an error reply is that command's answer only).
 
     Redis flushes a pipeline's replies once it has run the commands it read together,
     so a slow script holds back the replies beside it although Redis runs them all.
@@ -158,8 +201,7 @@ async def bounded_pipeline(
         reader: Any = _Unbounded(connection)
         try:
             await connection.send_packed_command(
-                b"".join(packed) if packed is not None
-                else connection.pack_commands([args for args, _ in stack])
+                connection.pack_commands([args for args, _ in stack])
             )
             async with asyncio.timeout(per_call * PIPELINE_TIMEOUTS):
                 for args, options in stack:

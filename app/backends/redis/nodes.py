@@ -32,7 +32,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.backends.redis.exchange import PACKED, Kept, bounded_pipeline, lone_call
+from app.backends.redis.exchange import Kept, bounded_pipeline, packed_exchange
 from app.backends.redis.library import function_missing
 
 #: Rounds of re-sending the commands that a server refused before running them.
@@ -256,9 +256,11 @@ class RedisNodes:
                 c.packed is not None for c in commands
             ):
                 packed = [c.packed for c in commands if c.packed is not None]
-                if len(packed) == 1:
-                    return [await lone_call(client, packed[0], self.kept)]
-                return await bounded_pipeline(client, [PACKED] * len(packed), self.kept, packed)
+                done = await packed_exchange(client, packed, self.kept)
+                if any(isinstance(a, RedisConnectionError) for a in done):
+                    with suppress(Exception):  # its idle siblings are broken too
+                        await self.connection_lost(node)
+                return done
             if len(commands) == 1 and not wait and not asking:
                 return [await commands[0].queue(client)]
             pipe = client.pipeline(transaction=False)

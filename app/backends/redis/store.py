@@ -125,12 +125,14 @@ class RedisStore:
             write=write, library=self.library.source,
             packed=self.packer.fcall(function, script, ns, argv[0], args),
         )
-        async with self.mapped_errors():
+        try:  # (mapped_errors, inline: this is every script call's path)
             if script in HEAVY_SCRIPTS:
                 # Alone, never in a pipeline: a slow one holds up no light call.
                 reply = await self.nodes.call(command)
             else:
                 reply = await self.batcher.submit(command)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise backend_unavailable("Redis", exc, self.url) from exc
         if isinstance(reply, list) and reply and reply[0] == b"__reschedule":
             # Rule 1 of sweeper.py: tell the index after the script, in its own call.
             async with self.mapped_errors():
