@@ -185,6 +185,37 @@ async def test_a_user_without_scripting_is_refused_at_start_naming_the_refusal(
         await admin.execute_command("ACL", "DELUSER", "noscript")
 
 
+async def test_the_stream_is_trimmed_every_sixteen_drops_and_at_once_for_large_events(
+    redis_url: str, admin: aioredis.Redis,
+) -> None:
+    """The stream keeps at most 15 dropped events (each under 4 KiB) past the cut, plus
+    what a node holds: with nodes of 2 entries, never more than retention + 15 + 2
+    events stored, and it does get trimmed; dropped events of 4 KiB or more are trimmed
+    at once (never more than retention + 2 stored)."""
+    ns, log = "cadence", "cb:{cadence}:log"
+    before = (await admin.config_get("stream-node-max-entries"))["stream-node-max-entries"]
+    await admin.config_set("stream-node-max-entries", 2)
+    try:
+        async with started(redis_url, event_retention=10) as backend:
+            stored = []
+            for i in range(100):
+                await backend.kv_put(ns, "k", b"%d" % i)
+                stored.append(await admin.xlen(log))
+            assert max(stored) <= 10 + 15 + 2, stored
+            assert min(stored[20:]) <= 10 + 2, stored  # trimmed, not only bounded
+            big = b'"' + b"x" * 4200 + b'"'
+            for _ in range(30):
+                await backend.kv_put(ns, "big", big)
+            for _ in range(12):
+                await backend.kv_put(ns, "big", big)
+                assert await admin.xlen(log) <= 10 + 2
+            batch = await backend.read_events(ns, 0)
+            assert len(batch.events) == 10
+            assert batch.events[0].revision == batch.compacted_revision + 1
+    finally:
+        await admin.config_set("stream-node-max-entries", before)
+
+
 async def test_the_log_is_trimmed_by_whole_nodes_and_reads_start_at_its_first_kept_event(
     redis_url: str, admin: aioredis.Redis,
 ) -> None:
@@ -203,7 +234,8 @@ async def test_the_log_is_trimmed_by_whole_nodes_and_reads_start_at_its_first_ke
             got = (await backend.read_events(ns, after)).events
             assert [e.revision for e in got] == list(range(want, 251)), after
         stored = await admin.xlen(log)
-        assert 10 <= stored <= 10 + 100, stored
+        # At most one node (100 events) and the drops since the last trim (< 16) past it.
+        assert 10 <= stored <= 10 + 100 + 15, stored
         assert (await admin.lindex(logn, 0)).startswith(b"241:")
         # The layout before: plain sizes. Exact trimming until they are popped.
         sizes = [item.split(b":")[1] for item in await admin.lrange(logn, 0, -1)]

@@ -30,7 +30,7 @@
 --   P..'lock:'..scope..'|'..name  hash  a lock holder: owner token acquired_at expires_at
 --   P..'logn'           list   '<revision>:<size in bytes>' of each kept event of the log,
 --                              oldest first (a plain size: an older layout); its head is
---                              the first kept event (compact_log)
+--                              the first kept event (trim_stream)
 --   P..'quota'          hash   eb: bytes of the log's events (an event's size: the sum
 --                              of the lengths of its field names and values, on both
 --                              backends; see append_event); b: the bytes
@@ -44,7 +44,7 @@
 -- `begin` at the start of every call, never kept from one call to the next.
 local KEYS, ARGV
 local REV, PFX, NS, RETENTION, RETENTION_BYTES, MAX_KEYS, MAX_BYTES, HISTORY, QUOTA
-local NOW
+local NOW, NOW_S  -- the call's time in ms; its digits once made (now_digits)
 -- The earliest deadline this call set that the global index may not know of: the
 -- call's reply is then wrapped as {'__reschedule', RESCHEDULE, reply} (see `finish`),
 -- and the caller updates 'cb:deadlines' in a separate call (a script may only touch its
@@ -69,6 +69,12 @@ end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The call's time as digits (made once per call, and only by a call that writes it).
+local function now_digits()
+  if not NOW_S then NOW_S = string.format('%d', NOW) end
+  return NOW_S
 end
 
 -- The call's state from its KEYS and ARGV (the calling convention above); an error
@@ -101,6 +107,7 @@ local function begin(keys, args)
       .. ' is moving between Redis Cluster masters')
   end
   NOW = now_ms()
+  NOW_S = nil
   return nil
 end
 
@@ -206,23 +213,36 @@ local function log_sizes(n)
   redis.call('HSET', QUOTA, 'eb', total)
 end
 
--- Drop the oldest events while the log holds more than RETENTION events or more than
--- RETENTION_BYTES bytes (the newest event always stays). n: events, eb: their bytes.
+-- Dropping the oldest events while the log holds more than RETENTION events or more
+-- than RETENTION_BYTES bytes (the newest event always stays).
 --
 -- 'logn' holds '<revision>:<size>' per event (a plain '<size>': written before the
 -- revision was kept beside it), so its head names the first kept event: the log's
 -- events up to the last dropped revision are compacted, whether or not the stream still
 -- stores them (read_events starts after them). The stream itself is trimmed by whole
--- nodes (XTRIM MINID ~): trimming exactly one event a write made Redis walk the node's
--- deleted entries every time (about a fifth of a write's server time at retention).
--- What stays stored past the cut is at most one node (stream-node-max-bytes, 4 KiB by
--- default, or 100 events; an event larger than that is a node of its own and goes at
--- once). A plain size popped means the older layout: exact trimming then, as before.
-local function compact_log(n, eb)
-  local drop, freed, cut, exact = 0, 0, nil, false
-  while n - drop > RETENTION or (eb - freed > RETENTION_BYTES and n - drop > 1) do
-    local item = redis.call('LPOP', PFX .. 'logn')
-    if not item then break end
+-- nodes (XTRIM MINID ~), once TRIM_EVERY events were dropped since its last trim or at
+-- once when the events dropped held TRIM_BYTES or more: trimming exactly one event a
+-- write made Redis walk the node's deleted entries every time (about a fifth of a
+-- write's server time at retention), and a trim per write was a command per write. So
+-- what stays stored past the cut is at most TRIM_EVERY - 1 events of less than
+-- TRIM_BYTES each, plus one node (stream-node-max-bytes, 4 KiB by default, or 100
+-- events). The counts since the last trim live in this library's Lua state (UNTRIMMED,
+-- by namespace prefix, at most UNTRIMMED_MAX of them): a namespace without one (a new
+-- server, a reloaded library, a master just promoted, a full table emptied) trims at its
+-- next drop, so a lost count only ever trims sooner. A plain size popped means the
+-- older layout: exact trimming then, as before.
+local TRIM_EVERY, TRIM_BYTES, UNTRIMMED_MAX = 16, 4096, 4096
+local UNTRIMMED, UNTRIMMED_N = {}, 0
+
+-- Pop up to `count` sizes off the head of 'logn': their bytes, the last revision popped
+-- ('' for none or the older layout), whether a plain size (older layout) was among them,
+-- and how many were popped.
+local function pop_sizes(count)
+  local items = redis.call('LPOP', PFX .. 'logn', count)
+  if not items then return 0, '', false, 0 end
+  local freed, cut, exact = 0, '', false
+  for i = 1, #items do
+    local item = items[i]
     local colon = string.find(item, ':', 1, true)
     if colon then
       cut = string.sub(item, 1, colon - 1)
@@ -231,14 +251,43 @@ local function compact_log(n, eb)
       exact = true
       freed = freed + tonumber(item)
     end
-    drop = drop + 1
+  end
+  return freed, cut, exact, #items
+end
+
+-- Trim the stream to the events kept: n of them after dropping `drop`, the last
+-- dropped of revision `cut`, `freed` bytes (see above).
+local function trim_stream(n, drop, cut, exact, freed)
+  if drop == 0 then return end
+  if exact then
+    redis.call('XTRIM', PFX .. 'log', 'MAXLEN', n - drop)
+    return
+  end
+  local count = UNTRIMMED[PFX]
+  if count == nil then
+    if UNTRIMMED_N >= UNTRIMMED_MAX then UNTRIMMED, UNTRIMMED_N = {}, 0 end
+    UNTRIMMED_N = UNTRIMMED_N + 1
+  elseif count + drop < TRIM_EVERY and freed < TRIM_BYTES then
+    UNTRIMMED[PFX] = count + drop
+    return
+  end
+  redis.call('XTRIM', PFX .. 'log', 'MINID', '~', cut .. '-1')
+  UNTRIMMED[PFX] = 0
+end
+
+-- Drop events while the log (n events, eb bytes, both counted already) is over its
+-- byte bound; the events over RETENTION were dropped before (append_event).
+local function compact_bytes(n, eb)
+  local drop, freed, cut, exact = 0, 0, '', false
+  while eb - freed > RETENTION_BYTES and n - drop > 1 do
+    local f, c, x, popped = pop_sizes(1)
+    if popped == 0 then break end
+    drop, freed = drop + 1, freed + f
+    if c ~= '' then cut = c end
+    exact = exact or x
   end
   if drop > 0 then
-    if exact then
-      redis.call('XTRIM', PFX .. 'log', 'MAXLEN', n - drop)
-    else
-      redis.call('XTRIM', PFX .. 'log', 'MINID', '~', cut .. '-1')
-    end
+    trim_stream(n, drop, cut, exact, freed)
     redis.call('HINCRBY', QUOTA, 'eb', -freed)
   end
 end
@@ -256,11 +305,13 @@ end
 -- Append the event of revision rev (taken by the caller) with the member pairs of
 -- `tail` (see Event fields). Its size, counted in 'logn' and quota 'eb' and bounded by
 -- RETENTION_BYTES, is the sum of the lengths of all its field names and values (the
--- memory backend counts the same: app/domain/events.py fields_size).
+-- memory backend counts the same: app/domain/events.py fields_size). At retention the
+-- events over RETENTION are popped before 'eb' is counted, so one HINCRBY counts both.
 local function append_event(rev, typ, key, session, tail)
   session = session or ''
-  local at = string.format('%d', NOW)
-  local args = {'XADD', PFX .. 'log', rev .. '-0', 't', typ, 'k', key, 's', session, 'a', at}
+  local at = now_digits()
+  local revs = string.format('%d', rev)
+  local args = {'XADD', PFX .. 'log', revs .. '-0', 't', typ, 'k', key, 's', session, 'a', at}
   local size = 4 + #typ + #key + #session + #at
   if tail then
     for i = 1, #tail do
@@ -270,8 +321,10 @@ local function append_event(rev, typ, key, session, tail)
     end
   end
   redis.call(unpack(args))
-  local n = redis.call('RPUSH', PFX .. 'logn', rev .. ':' .. size)
-  local eb = redis.call('HINCRBY', QUOTA, 'eb', size)
+  local n = redis.call('RPUSH', PFX .. 'logn', revs .. ':' .. string.format('%d', size))
+  local freed, cut, exact, drop = 0, '', false, 0
+  if n > RETENTION then freed, cut, exact, drop = pop_sizes(n - RETENTION) end
+  local eb = redis.call('HINCRBY', QUOTA, 'eb', string.format('%d', size - freed))
   if n == 1 and eb == size then
     -- The namespace's first event, or a log from before byte accounting (no sizes, no
     -- 'eb'): then its older events are counted now, this one with them.
@@ -281,9 +334,15 @@ local function append_event(rev, typ, key, session, tail)
       redis.call('HDEL', QUOTA, 'eb')
       log_sizes(len)
       n, eb = len, tonumber(redis.call('HGET', QUOTA, 'eb'))
+      if n > RETENTION then
+        freed, cut, exact, drop = pop_sizes(n - RETENTION)
+        eb = redis.call('HINCRBY', QUOTA, 'eb', -freed)
+      end
     end
   end
-  if n > RETENTION or (eb > RETENTION_BYTES and n > 1) then compact_log(n, eb) end
+  trim_stream(n, drop, cut, exact, freed)
+  n = n - drop
+  if eb > RETENTION_BYTES and n > 1 then compact_bytes(n, eb) end
 end
 
 -- Take the next revision and append one event. Returns the revision.
@@ -414,7 +473,7 @@ local function history_item(e)
   local raw = e.raw
   if raw then
     return raw[2] .. '|' .. raw[3] .. '|' .. raw[4] .. '|' .. raw[5] .. '|' .. raw[6] .. '|'
-      .. e.ea .. '|' .. e.v
+      .. string.format('%d', e.ea) .. '|' .. e.v
   end
   return e.r .. '|' .. e.cr .. '|' .. e.ver .. '|' .. e.ca .. '|' .. e.ma .. '|' .. e.ea
     .. '|' .. e.v
@@ -535,15 +594,22 @@ local function store_entry(key, old, value, ea, rev, lease)
     e = {v = value, r = rev, cr = rev, ver = 1, ca = NOW, ma = NOW, ea = ea, ls = lease}
     redis.call('ZADD', PFX .. 'keys', 0, key)
   end
+  -- The fields as digits: formatted as integers, or the stored strings reused (a Lua
+  -- number passed to redis.call is formatted as a float, several times dearer).
+  local revs, cr, ca, eas = string.format('%d', rev), nil, now_digits(), nil
+  if old and old.raw then cr, ca = old.raw[3], old.raw[5] else cr = string.format('%d', e.cr) end
+  if old and old.raw and ea == old.ea then eas = old.raw[7] else eas = string.format('%d', ea) end
+  local fields = {'HSET', kkey(key), 'v', e.v, 'r', revs, 'cr', cr,
+    'ver', string.format('%d', e.ver), 'ca', ca, 'ma', now_digits(), 'ea', eas}
   if lease ~= '' or (old and old.ls ~= '') then
-    redis.call('HSET', kkey(key), 'v', e.v, 'r', e.r, 'cr', e.cr, 'ver', e.ver,
-      'ca', e.ca, 'ma', e.ma, 'ea', e.ea, 'ls', lease)
+    fields[#fields + 1] = 'ls'
+    fields[#fields + 1] = lease
+    redis.call(unpack(fields))
     if lease ~= '' and not (old and old.ls == lease) then
       redis.call('SADD', PFX .. 'leasek:' .. lease, key)
     end
   else
-    redis.call('HSET', kkey(key), 'v', e.v, 'r', e.r, 'cr', e.cr, 'ver', e.ver,
-      'ca', e.ca, 'ma', e.ma, 'ea', e.ea)
+    redis.call(unpack(fields))
   end
   -- The replaced revision joins the older ones; a key with one revision has no list.
   local freed = 0

@@ -4,7 +4,7 @@
 local after, count = tonumber(ARGV[4]), tonumber(ARGV[5])
 local current = tonumber(redis.call('GET', REV) or '0')
 -- The first kept event: as 'logn' names it (the stream may still store a few compacted
--- ones before it: compact_log), else the stream's head.
+-- ones before it: trim_stream), else the stream's head.
 local first = log_first()
 if not first then
   local head = redis.call('XRANGE', PFX .. 'log', '-', '+', 'COUNT', 1)
