@@ -9,13 +9,21 @@ from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.backends.redis import exchange
-from app.backends.redis.exchange import Kept, bounded_pipeline, lone_call
+from app.backends.redis.exchange import Kept, bounded_pipeline, packed_exchange
 from tests.conftest import flush
 
 PING = b"*1\r\n$4\r\nPING\r\n"
+
+
+async def lone_call(client: Redis, packed: bytes, kept: Kept) -> object:
+    """One packed command's answer (an error reply is returned, not raised)."""
+    [answer] = await packed_exchange(client, [packed], kept)
+    return answer
 
 
 @pytest.fixture
@@ -52,8 +60,7 @@ async def test_a_fresh_connection_is_reused_without_a_checkout(client: Redis) ->
 
 async def test_an_error_reply_keeps_the_connection(client: Redis) -> None:
     kept = Kept()
-    with pytest.raises(ResponseError):
-        await lone_call(client, b"*1\r\n$7\r\nNOSUCHC\r\n", kept)
+    assert isinstance(await lone_call(client, b"*1\r\n$7\r\nNOSUCHC\r\n", kept), ResponseError)
     assert len(kept._idle[client.connection_pool]) == 1
     assert await lone_call(client, PING, kept) == b"PONG"
     await kept.close()
@@ -118,3 +125,38 @@ async def test_a_small_pool_keeps_at_most_a_quarter_of_itself(redis_url: str) ->
         finally:
             await kept.close()
             await client.aclose()
+
+
+async def test_a_timed_out_packed_exchange_answers_a_timeout_and_is_not_kept(
+    client: Redis,
+) -> None:
+    """A lone packed command gets the connection's socket timeout; past it, it answers a
+    Redis TimeoutError, the connection (whose reply is unread) is closed, not kept, and
+    the next call is served."""
+    kept, pool = Kept(), client.connection_pool
+    await lone_call(client, PING, kept)
+    slow = kept._idle[pool][-1][0]
+    slow.socket_timeout = 0.05
+    blpop = b"*3\r\n$5\r\nBLPOP\r\n$7\r\nnothing\r\n$1\r\n1\r\n"
+    answer = await lone_call(client, blpop, kept)
+    assert isinstance(answer, RedisTimeoutError) and "no reply within 0.05 s" in str(answer)
+    assert not slow.is_connected and not kept._idle.get(pool)
+    slow.socket_timeout = 2
+    assert await lone_call(client, PING, kept) == b"PONG"
+    await kept.close()
+
+
+async def test_a_connection_closed_mid_exchange_answers_the_rest_with_connection_errors(
+    client: Redis,
+) -> None:
+    """Replies read before the server closed the connection are their commands'
+    answers; the commands after it each answer a Redis ConnectionError, and the
+    connection is not kept."""
+    kept, pool = Kept(), client.connection_pool
+    quit_ = b"*1\r\n$4\r\nQUIT\r\n"
+    answers = await packed_exchange(client, [PING, quit_, PING, PING], kept)
+    assert answers[:2] == [b"PONG", b"OK"]
+    assert all(isinstance(a, RedisConnectionError) for a in answers[2:]), answers
+    assert not kept._idle.get(pool)
+    assert await lone_call(client, PING, kept) == b"PONG"
+    await kept.close()

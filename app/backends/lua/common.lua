@@ -596,11 +596,17 @@ local function store_entry(key, old, value, ea, rev, lease)
   end
   -- The fields as digits: formatted as integers, or the stored strings reused (a Lua
   -- number passed to redis.call is formatted as a float, several times dearer).
-  local revs, cr, ca, eas = string.format('%d', rev), nil, now_digits(), nil
-  if old and old.raw then cr, ca = old.raw[3], old.raw[5] else cr = string.format('%d', e.cr) end
-  if old and old.raw and ea == old.ea then eas = old.raw[7] else eas = string.format('%d', ea) end
-  local fields = {'HSET', kkey(key), 'v', e.v, 'r', revs, 'cr', cr,
-    'ver', string.format('%d', e.ver), 'ca', ca, 'ma', now_digits(), 'ea', eas}
+  local raw = old and old.raw
+  local cr, ca, eas
+  if raw then
+    cr, ca = raw[3], raw[5]
+    if ea == old.ea then eas = raw[7] end
+  else
+    cr, ca = string.format('%d', e.cr), string.format('%d', e.ca)
+  end
+  local fields = {'HSET', kkey(key), 'v', e.v, 'r', string.format('%d', rev), 'cr', cr,
+    'ver', string.format('%d', e.ver), 'ca', ca, 'ma', now_digits(),
+    'ea', eas or string.format('%d', ea)}
   if lease ~= '' or (old and old.ls ~= '') then
     fields[#fields + 1] = 'ls'
     fields[#fields + 1] = lease

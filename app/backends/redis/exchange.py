@@ -1,6 +1,6 @@
 """One exchange with a Redis server on one connection (``packed_exchange``: commands
-already in RESP, one write; ``lone_call``: one of them; ``bounded_pipeline``: redis-py's
-queued commands, one write), and the connections ``Kept`` between exchanges.
+already in RESP, one write; ``bounded_pipeline``: redis-py's queued commands, one
+write), and the connections ``Kept`` between exchanges.
 
 A pool checkout costs more than it looks: redis-py's ``BlockingConnectionPool`` takes a
 condition and a timeout, probes the socket for unread data and records observability
@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -104,15 +104,6 @@ class _Unbounded:
         )
 
 
-async def lone_call(client: Redis, packed: bytes, kept: Kept) -> Any:
-    """One packed command on one of ``client``'s connections: its reply (an error reply
-    raised), within the connection's socket timeout (``packed_exchange``)."""
-    [answer] = await packed_exchange(client, [packed], kept)
-    if isinstance(answer, BaseException):
-        raise answer
-    return answer
-
-
 async def packed_exchange(client: Redis, packed: Sequence[bytes], kept: Kept) -> list[Any]:
     """Commands already in RESP (scripts' FCALLs, ``runner.ScriptPacker``) sent in one
     write on one of ``client``'s connections, each answered by its own reply (an error
@@ -126,8 +117,66 @@ async def packed_exchange(client: Redis, packed: Sequence[bytes], kept: Kept) ->
     checks stay: a fresh checkout is connected and pinged when it idled past its health
     check interval, whose clock restarts after the exchange, as after any reply. One
     command has the connection's socket timeout; several have ``PIPELINE_TIMEOUTS`` of
-    them in all (see ``bounded_pipeline``); a failure, a timeout or a cancellation closes
-    the connection, whose later replies are unread.
+    them in all (see ``bounded_pipeline``).
+    """
+
+    async def talk(connection: Any, answers: list[Any]) -> None:
+        if not connection.is_connected:
+            await connection.connect()
+        await connection.check_health()
+        writer = connection._writer
+        writer.writelines(packed)
+        await writer.drain()
+        parser = connection._parser
+        for _ in range(len(packed)):
+            # (error replies come back as ResponseError values; a broken connection raises)
+            answers.append(await parser.read_response())
+        interval = connection.health_check_interval
+        if interval:
+            connection.next_health_check = asyncio.get_running_loop().time() + interval
+
+    return await _exchange(client, kept, len(packed), talk)
+
+
+async def bounded_pipeline(
+    client: Redis, stack: Sequence[tuple[Any, Any]], kept: Kept
+) -> list[Any]:
+    """Send a pipeline's queued ``stack`` in one write and answer each command with its
+    own reply (an error reply is that command's answer only), read through redis-py
+    (its response callbacks apply), within ``PIPELINE_TIMEOUTS`` call timeouts in all.
+    """
+
+    async def talk(connection: Any, answers: list[Any]) -> None:
+        await connection.send_packed_command(
+            connection.pack_commands([args for args, _ in stack])
+        )
+        reader: Any = _Unbounded(connection)
+        for args, options in stack:
+            try:
+                answers.append(await client.parse_response(reader, args[0], **options))
+            except ResponseError as exc:
+                answers.append(exc)
+
+    return await _exchange(client, kept, len(stack), talk)
+
+
+async def _exchange(
+    client: Redis, kept: Kept, count: int,
+    talk: Callable[[Any, list[Any]], Awaitable[None]],
+) -> list[Any]:
+    """One exchange of ``count`` commands on a connection of ``client`` (kept or checked
+    out): ``talk`` sends them and appends their replies to the answers.
+
+    Redis flushes a pipeline's replies once it has run the commands it read together,
+    so a slow script holds back the replies beside it although Redis runs them all.
+    Reading each reply under the call timeout made that script fail every call of the
+    batch (503, though applied); so a lone command gets the connection's socket timeout
+    and a batch ``PIPELINE_TIMEOUTS`` of them in all. Replies read in that time are their
+    commands' answers; the commands still unanswered then (a script slower than that, a
+    Redis that stopped answering, a broken connection) each answer a Redis
+    TimeoutError or ConnectionError, and the connection, whose later replies are unread,
+    is closed, as it is on a cancellation. Only a connection that read every reply it
+    asked for is kept.
     """
     pool = client.connection_pool
     connection: Any = await kept.take(pool)
@@ -135,27 +184,14 @@ async def packed_exchange(client: Redis, packed: Sequence[bytes], kept: Kept) ->
     clean = False
     try:
         per_call = connection.socket_timeout or 5.0
-        limit = per_call if len(packed) == 1 else per_call * PIPELINE_TIMEOUTS
+        limit = per_call if count == 1 else per_call * PIPELINE_TIMEOUTS
         try:
             async with asyncio.timeout(limit):
-                if not connection.is_connected:
-                    await connection.connect()
-                await connection.check_health()
-                writer = connection._writer
-                writer.writelines(packed)
-                await writer.drain()
-                parser = connection._parser
-                for _ in range(len(packed)):
-                    # (error replies come back as ResponseError values; a broken
-                    # connection raises)
-                    answers.append(await parser.read_response())
-            interval = connection.health_check_interval
-            if interval:
-                connection.next_health_check = asyncio.get_running_loop().time() + interval
+                await talk(connection, answers)
             clean = True
         except (TimeoutError, RedisConnectionError, RedisTimeoutError, OSError) as exc:
             await connection.disconnect()
-            answers += [_failure(exc, limit)] * (len(packed) - len(answers))
+            answers += [_failure(exc, limit)] * (count - len(answers))
         except BaseException:
             await connection.disconnect()
             raise
@@ -175,54 +211,3 @@ def _failure(exc: BaseException, limit: float) -> Exception:
         return RedisConnectionError(f"Error while talking to Redis: {exc}")
     assert isinstance(exc, Exception)
     return exc
-
-
-async def bounded_pipeline(
-    client: Redis, stack: Sequence[tuple[Any, Any]], kept: Kept
-) -> list[Any]:
-    """Send a pipeline's queued ``stack`` in one write and answer each command with its
-    own reply (an error reply is that command's answer only).
-
-    Redis flushes a pipeline's replies once it has run the commands it read together,
-    so a slow script holds back the replies beside it although Redis runs them all.
-    Reading each reply under the call timeout made that script fail every call of the
-    batch (503, though applied); here the batch as a whole gets ``PIPELINE_TIMEOUTS``
-    call timeouts. Replies read in that time are their commands' answers; the commands
-    still unanswered then (a script slower than that, or a Redis that stopped
-    answering) get a TimeoutError each, and the connection, whose later replies are
-    unread, is closed.
-    """
-    pool = client.connection_pool
-    connection: Any = await kept.take(pool)
-    answers: list[Any] = []
-    clean = False
-    try:
-        per_call = connection.socket_timeout or 5.0
-        reader: Any = _Unbounded(connection)
-        try:
-            await connection.send_packed_command(
-                connection.pack_commands([args for args, _ in stack])
-            )
-            async with asyncio.timeout(per_call * PIPELINE_TIMEOUTS):
-                for args, options in stack:
-                    try:
-                        answers.append(await client.parse_response(reader, args[0], **options))
-                    except ResponseError as exc:
-                        answers.append(exc)
-            clean = True
-        except (TimeoutError, RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            await connection.disconnect()
-            failure: Exception = (
-                RedisTimeoutError(
-                    f"no reply within {per_call * PIPELINE_TIMEOUTS:g} s for a pipelined "
-                    "call (another script of its batch was slow, or Redis stopped answering)"
-                )
-                if isinstance(exc, TimeoutError) else exc
-            )
-            answers += [failure] * (len(stack) - len(answers))
-        except BaseException:
-            await connection.disconnect()
-            raise
-    finally:
-        await kept.settle(pool, connection, clean)
-    return answers

@@ -252,28 +252,23 @@ class RedisNodes:
         client = self.client_for(node, blocking=blocking)
         wait = self.wait_replicas > 0 and any(c.write for c in commands)
         try:
-            if not wait and not asking and not blocking and all(
-                c.packed is not None for c in commands
-            ):
-                packed = [c.packed for c in commands if c.packed is not None]
-                done = await packed_exchange(client, packed, self.kept)
-                if any(isinstance(a, RedisConnectionError) for a in done):
-                    with suppress(Exception):  # its idle siblings are broken too
-                        await self.connection_lost(node)
-                return done
-            if len(commands) == 1 and not wait and not asking:
+            packed = [c.packed for c in commands if c.packed is not None]
+            if not wait and not asking and not blocking and len(packed) == len(commands):
+                answers: list[Any] = await packed_exchange(client, packed, self.kept)
+            elif len(commands) == 1 and not wait and not asking:
                 return [await commands[0].queue(client)]
-            pipe = client.pipeline(transaction=False)
-            for command in commands:
-                if asking:  # (ASKING allows only the one command after it)
-                    pipe.execute_command("ASKING")
-                command.queue(pipe)
-            if wait:
-                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-            if blocking:
-                answers: list[Any] = await pipe.execute(raise_on_error=False)
             else:
-                answers = await bounded_pipeline(client, pipe.command_stack, self.kept)
+                pipe = client.pipeline(transaction=False)
+                for command in commands:
+                    if asking:  # (ASKING allows only the one command after it)
+                        pipe.execute_command("ASKING")
+                    command.queue(pipe)
+                if wait:
+                    pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+                if blocking:
+                    answers = await pipe.execute(raise_on_error=False)
+                else:
+                    answers = await bounded_pipeline(client, pipe.command_stack, self.kept)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

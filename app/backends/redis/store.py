@@ -114,16 +114,18 @@ class RedisStore:
 
     async def run(self, script: str, ns: str, *args: Any) -> Any:
         """Run one Lua script against namespace ``ns``; the single way state changes."""
-        argv = [f"cb:{{{ns}}}:rev", ns, self.bounds_arg, self.key_history, *args]
+        key = f"cb:{{{ns}}}:rev"
         function = self.library.functions[script]
         # With WAIT, read_events writes a marker, so that WAIT covers what it read.
         write = script not in READ_ONLY_SCRIPTS or (
             script == "read_events" and self.nodes.wait_replicas > 0
         )
         command = Command(
-            argv[0], lambda c: c.fcall(function, 1, *argv),
+            key,
+            # (redis-py's call: only when the command cannot go out packed)
+            lambda c: c.fcall(function, 1, key, ns, self.bounds_arg, self.key_history, *args),
             write=write, library=self.library.source,
-            packed=self.packer.fcall(function, script, ns, argv[0], args),
+            packed=self.packer.fcall(function, script, ns, key, args),
         )
         try:  # (mapped_errors, inline: this is every script call's path)
             if script in HEAVY_SCRIPTS:
