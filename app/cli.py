@@ -98,6 +98,9 @@ def serve(args: argparse.Namespace) -> int:
         workers=settings.workers,
         log_level=settings.log_level.lower(),
         access_log=False,
+        # The app reads neither the client's address nor the scheme, so uvicorn's
+        # X-Forwarded-* layer (a dict of the headers per request) would change nothing.
+        proxy_headers=False,
         timeout_graceful_shutdown=10,
     )
     return 0

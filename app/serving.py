@@ -11,7 +11,14 @@ project's 2-core machine (bench/README.md, "One system call per response").
 holds a response's start message when the response declares a non-empty
 ``Content-Length`` body (and is not a HEAD, 204 or 304 answer), and writes it with the
 first body message, both in one ``writelines`` (uvloop sends a list in one ``writev``,
-without copying it). Nothing else changes: a streamed response without a length (the
+without copying it). When that body message is the whole body, the pair is written by
+``HeadWithBody.send_whole``: uvicorn's own steps for the two messages in one call, its
+two header checks (a pattern search per header name and per value, a dozen searches per
+response) made once on all names and once on all values (the patterns are character
+classes, so that is the same test); any case out of its way (a header that changes
+framing or the connection, a length that does not match, a header that fails a check,
+paused writing, uvicorn's access log) goes through uvicorn's own ``send``, which writes
+or fails exactly as before. Nothing else changes: a streamed response without a length (the
 SSE feeds) is written as uvicorn writes it, each message at once; the head of a held
 response waits only until the app sends its first body message, which the app's
 responses do at once. uvicorn's own checks run on both messages as before. An app that
@@ -23,7 +30,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 
 class _Parts:
@@ -82,6 +95,8 @@ class HeadWithBody(RequestResponseCycle):
             await super().send(message)
             return
         self.held = None
+        if message["type"] == "http.response.body" and self.send_whole(held, message):
+            return
         if message["type"] != "http.response.body":
             # The app never wrote the held head: uvicorn answers this message alone
             # (a 500 after a failure, or its error for an out-of-order message).
@@ -96,6 +111,54 @@ class HeadWithBody(RequestResponseCycle):
             parts.flush()
         finally:
             self.transport = transport
+
+    def send_whole(self, start: Any, message: Any) -> bool:
+        """uvicorn's ``send`` of ``start`` and then of ``message``, the response's whole
+        body, written in one ``writelines``; False, having changed nothing, for any case
+        uvicorn's own steps must take (see the module docstring)."""
+        if (
+            message.get("more_body", False) or self.flow.write_paused or self.disconnected
+            or self.access_log or self.response_started
+        ):
+            return False
+        headers = self.default_headers + list(start.get("headers", ()))
+        try:
+            if HEADER_RE.search(b"".join([name for name, _ in headers])) or (
+                HEADER_VALUE_RE.search(b"".join([value for _, value in headers]))
+            ):
+                return False  # uvicorn's send raises its error for the first bad header
+        except (TypeError, ValueError):
+            return False  # not pairs of bytes: uvicorn's send fails as it does
+        status_line = STATUS_LINE.get(start["status"])
+        if status_line is None:
+            return False
+        body = message.get("body", b"")
+        content = [status_line]
+        length = None
+        for name, value in headers:
+            name = name.lower()
+            if name == b"content-length":
+                if length is None:
+                    length = value
+            elif name == b"transfer-encoding" or name == b"connection":
+                return False
+            content.extend((name, b": ", value, b"\r\n"))
+        if length is None or not length.isdigit() or int(length) != len(body):
+            return False  # uvicorn's send answers a length that does not match
+        if not self.keep_alive:
+            content.append(b"connection: close\r\n")
+        content.append(b"\r\n")
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        self.chunked_encoding = False
+        self.expected_content_length = 0
+        self.transport.writelines([b"".join(content), body])
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()
+        return True
 
 
 class JoinedHttpToolsProtocol(HttpToolsProtocol):

@@ -176,6 +176,7 @@ class ServiceProcess:
             [sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", str(self.workers), "--no-access-log",
              "--timeout-graceful-shutdown", "5", "--http", HTTP_PROTOCOL,
+             "--no-proxy-headers",
              # Idle connections kept longer than test clients keep them (httpx: 5 s, as
              # uvicorn's default), so no call races the server's closing of its connection.
              "--timeout-keep-alive", "30", *self.args],

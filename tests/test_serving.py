@@ -14,9 +14,10 @@ from typing import Any
 import httpx
 import pytest
 from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from app.serving import JoinedHttpToolsProtocol
+from app.serving import HeadWithBody, JoinedHttpToolsProtocol
 from tests.support import ServiceProcess, running
 
 
@@ -61,11 +62,15 @@ def app_sending(*messages: dict[str, Any], fail: bool = False) -> Any:
     return app
 
 
-async def serve_one(app: Any, request: bytes) -> list[tuple[str, bytes]]:
+async def serve_one(
+    app: Any, request: bytes, protocol_class: type[HttpToolsProtocol] = JoinedHttpToolsProtocol
+) -> list[tuple[str, bytes]]:
     """One request through the protocol on a recording transport: its write calls."""
     config = Config(app=app, lifespan="off", access_log=False, log_level="critical")
     config.load()
-    protocol = JoinedHttpToolsProtocol(config, ServerState(), app_state={})
+    state = ServerState()
+    state.default_headers = [(b"date", b"Wed, 02 Dec 2026 03:00:00 GMT"), (b"server", b"uvicorn")]
+    protocol = protocol_class(config, state, app_state={})
     transport = Recorded()
     protocol.connection_made(transport)  # type: ignore[arg-type]
     protocol.data_received(request)
@@ -138,6 +143,65 @@ async def test_a_connection_close_is_sent_after_the_joined_write() -> None:
     )
     assert [kind for kind, _ in calls] == ["writelines", "close"]
     assert b"connection: close\r\n" in calls[0][1]
+
+
+def _start(*headers: tuple[Any, Any], status: int = 200) -> dict[str, Any]:
+    return {"type": "http.response.start", "status": status, "headers": list(headers)}
+
+
+_CL5 = (b"content-length", b"5")
+#: (request, start message, body message) cases: what uvicorn's own protocol writes for
+#: each is what the joined protocol must write, byte for byte, closing alike.
+_SHAPES: dict[str, tuple[bytes, dict[str, Any], dict[str, Any]]] = {
+    "plain": (GET, START, BODY),
+    "request asks to close": (GET[:-2] + b"connection: close\r\n\r\n", START, BODY),
+    "HTTP/1.0": (b"GET / HTTP/1.0\r\n\r\n", START, BODY),
+    "upper-case names": (GET, _start((b"Content-Length", b"5"), (b"X-Id", b"1")), BODY),
+    "two lengths, the first counts": (GET, _start(_CL5, (b"content-length", b"9")), BODY),
+    "length with a space": (GET, _start((b"content-length", b" 5")), BODY),
+    "app closes": (GET, _start(_CL5, (b"connection", b"close")), BODY),
+    "chunked and a length": (GET, _start((b"transfer-encoding", b"chunked"), _CL5), BODY),
+    "bad value": (GET, _start(_CL5, (b"x-bad", b"a\nb")), BODY),
+    "bad name": (GET, _start(_CL5, (b"x bad", b"1")), BODY),
+    "value not bytes": (GET, _start(_CL5, (b"x-str", "1")), BODY),
+    "body shorter": (GET, START, {"type": "http.response.body", "body": b"hell"}),
+    "body longer": (GET, START, {"type": "http.response.body", "body": b"hello!"}),
+    "unknown status": (GET, _start(_CL5, status=600), BODY),
+    "201 with an etag": (GET, _start(_CL5, (b"etag", b'"7"'), status=201), BODY),
+}
+#: Bodies that do not match their length: uvicorn closes the connection on them.
+_CUT = {"body shorter", "body longer"}
+#: The shapes written in one call by HeadWithBody.send_whole.
+_WHOLE = {"plain", "request asks to close", "HTTP/1.0", "upper-case names",
+          "two lengths, the first counts", "201 with an etag"}
+
+
+@pytest.mark.parametrize("shape", sorted(_SHAPES))
+async def test_every_response_shape_is_written_as_uvicorn_writes_it(
+    shape: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request, start, body = _SHAPES[shape]
+    whole = HeadWithBody.send_whole
+    taken: list[bool] = []
+
+    def spy(self: HeadWithBody, start: Any, message: Any) -> bool:
+        taken.append(whole(self, start, message))
+        return taken[-1]
+
+    monkeypatch.setattr(HeadWithBody, "send_whole", spy)
+    joined = await serve_one(app_sending(start, body), request)
+    assert taken == [shape in _WHOLE]
+    plain = await serve_one(app_sending(start, body), request, HttpToolsProtocol)
+    closed = ("close", b"") in plain
+    assert (("close", b"") in joined) == closed
+    if shape in _CUT:
+        # uvicorn wrote the head, then closed on the body; the held head never leaves.
+        assert closed and joined == [("close", b"")]
+        return
+    assert b"".join(data for _, data in joined) == b"".join(data for _, data in plain)
+    if shape in _WHOLE:
+        assert joined[0][0] == "writelines"
+        assert len([kind for kind, _ in joined if kind != "close"]) == 1
 
 
 # Through a real server ---------------------------------------------------------------
