@@ -14,16 +14,19 @@ first body message, both in one ``writelines`` (uvloop sends a list in one ``wri
 without copying it). When that body message is the whole body, the pair is written by
 ``HeadWithBody.send_whole``: uvicorn's own steps for the two messages in one call, its
 two header checks (a pattern search per header name and per value, a dozen searches per
-response) made once on all names and once on all values (the patterns are character
-classes, so that is the same test); any case out of its way (a header that changes
-framing or the connection, a length that does not match, a header that fails a check,
-paused writing, uvicorn's access log) goes through uvicorn's own ``send``, which writes
-or fails exactly as before. Nothing else changes: a streamed response without a length (the
-SSE feeds) is written as uvicorn writes it, each message at once; the head of a held
-response waits only until the app sends its first body message, which the app's
-responses do at once. uvicorn's own checks run on both messages as before. An app that
-fails between the two messages had not written its head yet, so its client gets
-uvicorn's 500 answer instead of a cut-off response.
+response) made once on all names and once on all values, as a deletion of the bytes
+that pass (the patterns are character classes, so that is the same test); any case out
+of its way (a header that changes framing or the connection, a length that does not
+match, a header that fails a check, paused writing, uvicorn's access log) goes through
+uvicorn's own ``send``, which writes or fails exactly as before.
+
+Nothing else changes: a streamed response without a length (the SSE feeds) is written
+as uvicorn writes it, each message at once; the head of a held response waits only
+until the app sends its first body message, which the app's responses do at once.
+uvicorn's own checks run on both messages as before. An app that fails between the two
+messages had not written its head yet, so its client gets uvicorn's 500 answer instead
+of a cut-off response (and a body that does not match its length closes the connection
+with nothing written, where uvicorn would have written the head first).
 """
 
 from __future__ import annotations
@@ -37,6 +40,17 @@ from uvicorn.protocols.http.httptools_impl import (
     HttpToolsProtocol,
     RequestResponseCycle,
 )
+
+
+def _passing(pattern: Any) -> bytes:
+    """The bytes one of uvicorn's header patterns (a character class) does not find."""
+    return bytes(c for c in range(256) if pattern.search(bytes([c])) is None)
+
+
+#: Bytes that pass uvicorn's header name and value checks: what is left after deleting
+#: them (``bytes.translate``: one C loop, several times cheaper than a pattern search)
+#: are the bytes the patterns find.
+_NAME_BYTES, _VALUE_BYTES = _passing(HEADER_RE), _passing(HEADER_VALUE_RE)
 
 
 class _Parts:
@@ -123,8 +137,8 @@ class HeadWithBody(RequestResponseCycle):
             return False
         headers = self.default_headers + list(start.get("headers", ()))
         try:
-            if HEADER_RE.search(b"".join([name for name, _ in headers])) or (
-                HEADER_VALUE_RE.search(b"".join([value for _, value in headers]))
+            if b"".join([name for name, _ in headers]).translate(None, _NAME_BYTES) or (
+                b"".join([value for _, value in headers]).translate(None, _VALUE_BYTES)
             ):
                 return False  # uvicorn's send raises its error for the first bad header
         except (TypeError, ValueError):

@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from app.serving import HeadWithBody, JoinedHttpToolsProtocol
+from app.serving import _NAME_BYTES, _VALUE_BYTES, HeadWithBody, JoinedHttpToolsProtocol
 from tests.support import ServiceProcess, running
 
 
@@ -202,6 +202,15 @@ async def test_every_response_shape_is_written_as_uvicorn_writes_it(
     if shape in _WHOLE:
         assert joined[0][0] == "writelines"
         assert len([kind for kind, _ in joined if kind != "close"]) == 1
+
+
+def test_the_header_checks_find_exactly_the_bytes_uvicorns_patterns_find() -> None:
+    for c in range(256):
+        one = bytes([c])
+        assert bool(HEADER_RE.search(one)) == bool(one.translate(None, _NAME_BYTES)), c
+        assert bool(HEADER_VALUE_RE.search(one)) == bool(one.translate(None, _VALUE_BYTES)), c
+        name = b"x-ok" + one + b"ok"
+        assert bool(name.translate(None, _NAME_BYTES)) == bool(HEADER_RE.search(name)), c
 
 
 # Through a real server ---------------------------------------------------------------
