@@ -283,6 +283,7 @@ def test_an_entry_s_json_is_orjson_s_of_its_dict(key: str, expires_at: int | Non
     (),
     ("key", b'{"v":1}', 0, "", "", "", "", "", ""),
     ("agent/\u00e9t\u00e9", b"\x00\r\n" * 3000, 12345678901234567890, "match", "12", "-1"),
+    ("0", "1", "", "-1", 0, 1, -1, b"", "00"),  # the bulk strings packed once, and not
 ])
 def test_a_packed_script_call_is_redis_py_s_packing(args: tuple[Any, ...]) -> None:
     from redis.asyncio import Redis

@@ -21,6 +21,11 @@ def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(value), value)
 
 
+#: The bulk strings of the text arguments most calls pass (no fence, no lease, no
+#: condition: empty strings; counts and flags), packed once.
+_SHORT = {text: _bulk(text.encode()) for text in ("", "0", "1", "-1")}
+
+
 class ScriptPacker:
     """A script call's FCALL in RESP, the bytes redis-py's ``pack_command`` makes of it
     (tests/test_hotpath_front.py), built with less work per call: the head (the
@@ -48,14 +53,18 @@ class ScriptPacker:
             for arg in args:
                 kind = type(arg)
                 if kind is str:
-                    value = arg.encode()
+                    bulk = _SHORT.get(arg)
+                    if bulk is None:
+                        value = arg.encode()
+                        bulk = b"$%d\r\n%b\r\n" % (len(value), value)
                 elif kind is bytes:
-                    value = arg
+                    bulk = b"$%d\r\n%b\r\n" % (len(arg), arg)
                 elif kind is int:
                     value = b"%d" % arg
+                    bulk = b"$%d\r\n%b\r\n" % (len(value), value)
                 else:
                     return None
-                parts.append(b"$%d\r\n%b\r\n" % (len(value), value))
+                parts.append(bulk)
             head = self._heads.get((script, ns, len(args)))
             if head is None:
                 if len(self._heads) >= MAX_HEADS:
