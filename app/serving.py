@@ -176,7 +176,61 @@ class HeadWithBody(RequestResponseCycle):
 
 
 class JoinedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, each request's cycle a ``HeadWithBody``."""
+    """uvicorn's httptools protocol, each request's cycle a ``HeadWithBody``, and its
+    keep-alive timeout kept by one timer per idle period instead of one per response.
+
+    uvicorn arms a timer when a response completes (to close the connection after
+    ``timeout_keep_alive`` seconds without a request) and cancels it when the next
+    request's bytes arrive: a timer made and cancelled per request, although a busy
+    connection never lets one fire. Here the timer stays armed across requests: a
+    request's bytes only mark the connection busy (``idle_since`` None), a completed
+    response marks it idle from now, and the timer, when it fires, closes the connection
+    if it has been idle for the whole timeout, waits for the rest of it if it has been
+    idle for less, and lets the next response arm it again if it is busy. A connection
+    is closed after the same idle time as uvicorn closes it; it is never closed while a
+    request is being read or answered.
+    """
+
+    idle_since: float | None = None
+
+    def _unset_keepalive_if_required(self) -> None:
+        # uvicorn's data_received (and connection_lost): a request's bytes arrived, the
+        # connection is busy; the timer stays (see the class docstring).
+        self.idle_since = None
+
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            # Unblock the next pipelined request (as uvicorn does).
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self.idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+
+    def timeout_keep_alive_handler(self) -> None:
+        self.timeout_keep_alive_task = None
+        if self.idle_since is None:
+            return  # busy: its response arms the timer again
+        left = self.idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                left, self.timeout_keep_alive_handler
+            )
+        elif not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()

@@ -213,6 +213,104 @@ def test_the_header_checks_find_exactly_the_bytes_uvicorns_patterns_find() -> No
         assert bool(name.translate(None, _NAME_BYTES)) == bool(HEADER_RE.search(name)), c
 
 
+class Timed(Recorded):
+    """A recording transport that tells when it was closed (the loop's clock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = asyncio.Event()
+        self.closed_at = 0.0
+
+    def close(self) -> None:
+        super().close()
+        self.closed_at = asyncio.get_running_loop().time()
+        self.closed.set()
+
+
+def keep_alive_protocol(app: Any, timeout: float) -> tuple[JoinedHttpToolsProtocol, Timed]:
+    config = Config(app=app, lifespan="off", access_log=False, log_level="critical",
+                    timeout_keep_alive=timeout)  # fmt: skip
+    config.load()
+    protocol = JoinedHttpToolsProtocol(config, ServerState(), app_state={})
+    transport = Timed()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    return protocol, transport
+
+
+async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout() -> None:
+    answered = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(START)
+        await send(BODY)
+        answered.set()
+
+    loop = asyncio.get_running_loop()
+    protocol, transport = keep_alive_protocol(app, 0.05)
+    protocol.data_received(GET)
+    await answered.wait()
+    idle_from = loop.time()
+    await asyncio.wait_for(transport.closed.wait(), 5)
+    assert transport.closed_at - idle_from >= 0.05 - 0.005  # (the loop clock's resolution)
+    assert protocol.timeout_keep_alive_task is None
+
+
+async def test_a_connection_used_again_is_closed_a_timeout_after_its_last_answer() -> None:
+    answers: list[float] = []
+    answered = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(START)
+        await send(BODY)
+        answers.append(asyncio.get_running_loop().time())
+        answered.set()
+
+    protocol, transport = keep_alive_protocol(app, 0.1)
+    protocol.data_received(GET)
+    await answered.wait()
+    first_timer = protocol.timeout_keep_alive_task
+    assert first_timer is not None
+    answered.clear()
+    await asyncio.sleep(0.06)  # the client's think time, within the timeout
+    protocol.data_received(GET)
+    await answered.wait()
+    # One timer per idle period: the second answer did not make one of its own.
+    assert protocol.timeout_keep_alive_task is first_timer
+    await asyncio.wait_for(transport.closed.wait(), 5)
+    assert transport.closed_at - answers[1] >= 0.1 - 0.005
+    assert [kind for kind, _ in transport.calls] == ["writelines", "writelines", "close"]
+
+
+async def test_a_connection_is_not_closed_while_its_request_is_answered() -> None:
+    release, started, answered = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    calls = 0
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            started.set()
+            await release.wait()  # slower than the keep-alive timeout
+        await send(START)
+        await send(BODY)
+        answered.set()
+
+    loop = asyncio.get_running_loop()
+    protocol, transport = keep_alive_protocol(app, 0.05)
+    protocol.data_received(GET)
+    await answered.wait()
+    answered.clear()
+    protocol.data_received(GET)
+    await started.wait()
+    await asyncio.sleep(0.15)  # the first timer fires meanwhile
+    assert not transport.closing
+    release.set()
+    await answered.wait()
+    last = loop.time()
+    await asyncio.wait_for(transport.closed.wait(), 5)
+    assert transport.closed_at - last >= 0.05 - 0.005
+
+
 # Through a real server ---------------------------------------------------------------
 
 
