@@ -256,6 +256,8 @@ async def test_a_key_with_one_revision_has_no_history_list_and_old_lists_still_r
             current[0].created_at, current[0].modified_at, current[0].expires_at or 0,
         )) + '|"b"'
         await client.lpush(p + "h:two", item)  # (that layout counted its list: 6 bytes)
+        assert await client.hget(p + "k:two", "h") == b"1"  # (the layout mark)
+        await client.hdel(p + "k:two", "h")  # that layout wrote none
         assert int(await client.hget(p + "quota", "b")) == 3 + 6
         assert [h["value"] for h in (await c.get("/v1/kv/two/history")).json()["items"]] \
             == ["b", "a"]
@@ -266,6 +268,7 @@ async def test_a_key_with_one_revision_has_no_history_list_and_old_lists_still_r
         assert [h["value"] for h in (await c.get("/v1/kv/two/history")).json()["items"]] \
             == ["d", "c", "b"]
         assert await client.llen(p + "h:two") == 2
+        assert await client.hget(p + "k:two", "h") == b"1"  # marked again by the write
         assert await counted_bytes(b) == (3 + 9, 3 + 9)  # "a" trimmed, "c" and "d" added
         assert (await c.delete("/v1/kv/two")).status_code == 204
         assert (await c.delete("/v1/kv/one")).status_code == 204

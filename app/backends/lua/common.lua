@@ -15,13 +15,16 @@
 --                                members as tagged pairs (append_event; encoded to JSON
 --                                once, in Python: app/domain/events.py)
 --   P..'k:'..key        hash     a key's entry: v r cr ver ca ma ea (ms; ea 0 = none),
---                                and ls: the lease it is on (absent or '' = none)
+--                                ls: the lease it is on (absent or '' = none), and h:
+--                                '1' once its history list is of the layout below
+--                                (absent: written before it; see store_entry)
 --   P..'h:'..key        list     its older revisions, newest first, items
 --                                'r|cr|ver|ca|ma|ea|v' (at most history depth - 1; the
 --                                current revision is the entry hash). Absent for a key
 --                                with one revision. A list written before this layout
 --                                also holds the current revision at its head: readers
---                                skip it (older_items), the next write drops it.
+--                                skip it (older_items), the next write drops it (and
+--                                marks the entry h, so later writes need not look).
 --   P..'keys'           zset     live key names (score 0), for ordered listing
 --   P..'ttl'            zset     deadlines (ms) of members 'k:<key>', 'l:<scope>|<name>', ...
 --   P..'sched'          string   the time (ms) the global deadline index 'cb:deadlines' was
@@ -446,8 +449,15 @@ local EXPIRERS = {}
 local function kkey(key) return PFX .. 'k:' .. key end
 local function hkey(key) return PFX .. 'h:' .. key end
 
-local function load_entry(key)
-  local r = redis.call('HMGET', kkey(key), 'v', 'r', 'cr', 'ver', 'ca', 'ma', 'ea', 'ls')
+-- A key's entry, or nil; `marked`: with its layout mark h as raw[9] (for a write: see
+-- store_entry; a read does without the field).
+local function load_entry(key, marked)
+  local r
+  if marked then
+    r = redis.call('HMGET', kkey(key), 'v', 'r', 'cr', 'ver', 'ca', 'ma', 'ea', 'ls', 'h')
+  else
+    r = redis.call('HMGET', kkey(key), 'v', 'r', 'cr', 'ver', 'ca', 'ma', 'ea', 'ls')
+  end
   if not r[1] then return nil end
   -- raw: the stored strings, which history_item reuses instead of formatting numbers.
   return {v = r[1], r = tonumber(r[2]), cr = tonumber(r[3]), ver = tonumber(r[4]),
@@ -507,6 +517,13 @@ local function rev_of(e)
   return e.raw and e.raw[2] or e.r
 end
 
+-- Whether the history list of `e` (an entry) may be of the earlier layout, its head the
+-- current revision: unless the entry carries the layout mark h (store_entry), which
+-- saves a write the LINDEX that would tell.
+local function may_head_current(e)
+  return not (e.raw and e.raw[9])
+end
+
 -- The key's older revisions' items, newest first (never its current revision r).
 local function older_items(key, r)
   local items = redis.call('LRANGE', hkey(key), 0, -1)
@@ -519,7 +536,10 @@ end
 local function replaced_bytes(key, old)
   if HISTORY <= 1 then return #old.v end
   local from = HISTORY - 2
-  if item_is_revision(redis.call('LINDEX', hkey(key), 0), rev_of(old)) then from = HISTORY - 1 end
+  if may_head_current(old)
+    and item_is_revision(redis.call('LINDEX', hkey(key), 0), rev_of(old)) then
+    from = HISTORY - 1
+  end
   return history_bytes(key, from)
 end
 
@@ -538,7 +558,7 @@ end
 
 -- The live entry, or nil; a key past its deadline is expired here, with its event.
 local function live_entry(key)
-  local e = load_entry(key)
+  local e = load_entry(key, true)
   if e and is_expired(e) then
     remove_key(key)
     emit('kv.expire', key, nil, values_tail(nil, e.v))
@@ -607,6 +627,12 @@ local function store_entry(key, old, value, ea, rev, lease)
   local fields = {'HSET', kkey(key), 'v', e.v, 'r', string.format('%d', rev), 'cr', cr,
     'ver', string.format('%d', e.ver), 'ca', ca, 'ma', now_digits(),
     'ea', eas or string.format('%d', ea)}
+  -- The layout mark (see P..'k:'): this write leaves the history list of the layout.
+  local unmarked = not (raw and raw[9])
+  if unmarked then
+    fields[#fields + 1] = 'h'
+    fields[#fields + 1] = '1'
+  end
   if lease ~= '' or (old and old.ls ~= '') then
     fields[#fields + 1] = 'ls'
     fields[#fields + 1] = lease
@@ -624,7 +650,7 @@ local function store_entry(key, old, value, ea, rev, lease)
     redis.call('DEL', hkey(key))
   elseif old then
     local hk, kept = hkey(key), nil
-    if item_is_revision(redis.call('LINDEX', hk, 0), rev_of(old)) then
+    if unmarked and item_is_revision(redis.call('LINDEX', hk, 0), rev_of(old)) then
       kept = redis.call('LLEN', hk)  -- the earlier layout: it is there already
     else
       kept = redis.call('LPUSH', hk, history_item(old))
