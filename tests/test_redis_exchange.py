@@ -1,4 +1,5 @@
-"""Connections kept between exchanges (app/backends/redis/exchange.py), on a real server:
+"""Connections kept between exchanges (app/backends/redis/exchange.py; a packed exchange
+over redis-py connections: Kept(links=False)), on a real server:
 reused while fresh, back to the pool's checked checkout when idle or broken, never
 kept with unread replies."""
 
@@ -39,7 +40,7 @@ async def client(redis_url: str) -> AsyncIterator[Redis]:
 
 
 async def test_a_fresh_connection_is_reused_without_a_checkout(client: Redis) -> None:
-    kept, pool = Kept(), client.connection_pool
+    kept, pool = Kept(links=False), client.connection_pool
     assert await lone_call(client, PING, kept) == b"PONG"
     first = kept._idle[pool][-1][0]
     checkouts = 0
@@ -59,7 +60,7 @@ async def test_a_fresh_connection_is_reused_without_a_checkout(client: Redis) ->
 
 
 async def test_an_error_reply_keeps_the_connection(client: Redis) -> None:
-    kept = Kept()
+    kept = Kept(links=False)
     assert isinstance(await lone_call(client, b"*1\r\n$7\r\nNOSUCHC\r\n", kept), ResponseError)
     assert len(kept._idle[client.connection_pool]) == 1
     assert await lone_call(client, PING, kept) == b"PONG"
@@ -69,7 +70,7 @@ async def test_an_error_reply_keeps_the_connection(client: Redis) -> None:
 async def test_an_idle_connection_goes_back_to_the_pool(
     client: Redis, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    kept, pool = Kept(), client.connection_pool
+    kept, pool = Kept(links=False), client.connection_pool
     await lone_call(client, PING, kept)
     stale = kept._idle[pool][-1][0]
     monkeypatch.setattr(exchange, "KEEP_IDLE_SECONDS", 0.0)
@@ -83,7 +84,7 @@ async def test_an_idle_connection_goes_back_to_the_pool(
 async def test_a_timed_out_batch_is_not_kept(client: Redis) -> None:
     """A batch whose replies were not all read (its time ran out) closes its connection
     instead of keeping it: its late replies must never answer the next exchange."""
-    kept, pool = Kept(), client.connection_pool
+    kept, pool = Kept(links=False), client.connection_pool
     pool.connection_kwargs["socket_timeout"] = 0.05
     for connection in pool._available_connections:
         connection.socket_timeout = 0.05
@@ -99,7 +100,7 @@ async def test_a_timed_out_batch_is_not_kept(client: Redis) -> None:
 
 
 async def test_drop_disconnects_the_kept_connections(client: Redis) -> None:
-    kept, pool = Kept(), client.connection_pool
+    kept, pool = Kept(links=False), client.connection_pool
     await asyncio.gather(*(lone_call(client, PING, kept) for _ in range(3)))
     held = [c for c, _ in kept._idle[pool]]
     assert held
@@ -115,7 +116,7 @@ async def test_a_small_pool_keeps_at_most_a_quarter_of_itself(redis_url: str) ->
     checks out of it directly never waits on a connection held idle here."""
     for size, most in ((2, 0), (4, 1), (12, 3), (64, 8)):
         pool = BlockingConnectionPool.from_url(redis_url, max_connections=size, timeout=1)
-        client, kept = Redis.from_pool(pool), Kept()
+        client, kept = Redis.from_pool(pool), Kept(links=False)
         try:
             await asyncio.gather(*(lone_call(client, PING, kept) for _ in range(min(size, 12))))
             assert len(kept._idle.get(pool, [])) <= most
@@ -133,7 +134,7 @@ async def test_a_timed_out_packed_exchange_answers_a_timeout_and_is_not_kept(
     """A lone packed command gets the connection's socket timeout; past it, it answers a
     Redis TimeoutError, the connection (whose reply is unread) is closed, not kept, and
     the next call is served."""
-    kept, pool = Kept(), client.connection_pool
+    kept, pool = Kept(links=False), client.connection_pool
     await lone_call(client, PING, kept)
     slow = kept._idle[pool][-1][0]
     slow.socket_timeout = 0.05
@@ -152,7 +153,7 @@ async def test_a_connection_closed_mid_exchange_answers_the_rest_with_connection
     """Replies read before the server closed the connection are their commands'
     answers; the commands after it each answer a Redis ConnectionError, and the
     connection is not kept."""
-    kept, pool = Kept(), client.connection_pool
+    kept, pool = Kept(links=False), client.connection_pool
     quit_ = b"*1\r\n$4\r\nQUIT\r\n"
     answers = await packed_exchange(client, [PING, quit_, PING, PING], kept)
     assert answers[:2] == [b"PONG", b"OK"]

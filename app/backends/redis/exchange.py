@@ -37,6 +37,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.backends.redis.link import Links
+
 #: A batch's replies are awaited for this many call timeouts in all (not one each).
 PIPELINE_TIMEOUTS = 2
 #: Connections kept per pool at most, and for how long one may idle while kept.
@@ -45,10 +47,13 @@ KEEP_IDLE_SECONDS = 0.5
 
 
 class Kept:
-    """Connections checked out of their pools between exchanges (see the module)."""
+    """Connections checked out of their pools between exchanges (see the module), and
+    the packed exchanges' own ``links`` (link.py; None: packed exchanges use redis-py
+    connections too)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, links: bool = True) -> None:
         self._idle: dict[Any, list[tuple[Any, float]]] = {}
+        self.links = Links() if links else None
 
     async def take(self, pool: Any) -> Any:
         """A kept connection of ``pool`` that idled briefly, else the pool's checkout."""
@@ -80,12 +85,17 @@ class Kept:
             await pool.release(connection)
 
     async def drop(self, pool: Any) -> None:
-        """Disconnect ``pool``'s kept connections and give them back (its server failed)."""
+        """Disconnect ``pool``'s kept connections and give them back, and close its idle
+        links (its server failed)."""
+        if self.links is not None:
+            self.links.drop(pool)
         for connection, _ in self._idle.pop(pool, []):
             await connection.disconnect()
             await pool.release(connection)
 
     async def close(self) -> None:
+        if self.links is not None:
+            self.links.close()
         for pool in list(self._idle):
             for connection, _ in self._idle.pop(pool):
                 await pool.release(connection)
@@ -118,7 +128,21 @@ async def packed_exchange(client: Redis, packed: Sequence[bytes], kept: Kept) ->
     check interval, whose clock restarts after the exchange, as after any reply. One
     command has the connection's socket timeout; several have ``PIPELINE_TIMEOUTS`` of
     them in all (see ``bounded_pipeline``).
+
+    The exchange goes over one of the pool's links (link.py) when it has one free or may
+    open one, which reads the replies with the same rules and less work; else over a
+    redis-py connection, as described above.
     """
+    links = kept.links
+    if links is not None:
+        pool = client.connection_pool
+        link = await links.take(pool)
+        if link is not None:
+            per_call = pool.connection_kwargs.get("socket_timeout") or 5.0
+            limit = per_call if len(packed) == 1 else per_call * PIPELINE_TIMEOUTS
+            answers = await link.exchange(packed, limit)
+            links.give_back(link)
+            return answers
 
     async def talk(connection: Any, answers: list[Any]) -> None:
         if not connection.is_connected:

@@ -1,0 +1,256 @@
+"""The packed exchange's own connections (app/backends/redis/link.py), on a real server:
+the same answers and failures as over a redis-py connection (error replies, a timeout,
+a connection closed mid-exchange, a cancellation), a link reused while fresh and pinged
+when idle, the pool's credentials and database honoured, at most MAX_LINKS per pool."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MovedError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.backends.redis import link as link_module
+from app.backends.redis.exchange import Kept, packed_exchange
+from app.backends.redis.link import Links, linkable
+from tests.conftest import flush
+
+PING = b"*1\r\n$4\r\nPING\r\n"
+QUIT = b"*1\r\n$4\r\nQUIT\r\n"
+
+
+def command(*parts: bytes) -> bytes:
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%b\r\n" % (len(p), p) for p in parts)
+
+
+def pool_of(url: str, **options: Any) -> BlockingConnectionPool:
+    settings: dict[str, Any] = {"max_connections": 16, "timeout": 2, "socket_timeout": 2,
+                                "health_check_interval": 1}  # fmt: skip
+    return BlockingConnectionPool.from_url(url, **{**settings, **options})
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[Redis]:
+    flush(redis_url)
+    redis = Redis.from_pool(pool_of(redis_url))
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+
+
+def links_of(kept: Kept) -> Links:
+    assert kept.links is not None
+    return kept.links
+
+
+async def test_a_packed_exchange_goes_over_a_link_reused_without_a_checkout(
+    client: Redis,
+) -> None:
+    kept, pool = Kept(), client.connection_pool
+    links = links_of(kept)
+    answers = await packed_exchange(client, [PING, command(b"SET", b"k", b"v"),
+                                             command(b"GET", b"k")], kept)  # fmt: skip
+    assert answers == [b"PONG", b"OK", b"v"]
+    [first] = links._idle[pool]
+    for _ in range(3):
+        assert await packed_exchange(client, [PING], kept) == [b"PONG"]
+    assert links._idle[pool] == [first] and links._open[pool] == 1
+    assert pool._in_use_connections == set() and not kept._idle  # (no redis-py connection)
+    await kept.close()
+
+
+async def test_error_replies_are_each_commands_own_answer_as_redis_py_maps_them(
+    client: Redis,
+) -> None:
+    kept = Kept()
+    await client.set("text", "x")
+    over_links = await packed_exchange(client, [
+        command(b"NOSUCHCOMMAND"), PING, command(b"INCR", b"text"),
+    ], kept)  # fmt: skip
+    plain = Kept(links=False)
+    over_redis_py = await packed_exchange(client, [
+        command(b"NOSUCHCOMMAND"), PING, command(b"INCR", b"text"),
+    ], plain)  # fmt: skip
+    assert [type(a) for a in over_links] == [type(a) for a in over_redis_py]
+    assert [str(a) for a in over_links] == [str(a) for a in over_redis_py]
+    assert isinstance(over_links[0], ResponseError) and over_links[1] == b"PONG"
+    # A reply redis-py's table maps to its own class keeps that class.
+    moved = link_module.BaseParser.parse_error("MOVED 3999 127.0.0.1:6381")
+    assert isinstance(moved, MovedError)
+    assert links_of(kept)._idle[client.connection_pool]  # error replies keep the link
+    await kept.close()
+    await plain.close()
+
+
+async def test_a_timed_out_exchange_answers_a_timeout_and_closes_its_link(
+    redis_url: str,
+) -> None:
+    flush(redis_url)
+    client = Redis.from_pool(pool_of(redis_url, socket_timeout=0.05))
+    kept = Kept()
+    pool = client.connection_pool
+    try:
+        blpop = command(b"BLPOP", b"nothing", b"1")
+        [answer] = await packed_exchange(client, [blpop], kept)
+        assert isinstance(answer, RedisTimeoutError)
+        assert "no reply within 0.05 s" in str(answer)
+        assert not links_of(kept)._idle.get(pool)
+        # A batch waits PIPELINE_TIMEOUTS call timeouts in all; its answered commands
+        # keep their replies.
+        answers = await packed_exchange(client, [PING, blpop, PING], kept)
+        assert answers[0] == b"PONG"
+        assert all(isinstance(a, RedisTimeoutError) for a in answers[1:])
+        assert "no reply within 0.1 s" in str(answers[1])
+        assert await packed_exchange(client, [PING], kept) == [b"PONG"]
+        while links_of(kept)._open[pool] > 1:  # (the closed links' connection_lost)
+            await asyncio.sleep(0.01)
+    finally:
+        await kept.close()
+        await client.aclose()
+
+
+async def test_a_link_closed_mid_exchange_answers_the_rest_with_connection_errors(
+    client: Redis,
+) -> None:
+    kept, pool = Kept(), client.connection_pool
+    answers = await packed_exchange(client, [PING, QUIT, PING, PING], kept)
+    assert answers[:2] == [b"PONG", b"OK"]
+    assert all(isinstance(a, RedisConnectionError) for a in answers[2:]), answers
+    assert not links_of(kept)._idle.get(pool)
+    assert await packed_exchange(client, [PING], kept) == [b"PONG"]
+    await kept.close()
+
+
+async def test_a_link_the_server_closed_while_idle_is_never_used(client: Redis) -> None:
+    kept, pool = Kept(), client.connection_pool
+    await packed_exchange(client, [command(b"CLIENT", b"SETNAME", b"doomed")], kept)
+    [doomed] = links_of(kept)._idle[pool]
+    await client.execute_command("CLIENT", "KILL", "SKIPME", "yes", "TYPE", "normal")
+    lost = asyncio.get_running_loop().create_future()
+    original = doomed.connection_lost
+
+    def seen(exc: Exception | None) -> None:
+        original(exc)
+        lost.set_result(None)
+
+    doomed.connection_lost = seen  # type: ignore[method-assign]
+    await asyncio.wait_for(lost, 5)
+    assert doomed not in links_of(kept)._idle.get(pool, [])
+    assert await packed_exchange(client, [PING], kept) == [b"PONG"]
+    await kept.close()
+
+
+async def test_a_link_idle_past_the_health_interval_is_pinged_and_replaced_if_dead(
+    client: Redis,
+) -> None:
+    kept, pool = Kept(), client.connection_pool
+    links = links_of(kept)
+    await packed_exchange(client, [PING], kept)
+    [first] = links._idle[pool]
+    first.used -= 5  # idle for longer than the pool's health check interval (1 s)
+    await client.config_resetstat()
+    assert await packed_exchange(client, [command(b"ECHO", b"x")], kept) == [b"x"]
+    assert (await client.info("commandstats"))["cmdstat_ping"]["calls"] == 1
+    assert links._idle[pool] == [first]
+    # One that died meanwhile (closed, its loss not yet seen): its ping fails, it is
+    # closed, and a new link serves the call.
+    first.used -= 5
+    first.close()
+    assert await packed_exchange(client, [PING], kept) == [b"PONG"]
+    assert first.lost is not None and links._idle[pool] and links._idle[pool][0] is not first
+    await kept.close()
+
+
+async def blocked_clients(client: Redis) -> int:
+    return int((await client.info("clients"))["blocked_clients"])
+
+
+async def test_a_cancelled_exchange_closes_its_link(client: Redis) -> None:
+    kept, pool = Kept(), client.connection_pool
+    call = asyncio.ensure_future(
+        packed_exchange(client, [command(b"BLPOP", b"nothing", b"0")], kept)
+    )
+    while await blocked_clients(client) < 1:  # the link's BLPOP reached the server
+        await asyncio.sleep(0.01)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert not links_of(kept)._idle.get(pool)
+    while await blocked_clients(client) > 0:  # the server saw the link closed
+        await asyncio.sleep(0.01)
+    assert await packed_exchange(client, [PING], kept) == [b"PONG"]
+    await kept.close()
+
+
+async def test_at_most_max_links_then_redis_py_connections(
+    client: Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(link_module, "MAX_LINKS", 2)
+    kept, pool = Kept(), client.connection_pool
+    blpop = command(b"BLPOP", b"list", b"5")
+    calls = [asyncio.ensure_future(packed_exchange(client, [blpop], kept)) for _ in range(4)]
+    while await blocked_clients(client) < 4:  # two over links, two over redis-py's
+        await asyncio.sleep(0.01)
+    assert len(pool._in_use_connections) >= 2
+    assert links_of(kept)._open[pool] == 2
+    await client.rpush("list", "a", "b", "c", "d")
+    answers = [answer for [answer] in await asyncio.gather(*calls)]
+    assert sorted(a[1] for a in answers) == [b"a", b"b", b"c", b"d"]
+    await kept.close()
+
+
+def test_only_a_plain_tcp_resp2_pool_is_linkable(redis_url: str) -> None:
+    assert linkable(pool_of(redis_url))
+    assert linkable(pool_of("redis://user:secret@127.0.0.1:1/3?client_name=x"))
+    assert not linkable(pool_of("rediss://127.0.0.1:1/0"))
+    assert not linkable(pool_of("unix:///tmp/redis.sock"))
+    assert not linkable(pool_of(redis_url, protocol=3))
+    assert not linkable(pool_of(redis_url, decode_responses=True))
+
+
+async def test_a_link_authenticates_names_itself_and_selects_the_pools_database(
+    tmp_path: Any,
+) -> None:
+    from tests.support import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
+         "--requirepass", "s3cret", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        client = Redis.from_pool(pool_of(f"redis://:s3cret@127.0.0.1:{port}/3?client_name=cb"))
+        for _ in range(200):
+            try:
+                await client.ping()
+                break
+            except RedisConnectionError:
+                await asyncio.sleep(0.05)
+        kept = Kept()
+        name = command(b"CLIENT", b"GETNAME")
+        answers = await packed_exchange(client, [command(b"SET", b"k", b"v"), name], kept)
+        assert answers == [b"OK", b"cb"]
+        assert await client.get("k") == b"v"  # database 3, as the pool's connections
+        other = Redis(port=port, password="s3cret", db=0)
+        assert await other.get("k") is None
+        await other.aclose()
+        # Refused credentials fail the exchange as a failed checkout does (RedisNodes
+        # answers every command of it with the error).
+        wrong = Redis.from_pool(pool_of(f"redis://:wrong@127.0.0.1:{port}/0"))
+        with pytest.raises(RedisConnectionError, match="refused the connection"):
+            await packed_exchange(wrong, [PING], kept)
+        assert not links_of(kept)._open.get(wrong.connection_pool)
+        await kept.close()
+        await client.aclose()
+        await wrong.aclose()
+    finally:
+        server.terminate()
+        server.wait(10)
