@@ -18,7 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.backends.redis import link as link_module
 from app.backends.redis.exchange import Kept, packed_exchange
-from app.backends.redis.link import Links, linkable
+from app.backends.redis.link import Links, calls_pool, linkable
 from tests.conftest import flush
 
 PING = b"*1\r\n$4\r\nPING\r\n"
@@ -254,3 +254,19 @@ async def test_a_link_authenticates_names_itself_and_selects_the_pools_database(
     finally:
         server.terminate()
         server.wait(10)
+
+
+async def test_a_nodes_links_are_a_share_of_its_connection_setting(redis_url: str) -> None:
+    """CORKBOARD_REDIS_MAX_CONNECTIONS bounds what a process opens to a node: the calls
+    pool gives up the links' share (a quarter, at most MAX_LINKS; none below 4)."""
+    for setting, pool_size, share in ((64, 56, 8), (16, 12, 4), (5, 4, 1), (3, 3, 0)):
+        pool = calls_pool(redis_url, max_connections=setting)
+        assert (pool.max_connections, pool.corkboard_links) == (pool_size, share)  # type: ignore[attr-defined]
+    flush(redis_url)
+    client = Redis.from_pool(calls_pool(redis_url, max_connections=3, timeout=2))
+    kept = Kept()
+    assert await packed_exchange(client, [PING], kept) == [b"PONG"]
+    assert not links_of(kept)._open.get(client.connection_pool)  # no share: redis-py's
+    assert kept._idle[client.connection_pool] or client.connection_pool._available_connections
+    await kept.close()
+    await client.aclose()

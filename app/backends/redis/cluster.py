@@ -23,6 +23,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError, MovedError, RedisError
 
+from app.backends.redis.link import calls_pool
 from app.backends.redis.nodes import RedisNodes, pool_kwargs, wait_timeout_ms
 
 SLOTS = 16384
@@ -99,7 +100,7 @@ class ClusterNodes(RedisNodes):
             if self._query:
                 url += "?" + self._query
             per_node = max(2, self._max_connections)
-            pool = BlockingConnectionPool.from_url(
+            pool = calls_pool(
                 url, max_connections=per_node, timeout=self._timeout,
                 socket_timeout=self._timeout, **pool_kwargs(self._timeout),
             )

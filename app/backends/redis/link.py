@@ -22,11 +22,13 @@ for the caller, and the exchange's rules are those of ``exchange._exchange``:
   and replaced when the ping fails, as redis-py checks a connection it hands out.
 
 ``Links`` keeps the idle links of each pool (a link is made with the pool's address,
-credentials, client name and database), at most ``MAX_LINKS`` per pool; the caller
-falls back to a redis-py connection when they are all busy, or when the pool connects
-in a way a link does not (TLS, a Unix socket, a credential provider, RESP3): see
-``linkable``. A link's peer closing it is seen by the event loop at once; the link
-leaves its pool's idle list then.
+credentials, client name and database). A node's links are a share of its
+``CORKBOARD_REDIS_MAX_CONNECTIONS``, taken from its calls pool (``calls_pool``: a
+quarter, at most ``MAX_LINKS``, none below 4), so that the setting still bounds the
+connections a process opens to a node. The caller falls back to a redis-py connection
+when the links are all busy, or when the pool connects in a way a link does not (TLS,
+a Unix socket, a credential provider, RESP3): see ``linkable``. A link's peer closing
+it is seen by the event loop at once; the link leaves its pool's idle list then.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import Any, cast
 
 import hiredis
 from redis._parsers.base import BaseParser
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse
@@ -58,6 +61,22 @@ _PING = b"*1\r\n$4\r\nPING\r\n"
 
 def _command(*parts: bytes) -> bytes:
     return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%b\r\n" % (len(p), p) for p in parts)
+
+
+def link_share(max_connections: int) -> int:
+    """How many of a node's ``max_connections`` are links: a quarter, at most MAX_LINKS."""
+    return min(MAX_LINKS, max_connections // 4)
+
+
+def calls_pool(url: str, *, max_connections: int, **options: Any) -> BlockingConnectionPool:
+    """A node's pool for calls, ``max_connections`` less the links' share, which it
+    records for ``Links``: the two together open at most ``max_connections``."""
+    share = link_share(max_connections)
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections - share, **options
+    )
+    pool.corkboard_links = share  # type: ignore[attr-defined]
+    return pool
 
 
 def linkable(pool: Any) -> bool:
@@ -200,7 +219,10 @@ class Links:
             if pong == b"PONG":
                 return link
             link.close()
-        if self._open.get(pool, 0) >= MAX_LINKS:
+        share = getattr(pool, "corkboard_links", None)
+        if share is None:  # (a pool not made by calls_pool: a share beside it)
+            share = link_share(getattr(pool, "max_connections", 0))
+        if self._open.get(pool, 0) >= share:
             return None
         return await self._connect(pool)
 

@@ -34,6 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.backends.redis.exchange import Kept, bounded_pipeline, packed_exchange
 from app.backends.redis.library import function_missing
+from app.backends.redis.link import calls_pool
 
 #: Rounds of re-sending the commands that a server refused before running them.
 MAX_ROUNDS = 8
@@ -102,9 +103,9 @@ class RedisNodes:
     def from_url(
         cls, url: str, *, timeout: float, max_connections: int, wait_replicas: int = 0
     ) -> RedisNodes:
-        """Two pools of ``max_connections``: calls, and blocking reads (which wait longer
-        than one call's timeout)."""
-        pool = BlockingConnectionPool.from_url(
+        """Two pools of ``max_connections``: calls (with their links, link.py), and
+        blocking reads (which wait longer than one call's timeout)."""
+        pool = calls_pool(
             url, max_connections=max_connections, timeout=timeout, socket_timeout=timeout,
             **pool_kwargs(timeout),
         )
