@@ -17,7 +17,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from app.serving import _NAME_BYTES, _VALUE_BYTES, HeadWithBody, JoinedHttpToolsProtocol
+from app.serving import _NAME_TABLE, _VALUE_TABLE, HeadWithBody, JoinedHttpToolsProtocol
 from tests.support import ServiceProcess, running
 
 
@@ -207,10 +207,50 @@ async def test_every_response_shape_is_written_as_uvicorn_writes_it(
 def test_the_header_checks_find_exactly_the_bytes_uvicorns_patterns_find() -> None:
     for c in range(256):
         one = bytes([c])
-        assert bool(HEADER_RE.search(one)) == bool(one.translate(None, _NAME_BYTES)), c
-        assert bool(HEADER_VALUE_RE.search(one)) == bool(one.translate(None, _VALUE_BYTES)), c
+        assert bool(HEADER_RE.search(one)) == (0 in one.translate(_NAME_TABLE)), c
+        assert bool(HEADER_VALUE_RE.search(one)) == (0 in one.translate(_VALUE_TABLE)), c
         name = b"x-ok" + one + b"ok"
-        assert bool(name.translate(None, _NAME_BYTES)) == bool(HEADER_RE.search(name)), c
+        assert bool(HEADER_RE.search(name)) == (0 in name.translate(_NAME_TABLE)), c
+
+
+async def seen_scope(
+    request: bytes, protocol_class: type[HttpToolsProtocol], **options: Any
+) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
+    """The scope an app sees for ``request``, and what was written."""
+    scopes: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scopes.append({k: v for k, v in scope.items() if k != "state"})
+        await send(START)
+        await send(BODY)
+
+    config = Config(app=app, lifespan="off", access_log=False, log_level="critical", **options)
+    config.load()
+    protocol = protocol_class(config, ServerState(), app_state={})
+    transport = Recorded()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol.data_received(request)
+    for _ in range(50):
+        await asyncio.sleep(0)
+    return (scopes[0] if scopes else {}), transport.calls
+
+
+@pytest.mark.parametrize(("request_", "options"), [
+    (GET, {}),
+    (b"GET /a%20b/c%2Fd?x=1&y=%20 HTTP/1.1\r\nhost: x\r\n\r\n", {}),
+    (b"PUT /k HTTP/1.0\r\ncontent-length: 2\r\n\r\n{}", {}),
+    (b"GET /v1/kv/a HTTP/1.1\r\nhost: x\r\n\r\n", {"root_path": "/api"}),
+    (GET, {"limit_concurrency": 0}),  # every request over the limit: uvicorn's 503
+])
+async def test_the_scope_and_answer_are_uvicorns(request_: bytes, options: Any) -> None:
+    joined, joined_calls = await seen_scope(request_, JoinedHttpToolsProtocol, **options)
+    plain, plain_calls = await seen_scope(request_, HttpToolsProtocol, **options)
+    assert joined == plain
+    assert b"".join(d for _, d in joined_calls) == b"".join(d for _, d in plain_calls)
+    if options.get("limit_concurrency") == 0:
+        assert joined == {} and joined_calls[0][1].startswith(b"HTTP/1.1 503 ")
+    else:
+        assert joined["path"] and joined_calls[0][1].startswith(b"HTTP/1.1 200 ")
 
 
 class Timed(Recorded):
