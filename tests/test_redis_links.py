@@ -109,8 +109,10 @@ async def test_a_timed_out_exchange_answers_a_timeout_and_closes_its_link(
         assert all(isinstance(a, RedisTimeoutError) for a in answers[1:])
         assert "no reply within 0.1 s" in str(answers[1])
         assert await packed_exchange(client, [PING], kept) == [b"PONG"]
-        while links_of(kept)._open[pool] > 1:  # (the closed links' connection_lost)
-            await asyncio.sleep(0.01)
+        async def closed() -> bool:  # (the closed links' connection_lost)
+            return links_of(kept)._open[pool] <= 1
+
+        await until(closed, "the timed-out links closed")
     finally:
         await kept.close()
         await client.aclose()
@@ -132,7 +134,6 @@ async def test_a_link_the_server_closed_while_idle_is_never_used(client: Redis) 
     kept, pool = Kept(), client.connection_pool
     await packed_exchange(client, [command(b"CLIENT", b"SETNAME", b"doomed")], kept)
     [doomed] = links_of(kept)._idle[pool]
-    await client.execute_command("CLIENT", "KILL", "SKIPME", "yes", "TYPE", "normal")
     lost = asyncio.get_running_loop().create_future()
     original = doomed.connection_lost
 
@@ -140,8 +141,12 @@ async def test_a_link_the_server_closed_while_idle_is_never_used(client: Redis) 
         original(exc)
         lost.set_result(None)
 
-    doomed.connection_lost = seen  # type: ignore[method-assign]
+    doomed.connection_lost = seen  # type: ignore[method-assign]  # (before the kill)
+    assert doomed.transport is not None
+    host, port = doomed.transport.get_extra_info("sockname")[:2]
+    await client.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}")
     await asyncio.wait_for(lost, 5)
+    assert doomed.lost is not None
     assert doomed not in links_of(kept)._idle.get(pool, [])
     assert await packed_exchange(client, [PING], kept) == [b"PONG"]
     await kept.close()
@@ -172,19 +177,31 @@ async def blocked_clients(client: Redis) -> int:
     return int((await client.info("clients"))["blocked_clients"])
 
 
+async def until(check: Any, what: str, timeout: float = 10) -> None:
+    """Wait (polling the server) until ``await check()`` is true."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, f"never: {what}"
+        await asyncio.sleep(0.01)
+
+
 async def test_a_cancelled_exchange_closes_its_link(client: Redis) -> None:
     kept, pool = Kept(), client.connection_pool
     call = asyncio.ensure_future(
         packed_exchange(client, [command(b"BLPOP", b"nothing", b"0")], kept)
     )
-    while await blocked_clients(client) < 1:  # the link's BLPOP reached the server
-        await asyncio.sleep(0.01)
+    async def blocked() -> bool:
+        return await blocked_clients(client) >= 1
+
+    async def unblocked() -> bool:
+        return await blocked_clients(client) == 0
+
+    await until(blocked, "the link's BLPOP reached the server")
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
     assert not links_of(kept)._idle.get(pool)
-    while await blocked_clients(client) > 0:  # the server saw the link closed
-        await asyncio.sleep(0.01)
+    await until(unblocked, "the server saw the link closed")
     assert await packed_exchange(client, [PING], kept) == [b"PONG"]
     await kept.close()
 
@@ -196,8 +213,10 @@ async def test_at_most_max_links_then_redis_py_connections(
     kept, pool = Kept(), client.connection_pool
     blpop = command(b"BLPOP", b"list", b"5")
     calls = [asyncio.ensure_future(packed_exchange(client, [blpop], kept)) for _ in range(4)]
-    while await blocked_clients(client) < 4:  # two over links, two over redis-py's
-        await asyncio.sleep(0.01)
+    async def all_blocked() -> bool:  # two over links, two over redis-py's
+        return await blocked_clients(client) >= 4
+
+    await until(all_blocked, "four BLPOPs reached the server")
     assert len(pool._in_use_connections) >= 2
     assert links_of(kept)._open[pool] == 2
     await client.rpush("list", "a", "b", "c", "d")
