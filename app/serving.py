@@ -114,12 +114,12 @@ class HeadWithBody(RequestResponseCycle):
             await super().send(message)
             return
         self.held = None
-        if message["type"] == "http.response.body" and self.send_whole(held, message):
-            return
         if message["type"] != "http.response.body":
             # The app never wrote the held head: uvicorn answers this message alone
             # (a 500 after a failure, or its error for an out-of-order message).
             await super().send(message)
+            return
+        if self.send_whole(held, message):
             return
         transport = self.transport
         parts = _Parts(transport)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -274,3 +275,18 @@ def http_request(
             return resp.status, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
+
+
+def private_redis(procs: ProcessSet, data_dir: str) -> tuple[ManagedProcess, str]:
+    """A ``redis-server`` of the bench's own on a free loopback port, without
+    persistence (never the Redis on 6379): the process and its URL."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise SystemExit("redis-server is not on PATH")
+    port = free_port()
+    server = procs.start(f"redis-{port}", [
+        exe, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
+        "--dir", data_dir, "--daemonize", "no",
+    ])
+    server.wait_for_port(port)
+    return server, f"redis://{LOOPBACK}:{port}/0"

@@ -40,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _procs import LOOPBACK, ProcessSet, free_port
+from _procs import ProcessSet, private_redis
 
 VALUE = b'{"status":"running","step":42,"agent":"a1"}'
 OPS = ("GET", "PUT")
@@ -146,16 +146,7 @@ def main() -> None:
                 url = "memory://"
                 if backend == "redis":
                     # A fresh server per app, so that each starts from an empty database.
-                    exe = shutil.which("redis-server")
-                    if exe is None:
-                        raise SystemExit("redis-server is not on PATH")
-                    port = free_port()
-                    server = procs.start(f"redis-{port}", [
-                        exe, "--port", str(port), "--bind", LOOPBACK, "--save", "",
-                        "--appendonly", "no", "--dir", tmp, "--daemonize", "no",
-                    ])
-                    server.wait_for_port(port)
-                    url = f"redis://{LOOPBACK}:{port}/0"
+                    server, url = private_redis(procs, tmp)
                 per_op = phase_counts(app_dir, args.count, url)
                 if backend == "redis":
                     procs.stop(server)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _procs import LOOPBACK, ProcessSet, free_port
+from _procs import LOOPBACK, ProcessSet, free_port, private_redis
 
 VALUE = b'{"status":"running","step":42,"agent":"a1"}'
 WARMUP = 300
@@ -129,16 +129,7 @@ def main() -> None:
             for app_dir in app_dirs:
                 url = "memory://"
                 if backend == "redis":
-                    exe = shutil.which("redis-server")
-                    if exe is None:
-                        raise SystemExit("redis-server is not on PATH")
-                    port = free_port()
-                    redis = procs.start(f"redis-{port}", [
-                        exe, "--port", str(port), "--bind", LOOPBACK, "--save", "",
-                        "--appendonly", "no", "--dir", tmp, "--daemonize", "no",
-                    ])
-                    redis.wait_for_port(port)
-                    url = f"redis://{LOOPBACK}:{port}/0"
+                    redis, url = private_redis(procs, tmp)
                 per_op = measure(app_dir, url, args.count, Path(tmp))
                 if backend == "redis":
                     procs.stop(redis)

@@ -291,3 +291,41 @@ async def test_a_nodes_links_are_a_share_of_its_connection_setting(redis_url: st
     assert kept._idle[client.connection_pool] or client.connection_pool._available_connections
     await kept.close()
     await client.aclose()
+
+
+async def test_a_reply_nothing_asked_for_closes_the_link(client: Redis) -> None:
+    """A stream out of step with its commands cannot be read further: the link is
+    closed and never used again (the bytes come from the test, the link is real)."""
+    kept, pool = Kept(), client.connection_pool
+    await packed_exchange(client, [PING], kept)
+    [link] = links_of(kept)._idle[pool]
+    link.data_received(b"+PONG\r\n")
+    assert link.lost is not None and "nothing asked for" in str(link.lost)
+    assert await packed_exchange(client, [PING], kept) == [b"PONG"]
+    assert links_of(kept)._idle[pool][0] is not link
+    await kept.close()
+
+
+async def test_a_reply_redis_py_treats_as_a_broken_connection_fails_the_rest(
+    client: Redis,
+) -> None:
+    """A LOADING reply (redis-py: a ConnectionError) answers its command and the ones
+    after it with that error, and closes the link, as over a redis-py connection."""
+    kept, pool = Kept(), client.connection_pool
+    await packed_exchange(client, [PING], kept)
+    [link] = links_of(kept)._idle[pool]
+    call = asyncio.ensure_future(packed_exchange(client, [
+        command(b"BLPOP", b"nothing", b"5"), PING,
+    ], kept))  # fmt: skip
+
+    async def blocked() -> bool:
+        return await blocked_clients(client) >= 1
+
+    await until(blocked, "the BLPOP reached the server")
+    link.data_received(b"-LOADING Redis is loading the dataset in memory\r\n")
+    answers = await call
+    assert all(isinstance(a, RedisConnectionError) for a in answers), answers
+    assert "loading" in str(answers[0]).lower()
+    assert link.lost is not None and link not in links_of(kept)._idle.get(pool, [])
+    assert await packed_exchange(client, [PING], kept) == [b"PONG"]
+    await kept.close()

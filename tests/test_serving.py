@@ -277,16 +277,24 @@ def keep_alive_protocol(app: Any, timeout: float) -> tuple[JoinedHttpToolsProtoc
     return protocol, transport
 
 
-async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout() -> None:
-    answered = asyncio.Event()
+def answering(answered: asyncio.Event, times: list[float] | None = None) -> Any:
+    """An app answering START and BODY, then setting ``answered`` (and noting the loop's
+    time in ``times``)."""
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await send(START)
         await send(BODY)
+        if times is not None:
+            times.append(asyncio.get_running_loop().time())
         answered.set()
 
+    return app
+
+
+async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout() -> None:
+    answered = asyncio.Event()
     loop = asyncio.get_running_loop()
-    protocol, transport = keep_alive_protocol(app, 0.05)
+    protocol, transport = keep_alive_protocol(answering(answered), 0.05)
     protocol.data_received(GET)
     await answered.wait()
     idle_from = loop.time()
@@ -298,14 +306,7 @@ async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout() -> No
 async def test_a_connection_used_again_is_closed_a_timeout_after_its_last_answer() -> None:
     answers: list[float] = []
     answered = asyncio.Event()
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await send(START)
-        await send(BODY)
-        answers.append(asyncio.get_running_loop().time())
-        answered.set()
-
-    protocol, transport = keep_alive_protocol(app, 0.5)
+    protocol, transport = keep_alive_protocol(answering(answered, answers), 0.5)
     protocol.data_received(GET)
     await answered.wait()
     first_timer = protocol.timeout_keep_alive_task

@@ -628,7 +628,7 @@ local function store_entry(key, old, value, ea, rev, lease)
     'ver', string.format('%d', e.ver), 'ca', ca, 'ma', now_digits(),
     'ea', eas or string.format('%d', ea)}
   -- The layout mark (see P..'k:'): this write leaves the history list of the layout.
-  local unmarked = not (raw and raw[9])
+  local unmarked = not old or may_head_current(old)
   if unmarked then
     fields[#fields + 1] = 'h'
     fields[#fields + 1] = '1'

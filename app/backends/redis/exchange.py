@@ -138,8 +138,7 @@ async def packed_exchange(client: Redis, packed: Sequence[bytes], kept: Kept) ->
         pool = client.connection_pool
         link = await links.take(pool)
         if link is not None:
-            per_call = pool.connection_kwargs.get("socket_timeout") or 5.0
-            limit = per_call if len(packed) == 1 else per_call * PIPELINE_TIMEOUTS
+            limit = _limit(pool.connection_kwargs.get("socket_timeout"), len(packed))
             answers = await link.exchange(packed, limit)
             links.give_back(link)
             return answers
@@ -207,8 +206,7 @@ async def _exchange(
     answers: list[Any] = []
     clean = False
     try:
-        per_call = connection.socket_timeout or 5.0
-        limit = per_call if count == 1 else per_call * PIPELINE_TIMEOUTS
+        limit = _limit(connection.socket_timeout, count)
         try:
             async with asyncio.timeout(limit):
                 await talk(connection, answers)
@@ -222,6 +220,13 @@ async def _exchange(
     finally:
         await kept.settle(pool, connection, clean)
     return answers
+
+
+def _limit(socket_timeout: float | None, count: int) -> float:
+    """How long an exchange of ``count`` commands waits for its replies in all: the
+    socket timeout for one command, ``PIPELINE_TIMEOUTS`` of them for a batch."""
+    per_call = socket_timeout or 5.0
+    return per_call if count == 1 else per_call * PIPELINE_TIMEOUTS
 
 
 def _failure(exc: BaseException, limit: float) -> Exception:
