@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import nats
 import orjson
 
-from tests.nats_server import nats_server_binary
+from tests.nats_server import nats_server_binary, register_stores
 from tests.support import ServerProcess, free_port
 
 T = TypeVar("T")
@@ -83,6 +83,7 @@ class NatsCluster:
         try:
             for node in self.nodes:
                 node.start()
+                register_stores(node.url, self.nodes)
             self.wait_ready(30)
         except BaseException:
             self.cleanup()

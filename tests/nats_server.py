@@ -17,6 +17,8 @@ import concurrent.futures
 import shutil
 import sys
 import sysconfig
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from tests.support import ServerProcess
@@ -61,11 +63,51 @@ class NatsServer(ServerProcess):
             )
             argv += ["-c", str(config)]
         self._spawn(argv)
+        register_stores(self.url, [self])
         return self
 
 
+#: The servers whose store directories ``flush_nats`` watches, by the client URL a
+#: test flushes through (a cluster's every node under each of its nodes' URLs).
+_STORES: dict[str, list[ServerProcess]] = {}
+
+#: How long ``flush_nats`` waits for a server to remove deleted streams' files.
+REMOVAL_TIMEOUT = 15.0
+
+
+def register_stores(url: str, servers: Iterable[ServerProcess]) -> None:
+    _STORES[url] = list(servers)
+
+
+def pending_removals(servers: Iterable[ServerProcess]) -> list[Path]:
+    """Deleted streams whose files a running server has not removed yet.
+
+    nats-server deletes a stream by renaming its directory to ``.<name>`` and removing
+    that in the background. Deleting a stream of the same name again before that
+    removal ends fails the rename, which the server ignores: the old directory stays,
+    and the next stream of that name recovers the old messages or fails to be made
+    ("error creating store for stream")."""
+    return [
+        path
+        for server in servers
+        if server.proc is not None and server.proc.poll() is None
+        for path in Path(server.dir).glob("jetstream/*/streams/.*")
+    ]
+
+
+def wait_removed(url: str, timeout: float = REMOVAL_TIMEOUT) -> None:
+    servers = _STORES.get(url.split("?")[0], [])
+    deadline = time.monotonic() + timeout
+    while pending := pending_removals(servers):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nats-server has not removed {pending} in {timeout} s")
+        time.sleep(0.01)
+
+
 def flush_nats(url: str) -> None:
-    """Delete every stream of the server at ``url`` (each test starts empty)."""
+    """Delete every stream of the server at ``url`` (each test starts empty), and return
+    once the server has removed their files (see ``pending_removals``): before, so no
+    delete meets an earlier one's leftovers, and after, so none is left for the next."""
 
     async def flush() -> None:
         import nats
@@ -78,6 +120,8 @@ def flush_nats(url: str) -> None:
         finally:
             await nc.close()
 
+    wait_removed(url)
     # In a thread of its own: the caller may be inside a running event loop.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, flush()).result()
+    wait_removed(url)
