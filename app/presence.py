@@ -2,6 +2,11 @@
 alive while it is open. This process sends the keepalives, every third of the lease's
 TTL; when the stream closes (the client went away) or the process dies, they stop and
 the lease lapses after its TTL, taking its keys with it.
+
+A keeper stops on its flag, not on the cancel alone: a cancel that lands inside a
+backend call can be swallowed by the client library (nats-py's publish turns one into
+an error of its own, or finishes the publish as if none came; redis-py can do either),
+and a loop that survives backend errors would then keep the lease alive for good.
 """
 
 from __future__ import annotations
@@ -26,28 +31,34 @@ class LeaseKeeper:
         self.ns = ns
         self.lease_id = lease_id
         self.interval = max(0.01, ttl_ms / 1000 / KEEPALIVES_PER_TTL)
-        self._task: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.stopped = False
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(
+        self.task = asyncio.get_running_loop().create_task(
             self._run(), name=f"corkboard-presence-{self.lease_id}"
         )
 
     def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        self.stopped = True
+        if self.task is not None:
+            self.task.cancel()
 
     async def _run(self) -> None:
-        while True:
+        while not self.stopped:
             await asyncio.sleep(self.interval)
+            if self.stopped:
+                return
             try:
                 info = await self.backend.lease_keepalive(self.ns, self.lease_id)
             except LeaseNotFound:
                 logger.info("presence lease %s ended; keepalives stop", self.lease_id)
                 return
             except CorkboardError as exc:  # e.g. a backend outage: try again next time
-                logger.warning("presence keepalive of %s failed: %s", self.lease_id, exc.detail)
+                if not self.stopped:
+                    logger.warning(
+                        "presence keepalive of %s failed: %s", self.lease_id, exc.detail
+                    )
                 continue
             self.interval = max(0.01, info.ttl_ms / 1000 / KEEPALIVES_PER_TTL)
 

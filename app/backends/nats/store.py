@@ -406,9 +406,14 @@ class NatsStore:
 
 @asynccontextmanager
 async def mapped_errors(url: str) -> AsyncIterator[None]:
-    """The one boundary where NATS failures become 503 backend_unavailable."""
+    """The one boundary where NATS failures become 503 backend_unavailable; a failure
+    raised in a task being cancelled is the cancel, which nats-py turned into an error
+    of its own (its publish does, when the cancel lands while it waits for its turn)."""
     try:
         yield
     except (TimeoutError, nats.errors.Error, OSError) as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError from exc
         raise backend_unavailable("NATS", exc, url) from exc
 

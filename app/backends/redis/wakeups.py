@@ -22,6 +22,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
+from app.backends.parts.log import raise_if_cancelling
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
@@ -89,6 +91,7 @@ class LockWakeups:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis went away: resubscribe, then resync
+                raise_if_cancelling()  # (not if it is a cancel redis-py swallowed)
                 self.subscribed.clear()
                 logger.warning("lock wake-up listener: %s; resubscribing", exc)
                 await asyncio.sleep(backoff)
