@@ -13,6 +13,7 @@ process group: the process we started and its own children (e.g. uvicorn workers
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import os
@@ -290,3 +291,32 @@ def private_redis(procs: ProcessSet, data_dir: str) -> tuple[ManagedProcess, str
     ])
     server.wait_for_port(port)
     return server, f"redis://{LOOPBACK}:{port}/0"
+
+
+def add_comparison_args(parser: argparse.ArgumentParser, count: int) -> None:
+    """The instruction counters' common options: ``--app-dir`` (repeated), ``--backend``
+    (repeated: memory, redis) and ``--count`` (calls per op measured)."""
+    parser.add_argument("--app-dir", action="append", type=Path,
+                        help="directory holding the app/ package (repeat to compare; "
+                             "default: this checkout)")
+    parser.add_argument("--backend", action="append", choices=("memory", "redis"),
+                        help="backend(s) to measure (repeat; default: memory)")
+    parser.add_argument("--count", type=int, default=count, help="calls per op measured")
+
+
+def comparison_runs(
+    args: argparse.Namespace, procs: ProcessSet, data_dir: str
+) -> Iterator[tuple[str, Path, str]]:
+    """(backend, app dir, backend URL) of each run ``add_comparison_args`` asked for: on
+    Redis, a fresh ``private_redis`` per app (each starts from an empty database),
+    stopped once the run is done."""
+    default = [Path(__file__).resolve().parent.parent]
+    app_dirs = [d.resolve() for d in args.app_dir or default]
+    for backend in args.backend or ["memory"]:
+        for app_dir in app_dirs:
+            if backend != "redis":
+                yield backend, app_dir, "memory://"
+                continue
+            server, url = private_redis(procs, data_dir)
+            yield backend, app_dir, url
+            procs.stop(server)

@@ -40,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _procs import ProcessSet, private_redis
+from _procs import ProcessSet, add_comparison_args, comparison_runs
 
 VALUE = b'{"status":"running","step":42,"agent":"a1"}'
 OPS = ("GET", "PUT")
@@ -124,12 +124,7 @@ def phase_counts(app_dir: Path, count: int, backend_url: str) -> dict[str, float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--app-dir", action="append", type=Path,
-                        help="directory holding the app/ package (repeat to compare; "
-                             "default: this checkout)")
-    parser.add_argument("--backend", action="append", choices=("memory", "redis"),
-                        help="backend(s) to measure (repeat; default: memory)")
-    parser.add_argument("--count", type=int, default=1000, help="calls per op measured")
+    add_comparison_args(parser, count=1000)
     parser.add_argument("--drive", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--backend-url", default="memory://", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -138,21 +133,12 @@ def main() -> None:
         return
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not on PATH (Debian package: valgrind)")
-    backends = args.backend or ["memory"]
-    app_dirs = [d.resolve() for d in args.app_dir or [Path(__file__).resolve().parent.parent]]
     with tempfile.TemporaryDirectory(prefix="cb-hotpath-") as tmp, ProcessSet(Path(tmp)) as procs:
-        for backend in backends:
-            for app_dir in app_dirs:
-                url = "memory://"
-                if backend == "redis":
-                    # A fresh server per app, so that each starts from an empty database.
-                    server, url = private_redis(procs, tmp)
-                per_op = phase_counts(app_dir, args.count, url)
-                if backend == "redis":
-                    procs.stop(server)
-                figures = ", ".join(f"{op} {n:,.0f}" for op, n in per_op.items())
-                print(f"{backend} {app_dir}: instructions per call in the app: {figures}",
-                      flush=True)
+        for backend, app_dir, url in comparison_runs(args, procs, tmp):
+            per_op = phase_counts(app_dir, args.count, url)
+            figures = ", ".join(f"{op} {n:,.0f}" for op, n in per_op.items())
+            print(f"{backend} {app_dir}: instructions per call in the app: {figures}",
+                  flush=True)
 
 
 if __name__ == "__main__":

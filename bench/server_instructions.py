@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _procs import LOOPBACK, ProcessSet, free_port, private_redis
+from _procs import LOOPBACK, ProcessSet, add_comparison_args, comparison_runs, free_port
 
 VALUE = b'{"status":"running","step":42,"agent":"a1"}'
 WARMUP = 300
@@ -113,29 +113,17 @@ def measure(app_dir: Path, backend_url: str, count: int, tmp: Path) -> dict[str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--app-dir", action="append", type=Path,
-                        help="directory holding the app/ package (repeat to compare; "
-                             "default: this checkout)")
-    parser.add_argument("--backend", action="append", choices=("memory", "redis"),
-                        help="backend(s) to measure (repeat; default: memory)")
-    parser.add_argument("--count", type=int, default=2000, help="calls per op measured")
+    add_comparison_args(parser, count=2000)
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not on PATH (Debian package: valgrind)")
-    app_dirs = [d.resolve() for d in args.app_dir or [Path(__file__).resolve().parent.parent]]
     with tempfile.TemporaryDirectory(prefix="cb-server-") as tmp, ProcessSet(Path(tmp)) as procs:
-        for backend in args.backend or ["memory"]:
-            for app_dir in app_dirs:
-                url = "memory://"
-                if backend == "redis":
-                    redis, url = private_redis(procs, tmp)
-                per_op = measure(app_dir, url, args.count, Path(tmp))
-                if backend == "redis":
-                    procs.stop(redis)
-                figures = ", ".join(f"{op} {per_op[op]:,.0f}" for op in ("PUT", "GET"))
-                print(f"{backend} {app_dir}: instructions per call in the server process: "
-                      f"{figures}", flush=True)
+        for backend, app_dir, url in comparison_runs(args, procs, tmp):
+            per_op = measure(app_dir, url, args.count, Path(tmp))
+            figures = ", ".join(f"{op} {per_op[op]:,.0f}" for op in ("PUT", "GET"))
+            print(f"{backend} {app_dir}: instructions per call in the server process: "
+                  f"{figures}", flush=True)
 
 
 if __name__ == "__main__":

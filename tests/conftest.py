@@ -38,7 +38,7 @@ CLUSTER_MODULES = {
     "test_hub", "test_locks", "test_locks_backend", "test_sessions",
     "test_session_snapshots", "test_variable_types", "test_artifacts", "test_quotas",
     "test_lock_waiters", "test_watch", "test_session_locks", "test_lock_listing",
-    "test_lock_quota",
+    "test_lock_quota", "test_swallowed_cancels",
 }
 #: Modules whose ``backend`` tests also run on NATS JetStream: every module using the
 #: ``backend`` fixture. test_watch picks its engines itself (NATS included);
@@ -54,7 +54,7 @@ NATS_MODULES = {
     "test_service", "test_bad_input", "test_schema_conformance", "test_generated_client",
     "test_locks_processes", "test_access", "test_kv_concurrency", "test_methods",
     "test_namespace_isolation", "test_operations", "test_ui_routes",
-    "test_quotas", "test_lock_quota",
+    "test_quotas", "test_lock_quota", "test_swallowed_cancels",
 }
 #: Tests of NATS_MODULES whose NATS run is deselected, with the part NATS lacks
 #: (docs/nats.md says what is not built on NATS yet).

@@ -28,6 +28,7 @@ from app.backends.nats.msgs import Msg, TooManyResults, message_of, message_of_a
 from app.backends.nats.names import SYSTEM_BUCKET, stream_of
 from app.backends.nats.payload import check_size
 from app.backends.nats.wake import SETTLE_DELAYS, Wakers
+from app.backends.parts.log import raise_if_cancelling
 from app.errors import BackendUnavailable, backend_unavailable, redact_url
 
 #: ``Msg`` lives in msgs.py; the parts import it from here, with the store.
@@ -412,8 +413,6 @@ async def mapped_errors(url: str) -> AsyncIterator[None]:
     try:
         yield
     except (TimeoutError, nats.errors.Error, OSError) as exc:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise asyncio.CancelledError from exc
+        raise_if_cancelling()
         raise backend_unavailable("NATS", exc, url) from exc
 

@@ -18,6 +18,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from app.backends.parts.log import raise_if_cancelling
 from app.backends.redis.library import load_library
 from app.backends.redis.nodes import Command, RedisNodes
 from app.backends.redis.runner import ScriptBatcher, ScriptPacker
@@ -134,6 +135,7 @@ class RedisStore:
             else:
                 reply = await self.batcher.submit(command)
         except (RedisError, OSError, TimeoutError) as exc:
+            raise_if_cancelling()  # (mapped_errors' rule, inline)
             raise backend_unavailable("Redis", exc, self.url) from exc
         if isinstance(reply, list) and reply and reply[0] == b"__reschedule":
             # Rule 1 of sweeper.py: tell the index after the script, in its own call.
@@ -176,7 +178,9 @@ async def load_on(client: Redis, library: str, url: str) -> None:
 
 @asynccontextmanager
 async def mapped_errors(url: str, client: Any = None) -> AsyncIterator[None]:
-    """The one boundary where Redis failures become 503 backend_unavailable.
+    """The one boundary where Redis failures become 503 backend_unavailable; a failure
+    raised in a task being cancelled is the cancel, which redis-py can turn into an
+    error of its own (``raise_if_cancelling``).
 
     (A broken connection's pool is cleaned where it broke: ``RedisNodes._send``. Calls
     are never retried here, since a timed-out script may have run.)
@@ -184,5 +188,6 @@ async def mapped_errors(url: str, client: Any = None) -> AsyncIterator[None]:
     try:
         yield
     except (RedisError, OSError, TimeoutError) as exc:
+        raise_if_cancelling()
         raise backend_unavailable("Redis", exc, url) from exc
 
