@@ -80,11 +80,25 @@ local function now_digits()
   return NOW_S
 end
 
+-- An integer's digits (a Lua number passed to redis.call is formatted as a float, and
+-- tostring writes 1e+15). string.format costs about as much as a small command, so 0
+-- (no deadline, no change) is a constant, and the last revision formatted is kept: a
+-- write's event, its size list and its entry all name it.
+local REV_N, REV_S = 0, '0'
+local function digits(n)
+  if n == 0 then return '0' end
+  return string.format('%d', n)
+end
+local function rev_digits(rev)
+  if rev ~= REV_N then REV_N, REV_S = rev, string.format('%d', rev) end
+  return REV_S
+end
+
 -- The call's state from its KEYS and ARGV (the calling convention above); an error
 -- reply when the call must not run (its slot is moving), else nil. What follows from
 -- the namespace key and the bounds argument is worked out again only when they differ
 -- from the last call's (a pure function of those strings: nothing else is kept).
-local LAST_BOUNDS, CLUSTER
+local LAST_BOUNDS, CLUSTER, LAST_HISTORY
 local function begin(keys, args)
   KEYS, ARGV = keys, args
   if keys[1] ~= REV then
@@ -103,7 +117,10 @@ local function begin(keys, args)
     CLUSTER = bounds[5] ~= 0  -- (absent: probe, the safe side)
     LAST_BOUNDS = args[2]
   end
-  HISTORY = tonumber(args[3])
+  if args[3] ~= LAST_HISTORY then
+    HISTORY = tonumber(args[3])
+    LAST_HISTORY = args[3]
+  end
   RESCHEDULE = nil
   if CLUSTER and slot_moving() then
     return redis.error_reply('TRYAGAIN the hash slot of namespace ' .. NS
@@ -187,10 +204,12 @@ end
 -- The value and old_value members of events that carry values (raw stored JSON, or nil
 -- for null: a stored JSON 'null' stays distinguishable from none).
 local function values_tail(value, old)
-  local f = {'nvalue', '', 'nold_value', ''}
-  if value then f[1], f[2] = 'jvalue', value end
-  if old then f[3], f[4] = 'jold_value', old end
-  return f
+  if value then
+    if old then return {'jvalue', value, 'jold_value', old} end
+    return {'jvalue', value, 'nold_value', ''}
+  end
+  if old then return {'nvalue', '', 'jold_value', old} end
+  return {'nvalue', '', 'nold_value', ''}
 end
 
 -- The log's event sizes live beside it, oldest first, in the list P..'logn' (the stream
@@ -313,13 +332,16 @@ end
 local function append_event(rev, typ, key, session, tail)
   session = session or ''
   local at = now_digits()
-  local revs = string.format('%d', rev)
+  local revs = rev_digits(rev)
   local args = {'XADD', PFX .. 'log', revs .. '-0', 't', typ, 'k', key, 's', session, 'a', at}
   local size = 4 + #typ + #key + #session + #at
   if tail then
+    local count = 11
     for i = 1, #tail do
-      local x = ev_text(tail[i])
-      args[#args + 1] = x
+      local x = tail[i]
+      if type(x) == 'number' then x = string.format('%d', x) end  -- (ev_text, inline)
+      count = count + 1
+      args[count] = x
       size = size + #x
     end
   end
@@ -327,7 +349,7 @@ local function append_event(rev, typ, key, session, tail)
   local n = redis.call('RPUSH', PFX .. 'logn', revs .. ':' .. string.format('%d', size))
   local freed, cut, exact, drop = 0, '', false, 0
   if n > RETENTION then freed, cut, exact, drop = pop_sizes(n - RETENTION) end
-  local eb = redis.call('HINCRBY', QUOTA, 'eb', string.format('%d', size - freed))
+  local eb = redis.call('HINCRBY', QUOTA, 'eb', digits(size - freed))
   if n == 1 and eb == size then
     -- The namespace's first event, or a log from before byte accounting (no sizes, no
     -- 'eb'): then its older events are counted now, this one with them.
@@ -483,7 +505,7 @@ local function history_item(e)
   local raw = e.raw
   if raw then
     return raw[2] .. '|' .. raw[3] .. '|' .. raw[4] .. '|' .. raw[5] .. '|' .. raw[6] .. '|'
-      .. string.format('%d', e.ea) .. '|' .. e.v
+      .. digits(e.ea) .. '|' .. e.v
   end
   return e.r .. '|' .. e.cr .. '|' .. e.ver .. '|' .. e.ca .. '|' .. e.ma .. '|' .. e.ea
     .. '|' .. e.v
@@ -624,9 +646,9 @@ local function store_entry(key, old, value, ea, rev, lease)
   else
     cr, ca = string.format('%d', e.cr), string.format('%d', e.ca)
   end
-  local fields = {'HSET', kkey(key), 'v', e.v, 'r', string.format('%d', rev), 'cr', cr,
+  local fields = {'HSET', kkey(key), 'v', e.v, 'r', rev_digits(rev), 'cr', cr,
     'ver', string.format('%d', e.ver), 'ca', ca, 'ma', now_digits(),
-    'ea', eas or string.format('%d', ea)}
+    'ea', eas or digits(ea)}
   -- The layout mark (see P..'k:'): this write leaves the history list of the layout.
   local unmarked = not old or may_head_current(old)
   if unmarked then
