@@ -1,8 +1,9 @@
 """A session lock call and its session are one atomic step, on every backend: a refused
 call (conflict, stale token, quota) creates, indexes and touches no session and takes no
 lock; a call that changed nothing recreates no deleted session; a waiter handed the lock
-creates or touches its session when it claims it; deleting a session hands its locks to
-the waiters in line; the snapshot lists the session's locks and pending entries."""
+creates or touches its session when it claims it; deleting a session, or importing a
+snapshot that leaves a lock free, hands its locks to the waiters in line; the snapshot
+lists the session's locks and pending entries."""
 
 from __future__ import annotations
 
@@ -199,3 +200,54 @@ async def test_a_waiter_refused_by_the_session_quota_gives_the_lock_back(
         assert [e["type"] for e in found] == ["lock.released", "lock.acquired",
                                                "lock.released"]
         assert found[-1]["owner"] == "w" and found[-1]["abandoned"] is True
+
+
+async def test_an_import_that_frees_a_lock_hands_it_to_the_waiters(
+    make_settings: MakeSettings,
+) -> None:
+    """An import ends the session's holders as a delete does: a lock it leaves free (the
+    snapshot holds it not, or its holder's expires_at has passed) goes to the first
+    waiter in line at once, who claims the imported pending entries; a lock the snapshot
+    holds stays held, its waiters waiting for its release."""
+    async with service(make_settings) as (c, b):
+        for name in ("l", "m", "n"):
+            assert (await lock(c, "s1", name, "a", ttl=30)).status_code == 200
+        since = await revision(c)
+        # Waits far longer than the test's bounds: a waiter answered only when its wait
+        # ends (the lock left free and nobody told) fails them.
+        waiters = {name: asyncio.create_task(lock(c, "s1", name, "w", ttl=30, wait="60s"))
+                   for name in ("l", "m", "n")}
+        await queued(c, since, count=3)
+        snap = (await c.get("/v1/sessions/s1/snapshot")).json()
+        held = {name: snap["locks"][name]["token"] for name in ("l", "m", "n")}
+        snap["locks"] = {
+            "m": {**snap["locks"]["m"], "expires_at": "2001-01-01T00:00:00.000Z"},
+            "n": {**snap["locks"]["n"], "owner": "z"},
+        }
+        snap["pending_locks"] = {"l": ["e1"], "m": ["e2"]}
+        before = await revision(c)
+        r = await c.put("/v1/sessions/s1/snapshot", json=snap)
+        assert r.status_code in (200, 201), r.text
+        for name, entry in (("l", "e1"), ("m", "e2")):
+            got = await asyncio.wait_for(waiters[name], 15)
+            assert got.status_code == 200, got.text
+            assert got.json()["owner"] == "w" and got.json()["token"] > held[name]
+            assert got.json()["pending"] == [entry]
+        assert not waiters["n"].done()
+        found = await events(c, since=before)
+        kinds = [(e["type"], e.get("key")) for e in found]
+        assert kinds[0] == ("session.imported", "s1")
+        assert sorted(kinds[1:3]) == [("lock.acquired", "l"), ("lock.acquired", "m")]
+        # The imported holder of "n" releases it: the waiter gets it then.
+        imported = (await c.get("/v1/sessions/s1/locks/n")).json()
+        assert imported["owner"] == "z"
+        r = await c.post("/v1/sessions/s1/locks/n/release",
+                         json={"owner": "z", "token": imported["token"]})
+        assert r.status_code == 200, r.text
+        got = await asyncio.wait_for(waiters["n"], 15)
+        assert got.status_code == 200 and got.json()["owner"] == "w", got.text
+        snap = (await c.get("/v1/sessions/s1/snapshot")).json()
+        assert {name: lk["owner"] for name, lk in snap["locks"].items()} == {
+            "l": "w", "m": "w", "n": "w"}
+        assert snap["pending_locks"] == {}
+        assert await indexed(b, "s1") <= {"l", "m", "n"}

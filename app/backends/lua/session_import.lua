@@ -128,4 +128,26 @@ for _ = 1, tonumber(take()) do
   redis.call('SADD', ss_part('slk', sid), name)
 end
 out[2] = emit('session.imported', sid, sid, {'bcreated', created and '1' or '0'})
+
+-- A lock the import left free goes to its first waiter at once (who claims the imported
+-- pending entries), as after a delete: none waits for a release to come. By name, as the
+-- other engines hand them.
+local names, seen = {}, {}
+for _, list in ipairs({lock_names, ss_lock_names(sid)}) do
+  for i = 1, #list do
+    if not seen[list[i]] then
+      seen[list[i]] = true
+      names[#names + 1] = list[i]
+    end
+  end
+end
+table.sort(names)
+for i = 1, #names do
+  local name = names[i]
+  if redis.call('EXISTS', lock_key(sid, name)) == 0
+      and redis.call('LLEN', lk_wait(lk_sn(sid, name))) > 0
+      and lk_handoff(sid, name) then
+    redis.call('SADD', ss_part('slk', sid), name)
+  end
+end
 return out
