@@ -195,3 +195,50 @@ async def test_a_sweep_goes_on_past_a_namespace_whose_slot_is_moving(
         assert not await stored(moving)
     finally:
         await backend.close()
+
+
+async def test_a_master_without_the_library_gets_it_loaded_by_the_next_call(
+    redis_cluster: RedisCluster,
+) -> None:
+    """A master that lost the library (a new master, one restarted without persistence):
+    the next call to a namespace it serves loads the library there, on that master only,
+    and runs once; its replica gets the library from it."""
+    from app.backends.redis.library import load_library
+
+    redis_cluster.wait_ok()
+    ns = "lib-gone"
+    owner = redis_cluster.owner_port(slot_of_namespace(ns))
+    master = next(n for n in redis_cluster.masters() if n.port == owner)
+    others = [n for n in redis_cluster.masters() if n is not master]
+    name = load_library().name
+    backend = RedisBackend.from_url(redis_cluster.url)
+    await backend.start()
+    client = master.client()
+    try:
+        await backend.kv_put(ns, "n", b"0")
+        client.function_delete(name)
+        assert client.function_list(name) == []
+        for i in range(1, 4):
+            assert (await backend.kv_increment(ns, "n", 1)).entry.value == str(i).encode()
+        assert len(client.function_list(name)) == 1
+        for node in others:
+            c = node.client()
+            try:
+                assert len(c.function_list(name)) == 1
+            finally:
+                c.close()
+        assert client.execute_command("WAIT", 1, 5000) >= 1  # the load reached a replica
+        replicas = 0
+        for node in redis_cluster.alive():
+            c = node.client()
+            try:
+                role = c.info("replication")
+                if role.get("role") == "slave" and role.get("master_port") == master.port:
+                    replicas += 1
+                    assert len(c.function_list(name)) == 1
+            finally:
+                c.close()
+        assert replicas >= 1
+    finally:
+        client.close()
+        await backend.close()

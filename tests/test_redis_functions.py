@@ -127,6 +127,38 @@ async def test_a_call_after_the_library_is_deleted_loads_it_again(
         assert len(await admin.function_list(load_library().name)) == 1
 
 
+async def test_a_library_that_cannot_be_loaded_again_answers_503_and_changes_nothing(
+) -> None:
+    """The library gone and the server refusing to load it again (here: past its
+    ``maxmemory``, which refuses FUNCTION LOAD): each call answers backend_unavailable
+    and writes nothing; once the server takes the library, calls load it and run."""
+    need_redis_binaries()
+    server = RedisServer().start()
+    try:
+        async with started(server.url) as backend:
+            await backend.kv_put("default", "k", b"1")
+            admin = redis.Redis.from_url(server.url)
+            try:
+                admin.function_delete(load_library().name)
+                admin.config_set("maxmemory", 1)
+                for call in (backend.kv_put("default", "k", b"2"),
+                             backend.kv_put("default", "new", b"1"),
+                             backend.kv_get("default", "k")):
+                    with pytest.raises(BackendUnavailable, match="Function not found"):
+                        await call
+                assert admin.function_list() == []
+                admin.config_set("maxmemory", 0)
+                entry = await backend.kv_get("default", "k")
+                assert entry is not None and (entry.value, entry.revision) == (b"1", 1)
+                assert await backend.kv_get("default", "new") is None
+                assert (await backend.kv_put("default", "k", b"3")).entry.revision == 2
+                assert len(admin.function_list(load_library().name)) == 1
+            finally:
+                admin.close()
+    finally:
+        server.cleanup()
+
+
 async def test_a_log_from_before_byte_accounting_is_counted_at_its_next_event(
     redis_url: str, admin: aioredis.Redis,
 ) -> None:
