@@ -87,6 +87,12 @@ class LockSlots:
         return [(name, self.slots[(ns, scope, name)])
                 for name in sorted(self.names.get((ns, scope), ()))]
 
+    def free_with_waiters(self, ns: str, scope: str) -> list[str]:
+        """The names of ``scope``'s free locks with a waiter still waiting, in order."""
+        held = self.store.view(ns).locks
+        return [name for name, slot in self.scope_slots(ns, scope)
+                if (scope, name) not in held and any(not w.granted.done() for w in slot.waiters)]
+
     def last_token(self, ns: str, scope: str, name: str) -> int:
         """The last token given for the lock (0: none yet)."""
         return self.tokens.get((ns, scope), {}).get(name, 0)

@@ -495,10 +495,6 @@ class MemorySessions(SessionStore):
             self.locks.tidy(ns, sid, name)  # none given: no slot kept for it
         revision = self.store.emit(ns, "session.imported", sid, now, session=sid,
                              extra={"created": old is None}, with_values=False)
-        # A lock the import left free goes to its first waiter at once (who claims the
-        # imported pending entries), as after a delete: none waits for a release to come.
-        free = [name for name, slot in self.locks.scope_slots(ns, sid)
-                if (sid, name) not in holders and any(not w.granted.done() for w in slot.waiters)]
-        for name in free:
-            self.locks.handoff(ns, sid, name, now)
+        # A lock left free goes to its first waiter at once (with the imported entries).
+        self._session_hand_on(ns, sid, self.locks.free_with_waiters(ns, sid), now)
         return ImportResult(revision, old is None, tokens)
