@@ -317,6 +317,93 @@ async def test_leases_are_paged(browser: Any, service: ServiceProcess) -> None:
             await context.close()
 
 
+async def test_locks_are_paged(browser: Any, service: ServiceProcess) -> None:
+    """Locks load 200 at a time, more on demand; lock events read the loaded pages again,
+    not the first one alone."""
+    ns = "ui-locks"
+    async with api_client(service, ns) as api:
+
+        async def take(i: int) -> None:
+            r = await api.post(f"/v1/locks/lock-{i:03d}", json={"owner": f"agent-{i}"})
+            assert r.status_code == 200, r.text
+
+        await asyncio.gather(*(take(i) for i in range(205)))
+        context, page, console = await open_page(browser, f"{service.url}/ui#ns={ns}")
+        try:
+            await live(page)
+            await page.get_by_role("tab", name=re.compile("Locks")).click()
+            rows = page.locator("#locks-table tbody tr")
+            await expect(rows).to_have_count(200)
+            await expect(page.locator("#count-locks")).to_have_text("200+")
+            await expect(rows.nth(199).locator("td.key")).to_have_text("lock-199")
+            await page.locator("#locks-more").click()
+            await expect(rows).to_have_count(205)
+            await expect(page.locator("#count-locks")).to_have_text("205")
+            await expect(page.locator("#locks-more")).to_be_hidden()
+            # A new lock after the loaded ones: the loaded 205 are read again (not the
+            # first page alone), and the new one waits on the next page.
+            await take(205)
+            await expect(page.locator("#count-locks")).to_have_text("205+")
+            await expect(rows).to_have_count(205)
+            await page.locator("#locks-more").click()
+            await expect(rows).to_have_count(206)
+            await expect(rows.nth(205).locator("td.owner")).to_have_text("agent-205")
+            await expect(page.locator("#count-locks")).to_have_text("206")
+            # A released lock leaves the loaded pages.
+            r = await api.post("/v1/locks/lock-000/release", json={"owner": "agent-0", "token": 1})
+            assert r.status_code == 200, r.text
+            await expect(page.locator('#locks-table tr[data-lock="lock-000"]')).to_have_count(0)
+            await expect(rows).to_have_count(205)
+            await expect(page.locator("#count-locks")).to_have_text("205")
+            assert console.errors == []
+        finally:
+            await context.close()
+
+
+async def test_listings_keep_to_the_services_largest_page(browser: Any) -> None:
+    """A deployment whose largest page (``CORKBOARD_MAX_LIST_LIMIT``) is below the
+    dashboard's page sizes: every listing asks for at most that many, a page at a time
+    (no 422), and loads the rest on "more"."""
+    server = ServiceProcess({"CORKBOARD_BACKEND": "memory://", "CORKBOARD_MAX_LIST_LIMIT": "3",
+                             "CORKBOARD_TOKENS": json.dumps(TOKENS)})
+    await start(server)
+    try:
+        ns = "ui-small-pages"
+        async with api_client(server, ns) as api:
+            for i in range(5):
+                for r in await asyncio.gather(
+                    api.put(f"/v1/kv/k{i}", json=i),
+                    api.post(f"/v1/locks/l{i}", json={"owner": "a"}),
+                    api.put(f"/v1/sessions/s{i}"),
+                    api.post("/v1/leases", json={"id": f"lease-{i}", "ttl": "5m"}),
+                ):
+                    assert r.status_code in (200, 201), r.text
+        context, page, console = await open_page(browser, f"{server.url}/ui#ns={ns}")
+        try:
+            await live(page)
+            for tab, table, more, count in (
+                ("Keys", "#keys-table", "#keys-more", None),
+                ("Locks", "#locks-table", "#locks-more", "#count-locks"),
+                ("Sessions", "#sessions-table", "#sessions-more", "#count-sessions"),
+                ("Leases", "#leases-table", "#leases-more", "#count-leases"),
+            ):
+                await page.get_by_role("tab", name=re.compile(tab)).click()
+                rows = page.locator(f"{table} tbody tr")
+                await expect(rows).to_have_count(3)
+                if count is not None:
+                    await expect(page.locator(count)).to_have_text("3+")
+                await page.locator(more).click()
+                await expect(rows).to_have_count(5)
+                await expect(page.locator(more)).to_be_hidden()
+                if count is not None:
+                    await expect(page.locator(count)).to_have_text("5")
+            assert console.errors == []
+        finally:
+            await context.close()
+    finally:
+        await stop(server)
+
+
 #: In-page probe: the longest delay of a 50 ms timer (the page's main thread was busy).
 LAG_PROBE = """() => {
   const probe = { worst: 0, ticks: 0, last: performance.now() };

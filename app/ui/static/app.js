@@ -8,7 +8,7 @@ import { api, auth } from "./api.js";
 import { applyKeyChange, loadKeys, putKeyRow, scheduleKeyFetch, updateKeyCount, wireKeys } from "./keys.js";
 import { applyLeaseEvent, leasesMayHaveChanged, leasesShown, leasesTick, loadLeases, wireLeases } from "./leases.js";
 import { loadArtifacts, loadSession, loadSessions, renderSessions } from "./panels.js";
-import { $, EVENTS_SHOWN, guard, RECENT_KEY, showError, state } from "./state.js";
+import { $, EVENTS_SHOWN, guard, PAGE, pageOf, RECENT_KEY, showError, state } from "./state.js";
 import { Feed } from "./stream.js";
 import { brief, countdown, el, fill, patternMatcher, time } from "./views.js";
 
@@ -42,6 +42,7 @@ async function openNamespace(ns) {
   renderEvents(true);
   setConn("connecting");
   showError(null);
+  await capabilities(); // (its page size first: every listing is held to it)
   const revision = await guard(loadKeys(true));
   if (revision === undefined) {
     setConn("error");
@@ -86,12 +87,21 @@ function setRevision(n) {
 
 // -- locks -----------------------------------------------------------------------------
 
-async function loadLocks() {
+/** Loads the first page ("reset"), the next one ("more"), or the loaded pages again
+ * ("refresh", after lock events: as many as one page of the service may hold). */
+async function loadLocks(mode = "reset") {
   const generation = state.generation;
-  const body = await api("v1/locks", { ns: state.ns });
+  const params = { ns: state.ns, limit: pageOf(PAGE) };
+  if (mode === "more") {
+    if (!state.locksCursor) return;
+    params.cursor = state.locksCursor;
+  } else if (mode === "refresh") {
+    params.limit = pageOf(Math.max(PAGE, state.locks.length));
+  }
+  const body = await api("v1/locks", params);
   if (generation !== state.generation) return;
-  state.locks = body.items;
-  state.locksMore = body.next_cursor !== null;
+  state.locks = mode === "more" ? [...state.locks, ...body.items] : body.items;
+  state.locksCursor = body.next_cursor;
   renderLocks();
 }
 
@@ -119,7 +129,8 @@ function renderLocks() {
   }
   fill($("locks-table").tBodies[0], rows, "No lock is held.");
   const n = state.locks.length;
-  $("count-locks").textContent = state.locksMore ? `${n}+` : String(n);
+  $("count-locks").textContent = state.locksCursor ? `${n}+` : String(n);
+  $("locks-more").hidden = !state.locksCursor;
 }
 
 function applyLockEvent(event) {
@@ -192,7 +203,7 @@ function scheduleRefresh(what) {
     const due = [...state.refresh];
     state.refresh.clear();
     for (const what of due) {
-      if (what === "locks") guard(loadLocks());
+      if (what === "locks") guard(loadLocks("refresh"));
       else if (what === "sessions") guard(loadSessions(true));
       else if (what === "artifacts") guard(loadArtifacts(true));
     }
@@ -284,6 +295,7 @@ function wire() {
     openNamespace(state.ns);
   });
   wireKeys();
+  $("locks-more").addEventListener("click", () => guard(loadLocks("more")));
   $("sessions-more").addEventListener("click", () => guard(loadSessions(false)));
   $("artifacts-more").addEventListener("click", () => guard(loadArtifacts(false)));
   wireLeases();
@@ -319,6 +331,7 @@ async function capabilities() {
   try {
     const caps = await api("v1/capabilities");
     $("backend").textContent = `${caps.backend} · v${caps.version}`;
+    state.listMax = caps.limits.max_list_limit || state.listMax;
   } catch {
     // shown by the namespace load already
   }
@@ -327,5 +340,5 @@ async function capabilities() {
 wire();
 $("ns-recent").replaceChildren(...recentNamespaces().map((n) => el("option", { value: n })));
 const fromHash = decodeURIComponent((location.hash.match(/ns=([^&]+)/) || [])[1] || "");
-openNamespace(/^[a-z0-9][a-z0-9_-]{0,62}$/.test(fromHash) ? fromHash : "default").then(capabilities);
+openNamespace(/^[a-z0-9][a-z0-9_-]{0,62}$/.test(fromHash) ? fromHash : "default");
 

@@ -7,12 +7,12 @@
 // when they scroll into view.
 
 import { api } from "./api.js";
-import { $, guard, PAGE, showError, state } from "./state.js";
+import { $, guard, PAGE, pageOf, showError, state } from "./state.js";
 import { brief, countdown, el, fill, patternMatcher, pretty, time } from "./views.js";
 
 export async function loadKeys(reset) {
   const generation = state.generation;
-  const params = { ns: state.ns, pattern: state.keysPattern || undefined, limit: PAGE, values: "true" };
+  const params = { ns: state.ns, pattern: state.keysPattern || undefined, limit: pageOf(PAGE), values: "true" };
   if (!reset) params.cursor = state.keysCursor;
   const page = await api("v1/kv", params);
   if (generation !== state.generation) return page.revision;

@@ -9,11 +9,10 @@
 // again at most once a second after such events, and their deadlines every REFRESH_MS.
 
 import { api } from "./api.js";
-import { $, guard, state } from "./state.js";
+import { $, guard, pageOf, state } from "./state.js";
 import { countdown, el, fill, pretty } from "./views.js";
 
 export const LEASE_PAGE = 50; // leases per listing call
-const MAX_RELOAD = 1000; // the service's default max_list_limit
 const DETAIL_AT_ONCE = 4; // lease reads in flight
 const KEYS_SHOWN = 6; // key chips per row; the rest as "+N more"
 const REFRESH_MS = 5000;
@@ -58,12 +57,12 @@ export function loadLeases(mode = "reset") {
 async function read(mode) {
   resetIfStale();
   const generation = state.generation;
-  const params = { ns: state.ns, limit: LEASE_PAGE };
+  const params = { ns: state.ns, limit: pageOf(LEASE_PAGE) };
   if (mode === "more") {
     if (!leases.cursor) return;
     params.cursor = leases.cursor;
   } else if (mode === "refresh") {
-    params.limit = Math.min(MAX_RELOAD, Math.max(LEASE_PAGE, leases.order.length));
+    params.limit = pageOf(Math.max(LEASE_PAGE, leases.order.length));
   }
   // What is attached changes with key and lock events only: without them, a refresh
   // reads the listing (deadlines) and the details of leases not seen before.

@@ -2,14 +2,14 @@
 // changed (see scheduleRefresh in app.js), and a chosen session's snapshot.
 
 import { api } from "./api.js";
-import { $, PAGE, state } from "./state.js";
+import { $, PAGE, pageOf, state } from "./state.js";
 import { brief, bytes, countdown, el, fill, pretty, time } from "./views.js";
 
 // -- sessions --------------------------------------------------------------------------
 
 export async function loadSessions(reset) {
   const generation = state.generation;
-  const params = { ns: state.ns, limit: PAGE };
+  const params = { ns: state.ns, limit: pageOf(PAGE) };
   if (!reset && state.sessionsCursor) params.cursor = state.sessionsCursor;
   const body = await api("v1/sessions", params);
   if (generation !== state.generation) return;
@@ -75,7 +75,7 @@ export async function loadSession(sid) {
 
 export async function loadArtifacts(reset) {
   const generation = state.generation;
-  const params = { ns: state.ns, limit: PAGE };
+  const params = { ns: state.ns, limit: pageOf(PAGE) };
   if (!reset && state.artifactsCursor) params.cursor = state.artifactsCursor;
   const body = await api("v1/artifacts", params);
   if (generation !== state.generation) return;

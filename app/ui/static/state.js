@@ -3,7 +3,7 @@
 import { ApiError, describe } from "./api.js";
 import { el } from "./views.js";
 
-export const PAGE = 200; // items per listing call
+export const PAGE = 200; // items per listing call, at most the service's max_list_limit
 export const $ = (id) => document.getElementById(id);
 
 export const EVENTS_SHOWN = 300; // rows in the event list
@@ -11,6 +11,7 @@ export const RECENT_KEY = "corkboard.recentNamespaces";
 
 export const state = {
   ns: "default",
+  listMax: 1000, // the service's max_list_limit (GET /v1/capabilities; this: its default)
   feed: null,
   generation: 0, // bumps on every namespace (re)load; stale answers are dropped
   keys: new Map(), // key -> entry
@@ -20,8 +21,8 @@ export const state = {
   keysPattern: "",
   keysMatch: () => true,
   selectedKey: null,
-  locks: [], // the first page of held locks
-  locksMore: false, // the listing has more pages than shown
+  locks: [], // the loaded pages of held locks
+  locksCursor: null, // next_cursor of the last page (null: everything loaded)
   lockWaiters: new Map(), // lock name -> [{owner, mode, position}]
   sessions: [],
   sessionsCursor: null,
@@ -61,4 +62,9 @@ export function guard(promise) {
     showError(err);
     return undefined;
   });
+}
+
+/** A listing's page size: ``n``, or the service's largest page when that is smaller. */
+export function pageOf(n) {
+  return Math.min(n, state.listMax);
 }
