@@ -88,8 +88,16 @@ function setRevision(n) {
 // -- locks -----------------------------------------------------------------------------
 
 /** Loads the first page ("reset"), the next one ("more"), or the loaded pages again
- * ("refresh", after lock events: as many as one page of the service may hold). */
-async function loadLocks(mode = "reset") {
+ * ("refresh", after lock events: as many as one page of the service may hold); one read
+ * at a time, so that a refresh never drops a page a "more" added meanwhile. */
+let locksReading = Promise.resolve();
+function loadLocks(mode = "reset") {
+  const run = locksReading.then(() => readLocks(mode));
+  locksReading = run.catch(() => undefined);
+  return run;
+}
+
+async function readLocks(mode) {
   const generation = state.generation;
   const params = { ns: state.ns, limit: pageOf(PAGE) };
   if (mode === "more") {
