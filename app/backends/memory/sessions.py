@@ -1,4 +1,5 @@
-"""Sessions for the in-memory backend: variables, chat state, idle TTL and snapshots.
+"""Sessions for the in-memory backend: variables, idle TTL, snapshots (chat state:
+session_chat.py).
 
 Like every memory operation, each call runs without awaiting between its checks and its
 change, so validation (``plan_writes``) happens inside the atomic step. Session locks are
@@ -14,6 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from app.backends.memory.locks import MemoryLocks
+from app.backends.memory.session_chat import MemoryChatState
 from app.backends.memory.session_state import Session, snapshot_bytes, var_bytes
 from app.backends.memory.store import LockState, MemoryStore
 from app.backends.paging import page_sorted
@@ -26,8 +28,6 @@ from app.domain.sessions import (
     LockSnapshot,
     SessionInfo,
     SessionSnapshot,
-    StateKind,
-    StateUpdate,
     Variable,
     WriteOutcome,
     plan_writes,
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 
-class MemorySessions(SessionStore):
+class MemorySessions(MemoryChatState, SessionStore):
     """The session store on a ``MemoryStore``; session locks are ``locks``' (scope = the
     session id)."""
 
@@ -337,88 +337,6 @@ class MemorySessions(SessionStore):
         self.store.emit(ns, "variable.deleted", var.name, now, session=sid, value=None,
                   old_value=var.value, extra=variable_event_fields(var))
         return var
-
-    # -- chat state ------------------------------------------------------------------
-
-    async def subscription_set(
-        self, ns: str, sid: str, thread: str, subscribed: bool, *, fence: Fence | None = None
-    ) -> bool:
-        now = now_ms()
-        self.store.fence_holds(ns, fence, now)
-        sess = self._session_live(ns, sid, now)
-        present = sess is not None and thread in sess.subscriptions
-        if present == subscribed:
-            if sess is not None:
-                self._session_touch(ns, sid, sess, now)
-            return False
-        sess = self._session_touch(ns, sid, sess, now)
-        if subscribed:
-            sess.subscriptions.add(thread)
-        else:
-            sess.subscriptions.discard(thread)
-        self._session_event(ns, sid, now, "subscribe" if subscribed else "unsubscribe",
-                            thread=thread)
-        return True
-
-    async def subscription_list(self, ns: str, sid: str) -> list[str]:
-        sess = self._session_read(ns, sid)
-        return sorted(sess.subscriptions) if sess is not None else []
-
-    async def subscription_get(self, ns: str, sid: str, thread: str) -> bool:
-        sess = self._session_read(ns, sid)
-        return sess is not None and thread in sess.subscriptions
-
-    async def dedupe_check(
-        self, ns: str, sid: str, key: str, limit: int, *, fence: Fence | None = None
-    ) -> bool:
-        now = now_ms()
-        self.store.fence_holds(ns, fence, now)
-        sess = self._session_touch(ns, sid, self._session_live(ns, sid, now), now)
-        if key in sess.dedupe:
-            return True
-        sess.dedupe[key] = None
-        evicted: list[str] = []
-        while len(sess.dedupe) > limit:
-            oldest = next(iter(sess.dedupe))
-            del sess.dedupe[oldest]
-            evicted.append(oldest)
-        self._session_event(ns, sid, now, "dedupe", dedupe_key=key, evicted=evicted)
-        return False
-
-    async def state_get(self, ns: str, sid: str, kind: StateKind, ident: str) -> bytes | None:
-        sess = self._session_read(ns, sid)
-        return sess.states(kind).get(ident) if sess is not None else None
-
-    async def state_update(
-        self,
-        ns: str,
-        sid: str,
-        kind: StateKind,
-        ident: str,
-        update: StateUpdate,
-        *,
-        fence: Fence | None = None,
-    ) -> tuple[bytes | None, bool]:
-        now = now_ms()
-        self.store.fence_holds(ns, fence, now)
-        sess = self._session_live(ns, sid, now)
-        old = sess.states(kind).get(ident) if sess is not None else None
-        new = update(old)
-        if new is None and old is None:
-            if sess is not None:
-                self._session_touch(ns, sid, sess, now)
-            return None, False
-        grow = len(new or b"") - len(old or b"") + (0 if sess else 2)
-        self.store.check_quota(ns, 0, grow)
-        sess = self._session_touch(ns, sid, sess, now)
-        self._session_charge(ns, sess, len(new or b"") - len(old or b""))
-        if new is None:
-            del sess.states(kind)[ident]
-        else:
-            sess.states(kind)[ident] = new
-        self._session_event(ns, sid, now, kind + "_state", value=new, old_value=old,
-                            **{kind: ident})
-        return new, old is None
 
     # -- snapshots -------------------------------------------------------------------
 
