@@ -44,6 +44,8 @@ def redact_query(raw: bytes) -> str:
     """The query string for a log line: the value of every secret parameter replaced by
     ``***``, whatever the encoding of its name (``access%5Ftoken`` included), control
     characters escaped. A query with no '%' and no 'token' is returned as is."""
+    if not raw:
+        return ""
     query = raw.decode("latin-1")
     if "%" in query or "token" in query:
         parts = query.split("&")
@@ -133,7 +135,7 @@ class AccessLog:
         return {
             "time": self._time, "level": "info", "logger": "corkboard.access",
             "message": f"{method} {path} {status}", "request_id": request_id,
-            "method": method, "path": path, "query": redact_query(raw_query) if raw_query else "",
+            "method": method, "path": path, "query": redact_query(raw_query),
             "route": route, "status": status,
             # Milliseconds to the microsecond (round(x, 3) costs as much as the rest).
             "duration_ms": round(seconds * 1e6) / 1000, "bytes_sent": sent, "token": token,

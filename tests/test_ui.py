@@ -360,6 +360,35 @@ async def test_locks_are_paged(browser: Any, service: ServiceProcess) -> None:
             await context.close()
 
 
+async def test_sessions_keep_their_loaded_pages(browser: Any, service: ServiceProcess) -> None:
+    """A session event reads the Sessions tab's loaded pages again, not the first alone."""
+    ns = "ui-sessions-pages"
+    async with api_client(service, ns) as api:
+
+        async def create(i: int) -> None:
+            r = await api.put(f"/v1/sessions/s-{i:03d}")
+            assert r.status_code == 201, r.text
+
+        await asyncio.gather(*(create(i) for i in range(205)))
+        context, page, console = await open_page(browser, f"{service.url}/ui#ns={ns}")
+        try:
+            await live(page)
+            await page.get_by_role("tab", name=re.compile("Sessions")).click()
+            rows = page.locator("#sessions-table tbody tr")
+            await expect(rows).to_have_count(200)
+            await page.locator("#sessions-more").click()
+            await expect(rows).to_have_count(205)
+            await expect(page.locator("#count-sessions")).to_have_text("205")
+            r = await api.put("/v1/sessions/s-000", json={"metadata": {"n": 1}})
+            assert r.status_code == 200, r.text
+            await create(205)  # after the loaded ones: on the next page
+            await expect(page.locator("#count-sessions")).to_have_text("205+")
+            await expect(rows).to_have_count(205)
+            assert console.errors == []
+        finally:
+            await context.close()
+
+
 async def test_listings_keep_to_the_services_largest_page(browser: Any) -> None:
     """A deployment whose largest page (``CORKBOARD_MAX_LIST_LIMIT``) is below the
     dashboard's page sizes: every listing asks for at most that many, a page at a time

@@ -47,6 +47,10 @@ class LockSlot:
     pending: list[bytes] = field(default_factory=list)
     waiters: deque[Waiter] = field(default_factory=deque)
 
+    def waited(self) -> bool:
+        """Whether a waiter is still waiting in line (not answered nor gone)."""
+        return any(not w.granted.done() for w in self.waiters)
+
 
 class LockSlots:
     """Slots by (ns, scope, name), each scope's slotted names, and the token counters."""
@@ -91,7 +95,7 @@ class LockSlots:
         """The names of ``scope``'s free locks with a waiter still waiting, in order."""
         held = self.store.view(ns).locks
         return [name for name, slot in self.scope_slots(ns, scope)
-                if (scope, name) not in held and any(not w.granted.done() for w in slot.waiters)]
+                if (scope, name) not in held and slot.waited()]
 
     def last_token(self, ns: str, scope: str, name: str) -> int:
         """The last token given for the lock (0: none yet)."""

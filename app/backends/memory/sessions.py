@@ -145,7 +145,7 @@ class MemorySessions(MemoryChatState, SessionStore):
         locks = self.store.view(ns).locks
         waited: list[str] = []
         for name, slot in self.locks.scope_slots(ns, sid):
-            if keep_waited and any(not w.granted.done() for w in slot.waiters):
+            if keep_waited and slot.waited():
                 waited.append(name)
             else:
                 slot.pending.clear()

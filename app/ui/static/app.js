@@ -8,7 +8,7 @@ import { api, auth } from "./api.js";
 import { applyKeyChange, loadKeys, putKeyRow, scheduleKeyFetch, updateKeyCount, wireKeys } from "./keys.js";
 import { applyLeaseEvent, leasesMayHaveChanged, leasesShown, leasesTick, loadLeases, wireLeases } from "./leases.js";
 import { loadArtifacts, loadSession, loadSessions, renderSessions } from "./panels.js";
-import { $, EVENTS_SHOWN, guard, PAGE, pageOf, RECENT_KEY, showError, state } from "./state.js";
+import { $, EVENTS_SHOWN, guard, PAGE, pageParams, RECENT_KEY, serially, showError, state } from "./state.js";
 import { Feed } from "./stream.js";
 import { brief, countdown, el, fill, patternMatcher, time } from "./views.js";
 
@@ -59,7 +59,7 @@ async function openNamespace(ns) {
   state.feed.start(revision);
   setRevision(revision);
   await Promise.all([
-    guard(loadLocks()), guard(loadSessions(true)), guard(loadArtifacts(true)), guard(loadLeases("reset")),
+    guard(loadLocks()), guard(loadSessions()), guard(loadArtifacts()), guard(loadLeases("reset")),
   ]);
 }
 
@@ -67,8 +67,8 @@ async function resync() {
   // The feed's resume point was compacted away: every table is read again; the feed
   // goes on after the reset, and events are applied only where they are newer.
   await Promise.all([
-    guard(loadKeys(true)), guard(loadLocks()), guard(loadSessions(true)),
-    guard(loadArtifacts(true)), guard(loadLeases("reset")),
+    guard(loadKeys(true)), guard(loadLocks()), guard(loadSessions()),
+    guard(loadArtifacts()), guard(loadLeases("reset")),
   ]);
   addEvents([{ type: "reset", revision: state.feed ? state.feed.last : 0, key: "", at: new Date().toISOString() }]);
 }
@@ -87,31 +87,18 @@ function setRevision(n) {
 
 // -- locks -----------------------------------------------------------------------------
 
-/** Loads the first page ("reset"), the next one ("more"), or the loaded pages again
- * ("refresh", after lock events: as many as one page of the service may hold); one read
- * at a time, so that a refresh never drops a page a "more" added meanwhile. */
-let locksReading = Promise.resolve();
-function loadLocks(mode = "reset") {
-  const run = locksReading.then(() => readLocks(mode));
-  locksReading = run.catch(() => undefined);
-  return run;
-}
-
-async function readLocks(mode) {
+/** The first page ("reset"), the next ("more"), or the loaded pages again ("refresh",
+ * after lock events). */
+const loadLocks = serially(async (mode) => {
   const generation = state.generation;
-  const params = { ns: state.ns, limit: pageOf(PAGE) };
-  if (mode === "more") {
-    if (!state.locksCursor) return;
-    params.cursor = state.locksCursor;
-  } else if (mode === "refresh") {
-    params.limit = pageOf(Math.max(PAGE, state.locks.length));
-  }
+  const params = pageParams(mode, PAGE, state.locksCursor, state.locks.length);
+  if (!params) return;
   const body = await api("v1/locks", params);
   if (generation !== state.generation) return;
   state.locks = mode === "more" ? [...state.locks, ...body.items] : body.items;
   state.locksCursor = body.next_cursor;
   renderLocks();
-}
+});
 
 function renderLocks() {
   const names = new Set(state.locks.map((l) => l.name));
@@ -212,8 +199,8 @@ function scheduleRefresh(what) {
     state.refresh.clear();
     for (const what of due) {
       if (what === "locks") guard(loadLocks("refresh"));
-      else if (what === "sessions") guard(loadSessions(true));
-      else if (what === "artifacts") guard(loadArtifacts(true));
+      else if (what === "sessions") guard(loadSessions("refresh"));
+      else if (what === "artifacts") guard(loadArtifacts("refresh"));
     }
   }, 150);
 }
@@ -304,8 +291,8 @@ function wire() {
   });
   wireKeys();
   $("locks-more").addEventListener("click", () => guard(loadLocks("more")));
-  $("sessions-more").addEventListener("click", () => guard(loadSessions(false)));
-  $("artifacts-more").addEventListener("click", () => guard(loadArtifacts(false)));
+  $("sessions-more").addEventListener("click", () => guard(loadSessions("more")));
+  $("artifacts-more").addEventListener("click", () => guard(loadArtifacts("more")));
   wireLeases();
   $("sessions-table").tBodies[0].addEventListener("click", (e) => {
     const row = e.target.closest("tr[data-session]");

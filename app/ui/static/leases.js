@@ -9,7 +9,7 @@
 // again at most once a second after such events, and their deadlines every REFRESH_MS.
 
 import { api } from "./api.js";
-import { $, guard, pageOf, state } from "./state.js";
+import { $, guard, pageParams, state } from "./state.js";
 import { countdown, el, fill, pretty } from "./views.js";
 
 export const LEASE_PAGE = 50; // leases per listing call
@@ -57,13 +57,8 @@ export function loadLeases(mode = "reset") {
 async function read(mode) {
   resetIfStale();
   const generation = state.generation;
-  const params = { ns: state.ns, limit: pageOf(LEASE_PAGE) };
-  if (mode === "more") {
-    if (!leases.cursor) return;
-    params.cursor = leases.cursor;
-  } else if (mode === "refresh") {
-    params.limit = pageOf(Math.max(LEASE_PAGE, leases.order.length));
-  }
+  const params = pageParams(mode, LEASE_PAGE, leases.cursor, leases.order.length);
+  if (!params) return;
   // What is attached changes with key and lock events only: without them, a refresh
   // reads the listing (deadlines) and the details of leases not seen before.
   const everything = mode === "reset" || leases.dirty;

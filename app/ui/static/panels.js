@@ -1,23 +1,24 @@
-// The sessions and artifacts panels: listings read again when events say they
-// changed (see scheduleRefresh in app.js), and a chosen session's snapshot.
+// The sessions and artifacts panels: listings read again ("refresh": the loaded pages)
+// when events say they changed (see scheduleRefresh in app.js), and a chosen session's
+// snapshot.
 
 import { api } from "./api.js";
-import { $, PAGE, pageOf, state } from "./state.js";
+import { $, PAGE, pageParams, serially, state } from "./state.js";
 import { brief, bytes, countdown, el, fill, pretty, time } from "./views.js";
 
 // -- sessions --------------------------------------------------------------------------
 
-export async function loadSessions(reset) {
+export const loadSessions = serially(async (mode) => {
   const generation = state.generation;
-  const params = { ns: state.ns, limit: pageOf(PAGE) };
-  if (!reset && state.sessionsCursor) params.cursor = state.sessionsCursor;
+  const params = pageParams(mode, PAGE, state.sessionsCursor, state.sessions.length);
+  if (!params) return;
   const body = await api("v1/sessions", params);
   if (generation !== state.generation) return;
-  state.sessions = reset ? body.items : [...state.sessions, ...body.items];
+  state.sessions = mode === "more" ? [...state.sessions, ...body.items] : body.items;
   state.sessionsCursor = body.next_cursor;
   renderSessions();
   if (state.selectedSession) await loadSession(state.selectedSession);
-}
+});
 
 export function renderSessions() {
   const rows = state.sessions.map((s) => el("tr", {
@@ -73,13 +74,13 @@ export async function loadSession(sid) {
 
 // -- artifacts -------------------------------------------------------------------------
 
-export async function loadArtifacts(reset) {
+export const loadArtifacts = serially(async (mode) => {
   const generation = state.generation;
-  const params = { ns: state.ns, limit: pageOf(PAGE) };
-  if (!reset && state.artifactsCursor) params.cursor = state.artifactsCursor;
+  const params = pageParams(mode, PAGE, state.artifactsCursor, state.artifacts.length);
+  if (!params) return;
   const body = await api("v1/artifacts", params);
   if (generation !== state.generation) return;
-  state.artifacts = reset ? body.items : [...state.artifacts, ...body.items];
+  state.artifacts = mode === "more" ? [...state.artifacts, ...body.items] : body.items;
   state.artifactsCursor = body.next_cursor;
   const rows = state.artifacts.map((a) => el("tr", { dataset: { artifact: a.key } },
     el("td", { class: "key", text: a.key }), el("td", { class: "num", text: bytes(a.size), title: `${a.size} bytes` }),
@@ -89,4 +90,4 @@ export async function loadArtifacts(reset) {
   fill($("artifacts-table").tBodies[0], rows, "No artifacts.");
   $("count-artifacts").textContent = state.artifactsCursor ? `${state.artifacts.length}+` : String(state.artifacts.length);
   $("artifacts-more").hidden = !state.artifactsCursor;
-}
+});

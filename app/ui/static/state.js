@@ -68,3 +68,28 @@ export function guard(promise) {
 export function pageOf(n) {
   return Math.min(n, state.listMax);
 }
+
+/** The parameters of a listing read: the first page ("reset"), the page after
+ * ``cursor`` ("more"; null when there is none), or the ``loaded`` rows again
+ * ("refresh", at most one page of the service). */
+export function pageParams(mode, page, cursor, loaded) {
+  const params = { ns: state.ns, limit: pageOf(page) };
+  if (mode === "more") {
+    if (!cursor) return null;
+    params.cursor = cursor;
+  } else if (mode === "refresh") {
+    params.limit = pageOf(Math.max(page, loaded));
+  }
+  return params;
+}
+
+/** ``read(mode)`` one call at a time, each after those asked before it: a refresh never
+ * drops a page a "more" added meanwhile. */
+export function serially(read) {
+  let last = Promise.resolve();
+  return (mode = "reset") => {
+    const run = last.then(() => read(mode));
+    last = run.catch(() => undefined);
+    return run;
+  };
+}
