@@ -7,5 +7,5 @@ local failed = precondition_fails(ARGV[5], ARGV[6], e)
 if failed then return reply(failed, key, e) end
 if not e then return {'absent'} end
 remove_key(key)
-emit('kv.delete', key, nil, values_tail(nil, e.v))
+emit_value('kv.delete', key, nil, e.v)
 return reply('deleted', key, e)
