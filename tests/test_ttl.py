@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import time
 
 import httpx
@@ -58,3 +60,29 @@ async def test_expired_key_is_absent_before_the_sweep(make_client: object) -> No
         assert r.json()["version"] == 1
         types = [e["type"] for e in await events(client, 0)]
         assert types == ["kv.put", "kv.expire", "kv.put"]
+
+
+async def test_a_rewrite_stores_what_it_answers(client: httpx.AsyncClient) -> None:
+    """Each rewrite of a key (a deadline set, moved, kept, dropped) stores the entry its
+    answer shows: the revision, version, modified_at and expires_at change, created_at and
+    created_revision stay; the history keeps each replaced revision as it was answered."""
+    answers = []
+    for params in ({}, {"ttl": "60s"}, {"ttl": "120s"}, {"ttl": "120s"}, {}, {}):
+        # Distinct milliseconds, so an unchanged modified_at cannot pass for a stored one.
+        await asyncio.sleep(0.003)
+        put = await client.put("/v1/kv/k", json=len(answers), params=params)
+        assert put.status_code == (201 if not answers else 200), put.text
+        answer = put.json()
+        assert (await client.get("/v1/kv/k")).json() == answer
+        answers.append(answer)
+    first = answers[0]
+    for before, after in itertools.pairwise(answers):
+        assert after["version"] == before["version"] + 1
+        assert after["modified_at"] > before["modified_at"]
+        assert (after["created_at"], after["created_revision"]) == (
+            first["created_at"], first["created_revision"])
+    assert [a["expires_at"] is None for a in answers] == [True, False, False, False, True, True]
+    assert answers[1]["expires_at"] < answers[2]["expires_at"]
+    for answer in answers[:-1]:
+        old = await client.get("/v1/kv/k", params={"revision": answer["revision"]})
+        assert old.json() == answer

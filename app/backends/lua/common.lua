@@ -515,6 +515,17 @@ end
 
 local function is_expired(e) return e.ea > 0 and e.ea <= NOW end
 
+-- load_entry(key, true) for a key write (kv_put), with only the numbers a write works
+-- with parsed (ver, ea): r, cr, ca and ma stay the stored strings, which store_entry
+-- and history_item reuse and a reply carries as they are (tonumber costs about as much
+-- as a small command). precondition_fails parses r when it compares it.
+local function load_write_entry(key)
+  local r = redis.call('HMGET', kkey(key), 'v', 'r', 'cr', 'ver', 'ca', 'ma', 'ea', 'ls', 'h')
+  if not r[1] then return nil end
+  return {v = r[1], r = r[2], cr = r[3], ver = tonumber(r[4]), ca = r[5], ma = r[6],
+    ea = tonumber(r[7]), ls = r[8] or '', raw = r}
+end
+
 local function entry_reply(key, e)
   return {key, e.v, e.r, e.cr, e.ver, e.ca, e.ma, e.ea}
 end
@@ -606,8 +617,10 @@ local function remove_key(key)
 end
 
 -- The live entry, or nil; a key past its deadline is expired here, with its event.
-local function live_entry(key)
-  local e = load_entry(key, true)
+-- `for_put`: the entry of load_write_entry.
+local function live_entry(key, for_put)
+  local e
+  if for_put then e = load_write_entry(key) else e = load_entry(key, true) end
   if e and is_expired(e) then
     remove_key(key)
     emit_value('kv.expire', key, nil, e.v)
@@ -663,19 +676,22 @@ local function store_entry(key, old, value, ea, rev, lease)
     e = {v = value, r = rev, cr = rev, ver = 1, ca = NOW, ma = NOW, ea = ea, ls = lease}
     redis.call('ZADD', PFX .. 'keys', 0, key)
   end
-  -- The fields as digits: formatted as integers, or the stored strings reused (a Lua
-  -- number passed to redis.call is formatted as a float, several times dearer).
-  local raw = old and old.raw
-  local cr, ca, eas
-  if raw then
-    cr, ca = raw[3], raw[5]
-    if ea == old.ea then eas = raw[7] end
+  -- The fields as digits (a Lua number passed to redis.call is formatted as a float,
+  -- several times dearer). Over an entry loaded from its hash (raw), only the fields
+  -- that change: cr and ca never do, and ea only with a new deadline.
+  local fields
+  if old and old.raw then
+    fields = {'HSET', kkey(key), 'v', e.v, 'r', rev_digits(rev),
+      'ver', string.format('%d', e.ver), 'ma', now_digits()}
+    if ea ~= old.ea then
+      fields[11] = 'ea'
+      fields[12] = digits(ea)
+    end
   else
-    cr, ca = string.format('%d', e.cr), string.format('%d', e.ca)
+    fields = {'HSET', kkey(key), 'v', e.v, 'r', rev_digits(rev),
+      'cr', string.format('%d', e.cr), 'ver', string.format('%d', e.ver),
+      'ca', string.format('%d', e.ca), 'ma', now_digits(), 'ea', digits(ea)}
   end
-  local fields = {'HSET', kkey(key), 'v', e.v, 'r', rev_digits(rev), 'cr', cr,
-    'ver', string.format('%d', e.ver), 'ca', ca, 'ma', now_digits(),
-    'ea', eas or digits(ea)}
   -- The layout mark (see P..'k:'): this write leaves the history list of the layout.
   local unmarked = not old or may_head_current(old)
   if unmarked then
@@ -728,7 +744,7 @@ end
 local function precondition_fails(cond, expected, e)
   if cond == 'absent' and e then return 'already_exists' end
   if (cond == 'match' or cond == 'exists') and not e then return 'revision_mismatch' end
-  if cond == 'match' and e.r ~= tonumber(expected) then return 'revision_mismatch' end
+  if cond == 'match' and tonumber(e.r) ~= tonumber(expected) then return 'revision_mismatch' end
   return nil
 end
 

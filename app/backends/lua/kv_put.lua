@@ -7,7 +7,7 @@ local key = ARGV[4]
 if not fence_holds(ARGV[9], ARGV[10], ARGV[11]) then return {'stale_fence'} end
 local lease = ARGV[12] or ''
 if lease ~= '' and not TX.lease_live(lease) then return {'lease_not_found'} end
-local e = live_entry(key)
+local e = live_entry(key, true)
 local failed = precondition_fails(ARGV[7], ARGV[8], e)
 if failed then return reply(failed, key, e) end
 local ttl = tonumber(ARGV[6])
