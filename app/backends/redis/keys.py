@@ -34,6 +34,13 @@ def entry_of(fields: Sequence[Any], offset: int = 1) -> KeyEntry:
     )
 
 
+def written_entry(key: str, value: bytes, reply: Sequence[Any]) -> KeyEntry:
+    """The entry ``kv_put`` stored, from its success reply: the status, then the entry's
+    numbers only (the key and the value are the caller's)."""
+    _, r, cr, ver, ca, ma, ea = reply
+    return KeyEntry(key, value, int(r), int(cr), int(ver), int(ca), int(ma), int(ea) or None)
+
+
 def history_entry_of(key: str, item: bytes) -> KeyEntry:
     r, cr, ver, ca, ma, ea, v = item.split(b"|", 6)
     return KeyEntry(key, v, int(r), int(cr), int(ver), int(ca), int(ma), int(ea) or None)
@@ -100,7 +107,7 @@ class RedisKeys(KeyStore):
         status = text(reply[0])
         if status not in ("created", "replaced"):
             _raise_failure(status, reply, key, fence, condition, lease)
-        return PutResult(entry_of(reply), status == "created")
+        return PutResult(written_entry(key, value, reply), status == "created")
 
     async def kv_update(
         self,
@@ -137,7 +144,7 @@ class RedisKeys(KeyStore):
             )
             status = text(reply[0])
             if status in ("created", "replaced"):
-                return PutResult(entry_of(reply), status == "created")
+                return PutResult(written_entry(key, new_value, reply), status == "created")
             if status in ("stale_fence", "lease_not_found"):
                 _raise_failure(status, reply, key, fence, lease=lease)
             await asyncio.sleep(0)
@@ -204,7 +211,7 @@ class RedisKeys(KeyStore):
             )
             status = text(reply[0])
             if status in ("created", "replaced"):
-                return PutResult(entry_of(reply), status == "created")
+                return PutResult(written_entry(key, value, reply), status == "created")
             if status == "stale_fence":
                 _raise_failure(status, reply, key, fence)
             await asyncio.sleep(0)
