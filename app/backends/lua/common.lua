@@ -522,8 +522,10 @@ local function is_expired(e) return e.ea > 0 and e.ea <= NOW end
 local function load_write_entry(key)
   local r = redis.call('HMGET', kkey(key), 'v', 'r', 'cr', 'ver', 'ca', 'ma', 'ea', 'ls', 'h')
   if not r[1] then return nil end
+  local ea = r[7]
+  if ea == '0' then ea = 0 else ea = tonumber(ea) end  -- (most keys have no deadline)
   return {v = r[1], r = r[2], cr = r[3], ver = tonumber(r[4]), ca = r[5], ma = r[6],
-    ea = tonumber(r[7]), ls = r[8] or '', raw = r}
+    ea = ea, ls = r[8] or '', raw = r}
 end
 
 local function entry_reply(key, e)

@@ -11,7 +11,8 @@ if lease ~= '' and not TX.lease_live(lease) then return {'lease_not_found'} end
 local e = live_entry(key, true)
 local failed = precondition_fails(ARGV[7], ARGV[8], e)
 if failed then return reply(failed, key, e) end
-local ttl = tonumber(ARGV[6])
+local ttl = ARGV[6]
+if ttl == '0' then ttl = 0 else ttl = tonumber(ttl) end  -- (a write without a TTL)
 local ea = 0
 if ttl > 0 then
   ea = NOW + ttl
