@@ -743,7 +743,38 @@ def _versions(args: argparse.Namespace) -> str:
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
         uv = out.stdout.strip() or "?"
-    return f"wrk {wrk_v}, uvicorn {uv}"
+    return f"wrk {wrk_v}, uvicorn {uv}, {_python_build(args.python)}, CPU {_cpu_model()}"
+
+
+#: The servers' interpreter as built: its version, whether it runs libpython as a shared
+#: library (calls through the PLT: pyenv's default build) or linked in (Debian's), and
+#: whether it was configured with --enable-optimizations (profile-guided optimization).
+#: Python code runs several percent faster on some builds than on others (bench/README.md).
+_BUILD_PROBE = (
+    "import platform, sysconfig; "
+    "shared = any('libpython' in line for line in open('/proc/self/maps')); "
+    "pgo = '--enable-optimizations' in (sysconfig.get_config_var('CONFIG_ARGS') or ''); "
+    "print(platform.python_version() + (' libpython.so' if shared else ' static')"
+    " + (' PGO' if pgo else ''))"
+)
+
+
+def _python_build(python: str) -> str:
+    """The servers' CPython: version, libpython linking, PGO when configured."""
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        out = subprocess.run([python, "-c", _BUILD_PROBE], capture_output=True, text=True,
+                             timeout=30)
+        if out.returncode == 0 and out.stdout.strip():
+            return "CPython " + out.stdout.strip()
+    return "CPython ?"
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "?"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -758,7 +789,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     header = (
         f"kv_bench: {args.rounds} interleaved round(s) x {args.duration}s, wrk -t{args.threads}"
         f" -c{args.connections}; {os.cpu_count()} CPUs, load {load[0]:.2f} at start;"
-        f" {_versions(args)}; {platform.python_implementation()} via {args.python}"
+        f" {_versions(args)}; servers run {args.python}"
     )
     log(header)
     log(f"server logs: {run_dir}")
