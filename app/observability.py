@@ -112,8 +112,6 @@ class AccessLog:
         self.stream = stream if stream is not None else sys.stderr.buffer
         self.fmt = fmt
         self._pending: list[tuple[Any, ...]] = []
-        self._ms = -1  # the last line's millisecond, and its time's text
-        self._time = ""
 
     def record(
         self, request_id: str, method: str, path: str, query: bytes, route: str,
@@ -129,11 +127,8 @@ class AccessLog:
     def _entry(self, item: tuple[Any, ...]) -> dict[str, Any]:
         at_ns, request_id, method, raw_path, raw_query, route, status, seconds, sent, token = item
         path = escape_controls(raw_path)
-        ms = at_ns // 1_000_000
-        if ms != self._ms:  # (lines come in bursts: many share a millisecond)
-            self._ms, self._time = ms, iso_ms(ms)
         return {
-            "time": self._time, "level": "info", "logger": "corkboard.access",
+            "time": iso_ms(at_ns // 1_000_000), "level": "info", "logger": "corkboard.access",
             "message": f"{method} {path} {status}", "request_id": request_id,
             "method": method, "path": path, "query": redact_query(raw_query),
             "route": route, "status": status,

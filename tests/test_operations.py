@@ -8,8 +8,11 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 import httpx
+import pytest
 
+from app import observability
 from app.observability import AccessLog
+from app.syntax import iso_ms
 from tests.helpers import problem
 
 ClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
@@ -37,6 +40,26 @@ def test_access_log_lines_are_json_and_redact_tokens() -> None:
     assert line["status"] == 200 and line["time"].endswith("Z")
     assert line["query"] == "ns=a&access_token=***" and b"secret" not in stream.getvalue()
     assert line["duration_ms"] == 1.2 and line["request_id"] == "r-1"
+
+
+def test_access_log_lines_carry_their_own_time_and_duration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each line has the time its request was recorded at (to the millisecond) and its
+    duration in milliseconds to the microsecond, however many lines share a flush."""
+    start_ms = 1_764_000_000_000
+    clock = iter([start_ms * 1_000_000, start_ms * 1_000_000 + 400_000,
+                  (start_ms + 5) * 1_000_000 + 999_999])
+    monkeypatch.setattr(observability.time, "time_ns", lambda: next(clock))
+    stream = io.BytesIO()
+    log = AccessLog(stream)
+    for seconds in (0.00123456, 0.0000004, 2.5):
+        log.record("r", "GET", "/healthz", b"", "/healthz", 200, seconds, 2, None)
+    log.flush()
+    lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+    assert [x["time"] for x in lines] == [
+        iso_ms(start_ms), iso_ms(start_ms), iso_ms(start_ms + 5)]
+    assert [x["duration_ms"] for x in lines] == [1.235, 0.0, 2500.0]
 
 
 def test_access_log_text_lines_escape_control_characters() -> None:
