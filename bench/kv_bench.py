@@ -291,6 +291,13 @@ class Bench:
         ]
         proc = self.procs.start(name, argv, env=env, cwd=str(self.app_dir))
         proc.wait_for_port(port, timeout=60)
+        # The port opens with the first worker; a worker still starting would leave the
+        # first run's connections all to the others (bench/README.md, "Connections spread
+        # over the workers"), so every worker must have finished its start-up.
+        proc.wait_until(
+            lambda: proc.log_path.read_bytes().count(_STARTED) >= workers,
+            f"{workers} worker(s) started", timeout=60,
+        )
         desc = (
             f"corkboard serve on {backend.split(':')[0]}, {workers} worker(s),"
             f" {self.app_dir} at {_git_rev(self.app_dir)}"
@@ -509,6 +516,10 @@ class Bench:
                         f"  p50 {sample.p50_ms:.2f} ms  p99 {sample.p99_ms:.2f} ms{err}"
                     )
         return samples
+
+
+#: uvicorn's line when a worker's app has started (one per worker).
+_STARTED = b"Application startup complete."
 
 
 def _git_rev(path: Path) -> str:
