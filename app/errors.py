@@ -44,7 +44,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.methods import allowed_methods
+from app.methods import action_methods, allowed_methods
 
 logger = logging.getLogger("corkboard.errors")
 
@@ -328,8 +328,10 @@ def install_error_handlers(app: FastAPI) -> None:
             detail = f"No route for {request.method} {request.url.path}."
         elif exc.status_code == 405:
             # Starlette names only the first matching route's method; every route of the
-            # path counts.
-            allow = allowed_methods(request.app.router.routes, request.scope)
+            # path counts (of an action's path, only the action's: see action_methods).
+            allow = action_methods(request.app.openapi()["paths"], request.scope["path"]) or (
+                allowed_methods(request.app.router.routes, request.scope)
+            )
             headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
             headers["Allow"] = ", ".join(allow)
             detail = f"{request.method} is not allowed here; allowed: {', '.join(allow)}."

@@ -1,5 +1,6 @@
 """HTTP methods the way clients expect them: ``HEAD`` wherever ``GET`` exists (the GET's
-status and headers, no body), and a 405's ``Allow`` naming every method of the path.
+status and headers, no body), and a 405's ``Allow`` naming every method of the path (of
+an action's path, the action's methods: ``action_methods``).
 
 FastAPI routes declare one method each, so Starlette would answer ``HEAD`` with 405 and
 name only the first matching route's method in ``Allow``; both are fixed here, once, for
@@ -8,7 +9,10 @@ every route (the hot path included, since it serves the same paths as declared r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any
 
 from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -42,6 +46,44 @@ def allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> list[str]:
                 methods |= {"GET", "HEAD"}
             continue
         methods |= {m for m in _METHODS if _serves([route], scope, m)}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+#: Path parameters that may hold '/' (a key, a lock name): the names that an action
+#: segment may follow (app.syntax: such a name may not end in an action segment).
+_NAME_PARAMS = frozenset({"key", "name"})
+
+
+@lru_cache(maxsize=256)
+def _template_regex(template: str) -> re.Pattern[str]:
+    parts = re.split(r"(\{\w+\})", template)
+    return re.compile("".join(
+        (".+" if p[1:-1] in _NAME_PARAMS else "[^/]+") if p.startswith("{") else re.escape(p)
+        for p in parts
+    ))
+
+
+def action_methods(paths: Mapping[str, Mapping[str, Any]], path: str) -> list[str] | None:
+    """The methods of an action's path (``/v1/kv/<key>/history``, ``/v1/locks/<name>/
+    release``, ...) from the OpenAPI document's ``paths``, HEAD wherever GET is; None for
+    any other path.
+
+    The name routes (``/v1/kv/{key}``) match such a path too, with the action segment
+    as the end of the name, but refuse every such call (400 ``invalid_key``): the path
+    is the action's, and a 405 names only the action's methods in ``Allow``."""
+    last = path.rsplit("/", 1)[-1]
+    methods: set[str] = set()
+    for template, item in paths.items():
+        if (
+            template.endswith("/" + last) and "{" in template
+            and template.rsplit("/", 2)[-2][1:-1] in _NAME_PARAMS
+            and _template_regex(template).fullmatch(path)
+        ):
+            methods |= {m.upper() for m in item}
+    if not methods:
+        return None
     if "GET" in methods:
         methods.add("HEAD")
     return sorted(methods)

@@ -32,14 +32,33 @@ def template_regex(template: str) -> re.Pattern[str]:
     return re.compile(regex)
 
 
+def is_action(template: str) -> bool:
+    """A template whose last segment is an action following a name (``/v1/kv/{key}/
+    history``): the name templates match its paths too, but refuse them (400)."""
+    parts = template.split("/")
+    return not parts[-1].startswith("{") and parts[-2][1:-1] in MULTI_SEGMENT
+
+
+def methods_of(templates: list[str]) -> set[str]:
+    return {method.upper() for template in templates for method in SPEC["paths"][template]}
+
+
+def name_methods(path: str) -> set[str]:
+    """Of an action's path, the methods of the name templates that match it too: their
+    calls are refused as calls on a name ending in an action segment (400)."""
+    matching = [t for t in SPEC["paths"] if template_regex(t).fullmatch(path)]
+    if not any(is_action(t) for t in matching):
+        return set()
+    return methods_of([t for t in matching if not is_action(t)])
+
+
 def expected_allow(path: str) -> set[str]:
-    """The methods of every documented path template that matches ``path``."""
-    allowed = {
-        method.upper()
-        for template, item in SPEC["paths"].items()
-        if template_regex(template).fullmatch(path)
-        for method in item
-    }
+    """The methods of every documented path template that matches ``path``; of an
+    action's path, of the action's templates only."""
+    matching = [t for t in SPEC["paths"] if template_regex(t).fullmatch(path)]
+    if any(is_action(t) for t in matching):
+        matching = [t for t in matching if is_action(t)]
+    allowed = methods_of(matching)
     if "GET" in allowed:
         allowed.add("HEAD")
     return allowed
@@ -54,10 +73,14 @@ async def test_every_405_names_every_method_of_its_path(client: httpx.AsyncClien
     for template in SPEC["paths"]:
         path = concrete(template)
         allow = expected_allow(path)
+        refused = name_methods(path)
         for method in METHODS:
             if method in allow:
                 continue
             r = await client.request(method, path)
+            if method in refused:
+                problem(r, 400, "invalid_key")
+                continue
             problem(r, 405, "method_not_allowed")
             assert set(r.headers["allow"].split(", ")) == allow, (method, path, r.headers)
             checked += 1
@@ -68,6 +91,33 @@ async def test_the_reported_case_post_on_a_key(client: httpx.AsyncClient) -> Non
     r = await client.post("/v1/kv/x")
     problem(r, 405, "method_not_allowed")
     assert r.headers["allow"] == "DELETE, GET, HEAD, PATCH, PUT"
+
+
+async def test_an_actions_path_names_only_the_actions_methods(client: httpx.AsyncClient) -> None:
+    """A name may not end in an action segment (PUT /v1/kv/k/history is 400 invalid_key),
+    so a 405 on an action's path does not offer the name's methods (schemathesis'
+    ST205 found the key's methods offered on /v1/kv/{key}/history)."""
+    cases = {
+        "/v1/kv/a/b/history": "GET, HEAD", "/v1/kv/k/increment": "POST",
+        "/v1/kv/k/touch": "POST", "/v1/locks/a/b/release": "POST",
+        "/v1/locks/n/refresh": "POST", "/v1/locks/n/force-release": "POST",
+        "/v1/sessions/s1/locks/n/release": "POST",
+    }
+    for path, allow in cases.items():
+        r = await client.options(path)
+        problem(r, 405, "method_not_allowed")
+        assert r.headers["allow"] == allow, (path, r.headers["allow"])
+        assert r.json()["detail"] == f"OPTIONS is not allowed here; allowed: {allow}.", path
+        # The name's methods, which the Allow no longer offers, are refused there.
+        if allow == "POST":
+            problem(await client.get(path), 400, "invalid_key")
+    problem(await client.put("/v1/kv/k/history", json=1), 400, "invalid_key")
+    # A name holding an action word elsewhere than at its end is a name like any other.
+    r = await client.post("/v1/kv/history/k")
+    problem(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == "DELETE, GET, HEAD, PATCH, PUT"
+    r = await client.put("/v1/locks/release/n")
+    assert r.headers["allow"] == "GET, HEAD, POST"
 
 
 async def _seed(client: httpx.AsyncClient) -> None:
