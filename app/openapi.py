@@ -57,6 +57,7 @@ PATH_PARAMETERS: dict[str, tuple[dict[str, Any], str]] = {
     "sid": (ID_SCHEMA, "Session id: key syntax without '/'"),
     "thread": (ID_SCHEMA, "Thread id: key syntax without '/'"),
     "channel": (ID_SCHEMA, "Channel id: key syntax without '/'"),
+    "lease_id": (ID_SCHEMA, "Lease id: key syntax without '/'"),
     "var": (VARIABLE_SCHEMA, "A variable's name (1-128 of [A-Za-z0-9_.-]) or its id (var_...)"),
 }
 
