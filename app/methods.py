@@ -46,6 +46,11 @@ def allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> list[str]:
                 methods |= {"GET", "HEAD"}
             continue
         methods |= {m for m in _METHODS if _serves([route], scope, m)}
+    return _with_head(methods)
+
+
+def _with_head(methods: set[str]) -> list[str]:
+    """``methods`` sorted, with HEAD wherever GET is (HeadAsGet serves it)."""
     if "GET" in methods:
         methods.add("HEAD")
     return sorted(methods)
@@ -77,16 +82,13 @@ def action_methods(paths: Mapping[str, Mapping[str, Any]], path: str) -> list[st
     methods: set[str] = set()
     for template, item in paths.items():
         if (
-            template.endswith("/" + last) and "{" in template
+            template.endswith("/" + last)
             and template.rsplit("/", 2)[-2][1:-1] in _NAME_PARAMS
             and _template_regex(template).fullmatch(path)
         ):
-            methods |= {m.upper() for m in item}
-    if not methods:
-        return None
-    if "GET" in methods:
-        methods.add("HEAD")
-    return sorted(methods)
+            # (a path item's other members, parameters or a summary, are no methods)
+            methods |= {m.upper() for m in item if m.upper() in _METHODS}
+    return _with_head(methods) if methods else None
 
 
 class HeadAsGet:

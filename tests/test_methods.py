@@ -43,22 +43,24 @@ def methods_of(templates: list[str]) -> set[str]:
     return {method.upper() for template in templates for method in SPEC["paths"][template]}
 
 
+def matching(path: str) -> tuple[list[str], list[str]]:
+    """The documented templates that match ``path``: an action's, and the others."""
+    found = [t for t in SPEC["paths"] if template_regex(t).fullmatch(path)]
+    return [t for t in found if is_action(t)], [t for t in found if not is_action(t)]
+
+
 def name_methods(path: str) -> set[str]:
     """Of an action's path, the methods of the name templates that match it too: their
     calls are refused as calls on a name ending in an action segment (400)."""
-    matching = [t for t in SPEC["paths"] if template_regex(t).fullmatch(path)]
-    if not any(is_action(t) for t in matching):
-        return set()
-    return methods_of([t for t in matching if not is_action(t)])
+    actions, others = matching(path)
+    return methods_of(others) if actions else set()
 
 
 def expected_allow(path: str) -> set[str]:
     """The methods of every documented path template that matches ``path``; of an
     action's path, of the action's templates only."""
-    matching = [t for t in SPEC["paths"] if template_regex(t).fullmatch(path)]
-    if any(is_action(t) for t in matching):
-        matching = [t for t in matching if is_action(t)]
-    allowed = methods_of(matching)
+    actions, others = matching(path)
+    allowed = methods_of(actions or others)
     if "GET" in allowed:
         allowed.add("HEAD")
     return allowed
