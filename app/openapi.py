@@ -13,10 +13,13 @@ documented on each such operation here.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
+import orjson
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 
 from app.access import UNSCOPED_PATHS
 from app.errors import PROBLEM_JSON
@@ -175,10 +178,45 @@ def _hoist_request_schemas(spec: dict[str, Any], schemas: dict[str, Any]) -> Non
                 media["schema"] = {"$ref": f"#/components/schemas/{title}"}
 
 
+#: Documents built in this process, as JSON, by what they are made of (see _made_of).
+_BUILT: dict[Hashable, bytes] = {}
+_BUILT_MAX = 16
+
+
+def _made_of(app: FastAPI, max_list_limit: int | None) -> Hashable:
+    """What an app's document depends on: its texts, the page maximum and its documented
+    routes (path, methods, endpoint function, operation id). Route documentation is
+    written by the routers and app.models, not by other settings, so two apps alike in
+    these have one document."""
+    routes = tuple(
+        (route.path, tuple(sorted(route.methods or ())), route.endpoint, route.unique_id)
+        for route in app.routes
+        if isinstance(route, APIRoute) and route.include_in_schema
+    )
+    return (app.title, app.version, app.description, max_list_limit, routes)
+
+
 def build_openapi(app: FastAPI, *, max_list_limit: int | None = None) -> dict[str, Any]:
-    """The app's OpenAPI document; ``max_list_limit`` is the deployment's page maximum."""
+    """The app's OpenAPI document; ``max_list_limit`` is the deployment's page maximum.
+
+    Generating it costs FastAPI 0.5-1 s of CPU, which every app start paid (a test
+    suite starts thousands). Apps of one process alike in what the document is made
+    of share the work: each gets its own copy, parsed from the JSON built once."""
     if app.openapi_schema is not None:
         return app.openapi_schema
+    made_of = _made_of(app, max_list_limit)
+    built = _BUILT.get(made_of)
+    if built is None:
+        built = orjson.dumps(_generate(app, max_list_limit))
+        if len(_BUILT) >= _BUILT_MAX:
+            _BUILT.pop(next(iter(_BUILT)))
+        _BUILT[made_of] = built
+    spec: dict[str, Any] = orjson.loads(built)
+    app.openapi_schema = spec
+    return spec
+
+
+def _generate(app: FastAPI, max_list_limit: int | None) -> dict[str, Any]:
     spec = get_openapi(
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
@@ -232,5 +270,4 @@ def build_openapi(app: FastAPI, *, max_list_limit: int | None = None) -> dict[st
             "call is open. GET /v1/watch and /v1/events also take ?access_token=.",
         }
     }
-    app.openapi_schema = spec
     return spec

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -76,6 +77,26 @@ def test_openapi_document_has_not_drifted() -> None:
     assert spec == committed, (
         "openapi/openapi.json is out of date: regenerate it with `corkboard openapi`"
     )
+
+
+def test_apps_of_one_process_share_the_documents_work_not_the_document() -> None:
+    """Generating the document once per process (app starts paid ~1 s each): apps alike
+    get equal documents they may change on their own; another page maximum, another one."""
+    first, second = create_app(Settings()).openapi(), create_app(Settings()).openapi()
+    assert first == second and first is not second
+    first["info"]["title"] = "changed"
+    assert create_app(Settings()).openapi()["info"]["title"] == "Corkboard"
+    other = create_app(Settings(max_list_limit=7)).openapi()
+
+    def limits(spec: dict[str, Any]) -> set[int]:
+        return {
+            p["schema"]["maximum"]
+            for item in spec["paths"].values() for op in item.values()
+            for p in op.get("parameters", []) if p["name"] == "limit" and "maximum" in p["schema"]
+        }
+
+    # (a route's own maximum, as the history's, stays as the route declares it)
+    assert limits(other) - limits(second) == {7} and limits(second) - limits(other) == {1000}
 
 
 def test_every_operation_has_a_readable_id_and_problem_errors() -> None:
