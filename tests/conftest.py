@@ -26,7 +26,7 @@ import redis
 from app.settings import Settings
 from tests.nats_server import TEST_BATCH_MSGS, NatsServer, flush_nats, nats_server_binary
 from tests.redis_cluster import RedisCluster
-from tests.support import RedisServer, app_client
+from tests.support import TEST_BACKEND_TIMEOUT, RedisServer, app_client
 
 BACKENDS = ["memory", "redis", "cluster", "nats"]
 #: Modules whose ``backend`` tests also run on the Redis Cluster: the shared backend suite
@@ -213,7 +213,10 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def make_settings(backend: str) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {"backend": backend, "sweep_interval_seconds": 0.05}
+        values: dict[str, Any] = {
+            "backend": backend, "sweep_interval_seconds": 0.05,
+            "backend_timeout_seconds": TEST_BACKEND_TIMEOUT,
+        }
         values.update(overrides)
         return Settings(**values)
 

@@ -22,6 +22,9 @@ from app.main import create_app
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The backend call timeout of in-process test apps: a loaded 2-core CI machine can
+#: stall a process for seconds, which is no 503 (tests of the timeout set their own).
+TEST_BACKEND_TIMEOUT = 10.0
 
 
 def free_port() -> int:

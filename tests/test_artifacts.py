@@ -21,6 +21,7 @@ import pytest
 from app.artifacts.base import BlobMissing
 from tests.conftest import flush
 from tests.nats_server import flush_nats
+from tests.support import TEST_BACKEND_TIMEOUT
 from tests.support_artifacts import (
     Harness,
     MiB,
@@ -76,6 +77,7 @@ def make_harness(backend: str, store_url: str) -> MakeHarness:
             "backend": backend,
             "artifacts": store_url,
             "sweep_interval_seconds": 0.05,
+            "backend_timeout_seconds": TEST_BACKEND_TIMEOUT,
             # The tests run the collector themselves, so what it removes is deterministic.
             "artifact_gc_interval_seconds": 300,
             "artifact_grace_seconds": 0,
