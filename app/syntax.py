@@ -50,13 +50,19 @@ def check_namespace(ns: str) -> str:
 @functools.lru_cache(maxsize=8192)
 def _is_sane_key(key: str, actions: frozenset[str]) -> bool:
     """Whether ``check_key`` accepts ``key`` (the same rules, without the messages): the
-    keys in use are checked once, not on every call (bounded: at most 8,192 remembered)."""
-    if not key or len(key) > MAX_KEY_BYTES or key.startswith("/"):
+    keys in use are checked once, not on every call (bounded: at most 8,192 remembered).
+    Keys not remembered, as most of a large store's are, are checked without splitting
+    them into segments (0.5 us; the split took 0.9)."""
+    if (
+        not key or len(key) > MAX_KEY_BYTES or key[0] == "/" or key[-1] == "/"
+        or _KEY_CHARS_RE.fullmatch(key) is None or "//" in key
+    ):
         return False
-    if not _KEY_CHARS_RE.fullmatch(key):
+    if ".." in key and (
+        key == ".." or key.startswith("../") or key.endswith("/..") or "/../" in key
+    ):
         return False
-    segments = key.split("/")
-    return "" not in segments and ".." not in segments and segments[-1] not in actions
+    return not actions or key[key.rfind("/") + 1:] not in actions
 
 
 def check_key(key: str, *, what: str = "key", actions: frozenset[str] = frozenset()) -> str:
@@ -244,15 +250,22 @@ def now_ms() -> int:
 
 #: ".000Z" to ".999Z": the end of an ``iso_ms`` time (a format spec would cost twice the rest).
 _MS_ENDS = tuple(f".{frac:03d}Z" for frac in range(1000))
+_TWO_DIGITS = tuple(f"{n:02d}" for n in range(60))
 
 
 @functools.lru_cache(maxsize=4096)
 def iso_ms(ms: int) -> str:
     """RFC 3339 UTC with milliseconds: 2026-11-24T04:20:51.123Z. Remembered for the last
-    4,096 times: a key read formats its entry's two times and its access line's."""
-    return _iso_seconds(ms // 1000) + _MS_ENDS[ms % 1000]
+    4,096 times (a key read formats its entry's two times and its access line's); a time
+    not remembered, as most entries' creation times of a large store are, is formatted
+    from its day's date and arithmetic (0.5 us; ``time.strftime`` took 1.1)."""
+    sec, frac = divmod(ms, 1000)
+    day, rest = divmod(sec, 86400)
+    return (f"{_iso_date(day)}{_TWO_DIGITS[rest // 3600]}:{_TWO_DIGITS[rest // 60 % 60]}:"
+            f"{_TWO_DIGITS[rest % 60]}{_MS_ENDS[frac]}")
 
 
-@functools.lru_cache(maxsize=4096)
-def _iso_seconds(sec: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+@functools.lru_cache(maxsize=64)
+def _iso_date(day: int) -> str:
+    """The date of ``day`` days since 1970-01-01, as ``2026-11-24T``."""
+    return time.strftime("%Y-%m-%dT", time.gmtime(day * 86400))

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 
-from app.syntax import iso_ms
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.syntax import KV_ACTIONS, LOCK_ACTIONS, MAX_KEY_BYTES, _is_sane_key, iso_ms
 
 
 def _iso_ms_plain(ms: int) -> str:
@@ -19,5 +23,30 @@ def test_iso_ms_is_the_plain_format() -> None:
     cases = [0, 1, 999, 1000, 1001, -1, -999, -1000, now, 253_402_300_799_999]
     cases += [rng.randrange(0, 4_102_444_800_000) for _ in range(3000)]
     cases += [now + i for i in range(-50, 50)]
+    # around midnights (the date and the time of day are formatted apart), leap days
+    # (2000-02-29, 2024-02-29) and a century that is no leap year (2100-02-28 -> 03-01)
+    days = [rng.randrange(-1000, 80_000) for _ in range(200)] + [11_016, 19_782, 47_541]
+    cases += [day * 86_400_000 + delta for day in days for delta in (-1, 0, 1, 86_399_999)]
     for ms in cases * 2:  # the second time from the cache
         assert iso_ms(ms) == _iso_ms_plain(ms), ms
+
+
+def _is_sane_key_plain(key: str, actions: frozenset[str]) -> bool:
+    """The key rules as API.md words them, segment by segment."""
+    if not key or len(key.encode()) > MAX_KEY_BYTES or key.startswith("/"):
+        return False
+    if re.fullmatch(r"[A-Za-z0-9._:/@=+-]+", key) is None:
+        return False
+    segments = key.split("/")
+    return "" not in segments and ".." not in segments and segments[-1] not in actions
+
+
+_PIECES = st.sampled_from(["/", ".", "..", "a", "Z9", "history", "release", "touch",
+                           "-", "@=+:", "*", " ", "é", "\n", "x" * 200])
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(_PIECES, max_size=12).map("".join),
+       st.sampled_from([frozenset(), KV_ACTIONS, LOCK_ACTIONS]))
+def test_the_remembered_key_check_is_the_plain_rules(key: str, actions: frozenset[str]) -> None:
+    assert _is_sane_key.__wrapped__(key, actions) == _is_sane_key_plain(key, actions), key
