@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from app.artifacts.base import BlobMissing
+from app.settings import Settings
 from tests.conftest import flush
 from tests.nats_server import flush_nats
-from tests.support import TEST_BACKEND_TIMEOUT
 from tests.support_artifacts import (
     Harness,
     MiB,
@@ -37,6 +37,7 @@ from tests.support_artifacts import (
 STORES = ["memory", "redis", "file", "nats"]
 
 MakeHarness = Callable[..., AbstractAsyncContextManager[Harness]]
+MakeSettings = Callable[..., Settings]
 
 
 @pytest.fixture(params=STORES)
@@ -69,15 +70,12 @@ def store_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> s
 
 
 @pytest.fixture
-def make_harness(backend: str, store_url: str) -> MakeHarness:
-    def make(**overrides: Any) -> AbstractAsyncContextManager[Harness]:
-        from app.settings import Settings
+def make_harness(make_settings: MakeSettings, store_url: str) -> MakeHarness:
+    """Apps on the suite's settings (``make_settings``) with artifacts in ``store_url``."""
 
+    def make(**overrides: Any) -> AbstractAsyncContextManager[Harness]:
         values: dict[str, Any] = {
-            "backend": backend,
             "artifacts": store_url,
-            "sweep_interval_seconds": 0.05,
-            "backend_timeout_seconds": TEST_BACKEND_TIMEOUT,
             # The tests run the collector themselves, so what it removes is deterministic.
             "artifact_gc_interval_seconds": 300,
             "artifact_grace_seconds": 0,
@@ -85,7 +83,7 @@ def make_harness(backend: str, store_url: str) -> MakeHarness:
             "artifact_chunk_bytes": 4096,
         }
         values.update(overrides)
-        return harness(Settings(**values))
+        return harness(make_settings(**values))
 
     return make
 
@@ -795,7 +793,6 @@ async def test_lost_bytes_are_a_503_not_a_500(h: Harness) -> None:
 def test_store_urls() -> None:
     from app.artifacts import UnknownArtifactStore, store_from_url
     from app.artifacts.file import FileBlobStore
-    from app.settings import Settings
 
     settings = Settings()
     store = store_from_url("file:///var/lib/x%20y", settings)
@@ -808,8 +805,6 @@ def test_store_urls() -> None:
 
 
 async def test_an_unusable_directory_stops_the_start(tmp_path: Path) -> None:
-    from app.settings import Settings
-
     not_a_dir = tmp_path / "file"
     not_a_dir.write_bytes(b"")
     settings = Settings(backend="memory://", artifacts=(not_a_dir / "root").as_uri())

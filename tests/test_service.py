@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -102,9 +104,6 @@ def test_apps_of_one_process_share_the_documents_work_not_the_document() -> None
 async def test_an_app_that_has_served_is_freed_when_dropped() -> None:
     """Nothing process-wide keeps an app (FastAPI caches every endpoint it sees: endpoints
     that closed over their app kept up to a thousand apps, 14,000 objects each, alive)."""
-    import gc
-    import weakref
-
     app = create_app(Settings())
     served = LifespanApp(app)
     await served.start()
