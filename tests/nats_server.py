@@ -91,8 +91,29 @@ def pending_removals(servers: Iterable[ServerProcess]) -> list[Path]:
         path
         for server in servers
         if server.proc is not None and server.proc.poll() is None
-        for path in Path(server.dir).glob("jetstream/*/streams/.*")
+        for path in _hidden_streams(Path(server.dir) / "jetstream")
     ]
+
+
+def _hidden_streams(store: Path) -> list[Path]:
+    """``store/*/streams/.*``, read while the server changes it: an account's or its
+    streams directory may go between listing and reading it (``Path.glob`` raises
+    then), and one that is gone holds nothing pending."""
+    found: list[Path] = []
+    for account in _entries(store):
+        found += [
+            path
+            for path in _entries(account / "streams")
+            if path.name.startswith(".")
+        ]
+    return found
+
+
+def _entries(directory: Path) -> list[Path]:
+    try:
+        return list(directory.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def wait_removed(url: str, timeout: float = REMOVAL_TIMEOUT) -> None:

@@ -11,7 +11,13 @@ from pathlib import Path
 import nats
 import pytest
 
-from tests.nats_server import _STORES, flush_nats, pending_removals, wait_removed
+from tests.nats_server import (
+    _STORES,
+    _hidden_streams,
+    flush_nats,
+    pending_removals,
+    wait_removed,
+)
 
 
 def streams_dir(nats_url: str) -> Path:
@@ -71,3 +77,19 @@ def test_a_removal_that_never_ends_fails_the_wait_with_the_path(nats_url: str) -
     finally:
         stuck.rmdir()
     wait_removed(nats_url, timeout=0.05)
+
+
+def test_directories_that_go_while_they_are_read_hold_nothing_pending(
+    tmp_path: Path,
+) -> None:
+    """The server removes an account's ``streams`` directory (or the whole store) while
+    the flush reads it: a CI run failed once on ``Path.glob`` raising FileNotFoundError
+    for ``jetstream/$G/streams``. What is gone has nothing pending; what is there counts."""
+    store = tmp_path / "jetstream"
+    assert _hidden_streams(store) == []
+    (store / "$G").mkdir(parents=True)
+    (store / "meta.inf").write_bytes(b"")
+    assert _hidden_streams(store) == []
+    (store / "$G" / "streams" / ".KV_gone").mkdir(parents=True)
+    (store / "$G" / "streams" / "KV_kept").mkdir()
+    assert _hidden_streams(store) == [store / "$G" / "streams" / ".KV_gone"]
