@@ -9,13 +9,25 @@ covered on every backend by test_kv*.py, test_ttl.py, test_leases.py, test_lock*
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import orjson
 import pytest
 
 from app.backends.memory import MemoryBackend
-from app.backends.memory.store import REVISION, Row, compact, entry_of
+from app.backends.memory.rows import (
+    NO_DEADLINE,
+    entry_of,
+    is_due,
+    pack,
+    revision_of,
+    successor,
+    value_of,
+    value_size,
+    with_deadline,
+)
+from app.backends.memory.store import compact
 from app.domain.bounds import Bounds
 from app.domain.fence import Fence
 from app.domain.keys import KeyEntry
@@ -69,7 +81,7 @@ async def test_history_appears_at_the_second_revision() -> None:
     assert [e.revision for e in await backend.kv_history(NS, "a")] == [first.revision]
     assert await backend.kv_get(NS, "a", first.revision) == first
     second = (await backend.kv_put(NS, "a", b"22")).entry
-    assert [row[REVISION] for row in st.history["a"]] == [second.revision, first.revision]
+    assert [revision_of(row) for row in st.history["a"]] == [second.revision, first.revision]
     for value in (b"333", b"4444"):
         await backend.kv_put(NS, "a", value)
     kept = await backend.kv_history(NS, "a")
@@ -142,11 +154,48 @@ async def test_kept_bytes_are_compact_copies() -> None:
 
 
 def test_entry_of_builds_the_same_key_entry() -> None:
-    row: Row = (b'{"a":1}', 7, 3, 2, 1_764_500_000_000, 1_764_500_000_500, None)
+    fields = (7, 3, 2, 1_764_500_000_000, 1_764_500_000_500, None)
+    row = pack(b'{"a":1}', *fields)
     built = entry_of("k", row)
-    assert built == KeyEntry("k", *row) and type(built) is KeyEntry
-    assert built.to_json() == KeyEntry("k", *row).to_json() and built.etag == "\"7\""
-    assert entry_of("k", (*row[:6], 1_764_500_060_000)).expires_at == 1_764_500_060_000
+    assert built == KeyEntry("k", b'{"a":1}', *fields) and type(built) is KeyEntry
+    assert built.to_json() == KeyEntry("k", b'{"a":1}', *fields).to_json()
+    assert built.etag == "\"7\""
+    assert entry_of("k", with_deadline(row, 1_764_500_060_000)).expires_at == 1_764_500_060_000
+
+
+def test_a_row_is_one_bytes_object_the_collector_never_tracks() -> None:
+    """Rows are bytes (app/backends/memory/rows.py): a new tuple stays tracked by the
+    cyclic GC until a young collection reads everything it holds, which at a million
+    keys is out of the CPU's caches; a dict of bytes values is not tracked either."""
+    row = pack(b"[1,2]", 5, 2, 4, 1_000, 2_000, None)
+    assert type(row) is bytes and not gc.is_tracked(row)
+    assert value_of(row) == b"[1,2]" and value_size(row) == 5 and revision_of(row) == 5
+    assert not is_due(row, 2**62)  # no deadline: never due
+    due = with_deadline(row, 3_000)
+    assert value_of(due) == b"[1,2]" and not is_due(due, 2_999) and is_due(due, 3_000)
+    assert entry_of("k", with_deadline(due, None)) == entry_of("k", row)
+    after = successor(due, b"", 9, 4_000, None)  # an empty value, at the next revision
+    assert entry_of("k", after) == KeyEntry("k", b"", 9, 2, 5, 1_000, 4_000, None)
+    # Extremes of the head: the sentinel is below every deadline a key can have.
+    assert NO_DEADLINE < 0 and entry_of("k", pack(b"1", 2**63 - 1, 1, 1, 0, 0, 0)).revision \
+        == 2**63 - 1 and entry_of("k", pack(b"1", 1, 1, 1, 0, 0, 0)).expires_at == 0
+    table = {"a": row, "b": due}
+    gc.collect()
+    assert not gc.is_tracked(table)
+
+
+async def test_a_stores_rows_are_untracked_after_writes_and_touches() -> None:
+    backend = MemoryBackend(key_history=3)
+    for i in range(3):
+        await backend.kv_put(NS, "a", b"%d" % i, ttl_ms=60_000 if i == 1 else 0)
+    await backend.kv_put(NS, "b", b"1", ttl_ms=60_000)
+    await backend.kv_touch(NS, "b", 120_000)
+    await backend.kv_increment(NS, "c", 2)
+    st = backend.store.ns(NS)
+    assert all(type(row) is bytes for row in st.keys.values())
+    assert all(type(row) is bytes for kept in st.history.values() for row in kept)
+    gc.collect()
+    assert not gc.is_tracked(st.keys)
 
 
 # -- lock slots: kept only while a lock has a holder, pending entries or waiters -------

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from app.backends.base import Backend
+from app.backends.memory.rows import value_size
 from app.backends.memory.session_state import var_bytes
 from app.backends.nats.entries import derive
 from app.backends.nats.names import key_of_subject
@@ -46,9 +47,8 @@ async def counted_bytes(backend: Backend, ns: str = "default") -> tuple[int, int
         return await nats_counted(backend, ns)
     if backend.info.name == "memory":
         st = backend.store.namespaces.get(ns)  # type: ignore[attr-defined]
-        # Every kept revision: a key's history when it has one, else its one row; a
-        # row's value (app/backends/memory/store.py, Row) is its first field.
-        total = sum(len(kept[0]) for key, row in st.keys.items()
+        # Every kept revision: a key's history when it has one, else its one row.
+        total = sum(value_size(kept) for key, row in st.keys.items()
                     for kept in st.history.get(key, (row,))) if st else 0
         sessions = backend.sessions.table.get(ns, {})  # type: ignore[attr-defined]
         for sess in sessions.values():

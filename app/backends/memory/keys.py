@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import orjson
 
-from app.backends.memory.store import (
-    CREATED_AT,
-    CREATED_REVISION,
-    EXPIRES_AT,
-    REVISION,
-    VALUE,
-    VERSION,
-    MemoryStore,
-    Namespace,
+from app.backends.memory.rows import (
     Row,
-    compact,
     entry_of,
+    expires_of,
+    is_due,
+    pack,
+    revision_of,
+    successor,
+    value_of,
+    value_size,
+    with_deadline,
 )
+from app.backends.memory.store import MemoryStore, Namespace
 from app.backends.paging import page_sorted
 from app.backends.parts.keys import KeyStore
 from app.domain.conditions import KEY, NO_CONDITION, Condition
@@ -49,16 +49,16 @@ class MemoryKeys(KeyStore):
 
     def live(self, st: Namespace, key: str, now: int) -> KeyEntry | None:
         row = st.keys.get(key)
-        if row is None or (row[EXPIRES_AT] is not None and row[EXPIRES_AT] <= now):
+        if row is None or is_due(row, now):
             return None
         return entry_of(key, row)
 
     def expire_if_due(self, ns: str, key: str, now: int) -> None:
         st = self.store.view(ns)
         row = st.keys.get(key)
-        if row is not None and row[EXPIRES_AT] is not None and row[EXPIRES_AT] <= now:
+        if row is not None and is_due(row, now):
             self.remove(st, key)
-            self.store.emit(ns, "kv.expire", key, now, value=None, old_value=row[VALUE])
+            self.store.emit(ns, "kv.expire", key, now, value=None, old_value=value_of(row))
 
     @staticmethod
     def kept(st: Namespace, key: str) -> tuple[Row, ...]:
@@ -72,11 +72,11 @@ class MemoryKeys(KeyStore):
     def dropped_bytes(self, st: Namespace, key: str) -> int:
         """The bytes of the kept revision a new revision of ``key`` pushes out."""
         kept = self.kept(st, key)
-        return len(kept[-1][VALUE]) if len(kept) == self.store.key_history else 0
+        return value_size(kept[-1]) if len(kept) == self.store.key_history else 0
 
     def remove(self, st: Namespace, key: str) -> None:
         self.detach_lease(st, key)
-        st.used_bytes -= sum(len(row[VALUE]) for row in self.kept(st, key))
+        st.used_bytes -= sum(value_size(row) for row in self.kept(st, key))
         del st.keys[key]
         st.history.pop(key, None)
         st.order.discard(key)
@@ -111,7 +111,7 @@ class MemoryKeys(KeyStore):
                           len(value) - self.dropped_bytes(st, key))
         revision = self.store.emit(
             ns, "kv.put", key, now, value=value,
-            old_value=old[VALUE] if old is not None else None,
+            old_value=value_of(old) if old is not None else None,
         )
         return self.store_entry(ns, key, value, expires_at, now, revision, lease)
 
@@ -129,11 +129,10 @@ class MemoryKeys(KeyStore):
                 st.leases[lease].keys.add(key)
         row: Row
         if old is None:
-            row = (compact(value), revision, revision, 1, now, now, expires_at)
+            row = pack(value, revision, revision, 1, now, now, expires_at)
             st.order.add(key)
         else:
-            row = (compact(value), revision, old[CREATED_REVISION], old[VERSION] + 1,
-                   old[CREATED_AT], now, expires_at)
+            row = successor(old, value, revision, now, expires_at)
             limit = self.store.key_history
             if limit > 1:  # a key's history appears with its second revision
                 st.history[key] = (row, *self.kept(st, key)[:limit - 1])
@@ -150,7 +149,7 @@ class MemoryKeys(KeyStore):
         if revision is None or entry is None:
             return entry
         return next((entry_of(key, row) for row in self.kept(st, key)
-                     if row[REVISION] <= revision), None)
+                     if revision_of(row) <= revision), None)
 
     async def kv_put(
         self,
@@ -210,12 +209,12 @@ class MemoryKeys(KeyStore):
         self.store.fence_holds(ns, fence, now)
         self.expire_if_due(ns, key, now)
         current = self.store.view(ns).keys.get(key)
-        start = number_to_increment(key, current[VALUE] if current is not None else initial)
+        start = number_to_increment(key, value_of(current) if current is not None else initial)
         result = add_exact(start, by)
         if current is None:
             expires_at = now + ttl_ms if ttl_ms else None
         else:
-            expires_at = current[EXPIRES_AT]
+            expires_at = expires_of(current)
         lease = self.store.ns(ns).key_leases.get(key)  # an increment keeps the key's lease
         return self.write(ns, key, orjson.dumps(result), expires_at, now, lease)
 
@@ -230,7 +229,7 @@ class MemoryKeys(KeyStore):
         if current is None:
             raise NotFound(f"Key {key!r} does not exist.")
         expires_at = now + ttl_ms if ttl_ms else None
-        row: Row = (*current[:EXPIRES_AT], expires_at)
+        row = with_deadline(current, expires_at)
         st.keys[key] = row
         history = st.history.get(key)
         if history is not None:
@@ -276,7 +275,7 @@ class MemoryKeys(KeyStore):
 
     def expire_k(self, ns: str, key: str, deadline: int, now: int) -> bool:
         row = self.store.view(ns).keys.get(key)
-        if row is None or row[EXPIRES_AT] != deadline:
+        if row is None or expires_of(row) != deadline:
             return False  # deleted, rewritten or touched since this deadline was set
         self.expire_if_due(ns, key, now)
         return True

@@ -13,7 +13,8 @@ from typing import Any
 
 from app.backends.memory.keys import MemoryKeys
 from app.backends.memory.locks import MemoryLocks
-from app.backends.memory.store import VALUE, LeaseState, MemoryStore
+from app.backends.memory.rows import value_of
+from app.backends.memory.store import LeaseState, MemoryStore
 from app.backends.paging import page_sorted
 from app.backends.parts.txn import LeaseStore
 from app.domain.bounds import quota_exceeded
@@ -60,7 +61,7 @@ class MemoryLeases(LeaseStore):
         locks = self._held_locks(ns, lease)
         changes: list[dict[str, Any]] = []
         for key in keys:
-            old = st.keys[key][VALUE]
+            old = value_of(st.keys[key])
             self.keys.remove(st, key)
             changes.append({"type": key_type, "key": key, "value": None,
                             "old_value": old})

@@ -10,10 +10,10 @@ unstored empty namespace when there is none; a write gets ``ns``.
 Sized for millions of keys (bench/memory_bench.py; the per-key costs are in
 bench/README.md): a key is its ``Row`` in ``keys`` and its name in ``order``, a
 ``SortedList`` (O(log n) insert and delete, paging from a cursor); ``history`` holds the
-rows of a key only when it has more than one kept revision. A row is a plain tuple of
-bytes and ints, which Python's cyclic garbage collector stops tracking: with a slotted
-object per key each full collection walked every key, and at 300,000 keys that made a
-PUT ~1.5x slower. Bytes that outlive the request (values, event JSON) are stored
+rows of a key only when it has more than one kept revision. A row is one ``bytes``
+object (``rows.py``), which Python's cyclic garbage collector never tracks: with a
+slotted object per key each full collection walked every key, and at 300,000 keys that
+made a PUT ~1.5x slower. Bytes that outlive the request (values, event JSON) are stored
 ``compact``: orjson returns its output in a 4 KiB buffer whatever the length.
 """
 
@@ -23,28 +23,16 @@ import asyncio
 import heapq
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sortedcontainers import SortedList
 
+from app.backends.memory.rows import Row
 from app.domain.bounds import Bounds, quota_exceeded
 from app.domain.events import ChangeEvent, build_event
 from app.domain.fence import Fence
-from app.domain.keys import KeyEntry
 from app.domain.leases import LeaseInfo, lease_not_found
-
-#: A key at one revision as stored (``KeyEntry`` without the name, which is the dict key):
-#: (value, revision, created_revision, version, created_at, modified_at, expires_at).
-Row = tuple[bytes, int, int, int, int, int, int | None]
-VALUE: Final = 0
-REVISION: Final = 1
-CREATED_REVISION: Final = 2
-VERSION: Final = 3
-CREATED_AT: Final = 4
-MODIFIED_AT: Final = 5
-EXPIRES_AT: Final = 6
-
 
 #: An event as kept in the log: ``ChangeEvent``'s fields (revision, type, key, session,
 #: data, size) in a tuple, which the cyclic GC stops tracking (a kept ChangeEvent per write
@@ -53,30 +41,6 @@ EventRow = tuple[int, str, str, str | None, bytes, int]
 EVENT_REVISION: Final = 0
 EVENT_DATA: Final = 4
 EVENT_SIZE: Final = 5
-
-
-#: KeyEntry's fields, in the order of (name, *row).
-_ENTRY_FIELDS = ("key", "value", "revision", "created_revision", "version", "created_at",
-                 "modified_at", "expires_at")
-assert tuple(f.name for f in fields(KeyEntry)) == _ENTRY_FIELDS, "Row no longer fits KeyEntry"
-_SET_KEY, _SET_VALUE, _SET_REV, _SET_CREV, _SET_VER, _SET_CAT, _SET_MAT, _SET_EXP = (
-    getattr(KeyEntry, name).__set__ for name in _ENTRY_FIELDS)
-
-
-def entry_of(key: str, row: Row) -> KeyEntry:
-    """``KeyEntry(key, *row)``, built in half the time: a frozen dataclass's ``__init__``
-    sets each field through ``object.__setattr__`` (~1 us for eight); this sets the
-    slots directly (every read of a key builds one)."""
-    entry: KeyEntry = KeyEntry.__new__(KeyEntry)
-    _SET_KEY(entry, key)
-    _SET_VALUE(entry, row[0])
-    _SET_REV(entry, row[1])
-    _SET_CREV(entry, row[2])
-    _SET_VER(entry, row[3])
-    _SET_CAT(entry, row[4])
-    _SET_MAT(entry, row[5])
-    _SET_EXP(entry, row[6])
-    return entry
 
 
 def compact(data: bytes) -> bytes:

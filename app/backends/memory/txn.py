@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from app.backends.memory.keys import MemoryKeys
-from app.backends.memory.store import EXPIRES_AT, VALUE, MemoryStore
+from app.backends.memory.rows import is_due, value_of
+from app.backends.memory.store import MemoryStore
 from app.backends.parts.txn import TxnStore
 from app.domain.fence import Fence
 from app.domain.keys import KeyEntry
@@ -109,8 +110,7 @@ class MemoryTxn(TxnStore):
         for key in st.order.irange(minimum=pattern.prefix):
             if not key.startswith(pattern.prefix):
                 break
-            expires_at = st.keys[key][EXPIRES_AT]
-            if not pattern.matches(key) or (expires_at is not None and expires_at <= now):
+            if not pattern.matches(key) or is_due(st.keys[key], now):
                 continue  # a key past its deadline is left to the sweeper
             keys.append(key)
             if len(keys) > MAX_PATTERN_DELETE:
@@ -122,7 +122,7 @@ class MemoryTxn(TxnStore):
             return PatternDelete([], st.revision)
         changes = []
         for key in keys:
-            old = st.keys[key][VALUE]
+            old = value_of(st.keys[key])
             self.keys.remove(st, key)
             changes.append(kv_change("kv.delete", key, None, old))
         return PatternDelete(keys, self._emit_txn(ns, changes, now))
