@@ -81,11 +81,15 @@ async def test_history_appears_at_the_second_revision() -> None:
     assert [e.revision for e in await backend.kv_history(NS, "a")] == [first.revision]
     assert await backend.kv_get(NS, "a", first.revision) == first
     second = (await backend.kv_put(NS, "a", b"22")).entry
-    assert [revision_of(row) for row in st.history["a"]] == [second.revision, first.revision]
+    # The older revisions only (the live one is in keys), a lone one without a tuple.
+    assert type(st.history["a"]) is bytes and revision_of(st.history["a"]) == first.revision
+    assert [e.revision for e in await backend.kv_history(NS, "a")] == [
+        second.revision, first.revision]
     for value in (b"333", b"4444"):
         await backend.kv_put(NS, "a", value)
     kept = await backend.kv_history(NS, "a")
     assert [e.value for e in kept] == [b"4444", b"333", b"22"]  # key_history=3
+    assert [value_of(row) for row in st.history["a"]] == [b"333", b"22"]
     assert await backend.kv_get(NS, "a", first.revision) is None  # pushed out
     assert (await backend.kv_get(NS, "a", second.revision + 1)) == kept[1]
     # The quota's bytes are every kept revision's value, given back on delete.
@@ -93,12 +97,27 @@ async def test_history_appears_at_the_second_revision() -> None:
     await backend.kv_put(NS, "b", b"55555")
     assert st.used_bytes == 9 + 5
     touched = await backend.kv_touch(NS, "a", 60_000)
-    assert entry_of("a", st.history["a"][0]) == touched == (await backend.kv_history(NS, "a"))[0]
-    assert touched.expires_at is not None and st.keys["a"] == st.history["a"][0]
+    assert entry_of("a", st.keys["a"]) == touched == (await backend.kv_history(NS, "a"))[0]
+    assert touched.expires_at is not None and touched.value == b"4444"
     await backend.kv_delete(NS, "a")
     assert "a" not in st.history and st.used_bytes == 5
     await backend.kv_delete(NS, "b")
     assert st.used_bytes == 0 and not st.keys and not st.history and not st.order
+
+
+async def test_older_revisions_are_kept_bare_then_in_a_tuple_up_to_the_limit() -> None:
+    for limit in (2, 3, 4):
+        backend = MemoryBackend(key_history=limit)
+        st = backend.store.ns(NS)
+        for i in range(6):
+            await backend.kv_put(NS, "a", b"%d" % i)
+            older = st.history.get("a")
+            rows = [] if older is None else [older] if type(older) is bytes else list(older)
+            assert [value_of(row) for row in rows] == [
+                b"%d" % j for j in range(i - 1, max(-1, i - limit), -1)]
+            assert type(older) is (tuple if len(rows) > 1 else bytes if rows else type(None))
+            assert st.used_bytes == sum(len(b"%d" % j) for j in range(max(0, i + 1 - limit),
+                                                                      i + 1))
 
 
 async def test_one_kept_revision_keeps_no_history() -> None:

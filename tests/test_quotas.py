@@ -47,9 +47,9 @@ async def counted_bytes(backend: Backend, ns: str = "default") -> tuple[int, int
         return await nats_counted(backend, ns)
     if backend.info.name == "memory":
         st = backend.store.namespaces.get(ns)  # type: ignore[attr-defined]
-        # Every kept revision: a key's history when it has one, else its one row.
-        total = sum(value_size(kept) for key, row in st.keys.items()
-                    for kept in st.history.get(key, (row,))) if st else 0
+        # Every kept revision: the live row and the older ones in the key's history.
+        kept = backend.keys.kept  # type: ignore[attr-defined]
+        total = sum(value_size(row) for key in st.keys for row in kept(st, key)) if st else 0
         sessions = backend.sessions.table.get(ns, {})  # type: ignore[attr-defined]
         for sess in sessions.values():
             total += len(sess.metadata) + sum(var_bytes(v) for v in sess.variables.values())

@@ -21,7 +21,7 @@ from app.backends.memory.rows import (
     value_size,
     with_deadline,
 )
-from app.backends.memory.store import MemoryStore, Namespace
+from app.backends.memory.store import MemoryStore, Namespace, Older
 from app.backends.paging import page_sorted
 from app.backends.parts.keys import KeyStore
 from app.domain.conditions import KEY, NO_CONDITION, Condition
@@ -63,11 +63,23 @@ class MemoryKeys(KeyStore):
     @staticmethod
     def kept(st: Namespace, key: str) -> tuple[Row, ...]:
         """The key's kept revisions, newest (the live row) first; () without the key."""
-        history = st.history.get(key)
-        if history is not None:
-            return history
         row = st.keys.get(key)
-        return (row,) if row is not None else ()
+        if row is None:
+            return ()
+        older = st.history.get(key)
+        if older is None:
+            return (row,)
+        return (row, older) if type(older) is bytes else (row, *older)
+
+    @staticmethod
+    def pushed(older: Older | None, row: Row, limit: int) -> Older:
+        """``older`` (a key's older revisions, see ``Namespace.history``) with ``row`` in
+        front, at most ``limit`` (>= 1) kept: a lone row is kept bare, no tuple made."""
+        if older is None or limit == 1:
+            return row
+        if type(older) is bytes:
+            return (row, older)
+        return (row, *older[:limit - 1])
 
     def dropped_bytes(self, st: Namespace, key: str) -> int:
         """The bytes of the kept revision a new revision of ``key`` pushes out."""
@@ -135,7 +147,7 @@ class MemoryKeys(KeyStore):
             row = successor(old, value, revision, now, expires_at)
             limit = self.store.key_history
             if limit > 1:  # a key's history appears with its second revision
-                st.history[key] = (row, *self.kept(st, key)[:limit - 1])
+                st.history[key] = self.pushed(st.history.get(key), old, limit - 1)
         st.keys[key] = row
         if expires_at is not None:
             self.store.schedule_deadline(expires_at, ns, "k:" + key)
@@ -231,9 +243,6 @@ class MemoryKeys(KeyStore):
         expires_at = now + ttl_ms if ttl_ms else None
         row = with_deadline(current, expires_at)
         st.keys[key] = row
-        history = st.history.get(key)
-        if history is not None:
-            st.history[key] = (row, *history[1:])
         if expires_at is not None:
             self.store.schedule_deadline(expires_at, ns, "k:" + key)
         return entry_of(key, row)

@@ -10,7 +10,7 @@ unstored empty namespace when there is none; a write gets ``ns``.
 Sized for millions of keys (bench/memory_bench.py; the per-key costs are in
 bench/README.md): a key is its ``Row`` in ``keys`` and its name in ``order``, a
 ``SortedList`` (O(log n) insert and delete, paging from a cursor); ``history`` holds the
-rows of a key only when it has more than one kept revision. A row is one ``bytes``
+older rows of a key only when it has more than one kept revision. A row is one ``bytes``
 object (``rows.py``), which Python's cyclic garbage collector never tracks: with a
 slotted object per key each full collection walked every key, and at 300,000 keys that
 made a PUT ~1.5x slower. Bytes that outlive the request (values, event JSON) are stored
@@ -33,6 +33,13 @@ from app.domain.bounds import Bounds, quota_exceeded
 from app.domain.events import ChangeEvent, build_event
 from app.domain.fence import Fence
 from app.domain.leases import LeaseInfo, lease_not_found
+
+#: A key's older revisions, newest first. One is kept bare: a write that keeps a tuple
+#: leaves it tracked by the cyclic GC until a young collection reads the rows in it, and
+#: in a large store most keys have few revisions and those rows are out of the CPU's
+#: caches (bench/README.md, "Rows the collector never sees"); a bytes row is never
+#: tracked.
+Older = Row | tuple[Row, ...]
 
 #: An event as kept in the log: ``ChangeEvent``'s fields (revision, type, key, session,
 #: data, size) in a tuple, which the cyclic GC stops tracking (a kept ChangeEvent per write
@@ -136,9 +143,10 @@ class Namespace:
     used_bytes: int = 0  # what CORKBOARD_NAMESPACE_MAX_BYTES bounds (see Bounds)
     events: deque[EventRow] = field(default_factory=deque)
     keys: dict[str, Row] = field(default_factory=dict)
-    #: The kept revisions (newest, the live row, first) of each key that has more than
-    #: one; a key with one revision is only its row in ``keys``.
-    history: dict[str, tuple[Row, ...]] = field(default_factory=dict)
+    #: The older kept revisions (newest first) of each key that has more than one: the
+    #: row itself when there is one, a tuple of rows when more (see ``Older``); a key
+    #: with one revision is only its row in ``keys``.
+    history: dict[str, Older] = field(default_factory=dict)
     order: SortedList[str] = field(default_factory=SortedList)  # the key names
     locks: LockTable = field(default_factory=LockTable)
     leases: dict[str, LeaseState] = field(default_factory=dict)
