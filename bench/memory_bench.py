@@ -13,7 +13,8 @@ own ``kv_put``, with the garbage collector's thresholds the server sets
   the number of objects the collector tracks.
 - Rates: one process holds a backend of every size and runs their rounds interleaved
   (so the ratio between sizes compares one method in one process, and load changes on a
-  shared machine touch every size alike); the median round is reported. Per round:
+  shared machine touch every size alike); the median round is reported, and after
+  the ';' the median of each round's ratio to the first size (``paired_ratios``). Per round:
   GET is ``kv_get`` of random loaded keys; PUT update is ``kv_put`` over the same random
   keys (a new revision); PUT new is ``kv_put`` of keys not loaded, at random places in
   the key order (deleted again, untimed, so the size stays N). Before the rounds every
@@ -244,6 +245,14 @@ async def rates_of(sizes: list[int], ops: int, rounds: int, app: bool) -> list[d
              "samples": b.rates} for b in backends]
 
 
+def paired_ratios(base: dict[str, Any], sized: dict[str, Any]) -> dict[str, float]:
+    """Per op, the median over rounds of (this size's rate / the first size's rate in the
+    same round): the two ran within a second of each other, so a change in the machine's
+    load between rounds cancels out, which the ratio of the two medians does not."""
+    return {op: statistics.median(b / a for a, b in zip(base["samples"][op], runs, strict=True))
+            for op, runs in sized["samples"].items()}
+
+
 def run_child(args: list[str]) -> Any:
     out = subprocess.run(
         [sys.executable, __file__, *args], capture_output=True, text=True, cwd=ROOT,
@@ -304,12 +313,13 @@ def main() -> None:
                                *(["--wall-clock"] * args.wall_clock)])
         base = out[part][0]["rates"]
         print(f"{part:>9} {'GET/s':>9} {'PUT upd/s':>10} {'PUT new/s':>10}  "
-              f"vs {sizes[0]} keys (GET, PUT upd, PUT new)")
+              f"vs {sizes[0]} keys (GET, PUT upd, PUT new); paired rounds")
         for r in out[part]:
             rates = r["rates"]
             ratios = ", ".join(f"{rates[op] / base[op]:.2f}x" for op in rates)
+            paired = ", ".join(f"{x:.2f}x" for x in paired_ratios(out[part][0], r).values())
             print(f"{r['keys']:>9} {rates['GET']:>9.0f} {rates['PUT update']:>10.0f} "
-                  f"{rates['PUT new']:>10.0f}  {ratios}")
+                  f"{rates['PUT new']:>10.0f}  {ratios}; {paired}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(out, indent=2))
 
