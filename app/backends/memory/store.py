@@ -13,8 +13,9 @@ bench/README.md): a key is its ``Row`` in ``keys`` and its name in ``order``, a
 older rows of a key only when it has more than one kept revision. A row is one ``bytes``
 object (``rows.py``), which Python's cyclic garbage collector never tracks: with a
 slotted object per key each full collection walked every key, and at 300,000 keys that
-made a PUT ~1.5x slower. Bytes that outlive the request (values, event JSON) are stored
-``compact``: orjson returns its output in a 4 KiB buffer whatever the length.
+made a PUT ~1.5x slower. Bytes that outlive the request are stored in buffers of their
+own length (event JSON through ``compact``, a value copied into its row): orjson returns
+its output in a 4 KiB buffer whatever the length.
 """
 
 from __future__ import annotations
