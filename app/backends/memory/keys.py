@@ -69,7 +69,7 @@ class MemoryKeys(KeyStore):
         older = st.history.get(key)
         if older is None:
             return (row,)
-        return (row, older) if type(older) is bytes else (row, *older)
+        return (row, older) if isinstance(older, bytes) else (row, *older)
 
     @staticmethod
     def pushed(older: Older | None, row: Row, limit: int) -> Older:
@@ -77,14 +77,24 @@ class MemoryKeys(KeyStore):
         front, at most ``limit`` (>= 1) kept: a lone row is kept bare, no tuple made."""
         if older is None or limit == 1:
             return row
-        if type(older) is bytes:
+        if isinstance(older, bytes):
             return (row, older)
         return (row, *older[:limit - 1])
 
     def dropped_bytes(self, st: Namespace, key: str) -> int:
-        """The bytes of the kept revision a new revision of ``key`` pushes out."""
-        kept = self.kept(st, key)
-        return value_size(kept[-1]) if len(kept) == self.store.key_history else 0
+        """The bytes of the kept revision a new revision of ``key`` pushes out: the oldest
+        when all ``key_history`` are kept (read in place: every write asks, and ``kept``
+        would build a tuple of up to 1,000 rows)."""
+        limit = self.store.key_history
+        if limit == 1:
+            row = st.keys.get(key)
+            return value_size(row) if row is not None else 0
+        older = st.history.get(key)
+        if older is None:
+            return 0
+        if isinstance(older, bytes):
+            return value_size(older) if limit == 2 else 0
+        return value_size(older[-1]) if len(older) == limit - 1 else 0
 
     def remove(self, st: Namespace, key: str) -> None:
         self.detach_lease(st, key)
