@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import random
 from typing import Any
 
 import orjson
 import pytest
+from sortedcontainers import SortedList
 
 from app.backends.memory import MemoryBackend
 from app.backends.memory.rows import (
@@ -28,6 +30,7 @@ from app.backends.memory.rows import (
     with_deadline,
 )
 from app.backends.memory.store import compact
+from app.backends.paging import names_from, page_sorted
 from app.domain.bounds import Bounds
 from app.domain.fence import Fence
 from app.domain.keys import KeyEntry
@@ -71,6 +74,28 @@ async def test_paging_from_a_cursor_across_inserts_and_deletes() -> None:
     assert list(backend.store.ns(NS).order) == rest
     # A pattern's prefix bounds the scan on both sides.
     assert await page_all(backend, "k19*", 3) == ["k190", "k192", "k194", "k196", "k198"]
+
+
+def test_a_sorted_list_pages_as_a_plain_list_and_is_never_read_by_position() -> None:
+    rng = random.Random(15)
+    names = sorted({"".join(rng.choice("ab/") for _ in range(rng.randint(1, 7)))
+                    for _ in range(4000)})
+    order = SortedList(names)
+    assert len(order._lists) > 1  # several sublists, so reads cross from one to the next
+    for _ in range(400):
+        prefix = "".join(rng.choice("ab/") for _ in range(rng.randint(0, 3)))
+        after = rng.choice([None, rng.choice(names), prefix, prefix + "a",
+                            "".join(rng.choice("ab/") for _ in range(rng.randint(0, 5)))])
+        assert list(names_from(order, prefix, after)) == list(names_from(names, prefix, after))
+        assert list(names_from(names, prefix, after)) == [
+            n for n in names if n >= prefix and (after is None or n > after)]
+        pattern = Pattern.compile(prefix + "*" + rng.choice(["", "a", "b/"]))
+        limit = rng.randint(1, 30)
+        assert (page_sorted(order, pattern, after, limit, lambda n: n)
+                == page_sorted(names, pattern, after, limit, lambda n: n))
+    # Listings left the SortedList without its positional index, which every insert
+    # would otherwise update and every split drop (paging.names_from).
+    assert not order._index
 
 
 async def test_history_appears_at_the_second_revision() -> None:
