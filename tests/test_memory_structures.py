@@ -236,8 +236,9 @@ async def test_a_stores_rows_are_untracked_after_writes_and_touches() -> None:
     await backend.kv_touch(NS, "b", 120_000)
     await backend.kv_increment(NS, "c", 2)
     st = backend.store.ns(NS)
-    assert all(type(row) is bytes for row in st.keys.values())
-    assert all(type(row) is bytes for kept in st.history.values() for row in kept)
+    assert st.history and all(type(row) is bytes for row in st.keys.values())
+    kept = [row for key in st.keys for row in backend.keys.kept(st, key)]
+    assert len(kept) == 5 and all(type(row) is bytes for row in kept)  # "a" keeps three
     gc.collect()
     assert not gc.is_tracked(st.keys)
 

@@ -52,10 +52,10 @@ def successor(
 
 
 def with_deadline(row: Row, expires_at: int | None) -> Row:
-    """The same revision with another deadline (a touch)."""
-    return (row[:_EXPIRES_AT]
-            + _INT.pack(NO_DEADLINE if expires_at is None else expires_at)
-            + row[HEAD_SIZE:])
+    """The same revision with another deadline (a touch; the value is copied once)."""
+    return b"".join((row[:_EXPIRES_AT],
+                     _INT.pack(NO_DEADLINE if expires_at is None else expires_at),
+                     memoryview(row)[HEAD_SIZE:]))
 
 
 def value_of(row: Row) -> bytes:
