@@ -54,7 +54,7 @@ NATS_MODULES = {
     "test_service", "test_bad_input", "test_schema_conformance", "test_generated_client",
     "test_locks_processes", "test_access", "test_kv_concurrency", "test_methods",
     "test_namespace_isolation", "test_operations", "test_ui_routes",
-    "test_quotas", "test_lock_quota", "test_swallowed_cancels",
+    "test_quotas", "test_lock_quota", "test_swallowed_cancels", "test_body_syntax",
 }
 #: Tests of NATS_MODULES whose NATS run is deselected, with the part NATS lacks
 #: (docs/nats.md says what is not built on NATS yet).

@@ -6,16 +6,18 @@ keeps it alive (app/presence.py).
 from __future__ import annotations
 
 import secrets
+from typing import Annotated
 
 import orjson
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from starlette.responses import Response
 
 from app.backends.parts.txn import LeaseStore
 from app.domain.leases import LeaseInfo, lease_not_found
 from app.errors import InvalidTTL
 from app.models import Duration, Problem
+from app.openapi import ID_SCHEMA
 from app.routers.common import (
     BACKEND_UNAVAILABLE,
     LeasesDep,
@@ -32,8 +34,9 @@ class LeaseGrantRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ttl: Duration = Field(description="Lifetime without a keepalive (seconds or '10s'; > 0)")
-    id: str | None = Field(None, description="The lease id (key syntax without '/'); "
-                                             "generated when absent")
+    #: Documented with the id syntax; checked by ``check_id`` (400 invalid_key).
+    id: Annotated[str, WithJsonSchema(ID_SCHEMA)] | None = Field(
+        None, description="The lease id (key syntax without '/'); generated when absent")
 
 
 class LeaseModel(BaseModel):

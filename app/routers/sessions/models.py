@@ -6,11 +6,12 @@ Request models validate the bodies the handlers read themselves (``common.valida
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, WithJsonSchema
 
 from app.models import Duration
+from app.openapi import VARIABLE_SCHEMA
 from app.snapshots import MAX_DEDUPE_KEY
 from app.variables import MAX_DESCRIPTION_LENGTH
 
@@ -51,7 +52,9 @@ class SessionList(BaseModel):
 class VariableRegisterRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="1-128 of [A-Za-z0-9_.-], not starting with 'var_'")
+    #: Documented with the name syntax; checked by ``check_name`` (400 invalid_key).
+    name: Annotated[str, WithJsonSchema(VARIABLE_SCHEMA)] = Field(
+        description="1-128 of [A-Za-z0-9_.-], not starting with 'var_'")
     type: str = Field(description="float, integer, string, boolean, choice, embedding, "
                                   "tensor or json")
     value: Any = Field(description="The initial value; validated against type and constraints")
