@@ -160,16 +160,19 @@ async def idle_scenario(c: httpx.AsyncClient) -> list[dict[str, Any]]:
     """A session past its idle deadline holds a lock on the lease: its expiry comes
     first (releasing the lock), and the lease's end lists only the other session's."""
     assert (await c.post("/v1/leases", json={"ttl": "30s", "id": "a1"})).status_code == 201
-    assert (await c.put("/v1/sessions/idle", json={"ttl": "200ms"})).status_code == 201
+    # The events are read from before the setup, so a sweeper quicker than the setup's
+    # answers is seen too; the idle TTL outlives a slow setup.
+    start = await revision(c)
+    assert (await c.put("/v1/sessions/idle", json={"ttl": "1s"})).status_code == 201
     for sid in ("idle", "busy"):
         r = await c.post(f"/v1/sessions/{sid}/locks/l", json={"owner": "a1", "lease": "a1"})
         assert r.status_code == 200, r.text
-    start = await revision(c)
-    await asyncio.sleep(0.3)  # past the idle deadline (a time, not an event, to wait for)
+    await asyncio.sleep(1.1)  # past the idle deadline (a time, not an event, to wait for)
     revoked = await c.delete("/v1/leases/a1")
     assert revoked.status_code == 200, revoked.text
     assert [x["session"] for x in revoked.json()["locks"]] == ["busy"]
-    found = [without_revision(e) for e in await events(c, since=start)]
+    found = [without_revision(e) for e in await events(c, since=start)
+             if e["type"] in ("session.deleted", "lease.revoked")]
     assert [e["type"] for e in found] == ["session.deleted", "lease.revoked"]
     return found
 
@@ -198,17 +201,21 @@ async def test_a_session_past_its_idle_deadline_expires_before_the_lease_ends(
 async def test_the_sweeper_expires_a_lease_with_its_session_locks(
     corkboard: httpx.AsyncClient,
 ) -> None:
-    assert (await corkboard.post("/v1/leases", json={"ttl": "300ms", "id": "short"})
+    # The lease outlives a slow acquire (seen: 1.4 s on a loaded machine), and the events
+    # are read from before the grant, so an expiry before the acquire's answer is seen.
+    since = await revision(corkboard)
+    assert (await corkboard.post("/v1/leases", json={"ttl": "2s", "id": "short"})
             ).status_code == 201
     r = await corkboard.post("/v1/sessions/s1/locks/l", json={"owner": "a", "lease": "short"})
+    assert r.status_code == 200, r.text
     token = r.json()["token"]
-    since = await revision(corkboard)
     found: list[dict[str, Any]] = []
     for _ in range(10):  # long polls (a woken poll may read before the batch is stored)
         r = await corkboard.get("/v1/events", params={"since": since, "wait": "1s"})
         found = [e for e in r.json()["events"] if e["type"] == "lease.expired"]
         if found:
             break
+        since = r.json()["revision"]
     [event] = found
     assert event["key"] == "short" and event["changes"] == [
         {"type": "lock.released", "key": "l", "session": "s1", "owner": "a", "token": token,
