@@ -17,6 +17,8 @@ from typing import Any
 from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.schemas import KEY_SCHEMA, PATH_PARAMETERS
+
 #: Scope mark of a HEAD request served by its GET route; streaming responses read it to
 #: answer with headers only instead of opening a stream.
 HEAD_AS_GET = "corkboard.head"
@@ -56,9 +58,11 @@ def _with_head(methods: set[str]) -> list[str]:
     return sorted(methods)
 
 
-#: Path parameters that may hold '/' (a key, a lock name): the names that an action
-#: segment may follow (app.syntax: such a name may not end in an action segment).
-_NAME_PARAMS = frozenset({"key", "name"})
+#: Path parameters that may hold '/', those of key syntax (a key, a lock name): the names
+#: that an action segment may follow (app.syntax: such a name may not end in one).
+_NAME_PARAMS = frozenset(
+    name for name, (schema, _) in PATH_PARAMETERS.items() if schema is KEY_SCHEMA
+)
 
 
 @lru_cache(maxsize=256)

@@ -17,7 +17,6 @@ from app.backends.parts.txn import LeaseStore
 from app.domain.leases import LeaseInfo, lease_not_found
 from app.errors import InvalidTTL
 from app.models import Duration, Problem
-from app.openapi import ID_SCHEMA
 from app.routers.common import (
     BACKEND_UNAVAILABLE,
     LeasesDep,
@@ -25,6 +24,7 @@ from app.routers.common import (
     PageDep,
     json_response,
 )
+from app.schemas import ID_SCHEMA
 from app.syntax import check_id, duration_ms, parse_duration
 
 router = APIRouter(prefix="/v1/leases", tags=["leases"])

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, WithJsonSchema
 
 from app.models import Duration
-from app.openapi import VARIABLE_SCHEMA
+from app.schemas import VARIABLE_SCHEMA
 from app.snapshots import MAX_DEDUPE_KEY
 from app.variables import MAX_DESCRIPTION_LENGTH
 
