@@ -17,8 +17,10 @@ Targets (each started on free 127.0.0.1 ports, stopped at the end, also on Ctrl-
   on the prefix ``fan/``, the writer ``POST /v3/kv/put``. Skipped when not installed.
 
 The writer stamps each value with its send time; a watcher computes the latency when
-the event's bytes arrive. Watchers and writer share this process (raw asyncio protocols
-on uvloop, no HTTP library), so one clock measures both ends. ``--find-max`` then
+the event's bytes arrive. The watchers live in this process (raw asyncio protocols on
+uvloop, no HTTP library); the writers in one of their own (``fanout_writer.py``), so the
+watchers' reads never delay a write. Both stamp with the system's monotonic clock, so
+one clock measures both ends. ``--find-max`` then
 raises the rate with the same watchers connected until p99 passes 100 ms, a delivery is
 lost, or the writer cannot keep the rate. Never part of the test suite. See
 ``bench/README-fanout.md``.
@@ -56,12 +58,11 @@ from _procs import (  # bench/ is not a package: it runs as a script
     http_ok,
     sigterm_as_interrupt,
 )
+from fanout_writer import NS, Writer, corkboard_write, etcd_write
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 UVICORN_FLAGS = ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
-NS = "fanout"
-KEY = "fan/k"
 ALL_TARGETS = ["corkboard-memory", "corkboard-redis", "corkboard-nats", "etcd"]
 ALIASES = {"memory": "corkboard-memory", "redis": "corkboard-redis", "nats": "corkboard-nats",
            "etcd": "etcd",
@@ -237,37 +238,6 @@ def parse_etcd(message: bytes) -> list[tuple[int, int]]:
     return out
 
 
-class Writer:
-    """A keep-alive HTTP/1.1 connection sending one request at a time."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    async def open(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(LOOPBACK, self.port)
-
-    async def request(self, head: str, body: bytes) -> int:
-        self.writer.write(
-            f"{head} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n".encode() + body
-        )
-        raw = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(raw[9:12])
-        length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", raw)
-        if length is not None:
-            await self.reader.readexactly(int(length.group(1)))
-        else:  # chunked
-            while True:
-                size = int((await self.reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
-                await self.reader.readexactly(size + 2)
-                if size == 0:
-                    break
-        return status
-
-    def close(self) -> None:
-        self.writer.close()
-
-
 # -- targets ---------------------------------------------------------------------------
 
 
@@ -282,6 +252,7 @@ class Target:
     parse: Callable[[bytes], list[tuple[int, int]]]
     opened_marker: bytes
     write: Callable[[int], tuple[str, bytes]]  # stamp -> (request line, body)
+    kind: str  # fanout_writer.py's --kind
 
 
 def corkboard_target(procs: ProcessSet, name: str, backend: str, args: argparse.Namespace
@@ -300,7 +271,7 @@ def corkboard_target(procs: ProcessSet, name: str, backend: str, args: argparse.
     return Target(
         name, f"app.main:app on {backend.split(':')[0]}, uvicorn, 1 worker", port, proc,
         request, b"\n\n", parse_sse, b": corkboard watch",
-        lambda t: (f"PUT /v1/kv/{KEY}?ns={NS}", b'{"t":%d}' % t),
+        corkboard_write, "corkboard",
     )
 
 
@@ -349,14 +320,9 @@ def etcd_target(procs: ProcessSet, workdir: Path) -> Target:
     body = json.dumps({"create_request": {"key": b64("fan/"), "range_end": b64("fan0")}})
     request = (f"POST /v3/watch HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
-    key = b64(KEY)
-
-    def write(t: int) -> tuple[str, bytes]:
-        value = b64(json.dumps({"t": t}))
-        return "POST /v3/kv/put", json.dumps({"key": key, "value": value}).encode()
-
     return Target("etcd", "etcd gRPC gateway, data on " + ("tmpfs" if parent == shm else "disk"),
-                  client, proc, request, b"\n", parse_etcd, b'"created":true', write)
+                  client, proc, request, b"\n", parse_etcd, b'"created":true', etcd_write,
+                  "etcd")
 
 
 # -- one measurement -------------------------------------------------------------------
@@ -425,12 +391,11 @@ class Session:
     async def measure(self, rate: float, duration: float, writers: int = 1) -> Result:
         t = self.target
         pid = t.proc.pid or 0
-        conns = [Writer(t.port) for _ in range(writers)]
-        for conn in conns:
-            await conn.open()
-        writer = conns[0]
+        writer = Writer(t.port)
+        await writer.open()
         before = [w.count for w in self.watchers]
         await writer.request(*t.write(time.monotonic_ns()))  # warm the path, not measured
+        writer.close()
         if not await self._drained(1, 10, before):
             raise RuntimeError(f"{t.name}: the warm-up write did not reach every watcher")
         base = [w.count for w in self.watchers]
@@ -440,27 +405,23 @@ class Session:
         self.phase.latencies_ns = []
         self.phase.active = True
         cpu0, own0 = proc_cpu_seconds(pid), own_cpu_seconds()
-        start = time.monotonic()
-
-        async def write_every(conn: Writer, first: int) -> None:
-            # Connection k sends writes k, k+n, k+2n, ... each at its slot in the schedule.
-            for i in range(first, writes, len(conns)):
-                delay = start + i / rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                status = await conn.request(*t.write(time.monotonic_ns()))
-                if status >= 300:
-                    raise RuntimeError(f"{t.name}: write answered {status}")
-
-        await asyncio.gather(*(write_every(c, k) for k, c in enumerate(conns)))
-        elapsed = time.monotonic() - start
+        # The writers run in a process of their own (fanout_writer.py), so that the
+        # watchers' reads in this loop never delay a write or its answer.
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, str(BENCH_DIR / "fanout_writer.py"), "--port", str(t.port),
+            "--kind", t.kind, "--rate", repr(rate), "--writes", str(writes),
+            "--writers", str(writers), stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await child.communicate()
+        if child.returncode != 0:
+            raise RuntimeError(f"{t.name}: the writer process failed ({child.returncode})")
+        report = json.loads(out)
+        elapsed = float(report["elapsed_s"])
         achieved = writes / elapsed if elapsed > 0 else float("inf")
         delivered_all = await self._drained(writes, 10, base)
         self.phase.active = False
         cpu = proc_cpu_seconds(pid) - cpu0
         own = own_cpu_seconds() - own0
-        for conn in conns:
-            conn.close()
         delivered = sum(w.count - b for w, b in zip(self.watchers, base, strict=True))
         expected = writes * len(self.watchers)
         lat = sorted(self.phase.latencies_ns)
@@ -479,6 +440,7 @@ class Session:
             rss_end_mib=round(proc_rss(pid) / 2**20, 1),
             connect_s=round(self.connect_s, 2),
             extra={"drained": delivered_all, "writers": writers,
+                   "writer_cpu_s": round(float(report["cpu_s"]), 2),
                    "load_1min": round(os.getloadavg()[0], 2)},
         )
 
