@@ -6,6 +6,7 @@ HEAD, 304, streams, large bodies, an app failing between head and body)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -434,3 +435,32 @@ async def test_a_stream_sends_its_head_and_each_event_at_once(server: ServicePro
                     break
             # Written when sent, not held for a next write (the heartbeat is 15 s away).
             assert time.monotonic() - began < 5
+
+
+async def test_a_streams_access_line_counts_every_byte_it_sent(server: ServiceProcess) -> None:
+    """The chunks of a watch stream skip the inner layers' wrappers (STREAM_BODY), but the
+    access log still counts them: bytes_sent is the body the client received."""
+    request_id = f"stream-bytes-{time.monotonic_ns()}"
+    received = b""
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+        headers = {"x-request-id": request_id}
+        async with c.stream("GET", "/v1/watch", params={"pattern": "sb*"},
+                            headers=headers) as r:
+            assert r.status_code == 200 and r.headers["x-request-id"] == request_id
+            await c.put("/v1/kv/sb1", json={"n": 1})
+            await c.put("/v1/kv/sb2", json="two")
+            async for chunk in r.aiter_raw():
+                received += chunk
+                if b'"sb2"' in received:
+                    break
+    assert received.count(b"event: kv.put\n") == 2
+    deadline = time.monotonic() + 10
+    line = None
+    while line is None and time.monotonic() < deadline:
+        line = next((json.loads(x) for x in server.output().splitlines()
+                     if request_id in x and "corkboard.access" in x), None)
+        if line is None:
+            await asyncio.sleep(0.05)  # the stream ends when the server sees the close
+    assert line is not None, server.output()[-2000:]
+    assert (line["route"], line["status"]) == ("/v1/watch", 200)
+    assert line["bytes_sent"] == len(received)
