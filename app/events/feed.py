@@ -71,6 +71,13 @@ class Watcher:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def arm(self) -> asyncio.Future[None]:
+        """A future the next ``wake`` completes, to await without a timeout: a stream's
+        steady state, one coroutine less than ``wait``. Nothing to clear afterwards: a
+        woken or cancelled future is done, and ``wake`` passes over done ones."""
+        waiter = self.waiter = asyncio.get_running_loop().create_future()
+        return waiter
+
     async def wait(self, timeout: float | None) -> None:
         """Until something arrives (or ``timeout`` seconds pass)."""
         waiter = self.waiter = asyncio.get_running_loop().create_future()

@@ -94,13 +94,6 @@ class Subscription:
     ) -> list[Frame] | None:
         """The next frames (at most ``limit``); [] when ``timeout`` passed while live;
         None once the subscription has ended."""
-        frames = await self._next(timeout, limit)
-        metrics = self.hub.metrics
-        if frames and metrics is not None:
-            metrics.events_delivered.inc(sum(1 for f in frames if f.kind == EVENT))
-        return frames
-
-    async def _next(self, timeout: float | None, limit: int) -> list[Frame] | None:
         while True:
             if self.phase == CLOSED:
                 return None
@@ -119,6 +112,11 @@ class Subscription:
                 return queued
             if timeout is not None:
                 return []
+
+    def _delivered(self, frames: list[Frame]) -> None:
+        metrics = self.hub.metrics
+        if metrics is not None:
+            metrics.events_delivered.inc(sum(1 for f in frames if f.kind == EVENT))
 
     async def _read_log(self) -> list[Frame]:
         """One page of the log after ``last`` (up to the live start while backfilling)."""
@@ -153,6 +151,8 @@ class Subscription:
         elif reached or not batch.events or self.last >= self._live_from:
             self.phase = LIVE
             self._watcher_started()
+        if frames:
+            self._delivered(frames)
         return frames
 
     def attach(self) -> None:
@@ -180,6 +180,8 @@ class Subscription:
                 last = frame.revision
                 out.append(frame)
         self.last = last
+        if out:
+            self._delivered(out)
         return out
 
     async def _live(self, timeout: float | None, limit: int) -> list[Frame] | None:
@@ -187,7 +189,10 @@ class Subscription:
         watcher = self._watcher
         assert watcher is not None
         if not watcher.frames and not watcher.overflowed and not watcher.progress_due:
-            await watcher.wait(timeout)
+            if timeout is None:
+                await watcher.arm()
+            else:
+                await watcher.wait(timeout)
             if self.hub.closing:
                 return self._drain(limit) or None
         out = self._drain(limit)

@@ -10,32 +10,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Header, Query
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from sse_starlette.sse import SendTimeoutError
-from starlette.background import BackgroundTask
+from sse_starlette import EventSourceResponse
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
 
 from app.errors import InvalidRequest, InvalidTTL, NotFound
-from app.events import (
-    MAX_BATCH,
-    SHUTDOWN_GRACE_SECONDS,
-    EventFilter,
-    Frame,
-    Hub,
-    Subscription,
-    synced_frame,
-)
-from app.methods import HEAD_AS_GET
+from app.events import SHUTDOWN_GRACE_SECONDS, EventFilter, Frame, Hub
 from app.models import EventList, Problem
-from app.observability import STREAM_BODY
 from app.presence import LeaseKeeper, keep_alive
 from app.routers.common import HubDep, LeasesDep, NamespaceDep, SettingsDep, json_response
+from app.routers.feed_response import PING, FeedResponse
 from app.syntax import MAX_DIGITS, MAX_REVISION, check_id, is_count, parse_duration
 
 router = APIRouter(tags=["watch"])
@@ -43,46 +30,6 @@ logger = logging.getLogger("corkboard.watch")
 
 MAX_WAIT_SECONDS = 300.0
 MAX_EVENTS_LIMIT = 10_000
-_PING = ServerSentEvent(comment="ping", sep="\n")
-_PING_BYTES = _PING.encode()
-
-
-class FeedResponse(EventSourceResponse):
-    """sse-starlette's response, with a cheaper send of each chunk of events.
-
-    The library wraps each send in ``anyio.move_on_after(send_timeout)``, a tenth of the
-    cost of delivering an event. A client that stops reading blocks the heartbeat send
-    as well, so timing only heartbeats still ends a stuck stream, within
-    ``heartbeat + send_timeout`` seconds; meanwhile the hub's bounded queue has already
-    let go of its events.
-
-    The chunks go through the request observer's body sender (``STREAM_BODY``), past the
-    wrappers of the layers inside it, which only look at a response's start and end: with
-    a thousand watchers every event costs a thousand sends. The start, the heartbeats and
-    the closing send take the whole stack.
-    """
-
-    _stream_body: Callable[[bytes], Awaitable[None]] | None = None
-
-    async def _send_with_timeout(self, send: Send, message: Message) -> None:
-        body = message.get("body")
-        if body == _PING_BYTES:
-            await super()._send_with_timeout(send, message)
-        elif self._stream_body is not None and message.get("more_body") and body:
-            await self._stream_body(body)
-        else:
-            await send(message)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope.get(HEAD_AS_GET):
-            # HEAD served by this GET route: sse-starlette answers headers only.
-            scope = {**scope, "method": "HEAD"}
-        self._stream_body = scope.get(STREAM_BODY)
-        try:
-            await super().__call__(scope, receive, send)
-        except SendTimeoutError:
-            # Not a server error: the client stopped reading. Its stream is over.
-            logger.info("closed a watch stream whose client stopped reading")
 
 PatternQuery = Annotated[
     str | None, Query(description="Key pattern; '*' matches any run of characters")
@@ -106,39 +53,6 @@ def _last_event_id(header: str | None) -> int | None:
             errors=[{"location": ["header", "Last-Event-ID"], "message": "not a revision"}],
         )
     return int(text)
-
-
-def _join(frames: list[Frame]) -> bytes:
-    return frames[0].sse if len(frames) == 1 else b"".join(f.sse for f in frames)
-
-
-async def _stream(
-    sub: Subscription, opening: bytes, snapshot: list[Frame] | None,
-    keeper: LeaseKeeper | None = None,
-) -> AsyncIterator[bytes]:
-    """The bytes of one SSE stream; frames of live events are shared, never re-encoded."""
-    try:
-        yield opening
-        if snapshot is not None:
-            for i in range(0, len(snapshot), MAX_BATCH):
-                yield _join(snapshot[i : i + MAX_BATCH])
-            yield synced_frame(sub.ns, sub.last).sse
-        while True:
-            frames = await sub.next()
-            if frames is None:
-                return
-            if frames:
-                yield _join(frames)
-    finally:
-        sub.close()
-        if keeper is not None:
-            keeper.stop()
-
-
-async def _close(sub: Subscription, keeper: LeaseKeeper | None = None) -> None:
-    sub.close()
-    if keeper is not None:
-        keeper.stop()
 
 
 @router.get(
@@ -218,16 +132,13 @@ async def watch(
         # No id until `synced`: a stream cut mid-snapshot starts the snapshot again.
         opening = b": corkboard watch\n\n"
     return FeedResponse(
-        _stream(sub, opening, snapshot_frames, keeper),
+        sub, opening, snapshot_frames, keeper,
         ping=settings.heartbeat_seconds,
-        ping_message_factory=lambda: _PING,
+        ping_message_factory=lambda: PING,
         sep="\n",
         send_timeout=settings.watch_send_timeout_seconds,
         shutdown_event=hub.shutdown_event,
         shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
-        # Also when the stream never started (HEAD, early disconnect). A coroutine, so
-        # that it runs on the event loop (a plain function would go to a thread).
-        background=BackgroundTask(_close, sub, keeper),
     )
 
 
