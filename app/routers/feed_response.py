@@ -19,7 +19,7 @@ The start, the heartbeats and the closing send take the whole stack.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -93,14 +93,8 @@ class FeedResponse(EventSourceResponse):
             async def body(chunk: bytes) -> None:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
-        sub = self.sub
-        chunks = [self.opening]
-        if self.snapshot is not None:
-            snapshot, self.snapshot = self.snapshot, None
-            chunks += [join_frames(snapshot[i : i + MAX_BATCH])
-                       for i in range(0, len(snapshot), MAX_BATCH)]
-            chunks.append(synced_frame(sub.ns, sub.last).sse)
-        next_frames = sub.next
+        chunks: Iterable[bytes] = self._opening_chunks()
+        next_frames = self.sub.next
         try:
             while True:  # (one coroutine, not a generator: each send resumes fewer frames)
                 try:
@@ -126,6 +120,16 @@ class FeedResponse(EventSourceResponse):
                 raise
             self._response_complete = True
             self.active = False
+
+    def _opening_chunks(self) -> Iterator[bytes]:
+        """The opening, then the snapshot's frames (joined a batch at a time, as they
+        are sent) and ``synced``."""
+        yield self.opening
+        snapshot, self.snapshot = self.snapshot, None
+        if snapshot is not None:
+            for i in range(0, len(snapshot), MAX_BATCH):
+                yield join_frames(snapshot[i : i + MAX_BATCH])
+            yield synced_frame(self.sub.ns, self.sub.last).sse
 
     def close(self) -> None:
         """End the subscription and the lease keeper (more than once is harmless)."""
