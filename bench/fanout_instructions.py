@@ -19,12 +19,10 @@ does; the kernel's work (a send's system call) is not in it.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import selectors
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,8 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _procs import LOOPBACK, ProcessSet, add_comparison_args, comparison_runs, free_port
-from server_instructions import calls, control
+from _procs import LOOPBACK, ProcessSet, add_comparison_args, comparison_runs
+from server_instructions import calls, control, start_under_callgrind
 
 WATCH = b"GET /v1/watch?pattern=benchkey HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 EVENT = b"event: kv.put\n"
@@ -84,29 +82,14 @@ class Watchers:
 
 def measure(app_dir: Path, backend_url: str, count: int, watchers: int, tmp: Path
             ) -> float:
-    port = free_port()
-    out = tmp / f"fanout-{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CORKBOARD_")}
-    env["CORKBOARD_SWEEP_INTERVAL_SECONDS"] = "5"
-    env["CORKBOARD_MAX_WATCHERS"] = str(max(10_000, watchers))
-    server = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-         f"--callgrind-out-file={out}.%p", sys.executable, "-m", "app.cli", "serve",
-         "--host", LOOPBACK, "--port", str(port), "--workers", "1", "--backend", backend_url],
-        cwd=app_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    out = tmp / f"fanout-{time.monotonic_ns()}"
+    server, sock = start_under_callgrind(
+        app_dir, backend_url, out, {"CORKBOARD_MAX_WATCHERS": str(max(10_000, watchers))}
+    )
     streams = None
     try:
-        deadline = time.monotonic() + 300  # a cold start under valgrind takes a while
-        while True:
-            try:
-                sock = socket.create_connection((LOOPBACK, port), timeout=60)
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("the server did not start under valgrind") from None
-                time.sleep(0.5)
         with sock:
+            port = sock.getpeername()[1]
             streams = Watchers(port, watchers)
             for i in range(1, WARMUP + 1):
                 calls(sock, "PUT", 1)
@@ -117,7 +100,7 @@ def measure(app_dir: Path, backend_url: str, count: int, watchers: int, tmp: Pat
                 streams.wait(i)
             control(server.pid, "--instr=off")
             control(server.pid, "--dump=fanout")
-        for dump in tmp.glob(f"fanout-{port}.*"):
+        for dump in tmp.glob(f"{out.name}.*"):
             text = dump.read_text()
             total = re.search(r"^totals: (\d+)", text, re.MULTILINE)
             if re.search(r"^desc: Trigger: dump fanout", text, re.MULTILINE) and total:

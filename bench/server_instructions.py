@@ -69,27 +69,37 @@ def control(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
 
 
-def measure(app_dir: Path, backend_url: str, count: int, tmp: Path) -> dict[str, float]:
+def start_under_callgrind(
+    app_dir: Path, backend_url: str, out: Path, env_extra: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], socket.socket]:
+    """``corkboard serve`` (one worker) under callgrind with counting off, and a client
+    connection to it once it listens. Its dumps go to ``<out>.<pid>[.n]``."""
     port = free_port()
-    out = tmp / f"server-{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORKBOARD_")}
     env["CORKBOARD_SWEEP_INTERVAL_SECONDS"] = "5"  # (its slowest: see hotpath_instructions)
+    env.update(env_extra or {})
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--instr-atstart=no",
          f"--callgrind-out-file={out}.%p", sys.executable, "-m", "app.cli", "serve",
          "--host", LOOPBACK, "--port", str(port), "--workers", "1", "--backend", backend_url],
         cwd=app_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    deadline = time.monotonic() + 300  # a cold start under valgrind takes a while
+    while True:
+        try:
+            return server, socket.create_connection((LOOPBACK, port), timeout=60)
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.terminate()
+                server.wait(60)
+                raise SystemExit("the server did not start under valgrind") from None
+            time.sleep(0.5)
+
+
+def measure(app_dir: Path, backend_url: str, count: int, tmp: Path) -> dict[str, float]:
+    out = tmp / f"server-{time.monotonic_ns()}"
+    server, sock = start_under_callgrind(app_dir, backend_url, out)
     try:
-        deadline = time.monotonic() + 300  # a cold start under valgrind takes a while
-        while True:
-            try:
-                sock = socket.create_connection((LOOPBACK, port), timeout=60)
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("the server did not start under valgrind") from None
-                time.sleep(0.5)
         with sock:
             for op in ("PUT", "GET"):
                 calls(sock, op, WARMUP)
@@ -99,7 +109,7 @@ def measure(app_dir: Path, backend_url: str, count: int, tmp: Path) -> dict[str,
                 control(server.pid, "--instr=off")
                 control(server.pid, f"--dump={op}")
         figures = {}
-        for dump in tmp.glob(f"server-{port}.*"):
+        for dump in tmp.glob(f"{out.name}.*"):
             text = dump.read_text()
             trigger = re.search(r"^desc: Trigger: dump (\w+)", text, re.MULTILINE)
             total = re.search(r"^totals: (\d+)", text, re.MULTILINE)
