@@ -63,7 +63,9 @@ class Watcher:
             self.wake()
             return False
         self.frames.append(frame)
-        self.wake()
+        waiter = self.waiter  # (wake, inlined: once per event and watcher)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         return True
 
     def wake(self) -> None:

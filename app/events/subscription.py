@@ -174,14 +174,18 @@ class Subscription:
             return out
         frames = watcher.frames
         last = self.last
+        events = 0
         while frames and len(out) < limit:
             frame = frames.popleft()
             if frame.revision > last or frame.kind == RESET:
                 last = frame.revision
                 out.append(frame)
+                if frame.kind == EVENT:
+                    events += 1
         self.last = last
-        if out:
-            self._delivered(out)
+        metrics = self.hub.metrics
+        if events and metrics is not None:
+            metrics.events_delivered.inc(events)
         return out
 
     async def _live(self, timeout: float | None, limit: int) -> list[Frame] | None:
