@@ -29,7 +29,13 @@ from app.hotpath import HotPath, KeyFront
 from app.limits import BodyLimit
 from app.mcp import McpEndpoint, McpRuntime, Parts
 from app.methods import HeadAsGet
-from app.observability import AccessLog, RequestIds, RequestObserver, configure_logging
+from app.observability import (
+    SERVER_SEND,
+    AccessLog,
+    RequestIds,
+    RequestObserver,
+    configure_logging,
+)
 from app.openapi import build_openapi
 from app.request_metrics import Metrics
 from app.routers import artifacts, events, kv, leases, locks, service, sessions, txn
@@ -77,6 +83,7 @@ class Corkboard(FastAPI):
             scope["app"] = self
             await front(scope, receive, send)
             return
+        scope[SERVER_SEND] = send
         await super().__call__(scope, receive, send)
 
 

@@ -192,9 +192,12 @@ class RequestIds:
 
 #: Scope key of the observer's body sender for long streams: ``await scope[STREAM_BODY](b)``
 #: sends ``b`` as a body chunk with more to come, counted for the access log, straight to
-#: the layers outside the observer. The layers inside it look only at a response's start
-#: (and HEAD's end), so a watch stream's chunks skip their wrappers (~5 us a send).
+#: the server's send (``SERVER_SEND``, else the observer's own). The other layers look
+#: only at a response's start (and HEAD's end), so a watch stream's chunks skip their
+#: wrappers (~5 us a send).
 STREAM_BODY = "corkboard.stream_body"
+#: Scope key of the send the server gave the app (set by ``app.main.Corkboard``).
+SERVER_SEND = "corkboard.server_send"
 
 
 class RequestObserver:
@@ -229,10 +232,12 @@ class RequestObserver:
                 sent += len(message.get("body", b""))
             await send(message)
 
+        server_send = scope.get(SERVER_SEND, send)
+
         async def stream_body(body: bytes) -> None:
             nonlocal sent
             sent += len(body)
-            await send({"type": "http.response.body", "body": body, "more_body": True})
+            await server_send({"type": "http.response.body", "body": body, "more_body": True})
 
         scope[STREAM_BODY] = stream_body
         stats = self.metrics.requests

@@ -464,3 +464,20 @@ async def test_a_streams_access_line_counts_every_byte_it_sent(server: ServicePr
     assert line is not None, server.output()[-2000:]
     assert (line["route"], line["status"]) == ("/v1/watch", 200)
     assert line["bytes_sent"] == len(received)
+
+
+async def test_a_stream_through_the_cors_layer_keeps_its_headers_and_events() -> None:
+    """Chunks of events go straight to the server's send (past CORS's wrapper, too); the
+    start still takes the whole stack, so CORS's headers are on the stream."""
+    env = {"CORKBOARD_BACKEND": "memory://", "CORKBOARD_CORS_ORIGINS": "https://dash.example"}
+    with running(ServiceProcess(env)) as (server,):
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+            origin = {"origin": "https://dash.example"}
+            async with c.stream("GET", "/v1/watch", params={"pattern": "cors*"},
+                                headers=origin) as r:
+                assert r.status_code == 200
+                assert r.headers["access-control-allow-origin"] == "https://dash.example"
+                await c.put("/v1/kv/cors1", json=1, headers=origin)
+                async for line in r.aiter_lines():
+                    if line.startswith("data:") and '"cors1"' in line:
+                        break
