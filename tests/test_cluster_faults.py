@@ -205,19 +205,36 @@ async def more_writes(load: Load, count: int, timeout: float, what: str) -> floa
     return await until(lambda: load.ok_count() >= target, timeout, what)
 
 
+async def read_through_elections(
+    client: httpx.AsyncClient, path: str, params: dict[str, Any], timeout: float = 15.0
+) -> httpx.Response:
+    """A read, asked again while it answers 503 with Retry-After: after a fault a
+    cluster may still move a leader (a restarted NATS server rejoining made its bucket
+    leaderless for a moment, after reads had answered again). Its first other answer,
+    or the 503 once ``timeout`` has passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = await client.get(path, params=params)
+        if (r.status_code != 503 or not r.headers.get("retry-after")
+                or time.monotonic() > deadline):
+            return r
+        await asyncio.sleep(0.05)
+
+
 async def check_everything(load: Load, client: httpx.AsyncClient) -> None:
     assert not load.bad, load.bad[:10]
     assert set(load.statuses) <= {200, 201, 503}, load.statuses
     # Every acknowledged write is there.
     acked_values: dict[str, Any] = {}
     for key, (value, _) in load.acked.items():
-        r = await client.get(f"/v1/kv/{key}", params={"ns": load.ns})
+        r = await read_through_elections(client, f"/v1/kv/{key}", {"ns": load.ns})
         assert r.status_code == 200, (key, r.status_code, r.text)
         # (a key written again may hold a later write answered 503 by WAIT but applied)
         assert r.json()["value"] >= value, (key, r.json(), value)
         acked_values[key] = r.json()["value"]
     # The watcher sees everything up to the namespace's revision, each once, in order.
-    r = await client.get("/v1/kv", params={"ns": load.ns, "limit": 1})
+    r = await read_through_elections(client, "/v1/kv", {"ns": load.ns, "limit": 1})
+    assert r.status_code == 200, r.text
     current = r.json()["revision"]
     await until(
         lambda: bool(load.seen) and load.seen[-1][0] >= current, 15, "the watcher to catch up"
@@ -235,7 +252,7 @@ async def check_everything(load: Load, client: httpx.AsyncClient) -> None:
         events.setdefault(key, []).append(rev)
     for key, value in acked_values.items():
         assert load.values[key] == value, (key, load.values[key], value)
-        r = await client.get(f"/v1/kv/{key}/history", params={"ns": load.ns})
+        r = await read_through_elections(client, f"/v1/kv/{key}/history", {"ns": load.ns})
         assert r.status_code == 200, (key, r.status_code, r.text)
         kept = [item["revision"] for item in r.json()["items"]]
         assert kept and kept == events[key][: len(kept)], (key, kept, events[key])
