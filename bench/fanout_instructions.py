@@ -19,9 +19,7 @@ does; the kernel's work (a send's system call) is not in it.
 from __future__ import annotations
 
 import argparse
-import re
 import selectors
-import shutil
 import socket
 import sys
 import tempfile
@@ -31,7 +29,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _procs import LOOPBACK, ProcessSet, add_comparison_args, comparison_runs
-from server_instructions import calls, control, start_under_callgrind
+from server_instructions import (
+    calls,
+    control,
+    dumped_totals,
+    require_callgrind,
+    start_under_callgrind,
+)
 
 WATCH = b"GET /v1/watch?pattern=benchkey HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 EVENT = b"event: kv.put\n"
@@ -100,12 +104,10 @@ def measure(app_dir: Path, backend_url: str, count: int, watchers: int, tmp: Pat
                 streams.wait(i)
             control(server.pid, "--instr=off")
             control(server.pid, "--dump=fanout")
-        for dump in tmp.glob(f"{out.name}.*"):
-            text = dump.read_text()
-            total = re.search(r"^totals: (\d+)", text, re.MULTILINE)
-            if re.search(r"^desc: Trigger: dump fanout", text, re.MULTILINE) and total:
-                return int(total.group(1)) / (count * watchers)
-        raise SystemExit("callgrind wrote no dump")
+        total = dumped_totals(out).get("fanout")
+        if total is None:
+            raise SystemExit("callgrind wrote no dump")
+        return total / (count * watchers)
     finally:
         if streams is not None:
             streams.close()
@@ -118,9 +120,7 @@ def main() -> None:
     add_comparison_args(parser, count=100)
     parser.add_argument("--watchers", type=int, default=100, help="open watch streams")
     args = parser.parse_args()
-    for tool in ("valgrind", "callgrind_control"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is not on PATH (Debian package: valgrind)")
+    require_callgrind()
     with tempfile.TemporaryDirectory(prefix="cb-fanout-") as tmp, ProcessSet(Path(tmp)) as procs:
         for backend, app_dir, url in comparison_runs(args, procs, tmp):
             per = measure(app_dir, url, args.count, args.watchers, Path(tmp))

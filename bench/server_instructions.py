@@ -96,6 +96,25 @@ def start_under_callgrind(
             time.sleep(0.5)
 
 
+def dumped_totals(out: Path) -> dict[str, int]:
+    """Instructions counted in each ``callgrind_control --dump=<name>`` of the server
+    started with ``out``: name -> total."""
+    totals = {}
+    for dump in out.parent.glob(f"{out.name}.*"):
+        text = dump.read_text()
+        trigger = re.search(r"^desc: Trigger: dump (\w+)", text, re.MULTILINE)
+        total = re.search(r"^totals: (\d+)", text, re.MULTILINE)
+        if trigger and total:
+            totals[trigger.group(1)] = int(total.group(1))
+    return totals
+
+
+def require_callgrind() -> None:
+    for tool in ("valgrind", "callgrind_control"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not on PATH (Debian package: valgrind)")
+
+
 def measure(app_dir: Path, backend_url: str, count: int, tmp: Path) -> dict[str, float]:
     out = tmp / f"server-{time.monotonic_ns()}"
     server, sock = start_under_callgrind(app_dir, backend_url, out)
@@ -108,14 +127,7 @@ def measure(app_dir: Path, backend_url: str, count: int, tmp: Path) -> dict[str,
                 calls(sock, op, count)
                 control(server.pid, "--instr=off")
                 control(server.pid, f"--dump={op}")
-        figures = {}
-        for dump in tmp.glob(f"{out.name}.*"):
-            text = dump.read_text()
-            trigger = re.search(r"^desc: Trigger: dump (\w+)", text, re.MULTILINE)
-            total = re.search(r"^totals: (\d+)", text, re.MULTILINE)
-            if trigger and total:
-                figures[trigger.group(1)] = int(total.group(1)) / count
-        return figures
+        return {op: total / count for op, total in dumped_totals(out).items()}
     finally:
         server.terminate()
         server.wait(60)
@@ -125,9 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_comparison_args(parser, count=2000)
     args = parser.parse_args()
-    for tool in ("valgrind", "callgrind_control"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is not on PATH (Debian package: valgrind)")
+    require_callgrind()
     with tempfile.TemporaryDirectory(prefix="cb-server-") as tmp, ProcessSet(Path(tmp)) as procs:
         for backend, app_dir, url in comparison_runs(args, procs, tmp):
             per_op = measure(app_dir, url, args.count, Path(tmp))

@@ -80,16 +80,13 @@ class Watcher:
         waiter = self.waiter = asyncio.get_running_loop().create_future()
         return waiter
 
-    async def wait(self, timeout: float | None) -> None:
-        """Until something arrives (or ``timeout`` seconds pass)."""
-        waiter = self.waiter = asyncio.get_running_loop().create_future()
+    async def wait(self, timeout: float) -> None:
+        """Until something arrives or ``timeout`` seconds pass (the long poll's wait;
+        a stream awaits ``arm()`` itself)."""
         try:
-            if timeout is None:
-                await waiter
-            else:
-                await asyncio.wait((waiter,), timeout=timeout)
+            await asyncio.wait((self.arm(),), timeout=timeout)
         finally:
-            self.waiter = None
+            self.waiter = None  # (a waiter left pending by the timeout is not woken)
 
 
 class Feed:

@@ -129,11 +129,6 @@ class Subscription:
             if timeout is not None:
                 return []
 
-    def _delivered(self, frames: list[Frame]) -> None:
-        metrics = self.hub.metrics
-        if metrics is not None:
-            metrics.events_delivered.inc(sum(1 for f in frames if f.kind == EVENT))
-
     async def _read_log(self) -> list[Frame]:
         """One page of the log after ``last`` (up to the live start while backfilling)."""
         batch = await self.hub.backend.read_events(self.ns, self.last, limit=self.page)
@@ -167,8 +162,9 @@ class Subscription:
         elif reached or not batch.events or self.last >= self._live_from:
             self.phase = LIVE
             self._watcher_started()
-        if frames:
-            self._delivered(frames)
+        metrics = self.hub.metrics
+        if frames and metrics is not None:
+            metrics.events_delivered.inc(len(frames))  # (a filter's frames are events)
         return frames
 
     def attach(self) -> None:
