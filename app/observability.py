@@ -15,6 +15,7 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, BinaryIO
 from urllib.parse import unquote_plus
 
@@ -22,6 +23,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.request_metrics import Metrics
+from app.serving import chunk_writer
 from app.syntax import iso_ms
 
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -190,14 +192,46 @@ class RequestIds:
         return f"{self._prefix}-{self._counter:x}"
 
 
-#: Scope key of the observer's body sender for long streams: ``await scope[STREAM_BODY](b)``
-#: sends ``b`` as a body chunk with more to come, counted for the access log, straight to
-#: the server's send (``SERVER_SEND``, else the observer's own). The other layers look
-#: only at a response's start (and HEAD's end), so a watch stream's chunks skip their
-#: wrappers (~5 us a send).
+#: Scope key of the observer's body sender for long streams (a ``StreamBody``): ``await
+#: scope[STREAM_BODY](b)`` sends ``b`` as a body chunk with more to come, counted for the
+#: access log, straight to the server's send (``SERVER_SEND``, else the observer's own);
+#: ``scope[STREAM_BODY].now(b)`` writes it at once where the server allows (see
+#: ``StreamBody.now``). The other layers look only at a response's start (and HEAD's
+#: end), so a watch stream's chunks skip their wrappers (~5 us a send).
 STREAM_BODY = "corkboard.stream_body"
 #: Scope key of the send the server gave the app (set by ``app.main.Corkboard``).
 SERVER_SEND = "corkboard.server_send"
+
+
+class StreamBody:
+    """One request's body sender for long streams (``STREAM_BODY``), and the count of
+    the body bytes its response sent, for the access log."""
+
+    __slots__ = ("_looked_up", "_now", "_send", "sent")
+
+    def __init__(self, send: Send) -> None:
+        self.sent = 0
+        self._send = send
+        self._looked_up = False
+        self._now: Callable[[bytes], bool] | None = None
+
+    async def __call__(self, body: bytes) -> None:
+        self.sent += len(body)
+        await self._send({"type": "http.response.body", "body": body, "more_body": True})
+
+    def now(self, body: bytes) -> bool:
+        """Write ``body`` as a chunk with more to come at once, with no await, and answer
+        True; or write nothing and answer False (the caller then awaits the sender): the
+        server is not uvicorn's httptools protocol, or cannot write now
+        (``app.serving.chunk_writer``)."""
+        if not self._looked_up:
+            self._looked_up = True
+            self._now = chunk_writer(self._send)
+        write = self._now
+        if write is None or not write(body):
+            return False
+        self.sent += len(body)
+        return True
 
 
 class RequestObserver:
@@ -219,27 +253,19 @@ class RequestObserver:
         request_id = self.ids.of(scope)
         started = time.perf_counter()
         status = 500
-        sent = 0
+        body = scope[STREAM_BODY] = StreamBody(scope.get(SERVER_SEND, send))
 
         async def observed_send(message: Message) -> None:
-            nonlocal status, sent
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [
                     *message.get("headers", []), (b"x-request-id", request_id.encode())
                 ]
             elif message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
+                body.sent += len(message.get("body", b""))
             await send(message)
 
-        server_send = scope.get(SERVER_SEND, send)
-
-        async def stream_body(body: bytes) -> None:
-            nonlocal sent
-            sent += len(body)
-            await server_send({"type": "http.response.body", "body": body, "more_body": True})
-
-        scope[STREAM_BODY] = stream_body
         stats = self.metrics.requests
         stats.started += 1
         try:
@@ -253,5 +279,5 @@ class RequestObserver:
             if self.access_log is not None:
                 self.access_log.record(
                     request_id, scope["method"], scope["path"], scope["query_string"], route,
-                    status, elapsed, sent, scope.get("corkboard.token"),
+                    status, elapsed, body.sent, scope.get("corkboard.token"),
                 )

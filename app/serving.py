@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 import httptools
@@ -283,3 +284,35 @@ class JoinedHttpToolsProtocol(HttpToolsProtocol):
             # Pipelined HTTP requests are queued up (as uvicorn does).
             self.flow.pause_reading()
             self.pipeline.appendleft((self.cycle, app))
+
+
+def chunk_writer(send: Any) -> Callable[[bytes], bool] | None:
+    """A synchronous writer of a chunked response's body chunks for ``send``, when it is
+    the send of uvicorn's httptools request cycle (``corkboard serve``'s or plain
+    uvicorn's); None for any other send.
+
+    ``write(chunk)`` writes what ``send`` writes for a body message with more to come
+    (``b"%x\\r\\n" % len(chunk)``, the chunk, ``b"\\r\\n"``) at once, and answers True; it
+    writes nothing and answers False where ``send`` would wait or do otherwise: writing
+    paused (the client is not reading), the client gone, the transport closing, a
+    response not started, not chunked, or complete. The watch streams' feed uses it to
+    write a parked stream's frames without resuming the stream (``app.events.feed``).
+    """
+    cycle = getattr(send, "__self__", None)
+    if not isinstance(cycle, RequestResponseCycle) or getattr(send, "__func__", None) not in (
+        RequestResponseCycle.send, HeadWithBody.send
+    ):
+        return None
+
+    def write(chunk: bytes) -> bool:
+        transport = cycle.transport
+        if (
+            cycle.flow.write_paused or cycle.disconnected or not cycle.response_started
+            or cycle.response_complete or not cycle.chunked_encoding or not chunk
+            or transport.is_closing()
+        ):
+            return False
+        transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        return True
+
+    return write

@@ -18,7 +18,13 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from app.serving import _NAME_TABLE, _VALUE_TABLE, HeadWithBody, JoinedHttpToolsProtocol
+from app.serving import (
+    _NAME_TABLE,
+    _VALUE_TABLE,
+    HeadWithBody,
+    JoinedHttpToolsProtocol,
+    chunk_writer,
+)
 from tests.support import ServiceProcess, running
 
 
@@ -113,6 +119,75 @@ async def test_a_stream_without_a_length_is_written_at_once_message_by_message()
     # The head went out alone, before any body: a watcher sees it at once.
     assert calls[0][0] == "write" and calls[0][1].endswith(b"transfer-encoding: chunked\r\n\r\n")
     assert calls[1] == ("write", b"9\r\ndata: 1\n\n\r\n")
+
+
+@pytest.mark.parametrize("protocol_class", [HttpToolsProtocol, JoinedHttpToolsProtocol])
+async def test_a_chunk_written_at_once_is_framed_as_uvicorns_send_frames_it(
+    protocol_class: type[HttpToolsProtocol],
+) -> None:
+    """``chunk_writer`` (the watch feed's way to write a parked stream's frames) writes
+    what uvicorn's send writes for a chunk with more to come, and nothing, answering
+    False, wherever that send would wait or do otherwise."""
+    answers: list[Any] = []
+    stream_start = {"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        write = chunk_writer(send)
+        assert write is not None
+        answers.append(("before the start", write(b"early")))
+        await send(stream_start)
+        answers.append(("started", write(b"data: 1\n\n")))
+        await send({"type": "http.response.body", "body": b"data: 2\n\n", "more_body": True})
+        answers.append(("empty", write(b"")))
+        flow = send.__self__.flow
+        flow.pause_writing()  # (what the transport does over its high-water mark)
+        answers.append(("paused", write(b"data: 3\n\n")))
+        flow.resume_writing()
+        answers.append(("resumed", write(b"data: 4\n\n")))
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        answers.append(("complete", write(b"late")))
+
+    calls = await serve_one(app, GET, protocol_class)
+    assert answers == [("before the start", False), ("started", True), ("empty", False),
+                       ("paused", False), ("resumed", True), ("complete", False)]
+    assert calls[0][1].endswith(b"transfer-encoding: chunked\r\n\r\n")
+    assert calls[1:] == [("write", b"9\r\ndata: 1\n\n\r\n"), ("write", b"9\r\ndata: 2\n\n\r\n"),
+                         ("write", b"9\r\ndata: 4\n\n\r\n"), ("write", b"0\r\n\r\n")]
+
+
+async def test_a_chunk_is_not_written_once_the_client_is_gone_or_the_transport_closes(
+) -> None:
+    answers: list[bool] = []
+    stream_start = {"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        write = chunk_writer(send)
+        assert write is not None
+        await send(stream_start)
+        cycle = send.__self__
+        cycle.transport.closing = True
+        answers.append(write(b"data: 1\n\n"))
+        cycle.transport.closing = False
+        cycle.disconnected = True  # (as connection_lost sets it)
+        answers.append(write(b"data: 2\n\n"))
+
+    calls = await serve_one(app, GET)
+    assert answers == [False, False] and len(calls) == 1  # the head only
+
+
+def test_only_uvicorns_httptools_send_has_a_chunk_writer() -> None:
+    async def send(message: Any) -> None:
+        pass
+
+    class Other:
+        async def send(self, message: Any) -> None:
+            pass
+
+    assert chunk_writer(send) is None
+    assert chunk_writer(Other().send) is None
+    assert chunk_writer(None) is None
 
 
 @pytest.mark.parametrize("case", ["head", "304", "zero-length"])

@@ -5,6 +5,7 @@ log, attach to the feed, backfill up to the feed's position, then live (see app.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from app.backends.base import Backend
@@ -72,7 +73,17 @@ class Subscription:
         self._join_feed = live
         self._live_from = 0
         self._watcher: Watcher | None = None
+        self._write_now: Callable[[bytes], bool] | None = None
         self._closed = False
+
+    def write_to(self, write_now: Callable[[bytes], bool] | None) -> None:
+        """Let the feed write this subscription's live frames with ``write_now`` while
+        its stream is parked (``deliver_now``). ``write_now(chunk)`` writes the chunk at
+        once and answers True, or writes nothing and answers False (the stream's task
+        then sends it)."""
+        self._write_now = write_now
+        if self._watcher is not None:
+            self._watcher.sink = self.deliver_now if write_now is not None else None
 
     def close(self) -> None:
         if self._watcher is not None:
@@ -169,6 +180,8 @@ class Subscription:
 
     def attach(self) -> None:
         self._watcher, self._live_from = self.hub.attach(self.ns, self.filter, self.last)
+        if self._write_now is not None:
+            self._watcher.sink = self.deliver_now
         if self.last < self._live_from:
             self.phase = BACKFILL
         else:
@@ -199,6 +212,40 @@ class Subscription:
         if events and metrics is not None:
             metrics.events_delivered.inc(events)
         return out
+
+    def deliver_now(self, now: float) -> bool:
+        """The watcher's sink (``app.events.feed.Watcher``): write what its queue holds
+        as ``next()`` would return it, in one chunk; False, with nothing taken, for what
+        only ``next()`` says (an overflow, a progress frame, the shutdown, more than a
+        batch) or when the chunk cannot be written now."""
+        watcher = self._watcher
+        write = self._write_now
+        if (
+            watcher is None or write is None or watcher.overflowed or watcher.progress_due
+            or self.hub.closing
+        ):
+            return False
+        frames = watcher.frames
+        if len(frames) > MAX_BATCH:
+            return False
+        last = self.last
+        chunks: list[bytes] = []
+        events = 0
+        for frame in frames:
+            if frame.revision > last or frame.kind == RESET:
+                last = frame.revision
+                chunks.append(frame.sse)
+                if frame.kind == EVENT:
+                    events += 1
+        if chunks and not write(chunks[0] if len(chunks) == 1 else b"".join(chunks)):
+            return False
+        frames.clear()
+        self.last = last
+        watcher.last_active = now
+        metrics = self.hub.metrics
+        if events and metrics is not None:
+            metrics.events_delivered.inc(events)
+        return True
 
     def _take(self, watcher: Watcher, limit: int) -> list[Frame] | None:
         """What the live queue has to say now: frames, or an overflow or progress frame;

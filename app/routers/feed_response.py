@@ -4,6 +4,9 @@ task), and ``FeedResponse`` sends the subscription's frames with a loop of its o
 
 With a thousand watchers every event costs a thousand sends, so a send is kept short:
 
+* while the stream is parked, the feed writes its frames itself, at the end of a
+  dispatch, with no turn of the stream's task (``Subscription.write_to``, through the
+  observer's ``StreamBody.now``); the task sends only what cannot be written at once;
 * the chunks go through the request observer's body sender (``STREAM_BODY``), past the
   send wrappers of the layers inside it, which only look at a response's start and end;
 * the loop awaits the subscription itself, not an async generator, and sends bytes the
@@ -29,7 +32,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from app.events import MAX_BATCH, Frame, Subscription, synced_frame
 from app.methods import HEAD_AS_GET
-from app.observability import STREAM_BODY
+from app.observability import STREAM_BODY, StreamBody
 from app.presence import LeaseKeeper
 
 logger = logging.getLogger("corkboard.watch")
@@ -88,6 +91,8 @@ class FeedResponse(EventSourceResponse):
                     "headers": self.raw_headers})
         self._response_started = True
         body = self._stream_body
+        if isinstance(body, StreamBody):
+            self.sub.write_to(body.now)
         if body is None:  # an app without the observer (not ours): the plain send
 
             async def body(chunk: bytes) -> None:
