@@ -80,7 +80,7 @@ class Watcher:
         if waiter is not None and not waiter.done():
             if self.sink is None:
                 waiter.set_result(None)
-            else:  # parked: the sink takes the frames when the dispatch ends
+            else:  # parked: the sink takes the frames in the feed's next pass
                 self.waiter = None  # (the next offers only queue theirs)
                 self.feed.ready.append((self, waiter))
         return True
@@ -115,7 +115,8 @@ class Feed:
         #: Every event up to here has been offered to the watchers attached before it.
         self.position = position
         self.groups: dict[EventFilter, dict[Watcher, None]] = {}
-        #: Parked watchers with a sink, offered frames in this dispatch (see Watcher).
+        #: Parked watchers with a sink, offered frames since the last pass (see Watcher),
+        #: each with the future its stream awaits.
         self.ready: list[tuple[Watcher, asyncio.Future[None]]] = []
         self._paced: asyncio.TimerHandle | None = None
         self._next_pass = 0.0
