@@ -238,3 +238,21 @@ def running(*services: ServiceProcess) -> Iterator[list[ServiceProcess]]:
             s.log.close()
             with contextlib.suppress(OSError):
                 os.unlink(s.log.name)
+
+
+@contextlib.asynccontextmanager
+async def memory_hub(**options: Any) -> AsyncIterator[Any]:
+    """A started ``app.events.Hub`` (``options``: its keyword settings) on a started
+    memory backend; both closed afterwards."""
+    from app.backends import backend_from_url
+    from app.events import Hub
+
+    store = backend_from_url("memory://", Settings(backend="memory://"))
+    await store.start()
+    hub = Hub(store, **options)
+    await hub.start()
+    try:
+        yield hub
+    finally:
+        await hub.close()
+        await store.close()

@@ -11,26 +11,18 @@ from typing import Any
 
 import pytest
 
-from app.backends import backend_from_url
 from app.events import EventFilter, Hub
 from app.observability import STREAM_BODY
 from app.routers.feed_response import FeedResponse
-from app.settings import Settings
+from tests.support import memory_hub
 
 NS = "feedresponse"
 
 
 @pytest.fixture
 async def hub() -> AsyncIterator[Hub]:
-    store = backend_from_url("memory://", Settings(backend="memory://"))
-    await store.start()
-    h = Hub(store)
-    await h.start()
-    try:
+    async with memory_hub() as h:
         yield h
-    finally:
-        await h.close()
-        await store.close()
 
 
 async def stream_one_event(hub: Hub, scope: dict[str, Any]) -> list[dict[str, Any]]:

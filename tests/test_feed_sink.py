@@ -21,10 +21,9 @@ from typing import Any
 
 import pytest
 
-from app.backends import backend_from_url
 from app.events import OVERFLOW, SHUTDOWN, EventFilter, Frame, Hub, Subscription
 from app.request_metrics import Metrics
-from app.settings import Settings
+from tests.support import memory_hub
 
 NS = "feedsink"
 ALL = EventFilter.parse(None, None, None)
@@ -33,15 +32,8 @@ _ID = re.compile(rb"^id: (\d+)\n", re.M)
 
 @pytest.fixture
 async def hub() -> AsyncIterator[Hub]:
-    store = backend_from_url("memory://", Settings(backend="memory://"))
-    await store.start()
-    h = Hub(store, metrics=Metrics(), queue_size=8)
-    await h.start()
-    try:
+    async with memory_hub(metrics=Metrics(), queue_size=8) as h:
         yield h
-    finally:
-        await h.close()
-        await store.close()
 
 
 class Stream:

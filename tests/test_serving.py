@@ -90,6 +90,8 @@ GET = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"
 START = {"type": "http.response.start", "status": 200,
          "headers": [(b"content-type", b"text/plain"), (b"content-length", b"5")]}
 BODY = {"type": "http.response.body", "body": b"hello"}
+SSE_START = {"type": "http.response.start", "status": 200,
+             "headers": [(b"content-type", b"text/event-stream")]}
 
 
 async def test_a_head_with_a_length_leaves_with_its_body_in_one_write() -> None:
@@ -111,10 +113,8 @@ async def test_a_body_in_parts_sends_its_first_part_with_the_head_then_the_rest(
 
 
 async def test_a_stream_without_a_length_is_written_at_once_message_by_message() -> None:
-    stream_start = {"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]}
     calls = await serve_one(app_sending(
-        stream_start, {"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True},
+        SSE_START, {"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True},
     ), GET)
     # The head went out alone, before any body: a watcher sees it at once.
     assert calls[0][0] == "write" and calls[0][1].endswith(b"transfer-encoding: chunked\r\n\r\n")
@@ -129,14 +129,12 @@ async def test_a_chunk_written_at_once_is_framed_as_uvicorns_send_frames_it(
     what uvicorn's send writes for a chunk with more to come, and nothing, answering
     False, wherever that send would wait or do otherwise."""
     answers: list[Any] = []
-    stream_start = {"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]}
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         write = chunk_writer(send)
         assert write is not None
         answers.append(("before the start", write(b"early")))
-        await send(stream_start)
+        await send(SSE_START)
         answers.append(("started", write(b"data: 1\n\n")))
         await send({"type": "http.response.body", "body": b"data: 2\n\n", "more_body": True})
         answers.append(("empty", write(b"")))
@@ -159,13 +157,11 @@ async def test_a_chunk_written_at_once_is_framed_as_uvicorns_send_frames_it(
 async def test_a_chunk_is_not_written_once_the_client_is_gone_or_the_transport_closes(
 ) -> None:
     answers: list[bool] = []
-    stream_start = {"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]}
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         write = chunk_writer(send)
         assert write is not None
-        await send(stream_start)
+        await send(SSE_START)
         cycle = send.__self__
         cycle.transport.closing = True
         answers.append(write(b"data: 1\n\n"))
