@@ -237,7 +237,10 @@ class Subscription:
                 chunks.append(frame.sse)
                 if frame.kind == EVENT:
                     events += 1
-        if chunks and not write(chunks[0] if len(chunks) == 1 else b"".join(chunks)):
+        if not chunks:  # (all at or before ``last``: dropped, as ``next()`` drops them)
+            frames.clear()
+            return True
+        if not write(chunks[0] if len(chunks) == 1 else b"".join(chunks)):
             return False
         frames.clear()
         self.last = last
