@@ -9,7 +9,9 @@ How a subscription reaches live delivery without a gap or a duplicate:
    watcher). Attaching does not await, so everything up to the feed's ``position`` has
    already been fanned out and everything after it will reach this watcher's queue;
 3. *backfill*: read the log from where catch-up stopped up to that position;
-4. *live*: take frames from the queue, skipping any revision already delivered.
+4. *live*: take frames from the queue, skipping any revision already delivered. A
+   stream parked on its queue with a sink (``Subscription.write_to``) is not woken:
+   the feed's next pass writes its frames for it (``Feed.deliver``).
 
 Each event's SSE frame is built once, by the feed's reader, and the same ``bytes`` go to
 every watcher whose filter matches. A watcher that lets its queue fill up is detached

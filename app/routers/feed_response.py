@@ -4,9 +4,10 @@ task), and ``FeedResponse`` sends the subscription's frames with a loop of its o
 
 With a thousand watchers every event costs a thousand sends, so a send is kept short:
 
-* while the stream is parked, the feed writes its frames itself, at the end of a
-  dispatch, with no turn of the stream's task (``Subscription.write_to``, through the
-  observer's ``StreamBody.now``); the task sends only what cannot be written at once;
+* while the stream is parked, the feed writes its frames itself, in its passes over
+  the parked streams, with no turn of the stream's task (``Subscription.write_to``,
+  through the observer's ``StreamBody.now``); the task sends only what cannot be
+  written at once;
 * the chunks go through the request observer's body sender (``STREAM_BODY``), past the
   send wrappers of the layers inside it, which only look at a response's start and end;
 * the loop awaits the subscription itself, not an async generator, and sends bytes the
