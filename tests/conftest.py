@@ -35,7 +35,7 @@ BACKENDS = ["memory", "redis", "cluster", "nats"]
 #: minutes to the suite.
 CLUSTER_MODULES = {
     "test_kv", "test_kv_listing", "test_ttl", "test_event_log", "test_events_poll",
-    "test_hub", "test_locks", "test_locks_backend", "test_sessions",
+    "test_hub", "test_feed_sink", "test_locks", "test_locks_backend", "test_sessions",
     "test_session_snapshots", "test_variable_types", "test_artifacts", "test_quotas",
     "test_lock_waiters", "test_watch", "test_session_locks", "test_lock_listing",
     "test_lock_quota", "test_swallowed_cancels",
@@ -50,7 +50,7 @@ NATS_MODULES = {
     "test_sessions",
     "test_session_snapshots", "test_variable_types", "test_session_locks",
     "test_txn", "test_leases", "test_artifacts",
-    "test_hub", "test_bounds", "test_mcp", "test_parity", "test_safe_to_share",
+    "test_hub", "test_feed_sink", "test_bounds", "test_mcp", "test_parity", "test_safe_to_share",
     "test_service", "test_bad_input", "test_schema_conformance", "test_generated_client",
     "test_locks_processes", "test_access", "test_kv_concurrency", "test_methods",
     "test_namespace_isolation", "test_operations", "test_ui_routes",

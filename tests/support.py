@@ -241,13 +241,13 @@ def running(*services: ServiceProcess) -> Iterator[list[ServiceProcess]]:
 
 
 @contextlib.asynccontextmanager
-async def memory_hub(**options: Any) -> AsyncIterator[Any]:
+async def started_hub(url: str, **options: Any) -> AsyncIterator[Any]:
     """A started ``app.events.Hub`` (``options``: its keyword settings) on a started
-    memory backend; both closed afterwards."""
+    backend at ``url``; both closed afterwards."""
     from app.backends import backend_from_url
     from app.events import Hub
 
-    store = backend_from_url("memory://", Settings(backend="memory://"))
+    store = backend_from_url(url, Settings(backend=url))
     await store.start()
     hub = Hub(store, **options)
     await hub.start()

@@ -14,14 +14,14 @@ import pytest
 from app.events import EventFilter, Hub
 from app.observability import STREAM_BODY
 from app.routers.feed_response import FeedResponse
-from tests.support import memory_hub
+from tests.support import started_hub
 
 NS = "feedresponse"
 
 
 @pytest.fixture
 async def hub() -> AsyncIterator[Hub]:
-    async with memory_hub() as h:
+    async with started_hub("memory://") as h:
         yield h
 
 

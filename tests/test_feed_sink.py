@@ -4,9 +4,9 @@ sink or through the stream's own ``next()``, never both; a sink that cannot writ
 fails leaves the frames to the stream; the passes are paced; shutdown and overflow still
 reach a stream whose frames wait for a pass.
 
-The sink sits above the backends' change logs, the same code for every engine, so these
-run on the memory backend; test_watch.py streams every engine through it on real
-servers (``StreamBody.now`` writing to uvicorn's transport).
+On every engine (the feed reads each one's change log); test_watch.py streams every
+engine through the sink on real servers (``StreamBody.now`` writing to uvicorn's
+transport).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 
 from app.events import OVERFLOW, SHUTDOWN, EventFilter, Frame, Hub, Subscription
 from app.request_metrics import Metrics
-from tests.support import memory_hub
+from tests.support import started_hub
 
 NS = "feedsink"
 ALL = EventFilter.parse(None, None, None)
@@ -31,8 +31,8 @@ _ID = re.compile(rb"^id: (\d+)\n", re.M)
 
 
 @pytest.fixture
-async def hub() -> AsyncIterator[Hub]:
-    async with memory_hub(metrics=Metrics(), queue_size=8) as h:
+async def hub(backend: str) -> AsyncIterator[Hub]:
+    async with started_hub(backend, metrics=Metrics(), queue_size=8) as h:
         yield h
 
 
@@ -156,15 +156,16 @@ async def test_a_failing_sink_is_dropped_and_the_stream_sends_instead(
 
 
 async def pending_pass(hub: Hub) -> tuple[Stream, list[int]]:
-    """A stream whose first pass took 0.2 s, and a second event dispatched since: it
-    waits for the next pass (returns the stream and the second event's revision)."""
+    """A stream whose first pass took 0.5 s, and a second event dispatched since: it
+    waits for the next pass (returns the stream and the second event's revision). Half
+    a second leaves a networked engine's writes and reads well inside the pause."""
     first = True
 
     def slow_once(chunk: bytes) -> bool:
         nonlocal first
         if first:
             first = False
-            time.sleep(0.2)  # (the pass, not the test, takes the time)
+            time.sleep(0.5)  # (the pass, not the test, takes the time)
         return True
 
     stream = await open_stream(hub, slow_once)

@@ -5,7 +5,7 @@ log, attach to the feed, backfill up to the feed's position, then live (see app.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from app.backends.base import Backend
@@ -82,8 +82,11 @@ class Subscription:
         once and answers True, or writes nothing and answers False (the stream's task
         then sends it)."""
         self._write_now = write_now
+        self._set_sink()
+
+    def _set_sink(self) -> None:
         if self._watcher is not None:
-            self._watcher.sink = self.deliver_now if write_now is not None else None
+            self._watcher.sink = self.deliver_now if self._write_now is not None else None
 
     def close(self) -> None:
         if self._watcher is not None:
@@ -173,15 +176,12 @@ class Subscription:
         elif reached or not batch.events or self.last >= self._live_from:
             self.phase = LIVE
             self._watcher_started()
-        metrics = self.hub.metrics
-        if frames and metrics is not None:
-            metrics.events_delivered.inc(len(frames))  # (a filter's frames are events)
+        self._count_delivered(len(frames))  # (a filter's frames are events)
         return frames
 
     def attach(self) -> None:
         self._watcher, self._live_from = self.hub.attach(self.ns, self.filter, self.last)
-        if self._write_now is not None:
-            self._watcher.sink = self.deliver_now
+        self._set_sink()
         if self.last < self._live_from:
             self.phase = BACKFILL
         else:
@@ -192,25 +192,41 @@ class Subscription:
         if self._watcher is not None:
             self._watcher.last_active = time.monotonic()
 
-    def _drain(self, limit: int) -> list[Frame]:
-        watcher = self._watcher
+    def _fresh(self, frames: Iterable[Frame], limit: int) -> tuple[list[Frame], int, int, int]:
+        """What ``next()`` passes on from the front of ``frames``: those after ``last``
+        (a reset always), at most ``limit``. Returns them, how many of ``frames`` that
+        read, the revision they reach, and how many are events."""
         out: list[Frame] = []
-        if watcher is None:
-            return out
-        frames = watcher.frames
         last = self.last
-        events = 0
-        while frames and len(out) < limit:
-            frame = frames.popleft()
+        read = events = 0
+        for frame in frames:
+            if len(out) == limit:
+                break
+            read += 1
             if frame.revision > last or frame.kind == RESET:
                 last = frame.revision
                 out.append(frame)
                 if frame.kind == EVENT:
                     events += 1
-        self.last = last
+        return out, read, last, events
+
+    def _count_delivered(self, events: int) -> None:
         metrics = self.hub.metrics
         if events and metrics is not None:
             metrics.events_delivered.inc(events)
+
+    def _drain(self, limit: int) -> list[Frame]:
+        watcher = self._watcher
+        if watcher is None:
+            return []
+        frames = watcher.frames
+        out, read, self.last, events = self._fresh(frames, limit)
+        if read == len(frames):
+            frames.clear()
+        else:
+            for _ in range(read):
+                frames.popleft()
+        self._count_delivered(events)
         return out
 
     def deliver_now(self, now: float) -> bool:
@@ -228,26 +244,16 @@ class Subscription:
         frames = watcher.frames
         if len(frames) > MAX_BATCH:
             return False
-        last = self.last
-        chunks: list[bytes] = []
-        events = 0
-        for frame in frames:
-            if frame.revision > last or frame.kind == RESET:
-                last = frame.revision
-                chunks.append(frame.sse)
-                if frame.kind == EVENT:
-                    events += 1
-        if not chunks:  # (all at or before ``last``: dropped, as ``next()`` drops them)
-            frames.clear()
-            return True
-        if not write(chunks[0] if len(chunks) == 1 else b"".join(chunks)):
+        out, _, last, events = self._fresh(frames, MAX_BATCH)
+        if out and not write(out[0].sse if len(out) == 1 else b"".join(f.sse for f in out)):
             return False
-        frames.clear()
-        self.last = last
-        watcher.last_active = now
-        metrics = self.hub.metrics
-        if events and metrics is not None:
-            metrics.events_delivered.inc(events)
+        frames.clear()  # (frames all at or before ``last`` are dropped, as next() drops them)
+        if out:
+            self.last = last
+            watcher.last_active = now
+            metrics = self.hub.metrics  # (_count_delivered, inlined: once per delivery)
+            if events and metrics is not None:
+                metrics.events_delivered.inc(events)
         return True
 
     def _take(self, watcher: Watcher, limit: int) -> list[Frame] | None:
