@@ -8,7 +8,7 @@ Run from anywhere (it finds its own files)::
 
 Targets (each started on free 127.0.0.1 ports, stopped at the end, also on Ctrl-C):
 
-* ``corkboard-memory``: ``app.main:app`` on ``memory://``, one uvicorn worker; watchers
+* ``corkboard-memory``: ``corkboard serve`` on ``memory://``, one worker; watchers
   ``GET /v1/watch?pattern=fan/*`` (SSE), the writer ``PUT /v1/kv/fan/k``;
 * ``corkboard-redis``: the same on the bench's own ``redis-server``, one worker;
 * ``corkboard-nats``: the same on the bench's own ``nats-server -js`` (the one beside
@@ -62,7 +62,6 @@ from fanout_writer import NS, Writer, corkboard_write, etcd_write
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
-UVICORN_FLAGS = ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
 ALL_TARGETS = ["corkboard-memory", "corkboard-redis", "corkboard-nats", "etcd"]
 ALIASES = {"memory": "corkboard-memory", "redis": "corkboard-redis", "nats": "corkboard-nats",
            "etcd": "etcd",
@@ -263,19 +262,19 @@ class Target:
 
 def corkboard_target(procs: ProcessSet, name: str, backend: str, args: argparse.Namespace
                      ) -> Target:
+    """Corkboard as the README runs it: ``corkboard serve`` (app/cli.py: uvicorn with
+    uvloop and the app's own httptools protocol), one worker, the settings' defaults
+    (the access log and metrics on)."""
     app_dir = Path(args.app_dir).resolve()
     port = free_port()
-    env = clean_env(["CORKBOARD_"])
-    env.update({"CORKBOARD_BACKEND": backend, "CORKBOARD_LOG_LEVEL": "warning"})
-    argv = [args.python, "-m", "uvicorn", "app.main:app", "--app-dir", str(app_dir),
-            "--host", LOOPBACK, "--port", str(port), "--workers", "1", *UVICORN_FLAGS,
-            "--log-level", "warning", "--timeout-graceful-shutdown", "3"]
-    proc = procs.start(name, argv, env=env, cwd=str(app_dir))
+    argv = [args.python, "-m", "app.cli", "serve", "--host", LOOPBACK, "--port", str(port),
+            "--workers", "1", "--backend", backend]
+    proc = procs.start(name, argv, env=clean_env(["CORKBOARD_"]), cwd=str(app_dir))
     proc.wait_for_port(port, timeout=60)
     request = (f"GET /v1/watch?ns={NS}&pattern=fan/* HTTP/1.1\r\nHost: bench\r\n"
                "Accept: text/event-stream\r\n\r\n").encode()
     return Target(
-        name, f"app.main:app on {backend.split(':')[0]}, uvicorn, 1 worker", port, proc,
+        name, f"corkboard serve on {backend.split(':')[0]}, 1 worker", port, proc,
         request, b"\n\n", parse_sse, b": corkboard watch",
         corkboard_write, "corkboard",
     )
