@@ -18,6 +18,9 @@ CPU time except where noted):
   of an existing key by a fresh string, as a request brings it (wall clock). With
   ``--huge-pages`` the heap is first collapsed into 2 MiB pages (``madvise`` with
   ``MADV_COLLAPSE``, Linux 6.1+), to tell cache misses from TLB misses.
+
+``--load N`` sets the index's sublist load factor in both parts (sortedcontainers'
+default is 1,000: sublists of 1,000-2,000 names).
 """
 
 from __future__ import annotations
@@ -74,10 +77,12 @@ def fresh(name: str) -> str:
     return "".join([name[:3], name[3:]])
 
 
-async def app_part(rounds: int, ops: int) -> dict[str, list[float]]:
+async def app_part(rounds: int, ops: int, load: int | None) -> dict[str, list[float]]:
     sized = [mb.Sized(1000, True), mb.Sized(1_000_000, True)]
     for s in sized:
         await s.setup()
+        if load is not None:
+            s.backend.store.ns(mb.NS).order._reset(load)
     logging.getLogger("corkboard.access").disabled = True
     results: dict[str, list[float]] = {}
     for _ in range(rounds):
@@ -101,7 +106,8 @@ async def app_part(rounds: int, ops: int) -> dict[str, list[float]]:
     return results
 
 
-def parts_part(rounds: int, ops: int, huge_pages: bool) -> dict[str, list[float]]:
+def parts_part(rounds: int, ops: int, huge_pages: bool, load: int | None
+               ) -> dict[str, list[float]]:
     from sortedcontainers import SortedList
 
     results: dict[str, list[float]] = {}
@@ -109,6 +115,8 @@ def parts_part(rounds: int, ops: int, huge_pages: bool) -> dict[str, list[float]
         names = [mb.key_name(i) for i in range(n)]
         rows = {name: name.encode() for name in names}
         index: Any = SortedList(names)
+        if load is not None:
+            index._reset(load)
         if huge_pages:
             print(f"{n} names: {collapse_heap()} MiB collapsed into huge pages", file=sys.stderr)
         rng = random.Random(n)
@@ -136,13 +144,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--ops", type=int, default=3000, help="calls per round and size")
     parser.add_argument("--huge-pages", action="store_true", help="parts: MADV_COLLAPSE first")
+    parser.add_argument("--load", type=int, help="the index's sublist load factor "
+                        "(SortedList._reset; default: sortedcontainers' 1,000)")
     args = parser.parse_args()
     mb.server_gc()
     results: dict[str, list[float]] = {}
     if args.only in (None, "app"):
-        results.update(asyncio.run(app_part(args.rounds, args.ops)))
+        results.update(asyncio.run(app_part(args.rounds, args.ops, args.load)))
     if args.only in (None, "parts"):
-        results.update(parts_part(args.rounds, max(args.ops, 20_000), args.huge_pages))
+        results.update(parts_part(args.rounds, max(args.ops, 20_000), args.huge_pages, args.load))
     for name, samples in results.items():
         print(f"{name:40} {statistics.median(samples):8.2f} us   "
               f"({min(samples):.2f}-{max(samples):.2f} over {len(samples)} rounds)")
