@@ -35,13 +35,11 @@ def names_from(order: list[str] | SortedList[str], prefix: str, after: str | Non
     position: a positional read builds the list's index of sublist lengths, which every
     later insert then updates in Python (~1 us a name at 10^6 names) and every sublist
     split drops, for the next listing to build again (O(sublists))."""
+    # The names start past the cursor or at the prefix, whichever comes later.
+    bound, past_cursor = (after, True) if after is not None and after >= prefix else (prefix, False)
     if isinstance(order, SortedList):
-        if after is not None and after >= prefix:
-            return order.irange(minimum=after, inclusive=(False, True))
-        return order.irange(minimum=prefix)
-    start = bisect.bisect_left(order, prefix)
-    if after is not None:
-        start = max(start, bisect.bisect_right(order, after))
+        return order.irange(minimum=bound, inclusive=(not past_cursor, True))
+    start = (bisect.bisect_right if past_cursor else bisect.bisect_left)(order, bound)
     return (order[i] for i in range(start, len(order)))
 
 
