@@ -1,35 +1,50 @@
 """The syntax rules of ``app.syntax`` as JSON Schema, for the OpenAPI document
 (``app.openapi``), the request models that document names in bodies, and the routing
-rule of which path parameters may hold '/' (``app.methods``). Nothing here validates:
-``app.syntax`` does, with its own errors.
+rule of which path parameters may hold '/' (``app.methods``), built from the character
+sets and lengths in ``app.grammar`` that ``app.syntax`` validates with. Nothing here
+validates: ``app.syntax`` does, with its own errors.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from app.grammar import (
+    ID_CLASS,
+    KEY_CLASS,
+    MAX_KEY_BYTES,
+    MAX_NAMESPACE_CHARS,
+    MAX_VARIABLE_CHARS,
+    NAMESPACE_REGEX,
+    PATTERN_CLASS,
+    VARIABLE_CLASS,
+)
+
 #: The syntax rules of app.syntax as JSON Schema (ECMA-262 regexes without look-around,
-#: so that property-based tools can generate from them). What a regex cannot say (no
-#: empty or '..' segment, no leading '/', no action word last) is in the description.
-_KEY_CHARS = r"[A-Za-z0-9._:/@=+-]"
+#: so that property-based tools can generate from them), from app.grammar's character
+#: sets and lengths. What a regex cannot say (no empty or '..' segment, no leading '/',
+#: no action word last) is in the description.
 KEY_SCHEMA: dict[str, Any] = {
-    "type": "string", "minLength": 1, "maxLength": 512, "pattern": f"^{_KEY_CHARS}+$",
+    "type": "string", "minLength": 1, "maxLength": MAX_KEY_BYTES,
+    "pattern": f"^{KEY_CLASS}+$",
 }
 ID_SCHEMA: dict[str, Any] = {
-    "type": "string", "minLength": 1, "maxLength": 512, "pattern": r"^[A-Za-z0-9._:@=+-]+$",
+    "type": "string", "minLength": 1, "maxLength": MAX_KEY_BYTES, "pattern": f"^{ID_CLASS}+$",
 }
 VARIABLE_SCHEMA: dict[str, Any] = {
-    "type": "string", "minLength": 1, "maxLength": 128, "pattern": r"^[A-Za-z0-9_.-]+$",
+    "type": "string", "minLength": 1, "maxLength": MAX_VARIABLE_CHARS,
+    "pattern": f"^{VARIABLE_CLASS}+$",
 }
 PATTERN_SCHEMA: dict[str, Any] = {
-    "type": "string", "minLength": 1, "maxLength": 512, "pattern": r"^[A-Za-z0-9._:/@=+*-]+$",
+    "type": "string", "minLength": 1, "maxLength": MAX_KEY_BYTES,
+    "pattern": f"^{PATTERN_CLASS}+$",
 }
 NAMESPACE_SCHEMA: dict[str, Any] = {
-    "type": "string", "default": "default", "minLength": 1, "maxLength": 63,
-    "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$",
+    "type": "string", "default": "default", "minLength": 1,
+    "maxLength": MAX_NAMESPACE_CHARS, "pattern": f"^{NAMESPACE_REGEX}$",
 }
 _KEY_RULES = (
-    "1-512 bytes of [A-Za-z0-9._:/@=+-], not starting with '/', with no empty or '..' "
+    f"1-{MAX_KEY_BYTES} bytes of {KEY_CLASS}, not starting with '/', with no empty or '..' "
     "segment; '/' is sent unescaped or as %2F"
 )
 #: Path parameters by name: (schema, description).
@@ -42,5 +57,6 @@ PATH_PARAMETERS: dict[str, tuple[dict[str, Any], str]] = {
     "thread": (ID_SCHEMA, "Thread id: key syntax without '/'"),
     "channel": (ID_SCHEMA, "Channel id: key syntax without '/'"),
     "lease_id": (ID_SCHEMA, "Lease id: key syntax without '/'"),
-    "var": (VARIABLE_SCHEMA, "A variable's name (1-128 of [A-Za-z0-9_.-]) or its id (var_...)"),
+    "var": (VARIABLE_SCHEMA,
+            f"A variable's name (1-{MAX_VARIABLE_CHARS} of {VARIABLE_CLASS}) or its id (var_...)"),
 }

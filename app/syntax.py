@@ -11,12 +11,20 @@ import time
 from dataclasses import dataclass
 
 from app.errors import InvalidKey, InvalidPattern, InvalidRequest, InvalidTTL
+from app.grammar import (
+    KEY_CLASS,
+    MAX_KEY_BYTES,
+    MAX_NAMESPACE_CHARS,
+    MAX_VARIABLE_CHARS,
+    NAMESPACE_REGEX,
+    PATTERN_CLASS,
+    VARIABLE_CLASS,
+)
 
-NAMESPACE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-_KEY_CHARS_RE = re.compile(r"[A-Za-z0-9._:/@=+\-]+")
-_PATTERN_CHARS_RE = re.compile(r"[A-Za-z0-9._:/@=+\-*]+")
-VARIABLE_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
-MAX_KEY_BYTES = 512
+NAMESPACE_RE = re.compile(NAMESPACE_REGEX)
+_KEY_CHARS_RE = re.compile(KEY_CLASS + "+")
+_PATTERN_CHARS_RE = re.compile(PATTERN_CLASS + "+")
+VARIABLE_NAME_RE = re.compile(f"{VARIABLE_CLASS}{{1,{MAX_VARIABLE_CHARS}}}")
 MAX_DURATION_SECONDS = 365 * 24 * 3600
 #: Numbers in headers, paths and query parameters (revisions, tokens, sizes): at most 20
 #: digits, so no request makes the service convert an absurdly long number.
@@ -38,9 +46,9 @@ def _is_namespace(ns: str) -> bool:
 
 
 def check_namespace(ns: str) -> str:
-    if len(ns) > 63 or not _is_namespace(ns):
+    if len(ns) > MAX_NAMESPACE_CHARS or not _is_namespace(ns):
         raise InvalidRequest(
-            f"Namespace {ns[:80]!r} is not valid: use 1-63 of [a-z0-9_-], "
+            f"Namespace {ns[:80]!r} is not valid: use 1-{MAX_NAMESPACE_CHARS} of [a-z0-9_-], "
             "starting with a letter or digit.",
             errors=[{"location": ["query", "ns"], "message": "invalid namespace"}],
         )

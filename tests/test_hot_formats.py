@@ -9,7 +9,8 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.syntax import KV_ACTIONS, LOCK_ACTIONS, MAX_KEY_BYTES, _is_sane_key, iso_ms
+from app.grammar import MAX_KEY_BYTES
+from app.syntax import KV_ACTIONS, LOCK_ACTIONS, _is_sane_key, iso_ms
 
 
 def _iso_ms_plain(ms: int) -> str:

@@ -13,13 +13,14 @@ from starlette.responses import PlainTextResponse, Response
 from app import __version__
 from app.domain.leases import MAX_PATTERN_DELETE
 from app.errors import BackendUnavailable
+from app.grammar import MAX_KEY_BYTES
 from app.models import Capabilities, Health, Problem
 from app.routers.common import MAX_JSON_DEPTH, BackendDep, SettingsDep, json_response
 from app.routers.events import MAX_EVENTS_LIMIT
 from app.routers.events import MAX_WAIT_SECONDS as POLL_WAIT_SECONDS
 from app.routers.locks import MAX_WAIT_SECONDS as LOCK_WAIT_SECONDS
 from app.settings import Settings
-from app.syntax import MAX_DIGITS, MAX_DURATION_SECONDS, MAX_KEY_BYTES
+from app.syntax import MAX_DIGITS, MAX_DURATION_SECONDS
 from app.variables import MAX_PATTERN_LENGTH
 
 router = APIRouter(tags=["service"])

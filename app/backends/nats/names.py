@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from app.syntax import MAX_KEY_BYTES
+from app.grammar import MAX_KEY_BYTES
 
 #: The bucket of Corkboard's own records (never a namespace: those never start with _).
 SYSTEM_BUCKET = "_corkboard"
