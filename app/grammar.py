@@ -14,7 +14,7 @@ from __future__ import annotations
 KEY_CLASS = "[A-Za-z0-9._:/@=+-]"
 MAX_KEY_BYTES = 512
 #: Session, thread, channel and lease ids: key characters without '/'.
-ID_CLASS = "[A-Za-z0-9._:@=+-]"
+ID_CLASS = KEY_CLASS.replace("/", "")
 #: Patterns: key characters and the wildcard '*'.
 PATTERN_CLASS = "[A-Za-z0-9._:/@=+*-]"
 #: Session variable names.

@@ -9,42 +9,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.grammar import (
-    ID_CLASS,
-    KEY_CLASS,
-    MAX_KEY_BYTES,
-    MAX_NAMESPACE_CHARS,
-    MAX_VARIABLE_CHARS,
-    NAMESPACE_REGEX,
-    PATTERN_CLASS,
-    VARIABLE_CLASS,
-)
+from app import grammar as g
 
 #: The syntax rules of app.syntax as JSON Schema (ECMA-262 regexes without look-around,
 #: so that property-based tools can generate from them), from app.grammar's character
 #: sets and lengths. What a regex cannot say (no empty or '..' segment, no leading '/',
 #: no action word last) is in the description.
 KEY_SCHEMA: dict[str, Any] = {
-    "type": "string", "minLength": 1, "maxLength": MAX_KEY_BYTES,
-    "pattern": f"^{KEY_CLASS}+$",
+    "type": "string", "minLength": 1, "maxLength": g.MAX_KEY_BYTES,
+    "pattern": f"^{g.KEY_CLASS}+$",
 }
 ID_SCHEMA: dict[str, Any] = {
-    "type": "string", "minLength": 1, "maxLength": MAX_KEY_BYTES, "pattern": f"^{ID_CLASS}+$",
+    "type": "string", "minLength": 1, "maxLength": g.MAX_KEY_BYTES, "pattern": f"^{g.ID_CLASS}+$",
 }
 VARIABLE_SCHEMA: dict[str, Any] = {
-    "type": "string", "minLength": 1, "maxLength": MAX_VARIABLE_CHARS,
-    "pattern": f"^{VARIABLE_CLASS}+$",
+    "type": "string", "minLength": 1, "maxLength": g.MAX_VARIABLE_CHARS,
+    "pattern": f"^{g.VARIABLE_CLASS}+$",
 }
 PATTERN_SCHEMA: dict[str, Any] = {
-    "type": "string", "minLength": 1, "maxLength": MAX_KEY_BYTES,
-    "pattern": f"^{PATTERN_CLASS}+$",
+    "type": "string", "minLength": 1, "maxLength": g.MAX_KEY_BYTES,
+    "pattern": f"^{g.PATTERN_CLASS}+$",
 }
 NAMESPACE_SCHEMA: dict[str, Any] = {
     "type": "string", "default": "default", "minLength": 1,
-    "maxLength": MAX_NAMESPACE_CHARS, "pattern": f"^{NAMESPACE_REGEX}$",
+    "maxLength": g.MAX_NAMESPACE_CHARS, "pattern": f"^{g.NAMESPACE_REGEX}$",
 }
 _KEY_RULES = (
-    f"1-{MAX_KEY_BYTES} bytes of {KEY_CLASS}, not starting with '/', with no empty or '..' "
+    f"1-{g.MAX_KEY_BYTES} bytes of {g.KEY_CLASS}, not starting with '/', with no empty or '..' "
     "segment; '/' is sent unescaped or as %2F"
 )
 #: Path parameters by name: (schema, description).
@@ -58,5 +49,6 @@ PATH_PARAMETERS: dict[str, tuple[dict[str, Any], str]] = {
     "channel": (ID_SCHEMA, "Channel id: key syntax without '/'"),
     "lease_id": (ID_SCHEMA, "Lease id: key syntax without '/'"),
     "var": (VARIABLE_SCHEMA,
-            f"A variable's name (1-{MAX_VARIABLE_CHARS} of {VARIABLE_CLASS}) or its id (var_...)"),
+            f"A variable's name (1-{g.MAX_VARIABLE_CHARS} of {g.VARIABLE_CLASS}) "
+            "or its id (var_...)"),
 }
