@@ -103,10 +103,18 @@ class Kept:
 
 class _Unbounded:
     """A connection whose reads wait as long as the batch they belong to allows (see
-    ``bounded_pipeline``), instead of one call's socket timeout each."""
+    ``bounded_pipeline``), instead of one call's socket timeout each. Whatever else
+    ``Redis.parse_response`` reads of a connection comes from the connection itself
+    (redis-py 8.2 added ``_resp2_fallback``; a wrapper that answered only
+    ``read_response`` failed every pipelined reply with an AttributeError)."""
+
+    __slots__ = ("connection",)
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.connection, name)
 
     async def read_response(self, disable_decoding: bool = False, **_: Any) -> Any:
         return await self.connection.read_response(
