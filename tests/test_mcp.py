@@ -176,9 +176,12 @@ async def test_every_tool(service: ServiceProcess) -> None:
         await fails(c, "wait_for_change", "validation_failed", timeout=61, **ns)
         quiet = await call(c, "wait_for_change", pattern="cfg/*", timeout=0.3, **ns)
         assert quiet["events"] == [] and quiet["revision"] >= got["revision"]
+        # From the quiet call's revision: the change is found whether the PUT lands
+        # before the call reads the namespace or while it waits (without ``since`` it
+        # waits from the revision it reads, and a PUT that came first was missed).
         waiting = asyncio.create_task(c.call_tool(
-            "wait_for_change", {"pattern": "cfg/*", "timeout": 30, **ns}))
-        await asyncio.sleep(0.3)  # let the poll start; a change before it is found anyway
+            "wait_for_change",
+            {"pattern": "cfg/*", "timeout": 30, "since": quiet["revision"], **ns}))
         async with httpx.AsyncClient(base_url=service.url,
                                      headers={"Authorization": f"Bearer {AGENT}"}) as http:
             r = await http.put("/v1/kv/cfg/other", params=ns, json=42)
