@@ -72,7 +72,7 @@ async def fails(client: Client, tool: str, code: str, **arguments: Any) -> dict[
 
 @pytest.fixture
 def service(backend: str) -> Iterator[ServiceProcess]:
-    with running(ServiceProcess(env(backend))) as (svc,):
+    with running(ServiceProcess(env(backend, CORKBOARD_DEBUG_ENDPOINTS="true"))) as (svc,):
         yield svc
 
 
@@ -190,6 +190,20 @@ async def test_every_tool(service: ServiceProcess) -> None:
         assert changed is not None
         assert [(e["type"], e["key"], e["value"]) for e in changed["events"]] == [
             ("kv.put", "cfg/other", 42)]
+        # Without ``since`` the call waits from the revision it reads: the PUT goes once
+        # its poll has joined the hub's live feed (/debug/watch counts it), and wakes it.
+        waiting = asyncio.create_task(c.call_tool(
+            "wait_for_change", {"pattern": "cfg/*", "timeout": 30, **ns}))
+        async with httpx.AsyncClient(base_url=service.url,
+                                     headers={"Authorization": f"Bearer {AGENT}"}) as http:
+            while (await http.get("/debug/watch")).json()["watchers"] == 0:
+                await asyncio.sleep(0.01)
+            r = await http.put("/v1/kv/cfg/later", params=ns, json=43)
+            assert r.status_code == 201
+        changed = (await asyncio.wait_for(waiting, 10)).structured_content
+        assert changed is not None
+        assert [(e["type"], e["key"], e["value"]) for e in changed["events"]] == [
+            ("kv.put", "cfg/later", 43)]
 
         # arguments are validated like request bodies
         await fails(c, "kv_put", "validation_failed", key="k", **ns)  # no value

@@ -98,7 +98,8 @@ class LockWakeups:
                 backoff = min(_MAX_BACKOFF, backoff * 2)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # (typed since redis-py 8.2)
+                    # (untyped before redis-py 8.2, typed since)
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     def _wake(self, ticket: str, why: Wake) -> None:
         future = self._waiting.get(ticket)
