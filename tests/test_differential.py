@@ -186,7 +186,8 @@ class Differential(TxnLeaseRules, RuleBasedStateMachine):
         """Tell ``renumber`` of each engine's events since the last call, and its current
         revision. The poll's ``revision`` is its last event's when it found one, and a
         NATS namespace may be past that (a touch-only session step takes a sequence with
-        no event), so the current revision is read from a listing."""
+        no event), so the current revision is read from a listing, first (the larger of
+        the two wins: an expiry may land between the reads)."""
         current = await self.revisions()
         for n, client in enumerate(self.clients):
             seen = self.renumber.revs[n]

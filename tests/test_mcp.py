@@ -176,34 +176,34 @@ async def test_every_tool(service: ServiceProcess) -> None:
         await fails(c, "wait_for_change", "validation_failed", timeout=61, **ns)
         quiet = await call(c, "wait_for_change", pattern="cfg/*", timeout=0.3, **ns)
         assert quiet["events"] == [] and quiet["revision"] >= got["revision"]
+        async def woken_by_put(arguments: dict[str, Any], key: str, value: int, *,
+                               once_watching: bool) -> list[tuple[str, str, Any]]:
+            """The events a wait_for_change call returns when a PUT of ``key`` follows
+            it (``once_watching``: once /debug/watch counts its poll in the hub)."""
+            waiting = asyncio.create_task(c.call_tool(
+                "wait_for_change", {"pattern": "cfg/*", "timeout": 30, **arguments, **ns}))
+            async with httpx.AsyncClient(base_url=service.url,
+                                         headers={"Authorization": f"Bearer {AGENT}"}) as http:
+                if once_watching:
+                    async def watched() -> None:
+                        while (await http.get("/debug/watch")).json()["watchers"] == 0:
+                            await asyncio.sleep(0.01)
+                    await asyncio.wait_for(watched(), 10)
+                r = await http.put(f"/v1/kv/{key}", params=ns, json=value)
+                assert r.status_code == 201
+            changed = (await asyncio.wait_for(waiting, 10)).structured_content
+            assert changed is not None
+            return [(e["type"], e["key"], e["value"]) for e in changed["events"]]
+
         # From the quiet call's revision: the change is found whether the PUT lands
         # before the call reads the namespace or while it waits (without ``since`` it
         # waits from the revision it reads, and a PUT that came first was missed).
-        waiting = asyncio.create_task(c.call_tool(
-            "wait_for_change",
-            {"pattern": "cfg/*", "timeout": 30, "since": quiet["revision"], **ns}))
-        async with httpx.AsyncClient(base_url=service.url,
-                                     headers={"Authorization": f"Bearer {AGENT}"}) as http:
-            r = await http.put("/v1/kv/cfg/other", params=ns, json=42)
-            assert r.status_code == 201
-        changed = (await asyncio.wait_for(waiting, 10)).structured_content
-        assert changed is not None
-        assert [(e["type"], e["key"], e["value"]) for e in changed["events"]] == [
-            ("kv.put", "cfg/other", 42)]
+        assert await woken_by_put({"since": quiet["revision"]}, "cfg/other", 42,
+                                  once_watching=False) == [("kv.put", "cfg/other", 42)]
         # Without ``since`` the call waits from the revision it reads: the PUT goes once
-        # its poll has joined the hub's live feed (/debug/watch counts it), and wakes it.
-        waiting = asyncio.create_task(c.call_tool(
-            "wait_for_change", {"pattern": "cfg/*", "timeout": 30, **ns}))
-        async with httpx.AsyncClient(base_url=service.url,
-                                     headers={"Authorization": f"Bearer {AGENT}"}) as http:
-            while (await http.get("/debug/watch")).json()["watchers"] == 0:
-                await asyncio.sleep(0.01)
-            r = await http.put("/v1/kv/cfg/later", params=ns, json=43)
-            assert r.status_code == 201
-        changed = (await asyncio.wait_for(waiting, 10)).structured_content
-        assert changed is not None
-        assert [(e["type"], e["key"], e["value"]) for e in changed["events"]] == [
-            ("kv.put", "cfg/later", 43)]
+        # its poll has joined the hub's live feed, and wakes it.
+        assert await woken_by_put({}, "cfg/later", 43,
+                                  once_watching=True) == [("kv.put", "cfg/later", 43)]
 
         # arguments are validated like request bodies
         await fails(c, "kv_put", "validation_failed", key="k", **ns)  # no value
