@@ -14,14 +14,17 @@ from app.backends.memory.rows import (
     entry_of,
     expires_of,
     is_due,
+    older_rows,
+    oldest_if_full,
     pack,
+    pushed,
     revision_of,
     successor,
     value_of,
     value_size,
     with_deadline,
 )
-from app.backends.memory.store import MemoryStore, Namespace, Older
+from app.backends.memory.store import MemoryStore, Namespace
 from app.backends.paging import page_sorted
 from app.backends.parts.keys import KeyStore
 from app.domain.conditions import KEY, NO_CONDITION, Condition
@@ -67,19 +70,7 @@ class MemoryKeys(KeyStore):
         if row is None:
             return ()
         older = st.history.get(key)
-        if older is None:
-            return (row,)
-        return (row, older) if isinstance(older, bytes) else (row, *older)
-
-    @staticmethod
-    def pushed(older: Older | None, row: Row, limit: int) -> Older:
-        """``older`` (a key's older revisions, see ``Namespace.history``) with ``row`` in
-        front, at most ``limit`` (>= 1) kept: a lone row is kept bare, no tuple made."""
-        if older is None or limit == 1:
-            return row
-        if isinstance(older, bytes):
-            return (row, older)
-        return (row, *older[:limit - 1])
+        return (row,) if older is None else (row, *older_rows(older))
 
     def dropped_bytes(self, st: Namespace, key: str) -> int:
         """The bytes of the kept revision a new revision of ``key`` pushes out: the oldest
@@ -89,12 +80,8 @@ class MemoryKeys(KeyStore):
         if limit == 1:
             row = st.keys.get(key)
             return value_size(row) if row is not None else 0
-        older = st.history.get(key)
-        if older is None:
-            return 0
-        if isinstance(older, bytes):
-            return value_size(older) if limit == 2 else 0
-        return value_size(older[-1]) if len(older) == limit - 1 else 0
+        dropped = oldest_if_full(st.history.get(key), limit - 1)
+        return value_size(dropped) if dropped is not None else 0
 
     def remove(self, st: Namespace, key: str) -> None:
         self.detach_lease(st, key)
@@ -157,7 +144,7 @@ class MemoryKeys(KeyStore):
             row = successor(old, value, revision, now, expires_at)
             limit = self.store.key_history
             if limit > 1:  # a key's history appears with its second revision
-                st.history[key] = self.pushed(st.history.get(key), old, limit - 1)
+                st.history[key] = pushed(st.history.get(key), old, limit - 1)
         st.keys[key] = row
         if expires_at is not None:
             self.store.schedule_deadline(expires_at, ns, "k:" + key)

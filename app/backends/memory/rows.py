@@ -32,6 +32,37 @@ _EXPIRES_AT: Final = 5 * _INT.size
 NO_DEADLINE: Final = -(2**63)
 
 
+#: A key's older revisions, newest first. One is kept bare: a write that keeps a tuple
+#: leaves it tracked by the cyclic GC until a young collection reads the rows in it, and
+#: in a large store most keys have few revisions and those rows are out of the CPU's
+#: caches (bench/README.md, "Rows the collector never sees"); a bytes row is never
+#: tracked. The functions below are the only code that knows this shape.
+Older = Row | tuple[Row, ...]
+
+
+def older_rows(older: Older) -> tuple[Row, ...]:
+    """The rows in ``older``, newest first."""
+    return (older,) if isinstance(older, bytes) else older
+
+
+def pushed(older: Older | None, row: Row, limit: int) -> Older:
+    """``older`` with ``row`` in front, at most ``limit`` (>= 1) kept: a lone row is kept
+    bare, no tuple made."""
+    if older is None or limit == 1:
+        return row
+    return (row, *older_rows(older)[:limit - 1])
+
+
+def oldest_if_full(older: Older | None, limit: int) -> Row | None:
+    """The oldest row of ``older`` when it holds ``limit`` rows (the one a push drops),
+    read in place: no tuple is built for a bare row."""
+    if older is None:
+        return None
+    if isinstance(older, bytes):
+        return older if limit == 1 else None
+    return older[-1] if len(older) == limit else None
+
+
 def pack(
     value: bytes, revision: int, created_revision: int, version: int, created_at: int,
     modified_at: int, expires_at: int | None,

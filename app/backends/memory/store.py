@@ -29,18 +29,11 @@ from typing import Any, Final
 
 from sortedcontainers import SortedList
 
-from app.backends.memory.rows import Row
+from app.backends.memory.rows import Older, Row
 from app.domain.bounds import Bounds, quota_exceeded
 from app.domain.events import ChangeEvent, build_event
 from app.domain.fence import Fence
 from app.domain.leases import LeaseInfo, lease_not_found
-
-#: A key's older revisions, newest first. One is kept bare: a write that keeps a tuple
-#: leaves it tracked by the cyclic GC until a young collection reads the rows in it, and
-#: in a large store most keys have few revisions and those rows are out of the CPU's
-#: caches (bench/README.md, "Rows the collector never sees"); a bytes row is never
-#: tracked.
-Older = Row | tuple[Row, ...]
 
 #: An event as kept in the log: ``ChangeEvent``'s fields (revision, type, key, session,
 #: data, size) in a tuple, which the cyclic GC stops tracking (a kept ChangeEvent per write
