@@ -70,6 +70,33 @@ async def fails(client: Client, tool: str, code: str, **arguments: Any) -> dict[
     return problem
 
 
+async def until_watching(http: httpx.AsyncClient) -> None:
+    """Returns once /debug/watch counts a watcher in the hub (it offers no event to
+    await, so it is polled)."""
+    while (await http.get("/debug/watch")).json()["watchers"] == 0:
+        await asyncio.sleep(0.01)
+
+
+async def woken_by_put(
+    c: Client, url: str, arguments: dict[str, Any], key: str, value: int, *,
+    once_watching: bool,
+) -> list[tuple[str, str, Any]]:
+    """The events a wait_for_change call on cfg/* returns when a PUT of ``key`` (in the
+    namespace ``arguments["ns"]``) follows it (``once_watching``: once the call's poll
+    is counted in the hub)."""
+    waiting = asyncio.create_task(c.call_tool(
+        "wait_for_change", {"pattern": "cfg/*", "timeout": 30, **arguments}))
+    async with httpx.AsyncClient(base_url=url,
+                                 headers={"Authorization": f"Bearer {AGENT}"}) as http:
+        if once_watching:
+            await asyncio.wait_for(until_watching(http), 10)
+        r = await http.put(f"/v1/kv/{key}", params={"ns": arguments["ns"]}, json=value)
+        assert r.status_code == 201
+    changed = (await asyncio.wait_for(waiting, 10)).structured_content
+    assert changed is not None
+    return [(e["type"], e["key"], e["value"]) for e in changed["events"]]
+
+
 @pytest.fixture
 def service(backend: str) -> Iterator[ServiceProcess]:
     with running(ServiceProcess(env(backend, CORKBOARD_DEBUG_ENDPOINTS="true"))) as (svc,):
@@ -176,33 +203,16 @@ async def test_every_tool(service: ServiceProcess) -> None:
         await fails(c, "wait_for_change", "validation_failed", timeout=61, **ns)
         quiet = await call(c, "wait_for_change", pattern="cfg/*", timeout=0.3, **ns)
         assert quiet["events"] == [] and quiet["revision"] >= got["revision"]
-        async def woken_by_put(arguments: dict[str, Any], key: str, value: int, *,
-                               once_watching: bool) -> list[tuple[str, str, Any]]:
-            """The events a wait_for_change call returns when a PUT of ``key`` follows
-            it (``once_watching``: once /debug/watch counts its poll in the hub)."""
-            waiting = asyncio.create_task(c.call_tool(
-                "wait_for_change", {"pattern": "cfg/*", "timeout": 30, **arguments, **ns}))
-            async with httpx.AsyncClient(base_url=service.url,
-                                         headers={"Authorization": f"Bearer {AGENT}"}) as http:
-                if once_watching:
-                    async def watched() -> None:
-                        while (await http.get("/debug/watch")).json()["watchers"] == 0:
-                            await asyncio.sleep(0.01)
-                    await asyncio.wait_for(watched(), 10)
-                r = await http.put(f"/v1/kv/{key}", params=ns, json=value)
-                assert r.status_code == 201
-            changed = (await asyncio.wait_for(waiting, 10)).structured_content
-            assert changed is not None
-            return [(e["type"], e["key"], e["value"]) for e in changed["events"]]
 
         # From the quiet call's revision: the change is found whether the PUT lands
         # before the call reads the namespace or while it waits (without ``since`` it
         # waits from the revision it reads, and a PUT that came first was missed).
-        assert await woken_by_put({"since": quiet["revision"]}, "cfg/other", 42,
-                                  once_watching=False) == [("kv.put", "cfg/other", 42)]
+        assert await woken_by_put(c, service.url, {"since": quiet["revision"], **ns},
+                                  "cfg/other", 42, once_watching=False) == [
+            ("kv.put", "cfg/other", 42)]
         # Without ``since`` the call waits from the revision it reads: the PUT goes once
         # its poll has joined the hub's live feed, and wakes it.
-        assert await woken_by_put({}, "cfg/later", 43,
+        assert await woken_by_put(c, service.url, ns, "cfg/later", 43,
                                   once_watching=True) == [("kv.put", "cfg/later", 43)]
 
         # arguments are validated like request bodies
