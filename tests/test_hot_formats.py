@@ -6,10 +6,12 @@ import random
 import re
 import time
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.grammar import MAX_KEY_BYTES
+from app.observability import AccessLog
 from app.syntax import KV_ACTIONS, LOCK_ACTIONS, _is_sane_key, iso_ms
 
 
@@ -51,3 +53,33 @@ _PIECES = st.sampled_from(["/", ".", "..", "a", "Z9", "history", "release", "tou
        st.sampled_from([frozenset(), KV_ACTIONS, LOCK_ACTIONS]))
 def test_the_remembered_key_check_is_the_plain_rules(key: str, actions: frozenset[str]) -> None:
     assert _is_sane_key.__wrapped__(key, actions) == _is_sane_key_plain(key, actions), key
+
+
+# Text without lone surrogates (a path, a query or a token as the server decodes them:
+# uvicorn's unquote replaces invalid UTF-8, so no surrogate ever reaches a line).
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    at_ns=st.integers(0, 4_102_444_800_000_000_000),
+    request_id=st.one_of(_TEXT, st.from_regex(r"[A-Za-z0-9._:-]{1,128}", fullmatch=True)),
+    method=st.sampled_from(["GET", "HEAD", "PUT", "DELETE", "PATCH", "M-SEARCH"]),
+    path=st.one_of(_TEXT, st.just('/v1/kv/a"b\\c\n\u2028\x7f')),
+    query=st.one_of(st.binary(max_size=40), st.just(b"ns=a&access%5Ftoken=s%0A")),
+    route=st.sampled_from(["/v1/kv/{key}", "unmatched", "/v1/events"]),
+    status=st.integers(100, 599),
+    seconds=st.one_of(st.floats(0, 1e6), st.just(0.0000004), st.just(2.5)),
+    sent=st.integers(0, 2**40),
+    token=st.one_of(st.none(), _TEXT),
+)
+def test_an_access_line_is_its_entry_as_orjson_encodes_it(
+    at_ns: int, request_id: str, method: str, path: str, query: bytes, route: str,
+    status: int, seconds: float, sent: int, token: str | None,
+) -> None:
+    """The JSON access line (a template filled value by value) is, byte for byte, what
+    orjson makes of the line's entry: keys, their order, escapes and numbers."""
+    log = AccessLog()
+    item = (at_ns, request_id, method, path, query, route, status, seconds, sent, token)
+    plain = orjson.dumps(log._entry(item), option=orjson.OPT_APPEND_NEWLINE)
+    assert log._line(item) == plain
