@@ -70,6 +70,8 @@ TARGET_ALIASES = {
     "bare-joined": "bare-joined",
     "memory": "corkboard-memory",
     "corkboard-memory": "corkboard-memory",
+    "memory-nolog": "corkboard-memory-nolog",
+    "corkboard-memory-nolog": "corkboard-memory-nolog",
     "redis": "corkboard-redis",
     "corkboard-redis": "corkboard-redis",
     "nats": "corkboard-nats",
@@ -78,8 +80,8 @@ TARGET_ALIASES = {
     "webdis": "webdis",
 }
 ALL_TARGETS = [
-    "bare", "bare-joined", "corkboard-memory", "corkboard-redis", "corkboard-nats", "etcd",
-    "webdis",
+    "bare", "bare-joined", "corkboard-memory", "corkboard-memory-nolog", "corkboard-redis",
+    "corkboard-nats", "etcd", "webdis",
 ]
 ALL_OPS = ["GET", "PUT"]
 
@@ -186,6 +188,15 @@ RATIOS = [
         "corkboard-memory GET / bare-joined GET", ("corkboard-memory", "GET"),
         ("bare-joined", "GET"), None,
     ),
+    # The access log's share of a request: the same server with it switched off.
+    RatioSpec(
+        "corkboard-memory GET / corkboard-memory-nolog GET", ("corkboard-memory", "GET"),
+        ("corkboard-memory-nolog", "GET"), 0.9,
+    ),
+    RatioSpec(
+        "corkboard-memory PUT / corkboard-memory-nolog PUT", ("corkboard-memory", "PUT"),
+        ("corkboard-memory-nolog", "PUT"), 0.9,
+    ),
     RatioSpec("etcd range / bare GET", ("etcd", "GET"), ("bare", "GET"), None),
     RatioSpec("etcd put / bare PUT", ("etcd", "PUT"), ("bare", "PUT"), None),
     RatioSpec("webdis GET / bare GET", ("webdis", "GET"), ("bare", "GET"), None),
@@ -277,13 +288,16 @@ class Bench:
         desc = "raw ASGI app, uvicorn with app.serving's protocol, 1 worker"
         return Target("bare-joined", desc, port, self._kv_ops(), expect_2xx)
 
-    def _corkboard(self, name: str, backend: str, workers: int) -> Target:
+    def _corkboard(
+        self, name: str, backend: str, workers: int, settings: dict[str, str] | None = None
+    ) -> Target:
         """Corkboard as the README runs it: ``corkboard serve`` (app/cli.py), which runs
         uvicorn (uvloop, httptools, no uvicorn access log) with the app's own HTTP
-        protocol; the app's access log and metrics at their defaults."""
+        protocol; the app's access log and metrics at their defaults, unless ``settings``
+        (environment variables) says otherwise."""
         if not (self.app_dir / "app" / "main.py").is_file():
             raise Skip(f"no Corkboard app at {self.app_dir}/app/main.py (use --app-dir)")
-        env = clean_env(["CORKBOARD_"])
+        env = clean_env(["CORKBOARD_"]) | (settings or {})
         port = free_port()
         argv = [
             self.python, "-m", "app.cli", "serve", "--host", LOOPBACK, "--port", str(port),
@@ -294,18 +308,26 @@ class Bench:
         # The port opens with the first worker; a worker still starting would leave the
         # first run's connections all to the others (bench/README.md, "Connections spread
         # over the workers"), so every worker must have finished its start-up.
-        proc.wait_until(
-            lambda: proc.log_path.read_bytes().count(_STARTED) >= workers,
-            f"{workers} worker(s) started", timeout=60,
-        )
+        if workers > 1:  # one worker listens only once started (and may log nothing)
+            proc.wait_until(
+                lambda: proc.log_path.read_bytes().count(_STARTED) >= workers,
+                f"{workers} worker(s) started", timeout=60,
+            )
         desc = (
             f"corkboard serve on {backend.split(':')[0]}, {workers} worker(s),"
             f" {self.app_dir} at {_git_rev(self.app_dir)}"
+            + "".join(f", {k}={v}" for k, v in (settings or {}).items())
         )
         return Target(name, desc, port, self._kv_ops(), expect_2xx)
 
     def start_corkboard_memory(self) -> Target:
         return self._corkboard("corkboard-memory", "memory://", 1)
+
+    def start_corkboard_memory_nolog(self) -> Target:
+        """The same without the access log (only warnings logged): its share of a request
+        is 1 - corkboard-memory / corkboard-memory-nolog. Metrics stay on."""
+        return self._corkboard("corkboard-memory-nolog", "memory://", 1,
+                               {"CORKBOARD_LOG_LEVEL": "warning"})
 
     def start_corkboard_redis(self) -> Target:
         port = self.redis_port()
@@ -412,6 +434,7 @@ class Bench:
             "bare": self.start_bare,
             "bare-joined": self.start_bare_joined,
             "corkboard-memory": self.start_corkboard_memory,
+            "corkboard-memory-nolog": self.start_corkboard_memory_nolog,
             "corkboard-redis": self.start_corkboard_redis,
             "corkboard-nats": self.start_corkboard_nats,
             "etcd": self.start_etcd,
@@ -641,20 +664,20 @@ def print_report(
     print()
     print(header)
     for target in targets:
-        print(f"  {target.name:17} {target.description}")
+        print(f"  {target.name:22} {target.description}")
     print()
-    cols = f"{'target':17} {'op':3} {'request':28} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7}"
+    cols = f"{'target':22} {'op':3} {'request':28} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7}"
     print(f"{cols} {'req/s min-max':>15} {'n':>2} {'errors':>6}")
     print("-" * (len(cols) + 26))
     for s in summaries:
         spread = f"{s.rps_min:.0f}-{s.rps_max:.0f}"
         print(
-            f"{s.target:17} {s.op:3} {s.label:28} {s.requests_per_s:9.0f} {s.p50_ms:7.2f}"
+            f"{s.target:22} {s.op:3} {s.label:28} {s.requests_per_s:9.0f} {s.p50_ms:7.2f}"
             f" {s.p99_ms:7.2f} {spread:>15} {s.rounds:2d} {s.errors:6d}"
         )
     print()
     if ratio_rows:
-        print(f"{'ratio (median req/s)':42} {'value':>6} {'per round':>13}  goal")
+        print(f"{'ratio (median req/s)':50} {'value':>6} {'per round':>13}  goal")
         for row in ratio_rows:
             pr = row["per_round"]
             rng = f"{min(pr):.2f}-{max(pr):.2f}" if pr else "-"
@@ -663,7 +686,7 @@ def print_report(
             else:
                 verdict = "met" if row["meets_goal"] else "NOT met"
                 goal = f">= {row['goal']:.1f}x: {verdict}"
-            print(f"{row['name']:42} {row['ratio']:5.2f}x {rng:>13}  {goal}")
+            print(f"{row['name']:50} {row['ratio']:5.2f}x {rng:>13}  {goal}")
     else:
         print("no ratios: a ratio needs both of its targets in the run")
     if any(s.errors for s in summaries):
