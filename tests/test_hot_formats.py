@@ -60,26 +60,31 @@ def test_the_remembered_key_check_is_the_plain_rules(key: str, actions: frozense
 _TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
 
 
-@settings(max_examples=1500, deadline=None)
-@given(
-    at_ns=st.integers(0, 4_102_444_800_000_000_000),
-    request_id=st.one_of(_TEXT, st.from_regex(r"[A-Za-z0-9._:-]{1,128}", fullmatch=True)),
-    method=st.sampled_from(["GET", "HEAD", "PUT", "DELETE", "PATCH", "M-SEARCH"]),
-    path=st.one_of(_TEXT, st.just('/v1/kv/a"b\\c\n\u2028\x7f')),
-    query=st.one_of(st.binary(max_size=40), st.just(b"ns=a&access%5Ftoken=s%0A")),
-    route=st.sampled_from(["/v1/kv/{key}", "unmatched", "/v1/events"]),
-    status=st.integers(100, 599),
-    seconds=st.one_of(st.floats(0, 1e6), st.just(0.0000004), st.just(2.5)),
-    sent=st.integers(0, 2**40),
-    token=st.one_of(st.none(), _TEXT),
+_ITEMS = st.tuples(
+    # Whole milliseconds apart or not: a batch makes each millisecond's text once.
+    st.one_of(st.integers(0, 4_102_444_800_000_000_000),
+              st.integers(1_764_000_000_000_000_000, 1_764_000_000_003_000_000)),
+    st.one_of(_TEXT, st.from_regex(r"[A-Za-z0-9._:-]{1,128}", fullmatch=True)),  # request id
+    st.sampled_from(["GET", "HEAD", "PUT", "DELETE", "PATCH", "M-SEARCH"]) | _TEXT,  # method
+    st.one_of(_TEXT, st.just('/v1/kv/a"b\\c\n\u2028\x7f')),  # path
+    st.one_of(st.binary(max_size=40), st.just(b"ns=a&access%5Ftoken=s%0A")),  # query
+    st.sampled_from(["/v1/kv/{key}", "unmatched", "/v1/events"]),  # route
+    st.integers(100, 599),  # status
+    st.one_of(st.floats(0, 1e6), st.just(0.0000004), st.just(2.5)),  # seconds
+    st.integers(0, 2**40),  # bytes sent
+    st.one_of(st.none(), _TEXT),  # token
 )
-def test_an_access_line_is_its_entry_as_orjson_encodes_it(
-    at_ns: int, request_id: str, method: str, path: str, query: bytes, route: str,
-    status: int, seconds: float, sent: int, token: str | None,
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(_ITEMS, min_size=1, max_size=6))
+def test_access_lines_are_their_entries_as_orjson_encodes_them(
+    items: list[tuple[object, ...]],
 ) -> None:
-    """The JSON access line (a template filled value by value) is, byte for byte, what
-    orjson makes of the line's entry: keys, their order, escapes and numbers."""
+    """The JSON access lines of a batch (a template filled value by value, the time's
+    text and a method's or route's JSON reused) are, byte for byte, what orjson makes
+    of each line's entry: keys, their order, escapes and numbers."""
     log = AccessLog()
-    item = (at_ns, request_id, method, path, query, route, status, seconds, sent, token)
-    plain = orjson.dumps(log._entry(item), option=orjson.OPT_APPEND_NEWLINE)
-    assert log._line(item) == plain
+    plain = b"".join(orjson.dumps(log._entry(item), option=orjson.OPT_APPEND_NEWLINE)
+                     for item in items)
+    assert log._lines(items) == plain
