@@ -209,6 +209,13 @@ class ProcessSet:
         self._procs.append(proc)
         return proc.start()
 
+    def pid_of(self, name: str) -> int | None:
+        """The pid of the newest running process started as ``name``."""
+        for proc in reversed(self._procs):
+            if proc.name == name:
+                return proc.pid
+        return None
+
     def stop(self, proc: ManagedProcess) -> None:
         proc.stop()
         if proc in self._procs:
@@ -235,6 +242,34 @@ class ProcessSet:
             self.stop_all()
         finally:
             signal.signal(signal.SIGINT, previous)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and every process descended from it (a
+    server's workers), from /proc; 0.0 where /proc cannot tell (not Linux)."""
+    parents: dict[int, int] = {}
+    times: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # gone since the scan
+        fields = stat[stat.rindex(b")") + 2:].split()  # after "pid (comm) "
+        child = int(entry.name)
+        parents[child] = int(fields[1])
+        times[child] = int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    tree = {pid}
+    grew = True
+    while grew:
+        grew = False
+        for child, parent in parents.items():
+            if parent in tree and child not in tree:
+                tree.add(child)
+                grew = True
+    return sum(times.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager

@@ -55,6 +55,7 @@ from _procs import (  # bench/ is not a package: it runs as a script
     http_ok,
     http_request,
     sigterm_as_interrupt,
+    tree_cpu_seconds,
 )
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -116,6 +117,8 @@ class Target:
     port: int
     ops: dict[str, Op]
     check: Callable[[str, int, bytes], str | None] = field(default=lambda op, st, body: None)
+    #: The server's process, whose CPU (its workers' included) each run reports per request.
+    pid: int | None = None
 
     def url(self, op: str) -> str:
         return f"http://{LOOPBACK}:{self.port}{self.ops[op].path}"
@@ -135,6 +138,10 @@ class Sample:
     p99_ms: float
     errors: int
     raw: dict[str, Any]
+    #: The server's CPU time (user + system, its workers included) per request in this run,
+    #: in microseconds: less noisy than req/s on a shared machine, as it leaves out the
+    #: time the server waited for a core (None: no pid known).
+    cpu_us: float | None = None
 
 
 @dataclass
@@ -148,6 +155,7 @@ class Summary:
     p99_ms: float
     rps_min: float
     rps_max: float
+    cpu_us: float | None
     errors: int
     requests: int
 
@@ -446,6 +454,7 @@ class Bench:
             log(f"starting {name} ...")
             try:
                 target = starters[name]()
+                target.pid = self.procs.pid_of(target.name)
                 self.probe(target)
             except (Skip, ProcessError) as exc:
                 skipped[name] = str(exc)
@@ -514,6 +523,7 @@ class Bench:
             log(f"round {rnd + 1}/{self.args.rounds}: {', '.join(t.name for t in order)}")
             for target in order:
                 for op in ops:
+                    cpu0 = tree_cpu_seconds(target.pid) if target.pid else None
                     try:
                         res = self.run_wrk(target, op, self.args.duration)
                     except RuntimeError as exc:
@@ -532,6 +542,9 @@ class Bench:
                         errors=errors,
                         raw=res,
                     )
+                    if cpu0 is not None and target.pid and sample.requests:
+                        cpu = tree_cpu_seconds(target.pid) - cpu0
+                        sample.cpu_us = cpu * 1e6 / sample.requests
                     samples.append(sample)
                     err = f", {errors} errors" if errors else ""
                     log(
@@ -602,6 +615,11 @@ def _check_webdis(op: str, status: int, body: bytes) -> str | None:
 # ---- reporting ------------------------------------------------------------------
 
 
+def _median_or_none(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
 def summarize(targets: list[Target], ops: list[str], samples: list[Sample]) -> list[Summary]:
     out: list[Summary] = []
     for target in targets:
@@ -621,6 +639,7 @@ def summarize(targets: list[Target], ops: list[str], samples: list[Sample]) -> l
                     p99_ms=statistics.median(s.p99_ms for s in mine),
                     rps_min=min(rps),
                     rps_max=max(rps),
+                    cpu_us=_median_or_none([s.cpu_us for s in mine]),
                     errors=sum(s.errors for s in mine),
                     requests=sum(s.requests for s in mine),
                 )
@@ -642,10 +661,15 @@ def ratios(summaries: list[Summary], samples: list[Sample]) -> list[dict[str, An
             if a and b and b[0].requests_per_s > 0:
                 per_round.append(a[0].requests_per_s / b[0].requests_per_s)
         value = num.requests_per_s / den.requests_per_s if den.requests_per_s else float("nan")
+        # The same comparison by server CPU per request (the denominator's over the
+        # numerator's, so that above 1 still means the numerator does better).
+        cpu_ratio = (den.cpu_us / num.cpu_us
+                     if num.cpu_us and den.cpu_us is not None else None)
         out.append(
             {
                 "name": spec.name,
                 "ratio": value,
+                "cpu_ratio": cpu_ratio,
                 "per_round": per_round,
                 "goal": spec.goal,
                 "meets_goal": None if spec.goal is None else value >= spec.goal,
@@ -667,17 +691,18 @@ def print_report(
         print(f"  {target.name:22} {target.description}")
     print()
     cols = f"{'target':22} {'op':3} {'request':28} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7}"
-    print(f"{cols} {'req/s min-max':>15} {'n':>2} {'errors':>6}")
-    print("-" * (len(cols) + 26))
+    print(f"{cols} {'req/s min-max':>15} {'n':>2} {'errors':>6} {'CPU us/req':>10}")
+    print("-" * (len(cols) + 37))
     for s in summaries:
         spread = f"{s.rps_min:.0f}-{s.rps_max:.0f}"
+        cpu = f"{s.cpu_us:10.1f}" if s.cpu_us is not None else f"{'-':>10}"
         print(
             f"{s.target:22} {s.op:3} {s.label:28} {s.requests_per_s:9.0f} {s.p50_ms:7.2f}"
-            f" {s.p99_ms:7.2f} {spread:>15} {s.rounds:2d} {s.errors:6d}"
+            f" {s.p99_ms:7.2f} {spread:>15} {s.rounds:2d} {s.errors:6d} {cpu}"
         )
     print()
     if ratio_rows:
-        print(f"{'ratio (median req/s)':50} {'value':>6} {'per round':>13}  goal")
+        print(f"{'ratio (median req/s)':50} {'value':>6} {'per round':>13} {'by CPU':>7}  goal")
         for row in ratio_rows:
             pr = row["per_round"]
             rng = f"{min(pr):.2f}-{max(pr):.2f}" if pr else "-"
@@ -686,7 +711,8 @@ def print_report(
             else:
                 verdict = "met" if row["meets_goal"] else "NOT met"
                 goal = f">= {row['goal']:.1f}x: {verdict}"
-            print(f"{row['name']:50} {row['ratio']:5.2f}x {rng:>13}  {goal}")
+            by_cpu = f"{row['cpu_ratio']:6.2f}x" if row["cpu_ratio"] is not None else f"{'-':>7}"
+            print(f"{row['name']:50} {row['ratio']:5.2f}x {rng:>13} {by_cpu}  {goal}")
     else:
         print("no ratios: a ratio needs both of its targets in the run")
     if any(s.errors for s in summaries):
