@@ -119,17 +119,19 @@ _JSON_LINE = (
 
 
 #: JSON of the strings a line repeats from a small set (methods, route templates), so
-#: that a batch encodes each once. Capped: a method is whatever token a client sends.
+#: that a batch encodes each once. Capped in count and length (at most ~50 KiB): a
+#: method is whatever token a client sends.
 _NAMES_JSON: dict[str, bytes] = {}
 _NAMES_JSON_MAX = 256
+_NAME_MAX_CHARS = 64
 
 
 def _name_json(name: str) -> bytes:
-    known = _NAMES_JSON.get(name)
-    if known is None:
-        known = orjson.dumps(name)
-        if len(_NAMES_JSON) < _NAMES_JSON_MAX:
-            _NAMES_JSON[name] = known
+    """``name`` as JSON, remembered while the cache has room (the caller has looked
+    it up already)."""
+    known = orjson.dumps(name)
+    if len(_NAMES_JSON) < _NAMES_JSON_MAX and len(name) <= _NAME_MAX_CHARS:
+        _NAMES_JSON[name] = known
     return known
 
 

@@ -25,7 +25,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 
@@ -244,9 +244,12 @@ class ProcessSet:
             signal.signal(signal.SIGINT, previous)
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and every process descended from it (a
-    server's workers), from /proc; 0.0 where /proc cannot tell (not Linux)."""
+def tree_cpu_seconds(pids: Iterable[int]) -> float | None:
+    """User + system CPU seconds of ``pids`` and every process descended from them (a
+    server's workers), from /proc; None without /proc (not Linux) or without a pid."""
+    tree = set(pids)
+    if not tree or not os.path.isdir("/proc"):
+        return None
     parents: dict[int, int] = {}
     times: dict[int, int] = {}
     for entry in os.scandir("/proc"):
@@ -261,7 +264,6 @@ def tree_cpu_seconds(pid: int) -> float:
         child = int(entry.name)
         parents[child] = int(fields[1])
         times[child] = int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
-    tree = {pid}
     grew = True
     while grew:
         grew = False

@@ -117,8 +117,12 @@ class Target:
     port: int
     ops: dict[str, Op]
     check: Callable[[str, int, bytes], str | None] = field(default=lambda op, st, body: None)
-    #: The server's process, whose CPU (its workers' included) each run reports per request.
-    pid: int | None = None
+    #: The processes (started by that name) behind the target besides its own: a store
+    #: it talks to, whose CPU counts as the target's.
+    backing: tuple[str, ...] = ()
+    #: The target's processes and its backing ones, whose CPU (their workers' included)
+    #: each run reports per request.
+    pids: tuple[int, ...] = ()
 
     def url(self, op: str) -> str:
         return f"http://{LOOPBACK}:{self.port}{self.ops[op].path}"
@@ -138,9 +142,10 @@ class Sample:
     p99_ms: float
     errors: int
     raw: dict[str, Any]
-    #: The server's CPU time (user + system, its workers included) per request in this run,
-    #: in microseconds: less noisy than req/s on a shared machine, as it leaves out the
-    #: time the server waited for a core (None: no pid known).
+    #: The target's CPU time (user + system of its server, its workers and the store
+    #: behind it) per request in this run, in microseconds: less noisy than req/s on a
+    #: shared machine, as it leaves out the time the server waited for a core (None: no
+    #: /proc to read).
     cpu_us: float | None = None
 
 
@@ -339,9 +344,11 @@ class Bench:
 
     def start_corkboard_redis(self) -> Target:
         port = self.redis_port()
-        return self._corkboard(
+        target = self._corkboard(
             "corkboard-redis", f"redis://{LOOPBACK}:{port}/0", self.args.redis_workers
         )
+        target.backing = ("redis-server",)
+        return target
 
     def start_corkboard_nats(self) -> Target:
         exe = _nats_server(self.python)
@@ -356,9 +363,11 @@ class Bench:
         argv = [exe, "-a", LOOPBACK, "-p", str(port), "-js", "-sd", str(data)]
         proc = self.procs.start("nats-server", argv)
         proc.wait_for_port(port)
-        return self._corkboard(
+        target = self._corkboard(
             "corkboard-nats", f"nats://{LOOPBACK}:{port}", self.args.redis_workers
         )
+        target.backing = ("nats-server",)
+        return target
 
     def redis_port(self) -> int:
         """Start (once) the bench's own throwaway redis-server and return its port."""
@@ -435,7 +444,7 @@ class Bench:
             "PUT": Op(f"PUT /SET/{KEY} (body=value)", "PUT", f"/SET/{KEY}", JSON_CT, VALUE),
         }
         desc = f"webdis, {self.args.webdis_threads} threads, on the bench redis-server"
-        return Target("webdis", desc, port, ops, _check_webdis)
+        return Target("webdis", desc, port, ops, _check_webdis, backing=("redis-server",))
 
     def start_targets(self, names: Sequence[str]) -> tuple[list[Target], dict[str, str]]:
         starters: dict[str, Callable[[], Target]] = {
@@ -454,7 +463,8 @@ class Bench:
             log(f"starting {name} ...")
             try:
                 target = starters[name]()
-                target.pid = self.procs.pid_of(target.name)
+                found = (self.procs.pid_of(n) for n in (target.name, *target.backing))
+                target.pids = tuple(pid for pid in found if pid is not None)
                 self.probe(target)
             except (Skip, ProcessError) as exc:
                 skipped[name] = str(exc)
@@ -523,7 +533,7 @@ class Bench:
             log(f"round {rnd + 1}/{self.args.rounds}: {', '.join(t.name for t in order)}")
             for target in order:
                 for op in ops:
-                    cpu0 = tree_cpu_seconds(target.pid) if target.pid else None
+                    cpu0 = tree_cpu_seconds(target.pids)
                     try:
                         res = self.run_wrk(target, op, self.args.duration)
                     except RuntimeError as exc:
@@ -542,9 +552,9 @@ class Bench:
                         errors=errors,
                         raw=res,
                     )
-                    if cpu0 is not None and target.pid and sample.requests:
-                        cpu = tree_cpu_seconds(target.pid) - cpu0
-                        sample.cpu_us = cpu * 1e6 / sample.requests
+                    cpu1 = tree_cpu_seconds(target.pids)
+                    if cpu0 is not None and cpu1 is not None and sample.requests:
+                        sample.cpu_us = (cpu1 - cpu0) * 1e6 / sample.requests
                     samples.append(sample)
                     err = f", {errors} errors" if errors else ""
                     log(

@@ -88,3 +88,20 @@ def test_access_lines_are_their_entries_as_orjson_encodes_them(
     plain = b"".join(orjson.dumps(log._entry(item), option=orjson.OPT_APPEND_NEWLINE)
                      for item in items)
     assert log._lines(items) == plain
+
+
+def test_the_line_names_cache_stays_bounded_whatever_methods_clients_send() -> None:
+    """A method is any token a client sends: the JSON remembered for methods and routes
+    holds at most _NAMES_JSON_MAX names of at most _NAME_MAX_CHARS characters, and the
+    lines are the same whether a name was remembered or not."""
+    from app import observability
+
+    log = AccessLog()
+    items = [(1_764_000_000_000_000_000 + i, "id", f"M{i}" * (1 + i % 50), "/p", b"",
+              "unmatched", 200, 0.001, 0, None) for i in range(1000)]
+    plain = b"".join(orjson.dumps(log._entry(item), option=orjson.OPT_APPEND_NEWLINE)
+                     for item in items)
+    assert log._lines(items) == plain
+    cache = observability._NAMES_JSON
+    assert len(cache) <= observability._NAMES_JSON_MAX
+    assert max(map(len, cache)) <= observability._NAME_MAX_CHARS
