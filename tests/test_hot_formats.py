@@ -70,7 +70,10 @@ _ITEMS = st.tuples(
     st.one_of(st.binary(max_size=40), st.just(b"ns=a&access%5Ftoken=s%0A")),  # query
     st.sampled_from(["/v1/kv/{key}", "unmatched", "/v1/events"]),  # route
     st.integers(100, 599),  # status
-    st.one_of(st.floats(0, 1e6), st.just(0.0000004), st.just(2.5)),  # seconds
+    # seconds: any, or a short duration (its JSON remembered by microsecond count), or a
+    # negative one (none is, but a line must not depend on it)
+    st.one_of(st.floats(0, 1e6), st.just(0.0000004), st.just(2.5),
+              st.integers(0, 5000).map(lambda us: us / 1e6), st.floats(-1, 0)),
     st.integers(0, 2**40),  # bytes sent
     st.one_of(st.none(), _TEXT),  # token
 )
@@ -105,3 +108,22 @@ def test_the_line_names_cache_stays_bounded_whatever_methods_clients_send() -> N
     cache = observability._NAMES_JSON
     assert len(cache) <= observability._NAMES_JSON_MAX
     assert max(map(len, cache)) <= observability._NAME_MAX_CHARS
+
+
+def test_the_duration_table_stays_its_size_whatever_durations_lines_carry() -> None:
+    """Durations' JSON is remembered in a list of fixed length, by whole microseconds
+    under its length: a long or negative duration is encoded and not stored."""
+    from app import observability
+
+    table = observability._DURATIONS_JSON
+    size = len(table)
+    log = AccessLog()
+    items = [(1_764_000_000_000_000_000, "id", "GET", "/p", b"", "unmatched", 200,
+              seconds, 0, None)
+             for seconds in (-0.5, -1e-6, 0.0, 1e-6, (size - 1) / 1e6, size / 1e6, 3600.0)]
+    plain = b"".join(orjson.dumps(log._entry(item), option=orjson.OPT_APPEND_NEWLINE)
+                     for item in items)
+    assert log._lines(items) == plain
+    assert log._lines(items) == plain  # the second time from the table
+    assert len(table) == size
+    assert table[size - 1] == b"4.095" and table[1] == b"0.001"
