@@ -112,7 +112,7 @@ def _milliseconds(seconds: float) -> float:
 #: in its order), each value encoded on its own (tests/test_hot_formats.py checks the
 #: two against each other); the message is the method, the path as encoded for "path"
 #: (JSON escapes are per character) and the status. A batch of them (``_json_lines``)
-#: takes about 0.5x the CPU of building each entry and encoding it
+#: takes about 0.4x the CPU of building each entry and encoding it
 #: (bench/access_log_bench.py); ``_entry`` stays the line's plain form, for the text
 #: format and as the test's reference.
 _JSON_LINE = (
