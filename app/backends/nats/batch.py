@@ -36,6 +36,7 @@ from nats.js.errors import NoStreamResponseError
 
 from app.backends.nats.names import CHECK_TOKEN, SYSTEM_BUCKET
 from app.backends.nats.payload import check_size
+from app.backends.nats.retry import Attempts
 from app.backends.nats.store import WRONG_LAST_SEQUENCE, NatsStore, next_msg
 from app.errors import BackendUnavailable, NotSupportedByBackend, TooManyKeys
 
@@ -112,13 +113,18 @@ async def publish_batch(store: NatsStore, ns: str, msgs: list[Out]) -> int | Non
                    {**out.wire_headers(), **batch_headers})
     async with store.mapped_errors():
         await store.ensure(ns)
-        for attempt in range(BUSY_ATTEMPTS):
+        busy = 0
+        retries = Attempts(store.timeout)
+        while await retries.next():
             try:
                 seq = await _send(store, msgs)
             except NoStreamResponseError:
-                await store.remake(ns, attempt)
+                await store.remake(ns)
                 continue
             except BatchRefused:
+                busy += 1
+                if busy == BUSY_ATTEMPTS:
+                    break
                 continue
             if seq is not None and store.written is not None and ns != SYSTEM_BUCKET:
                 for _ in msgs:

@@ -39,7 +39,8 @@ from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NoStreamResponseError
 
 from app.backends.nats.names import stream_of
-from app.backends.nats.store import PUBLISH_ATTEMPTS, Msg, NatsStore
+from app.backends.nats.retry import Attempts
+from app.backends.nats.store import Msg, NatsStore
 from app.domain.bounds import Bounds, quota_exceeded
 from app.errors import BackendUnavailable, NotSupportedByBackend
 
@@ -153,7 +154,8 @@ class NatsQuotas:
         """Add ``by`` to a counter (one atomic step of JetStream's); its new value."""
         await self.ready()
         async with self.store.mapped_errors():
-            for attempt in range(PUBLISH_ATTEMPTS):
+            retries = Attempts(self.store.timeout)
+            while await retries.next():
                 try:
                     ack = await self.store.js.publish(
                         self.subject(ns, what), b"", timeout=self.store.timeout,
@@ -162,10 +164,9 @@ class NatsQuotas:
                 except NoStreamResponseError:
                     # Not counted: the stream was deleted under us (make it again), or,
                     # on a cluster, it was just made and its replicas are still electing
-                    # a leader (wait a little, as store.publish does).
+                    # a leader (retry.py waits, as for store.publish).
                     self.created = False
                     await self.ready()
-                    await asyncio.sleep(0.05 * attempt)
                     continue
                 if ack.val is None:  # stored as a plain message: no counters there
                     raise NotSupportedByBackend(

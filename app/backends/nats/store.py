@@ -27,6 +27,7 @@ from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, Not
 from app.backends.nats.msgs import Msg, TooManyResults, message_of, message_of_api, next_msg
 from app.backends.nats.names import SYSTEM_BUCKET, stream_of
 from app.backends.nats.payload import check_size
+from app.backends.nats.retry import Attempts
 from app.backends.nats.wake import SETTLE_DELAYS, Wakers
 from app.backends.parts.log import raise_if_cancelling
 from app.errors import BackendUnavailable, backend_unavailable, redact_url
@@ -38,9 +39,6 @@ logger = logging.getLogger("corkboard.backend")
 
 #: JetStream's error code for a failed Nats-Expected-Last-Subject-Sequence check.
 WRONG_LAST_SEQUENCE = 10071
-#: Publishes (and direct gets) no stream answered for (a bucket being made again, or a
-#: new replicated bucket electing its leader), 0.05 s more apart each time.
-PUBLISH_ATTEMPTS = 5
 #: A long poll on a replicated bucket checks the log this often even without a message
 #: (wake.py: a missed wake-up answers at most this late, not at the poll's timeout).
 RECHECK_SECONDS = 0.5
@@ -199,7 +197,8 @@ class NatsStore:
                 return None  # no namespace: one request (not a direct get, a bind again)
             if bucket in self.replicated:
                 return await self._leader_last(bucket, subject)
-            for attempt in range(PUBLISH_ATTEMPTS):
+            retries = Attempts(self.timeout)
+            while await retries.next():
                 try:
                     reply = await self.nc.request(
                         f"$JS.API.DIRECT.GET.{stream_of(bucket)}.{subject}", b"",
@@ -212,7 +211,6 @@ class NatsStore:
                     self.buckets.discard(bucket)
                     if not await self.bind(bucket):
                         return None
-                    await asyncio.sleep(0.05 * attempt)
                     continue
                 return message_of(reply)
         raise BackendUnavailable(f"No replica of the NATS bucket {bucket!r} answered.")
@@ -371,13 +369,14 @@ class NatsStore:
         check_size(self.nc.max_payload, subject, data, headers)
         async with self.mapped_errors():
             await self.ensure(bucket)
-            for attempt in range(PUBLISH_ATTEMPTS):
+            retries = Attempts(self.timeout)
+            while await retries.next():
                 try:
                     ack = await self.js.publish(
                         subject, data, timeout=self.timeout, headers=headers
                     )
                 except NoStreamResponseError:
-                    await self.remake(bucket, attempt)
+                    await self.remake(bucket)
                     continue
                 except APIError as exc:
                     if exc.err_code == WRONG_LAST_SEQUENCE:
@@ -388,13 +387,12 @@ class NatsStore:
                 return int(ack.seq)
         raise BackendUnavailable(f"The NATS bucket {bucket!r} could not be created.")
 
-    async def remake(self, bucket: str, attempt: int) -> None:
+    async def remake(self, bucket: str) -> None:
         """After a publish no stream took (so nothing was stored): the bucket was deleted
         under us (make it again), or, on a cluster, it was just made and its replicas
-        are still electing a leader (wait a little longer at each ``attempt``)."""
+        are still electing a leader (the retries wait: retry.py)."""
         self.buckets.discard(bucket)
         await self.ensure(bucket)
-        await asyncio.sleep(0.05 * attempt)
 
     async def wait_for_change(
         self, bucket: str, timeout: float, changed: Callable[[], Awaitable[bool]]
