@@ -5,6 +5,7 @@ leader election outlasts."""
 from __future__ import annotations
 
 import asyncio
+from itertools import pairwise
 
 from app.backends.nats.retry import FIRST_PAUSE, MAX_PAUSE, Attempts
 
@@ -30,7 +31,7 @@ async def test_attempts_pause_longer_each_time_up_to_the_bound_until_the_timeout
     # 0, 0.05, 0.15, 0.30, 0.50, 0.75, 1.00 on an idle machine; fewer when sleeps overrun
     assert len(starts) >= 4
     assert starts[0] < FIRST_PAUSE
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in pairwise(starts)]
     for i, gap in enumerate(gaps, start=1):
         assert gap >= min(FIRST_PAUSE * i, MAX_PAUSE) - 0.005  # the loop's clock resolution
     assert starts[-1] <= timeout + 0.2  # the last sleep may overrun a little, no more
