@@ -127,3 +127,24 @@ def test_the_duration_table_stays_its_size_whatever_durations_lines_carry() -> N
     assert log._lines(items) == plain  # the second time from the table
     assert len(table) == size
     assert table[size - 1] == b"4.095" and table[1] == b"0.001"
+
+
+def test_the_full_duration_table_holds_compact_bytes() -> None:
+    """Each slot is a copy of orjson's result, not the result itself (which sits in a
+    4 KiB allocation: a full table would take 16 MiB of every worker)."""
+    import tracemalloc
+
+    from app import observability
+
+    table = observability._DURATIONS_JSON
+    saved = table[:]
+    table[:] = [None] * len(table)
+    tracemalloc.start()
+    try:
+        for us in range(len(table)):
+            observability._duration_json(us)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        table[:] = saved
+    assert held < 64 * len(table), held  # ~48 bytes a slot; orjson's own would be 4,096
