@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from app.backends.memory.locks import MemoryLocks
 from app.backends.memory.session_chat import MemoryChatState
 from app.backends.memory.session_state import Session, snapshot_bytes, var_bytes
-from app.backends.memory.store import LockState, MemoryStore
+from app.backends.memory.store import LockState, MemoryStore, compact
 from app.backends.paging import page_sorted
 from app.backends.parts.sessions import SessionStore
 from app.domain.conditions import NO_CONDITION, Condition
@@ -255,7 +255,8 @@ class MemorySessions(MemoryChatState, SessionStore):
         var_id = var.id
         while var_id in sess.variables:
             var_id = new_variable_id()
-        var = replace(var, id=var_id, version=1, created_at=now, updated_at=now)
+        var = replace(var, id=var_id, value=compact(var.value), version=1, created_at=now,
+                      updated_at=now)
         self._session_charge(ns, sess, var_bytes(var))
         sess.variables[var.id] = var
         sess.names[var.name] = var.id
@@ -306,7 +307,7 @@ class MemorySessions(MemoryChatState, SessionStore):
         )
         self._session_touch(ns, sid, sess, now)
         for w in plan.writes:
-            sess.variables[w.new.id] = w.new
+            sess.variables[w.new.id] = replace(w.new, value=compact(w.new.value))
         first, extra = write_event(plan.writes, batch=batch)
         revision = self.store.emit(
             ns, "variable.updated", first.new.name, now, session=sid,
@@ -383,7 +384,7 @@ class MemorySessions(MemoryChatState, SessionStore):
         ))
         self._session_deadline(ns, sid, sess, now)
         for var in snapshot.variables:
-            sess.variables[var.id] = var
+            sess.variables[var.id] = replace(var, value=compact(var.value))
             sess.names[var.name] = var.id
         sess.subscriptions = set(snapshot.subscriptions)
         sess.dedupe = dict.fromkeys(snapshot.dedupe_order)
