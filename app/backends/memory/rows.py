@@ -68,7 +68,7 @@ def pack(
     modified_at: int, expires_at: int | None,
 ) -> Row:
     """The row of a key at one revision (the value is copied into it: a value from
-    ``orjson.dumps`` sits in a 4 KiB buffer whatever its length, see ``store.compact``)."""
+    ``orjson.dumps`` sits in a 4 KiB buffer whatever its length, see ``app.buffers``)."""
     return _HEAD.pack(revision, created_revision, version, created_at, modified_at,
                       NO_DEADLINE if expires_at is None else expires_at) + value
 

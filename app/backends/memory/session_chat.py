@@ -9,6 +9,7 @@ from typing import Any
 
 from app.backends.memory.session_state import Session
 from app.backends.memory.store import MemoryStore
+from app.buffers import compact
 from app.domain.fence import Fence
 from app.domain.sessions import StateKind, StateUpdate
 from app.syntax import now_ms
@@ -109,7 +110,7 @@ class MemoryChatState(ABC):
         if new is None:
             del sess.states(kind)[ident]
         else:
-            sess.states(kind)[ident] = new
+            sess.states(kind)[ident] = compact(new)
         self._session_event(ns, sid, now, kind + "_state", value=new, old_value=old,
                             **{kind: ident})
         return new, old is None

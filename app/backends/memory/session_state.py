@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from app.buffers import compact
 from app.domain.sessions import SessionInfo, SessionSnapshot, StateKind, Variable
 from app.variables import is_id
 
@@ -34,6 +35,12 @@ class Session:
 
     def states(self, kind: StateKind) -> dict[str, bytes]:
         return self.threads if kind == "thread" else self.channels
+
+
+def kept(var: Variable) -> Variable:
+    """``var`` as a session keeps it: its value ``compact`` (orjson's output, as values
+    are made, sits in a 4 KiB allocation)."""
+    return replace(var, value=compact(var.value))
 
 
 def var_bytes(var: Variable) -> int:

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from app.backends.memory.locks import MemoryLocks
 from app.backends.memory.session_chat import MemoryChatState
-from app.backends.memory.session_state import Session, snapshot_bytes, var_bytes
-from app.backends.memory.store import LockState, MemoryStore, compact
+from app.backends.memory.session_state import Session, kept, snapshot_bytes, var_bytes
+from app.backends.memory.store import LockState, MemoryStore
 from app.backends.paging import page_sorted
 from app.backends.parts.sessions import SessionStore
+from app.buffers import compact
 from app.domain.conditions import NO_CONDITION, Condition
 from app.domain.conditions import variable as variable_subject
 from app.domain.fence import Fence
@@ -180,7 +181,7 @@ class MemorySessions(MemoryChatState, SessionStore):
         self.store.check_quota(ns, 0, grow)
         sess = self._session_touch(ns, sid, old, now)
         self._session_charge(ns, sess, len(metadata) - len(sess.metadata))
-        sess.metadata = metadata
+        sess.metadata = compact(metadata)
         sess.ttl_ms = ttl_ms
         self._session_deadline(ns, sid, sess, now)
         self._session_event(ns, sid, now, "metadata", value=metadata, old_value=old_metadata,
@@ -255,8 +256,7 @@ class MemorySessions(MemoryChatState, SessionStore):
         var_id = var.id
         while var_id in sess.variables:
             var_id = new_variable_id()
-        var = replace(var, id=var_id, value=compact(var.value), version=1, created_at=now,
-                      updated_at=now)
+        var = kept(replace(var, id=var_id, version=1, created_at=now, updated_at=now))
         self._session_charge(ns, sess, var_bytes(var))
         sess.variables[var.id] = var
         sess.names[var.name] = var.id
@@ -307,7 +307,7 @@ class MemorySessions(MemoryChatState, SessionStore):
         )
         self._session_touch(ns, sid, sess, now)
         for w in plan.writes:
-            sess.variables[w.new.id] = replace(w.new, value=compact(w.new.value))
+            sess.variables[w.new.id] = kept(w.new)
         first, extra = write_event(plan.writes, batch=batch)
         revision = self.store.emit(
             ns, "variable.updated", first.new.name, now, session=sid,
@@ -380,16 +380,17 @@ class MemorySessions(MemoryChatState, SessionStore):
         self._session_remove(ns, sid, keep_waited=False)
         self.store.charge(ns, 0, size)
         sess = self._session_add(ns, sid, Session(
-            snapshot.metadata, snapshot.created_at or now, now, snapshot.ttl_ms, used_bytes=size
+            compact(snapshot.metadata), snapshot.created_at or now, now, snapshot.ttl_ms,
+            used_bytes=size,
         ))
         self._session_deadline(ns, sid, sess, now)
         for var in snapshot.variables:
-            sess.variables[var.id] = replace(var, value=compact(var.value))
+            sess.variables[var.id] = kept(var)
             sess.names[var.name] = var.id
         sess.subscriptions = set(snapshot.subscriptions)
         sess.dedupe = dict.fromkeys(snapshot.dedupe_order)
-        sess.threads = dict(snapshot.thread_state)
-        sess.channels = dict(snapshot.channel_state)
+        sess.threads = {name: compact(state) for name, state in snapshot.thread_state.items()}
+        sess.channels = {name: compact(state) for name, state in snapshot.channel_state.items()}
         tokens: dict[str, int] = {}
         for name, lock in snapshot.locks.items():
             before = prior.get(name)

@@ -14,8 +14,8 @@ older rows of a key only when it has more than one kept revision. A row is one `
 object (``rows.py``), which Python's cyclic garbage collector never tracks: with a
 slotted object per key each full collection walked every key, and at 300,000 keys that
 made a PUT ~1.5x slower. Bytes that outlive the request are stored in buffers of their
-own length (event JSON through ``compact``, a value copied into its row): orjson returns
-its output in a 4 KiB buffer whatever the length.
+own length (event JSON and session state through ``app.buffers.compact``, a value
+copied into its row): orjson returns its output in a 4 KiB buffer whatever the length.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any, Final
 from sortedcontainers import SortedList
 
 from app.backends.memory.rows import Older, Row
+from app.buffers import compact
 from app.domain.bounds import Bounds, quota_exceeded
 from app.domain.events import ChangeEvent, build_event
 from app.domain.fence import Fence
@@ -42,13 +43,6 @@ EventRow = tuple[int, str, str, str | None, bytes, int]
 EVENT_REVISION: Final = 0
 EVENT_DATA: Final = 4
 EVENT_SIZE: Final = 5
-
-
-def compact(data: bytes) -> bytes:
-    """``data`` in a buffer of its own length, for bytes kept long: ``orjson.dumps``
-    leaves its result in a 4 KiB allocation (measured: 4,098 bytes for 200 bytes of JSON),
-    which over a million stored values or 100,000 kept events is gigabytes."""
-    return bytes(memoryview(data))
 
 
 #: A deadline's handler: (namespace, name, deadline, now) -> whether it expired something.
