@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from time import time_ns
 from typing import Any
 
 from starlette.requests import Request
@@ -159,17 +158,11 @@ class KeyFront:
             stats.record(route, method, status, elapsed)
             if status == 503:
                 self.metrics.backend_errors.inc()
-            log = self.access_log
-            if log is not None:
-                # AccessLog.record's line, inline (a call with its nine arguments costs
-                # a tenth of a microsecond)
-                pending = log.pending
-                pending.append((
-                    time_ns(), request_id, method, scope["path"], scope["query_string"],
-                    route, status, elapsed, sent, scope.get("corkboard.token"),
-                ))
-                if len(pending) >= log.FLUSH_ENTRIES:
-                    log.flush()
+            if self.access_log is not None:
+                self.access_log.record(
+                    request_id, method, scope["path"], scope["query_string"], route,
+                    status, elapsed, sent, scope.get("corkboard.token"),
+                )
 
     def _check_declared_length(self, headers: dict[str, str]) -> None:
         """BodyLimit's refusal of a declared Content-Length over the request limit (the

@@ -200,20 +200,17 @@ class AccessLog:
     def __init__(self, stream: BinaryIO | None = None, *, fmt: str = "json") -> None:
         self.stream = stream if stream is not None else sys.stderr.buffer
         self.fmt = fmt
-        #: Lines to write, as ``record`` makes them (app.hotpath's front appends its own
-        #: the same way, saving a call). Always this list: ``flush`` empties it.
-        self.pending: list[tuple[Any, ...]] = []
+        self._pending: list[tuple[Any, ...]] = []
 
     def record(
         self, request_id: str, method: str, path: str, query: bytes, route: str,
         status: int, seconds: float, sent: int, token: str | None,
     ) -> None:
         """One request's line, formatted later."""
-        pending = self.pending
-        pending.append(
+        self._pending.append(
             (time.time_ns(), request_id, method, path, query, route, status, seconds, sent, token)
         )
-        if len(pending) >= self.FLUSH_ENTRIES:
+        if len(self._pending) >= self.FLUSH_ENTRIES:
             self.flush()
 
     def _entry(self, item: tuple[Any, ...]) -> dict[str, Any]:
@@ -237,10 +234,9 @@ class AccessLog:
         )
 
     def flush(self) -> None:
-        if self.pending:
-            batch = self.pending.copy()
-            self.pending.clear()
-            data = self._lines(batch)
+        if self._pending:
+            pending, self._pending = self._pending, []
+            data = self._lines(pending)
             try:
                 self.stream.write(data)
                 self.stream.flush()
