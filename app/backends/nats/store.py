@@ -385,7 +385,10 @@ class NatsStore:
                 if self.written is not None and bucket != SYSTEM_BUCKET:
                     self.written(bucket)
                 return int(ack.seq)
-        raise BackendUnavailable(f"The NATS bucket {bucket!r} could not be created.")
+        raise BackendUnavailable(
+            f"No stream took the write to the NATS bucket {bucket!r} (none made, none with "
+            "a leader, or none taking its subjects) within the backend's timeout."
+        )
 
     async def remake(self, bucket: str) -> None:
         """After a publish no stream took (so nothing was stored): the bucket was deleted
