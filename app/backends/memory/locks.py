@@ -24,6 +24,7 @@ from app.backends.memory.lockslots import LockSlots, Waiter
 from app.backends.memory.store import LockState, MemoryStore
 from app.backends.paging import page_sorted
 from app.backends.parts.locks import LockEngine
+from app.buffers import compact
 from app.domain.bounds import import_passes_lock_quota, quota_exceeded
 from app.domain.locks import (
     LockInfo,
@@ -134,7 +135,7 @@ class MemoryLocks(LockSlots, LockEngine):
         slot = self.slots.get((ns, scope, name))
         waiters = slot.waiters if slot is not None else ()
         while waiters:
-            waiter = waiters.popleft()
+            waiter = waiters.pop(0)
             if waiter.granted.done():
                 continue  # gave up (cancelled) without withdrawing
             holder = self._lock_grant(ns, scope, name, waiter.owner, waiter.ttl_ms, now,
@@ -193,7 +194,7 @@ class MemoryLocks(LockSlots, LockEngine):
             raise lock_held(self._lock_info(ns, scope, name, holder), full=True)
         if request.mode == "debounce":
             slot.pending.clear()
-        slot.pending.append(request.entry)
+        slot.pending.append(compact(request.entry))  # kept: in a buffer of its own length
         position = len(slot.pending)
         self._lock_event(
             ns, "lock.queued", scope, name, now,

@@ -411,7 +411,7 @@ class MemorySessions(MemoryChatState, SessionStore):
                 self.store.schedule_deadline(lock.expires_at, ns, f"l:{sid}|{name}")
             tokens[name] = token
         for name, entries in snapshot.pending_locks.items():
-            self.locks.slot(ns, sid, name).pending[:] = entries
+            self.locks.slot(ns, sid, name).pending[:] = [compact(e) for e in entries]
             self.locks.tidy(ns, sid, name)  # none given: no slot kept for it
         revision = self.store.emit(ns, "session.imported", sid, now, session=sid,
                              extra={"created": old is None}, with_values=False)
