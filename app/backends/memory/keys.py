@@ -93,7 +93,7 @@ class MemoryKeys(KeyStore):
     def detach_lease(self, st: Namespace, key: str) -> None:
         lease_id = st.key_leases.pop(key, None)
         if lease_id is not None and lease_id in st.leases:
-            st.leases[lease_id].keys.discard(key)
+            st.leases[lease_id].detach_key(key)
 
     def checked(
         self, ns: str, key: str, now: int, condition: Condition, fence: Fence | None,
@@ -135,7 +135,7 @@ class MemoryKeys(KeyStore):
             self.detach_lease(st, key)
             if lease is not None:
                 st.key_leases[key] = lease
-                st.leases[lease].keys.add(key)
+                st.leases[lease].attach_key(key)
         row: Row
         if old is None:
             row = pack(value, revision, revision, 1, now, now, expires_at)

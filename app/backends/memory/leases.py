@@ -47,7 +47,7 @@ class MemoryLeases(LeaseStore):
     def _held_locks(self, ns: str, lease: LeaseState) -> list[LeaseLock]:
         st = self.store.ns(ns)
         found = []
-        for scope, name, token in sorted(lease.locks):  # namespace locks, then by session
+        for scope, name, token in lease.sorted_locks():
             holder = st.locks.get((scope, name))
             if holder is not None and holder.token == token:
                 found.append(LeaseLock(name, scope, holder.owner, token))
@@ -57,7 +57,7 @@ class MemoryLeases(LeaseStore):
         """Delete the keys, release the locks, one event; then hand the locks on."""
         st = self.store.ns(ns)
         key_type = "kv.expire" if type_ == "lease.expired" else "kv.delete"
-        keys = sorted(lease.keys)
+        keys = lease.sorted_keys()
         locks = self._held_locks(ns, lease)
         changes: list[dict[str, Any]] = []
         for key in keys:
@@ -122,7 +122,7 @@ class MemoryLeases(LeaseStore):
         lease = self.store.lease(ns, lease_id, now_ms())
         if lease is None:
             return None
-        return LeaseDetail(lease.info(), sorted(lease.keys), self._held_locks(ns, lease))
+        return LeaseDetail(lease.info(), lease.sorted_keys(), self._held_locks(ns, lease))
 
     async def lease_list(
         self, ns: str, pattern: Pattern, *, limit: int, after: str | None

@@ -115,11 +115,34 @@ class LeaseState:
     ttl_ms: int
     granted_at: int
     expires_at: int
-    keys: set[str] = field(default_factory=set)
-    locks: set[tuple[str, str, int]] = field(default_factory=set)
+    #: The keys and locks (scope, name, token) on the lease, each set made by its first
+    #: one: two empty sets are 432 bytes, a fifth of what a lease keeps.
+    keys: set[str] | None = None
+    locks: set[tuple[str, str, int]] | None = None
 
     def info(self) -> LeaseInfo:
         return LeaseInfo(self.id, self.ttl_ms, self.granted_at, self.expires_at)
+
+    def attach_key(self, key: str) -> None:
+        if self.keys is None:
+            self.keys = set()
+        self.keys.add(key)
+
+    def detach_key(self, key: str) -> None:
+        if self.keys is not None:
+            self.keys.discard(key)
+
+    def attach_lock(self, scope: str, name: str, token: int) -> None:
+        if self.locks is None:
+            self.locks = set()
+        self.locks.add((scope, name, token))
+
+    def sorted_keys(self) -> list[str]:
+        return sorted(self.keys) if self.keys else []
+
+    def sorted_locks(self) -> list[tuple[str, str, int]]:
+        """Namespace locks (scope ``""``) first, then by session."""
+        return sorted(self.locks) if self.locks else []
 
 
 @dataclass(slots=True)
@@ -279,4 +302,4 @@ class MemoryStore:
 
     def lease_attach_lock(self, ns: str, lease_id: str, scope: str, name: str,
                           token: int) -> None:
-        self.ns(ns).leases[lease_id].locks.add((scope, name, token))
+        self.ns(ns).leases[lease_id].attach_lock(scope, name, token)
