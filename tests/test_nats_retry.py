@@ -45,9 +45,10 @@ async def test_a_write_no_stream_takes_is_503_at_the_timeout_and_stores_nothing(
 ) -> None:
     """The retries' end on a real server: the namespace's stream exists but no longer
     takes its bucket's subjects (an operator changed them), so every publish meets no
-    stream. The write is refused (503 backend_unavailable) once the backend's timeout has
-    passed, not before and not much after, nothing is stored, and writes work again as
-    soon as the stream takes the subjects back."""
+    stream. A write, one message or an atomic batch (a write on a lease), is refused (503
+    backend_unavailable) once the backend's timeout has passed, not before and not much
+    after, nothing is stored, and writes work again as soon as the stream takes the
+    subjects back."""
     import nats
 
     from app.backends.nats import NatsBackend
@@ -63,6 +64,7 @@ async def test_a_write_no_stream_takes_is_503_at_the_timeout_and_stores_nothing(
     try:
         js = nc.jetstream()
         await engine.kv_put("retries", "a", b"1")
+        await engine.lease_grant("retries", "agent-1", 60_000)
         config = (await js.stream_info(stream_of("retries"))).config
         subjects = config.subjects
         config.subjects = ["elsewhere.retries.>"]
@@ -70,19 +72,21 @@ async def test_a_write_no_stream_takes_is_503_at_the_timeout_and_stores_nothing(
         stored = (await js.stream_info(stream_of("retries"))).state.messages
 
         loop = asyncio.get_running_loop()
-        began = loop.time()
-        with pytest.raises(BackendUnavailable) as refused:
-            await engine.kv_put("retries", "b", b"2")
-        took = loop.time() - began
-        assert refused.value.code == "backend_unavailable"
-        assert "No stream took the write to the NATS bucket 'retries'" in refused.value.detail
-        assert refused.value.status == 503 and refused.value.headers["Retry-After"]
-        assert timeout - MAX_PAUSE <= took < timeout + 1.0, took
-        assert (await js.stream_info(stream_of("retries"))).state.messages == stored
+        for lease in (None, "agent-1"):  # store.publish, then batch.publish_batch
+            began = loop.time()
+            with pytest.raises(BackendUnavailable) as refused:
+                await engine.kv_put("retries", "b", b"2", lease=lease)
+            took = loop.time() - began
+            assert refused.value.code == "backend_unavailable"
+            assert "No stream took the write to the NATS bucket 'retries'" in (
+                refused.value.detail)
+            assert refused.value.status == 503 and refused.value.headers["Retry-After"]
+            assert timeout - MAX_PAUSE <= took < timeout + 1.0, (lease, took)
+            assert (await js.stream_info(stream_of("retries"))).state.messages == stored
 
         config.subjects = subjects
         await js.update_stream(config)
-        await engine.kv_put("retries", "b", b"2")
+        await engine.kv_put("retries", "b", b"2", lease="agent-1")
         entry = await engine.kv_get("retries", "b")
         assert entry is not None and entry.value == b"2"
     finally:

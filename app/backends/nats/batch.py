@@ -36,7 +36,7 @@ from nats.js.errors import NoStreamResponseError
 
 from app.backends.nats.names import CHECK_TOKEN, SYSTEM_BUCKET
 from app.backends.nats.payload import check_size
-from app.backends.nats.retry import Attempts
+from app.backends.nats.retry import Attempts, no_stream_took
 from app.backends.nats.store import WRONG_LAST_SEQUENCE, NatsStore, next_msg
 from app.errors import BackendUnavailable, NotSupportedByBackend, TooManyKeys
 
@@ -124,13 +124,15 @@ async def publish_batch(store: NatsStore, ns: str, msgs: list[Out]) -> int | Non
             except BatchRefused:
                 busy += 1
                 if busy == BUSY_ATTEMPTS:
-                    break
+                    raise BackendUnavailable(
+                        f"The NATS server refused an atomic batch to {ns!r}; retry."
+                    ) from None
                 continue
             if seq is not None and store.written is not None and ns != SYSTEM_BUCKET:
                 for _ in msgs:
                     store.written(ns)
             return seq
-    raise BackendUnavailable(f"The NATS server refused an atomic batch to {ns!r}; retry.")
+    raise no_stream_took(ns)
 
 
 async def _send(store: NatsStore, msgs: list[Out]) -> int | None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 
+from app.errors import BackendUnavailable
+
 #: The pause before the second attempt; each next one 0.05 s longer, up to MAX_PAUSE.
 FIRST_PAUSE = 0.05
 MAX_PAUSE = 0.25
@@ -40,3 +42,11 @@ class Attempts:
             return False
         await asyncio.sleep(pause)
         return True
+
+
+def no_stream_took(bucket: str) -> BackendUnavailable:
+    """The 503 once the attempts are over and no stream took a write to ``bucket``."""
+    return BackendUnavailable(
+        f"No stream took the write to the NATS bucket {bucket!r} (none made, none with "
+        "a leader, or none taking its subjects) within the backend's timeout."
+    )

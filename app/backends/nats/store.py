@@ -27,7 +27,7 @@ from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, Not
 from app.backends.nats.msgs import Msg, TooManyResults, message_of, message_of_api, next_msg
 from app.backends.nats.names import SYSTEM_BUCKET, stream_of
 from app.backends.nats.payload import check_size
-from app.backends.nats.retry import Attempts
+from app.backends.nats.retry import Attempts, no_stream_took
 from app.backends.nats.wake import SETTLE_DELAYS, Wakers
 from app.backends.parts.log import raise_if_cancelling
 from app.errors import BackendUnavailable, backend_unavailable, redact_url
@@ -385,10 +385,7 @@ class NatsStore:
                 if self.written is not None and bucket != SYSTEM_BUCKET:
                     self.written(bucket)
                 return int(ack.seq)
-        raise BackendUnavailable(
-            f"No stream took the write to the NATS bucket {bucket!r} (none made, none with "
-            "a leader, or none taking its subjects) within the backend's timeout."
-        )
+        raise no_stream_took(bucket)
 
     async def remake(self, bucket: str) -> None:
         """After a publish no stream took (so nothing was stored): the bucket was deleted
