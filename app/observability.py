@@ -158,7 +158,6 @@ def _json_lines(items: list[tuple[Any, ...]]) -> bytes:
     names = _NAMES_JSON
     durations = _DURATIONS_JSON
     table_end = len(durations)
-    escapes = _ESCAPES
     line = _JSON_LINE
     last_ms = -1
     time_text = b""
@@ -171,8 +170,7 @@ def _json_lines(items: list[tuple[Any, ...]]) -> bytes:
             last_ms = ms
             time_text = iso_ms(ms).encode()
         method_text = names.get(method) or _name_json(method)
-        # escape_controls, inline (a call costs as much as the check)
-        path_json = dumps(raw_path if raw_path.isprintable() else raw_path.translate(escapes))
+        path_json = dumps(escape_controls(raw_path))
         us = round(seconds * 1e6)  # _milliseconds(seconds) is us / 1000
         append(line % (
             time_text, method_text, path_json[1:-1], status,
